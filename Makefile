@@ -1,0 +1,55 @@
+# Every target bootstraps what it needs: a fresh clone only needs python3.11 and make.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+UV_VERSION := 0.13.9
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := $(PYTHON)
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= examples/newsletter/bridge.yaml
+
+.PHONY: run dev test test-unit test-integration lint format typecheck bench chaos clean
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(BIN)/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --all-extras
+	touch $@
+
+install: $(BIN)/.synced
+
+run: install
+	$(BIN)/bridge run -c $(CONFIG)
+
+dev: install
+	$(BIN)/bridge dev -c $(CONFIG)
+
+test: install
+	$(BIN)/pytest -q
+
+test-unit: install
+	$(BIN)/pytest -q tests/unit
+
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: install
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python -m bench
+
+chaos: install
+	BRIDGE_CHAOS_FULL=1 $(BIN)/pytest -q tests/chaos -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) .tools .bridge .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,115 @@
+"""Cross-reference checks of a parsed config: what pydantic alone cannot see.
+
+Each check yields ``(path, message)``; ``load_config`` turns them into
+``ConfigIssue`` with the YAML line.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from bridge.events import load_schema
+from bridge.routing import compile_filter
+from bridge.templates import DELIVERY_ROOTS, EVENT_ROOTS, Template, TemplateError
+
+if TYPE_CHECKING:
+    from bridge.config import BridgeConfig
+
+Problem = tuple[tuple[Any, ...], str]
+
+
+def cross_check(cfg: BridgeConfig) -> list[Problem]:
+    """Every cross-reference problem of ``cfg``."""
+    return [*_catalog(cfg), *_connectors(cfg), *_handlers(cfg)]
+
+
+def _catalog(cfg: BridgeConfig) -> Iterator[Problem]:
+    for name, spec in cfg.events.items():
+        try:
+            load_schema(spec.schema_, cfg.base_dir)
+        except Exception as exc:  # any import-time error of user code is a config error
+            yield ("events", name, "schema"), f"schema does not load: {exc}"
+
+
+def _connectors(cfg: BridgeConfig) -> Iterator[Problem]:
+    from bridge.config import connector_kinds
+
+    kinds = connector_kinds()
+    for name, conn in cfg.connectors.items():
+        kind = kinds[conn.type]
+        if conn.consume is not None and kind.source is None:
+            yield ("connectors", name, "consume"), f"connector type {conn.type!r} cannot consume"
+        if conn.consume is None:
+            continue
+        mapping = conn.consume.event
+        for field in ("type", "source", "id", "subject"):
+            text = getattr(mapping, field)
+            if text is not None:
+                try:
+                    Template(text, DELIVERY_ROOTS)
+                except TemplateError as exc:
+                    yield ("connectors", name, "consume", "event", field), str(exc)
+        for i, ref in enumerate(mapping.correlation_id):
+            root = ref.replace(":", ".", 1).partition(".")[0]
+            if root not in ("header", "data", "meta"):
+                yield (
+                    ("connectors", name, "consume", "event", "correlation_id", i),
+                    f"{ref!r}: use header:NAME, data.PATH or meta.NAME",
+                )
+
+
+def _handlers(cfg: BridgeConfig) -> Iterator[Problem]:
+    from bridge.config import connector_kinds
+
+    kinds = connector_kinds()
+    seen: dict[str, int] = {}
+    catalog = list(cfg.events)
+    for i, handler in enumerate(cfg.handlers):
+        path = ("handlers", i)
+        if handler.id in seen:
+            yield (
+                (*path, "id"),
+                f"duplicate handler id {handler.id!r} (also handlers[{seen[handler.id]}])",
+            )
+        seen.setdefault(handler.id, i)
+        if not handler.on:
+            yield (*path, "on"), "subscribe to at least one event type"
+        for j, pattern in enumerate(handler.on):
+            if catalog and not any(_overlaps(pattern, known) for known in catalog):
+                yield (*path, "on", j), f"no event type in the catalog matches {pattern!r}"
+        if handler.filter is not None:
+            try:
+                compile_filter(handler.filter)
+            except ValueError as exc:
+                yield (*path, "filter"), f"filter does not compile: {_first_line(exc)}"
+        try:
+            Template(handler.idempotency_key, EVENT_ROOTS)
+        except TemplateError as exc:
+            yield (*path, "idempotency_key"), str(exc)
+        for field, conn_name in handler.connector_refs().items():
+            conn = cfg.connectors.get(conn_name)
+            field_path = (*path, *field.split("."))
+            if conn is None:
+                known = ", ".join(sorted(cfg.connectors)) or "none defined"
+                yield field_path, f"unknown connector {conn_name!r} (known: {known})"
+            elif kinds[conn.type].publisher is None:
+                yield field_path, f"connector {conn_name!r} ({conn.type}) cannot publish"
+        check = getattr(handler, "check", None)
+        if check is not None:
+            for sub_path, message in check(cfg):
+                yield (*path, *sub_path), message
+
+
+def _overlaps(pattern: str, known: str) -> bool:
+    return (
+        pattern == known
+        or fnmatch.fnmatchcase(pattern, known)
+        or fnmatch.fnmatchcase(known, pattern)
+    )
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__

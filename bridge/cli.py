@@ -1,0 +1,238 @@
+"""The ``bridge`` command: run | validate | schema | send | dlq.
+
+Exit codes: 0 success, 1 invalid config or failed command, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge.config import BridgeConfig, json_schema, load_config
+from bridge.errors import BridgeError, ConfigError
+from bridge.settings import Settings
+
+
+def _parser(settings: Settings) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bridge", description="A fan-out message bridge.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "-c", "--config", default=settings.config, help="config file (env BRIDGE_CONFIG)"
+        )
+
+    run = sub.add_parser("run", help="run the bridge")
+    with_config(run)
+    run.add_argument("--listen", default=settings.listen, help="override server.listen (host:port)")
+    run.add_argument("--store", default=settings.store, help="override the store URL")
+    run.add_argument("--log-level", default=settings.log_level)
+    run.add_argument("--log-format", default=settings.log_format, choices=["json", "console"])
+
+    validate = sub.add_parser(
+        "validate", help="check a config file; print every error with its line"
+    )
+    with_config(validate)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of the config file")
+    schema.add_argument("-o", "--output", help="write to this file instead of stdout")
+
+    send = sub.add_parser("send", help="send an event to a running bridge's event API")
+    with_config(send)
+    send.add_argument("type", help="event type")
+    send.add_argument("--data", default="{}", help="event data as JSON")
+    send.add_argument("--id", help="event id (default: random)")
+    send.add_argument("--correlation-id")
+    send.add_argument("--url", help="bridge base URL (default: from the config's server.listen)")
+    send.add_argument("--token", help="bearer token for the event API")
+
+    dlq = sub.add_parser("dlq", help="list, show, replay or discard dead letters")
+    with_config(dlq)
+    dlq.add_argument("--store", default=settings.store, help="override the store URL")
+    dsub = dlq.add_subparsers(dest="action", required=True)
+    dlist = dsub.add_parser("list", help="newest first")
+    dlist.add_argument("--status", choices=["pending", "replayed", "discarded"])
+    dlist.add_argument("--handler")
+    dlist.add_argument("--limit", type=int, default=50)
+    dlist.add_argument("--json", action="store_true", help="one JSON object per line")
+    dshow = dsub.add_parser("show", help="one dead letter in full, as JSON")
+    dshow.add_argument("id")
+    dreplay = dsub.add_parser("replay", help="send the event again to its handler (or --handler)")
+    dreplay.add_argument("id")
+    dreplay.add_argument("--handler", help="replay to this handler instead of the one that failed")
+    ddiscard = dsub.add_parser("discard", help="mark a dead letter discarded")
+    ddiscard.add_argument("id")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bridge`` command; returns the exit code."""
+    settings = Settings()
+    args = _parser(settings).parse_args(argv)
+    try:
+        if args.command == "schema":
+            return _schema(args)
+        if args.command == "validate":
+            return _validate(args)
+        if args.command == "run":
+            return _run(args)
+        if args.command == "send":
+            return asyncio.run(_send(args))
+        if args.command == "dlq":
+            return asyncio.run(_dlq(args))
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return 1
+    except BridgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 2
+
+
+def _print_config_error(exc: ConfigError) -> None:
+    for issue in exc.issues:
+        where = f"{exc.source}:{issue.line}" if issue.line is not None else f"{exc.source}"
+        print(f"{where}: {issue.path or '<root>'}: {issue.message}", file=sys.stderr)
+    count = len(exc.issues)
+    print(f"{count} error{'s' if count != 1 else ''} in {exc.source}", file=sys.stderr)
+
+
+def _schema(args: argparse.Namespace) -> int:
+    text = json.dumps(json_schema(), indent=2)
+    if args.output:
+        with open(args.output, "w") as fh:
+            fh.write(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    print(
+        f"{args.config}: ok ({len(cfg.connectors)} connectors, {len(cfg.handlers)} handlers, "
+        f"{len(cfg.events)} event types)"
+    )
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from bridge.runtime import Runtime
+    from bridge.telemetry import configure_logging
+
+    cfg = load_config(args.config)
+    _override(cfg, args)
+    logs = cfg.telemetry.logs
+    configure_logging(args.log_format or logs.format, args.log_level or logs.level, logs.levels)
+
+    async def main() -> None:
+        runtime = Runtime(cfg)
+        runtime.install_signal_handlers()
+        await runtime.run()
+
+    asyncio.run(main())
+    return 0
+
+
+def _override(cfg: BridgeConfig, args: argparse.Namespace) -> None:
+    if getattr(args, "listen", None):
+        cfg.server.listen = args.listen
+    if getattr(args, "store", None):
+        cfg.store = args.store
+
+
+def _base_url(cfg: BridgeConfig) -> str:
+    host = cfg.server.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://{host}:{cfg.server.port}"
+
+
+async def _send(args: argparse.Namespace) -> int:
+    import aiohttp
+
+    try:
+        data = json.loads(args.data)
+    except json.JSONDecodeError as exc:
+        print(f"error: --data is not JSON: {exc}", file=sys.stderr)
+        return 1
+    cfg = load_config(args.config, check=False) if args.url is None else None
+    url = (args.url or _base_url(cfg)).rstrip("/") + "/v1/events"  # type: ignore[arg-type]
+    token = args.token or (cfg.server.api.token if cfg else None)
+    event: dict[str, Any] = {
+        "specversion": "1.0",
+        "type": args.type,
+        "source": "bridge://cli",
+        "data": data,
+    }
+    if args.id:
+        event["id"] = args.id
+    if args.correlation_id:
+        event["correlationid"] = args.correlation_id
+    headers = {"content-type": "application/cloudevents+json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url, json=event, headers=headers) as resp,
+        ):
+            text = await resp.text()
+    except aiohttp.ClientError as exc:
+        print(f"error: cannot reach the bridge at {url}: {exc}", file=sys.stderr)
+        return 1
+    print(text)
+    return 0 if resp.status == 202 else 1
+
+
+async def _dlq(args: argparse.Namespace) -> int:
+    from bridge.deadletters import discard, replay
+    from bridge.store import create_store
+
+    cfg = load_config(args.config, check=False)
+    store = create_store(args.store or cfg.store)
+    await store.open()
+    try:
+        if args.action == "list":
+            letters = await store.dead_letters(
+                status=args.status, handler=args.handler, limit=args.limit
+            )
+            for d in letters:
+                if args.json:
+                    print(json.dumps(d.to_dict(), default=str))
+                    continue
+                when = datetime.fromtimestamp(d.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+                print(
+                    f"{d.id}  {when}  {d.status:<9}  {d.handler or '-':<24}  {d.event_type or '-':<24}  {d.reason[:80]}"
+                )
+            if not letters and not args.json:
+                print("no dead letters")
+            return 0
+        if args.action == "show":
+            letter = await store.dead_letter_get(args.id)
+            if letter is None:
+                print(f"error: no dead letter {args.id!r}", file=sys.stderr)
+                return 1
+            print(json.dumps(letter.to_dict(), indent=2, default=str))
+            return 0
+        if args.action == "replay":
+            if args.handler and args.handler not in {h.id for h in cfg.handlers}:
+                print(f"error: no handler {args.handler!r} in {args.config}", file=sys.stderr)
+                return 1
+            entry = await replay(store, args.id, args.handler)
+            print(
+                f"replayed {args.id} to {entry.handler or 'its subscribers'} (inbox entry {entry.id})"
+            )
+            return 0
+        if args.action == "discard":
+            await discard(store, args.id)
+            print(f"discarded {args.id}")
+            return 0
+    finally:
+        await store.close()
+    return 2

@@ -1,0 +1,91 @@
+"""``Context``: what a handler gets besides the event."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from bridge.events import Event, jsonable, now_iso
+
+_CHILD_NAMESPACE = uuid.UUID("6f1d4a52-27a4-4d8c-9a51-9a0a3c1e7b10")
+_logger = logging.getLogger("bridge.handler")
+
+
+def child_event_id(parent_id: str, handler_id: str, seq: int) -> str:
+    """Deterministic id of the ``seq``-th event emitted by a handler for a parent event.
+
+    A retried or redelivered parent emits children with the same ids, so the
+    inbox keeps only one of each.
+    """
+    return str(uuid.uuid5(_CHILD_NAMESPACE, f"{parent_id}\x1f{handler_id}\x1f{seq}"))
+
+
+class Context:
+    """Per-attempt context of a run.
+
+    Attributes:
+        event: the event being handled.
+        handler_id: the handler's id.
+        attempt: 1 for the first attempt, 2 for the first retry, ...
+        log: a logger whose lines carry the correlation id, event and handler.
+    """
+
+    __slots__ = ("_log", "_seq", "attempt", "emitted", "event", "handler_id")
+
+    def __init__(self, event: Event[Any], handler_id: str, attempt: int) -> None:
+        self.event = event
+        self.handler_id = handler_id
+        self.attempt = attempt
+        self.emitted: list[Event[Any]] = []
+        self._seq = 0
+        self._log: logging.LoggerAdapter[logging.Logger] | None = None
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        if self._log is None:
+            self._log = logging.LoggerAdapter(_logger, self.log_fields())
+        return self._log
+
+    def log_fields(self) -> dict[str, Any]:
+        """The structured fields every log line of this run carries."""
+        return {
+            "correlation_id": self.event.correlationid,
+            "event_id": self.event.id,
+            "event_type": self.event.type,
+            "handler": self.handler_id,
+            "attempt": self.attempt,
+        }
+
+    def emit(
+        self,
+        type: str,
+        data: Any,
+        *,
+        subject: str | None = None,
+        source: str | None = None,
+        extensions: Mapping[str, Any] | None = None,
+    ) -> Event[Any]:
+        """Emit a child event; it is sent only if this attempt succeeds.
+
+        The child keeps the correlation id and trace of this event, names it as
+        its parent, and has a deterministic id, so a retried attempt does not
+        create it twice.
+        """
+        self._seq += 1
+        child: Event[Any] = Event(
+            id=child_event_id(self.event.id, self.handler_id, self._seq),
+            source=source or f"bridge://handler/{self.handler_id}",
+            type=type,
+            data=jsonable(data),
+            time=now_iso(),
+            subject=subject,
+            correlationid=self.event.correlationid or self.event.id,
+            traceparent=self.event.traceparent,
+            tracestate=self.event.tracestate,
+            parentid=self.event.id,
+            extensions=dict(extensions) if extensions else {},
+        )
+        self.emitted.append(child)
+        return child

@@ -1,0 +1,428 @@
+"""The fan-out engine: one event, every matched handler, each run on its own.
+
+For each delivery: normalize (bad input -> dead letter), route, then run every
+matched handler concurrently. A run has its own attempts, backoff, per-attempt
+timeout, concurrency limit and idempotency key. A run that succeeds is written
+to the ledger before the delivery is settled, so a redelivered message re-runs
+only the branches that had not finished. A run that exhausts its attempts (or
+raises ``Fatal``) becomes a dead letter. The returned ``Settlement`` is ACK only
+when every run is final and recorded; a store failure means RETRY_LATER.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import orjson
+
+from bridge.context import Context
+from bridge.errors import Fatal, InvalidEvent, RetryAfter, StoreError
+from bridge.events import Event
+from bridge.metrics import Metrics
+from bridge.normalize import Normalizer
+from bridge.retry import RetryPolicy
+from bridge.routing import Router, Subscription
+from bridge.store.base import Attempt, DeadLetter, LedgerEntry, Store
+from bridge.templates import Template, TemplateError, event_scope
+from connectors.base import Delivery, Publisher, Settlement
+from handlers.base import DeadLetterTarget, Handler
+
+log = logging.getLogger("bridge.dispatch")
+Emitter = Callable[[Sequence[Event[Any]]], Awaitable[None]]
+RunStatus = Literal["succeeded", "dead_lettered", "skipped"]
+_KEPT_BODY = 65_536
+
+
+class Clock(Protocol):
+    """Time for retries; tests pass one that does not really sleep."""
+
+    def time(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class RealClock:
+    """The event loop's clock."""
+
+    def time(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+@dataclass(slots=True, eq=False)
+class BoundHandler:
+    """A handler with everything the dispatcher needs to run it."""
+
+    id: str
+    handler: Handler
+    retry: RetryPolicy
+    timeout: float
+    idempotency_key: Template
+    limiter: asyncio.Semaphore | None = None
+    dead_letter: DeadLetterTarget | None = None
+
+    def key(self, event: Event[Any]) -> str:
+        """The ledger key of this handler's run for ``event``."""
+        if self.idempotency_key.source == "{id}":
+            return event.id
+        try:
+            return self.idempotency_key.render_str(event_scope(event))
+        except TemplateError:
+            return event.id
+
+
+@dataclass(slots=True)
+class Run:
+    """How one handler's run for one event ended."""
+
+    handler: str
+    status: RunStatus
+    result: Any = None
+    error: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+
+
+class Dispatcher:
+    """Runs events through their handlers.
+
+    Args:
+        router: matches events to ``BoundHandler`` subscriptions.
+        store: ledger and dead letters.
+        ledger: consult and write the ledger (off: every delivery runs every handler).
+        unrouted: ``dead_letter`` or ``drop`` events with an unknown type or no handler.
+        emitter: sends events emitted by handlers (durably) before their run is recorded.
+        publishers: for handlers' ``dead_letter`` targets.
+        max_fanout: most child events one attempt may emit.
+    """
+
+    def __init__(
+        self,
+        router: Router[BoundHandler],
+        store: Store,
+        *,
+        ledger: bool = True,
+        unrouted: Literal["dead_letter", "drop"] = "dead_letter",
+        emitter: Emitter | None = None,
+        publishers: Mapping[str, Publisher] | None = None,
+        metrics: Metrics | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        max_fanout: int = 10_000,
+    ) -> None:
+        self.router = router
+        self.store = store
+        self.ledger = ledger
+        self.unrouted = unrouted
+        self.emitter = emitter
+        self.publishers = publishers or {}
+        self.metrics = metrics or Metrics()
+        self.clock = clock or RealClock()
+        self.rng = rng or random.Random()
+        self.max_fanout = max_fanout
+        self._handlers = {s.handler_id: s for s in router._subs}
+
+    async def process(self, delivery: Delivery, normalizer: Normalizer) -> Settlement:
+        """Normalize, route and run one delivery; the caller settles it with the result."""
+        metrics = self.metrics
+        connector = delivery.connector or normalizer.connector
+        metrics.inc("bridge_events_received_total", (("connector", connector),))
+        try:
+            event = normalizer(delivery)
+        except InvalidEvent as exc:
+            return await self._reject(delivery, connector, exc)
+        replay = delivery.meta.get("replay_handler") if delivery.meta else None
+        if replay:
+            sub = self._handlers.get(replay)
+            subs = [sub] if sub is not None else []
+        else:
+            subs = self.router.match(event)
+        metrics.observe("bridge_fanout_width", (), float(len(subs)), _WIDTH_BUCKETS)
+        if not subs:
+            return await self._unrouted(event, connector, replay)
+        try:
+            await self.dispatch(event, subs, connector=connector, replay=bool(replay))
+        except StoreError as exc:
+            log.error(
+                "store failed; message left for redelivery",
+                extra={
+                    "event_id": event.id,
+                    "correlation_id": event.correlationid,
+                    "error": str(exc),
+                },
+            )
+            return Settlement.RETRY_LATER
+        return Settlement.ACK
+
+    async def dispatch(
+        self,
+        event: Event[Any],
+        subs: Sequence[Subscription[BoundHandler]],
+        *,
+        connector: str = "",
+        replay: bool = False,
+    ) -> list[Run]:
+        """Run ``event`` through each subscription concurrently; return when every run is final.
+
+        Raises:
+            StoreError: a result could not be recorded (the message must not be acked).
+        """
+        bound = [s.target for s in subs]
+        keys = [(b.id, b.key(event)) for b in bound]
+        final: Mapping[tuple[str, str], str] = {}
+        if self.ledger:
+            final = await self.store.ledger_final(keys)
+        coros = []
+        runs: list[Run] = []
+        for b, pair in zip(bound, keys, strict=True):
+            status = final.get(pair)
+            if status == "succeeded" or (status == "dead_lettered" and not replay):
+                runs.append(Run(b.id, "skipped"))
+                continue
+            coros.append(self._run(event, b, pair[1], connector))
+        if len(coros) == 1:
+            runs.append(await coros[0])
+        elif coros:
+            results = await asyncio.gather(*coros, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+                runs.append(result)
+        return runs
+
+    async def _run(self, event: Event[Any], bh: BoundHandler, key: str, connector: str) -> Run:
+        attempts: list[Attempt] = []
+        policy = bh.retry
+        started_run = self.clock.time()
+        number = 0
+        while True:
+            number += 1
+            ctx = Context(event, bh.id, number)
+            started_at = time.time()
+            t0 = self.clock.time()
+            error: BaseException | None = None
+            result: Any = None
+            try:
+                if bh.limiter is None:
+                    result = await self._attempt(bh, event, ctx)
+                else:
+                    async with bh.limiter:
+                        result = await self._attempt(bh, event, ctx)
+                if len(ctx.emitted) > self.max_fanout:
+                    raise Fatal(
+                        f"emitted {len(ctx.emitted)} events, more than max_fanout {self.max_fanout};"
+                        " nothing was emitted"
+                    )
+            except TimeoutError:
+                error = TimeoutError(f"attempt timed out after {bh.timeout:g}s")
+            except (asyncio.CancelledError, StoreError):
+                raise
+            except Exception as exc:  # any handler failure is the run's business
+                error = exc
+            if error is None:
+                if ctx.emitted and self.emitter is not None:
+                    await self.emitter(ctx.emitted)
+                if self.ledger:
+                    await self.store.ledger_record(
+                        [LedgerEntry(bh.id, key, event.id, "succeeded", result)]
+                    )
+                self._finished(bh.id, "succeeded", started_run)
+                return Run(bh.id, "succeeded", result=result, attempts=attempts)
+            text = _describe(error)
+            attempts.append(Attempt(number, started_at, self.clock.time() - t0, text))
+            if isinstance(error, Fatal) or number >= policy.attempts:
+                await self._dead_letter_run(event, bh, key, connector, text, attempts, error)
+                self._finished(bh.id, "dead_lettered", started_run)
+                return Run(bh.id, "dead_lettered", error=text, attempts=attempts)
+            delay = policy.delay(number, self.rng)
+            if isinstance(error, RetryAfter):
+                delay = max(delay, error.delay)
+            self.metrics.inc("bridge_retries_total", (("handler", bh.id),))
+            log.warning(
+                "attempt failed; retrying",
+                extra={
+                    "correlation_id": event.correlationid,
+                    "event_id": event.id,
+                    "event_type": event.type,
+                    "handler": bh.id,
+                    "attempt": number,
+                    "retry_in": round(delay, 3),
+                    "error": text,
+                },
+            )
+            await self.clock.sleep(delay)
+
+    async def _attempt(self, bh: BoundHandler, event: Event[Any], ctx: Context) -> Any:
+        async with asyncio.timeout(bh.timeout):
+            return await bh.handler.invoke(event, ctx)
+
+    def _finished(self, handler: str, outcome: str, started: float) -> None:
+        labels = (("handler", handler),)
+        self.metrics.inc("bridge_runs_total", (("handler", handler), ("outcome", outcome)))
+        self.metrics.observe("bridge_run_duration_seconds", labels, self.clock.time() - started)
+
+    async def _dead_letter_run(
+        self,
+        event: Event[Any],
+        bh: BoundHandler,
+        key: str,
+        connector: str,
+        reason: str,
+        attempts: list[Attempt],
+        error: BaseException,
+    ) -> None:
+        letter = DeadLetter(
+            reason=reason,
+            connector=connector,
+            handler=bh.id,
+            event=event.to_dict(),
+            attempts=attempts,
+            event_id=event.id,
+            event_type=event.type,
+            correlation_id=event.correlationid,
+            trace_id=_trace_id(event.traceparent),
+            detail=getattr(error, "detail", None),
+        )
+        await self.store.dead_letter_add(letter)
+        if self.ledger:
+            await self.store.ledger_record(
+                [LedgerEntry(bh.id, key, event.id, "dead_lettered", reason)]
+            )
+        self.metrics.inc("bridge_dead_letters_total", (("handler", bh.id),))
+        log.error(
+            "run dead-lettered",
+            extra={
+                "correlation_id": event.correlationid,
+                "event_id": event.id,
+                "event_type": event.type,
+                "handler": bh.id,
+                "attempt": len(attempts),
+                "dead_letter_id": letter.id,
+                "error": reason,
+            },
+        )
+        if bh.dead_letter is not None:
+            await self._publish_dead_letter(bh.dead_letter, letter)
+
+    async def _publish_dead_letter(self, target: DeadLetterTarget, letter: DeadLetter) -> None:
+        publisher = self.publishers.get(target.connector)
+        if publisher is None:
+            return
+        headers = {
+            "bridge-dead-letter-id": letter.id,
+            "bridge-handler": letter.handler or "",
+            "bridge-reason": letter.reason[:1000],
+        }
+        if letter.correlation_id:
+            headers["x-correlation-id"] = letter.correlation_id
+        try:
+            await publisher.publish(target.destination, orjson.dumps(letter.event), headers, None)
+        except Exception as exc:  # the letter is in the store; the copy is best effort
+            log.error(
+                "could not publish dead letter copy",
+                extra={
+                    "dead_letter_id": letter.id,
+                    "connector": target.connector,
+                    "error": str(exc),
+                },
+            )
+
+    async def _reject(self, delivery: Delivery, connector: str, exc: InvalidEvent) -> Settlement:
+        self.metrics.inc(
+            "bridge_events_invalid_total", (("connector", connector), ("reason", exc.reason))
+        )
+        if exc.reason == "unknown_type" and self.unrouted == "drop":
+            log.info(
+                "dropped event of unknown type", extra={"connector": connector, "error": str(exc)}
+            )
+            return Settlement.ACK
+        letter = DeadLetter(
+            reason=f"{exc.reason}: {_short(exc.detail)}" if exc.detail is not None else exc.reason,
+            connector=connector,
+            body=_kept_body(delivery.body),
+            headers=dict(delivery.headers),
+            meta={k: _plain(v) for k, v in delivery.meta.items()},
+            detail=exc.detail,
+        )
+        try:
+            await self.store.dead_letter_add(letter)
+        except StoreError:
+            return Settlement.RETRY_LATER
+        self.metrics.inc("bridge_dead_letters_total", (("handler", ""),))
+        log.warning(
+            "invalid message dead-lettered",
+            extra={"connector": connector, "dead_letter_id": letter.id, "error": letter.reason},
+        )
+        return Settlement.ACK
+
+    async def _unrouted(self, event: Event[Any], connector: str, replay: str | None) -> Settlement:
+        self.metrics.inc("bridge_events_unrouted_total", (("connector", connector),))
+        if self.unrouted == "drop":
+            return Settlement.ACK
+        reason = (
+            f"unrouted: handler {replay!r} does not exist"
+            if replay
+            else f"unrouted: no handler subscribes to {event.type!r}"
+        )
+        letter = DeadLetter(
+            reason=reason,
+            connector=connector,
+            event=event.to_dict(),
+            event_id=event.id,
+            event_type=event.type,
+            correlation_id=event.correlationid,
+            trace_id=_trace_id(event.traceparent),
+        )
+        try:
+            await self.store.dead_letter_add(letter)
+        except StoreError:
+            return Settlement.RETRY_LATER
+        self.metrics.inc("bridge_dead_letters_total", (("handler", ""),))
+        return Settlement.ACK
+
+
+_WIDTH_BUCKETS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    name = type(error).__name__
+    return f"{name}: {text}" if text else name
+
+
+def _short(detail: Any) -> str:
+    text = detail if isinstance(detail, str) else orjson.dumps(detail, default=str).decode()
+    return text if len(text) <= 500 else text[:500] + "..."
+
+
+def _kept_body(body: bytes) -> str:
+    kept = body[:_KEPT_BODY]
+    try:
+        text = kept.decode("utf-8")
+    except UnicodeDecodeError:
+        text = "base64:" + base64.b64encode(kept).decode()
+    if len(body) > _KEPT_BODY:
+        text += f"... [truncated, {len(body)} bytes in all]"
+    return text
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _trace_id(traceparent: str | None) -> str | None:
+    if traceparent and len(traceparent) >= 35:
+        return traceparent[3:35]
+    return None

@@ -1,0 +1,91 @@
+"""Errors raised by the bridge.
+
+The tree::
+
+    BridgeError                  root of everything the bridge raises on purpose
+    ├── ConfigError              the YAML (or settings) is wrong; carries every issue with path and line
+    ├── ConnectorError           a transport failed; ``retriable`` says whether trying again may help
+    ├── StoreError               the state store failed
+    ├── InvalidEvent             a message could not become an event (bad JSON, schema, size, ...)
+    └── Fatal                    raised by a handler: do not retry, dead-letter this run now
+
+A handler may raise anything; only ``Fatal`` (and, for HTTP handlers, a 4xx other
+than 408/409/429) skips the retry policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+class BridgeError(Exception):
+    """Root of the bridge's own errors."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One mistake in a config file: where it is and what is wrong."""
+
+    path: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line is not None else ""
+        return f"{where}{self.path or '<root>'}: {self.message}"
+
+
+class ConfigError(BridgeError):
+    """The configuration is invalid. ``issues`` lists every mistake found."""
+
+    def __init__(self, issues: Sequence[ConfigIssue], source: str | None = None) -> None:
+        self.issues = list(issues)
+        self.source = source
+        head = f"{source}: " if source else ""
+        super().__init__(head + "; ".join(str(i) for i in self.issues))
+
+
+class ConnectorError(BridgeError):
+    """A transport operation failed.
+
+    Args:
+        message: what failed.
+        retriable: True when the same operation may succeed later (a dropped
+            connection), False when it cannot (bad credentials, unknown queue).
+    """
+
+    def __init__(self, message: str, *, retriable: bool = True) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+
+
+class StoreError(BridgeError):
+    """The state store could not complete an operation."""
+
+
+class InvalidEvent(BridgeError):
+    """A delivery could not be turned into a valid event.
+
+    Attributes:
+        reason: a short machine-readable cause (``malformed_json``, ``schema``, ...).
+        detail: a readable explanation; for schema failures, pydantic's errors.
+    """
+
+    def __init__(self, reason: str, detail: Any = None) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail is not None else reason)
+
+
+class Fatal(BridgeError):
+    """Raised by a handler to dead-letter the run at once, skipping retries."""
+
+
+class RetryAfter(BridgeError):
+    """Raised by a handler to ask for a retry no sooner than ``delay`` seconds."""
+
+    def __init__(self, message: str, delay: float) -> None:
+        super().__init__(message)
+        self.delay = delay

@@ -1,0 +1,350 @@
+"""The event envelope (CloudEvents 1.0) and the typed event catalog.
+
+``Event[T]`` is immutable. ``data`` is the validated payload: an instance of the
+catalog's pydantic model for the type, or plain JSON values when the type has
+no schema. Transport metadata is exposed read-only in ``transport`` with keys
+prefixed by the transport (``kafka.partition``, ``amqp.routing_key``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Generic, TypeVar
+
+import orjson
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from bridge.errors import InvalidEvent
+
+T = TypeVar("T")
+
+SPECVERSION = "1.0"
+EMPTY: Mapping[str, Any] = MappingProxyType({})
+# Attributes of the envelope itself; anything else in a structured CloudEvent is an extension.
+CONTEXT_ATTRIBUTES = frozenset(
+    {
+        "id",
+        "source",
+        "type",
+        "specversion",
+        "time",
+        "subject",
+        "datacontenttype",
+        "dataschema",
+        "data",
+        "data_base64",
+        "correlationid",
+        "traceparent",
+        "tracestate",
+        "parentid",
+    }
+)
+
+
+def now_iso() -> str:
+    """The current time as an RFC 3339 string (UTC)."""
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def new_id() -> str:
+    """A fresh random event id."""
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True, slots=True)
+class Event(Generic[T]):
+    """A CloudEvents 1.0 event with typed ``data``.
+
+    Attributes:
+        correlationid: always set; shared by every event of one flow.
+        parentid: the id of the event whose handler emitted this one, if any.
+        extensions: other CloudEvents extension attributes, read-only.
+        transport: transport metadata, keys prefixed by transport, read-only.
+    """
+
+    id: str
+    source: str
+    type: str
+    data: T
+    specversion: str = SPECVERSION
+    time: str | None = None
+    subject: str | None = None
+    datacontenttype: str | None = "application/json"
+    dataschema: str | None = None
+    correlationid: str = ""
+    traceparent: str | None = None
+    tracestate: str | None = None
+    parentid: str | None = None
+    extensions: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+    transport: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+
+    def data_json(self) -> Any:
+        """``data`` as plain JSON values (models dumped in JSON mode)."""
+        return jsonable(self.data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The structured-mode CloudEvent as a JSON-ready dict."""
+        out: dict[str, Any] = {
+            "specversion": self.specversion,
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+        }
+        for name in ("time", "subject", "datacontenttype", "dataschema"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.correlationid:
+            out["correlationid"] = self.correlationid
+        for name in ("traceparent", "tracestate", "parentid"):
+            value = getattr(self, name)
+            if value:
+                out[name] = value
+        for key, value in self.extensions.items():
+            out.setdefault(key, value)
+        out["data"] = self.data_json()
+        return out
+
+    def to_json(self) -> bytes:
+        """The structured-mode CloudEvent serialized as JSON bytes."""
+        return orjson.dumps(self.to_dict())
+
+    def binary_headers(self, prefix: str = "ce-") -> dict[str, str]:
+        """CloudEvents binary-mode headers (``ce-id``, ``ce-type`` ...) for this event."""
+        headers = {f"{prefix}{k}": str(v) for k, v in self.to_dict().items() if k != "data"}
+        headers.pop(f"{prefix}datacontenttype", None)
+        return headers
+
+    def replace(self, **changes: Any) -> Event[Any]:
+        """A copy with the given attributes changed."""
+        return replace(self, **changes)
+
+    def as_filter_input(self) -> dict[str, Any]:
+        """The event as CEL filter input: envelope attributes plus ``data`` and ``transport``."""
+        out = self.to_dict()
+        out["transport"] = dict(self.transport)
+        return out
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON values for ``value`` (pydantic models dumped in JSON mode)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list | tuple) and any(isinstance(v, BaseModel) for v in value):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def event_from_dict(raw: Mapping[str, Any], data: Any = None, **defaults: Any) -> Event[Any]:
+    """Build an ``Event`` from a structured CloudEvent mapping (data not validated).
+
+    Raises:
+        InvalidEvent: a required attribute is missing or not a string.
+    """
+    for name in ("id", "type"):
+        value = raw.get(name)
+        if not isinstance(value, str) or not value:
+            raise InvalidEvent(
+                "invalid_cloudevent", f"attribute {name!r} must be a non-empty string"
+            )
+    source = raw.get("source") or defaults.get("source") or "bridge"
+    extensions = {k: v for k, v in raw.items() if k not in CONTEXT_ATTRIBUTES}
+    correlation = raw.get("correlationid")
+    return Event(
+        id=raw["id"],
+        source=str(source),
+        type=raw["type"],
+        data=raw.get("data") if data is None else data,
+        specversion=str(raw.get("specversion") or SPECVERSION),
+        time=_opt_str(raw.get("time")),
+        subject=_opt_str(raw.get("subject")),
+        datacontenttype=_opt_str(raw.get("datacontenttype")) or "application/json",
+        dataschema=_opt_str(raw.get("dataschema")),
+        correlationid=str(correlation) if correlation else "",
+        traceparent=_opt_str(raw.get("traceparent")),
+        tracestate=_opt_str(raw.get("tracestate")),
+        parentid=_opt_str(raw.get("parentid")),
+        extensions=MappingProxyType(extensions) if extensions else EMPTY,
+        transport=defaults.get("transport", EMPTY),
+    )
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+# --------------------------------------------------------------------------- catalog
+
+
+class EventSchema:
+    """Validation of one event type's data: a pydantic model, a JSON Schema, or none."""
+
+    __slots__ = ("_validate", "model", "name")
+
+    def __init__(
+        self, name: str, validate: Callable[[Any], Any] | None, model: type[Any] | None = None
+    ) -> None:
+        self.name = name
+        self.model = model
+        self._validate = validate
+
+    def validate(self, data: Any) -> Any:
+        """Return the validated data.
+
+        Raises:
+            InvalidEvent: reason ``schema``; ``detail`` lists the validation errors.
+        """
+        if self._validate is None:
+            return data
+        try:
+            return self._validate(data)
+        except ValidationError as exc:
+            raise InvalidEvent("schema", validation_errors(exc)) from exc
+
+    def json_schema(self) -> dict[str, Any] | None:
+        """The JSON Schema of the data, for the UI and ``bridge schema``."""
+        if self.model is not None:
+            return TypeAdapter(self.model).json_schema()
+        return None
+
+
+NO_SCHEMA = EventSchema("none", None)
+
+
+def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """pydantic's errors, trimmed to what a reader needs (loc, msg, type)."""
+    return [
+        {"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False)
+    ]
+
+
+def load_schema(spec: str, base_dir: Path | None = None) -> EventSchema:
+    """Resolve a catalog ``schema`` value.
+
+    ``none`` means no validation; ``package.module:Model`` imports a pydantic
+    model (or any type pydantic can validate); a path ending in ``.json`` is a
+    JSON Schema file.
+
+    Raises:
+        ValueError: the module, attribute or file cannot be loaded.
+    """
+    if spec == "none":
+        return NO_SCHEMA
+    if spec.endswith(".json"):
+        return _json_schema(spec, base_dir)
+    target = import_object(spec)
+    if isinstance(target, type) and issubclass(target, BaseModel):
+        return EventSchema(spec, target.model_validate, target)
+    adapter: TypeAdapter[Any] = TypeAdapter(target)
+    return EventSchema(spec, adapter.validate_python, target)
+
+
+def _json_schema(spec: str, base_dir: Path | None) -> EventSchema:
+    import jsonschema
+
+    path = Path(spec)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    try:
+        schema = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read JSON Schema {path}: {exc}") from exc
+    validator_cls = jsonschema.validators.validator_for(schema)
+    validator_cls.check_schema(schema)
+    validator = validator_cls(schema)
+
+    def validate(data: Any) -> Any:
+        errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+        if errors:
+            raise InvalidEvent(
+                "schema",
+                [
+                    {"loc": list(e.absolute_path), "msg": e.message, "type": str(e.validator)}
+                    for e in errors
+                ],
+            )
+        return data
+
+    return EventSchema(spec, validate)
+
+
+def import_object(spec: str) -> Any:
+    """Import ``package.module:attr`` (or ``package.module.attr``).
+
+    Raises:
+        ValueError: the module or attribute does not exist.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep:
+        module_name, _, attr = spec.rpartition(".")
+    if not module_name or not attr:
+        raise ValueError(f"{spec!r} is not an import path like 'package.module:name'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import module {module_name!r}: {exc}") from exc
+    target: Any = module
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
+    return target
+
+
+class EventCatalog:
+    """Maps event types (exact names or globs like ``db/*``) to their schema.
+
+    An empty catalog accepts every type without validation. A non-empty one
+    knows only the types that match an entry; ``resolve`` returns None for others.
+    """
+
+    def __init__(self, entries: Mapping[str, EventSchema] | None = None) -> None:
+        self._exact: dict[str, EventSchema] = {}
+        self._globs: list[tuple[str, EventSchema]] = []
+        for pattern, schema in (entries or {}).items():
+            if any(ch in pattern for ch in "*?["):
+                self._globs.append((pattern, schema))
+            else:
+                self._exact[pattern] = schema
+        self._cache: dict[str, EventSchema | None] = {}
+
+    @property
+    def open(self) -> bool:
+        """True when the catalog is empty and accepts any type."""
+        return not self._exact and not self._globs
+
+    def resolve(self, event_type: str) -> EventSchema | None:
+        """The schema for ``event_type``, or None when the type is unknown."""
+        try:
+            return self._cache[event_type]
+        except KeyError:
+            pass
+        schema = self._exact.get(event_type)
+        if schema is None:
+            for pattern, candidate in self._globs:
+                if fnmatch.fnmatchcase(event_type, pattern):
+                    schema = candidate
+                    break
+            else:
+                schema = NO_SCHEMA if self.open else None
+        if len(self._cache) < 10_000:
+            self._cache[event_type] = schema
+        return schema
+
+    def types(self) -> list[str]:
+        """Every pattern in the catalog."""
+        return [*self._exact, *(p for p, _ in self._globs)]
+
+    def schema_of(self, pattern: str) -> EventSchema | None:
+        """The schema registered under exactly ``pattern``."""
+        return self._exact.get(pattern) or dict(self._globs).get(pattern)

@@ -1,0 +1,128 @@
+"""The inbox: events accepted over HTTP, emitted by handlers, or replayed, kept in the store.
+
+``Inbox.put`` returns once the events are committed; the ``InboxSource`` then
+yields them as deliveries like any broker would, and marks each done when it is
+settled. Entries still pending after a crash are delivered again on start. The
+source is woken at once by puts in this process and polls for entries written by
+other processes (``bridge dlq replay``, other replicas).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from functools import partial
+from typing import Any
+
+from bridge.events import Event
+from bridge.store.base import InboxEntry, Store
+from connectors.base import ConnectorStatus, Delivery, Settlement
+
+log = logging.getLogger("bridge.inbox")
+_CE_JSON = {"content-type": "application/cloudevents+json"}
+
+
+class Inbox:
+    """Writes to the inbox and wakes its source."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.wakeup = asyncio.Event()
+
+    async def put(self, entries: Sequence[InboxEntry]) -> list[bool]:
+        """Store entries durably; True for each that was new (False: a duplicate id)."""
+        fresh = await self.store.inbox_put(entries)
+        if any(fresh):
+            self.wakeup.set()
+        return fresh
+
+    async def put_events(self, events: Sequence[Event[Any]], source: str) -> list[bool]:
+        """Store events as structured CloudEvents."""
+        return await self.put(
+            [InboxEntry(id=e.id, body=e.to_json(), source=source) for e in events]
+        )
+
+
+class InboxSource:
+    """Yields pending inbox entries as deliveries."""
+
+    def __init__(
+        self, inbox: Inbox, *, name: str = "api", poll_interval: float = 1.0, batch: int = 256
+    ) -> None:
+        self.inbox = inbox
+        self.name = name
+        self.poll_interval = poll_interval
+        self.batch = batch
+        self._cursor = 0
+        self._in_flight: set[int] = set()
+        self._stopped = asyncio.Event()
+        self._connected = True
+
+    async def start(self) -> None:
+        self._stopped.clear()
+
+    async def deliveries(self) -> AsyncIterator[Delivery]:
+        store = self.inbox.store
+        wakeup = self.inbox.wakeup
+        while not self._stopped.is_set():
+            wakeup.clear()
+            try:
+                entries = await store.inbox_pending(self._cursor, self.batch)
+                self._connected = True
+            except Exception as exc:  # the store may be down; keep trying, report not ready
+                self._connected = False
+                log.error("cannot read the inbox", extra={"error": str(exc)})
+                entries = []
+            for entry in entries:
+                self._cursor = max(self._cursor, entry.seq)
+                if entry.seq in self._in_flight:
+                    continue
+                self._in_flight.add(entry.seq)
+                meta: dict[str, Any] = {
+                    "message_id": entry.id,
+                    "seq": entry.seq,
+                    "source": entry.source,
+                }
+                if entry.handler:
+                    meta["replay_handler"] = entry.handler
+                yield Delivery(
+                    entry.body, _CE_JSON, meta, partial(self._settle, entry.seq), self.name
+                )
+            if len(entries) < self.batch:
+                await self._wait(wakeup)
+
+    async def _wait(self, wakeup: asyncio.Event) -> None:
+        waiter = asyncio.ensure_future(wakeup.wait())
+        stopper = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait(
+                (waiter, stopper), timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            waiter.cancel()
+            stopper.cancel()
+
+    async def _settle(self, seq: int, outcome: Settlement) -> None:
+        try:
+            if outcome is Settlement.ACK:
+                await self.inbox.store.inbox_done([seq])
+            else:
+                # Read it again from the start of the inbox.
+                self._cursor = min(self._cursor, seq - 1)
+                self.inbox.wakeup.set()
+        finally:
+            self._in_flight.discard(seq)
+
+    async def stop(self, deadline: float) -> None:
+        self._stopped.set()
+
+    def status(self) -> ConnectorStatus:
+        return ConnectorStatus(
+            self._connected, lag={"pending_in_flight": float(len(self._in_flight))}
+        )
+
+    async def purge(self, older_than_seconds: float = 86_400.0) -> int:
+        """Forget finished entries older than the deduplication window."""
+        return await self.inbox.store.inbox_purge(time.time() - older_than_seconds)

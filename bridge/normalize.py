@@ -1,0 +1,236 @@
+"""Delivery -> Event.
+
+In order: the size limit; CloudEvents binary mode (``ce-``/``ce_``/
+``cloudEvents:``/``cloudEvents_`` headers); JSON decoding (one pass, with
+orjson); structured CloudEvents (recognized by ``specversion``, ``id`` and
+``type`` in the body); otherwise the connector's ``event:`` mapping. Then the
+catalog validates ``data`` for the type, and the correlation id is fixed:
+configured headers/fields, else the inbound ``correlationid``, else the event id.
+
+Every failure raises ``InvalidEvent`` with a short reason; the dispatcher turns it
+into a dead letter and settles the message, so bad input never blocks a source.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+
+from bridge.errors import InvalidEvent
+from bridge.events import EMPTY, Event, EventCatalog, event_from_dict
+from bridge.templates import DELIVERY_ROOTS, Template, TemplateError, lookup
+from connectors.base import Delivery, EventMapping
+
+_CE_PREFIXES = ("ce-", "ce_", "cloudevents:", "cloudevents_")
+_JSON_TYPES = ("json", "+json")
+
+
+def decode_json(body: bytes) -> Any:
+    """Parse JSON bytes.
+
+    Raises:
+        InvalidEvent: ``invalid_utf8`` or ``malformed_json``, with the position.
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as uexc:
+            raise InvalidEvent("invalid_utf8", f"body is not UTF-8 at byte {uexc.start}") from None
+        raise InvalidEvent("malformed_json", str(exc)) from None
+
+
+def binary_attributes(headers: Mapping[str, str]) -> dict[str, str] | None:
+    """CloudEvents attributes from binary-mode headers, or None when there are none."""
+    attrs: dict[str, str] | None = None
+    for key, value in headers.items():
+        lowered = key.lower()
+        for prefix in _CE_PREFIXES:
+            if lowered.startswith(prefix):
+                if attrs is None:
+                    attrs = {}
+                attrs[lowered[len(prefix) :]] = value
+                break
+    if attrs is None or "specversion" not in attrs:
+        return None
+    return attrs
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header by case-insensitive name."""
+    value = headers.get(name)
+    if value is not None:
+        return value
+    lowered = name.lower()
+    for key, val in headers.items():
+        if key.lower() == lowered:
+            return val
+    return None
+
+
+def is_structured(value: Any) -> bool:
+    """True when a decoded body is a structured-mode CloudEvent."""
+    return isinstance(value, dict) and "specversion" in value and "type" in value and "id" in value
+
+
+class Normalizer:
+    """Turns one connector's deliveries into events.
+
+    Args:
+        connector: the connector's name (the event source default is ``bridge://<connector>``).
+        transport: attribute prefix for metadata (``kafka``, ``amqp``, ``sqs``, ``http``).
+        mapping: the connector's ``event:`` mapping.
+        catalog: the event catalog.
+        max_body_bytes: larger bodies are rejected.
+    """
+
+    def __init__(
+        self,
+        connector: str,
+        transport: str,
+        mapping: EventMapping,
+        catalog: EventCatalog,
+        max_body_bytes: int,
+    ) -> None:
+        self.connector = connector
+        self.transport = transport
+        self.catalog = catalog
+        self.max_body_bytes = max_body_bytes
+        self._default_source = f"bridge://{connector}"
+        self._type = Template(mapping.type, DELIVERY_ROOTS) if mapping.type else None
+        self._source = Template(mapping.source, DELIVERY_ROOTS) if mapping.source else None
+        self._id = Template(mapping.id, DELIVERY_ROOTS) if mapping.id else None
+        self._subject = Template(mapping.subject, DELIVERY_ROOTS) if mapping.subject else None
+        self._data_path = mapping.data
+        self._correlation = [_ref(r) for r in mapping.correlation_id]
+        self._prefix = f"{transport}."
+
+    def __call__(self, delivery: Delivery) -> Event[Any]:
+        """Normalize one delivery.
+
+        Raises:
+            InvalidEvent: too large, undecodable, not a valid event, unknown type, schema failure.
+        """
+        body = delivery.body
+        if len(body) > self.max_body_bytes:
+            raise InvalidEvent("too_large", f"{len(body)} bytes, limit {self.max_body_bytes}")
+        headers = delivery.headers
+        transport = self._transport(delivery.meta)
+        attrs = binary_attributes(headers) if headers else None
+        if attrs is not None:
+            event = self._binary(attrs, body, headers, transport)
+        else:
+            payload = decode_json(body)
+            if is_structured(payload):
+                event = event_from_dict(payload, source=self._default_source, transport=transport)
+            else:
+                event = self._mapped(payload, delivery, transport)
+        schema = self.catalog.resolve(event.type)
+        if schema is None:
+            raise InvalidEvent("unknown_type", f"event type {event.type!r} is not in the catalog")
+        data = schema.validate(event.data)
+        correlation = self._correlation_id(event, delivery)
+        if data is not event.data or correlation != event.correlationid:
+            event = event.replace(data=data, correlationid=correlation)
+        if event.traceparent is None and headers:
+            traceparent = header(headers, "traceparent")
+            if traceparent:
+                event = event.replace(
+                    traceparent=traceparent, tracestate=header(headers, "tracestate")
+                )
+        return event
+
+    def _transport(self, meta: Mapping[str, Any]) -> Mapping[str, Any]:
+        if not meta:
+            return EMPTY
+        prefix = self._prefix
+        return MappingProxyType({prefix + k: v for k, v in meta.items()})
+
+    def _binary(
+        self,
+        attrs: dict[str, str],
+        body: bytes,
+        headers: Mapping[str, str],
+        transport: Mapping[str, Any],
+    ) -> Event[Any]:
+        content_type = attrs.get("datacontenttype") or header(headers, "content-type") or ""
+        data: Any
+        if not body:
+            data = None
+        elif not content_type or any(content_type.split(";")[0].endswith(t) for t in _JSON_TYPES):
+            data = decode_json(body)
+        else:
+            try:
+                data = body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidEvent(
+                    "invalid_utf8", f"body is not UTF-8 at byte {exc.start}"
+                ) from None
+        raw: dict[str, Any] = dict(attrs)
+        raw.setdefault("id", self._stable_id(transport))
+        if content_type:
+            raw["datacontenttype"] = content_type
+        return event_from_dict(raw, data=data, source=self._default_source, transport=transport)
+
+    def _mapped(self, payload: Any, delivery: Delivery, transport: Mapping[str, Any]) -> Event[Any]:
+        scope = {
+            "data": payload,
+            "header": delivery.headers,
+            "headers": delivery.headers,
+            "meta": delivery.meta,
+            "connector": self.connector,
+        }
+        if self._type is None:
+            raise InvalidEvent(
+                "no_type",
+                "the message is not a CloudEvent and the connector's event mapping has no type",
+            )
+        try:
+            event_type = self._type.render_str(scope)
+            event_id = self._id.render_str(scope) if self._id else self._stable_id(delivery.meta)
+            source = self._source.render_str(scope) if self._source else self._default_source
+            subject = self._subject.render_str(scope) if self._subject else None
+            data = payload
+            if self._data_path:
+                data = lookup({"data": payload}, f"data.{self._data_path}")
+        except (TemplateError, KeyError) as exc:
+            raise InvalidEvent("mapping", f"event mapping failed: {exc}") from None
+        if not event_type:
+            raise InvalidEvent("mapping", "the event type template rendered an empty string")
+        return Event(
+            id=event_id,
+            source=source,
+            type=event_type,
+            data=data,
+            subject=subject,
+            transport=transport,
+        )
+
+    def _stable_id(self, meta: Mapping[str, Any]) -> str:
+        message_id = meta.get("message_id") if meta else None
+        if message_id is None:
+            message_id = meta.get(f"{self.transport}.message_id") if meta else None
+        return str(message_id) if message_id is not None else str(uuid.uuid4())
+
+    def _correlation_id(self, event: Event[Any], delivery: Delivery) -> str:
+        if self._correlation:
+            scope = {"header": delivery.headers, "meta": delivery.meta, "data": event.data}
+            for path in self._correlation:
+                try:
+                    value = lookup(scope, path)
+                except (KeyError, TypeError):
+                    continue
+                if value not in (None, ""):
+                    return str(value)
+        return event.correlationid or event.id
+
+
+def _ref(ref: str) -> str:
+    """``header:x-id`` -> ``header.x-id``; ``data.a.b`` and ``meta.k`` unchanged."""
+    root, sep, rest = ref.partition(":")
+    return f"{root}.{rest}" if sep and root in ("header", "meta", "data") else ref

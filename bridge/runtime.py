@@ -1,0 +1,374 @@
+"""Builds the bridge from its config and runs it: the one place that wires connectors,
+handlers, the store and the server together.
+
+Shutdown (SIGTERM, SIGINT, or ``request_stop``): stop intake, let in-flight
+deliveries finish within ``drain_timeout``, settle what finished, cancel the rest
+(their deliveries are settled RETRY_LATER and will be redelivered), close
+sources, publishers and the store. A second signal skips the wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.config import BridgeConfig, connector_kinds, handler_kinds
+from bridge.dispatch import BoundHandler, Clock, Dispatcher
+from bridge.errors import ConnectorError
+from bridge.events import Event, EventCatalog, load_schema
+from bridge.inbox import Inbox, InboxSource
+from bridge.metrics import Metrics
+from bridge.normalize import Normalizer
+from bridge.routing import Router, Subscription, compile_filter
+from bridge.store import Store, create_store
+from bridge.templates import EVENT_ROOTS, Template
+from connectors.base import ConnectorStatus, Delivery, HasStatus, Publisher, Settlement, Source
+from handlers.base import HandlerEnv
+
+log = logging.getLogger("bridge.runtime")
+
+
+@dataclass(eq=False)
+class SourceSlot:
+    """One consuming source with its normalizer, backpressure and in-flight deliveries."""
+
+    name: str
+    source: Source
+    normalizer: Normalizer
+    max_in_flight: int
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    started: bool = False
+    error: str = ""
+
+    def status(self) -> ConnectorStatus:
+        if isinstance(self.source, HasStatus):
+            status = self.source.status()
+            if not self.started:
+                status.connected = False
+            return status
+        return ConnectorStatus(self.started, self.error)
+
+
+class Runtime:
+    """A configured bridge.
+
+    Args:
+        cfg: the validated config.
+        store: use this store instead of the one named in the config (tests).
+        clock: the dispatcher's clock (tests).
+    """
+
+    def __init__(
+        self, cfg: BridgeConfig, *, store: Store | None = None, clock: Clock | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.metrics = Metrics()
+        self.store: Store = store or create_store(cfg.store)
+        self.catalog = EventCatalog(
+            {name: load_schema(spec.schema_, cfg.base_dir) for name, spec in cfg.events.items()}
+        )
+        self.inbox = Inbox(self.store)
+        self.publishers: dict[str, Publisher] = {}
+        self.slots: list[SourceSlot] = []
+        self.handlers: dict[str, BoundHandler] = {}
+        self._clock = clock
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+        self._ready = False
+        self.dispatcher: Dispatcher | None = None
+        self.server: Any = None
+
+    # ------------------------------------------------------------------ build
+
+    def _build_publishers(self) -> None:
+        kinds = connector_kinds()
+        wanted = {name for h in self.cfg.handlers for name in h.connector_refs().values()}
+        for name in sorted(wanted):
+            conn = self.cfg.connectors[name]
+            factory = kinds[conn.type].publisher
+            if factory is not None:
+                self.publishers[name] = factory(conn, name)
+
+    def _build_handlers(self) -> Router[BoundHandler]:
+        kinds = handler_kinds()
+        env = HandlerEnv(
+            catalog=self.catalog, publishers=self.publishers, base_dir=str(self.cfg.base_dir)
+        )
+        defaults = self.cfg.defaults
+        subs = []
+        for hc in self.cfg.handlers:
+            handler = kinds[hc.type].build(hc, env)
+            bound = BoundHandler(
+                id=hc.id,
+                handler=handler,
+                retry=hc.retry or defaults.retry,
+                timeout=hc.timeout if hc.timeout is not None else defaults.timeout,
+                idempotency_key=Template(hc.idempotency_key, EVENT_ROOTS),
+                limiter=asyncio.Semaphore(hc.concurrency) if hc.concurrency else None,
+                dead_letter=hc.dead_letter,
+            )
+            self.handlers[hc.id] = bound
+            program = compile_filter(hc.filter) if hc.filter else None
+            subs.append(Subscription(hc.id, tuple(hc.on), bound, hc.filter, program))
+
+        def on_filter_error(handler: str, exc: Exception) -> None:
+            self.metrics.inc("bridge_filter_errors_total", (("handler", handler),))
+
+        return Router(subs, on_filter_error)
+
+    def _build_sources(self) -> None:
+        kinds = connector_kinds()
+        limit = self.cfg.limits.max_body_bytes
+        for name, conn in self.cfg.connectors.items():
+            if conn.consume is None:
+                continue
+            kind = kinds[conn.type]
+            if kind.source is None:
+                continue
+            normalizer = Normalizer(
+                name,
+                kind.transport,
+                conn.consume.event,
+                self.catalog,
+                conn.consume.max_body_bytes or limit,
+            )
+            self.slots.append(
+                SourceSlot(name, kind.source(conn, name), normalizer, conn.consume.max_in_flight)
+            )
+        if self.cfg.server.enabled and self.cfg.server.api.enabled:
+            from connectors.base import EventMapping
+
+            normalizer = Normalizer("api", "inbox", EventMapping(), self.catalog, limit)
+            source = InboxSource(self.inbox, name="api")
+            self.slots.append(
+                SourceSlot("api", source, normalizer, self.cfg.server.api.max_in_flight)
+            )
+
+    def build(self) -> None:
+        """Create publishers, handlers, sources and the dispatcher (no I/O)."""
+        self._build_publishers()
+        router = self._build_handlers()
+        self._build_sources()
+        self.dispatcher = Dispatcher(
+            router,
+            self.store,
+            ledger=self.cfg.ledger,
+            unrouted=self.cfg.unrouted,
+            emitter=self.emit,
+            publishers=self.publishers,
+            metrics=self.metrics,
+            clock=self._clock,
+        )
+
+    async def emit(self, events: list[Event[Any]] | Any) -> None:
+        """Durably queue events emitted by handlers (deduplicated by id)."""
+        await self.inbox.put_events(list(events), source="emit")
+
+    # ------------------------------------------------------------------ run
+
+    @property
+    def ready(self) -> bool:
+        return self._ready and all(s.status().connected for s in self.slots)
+
+    def statuses(self) -> Mapping[str, ConnectorStatus]:
+        return {s.name: s.status() for s in self.slots}
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop; a second call skips waiting for in-flight runs."""
+        if self._stop.is_set():
+            self._force.set()
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+
+    async def run(self) -> None:
+        """Run until ``request_stop``; then drain and close. Returns normally after a clean stop."""
+        if self.dispatcher is None:
+            self.build()
+        await self.store.open()
+        try:
+            await self._start_publishers()
+            if self.cfg.server.enabled:
+                from bridge.server import Server
+
+                self.server = Server(self)
+                await self.server.start()
+            async with asyncio.TaskGroup() as group:
+                pumps = [
+                    group.create_task(self._pump(slot), name=f"pump:{slot.name}")
+                    for slot in self.slots
+                ]
+                purge = group.create_task(self._housekeeping(), name="housekeeping")
+                self._ready = True
+                log.info(
+                    "bridge running",
+                    extra={
+                        "sources": [s.name for s in self.slots],
+                        "handlers": list(self.handlers),
+                        "listen": self.cfg.server.listen if self.cfg.server.enabled else None,
+                    },
+                )
+                await self._stop.wait()
+                self._ready = False
+                log.info("stopping: intake closed, draining in-flight runs")
+                for task in (*pumps, purge):
+                    task.cancel()
+                await self._drain()
+        finally:
+            await self._close()
+
+    async def _start_publishers(self) -> None:
+        for name, publisher in self.publishers.items():
+            start = getattr(publisher, "start", None)
+            if start is not None:
+                try:
+                    await start()
+                except ConnectorError as exc:
+                    log.error(
+                        "publisher did not start", extra={"connector": name, "error": str(exc)}
+                    )
+                    raise
+
+    async def _pump(self, slot: SourceSlot) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                await slot.source.start()
+                slot.started = True
+                slot.error = ""
+                backoff = 0.5
+                await self._consume(slot)
+                if self._stop.is_set():
+                    return
+                slot.error = "source ended"
+            except ConnectorError as exc:
+                slot.error = str(exc)
+                log.error("source failed", extra={"connector": slot.name, "error": str(exc)})
+                if not exc.retriable:
+                    raise
+            slot.started = False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), backoff)
+            backoff = min(backoff * 2, 30.0)
+
+    async def _consume(self, slot: SourceSlot) -> None:
+        limit = asyncio.Semaphore(slot.max_in_flight)
+        dispatcher = self.dispatcher
+        if dispatcher is None:
+            raise RuntimeError("build() first")
+        normalizer = slot.normalizer
+        metrics = self.metrics
+        in_flight = (("connector", slot.name),)
+
+        async def process(delivery: Delivery) -> None:
+            metrics.add("bridge_in_flight", in_flight, 1)
+            outcome = Settlement.RETRY_LATER
+            try:
+                outcome = await dispatcher.process(delivery, normalizer)
+            except asyncio.CancelledError:
+                outcome = Settlement.RETRY_LATER
+                raise
+            except Exception:
+                log.exception(
+                    "delivery failed unexpectedly; left for redelivery",
+                    extra={"connector": slot.name},
+                )
+            finally:
+                limit.release()
+                metrics.add("bridge_in_flight", in_flight, -1)
+                try:
+                    await delivery.settle(outcome)
+                except Exception as exc:  # the transport will redeliver what it did not settle
+                    log.error("settle failed", extra={"connector": slot.name, "error": str(exc)})
+
+        deliveries = slot.source.deliveries()
+        try:
+            async for delivery in deliveries:
+                await limit.acquire()
+                task = asyncio.create_task(process(delivery))
+                slot.tasks.add(task)
+                task.add_done_callback(slot.tasks.discard)
+        finally:
+            aclose = getattr(deliveries, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cfg.drain_timeout
+        tasks = {t for s in self.slots for t in s.tasks}
+        if tasks:
+            force = asyncio.ensure_future(self._force.wait())
+            _, pending = await _wait_all_or(tasks, force, self.cfg.drain_timeout)
+            force.cancel()
+            if pending:
+                log.warning(
+                    "drain timeout: unfinished deliveries left for redelivery",
+                    extra={"count": len(pending)},
+                )
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+        for slot in self.slots:
+            try:
+                await slot.source.stop(max(deadline, loop.time() + 5.0))
+            except Exception as exc:  # closing must go on for the others
+                log.error(
+                    "source did not stop cleanly", extra={"connector": slot.name, "error": str(exc)}
+                )
+
+    async def _close(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+        for name, publisher in self.publishers.items():
+            close = getattr(publisher, "close", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception as exc:  # keep closing the rest
+                    log.error(
+                        "publisher did not close cleanly",
+                        extra={"connector": name, "error": str(exc)},
+                    )
+        for bound in self.handlers.values():
+            close = getattr(bound.handler, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+        await self.store.close()
+        log.info("bridge stopped")
+
+    async def _housekeeping(self) -> None:
+        while True:
+            for slot in self.slots:
+                if isinstance(slot.source, InboxSource):
+                    with contextlib.suppress(Exception):
+                        await slot.source.purge()
+                if isinstance(slot.source, HasStatus):
+                    for part, value in slot.source.status().lag.items():
+                        self.metrics.set(
+                            "bridge_source_lag", (("connector", slot.name), ("part", part)), value
+                        )
+            await asyncio.sleep(5.0)
+
+
+async def _wait_all_or(
+    tasks: set[asyncio.Task[None]], force: asyncio.Future[Any], timeout: float
+) -> tuple[set[asyncio.Task[None]], set[asyncio.Task[None]]]:
+    """Wait for every task, until ``timeout`` or until ``force`` completes."""
+    all_done = asyncio.ensure_future(asyncio.wait(tasks))
+    try:
+        await asyncio.wait({all_done, force}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        all_done.cancel()
+    done = {t for t in tasks if t.done()}
+    return done, tasks - done

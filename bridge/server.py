@@ -1,0 +1,282 @@
+"""The bridge's HTTP face: health, readiness, metrics, the event API and dead letters.
+
+``POST /v1/events`` accepts one structured CloudEvent, a JSON array of them
+(``application/cloudevents-batch+json`` or ``application/json``), or plain JSON
+in CloudEvents binary mode (``ce-type`` header, optional ``ce-id``, ``ce-source``).
+Each event's type and data are validated against the catalog first (422 with the
+errors, nothing stored); then the events are committed to the inbox and the
+answer is 202 with their ids. A repeated event id is accepted again as a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, cast
+
+import orjson
+from aiohttp import web
+
+from bridge.deadletters import ReplayError, discard, replay
+from bridge.errors import InvalidEvent, StoreError
+from bridge.events import SPECVERSION, new_id, now_iso
+from bridge.normalize import binary_attributes, decode_json, header
+from bridge.store.base import DeadLetterStatus, InboxEntry
+
+if TYPE_CHECKING:
+    from bridge.runtime import Runtime
+
+log = logging.getLogger("bridge.server")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def problem(status: int, message: str, **extra: Any) -> web.Response:
+    """A JSON error answer: ``{"error": message, ...}``."""
+    return web.json_response({"error": message, **extra}, status=status, dumps=_dumps)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+class Server:
+    """The aiohttp application bound to a runtime."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        cfg = runtime.cfg
+        self.token = cfg.server.api.token
+        self.app = web.Application(
+            client_max_size=cfg.limits.max_body_bytes,
+            middlewares=[self._errors],
+        )
+        self.app.router.add_get("/healthz", self.healthz)
+        self.app.router.add_get("/readyz", self.readyz)
+        self.app.router.add_get("/metrics", self.metrics)
+        if cfg.server.api.enabled:
+            self.app.router.add_post("/v1/events", self.post_events)
+        self.app.router.add_get("/v1/dead-letters", self.list_dead_letters)
+        self.app.router.add_get("/v1/dead-letters/{id}", self.get_dead_letter)
+        self.app.router.add_post("/v1/dead-letters/{id}/replay", self.replay_dead_letter)
+        self.app.router.add_post("/v1/dead-letters/{id}/discard", self.discard_dead_letter)
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        cfg = self.runtime.cfg.server
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, cfg.host, cfg.port, shutdown_timeout=1.0)
+        await site.start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status >= 400 and exc.content_type != "application/json":
+                return problem(exc.status, exc.reason)
+            raise
+        except StoreError as exc:
+            log.error("store unavailable", extra={"path": request.path, "error": str(exc)})
+            return problem(503, "the store is unavailable; nothing was accepted, try again")
+
+    def _authorized(self, request: web.Request) -> bool:
+        if not self.token:
+            return True
+        given = request.headers.get("Authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode())
+
+    # ------------------------------------------------------------------ health
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        runtime = self.runtime
+        store_ok = await runtime.store.ping()
+        connectors = {
+            name: {"connected": s.connected, "detail": s.detail}
+            for name, s in runtime.statuses().items()
+        }
+        ready = runtime.ready and store_ok
+        body = {"ready": ready, "store": {"ok": store_ok}, "connectors": connectors}
+        return web.json_response(body, status=200 if ready else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.runtime.metrics.render(), content_type="text/plain")
+
+    # ------------------------------------------------------------------ event API
+
+    async def post_events(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return problem(401, "missing or wrong bearer token")
+        body = await request.read()
+        if not body:
+            return problem(400, "empty body")
+        try:
+            raw_events = self._parse(body, request)
+        except InvalidEvent as exc:
+            return problem(400, str(exc))
+        entries, errors = self._validate(raw_events, request)
+        if errors:
+            return problem(422, "invalid events; none was accepted", details=errors)
+        fresh = await self.runtime.inbox.put(entries)
+        accepted = [e.id for e, new in zip(entries, fresh, strict=True) if new]
+        duplicates = [e.id for e, new in zip(entries, fresh, strict=True) if not new]
+        return web.json_response(
+            {"ids": [e.id for e in entries], "accepted": accepted, "duplicates": duplicates},
+            status=202,
+        )
+
+    def _parse(self, body: bytes, request: web.Request) -> list[dict[str, Any]]:
+        headers = request.headers
+        attrs = binary_attributes(headers)
+        if attrs is None and header(headers, "ce-type"):
+            attrs = {"specversion": SPECVERSION, "type": header(headers, "ce-type") or ""}
+        payload = decode_json(body)
+        if attrs is not None:
+            event: dict[str, Any] = dict(attrs)
+            event["data"] = payload
+            return [event]
+        if isinstance(payload, list):
+            if not payload:
+                raise InvalidEvent("empty_batch", "the batch holds no events")
+            if not all(isinstance(item, dict) for item in payload):
+                raise InvalidEvent(
+                    "invalid_batch", "every item of a batch must be a CloudEvent object"
+                )
+            return payload
+        if (
+            isinstance(payload, dict)
+            and "type" in payload
+            and ("specversion" in payload or "data" in payload)
+        ):
+            return [payload]
+        raise InvalidEvent(
+            "not_an_event",
+            "send a CloudEvent (with specversion, type and data), an array of them,"
+            " or JSON data with a ce-type header",
+        )
+
+    def _validate(
+        self, raw_events: list[dict[str, Any]], request: web.Request
+    ) -> tuple[list[InboxEntry], list[dict[str, Any]]]:
+        catalog = self.runtime.catalog
+        correlation = request.headers.get("x-correlation-id")
+        traceparent = request.headers.get("traceparent")
+        entries: list[InboxEntry] = []
+        errors: list[dict[str, Any]] = []
+        for index, raw in enumerate(raw_events):
+            event_type = raw.get("type")
+            if not isinstance(event_type, str) or not event_type:
+                errors.append({"index": index, "error": "type must be a non-empty string"})
+                continue
+            event = dict(raw)
+            event_id = event.get("id")
+            if event_id is None:
+                event["id"] = new_id()
+            elif not isinstance(event_id, str) or not event_id:
+                errors.append(
+                    {"index": index, "type": event_type, "error": "id must be a non-empty string"}
+                )
+                continue
+            event.setdefault("specversion", SPECVERSION)
+            event.setdefault("source", "bridge://api")
+            event.setdefault("time", now_iso())
+            if correlation and "correlationid" not in event:
+                event["correlationid"] = correlation
+            if traceparent and "traceparent" not in event:
+                event["traceparent"] = traceparent
+            schema = catalog.resolve(event_type)
+            if schema is None:
+                errors.append({"index": index, "type": event_type, "error": "unknown event type"})
+                continue
+            try:
+                schema.validate(event.get("data"))
+            except InvalidEvent as exc:
+                errors.append(
+                    {"index": index, "type": event_type, "error": "schema", "details": exc.detail}
+                )
+                continue
+            entries.append(InboxEntry(id=event["id"], body=orjson.dumps(event), source="api"))
+        return entries, errors
+
+    # ------------------------------------------------------------------ dead letters
+
+    async def list_dead_letters(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return problem(401, "missing or wrong bearer token")
+        status = request.query.get("status")
+        if status not in (None, "pending", "replayed", "discarded"):
+            return problem(400, "status is pending, replayed or discarded")
+        try:
+            limit = min(int(request.query.get("limit", "100")), 1000)
+            offset = int(request.query.get("offset", "0"))
+        except ValueError:
+            return problem(400, "limit and offset are integers")
+        letters = await self.runtime.store.dead_letters(
+            status=cast("DeadLetterStatus | None", status),
+            handler=request.query.get("handler"),
+            limit=limit,
+            offset=offset,
+        )
+        return web.json_response({"items": [d.to_dict() for d in letters]}, dumps=_dumps)
+
+    async def get_dead_letter(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return problem(401, "missing or wrong bearer token")
+        letter = await self.runtime.store.dead_letter_get(request.match_info["id"])
+        if letter is None:
+            return problem(404, "no such dead letter")
+        return web.json_response(letter.to_dict(), dumps=_dumps)
+
+    async def replay_dead_letter(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return problem(401, "missing or wrong bearer token")
+        handler = request.query.get("handler")
+        if handler is not None and handler not in self.runtime.handlers:
+            return problem(400, f"no handler {handler!r}")
+        try:
+            entry = await replay(self.runtime.store, request.match_info["id"], handler)
+        except ReplayError as exc:
+            return problem(404 if "no dead letter" in str(exc) else 409, str(exc))
+        self.runtime.inbox.wakeup.set()
+        return web.json_response(
+            {"replayed": request.match_info["id"], "inbox_id": entry.id, "handler": entry.handler},
+            status=202,
+        )
+
+    async def discard_dead_letter(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return problem(401, "missing or wrong bearer token")
+        try:
+            await discard(self.runtime.store, request.match_info["id"])
+        except ReplayError as exc:
+            return problem(404, str(exc))
+        return web.json_response({"discarded": request.match_info["id"]})
+
+
+async def wait_until_serving(url: str, timeout: float = 10.0) -> None:
+    """Poll ``url`` until it answers (used by tests and ``bridge send``)."""
+    import aiohttp
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(url) as resp:
+                    if resp.status < 500:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if loop.time() > deadline:
+                raise TimeoutError(f"{url} did not answer within {timeout}s")
+            await asyncio.sleep(0.1)

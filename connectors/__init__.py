@@ -1,0 +1,43 @@
+"""Connector kinds. ``KINDS`` is the explicit registry; plugins add kinds through the
+``bridge.connectors`` entry-point group (each entry point names a ``ConnectorKind``).
+
+A connector module must import its broker SDK lazily (inside the Source or
+Publisher), so the config schema knows every kind even without its extra installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from connectors import memory
+from connectors.base import ConnectorConfig, Delivery, Publisher, Settlement, Source
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorKind:
+    """A connector kind: its config model, and factories ``(cfg, name) -> Source | Publisher``.
+
+    ``transport`` prefixes the transport metadata of events (``kafka.partition``).
+    """
+
+    config: type[ConnectorConfig]
+    transport: str
+    source: Callable[[Any, str], Source] | None = None
+    publisher: Callable[[Any, str], Publisher] | None = None
+
+
+KINDS: dict[str, ConnectorKind] = {
+    "memory": ConnectorKind(memory.MemoryConfig, "memory", memory.source, memory.publisher),
+}
+
+__all__ = [
+    "KINDS",
+    "ConnectorConfig",
+    "ConnectorKind",
+    "Delivery",
+    "Publisher",
+    "Settlement",
+    "Source",
+]

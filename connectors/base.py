@@ -1,0 +1,179 @@
+"""The transport contracts: ``Delivery``, ``Source`` and ``Publisher``.
+
+A connector module holds one pydantic config model (``type: Literal[...]``) and
+its ``Source`` and/or ``Publisher``. The bridge core only sees these protocols.
+
+Contract of a Source:
+    * ``deliveries()`` yields one ``Delivery`` per message. The settle callable
+      travels with the message; the runtime calls it exactly once.
+    * ``settle(ACK)``: the message is done (every run final, or dead-lettered).
+      The transport makes it gone for good: Kafka commits the finished prefix,
+      RabbitMQ acks, SQS deletes.
+    * ``settle(RETRY_LATER)``: not done; let the transport redeliver it (shutdown,
+      lost ownership). Never used because a handler failed.
+    * ``stop(deadline)`` is called once intake has stopped and in-flight
+      deliveries are settled (or abandoned at the drain deadline); it closes the
+      transport. It is idempotent.
+
+Stable ids: a source puts a transport message id in ``meta["message_id"]``
+when the transport has one that survives redelivery (SQS MessageId, AMQP
+message_id, Kafka ``topic-partition-offset``). Normalization uses it as the
+event id when the message is not a CloudEvent, so the ledger recognizes a
+redelivered message.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bridge.duration import Duration
+
+
+class Settlement(enum.Enum):
+    """How a delivery ends: ``ACK`` (done) or ``RETRY_LATER`` (redeliver)."""
+
+    ACK = "ack"
+    RETRY_LATER = "retry_later"
+
+
+SettleFn = Callable[[Settlement], Awaitable[None]]
+
+
+async def _settle_nothing(_: Settlement) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message from a transport, with the means to settle it.
+
+    Attributes:
+        body: the raw message body.
+        headers: transport headers / attributes, decoded to str.
+        meta: transport metadata (``topic``, ``partition``, ``offset``, ``key``,
+            ``routing_key``, ``receive_count``, ``message_id`` ...).
+        settle: called exactly once by the runtime with the final ``Settlement``.
+        connector: name of the connector the message came from (set by the runtime
+            when the source does not).
+    """
+
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    settle: SettleFn = _settle_nothing
+    connector: str = ""
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Something that yields deliveries."""
+
+    async def start(self) -> None:
+        """Connect and begin intake. Raises ``ConnectorError`` if it cannot."""
+
+    def deliveries(self) -> AsyncIterator[Delivery]:
+        """The stream of deliveries; ends after ``stop()``."""
+
+    async def stop(self, deadline: float) -> None:
+        """Stop intake and close by ``deadline`` (a ``loop.time()`` value). Idempotent."""
+
+
+@runtime_checkable
+class Publisher(Protocol):
+    """Something that sends a message to a destination of a transport."""
+
+    async def publish(
+        self,
+        destination: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        key: str | None,
+    ) -> None:
+        """Send one message; return only once the transport has accepted it.
+
+        Raises:
+            ConnectorError: the transport refused or could not be reached.
+        """
+
+
+@runtime_checkable
+class HasStatus(Protocol):
+    """Optional: a source or publisher that can report its health and backlog."""
+
+    def status(self) -> ConnectorStatus:
+        """A snapshot of connection state and backlog, for /readyz and metrics."""
+
+
+@dataclass(slots=True)
+class ConnectorStatus:
+    """A connector's health and backlog, as shown by /readyz and metrics."""
+
+    connected: bool
+    detail: str = ""
+    lag: Mapping[str, float] = field(default_factory=dict)
+
+
+class EventMapping(BaseModel):
+    """How a non-CloudEvents message becomes an event.
+
+    Templates use ``{...}`` over ``data.*`` (the JSON body), ``header.NAME``,
+    ``meta.NAME`` and ``connector``; e.g. ``"db/{data.table}.{data.type}"``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str | None = Field(
+        None, description="Event type template; required unless messages are CloudEvents."
+    )
+    source: str | None = Field(None, description="CloudEvents source template.")
+    id: str | None = Field(
+        None,
+        description="Event id template. Default: the CloudEvent id, else the transport's "
+        "stable message id, else a random id.",
+    )
+    subject: str | None = Field(None, description="CloudEvents subject template.")
+    correlation_id: list[str] = Field(
+        default_factory=list,
+        description="Where to find the correlation id, first match wins: "
+        "`header:NAME`, `data.PATH`, `meta.NAME`.",
+    )
+    data: str | None = Field(
+        None,
+        description="Path of the event data inside the body (e.g. `payload`); default whole body.",
+    )
+
+
+class ConsumeConfig(BaseModel):
+    """What every consuming connector shares: the event mapping and backpressure."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event: EventMapping = Field(default_factory=EventMapping)
+    max_in_flight: int = Field(
+        1000, ge=1, description="Most deliveries being processed at once (backpressure)."
+    )
+    max_body_bytes: int | None = Field(
+        None, ge=1, description="Larger bodies are dead-lettered. Default: the bridge's limit."
+    )
+    ordering: Literal["key", "partition", "none"] = Field(
+        "none", description="Transports that can order (Kafka, SQS FIFO) honour it."
+    )
+    inline_retry_limit: Duration = Field(
+        30.0, description="Retries with a longer delay than this are parked in the store."
+    )
+
+
+class ConnectorConfig(BaseModel):
+    """Base of every connector's config model. Subclasses set ``type: Literal[...]``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    consume: ConsumeConfig | None = Field(
+        None, description="Consume from this connector; without it it is a publish target only."
+    )

@@ -1,0 +1,16 @@
+"""Handler kinds. ``KINDS`` is the explicit registry; plugins add kinds through the
+``bridge.handlers`` entry-point group (each entry point names a ``HandlerKind``)."""
+
+from __future__ import annotations
+
+from handlers import emit, log, publish, python
+from handlers.base import Handler, HandlerConfig, HandlerEnv, HandlerKind
+
+KINDS: dict[str, HandlerKind] = {
+    "python": HandlerKind(python.PythonHandlerConfig, python.build),
+    "emit": HandlerKind(emit.EmitHandlerConfig, emit.build),
+    "log": HandlerKind(log.LogHandlerConfig, log.build),
+    "publish": HandlerKind(publish.PublishHandlerConfig, publish.build),
+}
+
+__all__ = ["KINDS", "Handler", "HandlerConfig", "HandlerEnv", "HandlerKind"]

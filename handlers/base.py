@@ -1,0 +1,117 @@
+"""The handler contract: a config model per kind and an object with ``invoke``.
+
+A handler kind is one module with its pydantic config model (``type:
+Literal[...]``, subclass of ``HandlerConfig``) and a class built from it. The
+runtime builds each handler once with ``HandlerKind.build(cfg, env)``.
+
+``invoke(event, ctx)`` returns a result (kept in the ledger) or raises:
+``bridge.errors.Fatal`` dead-letters the run at once; anything else is retried
+by the handler's policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bridge.duration import Duration
+from bridge.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from bridge.context import Context
+    from bridge.events import Event, EventCatalog
+    from connectors.base import Publisher
+
+
+class DeadLetterTarget(BaseModel):
+    """Where a dead-lettered run is also published, besides the store."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    connector: str = Field(description="Name of a connector that can publish.")
+    destination: str = Field(
+        description="Topic, queue URL or exchange/routing-key of that connector."
+    )
+
+
+class HandlerConfig(BaseModel):
+    """Fields every handler kind shares."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(
+        description="Unique handler id; names its runs, ledger entries and dead letters."
+    )
+    type: str
+    on: list[str] = Field(description="Event types or globs (`db/*`) this handler subscribes to.")
+    filter: str | None = Field(
+        None, description="CEL expression over `event`; the handler runs only when it is true."
+    )
+    retry: RetryPolicy | None = Field(
+        None, description="Retry policy; default from `defaults.retry`."
+    )
+    timeout: Duration | None = Field(
+        None, description="Per-attempt timeout; default from `defaults`."
+    )
+    concurrency: int | None = Field(None, ge=1, description="Most runs of this handler at once.")
+    idempotency_key: str = Field(
+        "{id}",
+        description="Template of the ledger key; a redelivered event with the same key "
+        "does not run a handler that already succeeded.",
+    )
+    dead_letter: DeadLetterTarget | None = Field(
+        None, description="Also publish dead letters here."
+    )
+
+    @field_validator("on", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("id")
+    @classmethod
+    def _id_chars(cls, value: str) -> str:
+        if not value or any(ch.isspace() for ch in value):
+            raise ValueError("a handler id is a non-empty word without spaces")
+        return value
+
+    def connector_refs(self) -> dict[str, str]:
+        """Connector names this handler needs, keyed by the field that names them."""
+        refs: dict[str, str] = {}
+        if self.dead_letter is not None:
+            refs["dead_letter.connector"] = self.dead_letter.connector
+        return refs
+
+
+@runtime_checkable
+class Handler(Protocol):
+    """A built handler."""
+
+    async def invoke(self, event: Event[Any], ctx: Context) -> Any:
+        """Handle one event; return a JSON-able result or raise."""
+
+
+@dataclass(slots=True)
+class HandlerEnv:
+    """What the runtime gives a handler kind when building it."""
+
+    catalog: EventCatalog
+    publishers: Mapping[str, Publisher] = field(default_factory=dict)
+    base_dir: str = "."
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerKind:
+    """A handler kind: its config model and how to build it."""
+
+    config: type[HandlerConfig]
+    build: Callable[[Any, HandlerEnv], Handler]
+
+
+class Closable(Protocol):
+    """A handler that holds resources (a connection pool) closes them here."""
+
+    async def close(self) -> None: ...
