@@ -354,8 +354,13 @@ def _pydantic_issues(
         message = err["msg"]
         if err["type"] == "extra_forbidden":
             message = "unknown key"
+        elif err["type"] == "literal_error":
+            message = f"{message}, not {err.get('input')!r}"
         elif err["type"] == "union_tag_invalid":
-            message = f"unknown type {err.get('input', {}).get('type')!r}; " + message.split(";")[0]
+            tag = (err.get("ctx") or {}).get("tag")
+            expected = (err.get("ctx") or {}).get("expected_tags", "")
+            message = f"unknown type {tag!r} (known: {expected})"
+            path = (*path, "type")
         issues.append(ConfigIssue(format_path(path), message, line_of(lines, path)))
     return issues
 
@@ -429,7 +434,9 @@ def load_config_text(
     try:
         cfg = config_model().model_validate({**data, "base_dir": base_dir})
     except ValidationError as exc:
-        issues.extend(_pydantic_issues(exc, data, lines))
+        # A value left empty by a failed ${...} would only repeat that error.
+        known = {i.path for i in issues}
+        issues.extend(i for i in _pydantic_issues(exc, data, lines) if i.path not in known)
         raise ConfigError(issues, source) from None
     if issues:
         raise ConfigError(issues, source)

@@ -69,6 +69,10 @@ class BoundHandler:
     idempotency_key: Template
     limiter: asyncio.Semaphore | None = None
     dead_letter: DeadLetterTarget | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        self.labels = (("handler", self.id),)
 
     def key(self, event: Event[Any]) -> str:
         """The ledger key of this handler's run for ``event``."""
@@ -188,14 +192,19 @@ class Dispatcher:
                 runs.append(Run(b.id, "skipped"))
                 continue
             coros.append(self._run(event, b, pair[1], connector))
-        if len(coros) == 1:
+        if not coros:
+            return runs
+        # The first run goes inline in this task; only its siblings need tasks of their own.
+        others = [asyncio.ensure_future(c) for c in coros[1:]]
+        try:
             runs.append(await coros[0])
-        elif coros:
-            results = await asyncio.gather(*coros, return_exceptions=True)
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
-                runs.append(result)
+        finally:
+            if others:
+                done = await asyncio.gather(*others, return_exceptions=True)
+        for result in done if others else ():
+            if isinstance(result, BaseException):
+                raise result
+            runs.append(result)
         return runs
 
     async def _run(self, event: Event[Any], bh: BoundHandler, key: str, connector: str) -> Run:
@@ -234,18 +243,18 @@ class Dispatcher:
                     await self.store.ledger_record(
                         [LedgerEntry(bh.id, key, event.id, "succeeded", result)]
                     )
-                self._finished(bh.id, "succeeded", started_run)
+                self._finished(bh, "succeeded", started_run)
                 return Run(bh.id, "succeeded", result=result, attempts=attempts)
             text = _describe(error)
             attempts.append(Attempt(number, started_at, self.clock.time() - t0, text))
             if isinstance(error, Fatal) or number >= policy.attempts:
                 await self._dead_letter_run(event, bh, key, connector, text, attempts, error)
-                self._finished(bh.id, "dead_lettered", started_run)
+                self._finished(bh, "dead_lettered", started_run)
                 return Run(bh.id, "dead_lettered", error=text, attempts=attempts)
             delay = policy.delay(number, self.rng)
             if isinstance(error, RetryAfter):
                 delay = max(delay, error.delay)
-            self.metrics.inc("bridge_retries_total", (("handler", bh.id),))
+            self.metrics.inc("bridge_retries_total", bh.labels)
             log.warning(
                 "attempt failed; retrying",
                 extra={
@@ -264,10 +273,9 @@ class Dispatcher:
         async with asyncio.timeout(bh.timeout):
             return await bh.handler.invoke(event, ctx)
 
-    def _finished(self, handler: str, outcome: str, started: float) -> None:
-        labels = (("handler", handler),)
-        self.metrics.inc("bridge_runs_total", (("handler", handler), ("outcome", outcome)))
-        self.metrics.observe("bridge_run_duration_seconds", labels, self.clock.time() - started)
+    def _finished(self, bh: BoundHandler, outcome: str, started: float) -> None:
+        self.metrics.inc("bridge_runs_total", (*bh.labels, ("outcome", outcome)))
+        self.metrics.observe("bridge_run_duration_seconds", bh.labels, self.clock.time() - started)
 
     async def _dead_letter_run(
         self,

@@ -143,37 +143,59 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def event_from_dict(raw: Mapping[str, Any], data: Any = None, **defaults: Any) -> Event[Any]:
-    """Build an ``Event`` from a structured CloudEvent mapping (data not validated).
+_UNSET: Any = object()
+
+
+def event_from_dict(
+    raw: Mapping[str, Any],
+    data: Any = _UNSET,
+    *,
+    source: str = "bridge",
+    transport: Mapping[str, Any] = EMPTY,
+    correlationid: str | None = None,
+    traceparent: str | None = None,
+    tracestate: str | None = None,
+) -> Event[Any]:
+    """Build an ``Event`` from a structured CloudEvent mapping.
+
+    ``data`` (already validated) replaces ``raw["data"]``; the keyword attributes
+    replace the mapping's when given.
 
     Raises:
         InvalidEvent: a required attribute is missing or not a string.
     """
-    for name in ("id", "type"):
-        value = raw.get(name)
-        if not isinstance(value, str) or not value:
-            raise InvalidEvent(
-                "invalid_cloudevent", f"attribute {name!r} must be a non-empty string"
-            )
-    source = raw.get("source") or defaults.get("source") or "bridge"
-    extensions = {k: v for k, v in raw.items() if k not in CONTEXT_ATTRIBUTES}
-    correlation = raw.get("correlationid")
+    event_id = raw.get("id")
+    event_type = raw.get("type")
+    if not isinstance(event_id, str) or not event_id:
+        raise InvalidEvent("invalid_cloudevent", "attribute 'id' must be a non-empty string")
+    if not isinstance(event_type, str) or not event_type:
+        raise InvalidEvent("invalid_cloudevent", "attribute 'type' must be a non-empty string")
+    extensions = None
+    for key in raw:
+        if key not in CONTEXT_ATTRIBUTES:
+            if extensions is None:
+                extensions = {}
+            extensions[key] = raw[key]
+    if correlationid is None:
+        found = raw.get("correlationid")
+        correlationid = str(found) if found else ""
+    get = raw.get
     return Event(
-        id=raw["id"],
-        source=str(source),
-        type=raw["type"],
-        data=raw.get("data") if data is None else data,
-        specversion=str(raw.get("specversion") or SPECVERSION),
-        time=_opt_str(raw.get("time")),
-        subject=_opt_str(raw.get("subject")),
-        datacontenttype=_opt_str(raw.get("datacontenttype")) or "application/json",
-        dataschema=_opt_str(raw.get("dataschema")),
-        correlationid=str(correlation) if correlation else "",
-        traceparent=_opt_str(raw.get("traceparent")),
-        tracestate=_opt_str(raw.get("tracestate")),
-        parentid=_opt_str(raw.get("parentid")),
+        id=event_id,
+        source=str(get("source") or source),
+        type=event_type,
+        data=get("data") if data is _UNSET else data,
+        specversion=str(get("specversion") or SPECVERSION),
+        time=_opt_str(get("time")),
+        subject=_opt_str(get("subject")),
+        datacontenttype=_opt_str(get("datacontenttype")) or "application/json",
+        dataschema=_opt_str(get("dataschema")),
+        correlationid=correlationid,
+        traceparent=traceparent or _opt_str(get("traceparent")),
+        tracestate=tracestate or _opt_str(get("tracestate")),
+        parentid=_opt_str(get("parentid")),
         extensions=MappingProxyType(extensions) if extensions else EMPTY,
-        transport=defaults.get("transport", EMPTY),
+        transport=transport,
     )
 
 

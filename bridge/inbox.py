@@ -56,6 +56,7 @@ class InboxSource:
         self.poll_interval = poll_interval
         self.batch = batch
         self._cursor = 0
+        self._rewind: int | None = None
         self._in_flight: set[int] = set()
         self._stopped = asyncio.Event()
         self._connected = True
@@ -68,6 +69,9 @@ class InboxSource:
         wakeup = self.inbox.wakeup
         while not self._stopped.is_set():
             wakeup.clear()
+            if self._rewind is not None:
+                self._cursor = min(self._cursor, self._rewind)
+                self._rewind = None
             try:
                 entries = await store.inbox_pending(self._cursor, self.batch)
                 self._connected = True
@@ -76,6 +80,8 @@ class InboxSource:
                 log.error("cannot read the inbox", extra={"error": str(exc)})
                 entries = []
             for entry in entries:
+                if self._rewind is not None:
+                    break  # an entry must be read again: start over from it
                 self._cursor = max(self._cursor, entry.seq)
                 if entry.seq in self._in_flight:
                     continue
@@ -90,7 +96,7 @@ class InboxSource:
                 yield Delivery(
                     entry.body, _CE_JSON, meta, partial(self._settle, entry.seq), self.name
                 )
-            if len(entries) < self.batch:
+            if len(entries) < self.batch and self._rewind is None:
                 await self._wait(wakeup)
 
     async def _wait(self, wakeup: asyncio.Event) -> None:
@@ -108,12 +114,18 @@ class InboxSource:
         try:
             if outcome is Settlement.ACK:
                 await self.inbox.store.inbox_done([seq])
-            else:
-                # Read it again from the start of the inbox.
-                self._cursor = min(self._cursor, seq - 1)
-                self.inbox.wakeup.set()
+                return
+        except BaseException:
+            self._read_again(seq)
+            raise
         finally:
             self._in_flight.discard(seq)
+        self._read_again(seq)
+
+    def _read_again(self, seq: int) -> None:
+        """Make the generator read from ``seq`` again (the entry is still pending)."""
+        self._rewind = seq - 1 if self._rewind is None else min(self._rewind, seq - 1)
+        self.inbox.wakeup.set()
 
     async def stop(self, deadline: float) -> None:
         self._stopped.set()

@@ -45,8 +45,10 @@ def decode_json(body: bytes) -> Any:
         raise InvalidEvent("malformed_json", str(exc)) from None
 
 
-def binary_attributes(headers: Mapping[str, str]) -> dict[str, str] | None:
-    """CloudEvents attributes from binary-mode headers, or None when there are none."""
+def binary_attributes(
+    headers: Mapping[str, str], *, required: str = "specversion"
+) -> dict[str, str] | None:
+    """CloudEvents attributes from binary-mode headers, or None when ``required`` is absent."""
     attrs: dict[str, str] | None = None
     for key, value in headers.items():
         lowered = key.lower()
@@ -56,7 +58,7 @@ def binary_attributes(headers: Mapping[str, str]) -> dict[str, str] | None:
                     attrs = {}
                 attrs[lowered[len(prefix) :]] = value
                 break
-    if attrs is None or "specversion" not in attrs:
+    if attrs is None or required not in attrs:
         return None
     return attrs
 
@@ -120,30 +122,39 @@ class Normalizer:
         if len(body) > self.max_body_bytes:
             raise InvalidEvent("too_large", f"{len(body)} bytes, limit {self.max_body_bytes}")
         headers = delivery.headers
-        transport = self._transport(delivery.meta)
+        meta = delivery.meta
         attrs = binary_attributes(headers) if headers else None
         if attrs is not None:
-            event = self._binary(attrs, body, headers, transport)
+            raw: dict[str, Any] = attrs
+            data = self._binary_data(attrs, body, headers)
+            raw.setdefault("id", self._stable_id(meta))
         else:
             payload = decode_json(body)
             if is_structured(payload):
-                event = event_from_dict(payload, source=self._default_source, transport=transport)
+                raw = payload
+                data = payload.get("data")
             else:
-                event = self._mapped(payload, delivery, transport)
-        schema = self.catalog.resolve(event.type)
+                raw, data = self._mapped(payload, delivery)
+        event_type = raw.get("type")
+        if not isinstance(event_type, str) or not event_type:
+            raise InvalidEvent("invalid_cloudevent", "attribute 'type' must be a non-empty string")
+        schema = self.catalog.resolve(event_type)
         if schema is None:
-            raise InvalidEvent("unknown_type", f"event type {event.type!r} is not in the catalog")
-        data = schema.validate(event.data)
-        correlation = self._correlation_id(event, delivery)
-        if data is not event.data or correlation != event.correlationid:
-            event = event.replace(data=data, correlationid=correlation)
-        if event.traceparent is None and headers:
+            raise InvalidEvent("unknown_type", f"event type {event_type!r} is not in the catalog")
+        valid = schema.validate(data)
+        traceparent = tracestate = None
+        if headers and "traceparent" not in raw:
             traceparent = header(headers, "traceparent")
-            if traceparent:
-                event = event.replace(
-                    traceparent=traceparent, tracestate=header(headers, "tracestate")
-                )
-        return event
+            tracestate = header(headers, "tracestate") if traceparent else None
+        return event_from_dict(
+            raw,
+            valid,
+            source=self._default_source,
+            transport=self._transport(meta),
+            correlationid=self._correlation_id(raw, data, delivery),
+            traceparent=traceparent,
+            tracestate=tracestate,
+        )
 
     def _transport(self, meta: Mapping[str, Any]) -> Mapping[str, Any]:
         if not meta:
@@ -151,33 +162,25 @@ class Normalizer:
         prefix = self._prefix
         return MappingProxyType({prefix + k: v for k, v in meta.items()})
 
-    def _binary(
-        self,
-        attrs: dict[str, str],
-        body: bytes,
-        headers: Mapping[str, str],
-        transport: Mapping[str, Any],
-    ) -> Event[Any]:
+    def _binary_data(self, attrs: dict[str, str], body: bytes, headers: Mapping[str, str]) -> Any:
         content_type = attrs.get("datacontenttype") or header(headers, "content-type") or ""
-        data: Any
-        if not body:
-            data = None
-        elif not content_type or any(content_type.split(";")[0].endswith(t) for t in _JSON_TYPES):
-            data = decode_json(body)
-        else:
-            try:
-                data = body.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InvalidEvent(
-                    "invalid_utf8", f"body is not UTF-8 at byte {exc.start}"
-                ) from None
-        raw: dict[str, Any] = dict(attrs)
-        raw.setdefault("id", self._stable_id(transport))
         if content_type:
-            raw["datacontenttype"] = content_type
-        return event_from_dict(raw, data=data, source=self._default_source, transport=transport)
+            attrs["datacontenttype"] = content_type
+        if not body:
+            return None
+        if not content_type or any(content_type.split(";")[0].endswith(t) for t in _JSON_TYPES):
+            return decode_json(body)
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidEvent("invalid_utf8", f"body is not UTF-8 at byte {exc.start}") from None
 
-    def _mapped(self, payload: Any, delivery: Delivery, transport: Mapping[str, Any]) -> Event[Any]:
+    def _mapped(self, payload: Any, delivery: Delivery) -> tuple[dict[str, Any], Any]:
+        if self._type is None:
+            raise InvalidEvent(
+                "no_type",
+                "the message is not a CloudEvent and the connector's event mapping has no type",
+            )
         scope = {
             "data": payload,
             "header": delivery.headers,
@@ -185,41 +188,30 @@ class Normalizer:
             "meta": delivery.meta,
             "connector": self.connector,
         }
-        if self._type is None:
-            raise InvalidEvent(
-                "no_type",
-                "the message is not a CloudEvent and the connector's event mapping has no type",
-            )
         try:
-            event_type = self._type.render_str(scope)
-            event_id = self._id.render_str(scope) if self._id else self._stable_id(delivery.meta)
-            source = self._source.render_str(scope) if self._source else self._default_source
-            subject = self._subject.render_str(scope) if self._subject else None
+            raw: dict[str, Any] = {
+                "type": self._type.render_str(scope),
+                "id": self._id.render_str(scope) if self._id else self._stable_id(delivery.meta),
+                "source": self._source.render_str(scope) if self._source else self._default_source,
+            }
+            if self._subject is not None:
+                raw["subject"] = self._subject.render_str(scope)
             data = payload
             if self._data_path:
                 data = lookup({"data": payload}, f"data.{self._data_path}")
         except (TemplateError, KeyError) as exc:
             raise InvalidEvent("mapping", f"event mapping failed: {exc}") from None
-        if not event_type:
+        if not raw["type"]:
             raise InvalidEvent("mapping", "the event type template rendered an empty string")
-        return Event(
-            id=event_id,
-            source=source,
-            type=event_type,
-            data=data,
-            subject=subject,
-            transport=transport,
-        )
+        return raw, data
 
     def _stable_id(self, meta: Mapping[str, Any]) -> str:
         message_id = meta.get("message_id") if meta else None
-        if message_id is None:
-            message_id = meta.get(f"{self.transport}.message_id") if meta else None
         return str(message_id) if message_id is not None else str(uuid.uuid4())
 
-    def _correlation_id(self, event: Event[Any], delivery: Delivery) -> str:
+    def _correlation_id(self, raw: Mapping[str, Any], data: Any, delivery: Delivery) -> str:
         if self._correlation:
-            scope = {"header": delivery.headers, "meta": delivery.meta, "data": event.data}
+            scope = {"header": delivery.headers, "meta": delivery.meta, "data": data}
             for path in self._correlation:
                 try:
                     value = lookup(scope, path)
@@ -227,7 +219,8 @@ class Normalizer:
                     continue
                 if value not in (None, ""):
                     return str(value)
-        return event.correlationid or event.id
+        inbound = raw.get("correlationid")
+        return str(inbound) if inbound else str(raw.get("id") or "")
 
 
 def _ref(ref: str) -> str:

@@ -22,7 +22,7 @@ from aiohttp import web
 from bridge.deadletters import ReplayError, discard, replay
 from bridge.errors import InvalidEvent, StoreError
 from bridge.events import SPECVERSION, new_id, now_iso
-from bridge.normalize import binary_attributes, decode_json, header
+from bridge.normalize import binary_attributes, decode_json
 from bridge.store.base import DeadLetterStatus, InboxEntry
 
 if TYPE_CHECKING:
@@ -65,9 +65,11 @@ class Server:
 
     async def start(self) -> None:
         cfg = self.runtime.cfg.server
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, cfg.host, cfg.port, shutdown_timeout=1.0)
+        site = web.TCPSite(self._runner, cfg.host, cfg.port)
         await site.start()
 
     async def stop(self) -> None:
@@ -137,9 +139,8 @@ class Server:
 
     def _parse(self, body: bytes, request: web.Request) -> list[dict[str, Any]]:
         headers = request.headers
-        attrs = binary_attributes(headers)
-        if attrs is None and header(headers, "ce-type"):
-            attrs = {"specversion": SPECVERSION, "type": header(headers, "ce-type") or ""}
+        # Binary mode; the event API is lenient: ce-type alone is enough.
+        attrs = binary_attributes(headers, required="type")
         payload = decode_json(body)
         if attrs is not None:
             event: dict[str, Any] = dict(attrs)

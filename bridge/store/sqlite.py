@@ -164,12 +164,19 @@ class SqliteStore:
             for op in batch:
                 conn.execute("SAVEPOINT op")
                 try:
-                    results.append((op, op.fn(conn), None))
+                    value = op.fn(conn)
+                    if isinstance(value, sqlite3.Cursor):
+                        # A cursor must die on this thread: finalized on the event
+                        # loop's thread it resets a cached statement this thread may
+                        # be running (SQLITE_MISUSE, "bad parameter or other API misuse").
+                        value.close()
+                        value = None
+                    results.append((op, value, None))
                     conn.execute("RELEASE op")
-                except sqlite3.Error as exc:
+                except Exception as exc:  # one bad operation must not sink the batch or the thread
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
-                    results.append((op, None, StoreError(str(exc))))
+                    results.append((op, None, StoreError(f"{type(exc).__name__}: {exc}")))
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:

@@ -1,0 +1,147 @@
+"""Delivery -> Event: CloudEvents modes, mappings, correlation ids, and every kind of bad input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from pydantic import BaseModel
+
+from bridge.errors import InvalidEvent
+from bridge.events import EventCatalog, EventSchema
+from bridge.normalize import Normalizer
+from connectors.base import Delivery, EventMapping
+
+
+class Signup(BaseModel):
+    email: str
+    age: int
+
+
+def catalog() -> EventCatalog:
+    return EventCatalog(
+        {
+            "user/signup": EventSchema("Signup", Signup.model_validate, Signup),
+            "db/*": EventSchema("none", None),
+        }
+    )
+
+
+def normalizer(**mapping: Any) -> Normalizer:
+    return Normalizer("orders", "kafka", EventMapping(**mapping), catalog(), max_body_bytes=1000)
+
+
+def delivery(body: Any, headers: dict[str, str] | None = None, **meta: Any) -> Delivery:
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    return Delivery(raw, headers or {}, meta)
+
+
+def test_structured_cloudevent_is_recognized_and_data_validated() -> None:
+    event = normalizer()(
+        delivery(
+            {
+                "specversion": "1.0",
+                "id": "abc",
+                "source": "/app",
+                "type": "user/signup",
+                "correlationid": "corr-1",
+                "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+                "tenant": "acme",
+                "data": {"email": "a@b.c", "age": "42"},
+            },
+            partition=3,
+        )
+    )
+    assert (event.id, event.source, event.type, event.correlationid) == (
+        "abc",
+        "/app",
+        "user/signup",
+        "corr-1",
+    )
+    assert event.data == Signup(email="a@b.c", age=42)
+    assert event.extensions == {"tenant": "acme"}
+    assert event.transport["kafka.partition"] == 3
+
+
+def test_binary_cloudevent_headers_with_any_binding_prefix() -> None:
+    for prefix in ("ce-", "ce_", "cloudEvents:", "cloudEvents_"):
+        headers = {
+            f"{prefix}specversion": "1.0",
+            f"{prefix}id": "x1",
+            f"{prefix}type": "db/users.insert",
+            f"{prefix}source": "pg",
+        }
+        event = normalizer()(delivery({"id": 1}, headers))
+        assert (event.id, event.type, event.data) == ("x1", "db/users.insert", {"id": 1})
+
+
+def test_mapping_templates_stable_id_and_correlation_from_header() -> None:
+    norm = normalizer(
+        type="db/{data.table}.{data.type|lower}",
+        correlation_id=["header:x-correlation-id", "data.cid"],
+    )
+    event = norm(
+        delivery(
+            {"table": "users", "type": "INSERT"},
+            {"X-Correlation-Id": "c-9"},
+            message_id="orders-0-17",
+        )
+    )
+    assert (event.type, event.id, event.correlationid, event.source) == (
+        "db/users.insert",
+        "orders-0-17",
+        "c-9",
+        "bridge://orders",
+    )
+    # No header: the next reference is used; none at all: the event id.
+    assert (
+        norm(delivery({"table": "t", "type": "x", "cid": "c-2"}, message_id="m")).correlationid
+        == "c-2"
+    )
+    assert norm(delivery({"table": "t", "type": "x"}, message_id="m2")).correlationid == "m2"
+
+
+def test_inbound_traceparent_header_is_kept() -> None:
+    tp = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+    event = normalizer(type="db/x")(delivery({}, {"traceparent": tp}, message_id="m"))
+    assert event.traceparent == tp
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{not json", "malformed_json"),
+        (b'{"a": "\xff\xfe"}', "invalid_utf8"),
+        (b"x" * 1001, "too_large"),
+        (
+            {"specversion": "1.0", "id": "1", "type": "user/signup", "data": {"email": "a"}},
+            "schema",
+        ),
+        ({"specversion": "1.0", "id": "1", "type": "nobody/knows", "data": {}}, "unknown_type"),
+        ({"specversion": "1.0", "id": "", "type": "db/x", "data": {}}, "invalid_cloudevent"),
+        ({"no": "type"}, "no_type"),
+    ],
+)
+def test_bad_input_is_an_invalid_event_with_a_reason(body: Any, reason: str) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        normalizer()(delivery(body))
+    assert info.value.reason == reason
+
+
+def test_schema_errors_keep_pydantic_details() -> None:
+    with pytest.raises(InvalidEvent) as info:
+        normalizer(type="user/signup")(delivery({"email": "a@b.c", "age": "old"}, message_id="m"))
+    assert info.value.detail == [
+        {
+            "loc": ["age"],
+            "msg": "Input should be a valid integer, unable to parse string as an integer",
+            "type": "int_parsing",
+        }
+    ]
+
+
+def test_mapping_with_a_missing_field_is_invalid() -> None:
+    with pytest.raises(InvalidEvent) as info:
+        normalizer(type="db/{data.table}")(delivery({"x": 1}, message_id="m"))
+    assert info.value.reason == "mapping"
