@@ -34,7 +34,7 @@ connectors:
   signups:
     type: memory
     topic: {topic}
-    consume: {{event: {{type: subscriber/created}}, max_in_flight: 1000}}
+    consume: {{event: {{type: subscriber/created}}, max_in_flight: {max_in_flight}}}
 handlers:
   - {{id: h1, on: subscriber/created, type: python, function: "bench.payload:noop_1"}}
   - {{id: h2, on: subscriber/created, type: python, function: "bench.payload:noop_2"}}
@@ -43,6 +43,7 @@ handlers:
 """
 
 _topics = iter(range(1_000_000))
+MAX_IN_FLIGHT = 1000
 
 
 async def bare_loop(bodies: list[bytes]) -> float:
@@ -58,7 +59,12 @@ async def bridge(bodies: list[bytes], ledger: bool, workdir: Path) -> float:
     """Events per second through a running bridge, from the first put to the last ack."""
     topic = f"bench-{next(_topics)}"
     store = f"sqlite:///{workdir}/{topic}.db" if ledger else "memory://"
-    cfg = load_config_text(CONFIG.format(store=store, ledger=str(ledger).lower(), topic=topic), {})
+    cfg = load_config_text(
+        CONFIG.format(
+            store=store, ledger=str(ledger).lower(), topic=topic, max_in_flight=MAX_IN_FLIGHT
+        ),
+        {},
+    )
     runtime = Runtime(cfg)
     task = asyncio.create_task(runtime.run())
     while not runtime.ready:

@@ -23,6 +23,7 @@ from typing import Any, Literal, Protocol
 import orjson
 
 from bridge.context import Context
+from bridge.deadlines import Watchdog
 from bridge.errors import Fatal, InvalidEvent, RetryAfter, StoreError
 from bridge.events import Event
 from bridge.metrics import Metrics
@@ -70,9 +71,14 @@ class BoundHandler:
     limiter: asyncio.Semaphore | None = None
     dead_letter: DeadLetterTarget | None = None
     labels: tuple[tuple[str, str], ...] = ()
+    succeeded_labels: tuple[tuple[str, str], ...] = ()
+    dead_lettered_labels: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        # Metric label tuples, built once rather than per run.
         self.labels = (("handler", self.id),)
+        self.succeeded_labels = (*self.labels, ("outcome", "succeeded"))
+        self.dead_lettered_labels = (*self.labels, ("outcome", "dead_lettered"))
 
     def key(self, event: Event[Any]) -> str:
         """The ledger key of this handler's run for ``event``."""
@@ -133,6 +139,7 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.max_fanout = max_fanout
         self._handlers = {s.handler_id: s for s in router._subs}
+        self.watchdog = Watchdog()
 
     async def process(self, delivery: Delivery, normalizer: Normalizer) -> Settlement:
         """Normalize, route and run one delivery; the caller settles it with the result."""
@@ -208,15 +215,14 @@ class Dispatcher:
         return runs
 
     async def _run(self, event: Event[Any], bh: BoundHandler, key: str, connector: str) -> Run:
+        clock = self.clock
+        started_run = t0 = clock.time()
         attempts: list[Attempt] = []
         policy = bh.retry
-        started_run = self.clock.time()
         number = 0
         while True:
             number += 1
             ctx = Context(event, bh.id, number)
-            started_at = time.time()
-            t0 = self.clock.time()
             error: BaseException | None = None
             result: Any = None
             try:
@@ -225,31 +231,33 @@ class Dispatcher:
                 else:
                     async with bh.limiter:
                         result = await self._attempt(bh, event, ctx)
-                if len(ctx.emitted) > self.max_fanout:
-                    raise Fatal(
-                        f"emitted {len(ctx.emitted)} events, more than max_fanout {self.max_fanout};"
-                        " nothing was emitted"
-                    )
             except TimeoutError:
                 error = TimeoutError(f"attempt timed out after {bh.timeout:g}s")
             except (asyncio.CancelledError, StoreError):
                 raise
             except Exception as exc:  # any handler failure is the run's business
                 error = exc
+            emitted = ctx.emitted
+            if error is None and len(emitted) > self.max_fanout:
+                error = Fatal(
+                    f"emitted {len(emitted)} events, more than max_fanout {self.max_fanout};"
+                    " nothing was emitted"
+                )
             if error is None:
-                if ctx.emitted and self.emitter is not None:
-                    await self.emitter(ctx.emitted)
+                if emitted and self.emitter is not None:
+                    await self.emitter(emitted)
                 if self.ledger:
                     await self.store.ledger_record(
                         [LedgerEntry(bh.id, key, event.id, "succeeded", result)]
                     )
-                self._finished(bh, "succeeded", started_run)
-                return Run(bh.id, "succeeded", result=result, attempts=attempts)
+                self._finished(bh, bh.succeeded_labels, started_run)
+                return Run(bh.id, "succeeded", result, None, attempts)
             text = _describe(error)
-            attempts.append(Attempt(number, started_at, self.clock.time() - t0, text))
+            now = clock.time()
+            attempts.append(Attempt(number, time.time() - (now - t0), now - t0, text))
             if isinstance(error, Fatal) or number >= policy.attempts:
                 await self._dead_letter_run(event, bh, key, connector, text, attempts, error)
-                self._finished(bh, "dead_lettered", started_run)
+                self._finished(bh, bh.dead_lettered_labels, started_run)
                 return Run(bh.id, "dead_lettered", error=text, attempts=attempts)
             delay = policy.delay(number, self.rng)
             if isinstance(error, RetryAfter):
@@ -267,15 +275,31 @@ class Dispatcher:
                     "error": text,
                 },
             )
-            await self.clock.sleep(delay)
+            await clock.sleep(delay)
+            t0 = clock.time()
 
     async def _attempt(self, bh: BoundHandler, event: Event[Any], ctx: Context) -> Any:
-        async with asyncio.timeout(bh.timeout):
+        deadline = self.watchdog.arm(bh.timeout)
+        try:
             return await bh.handler.invoke(event, ctx)
+        except asyncio.CancelledError:
+            task = deadline.task
+            if deadline.fired and task is not None and task.uncancel() == 0:
+                raise TimeoutError from None
+            raise
+        finally:
+            deadline.finish()
 
-    def _finished(self, bh: BoundHandler, outcome: str, started: float) -> None:
-        self.metrics.inc("bridge_runs_total", (*bh.labels, ("outcome", outcome)))
-        self.metrics.observe("bridge_run_duration_seconds", bh.labels, self.clock.time() - started)
+    async def close(self) -> None:
+        """Disarm the timeout watchdog."""
+        self.watchdog.close()
+
+    def _finished(
+        self, bh: BoundHandler, labels: tuple[tuple[str, str], ...], started: float
+    ) -> None:
+        metrics = self.metrics
+        metrics.counters[("bridge_runs_total", labels)] += 1
+        metrics.observe("bridge_run_duration_seconds", bh.labels, self.clock.time() - started)
 
     async def _dead_letter_run(
         self,

@@ -327,6 +327,8 @@ class Runtime:
                 )
 
     async def _close(self) -> None:
+        if self.dispatcher is not None:
+            await self.dispatcher.close()
         if self.server is not None:
             await self.server.stop()
         for name, publisher in self.publishers.items():
