@@ -27,7 +27,16 @@ from bridge.normalize import Normalizer
 from bridge.routing import Router, Subscription, compile_filter
 from bridge.store import Store, create_store
 from bridge.templates import EVENT_ROOTS, Template
-from connectors.base import ConnectorStatus, Delivery, HasStatus, Publisher, Settlement, Source
+from connectors.base import (
+    ConnectorStatus,
+    Delivery,
+    HasStatus,
+    Ingress,
+    IngressEnv,
+    Publisher,
+    Settlement,
+    Source,
+)
 from handlers.base import HandlerEnv
 
 log = logging.getLogger("bridge.runtime")
@@ -76,6 +85,7 @@ class Runtime:
         self.publishers: dict[str, Publisher] = {}
         self.slots: list[SourceSlot] = []
         self.handlers: dict[str, BoundHandler] = {}
+        self.ingresses: dict[str, Ingress] = {}
         self._clock = clock
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
@@ -140,7 +150,8 @@ class Runtime:
             self.slots.append(
                 SourceSlot(name, kind.source(conn, name), normalizer, conn.consume.max_in_flight)
             )
-        if self.cfg.server.enabled and self.cfg.server.api.enabled:
+        self._build_ingresses(kinds, limit)
+        if self.cfg.server.enabled and (self.cfg.server.api.enabled or self.ingresses):
             from connectors.base import EventMapping
 
             normalizer = Normalizer("api", "inbox", EventMapping(), self.catalog, limit)
@@ -148,6 +159,18 @@ class Runtime:
             self.slots.append(
                 SourceSlot("api", source, normalizer, self.cfg.server.api.max_in_flight)
             )
+
+    def _build_ingresses(self, kinds: Mapping[str, Any], limit: int) -> None:
+        for name, conn in self.cfg.connectors.items():
+            factory = getattr(kinds[conn.type], "ingress", None)
+            if factory is None:
+                continue
+
+            async def accept(events: Any, source: str = name) -> list[bool]:
+                return await self.inbox.put_events(list(events), source=source)
+
+            env = IngressEnv(accept=accept, catalog=self.catalog, max_body_bytes=limit)
+            self.ingresses[name] = factory(conn, name, env)
 
     def build(self) -> None:
         """Create publishers, handlers, sources and the dispatcher (no I/O)."""

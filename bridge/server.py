@@ -61,6 +61,8 @@ class Server:
         self.app.router.add_get("/v1/dead-letters/{id}", self.get_dead_letter)
         self.app.router.add_post("/v1/dead-letters/{id}/replay", self.replay_dead_letter)
         self.app.router.add_post("/v1/dead-letters/{id}/discard", self.discard_dead_letter)
+        for ingress in runtime.ingresses.values():
+            self.app.router.add_routes(ingress.routes())
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:

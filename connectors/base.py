@@ -102,6 +102,36 @@ class Publisher(Protocol):
 
 
 @runtime_checkable
+class Ingress(Protocol):
+    """A connector fed over the bridge's own HTTP server (webhooks).
+
+    It contributes routes; each request is checked, parsed and validated by the
+    ingress, then handed to ``IngressEnv.accept``, which commits the events to
+    the store's inbox before the ingress answers. The inbox then delivers them
+    like any source, so a crash after the answer loses nothing.
+    """
+
+    def routes(self) -> list[Any]:
+        """aiohttp route definitions (``aiohttp.web.post(path, handler)``) to mount."""
+
+
+@dataclass(slots=True)
+class IngressEnv:
+    """What the runtime gives an ingress.
+
+    Attributes:
+        accept: durably store events (``bridge.events.Event``) in the inbox; returns,
+            per event, True if new and False if its id was already accepted.
+        catalog: the event catalog, to validate data before answering.
+        max_body_bytes: the bridge's body limit (a connector may set a lower one).
+    """
+
+    accept: Callable[[Any], Awaitable[list[bool]]]
+    catalog: Any
+    max_body_bytes: int
+
+
+@runtime_checkable
 class HasStatus(Protocol):
     """Optional: a source or publisher that can report its health and backlog."""
 
