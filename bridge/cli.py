@@ -132,6 +132,7 @@ def _run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         runtime = Runtime(cfg)
+        runtime.tracing.install_global()
         runtime.install_signal_handlers()
         await runtime.run()
 

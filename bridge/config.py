@@ -72,6 +72,9 @@ class ServerConfig(BaseModel):
     enabled: bool = True
     listen: str = Field("127.0.0.1:8787", description="host:port to listen on.")
     api: ApiConfig = Field(default_factory=ApiConfig)
+    wedged_after: Duration = Field(
+        10.0, description="/healthz fails when the event loop lags more than this."
+    )
 
     @field_validator("listen")
     @classmethod
@@ -102,13 +105,46 @@ class LogConfig(BaseModel):
     )
 
 
+class TracesConfig(BaseModel):
+    """OpenTelemetry traces. Unset fields fall back to the standard ``OTEL_*`` variables."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    exporter: Literal["none", "console", "otlp"] | None = Field(
+        None, description="Where spans go; default OTEL_TRACES_EXPORTER, else none (tracing off)."
+    )
+    protocol: Literal["http/protobuf", "grpc"] | None = Field(
+        None, description="OTLP protocol; default OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf."
+    )
+    endpoint: str | None = Field(
+        None, description="OTLP endpoint; default OTEL_EXPORTER_OTLP_ENDPOINT."
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="OTLP headers (e.g. auth).")
+    sample_ratio: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Parent-based ratio sampling; default OTEL_TRACES_SAMPLER.",
+    )
+
+
+class MetricsConfig(BaseModel):
+    """Metrics: Prometheus text on /metrics."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prometheus: bool = Field(True, description="Serve /metrics in the Prometheus text format.")
+
+
 class TelemetryConfig(BaseModel):
-    """Logs (and, with the telemetry issue, traces and metrics)."""
+    """Logs, traces and metrics."""
 
     model_config = ConfigDict(extra="forbid")
 
     service_name: str = "bridge"
     logs: LogConfig = Field(default_factory=LogConfig)
+    traces: TracesConfig = Field(default_factory=TracesConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
 
 class Defaults(BaseModel):

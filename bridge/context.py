@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bridge.events import Event, jsonable, now_iso
+from bridge.tracing import current_traceparent
 
 _CHILD_NAMESPACE = uuid.UUID("6f1d4a52-27a4-4d8c-9a51-9a0a3c1e7b10")
 _logger = logging.getLogger("bridge.handler")
@@ -82,7 +83,7 @@ class Context:
             time=now_iso(),
             subject=subject,
             correlationid=self.event.correlationid or self.event.id,
-            traceparent=self.event.traceparent,
+            traceparent=current_traceparent() or self.event.traceparent,
             tracestate=self.event.tracestate,
             parentid=self.event.id,
             extensions=dict(extensions) if extensions else {},

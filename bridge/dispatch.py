@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import orjson
+from opentelemetry.trace import Status, StatusCode
 
 from bridge.context import Context
 from bridge.deadlines import Watchdog
@@ -31,7 +32,9 @@ from bridge.normalize import Normalizer
 from bridge.retry import RetryPolicy
 from bridge.routing import Router, Subscription
 from bridge.store.base import Attempt, DeadLetter, LedgerEntry, Store
+from bridge.telemetry import CURRENT_RUN
 from bridge.templates import Template, TemplateError, event_scope
+from bridge.tracing import Tracing, current_ids
 from connectors.base import Delivery, Publisher, Settlement
 from handlers.base import DeadLetterTarget, Handler
 
@@ -127,6 +130,7 @@ class Dispatcher:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         max_fanout: int = 10_000,
+        tracing: Tracing | None = None,
     ) -> None:
         self.router = router
         self.store = store
@@ -140,6 +144,7 @@ class Dispatcher:
         self.max_fanout = max_fanout
         self._handlers = {s.handler_id: s for s in router._subs}
         self.watchdog = Watchdog()
+        self.tracing = tracing if tracing is not None and tracing.enabled else None
 
     async def process(self, delivery: Delivery, normalizer: Normalizer) -> Settlement:
         """Normalize, route and run one delivery; the caller settles it with the result."""
@@ -149,6 +154,10 @@ class Dispatcher:
         try:
             event = normalizer(delivery)
         except InvalidEvent as exc:
+            if self.tracing is not None:
+                self.tracing.rejected(
+                    connector, normalizer.transport, delivery.meta, delivery.headers, exc.reason
+                )
             return await self._reject(delivery, connector, exc)
         replay = delivery.meta.get("replay_handler") if delivery.meta else None
         if replay:
@@ -157,6 +166,27 @@ class Dispatcher:
         else:
             subs = self.router.match(event)
         metrics.observe("bridge_fanout_width", (), float(len(subs)), _WIDTH_BUCKETS)
+        tracing = self.tracing
+        if tracing is None:
+            return await self._settle_runs(event, subs, connector, replay)
+        span, token = tracing.start_delivery(
+            event, delivery.headers, delivery.meta, connector, normalizer.transport
+        )
+        try:
+            outcome = await self._settle_runs(event, subs, connector, replay)
+            if outcome is not Settlement.ACK:
+                span.set_status(Status(StatusCode.ERROR, "left for redelivery"))
+            return outcome
+        finally:
+            tracing.end(span, token)
+
+    async def _settle_runs(
+        self,
+        event: Event[Any],
+        subs: Sequence[Subscription[BoundHandler]],
+        connector: str,
+        replay: str | None,
+    ) -> Settlement:
         if not subs:
             return await self._unrouted(event, connector, replay)
         try:
@@ -280,15 +310,29 @@ class Dispatcher:
 
     async def _attempt(self, bh: BoundHandler, event: Event[Any], ctx: Context) -> Any:
         deadline = self.watchdog.arm(bh.timeout)
+        run_token = CURRENT_RUN.set(ctx)
+        tracing = self.tracing
+        span = token = None
+        if tracing is not None:
+            span, token = tracing.start_attempt(bh.id, ctx.attempt)
         try:
             return await bh.handler.invoke(event, ctx)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             task = deadline.task
             if deadline.fired and task is not None and task.uncancel() == 0:
+                if span is not None:
+                    Tracing.fail(span, exc, f"timed out after {bh.timeout:g}s")
                 raise TimeoutError from None
+            raise
+        except Exception as exc:
+            if span is not None:
+                Tracing.fail(span, exc, _describe(exc))
             raise
         finally:
             deadline.finish()
+            CURRENT_RUN.reset(run_token)
+            if span is not None:
+                Tracing.end(span, token)
 
     async def close(self) -> None:
         """Disarm the timeout watchdog."""
@@ -455,6 +499,10 @@ def _plain(value: Any) -> Any:
 
 
 def _trace_id(traceparent: str | None) -> str | None:
+    """The trace id of the current span, else the one in the event's traceparent."""
+    live, _ = current_ids()
+    if live is not None:
+        return live
     if traceparent and len(traceparent) >= 35:
         return traceparent[3:35]
     return None

@@ -22,6 +22,7 @@ _HELP = {
     "bridge_filter_errors_total": ("counter", "Filters that failed at run time (no match)."),
     "bridge_in_flight": ("gauge", "Deliveries being processed."),
     "bridge_source_lag": ("gauge", "Backlog of a source (lag or queue depth)."),
+    "bridge_event_loop_lag_seconds": ("gauge", "How late the event loop woke a 1 s sleeper."),
     "bridge_fanout_width": ("histogram", "Handlers matched per event."),
     "bridge_run_duration_seconds": ("histogram", "Run duration, all attempts included."),
 }

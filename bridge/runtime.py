@@ -27,6 +27,7 @@ from bridge.normalize import Normalizer
 from bridge.routing import Router, Subscription, compile_filter
 from bridge.store import Store, create_store
 from bridge.templates import EVENT_ROOTS, Template
+from bridge.tracing import Tracing
 from connectors.base import (
     ConnectorStatus,
     Delivery,
@@ -73,9 +74,16 @@ class Runtime:
     """
 
     def __init__(
-        self, cfg: BridgeConfig, *, store: Store | None = None, clock: Clock | None = None
+        self,
+        cfg: BridgeConfig,
+        *,
+        store: Store | None = None,
+        clock: Clock | None = None,
+        span_exporter: Any = None,
     ) -> None:
         self.cfg = cfg
+        telemetry = cfg.telemetry
+        self.tracing = Tracing(telemetry.traces, telemetry.service_name, exporter=span_exporter)
         self.metrics = Metrics()
         self.store: Store = store or create_store(cfg.store)
         self.catalog = EventCatalog(
@@ -90,6 +98,7 @@ class Runtime:
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._ready = False
+        self.loop_lag = 0.0
         self.dispatcher: Dispatcher | None = None
         self.server: Any = None
 
@@ -186,6 +195,7 @@ class Runtime:
             publishers=self.publishers,
             metrics=self.metrics,
             clock=self._clock,
+            tracing=self.tracing,
         )
 
     async def emit(self, events: list[Event[Any]] | Any) -> None:
@@ -230,6 +240,7 @@ class Runtime:
                     for slot in self.slots
                 ]
                 purge = group.create_task(self._housekeeping(), name="housekeeping")
+                lag = group.create_task(self._watch_loop_lag(), name="loop-lag")
                 self._ready = True
                 log.info(
                     "bridge running",
@@ -242,7 +253,7 @@ class Runtime:
                 await self._stop.wait()
                 self._ready = False
                 log.info("stopping: intake closed, draining in-flight runs")
-                for task in (*pumps, purge):
+                for task in (*pumps, purge, lag):
                     task.cancel()
                 await self._drain()
         finally:
@@ -370,7 +381,17 @@ class Runtime:
                 with contextlib.suppress(Exception):
                     await close()
         await self.store.close()
+        self.tracing.shutdown()
         log.info("bridge stopped")
+
+    async def _watch_loop_lag(self) -> None:
+        """Measure how late the event loop wakes a sleeper; /healthz fails when it is wedged."""
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(1.0)
+            self.loop_lag = max(0.0, loop.time() - before - 1.0)
+            self.metrics.set("bridge_event_loop_lag_seconds", (), self.loop_lag)
 
     async def _housekeeping(self) -> None:
         while True:

@@ -100,7 +100,11 @@ class Server:
     # ------------------------------------------------------------------ health
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        """Alive unless the event loop is wedged (it answers this late, or not at all)."""
+        lag = self.runtime.loop_lag
+        wedged = lag > self.runtime.cfg.server.wedged_after
+        body = {"status": "wedged" if wedged else "ok", "event_loop_lag_seconds": round(lag, 4)}
+        return web.json_response(body, status=503 if wedged else 200)
 
     async def readyz(self, request: web.Request) -> web.Response:
         runtime = self.runtime

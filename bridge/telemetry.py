@@ -10,10 +10,15 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
+# The run whose code is executing, so every log line it causes (from ctx.log, the
+# handler's own loggers or libraries it calls) carries the run's fields.
+CURRENT_RUN: ContextVar[Any] = ContextVar("bridge_current_run", default=None)
 
 _STANDARD = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 _FIRST = ("correlation_id", "event_id", "event_type", "handler", "attempt", "trace_id", "span_id")
@@ -57,12 +62,32 @@ class ConsoleFormatter(logging.Formatter):
         return line
 
 
+class ContextFilter(logging.Filter):
+    """Adds the current run's fields and the current span's ids to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        run = CURRENT_RUN.get()
+        if run is not None:
+            for key, value in run.log_fields().items():
+                if not hasattr(record, key):
+                    setattr(record, key, value)
+        if not hasattr(record, "trace_id"):
+            from bridge.tracing import current_ids
+
+            trace_id, span_id = current_ids()
+            if trace_id is not None:
+                record.trace_id = trace_id
+                record.span_id = span_id
+        return True
+
+
 def configure_logging(
     fmt: str = "json", level: str = "INFO", levels: Mapping[str, str] | None = None
 ) -> None:
     """Send logs to stderr in ``fmt`` (``json`` or ``console``) at ``level``."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
+    handler.addFilter(ContextFilter())
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

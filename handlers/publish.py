@@ -12,11 +12,13 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import orjson
+from opentelemetry import trace
 from pydantic import Field
 
 from bridge.context import Context
 from bridge.events import Event
 from bridge.templates import EVENT_ROOTS, Template, TemplateError, event_scope
+from bridge.tracing import inject
 from connectors.base import Publisher
 from handlers.base import HandlerConfig, HandlerEnv
 
@@ -78,7 +80,9 @@ def message_headers(event: Event[Any], mode: str, prefix: str) -> dict[str, str]
     else:
         headers = event.binary_headers(prefix)
         headers["content-type"] = event.datacontenttype or "application/json"
-    if event.traceparent:
+    if trace.get_current_span().get_span_context().is_valid:
+        inject(headers)  # the current attempt's span becomes the consumer's parent
+    elif event.traceparent:
         headers["traceparent"] = event.traceparent
         if event.tracestate:
             headers["tracestate"] = event.tracestate

@@ -108,6 +108,50 @@ class BridgeProcess:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
 
+    async def stop(self, within: float = 60.0) -> int:
+        """SIGTERM and wait without blocking the event loop (the test may be serving the bridge)."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + within
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"bridge did not exit within {within}s:\n{self.log_tail()}")
+            await asyncio.sleep(0.05)
+        return self.proc.returncode
+
+    async def metric(self, name: str, **labels: str) -> float:
+        """The sum of a metric's series whose labels include ``labels``, from /metrics."""
+        async with aiohttp.ClientSession() as session, session.get(f"{self.url}/metrics") as resp:
+            text = await resp.text()
+        total = 0.0
+        for line in text.splitlines():
+            if not line.startswith(name) or line.startswith("#"):
+                continue
+            head, _, value = line.rpartition(" ")
+            series, _, label_text = head.partition("{")
+            if series != name:
+                continue
+            if all(f'{k}="{v}"' in label_text for k, v in labels.items()):
+                total += float(value)
+        return total
+
+    async def wait_metric(
+        self, name: str, at_least: float, within: float = 30.0, **labels: str
+    ) -> float:
+        """Wait until a metric reaches ``at_least``; returns its value."""
+        deadline = time.monotonic() + within
+        while True:
+            value = await self.metric(name, **labels)
+            if value >= at_least:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{name}{labels} stayed at {value} < {at_least}:\n{self.log_tail()}"
+                )
+            await asyncio.sleep(0.1)
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -1,0 +1,258 @@
+"""Traces with OpenTelemetry: one CONSUMER span per delivery, one span per run attempt.
+
+The delivery span is named ``process <destination>`` after the OTel messaging
+semantic conventions, with ``messaging.system``, ``messaging.destination.name``,
+``messaging.message.id``, ``messaging.message.conversation_id`` (the correlation
+id) and, for Kafka, partition and offset. Its parent is the producer's W3C trace
+context, taken from the message headers (``traceparent``/``tracestate``, and
+``baggage``) or from the CloudEvent's ``traceparent`` extension. Each attempt is a
+child span ``handle <handler>``; failures are recorded as exception events with
+an error status. Outgoing HTTP deliveries, publishes and emitted events carry the
+current span's context.
+
+With tracing off (the default) no span is created and nothing here costs more
+than an attribute check. The standard ``OTEL_*`` variables are honoured where the
+config leaves a choice open: ``OTEL_SDK_DISABLED``, ``OTEL_SERVICE_NAME`` and
+``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_EXPORTER``, ``OTEL_TRACES_SAMPLER(_ARG)``,
+``OTEL_EXPORTER_OTLP_*`` (endpoint, headers, protocol) and ``OTEL_BSP_*``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from bridge.config import TracesConfig
+    from bridge.events import Event
+
+PROPAGATOR = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
+_SYSTEMS = {
+    "kafka": "kafka",
+    "amqp": "rabbitmq",
+    "rabbitmq": "rabbitmq",
+    "sqs": "aws_sqs",
+    "inbox": "bridge",
+    "memory": "memory",
+}
+Token = object
+
+
+class _Getter(Getter[Mapping[str, str]]):
+    """Case-insensitive header lookup for the propagators."""
+
+    def get(self, carrier: Mapping[str, str], key: str) -> list[str] | None:
+        value = carrier.get(key)
+        if value is None:
+            lowered = key.lower()
+            for name, val in carrier.items():
+                if name.lower() == lowered:
+                    value = val
+                    break
+        return None if value is None else [value]
+
+    def keys(self, carrier: Mapping[str, str]) -> list[str]:
+        return list(carrier)
+
+
+GETTER = _Getter()
+
+
+def current_traceparent() -> str | None:
+    """The W3C ``traceparent`` of the current span, or None when no span is active."""
+    span = trace.get_current_span()
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return None
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+def inject(headers: MutableMapping[str, str]) -> None:
+    """Write the current trace context (and baggage) into outgoing headers, if a span is active."""
+    if trace.get_current_span().get_span_context().is_valid:
+        PROPAGATOR.inject(headers)
+
+
+def current_ids() -> tuple[str | None, str | None]:
+    """(trace id, span id) of the current span as hex, or (None, None)."""
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return None, None
+    return f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
+
+
+class Tracing:
+    """The tracer of one bridge, or a disabled stand-in.
+
+    Args:
+        cfg: the ``telemetry.traces`` config.
+        service_name: the resource's ``service.name`` (``OTEL_SERVICE_NAME`` wins).
+        exporter: export to this exporter instead of the configured one (tests).
+    """
+
+    def __init__(
+        self,
+        cfg: TracesConfig | None,
+        service_name: str = "bridge",
+        exporter: SpanExporter | None = None,
+    ) -> None:
+        self.provider: TracerProvider | None = None
+        self.enabled = False
+        kind = (cfg.exporter if cfg is not None else None) or os.environ.get(
+            "OTEL_TRACES_EXPORTER", "none"
+        )
+        if exporter is None and (
+            kind == "none" or os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true"
+        ):
+            return
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+        attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name}
+        sampler = None
+        if cfg is not None and cfg.sample_ratio is not None:
+            sampler = ParentBased(TraceIdRatioBased(cfg.sample_ratio))
+        self.provider = TracerProvider(sampler=sampler, resource=Resource.create(attributes))
+        self.provider.add_span_processor(BatchSpanProcessor(exporter or _exporter(kind, cfg)))
+        self.tracer = self.provider.get_tracer("fanout-bridge")
+        self.enabled = True
+
+    def install_global(self) -> None:
+        """Make this provider the process's global one, so handler code's own spans join our traces."""
+        if self.provider is not None:
+            trace.set_tracer_provider(self.provider)
+
+    def flush(self) -> None:
+        if self.provider is not None:
+            self.provider.force_flush()
+
+    def shutdown(self) -> None:
+        if self.provider is not None:
+            self.provider.shutdown()
+
+    # ------------------------------------------------------------------ spans
+
+    def start_delivery(
+        self,
+        event: Event[Any],
+        headers: Mapping[str, str],
+        meta: Mapping[str, Any],
+        connector: str,
+        transport: str,
+    ) -> tuple[Span, object]:
+        """Start and activate the CONSUMER span of a delivery; end it with ``end()``."""
+        parent = None
+        if headers:
+            parent = PROPAGATOR.extract(headers, getter=GETTER)
+            if not trace.get_current_span(parent).get_span_context().is_valid and event.traceparent:
+                parent = PROPAGATOR.extract({"traceparent": event.traceparent}, context=parent)
+        elif event.traceparent:
+            parent = PROPAGATOR.extract(
+                {"traceparent": event.traceparent, "tracestate": event.tracestate or ""}
+            )
+        destination = (
+            str(meta.get("topic") or meta.get("queue") or connector) if meta else connector
+        )
+        attributes: dict[str, Any] = {
+            "messaging.system": _SYSTEMS.get(transport, transport),
+            "messaging.operation.type": "process",
+            "messaging.destination.name": destination,
+            "messaging.message.id": event.id,
+            "messaging.message.conversation_id": event.correlationid,
+            "cloudevents.event_id": event.id,
+            "cloudevents.event_type": event.type,
+            "bridge.connector": connector,
+        }
+        if meta and "partition" in meta:
+            attributes["messaging.destination.partition.id"] = str(meta["partition"])
+            if "offset" in meta:
+                attributes["messaging.kafka.offset"] = meta["offset"]
+        span = self.tracer.start_span(
+            f"process {destination}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        return span, token
+
+    def start_attempt(self, handler: str, attempt: int) -> tuple[Span, object]:
+        """Start and activate the span of one run attempt."""
+        span = self.tracer.start_span(
+            f"handle {handler}", attributes={"bridge.handler": handler, "bridge.attempt": attempt}
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        return span, token
+
+    def rejected(
+        self,
+        connector: str,
+        transport: str,
+        meta: Mapping[str, Any],
+        headers: Mapping[str, str],
+        reason: str,
+    ) -> None:
+        """A short error span for a message that never became an event."""
+        parent = PROPAGATOR.extract(headers, getter=GETTER) if headers else None
+        destination = (
+            str(meta.get("topic") or meta.get("queue") or connector) if meta else connector
+        )
+        span = self.tracer.start_span(
+            f"process {destination}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": _SYSTEMS.get(transport, transport),
+                "messaging.destination.name": destination,
+                "bridge.connector": connector,
+            },
+        )
+        span.set_status(Status(StatusCode.ERROR, reason))
+        span.end()
+
+    @staticmethod
+    def fail(span: Span, error: BaseException, description: str) -> None:
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, description))
+
+    @staticmethod
+    def end(span: Span, token: object) -> None:
+        otel_context.detach(token)  # type: ignore[arg-type]
+        span.end()
+
+
+def _exporter(kind: str, cfg: TracesConfig | None) -> SpanExporter:
+    if kind == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    if kind != "otlp":
+        raise ValueError(f"unknown traces exporter {kind!r} (none, console, otlp)")
+    protocol = (cfg.protocol if cfg is not None else None) or os.environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+    )
+    endpoint = cfg.endpoint if cfg is not None else None
+    headers = dict(cfg.headers) if cfg is not None and cfg.headers else None
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        return GrpcExporter(endpoint=endpoint, headers=headers)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    if endpoint and not endpoint.rstrip("/").endswith("/v1/traces"):
+        endpoint = endpoint.rstrip("/") + "/v1/traces"
+    return OTLPSpanExporter(endpoint=endpoint, headers=headers)

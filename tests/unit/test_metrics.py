@@ -1,0 +1,108 @@
+"""/metrics, scraped and parsed, moves as events, retries, dead letters and bad input happen."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import textwrap
+from typing import Any
+
+import aiohttp
+import orjson
+
+from bridge import Context, Event
+from bridge.config import load_config_text
+from bridge.runtime import Runtime
+from connectors.memory import BROKER
+from tests.support import free_port
+
+ATTEMPTS: dict[str, int] = {}
+
+
+async def second_time_lucky(event: Event[Any], ctx: Context) -> None:
+    if ctx.attempt == 1:
+        raise RuntimeError("transient")
+
+
+async def hopeless(event: Event[Any], ctx: Context) -> None:
+    raise RuntimeError("permanent")
+
+
+CONFIG = """\
+version: 1
+store: memory://
+server: {{listen: "127.0.0.1:{port}"}}
+defaults: {{retry: {{attempts: 3, min_delay: 0, jitter: 0}}}}
+connectors:
+  in: {{type: memory, topic: {topic}, consume: {{event: {{type: job/run}}}}}}
+handlers:
+  - {{id: ok, on: job/run, type: log}}
+  - {{id: lucky, on: job/run, type: python, function: "tests.unit.test_metrics:second_time_lucky"}}
+  - {{id: doomed, on: job/run, type: python, function: "tests.unit.test_metrics:hopeless"}}
+"""
+
+_LINE = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>[0-9.e+-]+|\+Inf)$")
+
+
+def parse(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """The Prometheus text format, parsed strictly: every sample line must match."""
+    samples = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = _LINE.match(line)
+        assert match, f"not a Prometheus sample line: {line!r}"
+        labels = frozenset(
+            tuple(p.split("=", 1)) for p in re.findall(r'[a-z_]+="[^"]*"', match["labels"] or "")
+        )
+        labels = frozenset((k, v.strip('"')) for k, v in labels)
+        samples[(match["name"], labels)] = float(match["value"])
+    return samples
+
+
+def value(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    want = set(labels.items())
+    return sum(v for (n, lab), v in samples.items() if n == name and want <= lab)
+
+
+async def test_counters_move_with_what_happens() -> None:
+    port = free_port()
+    topic = "metrics-topic"
+    cfg = load_config_text(textwrap.dedent(CONFIG.format(port=port, topic=topic)), {})
+    runtime = Runtime(cfg)
+    task = asyncio.create_task(runtime.run())
+    try:
+        while not runtime.ready:
+            await asyncio.sleep(0.01)
+        for n in range(5):
+            BROKER.put(topic, orjson.dumps({"n": n}))
+        BROKER.put(topic, b"{broken")
+        while BROKER.topic(topic).acked < 6:
+            await asyncio.sleep(0.01)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/metrics") as resp,
+        ):
+            assert resp.status == 200
+            samples = parse(await resp.text())
+    finally:
+        runtime.request_stop()
+        await task
+    assert value(samples, "bridge_events_received_total", connector="in") == 6
+    assert (
+        value(samples, "bridge_events_invalid_total", connector="in", reason="malformed_json") == 1
+    )
+    assert value(samples, "bridge_runs_total", handler="ok", outcome="succeeded") == 5
+    assert value(samples, "bridge_runs_total", handler="lucky", outcome="succeeded") == 5
+    assert value(samples, "bridge_runs_total", handler="doomed", outcome="dead_lettered") == 5
+    assert value(samples, "bridge_retries_total", handler="lucky") == 5
+    assert value(samples, "bridge_retries_total", handler="doomed") == 10
+    assert value(samples, "bridge_dead_letters_total", handler="doomed") == 5
+    assert value(samples, "bridge_dead_letters_total", handler="") == 1  # the broken message
+    assert value(samples, "bridge_in_flight", connector="in") == 0
+    assert value(samples, "bridge_run_duration_seconds_count", handler="ok") == 5
+    assert value(samples, "bridge_fanout_width_count") == 5
+    assert value(samples, "bridge_fanout_width_bucket", le="2.0") == 0
+    assert value(samples, "bridge_fanout_width_bucket", le="4.0") == 5
