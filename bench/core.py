@@ -13,6 +13,7 @@ import asyncio
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -55,7 +56,14 @@ async def bare_loop(bodies: list[bytes]) -> float:
     return len(bodies) / (time.perf_counter() - start)
 
 
-async def bridge(bodies: list[bytes], ledger: bool, workdir: Path) -> float:
+async def bridge(
+    bodies: list[bytes],
+    ledger: bool,
+    workdir: Path,
+    *,
+    sample_ratio: float | None = None,
+    span_exporter: Any = None,
+) -> float:
     """Events per second through a running bridge, from the first put to the last ack."""
     topic = f"bench-{next(_topics)}"
     store = f"sqlite:///{workdir}/{topic}.db" if ledger else "memory://"
@@ -65,7 +73,9 @@ async def bridge(bodies: list[bytes], ledger: bool, workdir: Path) -> float:
         ),
         {},
     )
-    runtime = Runtime(cfg)
+    if sample_ratio is not None:
+        cfg.telemetry.traces.sample_ratio = sample_ratio
+    runtime = Runtime(cfg, span_exporter=span_exporter)
     task = asyncio.create_task(runtime.run())
     while not runtime.ready:
         await asyncio.sleep(0.01)

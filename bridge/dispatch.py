@@ -314,7 +314,9 @@ class Dispatcher:
         tracing = self.tracing
         span = token = None
         if tracing is not None:
-            span, token = tracing.start_attempt(bh.id, ctx.attempt)
+            started = tracing.start_attempt(bh.id, ctx.attempt)
+            if started is not None:
+                span, token = started
         try:
             return await bh.handler.invoke(event, ctx)
         except asyncio.CancelledError as exc:

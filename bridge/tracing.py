@@ -167,28 +167,34 @@ class Tracing:
         destination = (
             str(meta.get("topic") or meta.get("queue") or connector) if meta else connector
         )
-        attributes: dict[str, Any] = {
-            "messaging.system": _SYSTEMS.get(transport, transport),
-            "messaging.operation.type": "process",
-            "messaging.destination.name": destination,
-            "messaging.message.id": event.id,
-            "messaging.message.conversation_id": event.correlationid,
-            "cloudevents.event_id": event.id,
-            "cloudevents.event_type": event.type,
-            "bridge.connector": connector,
-        }
-        if meta and "partition" in meta:
-            attributes["messaging.destination.partition.id"] = str(meta["partition"])
-            if "offset" in meta:
-                attributes["messaging.kafka.offset"] = meta["offset"]
         span = self.tracer.start_span(
-            f"process {destination}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+            f"process {destination}", context=parent, kind=SpanKind.CONSUMER
         )
+        if span.is_recording():  # sampled out: no attributes to build
+            span.set_attributes(
+                {
+                    "messaging.system": _SYSTEMS.get(transport, transport),
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": destination,
+                    "messaging.message.id": event.id,
+                    "messaging.message.conversation_id": event.correlationid,
+                    "cloudevents.event_id": event.id,
+                    "cloudevents.event_type": event.type,
+                    "bridge.connector": connector,
+                }
+            )
+            if meta and "partition" in meta:
+                span.set_attribute("messaging.destination.partition.id", str(meta["partition"]))
+                if "offset" in meta:
+                    span.set_attribute("messaging.kafka.offset", meta["offset"])
         token = otel_context.attach(trace.set_span_in_context(span))
         return span, token
 
-    def start_attempt(self, handler: str, attempt: int) -> tuple[Span, object]:
-        """Start and activate the span of one run attempt."""
+    def start_attempt(self, handler: str, attempt: int) -> tuple[Span, object] | None:
+        """Start and activate the span of one run attempt; None when the delivery is sampled
+        out (its non-recording span stays current, so outgoing context still names the trace)."""
+        if not trace.get_current_span().is_recording():
+            return None
         span = self.tracer.start_span(
             f"handle {handler}", attributes={"bridge.handler": handler, "bridge.attempt": attempt}
         )
