@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.fixtures.kafka",
     "tests.fixtures.rabbitmq",
     "tests.fixtures.sqs",
+    "tests.fixtures.postgres",
 ]
 
 # Small versions of chaos scenarios in `make test`; full size in `make chaos`.

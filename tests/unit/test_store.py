@@ -49,6 +49,16 @@ async def test_sqlite_state_survives_reopen_and_migrations_are_versioned(tmp_pat
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_postgres_url_schema_parameter() -> None:
+    from bridge.store.postgres import split_url
+
+    assert split_url("postgresql://u@h:5432/db?schema=bridge_a&sslmode=disable") == (
+        "postgresql://u@h:5432/db?sslmode=disable",
+        "bridge_a",
+    )
+    assert split_url("postgres://h/db")[1] == "public"
+
+
 def test_store_urls() -> None:
     assert isinstance(create_store("memory://"), MemoryStore)
     assert create_store("sqlite:///.bridge/x.db").path == ".bridge/x.db"  # type: ignore[attr-defined]
