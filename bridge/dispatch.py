@@ -169,12 +169,15 @@ class Dispatcher:
         tracing = self.tracing
         if tracing is None:
             return await self._settle_runs(event, subs, connector, replay)
-        span, token = tracing.start_delivery(
+        started = tracing.start_delivery(
             event, delivery.headers, delivery.meta, connector, normalizer.transport
         )
+        if started is None:
+            return await self._settle_runs(event, subs, connector, replay)
+        span, token = started
         try:
             outcome = await self._settle_runs(event, subs, connector, replay)
-            if outcome is not Settlement.ACK:
+            if outcome is not Settlement.ACK and span is not None:
                 span.set_status(Status(StatusCode.ERROR, "left for redelivery"))
             return outcome
         finally:

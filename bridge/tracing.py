@@ -20,6 +20,7 @@ config leaves a choice open: ``OTEL_SDK_DISABLED``, ``OTEL_SERVICE_NAME`` and
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
@@ -120,13 +121,18 @@ class Tracing:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
-        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 
         attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name}
-        sampler = None
-        if cfg is not None and cfg.sample_ratio is not None:
-            sampler = ParentBased(TraceIdRatioBased(cfg.sample_ratio))
-        self.provider = TracerProvider(sampler=sampler, resource=Resource.create(attributes))
+        # Sampling is decided here, before any span exists, so a sampled-out delivery costs
+        # nothing; the SDK then records every span it is asked for (respecting parents).
+        self.ratio = (
+            cfg.sample_ratio if cfg is not None and cfg.sample_ratio is not None else _env_ratio()
+        )
+        self._random = random.Random()
+        self.provider = TracerProvider(
+            sampler=ParentBased(ALWAYS_ON), resource=Resource.create(attributes)
+        )
         self.provider.add_span_processor(BatchSpanProcessor(exporter or _exporter(kind, cfg)))
         self.tracer = self.provider.get_tracer("fanout-bridge")
         self.enabled = True
@@ -153,8 +159,14 @@ class Tracing:
         meta: Mapping[str, Any],
         connector: str,
         transport: str,
-    ) -> tuple[Span, object]:
-        """Start and activate the CONSUMER span of a delivery; end it with ``end()``."""
+    ) -> tuple[Span | None, object] | None:
+        """Start and activate the CONSUMER span of a delivery; end it with ``end()``.
+
+        Parent-based sampling: a producer's sampled flag decides; a new trace is sampled
+        at ``ratio``. Sampled out: no span; the producer's context (if any) is activated so
+        outgoing messages still name its trace, and the result is ``(None, token)``; with no
+        producer context, the result is None and nothing is activated.
+        """
         parent = None
         if headers:
             parent = PROPAGATOR.extract(headers, getter=GETTER)
@@ -164,6 +176,15 @@ class Tracing:
             parent = PROPAGATOR.extract(
                 {"traceparent": event.traceparent, "tracestate": event.tracestate or ""}
             )
+        parent_span = (
+            trace.get_current_span(parent).get_span_context() if parent is not None else None
+        )
+        if parent_span is not None and parent_span.is_valid:
+            sampled = parent_span.trace_flags.sampled
+        else:
+            sampled = self.ratio >= 1.0 or self._random.random() < self.ratio
+        if not sampled:
+            return None if parent is None else (None, otel_context.attach(parent))
         destination = (
             str(meta.get("topic") or meta.get("queue") or connector) if meta else connector
         )
@@ -233,9 +254,23 @@ class Tracing:
         span.set_status(Status(StatusCode.ERROR, description))
 
     @staticmethod
-    def end(span: Span, token: object) -> None:
+    def end(span: Span | None, token: object) -> None:
         otel_context.detach(token)  # type: ignore[arg-type]
-        span.end()
+        if span is not None:
+            span.end()
+
+
+def _env_ratio() -> float:
+    """The sampling ratio from ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` (default 1.0)."""
+    name = os.environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").lower()
+    if name.endswith("always_off"):
+        return 0.0
+    if name.endswith("traceidratio"):
+        try:
+            return min(1.0, max(0.0, float(os.environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0"))))
+        except ValueError:
+            return 1.0
+    return 1.0
 
 
 def _exporter(kind: str, cfg: TracesConfig | None) -> SpanExporter:

@@ -149,3 +149,31 @@ async def test_tracing_off_creates_no_spans() -> None:
     cfg = load_config_text("version: 1\nstore: memory://\nserver: {enabled: false}\n", {})
     runtime = Runtime(cfg)
     assert not runtime.tracing.enabled
+
+
+async def test_sampling_follows_the_producer_then_the_ratio() -> None:
+    """Ratio 0: a new trace records nothing; a sampled producer is followed anyway (parent-based);
+    an unsampled producer is followed too (nothing recorded)."""
+
+    async def run(topic: str, headers: dict[str, str]) -> list[Any]:
+        exporter = InMemorySpanExporter()
+        t1, t2 = f"{topic}-in", f"{topic}-out"
+        cfg = load_config_text(textwrap.dedent(CONFIG.format(t1=t1, t2=t2)), {})
+        cfg.telemetry.traces.sample_ratio = 0.0
+        runtime = Runtime(cfg, span_exporter=exporter)
+        task = asyncio.create_task(runtime.run())
+        BROKER.put(t1, orjson.dumps({"order_id": 1}), headers)
+        for _ in range(200):
+            if BROKER.topic(t1).acked == 1 and BROKER.topic(t2).acked == 1:
+                break
+            await asyncio.sleep(0.01)
+        runtime.request_stop()
+        await task
+        return list(exporter.get_finished_spans())
+
+    assert await run("sample-none", {}) == []
+    followed = await run("sample-parent", {"traceparent": f"00-{TRACE}-{PARENT}-01"})
+    assert {s.context.trace_id for s in followed} == {int(TRACE, 16)}
+    assert len(followed) >= 5
+    unsampled = "00-" + "5" * 32 + "-" + "6" * 16 + "-00"
+    assert await run("sample-off", {"traceparent": unsampled}) == []
