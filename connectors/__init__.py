@@ -11,8 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from connectors import memory
-from connectors.base import ConnectorConfig, Delivery, Publisher, Settlement, Source
+from connectors import memory, rabbitmq
+from connectors.base import (
+    ConnectorConfig,
+    Delivery,
+    Ingress,
+    IngressEnv,
+    Publisher,
+    Settlement,
+    Source,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +34,12 @@ class ConnectorKind:
     transport: str
     source: Callable[[Any, str], Source] | None = None
     publisher: Callable[[Any, str], Publisher] | None = None
+    ingress: Callable[[Any, str, IngressEnv], Ingress] | None = None
 
 
 KINDS: dict[str, ConnectorKind] = {
     "memory": ConnectorKind(memory.MemoryConfig, "memory", memory.source, memory.publisher),
+    "rabbitmq": ConnectorKind(rabbitmq.RabbitMQConfig, "amqp", rabbitmq.source, rabbitmq.publisher),
 }
 
 __all__ = [
