@@ -82,3 +82,10 @@ async def flaky(event: Event[Any], ctx: Context) -> None:
 async def fatal(event: Event[Any], ctx: Context) -> None:
     """Fail permanently."""
     raise Fatal("permanent failure")
+
+
+async def gated(event: Event[Any], ctx: Context) -> None:
+    """Fail while the file ``BRIDGE_TEST_GATE`` exists; record once it is gone."""
+    if os.path.exists(os.environ["BRIDGE_TEST_GATE"]):
+        raise RuntimeError("the gate is closed")
+    _write(_line(event, ctx, _key(event)))
