@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from connectors import memory, rabbitmq
+from connectors import memory, rabbitmq, sqs
 from connectors.base import (
     ConnectorConfig,
     Delivery,
@@ -40,6 +40,7 @@ class ConnectorKind:
 KINDS: dict[str, ConnectorKind] = {
     "memory": ConnectorKind(memory.MemoryConfig, "memory", memory.source, memory.publisher),
     "rabbitmq": ConnectorKind(rabbitmq.RabbitMQConfig, "amqp", rabbitmq.source, rabbitmq.publisher),
+    "sqs": ConnectorKind(sqs.SqsConfig, "sqs", sqs.source, sqs.publisher),
 }
 
 __all__ = [

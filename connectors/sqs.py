@@ -1,0 +1,553 @@
+"""``type: sqs``: consume from and publish to AWS SQS queues, on aiobotocore.
+
+Consume (``SqsSource``), with the delivery semantics of DESIGN §6:
+
+* ``receivers`` concurrent long polls (``WaitTimeSeconds`` up to 20), each asking
+  for up to 10 messages, never more than ``max_in_flight`` unsettled at once.
+* One heartbeat task extends the visibility of every held message that nears
+  expiry (``ChangeMessageVisibilityBatch``), so a slow handler never causes a
+  second delivery. A message received again while still held here (its
+  visibility lapsed anyway) is not delivered twice: the held delivery adopts the
+  newest receipt handle, which settle and the heartbeat then use.
+* ``ACK`` deletes with ``DeleteMessageBatch``; ``RETRY_LATER`` sets the
+  visibility to 0. A batch call can answer 200 with some entries failed: only
+  those are retried (``SenderFault`` entries are not: they cannot succeed).
+* FIFO queues (``.fifo``) with ``ordering: key`` (the default): the messages of
+  one ``MessageGroupId`` are yielded one at a time, in order; groups run
+  concurrently. A group's ``RETRY_LATER`` releases the messages held behind it.
+  Receives then run one at a time, so messages are booked in the order SQS
+  hands them out (emulators such as moto may split a group across concurrent
+  long polls; real SQS does not, and the cost is small: 10 messages a call).
+* ``Delivery.headers`` are the message attributes, by name; ``meta`` carries
+  ``message_id`` (the MessageId, stable across redelivery), ``receive_count``,
+  ``sent_timestamp``, ``group_id``... The correlation id is read from the
+  ``x-correlation-id`` attribute unless the event mapping names another source.
+* ``status()`` reports the queue depth (``ApproximateNumberOfMessages`` as
+  ``<queue>`` and ``...NotVisible`` as ``<queue>:not_visible``), polled every
+  ``depth_interval``.
+* ``stop()`` lets a receive that is about to answer finish (a long poll that is
+  still waiting is cancelled; what it might have taken comes back after the
+  visibility timeout), makes every received but undelivered message visible
+  again, flushes pending deletes, then closes the client.
+
+The book of held messages (slots, FIFO chains, re-received messages) is
+``connectors.sqs_inflight``; batch calls and error wrapping are in
+``connectors.sqs_client``.
+
+Publish (``SqsPublisher``): batched ``SendMessageBatch`` (up to 10 entries and
+``max_batch_bytes``, retrying failed entries only). See ``connectors.sqs_publish``
+for how headers become message attributes (CloudEvents prefix ``ce-``, at most
+10 attributes) and for the FIFO group and deduplication ids.
+
+Credentials come from the standard AWS chain (environment, shared profile, web
+identity / IRSA, container and instance metadata), never from the YAML.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from bridge.duration import Duration
+from bridge.errors import ConnectorError
+from connectors.base import ConnectorConfig, ConnectorStatus, ConsumeConfig, Delivery, Settlement
+from connectors.sqs_client import (
+    Batcher,
+    batch_call,
+    open_client,
+    queue_name,
+    queue_visibility,
+    resolve_url,
+    wrap_error,
+)
+from connectors.sqs_inflight import Held, InFlight
+from connectors.sqs_publish import SqsPublishConfig, SqsPublisher
+
+log = logging.getLogger("bridge.connectors.sqs")
+
+_RECEIVE_GRACE = 0.5  # how long stop() lets a receive call finish before cancelling it
+_DELETE_LINGER = 0.01  # how long a delete batch waits for more entries
+_CHANGE_LINGER = 0.005
+
+
+class SqsConsumeConfig(ConsumeConfig):
+    """How to consume one SQS queue."""
+
+    queue: str = Field(description="Queue name (resolved with GetQueueUrl) or queue URL.")
+    receivers: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Concurrent ReceiveMessage long polls (one at a time on an ordered FIFO queue).",
+    )
+    batch_size: int = Field(10, ge=1, le=10, description="Most messages asked for per receive.")
+    wait_time_seconds: int = Field(
+        20, ge=0, le=20, description="Long-poll wait of each receive (0..20 s)."
+    )
+    visibility_timeout: int | None = Field(
+        None,
+        ge=1,
+        le=43_200,
+        description="Visibility timeout in whole seconds set on receive and on each heartbeat "
+        "extension. Default: the queue's VisibilityTimeout attribute.",
+    )
+    depth_interval: Duration = Field(
+        15.0, gt=0, description="How often the queue depth is read for metrics and /readyz."
+    )
+    ordering: Literal["key", "partition", "none"] = Field(
+        "key",
+        description="FIFO queues: `key` (or `partition`) runs one message per MessageGroupId "
+        "at a time, in order; `none` runs a group's received messages concurrently. "
+        "Standard queues have no order.",
+    )
+
+    @model_validator(mode="after")
+    def _correlation_attribute(self) -> SqsConsumeConfig:
+        # Publishers (ours included) carry the correlation id as a message attribute.
+        if not self.event.correlation_id:
+            self.event = self.event.model_copy(
+                update={"correlation_id": ["header:x-correlation-id"]}
+            )
+        return self
+
+
+class SqsConfig(ConnectorConfig):
+    """An SQS endpoint: a queue to consume (``consume``) and/or queues to publish to.
+
+    Credentials come from the standard AWS chain, never from this file.
+    """
+
+    type: Literal["sqs"] = "sqs"
+    region: str | None = Field(
+        None,
+        description="AWS region. Default: AWS_REGION / AWS_DEFAULT_REGION / the profile, "
+        "else the region in a queue URL.",
+    )
+    endpoint_url: str | None = Field(
+        None, description="Endpoint override for local SQS (moto, LocalStack, ElasticMQ)."
+    )
+    profile: str | None = Field(
+        None, description="Shared config profile name. Default: AWS_PROFILE or `default`."
+    )
+    consume: SqsConsumeConfig | None = Field(
+        None, description="Consume one queue; without it the connector is a publish target only."
+    )
+    publish: SqsPublishConfig = Field(
+        default_factory=SqsPublishConfig, description="How messages are published."
+    )
+
+
+@dataclass(eq=False)
+class _Run:
+    """What one start() owns; stop() tears it down."""
+
+    client: Any
+    stack: contextlib.AsyncExitStack
+    url: str
+    visibility: int
+    deleter: Batcher
+    changer: Batcher
+    receivers: list[asyncio.Task[None]] = field(default_factory=list)
+    chores: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class SqsSource:
+    """Consumes one SQS queue.
+
+    Args:
+        cfg: the connector config (``consume`` must be set).
+        name: the connector's name.
+        client: an SQS client to use instead of opening one (tests); the source
+            does not close it.
+    """
+
+    def __init__(self, cfg: SqsConfig, name: str, *, client: Any = None) -> None:
+        if cfg.consume is None:
+            raise ValueError(f"connector {name!r} has no consume section")
+        self.cfg = cfg
+        self.consume: SqsConsumeConfig = cfg.consume
+        self.name = name
+        self.queue = queue_name(self.consume.queue)
+        self.fifo = self.queue.endswith(".fifo")
+        self._ordered = self.fifo and self.consume.ordering != "none"
+        # Ordered FIFO: one receive at a time, so messages are admitted in the order
+        # SQS hands them out. Real SQS locks a group while it is in flight, but
+        # emulators (moto) can split a group across concurrent long polls.
+        self._turn: contextlib.AbstractAsyncContextManager[Any] = (
+            asyncio.Lock() if self._ordered else contextlib.nullcontext()
+        )
+        self._given_client = client
+        self._run: _Run | None = None
+        self._book = InFlight(self.consume.max_in_flight, self._ordered)
+        self._stopping = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._failure: ConnectorError | None = None
+        self._problem = ""
+        self._depth: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Resolve the queue, then start receivers, the heartbeat and the depth poll.
+
+        Raises:
+            ConnectorError: the queue cannot be resolved (``retriable`` False when it
+                does not exist or access is denied).
+        """
+        if self._run is not None:
+            if self._failure is None:
+                return
+            await self.stop(asyncio.get_running_loop().time() + 10.0)
+        self._reset()
+        stack = contextlib.AsyncExitStack()
+        try:
+            client = self._given_client
+            if client is None:
+                pool = self.consume.receivers * 2 + 4
+                client = await open_client(self.cfg, stack, pool, self.consume.wait_time_seconds)
+            url = await resolve_url(client, self.consume.queue)
+            visibility = self.consume.visibility_timeout or await queue_visibility(client, url)
+        except BaseException:
+            await stack.aclose()
+            raise
+        run = _Run(
+            client,
+            stack,
+            url,
+            visibility,
+            Batcher(
+                batch_call(client, "delete_message_batch", url),
+                "DeleteMessageBatch",
+                self.consume.receivers,
+                _DELETE_LINGER,
+            ),
+            # One worker: the visibility changes of a message must reach SQS in order.
+            Batcher(
+                batch_call(client, "change_message_visibility_batch", url),
+                "ChangeMessageVisibilityBatch",
+                1,
+                _CHANGE_LINGER,
+            ),
+        )
+        run.deleter.start()
+        run.changer.start()
+        for i in range(self.consume.receivers):
+            run.receivers.append(self._task(self._receive(run), f"sqs-receive:{self.name}:{i}"))
+        run.chores.append(self._task(self._heartbeat(run), f"sqs-heartbeat:{self.name}"))
+        run.chores.append(self._task(self._poll_depth(run), f"sqs-depth:{self.name}"))
+        self._run = run
+
+    def _reset(self) -> None:
+        self._book = InFlight(self.consume.max_in_flight, self._ordered)
+        self._stopping = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._failure = None
+        self._problem = ""
+
+    def _task(self, coro: Any, name: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._task_ended)
+        return task
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        log.error("sqs task failed", extra={"connector": self.name, "error": repr(exc)})
+        self._fail(ConnectorError(f"SQS {task.get_name()} failed: {exc!r}"))
+
+    def _fail(self, error: ConnectorError) -> None:
+        if self._failure is None:
+            self._failure = error
+        self._closed.set()
+
+    async def stop(self, deadline: float) -> None:
+        """Stop intake, release undelivered messages, flush deletes, close. Idempotent."""
+        run, self._run = self._run, None
+        if run is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._stopping.set()
+        grace = max(0.0, min(_RECEIVE_GRACE, deadline - loop.time()))
+        _, pending = await asyncio.wait(run.receivers, timeout=grace)
+        await _cancel(pending)
+        undelivered = self._book.take_undelivered()
+        self._closed.set()
+        if undelivered:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await self._make_visible(run, undelivered)
+        await run.deleter.close(deadline)
+        await run.changer.close(deadline)
+        await _cancel(run.chores)
+        await run.stack.aclose()
+
+    # ------------------------------------------------------------------ intake
+
+    async def deliveries(self) -> AsyncIterator[Delivery]:
+        """Yield deliveries until ``stop()``.
+
+        Raises:
+            ConnectorError: a receiver hit an error that retrying cannot fix.
+        """
+        closed = asyncio.ensure_future(self._closed.wait())
+        try:
+            while True:
+                if self._failure is not None:
+                    raise self._failure
+                if self._book.ready.empty():
+                    if self._closed.is_set():
+                        return
+                    held = await self._book.next(closed)
+                    if held is None:
+                        continue
+                else:
+                    held = self._book.ready.get_nowait()
+                if held.done or held.delivery is None:
+                    continue
+                yield held.delivery
+        finally:
+            closed.cancel()
+
+    async def _receive(self, run: _Run) -> None:
+        backoff = 0.5
+        while not self._stopping.is_set():
+            try:
+                async with self._turn:
+                    await self._receive_once(run, await self._book.reserve(self.consume.batch_size))
+            except ConnectorError as error:
+                if not error.retriable:
+                    self._fail(error)
+                    return
+                self._problem = str(error)
+                log.warning(
+                    "sqs receive failed; retrying",
+                    extra={"connector": self.name, "error": str(error), "retry_in": backoff},
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            backoff = 0.5
+            self._problem = ""
+
+    async def _receive_once(self, run: _Run, want: int) -> None:
+        """One ReceiveMessage for ``want`` reserved slots; admits what came, frees the rest."""
+        sent_at = asyncio.get_running_loop().time()
+        try:
+            response = await run.client.receive_message(
+                QueueUrl=run.url,
+                MaxNumberOfMessages=want,
+                WaitTimeSeconds=self.consume.wait_time_seconds,
+                VisibilityTimeout=run.visibility,
+                MessageAttributeNames=["All"],
+                MessageSystemAttributeNames=["All"],
+            )
+        except BaseException as exc:
+            self._book.release(want)
+            if isinstance(exc, Exception):  # wrapped: SDK, HTTP and socket errors alike
+                raise wrap_error(exc, "ReceiveMessage") from exc
+            raise
+        messages = response.get("Messages") or []
+        self._book.release(want - len(messages))
+        for message in messages:
+            attrs = message.get("Attributes") or {}
+            self._book.admit(
+                str(message["MessageId"]),
+                str(message["ReceiptHandle"]),
+                attrs.get("MessageGroupId"),
+                sent_at + run.visibility,
+                functools.partial(self._delivery, message=message, attrs=attrs),
+            )
+
+    def _delivery(
+        self, held: Held, message: Mapping[str, Any], attrs: Mapping[str, str]
+    ) -> Delivery:
+        return Delivery(
+            _body(message),
+            _headers(message.get("MessageAttributes") or {}),
+            self._meta(held.message_id, attrs),
+            self._settler(held),
+            self.name,
+        )
+
+    def _meta(self, message_id: str, attrs: Mapping[str, str]) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "queue": self.queue,
+            "message_id": message_id,
+            "receive_count": int(attrs.get("ApproximateReceiveCount", "1")),
+        }
+        for name, key in _SYSTEM_META:
+            value = attrs.get(name)
+            if value is not None:
+                meta[key] = int(value) if key.endswith("timestamp") else value
+        return meta
+
+    # ------------------------------------------------------------------ settle
+
+    def _settler(self, held: Held) -> Any:
+        async def settle(outcome: Settlement) -> None:
+            if held.done:
+                return
+            released = self._book.finish(held, outcome)
+            run = self._run
+            if run is None:
+                raise ConnectorError(
+                    f"SQS source {self.name!r} is stopped; message {held.message_id} "
+                    "comes back after its visibility timeout"
+                )
+            if outcome is Settlement.ACK:
+                await run.deleter.submit({"ReceiptHandle": held.receipt})
+            else:
+                # Messages held behind it in its group go back too, to keep their order.
+                await self._make_visible(run, [held, *released], quiet=released)
+
+        return settle
+
+    async def _make_visible(
+        self, run: _Run, messages: list[Held], quiet: list[Held] | None = None
+    ) -> None:
+        """Set the visibility of ``messages`` to 0.
+
+        Raises:
+            ConnectorError: a message not in ``quiet`` could not be reset (it comes
+                back after its visibility timeout anyway). ``quiet`` failures are logged.
+        """
+        futures = [
+            run.changer.submit({"ReceiptHandle": h.receipt, "VisibilityTimeout": 0})
+            for h in messages
+        ]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        silent = {id(h) for h in (messages if quiet is None else quiet)}
+        for held, result in zip(messages, results, strict=True):
+            if not isinstance(result, BaseException):
+                continue
+            if id(held) not in silent:
+                raise result
+            log.warning(
+                "could not make a message visible again",
+                extra={"connector": self.name, "message_id": held.message_id, "error": str(result)},
+            )
+
+    # ------------------------------------------------------------------ chores
+
+    async def _heartbeat(self, run: _Run) -> None:
+        """Extend the visibility of held messages before it runs out (one task for all)."""
+        loop = asyncio.get_running_loop()
+        visibility = run.visibility
+        tick = max(0.2, visibility / 4)
+        margin = visibility / 2
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), tick)
+            now = loop.time()
+            due = self._book.expiring(now + margin)
+            if not due:
+                continue
+            # Submitted at once, so a settle that follows is applied after the extension.
+            futures = [
+                run.changer.submit({"ReceiptHandle": h.receipt, "VisibilityTimeout": visibility})
+                for h in due
+            ]
+            receipts = [h.receipt for h in due]
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            failed = 0
+            for held, receipt, result in zip(due, receipts, results, strict=True):
+                if isinstance(result, BaseException):
+                    failed += 1
+                elif held.receipt == receipt:
+                    held.expires = now + visibility
+            if failed:
+                log.warning(
+                    "visibility extension failed for some messages; they may be redelivered",
+                    extra={"connector": self.name, "count": failed},
+                )
+
+    async def _poll_depth(self, run: _Run) -> None:
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        while not self._stopping.is_set():
+            try:
+                response = await run.client.get_queue_attributes(
+                    QueueUrl=run.url, AttributeNames=names
+                )
+                attrs = response.get("Attributes") or {}
+                self._depth = {
+                    self.queue: float(attrs.get(names[0], 0)),
+                    f"{self.queue}:not_visible": float(attrs.get(names[1], 0)),
+                }
+            except Exception as exc:  # depth is advisory; the receivers report real trouble
+                log.debug(
+                    "sqs depth poll failed", extra={"connector": self.name, "error": str(exc)}
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.consume.depth_interval)
+
+    def status(self) -> ConnectorStatus:
+        """Connected unless receives are failing; lag is the queue depth."""
+        connected = self._run is not None and not self._problem and self._failure is None
+        detail = self._problem or (str(self._failure) if self._failure else "")
+        return ConnectorStatus(connected, detail, dict(self._depth))
+
+
+_SYSTEM_META = (
+    ("SentTimestamp", "sent_timestamp"),
+    ("ApproximateFirstReceiveTimestamp", "first_receive_timestamp"),
+    ("MessageGroupId", "group_id"),
+    ("MessageDeduplicationId", "deduplication_id"),
+    ("SequenceNumber", "sequence_number"),
+)
+
+
+def _body(message: Mapping[str, Any]) -> bytes:
+    body = message.get("Body")
+    return body.encode("utf-8") if isinstance(body, str) else b""
+
+
+def _headers(attributes: Mapping[str, Any]) -> dict[str, str]:
+    import base64
+
+    out: dict[str, str] = {}
+    for name, value in attributes.items():
+        if "StringValue" in value:
+            out[name] = str(value["StringValue"])
+        elif "BinaryValue" in value:
+            raw = value["BinaryValue"]
+            try:
+                out[name] = bytes(raw).decode("utf-8")
+            except UnicodeDecodeError:
+                out[name] = base64.b64encode(bytes(raw)).decode("ascii")
+    return out
+
+
+async def _cancel(tasks: Any) -> None:
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def source(cfg: SqsConfig, name: str) -> SqsSource:
+    return SqsSource(cfg, name)
+
+
+def publisher(cfg: SqsConfig, name: str) -> SqsPublisher:
+    return SqsPublisher(cfg, name)
+
+
+__all__ = [
+    "SqsConfig",
+    "SqsConsumeConfig",
+    "SqsPublishConfig",
+    "SqsPublisher",
+    "SqsSource",
+    "publisher",
+    "source",
+]
