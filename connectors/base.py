@@ -31,7 +31,6 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bridge.duration import Duration
 
 
 class Settlement(enum.Enum):
@@ -192,9 +191,6 @@ class ConsumeConfig(BaseModel):
     )
     ordering: Literal["key", "partition", "none"] = Field(
         "none", description="Transports that can order (Kafka, SQS FIFO) honour it."
-    )
-    inline_retry_limit: Duration = Field(
-        30.0, description="Retries with a longer delay than this are parked in the store."
     )
 
 
