@@ -32,7 +32,6 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 
-
 class Settlement(enum.Enum):
     """How a delivery ends: ``ACK`` (done) or ``RETRY_LATER`` (redeliver)."""
 
