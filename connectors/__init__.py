@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from connectors import memory, rabbitmq, sqs
+from connectors import kafka, memory, rabbitmq, sqs
 from connectors.base import (
     ConnectorConfig,
     Delivery,
@@ -39,6 +39,7 @@ class ConnectorKind:
 
 KINDS: dict[str, ConnectorKind] = {
     "memory": ConnectorKind(memory.MemoryConfig, "memory", memory.source, memory.publisher),
+    "kafka": ConnectorKind(kafka.KafkaConfig, "kafka", kafka.source, kafka.publisher),
     "rabbitmq": ConnectorKind(rabbitmq.RabbitMQConfig, "amqp", rabbitmq.source, rabbitmq.publisher),
     "sqs": ConnectorKind(sqs.SqsConfig, "sqs", sqs.source, sqs.publisher),
 }
