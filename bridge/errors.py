@@ -10,7 +10,7 @@ The tree::
     └── Fatal                    raised by a handler: do not retry, dead-letter this run now
 
 A handler may raise anything; only ``Fatal`` (and, for HTTP handlers, a 4xx other
-than 408/409/429) skips the retry policy.
+than 408/429, unless the handler's ``retry_on`` adds it) skips the retry policy.
 """
 
 from __future__ import annotations

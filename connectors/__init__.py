@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from connectors import kafka, memory, rabbitmq, sqs
+from connectors import kafka, memory, rabbitmq, sqs, webhook
 from connectors.base import (
     ConnectorConfig,
     Delivery,
@@ -25,7 +25,8 @@ from connectors.base import (
 
 @dataclass(frozen=True, slots=True)
 class ConnectorKind:
-    """A connector kind: its config model, and factories ``(cfg, name) -> Source | Publisher``.
+    """A connector kind: its config model, and factories ``(cfg, name) -> Source | Publisher``
+    or, for connectors fed over the bridge's HTTP server, ``(cfg, name, env) -> Ingress``.
 
     ``transport`` prefixes the transport metadata of events (``kafka.partition``).
     """
@@ -42,6 +43,7 @@ KINDS: dict[str, ConnectorKind] = {
     "kafka": ConnectorKind(kafka.KafkaConfig, "kafka", kafka.source, kafka.publisher),
     "rabbitmq": ConnectorKind(rabbitmq.RabbitMQConfig, "amqp", rabbitmq.source, rabbitmq.publisher),
     "sqs": ConnectorKind(sqs.SqsConfig, "sqs", sqs.source, sqs.publisher),
+    "webhook": ConnectorKind(webhook.WebhookConfig, "webhook", ingress=webhook.ingress),
 }
 
 __all__ = [

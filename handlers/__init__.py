@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from handlers import emit, log, publish, python
+from handlers import emit, http, log, publish, python
 from handlers.base import Handler, HandlerConfig, HandlerEnv, HandlerKind
 
 KINDS: dict[str, HandlerKind] = {
@@ -11,6 +11,7 @@ KINDS: dict[str, HandlerKind] = {
     "emit": HandlerKind(emit.EmitHandlerConfig, emit.build),
     "log": HandlerKind(log.LogHandlerConfig, log.build),
     "publish": HandlerKind(publish.PublishHandlerConfig, publish.build),
+    "http": HandlerKind(http.HttpHandlerConfig, http.build),
 }
 
 __all__ = ["KINDS", "Handler", "HandlerConfig", "HandlerEnv", "HandlerKind"]

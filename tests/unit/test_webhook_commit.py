@@ -1,0 +1,83 @@
+"""Group commit of webhook requests: concurrent requests share one inbox write, each
+gets its own part of the answer, and a failure or a cancellation reaches every one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from bridge.errors import StoreError
+from connectors.webhook_commit import GroupCommit
+
+
+class Inbox:
+    """An in-memory inbox with the ``accept`` contract: True for each new id."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self.writes: list[list[str]] = []
+        self.fail: BaseException | None = None
+        self.gate: asyncio.Event | None = None
+
+    async def accept(self, events: Sequence[Any]) -> list[bool]:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        self.writes.append(list(events))
+        fresh = []
+        for event_id in events:
+            fresh.append(event_id not in self.ids)
+            self.ids.add(event_id)
+        return fresh
+
+
+async def test_concurrent_requests_share_one_write_and_get_their_own_flags() -> None:
+    inbox = Inbox()
+    commit = GroupCommit(inbox.accept)
+    requests = [["a"], ["b", "c"], ["a"], ["d"]]  # the second "a" is a replay
+    answers = await asyncio.gather(*(commit.accept(r) for r in requests))
+    assert answers == [[True], [True, True], [False], [True]]
+    assert inbox.writes == [["a", "b", "c", "a", "d"]]
+    assert await commit.accept(["e"]) == [True]  # alone: a group of one
+    assert len(inbox.writes) == 2
+
+
+async def test_groups_are_capped() -> None:
+    inbox = Inbox()
+    commit = GroupCommit(inbox.accept, max_events=3)
+    answers = await asyncio.gather(*(commit.accept([str(n)]) for n in range(7)))
+    assert answers == [[True]] * 7
+    assert [len(w) for w in inbox.writes] == [3, 3, 1]
+
+
+async def test_a_failed_write_fails_every_request_of_the_group() -> None:
+    inbox = Inbox()
+    inbox.fail = StoreError("database is locked")
+    commit = GroupCommit(inbox.accept)
+    results = await asyncio.gather(
+        *(commit.accept([str(n)]) for n in range(4)), return_exceptions=True
+    )
+    assert all(isinstance(r, StoreError) for r in results)
+    inbox.fail = None
+    assert await commit.accept(["0"]) == [True]  # nothing of the failed group was kept
+
+
+async def test_a_cancelled_leader_does_not_strand_the_others() -> None:
+    inbox = Inbox()
+    inbox.gate = asyncio.Event()
+    commit = GroupCommit(inbox.accept)
+    leader = asyncio.create_task(commit.accept(["a"]))
+    member = asyncio.create_task(commit.accept(["b"]))  # joins the leader's group
+    await asyncio.sleep(0.01)  # the leader now waits for its write
+    leader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    with pytest.raises(RuntimeError, match="cancelled"):
+        await member
+    assert inbox.writes == []
+    inbox.gate.set()
+    assert await commit.accept(["b"]) == [True]
