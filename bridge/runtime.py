@@ -360,7 +360,8 @@ class Runtime:
         for slot, result in zip(self.slots, results, strict=True):
             if isinstance(result, BaseException):
                 log.error(
-                    "source did not stop cleanly", extra={"connector": slot.name, "error": str(result)}
+                    "source did not stop cleanly",
+                    extra={"connector": slot.name, "error": str(result)},
                 )
 
     async def _close(self) -> None:
