@@ -37,8 +37,22 @@ def _connectors(cfg: BridgeConfig) -> Iterator[Problem]:
     from bridge.config import connector_kinds
 
     kinds = connector_kinds()
+    paths: dict[str, str] = {}
     for name, conn in cfg.connectors.items():
         kind = kinds[conn.type]
+        if getattr(kind, "ingress", None) is not None:
+            path = getattr(conn, "path", None) or f"/hooks/{name}"
+            if not cfg.server.enabled:
+                yield (
+                    ("connectors", name),
+                    "a webhook needs the bridge's server (server.enabled: true)",
+                )
+            if path in paths:
+                yield (
+                    ("connectors", name, "path"),
+                    f"path {path} is also used by connector {paths[path]!r}",
+                )
+            paths.setdefault(path, name)
         if conn.consume is not None and kind.source is None:
             yield ("connectors", name, "consume"), f"connector type {conn.type!r} cannot consume"
         if conn.consume is None:

@@ -169,3 +169,17 @@ def test_bridge_validate_prints_file_line_and_exits_1(tmp_path: Path) -> None:
 def test_examples_validate() -> None:
     for path in sorted((ROOT / "examples").glob("*/bridge.yaml")):
         load_config(path)
+
+
+def test_webhooks_need_the_server_and_distinct_paths() -> None:
+    text = """\
+    version: 1
+    store: memory://
+    server: {enabled: false}
+    connectors:
+      a: {type: webhook, provider: json, path: /hooks/x, event: {type: t/a}}
+      b: {type: webhook, provider: json, path: /hooks/x, event: {type: t/b}}
+    """
+    found = {(line, path): message for line, path, message in issues(text)}
+    assert "needs the bridge's server" in found[(5, "connectors.a")]
+    assert found[(6, "connectors.b.path")] == "path /hooks/x is also used by connector 'a'"
