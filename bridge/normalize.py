@@ -14,7 +14,7 @@ into a dead letter and settles the message, so bad input never blocks a source.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -210,17 +210,33 @@ class Normalizer:
         return str(message_id) if message_id is not None else str(uuid.uuid4())
 
     def _correlation_id(self, raw: Mapping[str, Any], data: Any, delivery: Delivery) -> str:
-        if self._correlation:
-            scope = {"header": delivery.headers, "meta": delivery.meta, "data": data}
-            for path in self._correlation:
-                try:
-                    value = lookup(scope, path)
-                except (KeyError, TypeError):
-                    continue
-                if value not in (None, ""):
-                    return str(value)
-        inbound = raw.get("correlationid")
-        return str(inbound) if inbound else str(raw.get("id") or "")
+        return correlation_id(self._correlation, raw, data, delivery.headers, delivery.meta)
+
+
+def correlation_id(
+    refs: Sequence[str],
+    raw: Mapping[str, Any],
+    data: Any,
+    headers: Mapping[str, str],
+    meta: Mapping[str, Any],
+    inbound: str | None = None,
+) -> str:
+    """The correlation id of an event (DESIGN §7).
+
+    The first of ``refs`` (``header.NAME``, ``data.PATH``, ``meta.NAME``) that has a
+    value, else the inbound ``correlationid`` (or ``inbound``), else the event id.
+    """
+    if refs:
+        scope = {"header": headers, "meta": meta, "data": data}
+        for path in refs:
+            try:
+                value = lookup(scope, path)
+            except (KeyError, TypeError):
+                continue
+            if value not in (None, ""):
+                return str(value)
+    found = raw.get("correlationid") or inbound
+    return str(found) if found else str(raw.get("id") or "")
 
 
 def _ref(ref: str) -> str:

@@ -55,6 +55,7 @@ from pydantic import Field, field_validator, model_validator
 
 from bridge.errors import InvalidEvent
 from bridge.events import Event, event_from_dict, new_id, now_iso
+from bridge.normalize import correlation_id
 from bridge.templates import DELIVERY_ROOTS, Template, TemplateError, lookup
 from connectors.base import ConnectorConfig, EventMapping, IngressEnv
 from connectors.webhook_auth import WebhookAuth, build_verifier
@@ -314,7 +315,9 @@ class WebhookIngress:
                         raw,
                         valid,
                         source=self._default_source,
-                        correlationid=self._correlation_id(raw, data, headers, meta, correlation),
+                        correlationid=correlation_id(
+                            self._correlation, raw, data, headers, meta, correlation
+                        ),
                         traceparent=raw.get("traceparent") or traceparent,
                         tracestate=raw.get("tracestate") or tracestate,
                     )
@@ -369,26 +372,6 @@ class WebhookIngress:
         if not event_id:
             raise InvalidEvent("mapping", "the event id template rendered an empty string")
         return raw, data
-
-    def _correlation_id(
-        self,
-        raw: Mapping[str, Any],
-        data: Any,
-        headers: Mapping[str, str],
-        meta: Mapping[str, Any],
-        from_header: str | None,
-    ) -> str:
-        if self._correlation:
-            scope = {"header": headers, "meta": meta, "data": data}
-            for path in self._correlation:
-                try:
-                    value = lookup(scope, path)
-                except (KeyError, TypeError):
-                    continue
-                if value not in (None, ""):
-                    return str(value)
-        inbound = raw.get("correlationid") or from_header
-        return str(inbound) if inbound else str(raw["id"])
 
 
 def ingress(cfg: WebhookConfig, name: str, env: IngressEnv) -> WebhookIngress:
