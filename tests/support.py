@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +180,32 @@ def read_lines(path: Path) -> list[str]:
     text = path.read_text()
     lines = text.split("\n")
     return [line for line in lines[:-1] if line]
+
+
+def executions(record: Path) -> dict[str, list[tuple[int, str]]]:
+    """handler -> [(generation, key)] for every execution recorded by tests.apps.recorder, in order."""
+    out: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for line in read_lines(record):
+        generation, handler, _event, _attempt, key = line.split(" ")
+        out[handler].append((int(generation), key))
+    return out
+
+
+def seen(record: Path, handler: str) -> set[str]:
+    """The keys ``handler`` has run for."""
+    return {key for _, key in executions(record)[handler]}
+
+
+async def until(check: Callable[[], bool | Awaitable[bool]], within: float, what: str) -> None:
+    """Wait until ``check()`` holds; fail after ``within`` seconds saying what did not happen."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} within {within}s")
+        await asyncio.sleep(0.1)

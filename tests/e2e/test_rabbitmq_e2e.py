@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import yaml
 
 from tests.conftest import CHAOS_FULL
 from tests.fixtures.rabbitmq import RabbitAdmin, ensure_rabbitmq_up, rabbitmqctl
-from tests.support import BridgeProcess, read_lines
+from tests.support import BridgeProcess, executions, seen, until
 
 pytestmark = pytest.mark.e2e
 
@@ -75,34 +75,6 @@ def recorder(handler_id: str, function: str = "record", **extra: Any) -> dict[st
 def bridge(tmp_path: Path, config: Path) -> tuple[BridgeProcess, Path]:
     record = tmp_path / "record.txt"
     return BridgeProcess(config, tmp_path, env={"BRIDGE_TEST_RECORD": str(record)}), record
-
-
-def executions(record: Path) -> dict[str, list[tuple[int, str]]]:
-    """handler -> [(generation, key)] for every recorded execution."""
-    out: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    for line in read_lines(record):
-        generation, handler, _event, _attempt, key = line.split(" ")
-        out[handler].append((int(generation), key))
-    return out
-
-
-def seen(record: Path, handler: str) -> set[str]:
-    return {key for _, key in executions(record)[handler]}
-
-
-async def until(check: Callable[[], bool | Awaitable[bool]], within: float, what: str) -> None:
-    """Wait until ``check()`` holds; fail after ``within`` seconds saying ``what`` did not happen."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} within {within}s")
-        await asyncio.sleep(0.1)
 
 
 async def ready(proc: BridgeProcess) -> bool:

@@ -8,8 +8,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 import yaml
 
 from tests.fixtures.sqs import SqsKit
-from tests.support import BridgeProcess, post_events, read_lines
+from tests.support import BridgeProcess, executions, post_events, read_lines, seen, until
 
 pytestmark = pytest.mark.e2e
 
@@ -76,34 +75,6 @@ def bridge(
         config, tmp_path, env={**sqs_env, "BRIDGE_TEST_RECORD": str(record), **env}
     )
     return proc, record
-
-
-def executions(record: Path) -> dict[str, list[tuple[int, str]]]:
-    """handler -> [(generation, key)] for every recorded execution, in order."""
-    out: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    for line in read_lines(record):
-        generation, handler, _event, _attempt, key = line.split(" ")
-        out[handler].append((int(generation), key))
-    return out
-
-
-def seen(record: Path, handler: str) -> set[str]:
-    return {key for _, key in executions(record)[handler]}
-
-
-async def until(check: Callable[[], bool | Awaitable[bool]], within: float, what: str) -> None:
-    """Wait until ``check()`` holds; fail after ``within`` seconds saying what did not happen."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} within {within}s")
-        await asyncio.sleep(0.1)
 
 
 class Feeder:
