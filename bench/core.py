@@ -18,29 +18,15 @@ from typing import Any
 import orjson
 
 from bench.common import repeat, summary, write
-from bench.payload import HANDLERS, SubscriberCreated, body
+from bench.payload import HANDLERS, SubscriberCreated, body, bridge_config
 from bridge.config import load_config_text
 from bridge.runtime import Runtime
 from connectors.memory import BROKER
 
-CONFIG = """\
-version: 1
-store: {store}
-ledger: {ledger}
-server: {{enabled: false}}
-telemetry: {{logs: {{level: ERROR}}}}
-events:
-  subscriber/created: {{schema: "bench.payload:SubscriberCreated"}}
-connectors:
-  signups:
+MEMORY_CONNECTOR = """\
     type: memory
     topic: {topic}
     consume: {{event: {{type: subscriber/created}}, max_in_flight: {max_in_flight}}}
-handlers:
-  - {{id: h1, on: subscriber/created, type: python, function: "bench.payload:noop_1"}}
-  - {{id: h2, on: subscriber/created, type: python, function: "bench.payload:noop_2"}}
-  - {{id: h3, on: subscriber/created, type: python, function: "bench.payload:noop_3"}}
-  - {{id: h4, on: subscriber/created, type: python, function: "bench.payload:noop_4"}}
 """
 
 _topics = iter(range(1_000_000))
@@ -68,8 +54,10 @@ async def bridge(
     topic = f"bench-{next(_topics)}"
     store = f"sqlite:///{workdir}/{topic}.db" if ledger else "memory://"
     cfg = load_config_text(
-        CONFIG.format(
-            store=store, ledger=str(ledger).lower(), topic=topic, max_in_flight=MAX_IN_FLIGHT
+        bridge_config(
+            MEMORY_CONNECTOR.format(topic=topic, max_in_flight=MAX_IN_FLIGHT),
+            store=store,
+            ledger=ledger,
         ),
         {},
     )

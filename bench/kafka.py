@@ -45,7 +45,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.common import percentile, summary, write
-from bench.payload import SubscriberCreated
+from bench.payload import SubscriberCreated, bridge_config
 from bridge.config import load_config_text
 from bridge.runtime import Runtime
 from connectors.memory import BROKER
@@ -128,22 +128,9 @@ async def noop_4(event: Any, ctx: Any) -> None:
     TALLY.ran(3, event)
 
 
-CONFIG = """\
-version: 1
-store: {store}
-server: {{enabled: false}}
-telemetry: {{logs: {{level: ERROR}}}}
-events:
-  subscriber/created: {{schema: "bench.kafka:Signup"}}
-connectors:
-  signups:
-{connector}
-handlers:
-  - {{id: h1, on: subscriber/created, type: python, function: "bench.kafka:noop_1"}}
-  - {{id: h2, on: subscriber/created, type: python, function: "bench.kafka:noop_2"}}
-  - {{id: h3, on: subscriber/created, type: python, function: "bench.kafka:noop_3"}}
-  - {{id: h4, on: subscriber/created, type: python, function: "bench.kafka:noop_4"}}
-"""
+def config(connector: str, store: str) -> str:
+    return bridge_config(connector, store=store, module="bench.kafka", schema="bench.kafka:Signup")
+
 
 KAFKA_CONNECTOR = """\
     type: kafka
@@ -297,7 +284,7 @@ def kafka_config(broker: Broker, topic: str, store: str) -> str:
     connector = KAFKA_CONNECTOR.format(
         bootstrap=broker.bootstrap, topic=topic, group=f"bridge-{topic}", wait=FETCH_MAX_WAIT_MS
     )
-    return CONFIG.format(store=store, connector=connector)
+    return config(connector, store)
 
 
 async def memory_bridge(count: int) -> float:
@@ -305,9 +292,7 @@ async def memory_bridge(count: int) -> float:
     topic = f"bench-memory-{time.time_ns()}"
     for n in range(count):
         BROKER.put(topic, body(n))
-    rate, _ = await bridge(
-        CONFIG.format(store="memory://", connector=MEMORY_CONNECTOR.format(topic=topic)), count
-    )
+    rate, _ = await bridge(config(MEMORY_CONNECTOR.format(topic=topic), "memory://"), count)
     return rate
 
 

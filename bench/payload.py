@@ -45,3 +45,26 @@ async def noop_4(event: Any, ctx: Any) -> None:
 
 
 HANDLERS = (noop_1, noop_2, noop_3, noop_4)
+
+
+def bridge_config(
+    connector: str,
+    *,
+    store: str,
+    ledger: bool = True,
+    module: str = "bench.payload",
+    schema: str = "bench.payload:SubscriberCreated",
+) -> str:
+    """A bridge config shared by the throughput benchmarks: one connector ``signups`` (its YAML
+    body, indented four spaces) and the four no-op handlers of ``module`` on ``subscriber/created``."""
+    handlers = "".join(
+        f'  - {{id: h{n}, on: subscriber/created, type: python, function: "{module}:noop_{n}"}}\n'
+        for n in range(1, 5)
+    )
+    return (
+        f"version: 1\nstore: {store}\nledger: {str(ledger).lower()}\n"
+        "server: {enabled: false}\ntelemetry: {logs: {level: ERROR}}\n"
+        f'events:\n  subscriber/created: {{schema: "{schema}"}}\n'
+        f"connectors:\n  signups:\n{connector.rstrip()}\n"
+        f"handlers:\n{handlers}"
+    )

@@ -37,34 +37,20 @@ import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
 from bench.common import percentile, summary, write
-from bench.payload import body
+from bench.payload import body, bridge_config
 from bridge.config import load_config_text
 from bridge.runtime import Runtime
 from connectors.base import Delivery, Settlement, Source
 
 URL = os.environ.get("BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
-CONFIG = """\
-version: 1
-store: {store}
-ledger: {ledger}
-server: {{enabled: false}}
-telemetry: {{logs: {{level: ERROR}}}}
-events:
-  subscriber/created: {{schema: "bench.payload:SubscriberCreated"}}
-connectors:
-  rabbit:
+RABBIT_CONNECTOR = """\
     type: rabbitmq
     url: {url}
     consume:
       queue: {queue}
       max_in_flight: {prefetch}
       event: {{type: subscriber/created}}
-handlers:
-  - {{id: h1, on: subscriber/created, type: python, function: "bench.payload:noop_1"}}
-  - {{id: h2, on: subscriber/created, type: python, function: "bench.payload:noop_2"}}
-  - {{id: h3, on: subscriber/created, type: python, function: "bench.payload:noop_3"}}
-  - {{id: h4, on: subscriber/created, type: python, function: "bench.payload:noop_4"}}
 """
 
 
@@ -204,8 +190,8 @@ async def raw(queue: str, clock: Clock, prefetch: int, publish: Awaitable[None] 
 async def bridge(
     queue: str, clock: Clock, prefetch: int, publish: Awaitable[None] | None, store: str
 ) -> None:
-    ledger = "false" if store == "memory://" else "true"
-    text = CONFIG.format(store=store, ledger=ledger, url=URL, queue=queue, prefetch=prefetch)
+    connector = RABBIT_CONNECTOR.format(url=URL, queue=queue, prefetch=prefetch)
+    text = bridge_config(connector, store=store, ledger=store != "memory://")
     runtime = Runtime(load_config_text(text, {}))
     runtime.build()
     (slot,) = runtime.slots
