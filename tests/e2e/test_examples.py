@@ -14,8 +14,11 @@ import pytest
 from tests.support import ROOT, BridgeProcess
 
 
-def send(config: Path, port: int, event_type: str, data: dict[str, object]) -> dict[str, object]:
-    proc = subprocess.run(
+def bridge_send(
+    config: Path, port: int, event_type: str, data: dict[str, object]
+) -> subprocess.CompletedProcess[str]:
+    """``bridge send`` as a user runs it."""
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -34,6 +37,10 @@ def send(config: Path, port: int, event_type: str, data: dict[str, object]) -> d
         cwd=ROOT,
         check=False,
     )
+
+
+def send(config: Path, port: int, event_type: str, data: dict[str, object]) -> dict[str, object]:
+    proc = bridge_send(config, port, event_type, data)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads(proc.stdout)  # type: ignore[no-any-return]
 
@@ -94,24 +101,8 @@ async def test_newsletter_fans_one_signup_out_to_four_handlers(tmp_path: Path) -
         assert runs(text, "track-analytics", "succeeded") == 1
         assert runs(text, "setup-preferences", "succeeded") == 1
         # A bad signup is refused at the door with the schema's reason.
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bridge",
-                "send",
-                "-c",
-                str(config),
-                "--url",
-                bridge.url,
-                "subscriber/created",
-                "--data",
-                '{"email": "nope", "name": "X"}',
-            ],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            check=False,
+        proc = bridge_send(
+            config, bridge.port, "subscriber/created", {"email": "nope", "name": "X"}
         )
         assert proc.returncode == 1 and "string_pattern_mismatch" in proc.stdout
     finally:
