@@ -198,7 +198,13 @@ async def test_two_members_one_leaves_and_rejoins_mid_stream(
         assert commits_outside_ownership(proc.log_path) == []
     log_a = log_records(a.log_path)
     assigned = [r for r in log_a if r.get("message") == "kafka partitions assigned"]
-    assert len(assigned) >= 4, "a missed a rebalance (b joined, left and rejoined)"
+    # b's leave and rejoin may fold into one rebalance, so a sees at least 3 assignments
+    # (alone, with b, after b's leave and/or rejoin); b, started twice, saw one each time.
+    assert len(assigned) >= 3, "a missed a rebalance (b joined, left and rejoined)"
+    assigned_b = [
+        r for r in log_records(b.log_path) if r.get("message") == "kafka partitions assigned"
+    ]
+    assert len(assigned_b) >= 2, "b did not take partitions both times it joined"
     assert any(r.get("reason") == "revoke" for r in log_a if r.get("message") == "kafka commit")
     committed = await kafka.committed(group, topic, partitions)
     assert sum(v or 0 for v in committed.values()) == produced
