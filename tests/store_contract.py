@@ -5,7 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bridge.store.base import Attempt, DeadLetter, InboxEntry, LedgerEntry, Store
+from bridge.store.base import (
+    Attempt,
+    DeadLetter,
+    EventRecord,
+    InboxEntry,
+    Join,
+    LedgerEntry,
+    ParkedRun,
+    RunRecord,
+    Store,
+)
 
 
 class StoreContract:
@@ -82,3 +92,162 @@ class StoreContract:
 
     async def test_ping(self, store: Store) -> None:
         assert await store.ping()
+
+    async def test_ledger_get_returns_results(self, store: Store) -> None:
+        await store.ledger_record(
+            [
+                LedgerEntry("h1", "k", "e", "succeeded", {"n": 1}),
+                LedgerEntry("h2", "k", "e", "dead_lettered", {"error": "boom"}),
+            ]
+        )
+        got = await store.ledger_get([("h1", "k"), ("h2", "k"), ("h3", "k")])
+        assert set(got) == {("h1", "k"), ("h2", "k")}
+        assert got[("h1", "k")].result == {"n": 1}
+        assert got[("h2", "k")].status == "dead_lettered"
+        assert got[("h2", "k")].result == {"error": "boom"}
+
+    async def test_parked_runs_are_claimed_once_while_leased(self, store: Store) -> None:
+        now = time.time()
+        runs = [
+            ParkedRun(
+                f"p{i}", "h", {"id": f"e{i}"}, "c", 2, now - 10 + i, [Attempt(1, now, 0.1, "x")]
+            )
+            for i in range(5)
+        ]
+        runs.append(ParkedRun("later", "h", {"id": "later"}, "c", 2, now + 3600))
+        await store.parked_put(runs)
+        first, second = await asyncio.gather(
+            store.parked_claim(now, 3, lease=60), store.parked_claim(now, 3, lease=60)
+        )
+        claimed = [r.id for r in first + second]
+        assert sorted(claimed) == [f"p{i}" for i in range(5)]  # each once, never "later"
+        assert len(set(claimed)) == 5
+        got = next(r for r in first + second if r.id == "p0")
+        assert got.attempt == 2 and got.attempts[0].error == "x" and got.event == {"id": "e0"}
+        assert await store.parked_claim(now, 10, lease=60) == []  # all leased
+        # a lease that ran out (its holder died) makes the run claimable again
+        again = await store.parked_claim(now + 61, 10, lease=60)
+        assert sorted(r.id for r in again) == [f"p{i}" for i in range(5)]
+        await store.parked_done(["p0", "p1"])
+        # parking again replaces the run and releases its lease
+        await store.parked_put([ParkedRun("p2", "h", {"id": "e2"}, "c", 3, now + 100)])
+        listed = await store.parked_list()
+        assert [r.id for r in listed][-2:] == ["p2", "later"]
+        assert {r.id for r in listed} == {"p2", "p3", "p4", "later"}
+        assert next(r for r in listed if r.id == "p2").attempt == 3
+        assert [r.id for r in await store.parked_claim(now + 110, 10, 60)] == ["p2"]
+
+    async def test_steps_keep_the_first_result(self, store: Store) -> None:
+        assert await store.step_get("e", "h", "charge") == (False, None)
+        await store.step_put("e", "h", "charge", {"charge_id": "ch_1"})
+        await store.step_put("e", "h", "charge", {"charge_id": "ch_2"})
+        assert await store.step_get("e", "h", "charge") == (True, {"charge_id": "ch_1"})
+        await store.step_put("e", "h", "none", None)
+        assert await store.step_get("e", "h", "none") == (True, None)
+        assert await store.step_get("e", "other", "charge") == (False, None)
+
+    async def test_join_collects_members_once_and_closes_once(self, store: Store) -> None:
+        now = time.time()
+        join = Join("j1", "agg", {"id": "start", "data": {"n": 2}}, 2, now + 60)
+        assert await store.join_open(join)
+        assert not await store.join_open(join)
+        assert [j.id for j in await store.join_open_list("agg")] == ["j1"]
+        assert await store.join_open_list("other") == []
+        got = await store.join_add("j1", "m1", {"ok": True})
+        assert got is not None and got.members == {"m1": {"ok": True}}
+        got = await store.join_add("j1", "m1", {"ok": False})  # a redelivered member
+        assert got is not None and got.members == {"m1": {"ok": True}}
+        got = await store.join_add("j1", "m2", 7)
+        assert got is not None and got.members == {"m1": {"ok": True}, "m2": 7}
+        assert await store.join_add("nope", "m", 1) is None
+        outcome = InboxEntry(id="j1-done", body=b"{}", source="join")
+        results = await asyncio.gather(
+            *(store.join_close("j1", "completed", outcome) for _ in range(5))
+        )
+        assert results.count(True) == 1
+        assert await store.join_open_list("agg") == []
+        closed = await store.join_get("j1")
+        assert closed is not None and closed.status == "completed"
+        assert [e.id for e in await store.inbox_pending(0, 10)] == ["j1-done"]
+
+    async def test_join_deadlines_and_buffer(self, store: Store) -> None:
+        now = time.time()
+        await store.join_open(Join("late", "agg", {"id": "s1"}, 3, now - 1))
+        await store.join_open(Join("fresh", "agg", {"id": "s2"}, None, now + 60))
+        await store.join_add("late", "m1", 1)
+        due = await store.join_due(now, 10)
+        assert [j.id for j in due] == ["late"] and due[0].members == {"m1": 1}
+        assert await store.join_close("late", "timed_out", None)
+        assert await store.join_due(now, 10) == []
+        await store.join_buffer_add("agg", "b1", {"id": "b1"}, now + 30)
+        await store.join_buffer_add("agg", "b1", {"id": "b1"}, now + 30)
+        await store.join_buffer_add("agg", "b2", {"id": "b2"}, now - 1)
+        await store.join_buffer_add("other", "b3", {"id": "b3"}, now + 30)
+        assert await store.join_buffered("agg", now) == [{"id": "b1"}]
+        purged = await store.join_purge(now, closed_before=now + 3600)
+        assert purged == 2  # the expired buffered event and the closed join
+        assert await store.join_get("late") is None
+        assert await store.join_get("fresh") is not None
+
+    async def test_cron_advances_once_per_tick(self, store: Store) -> None:
+        assert await store.cron_last("digest") is None
+        results = await asyncio.gather(*(store.cron_advance("digest", 100.0) for _ in range(5)))
+        assert results.count(True) == 1
+        assert await store.cron_last("digest") == 100.0
+        assert not await store.cron_advance("digest", 50.0)
+        assert await store.cron_advance("digest", 160.0)
+        assert await store.cron_last("digest") == 160.0
+        assert await store.cron_last("other") is None
+
+    async def test_history_pages_filters_and_purges(self, store: Store) -> None:
+        events = [
+            EventRecord(
+                id=f"e{i}",
+                type="a/b" if i % 2 else "c/d",
+                source="api",
+                received_at=1000.0 + i,
+                status="succeeded" if i % 3 else "partial",
+                correlation_id="corr-x" if i == 4 else f"corr-{i}",
+                parent_id="e0" if i in (1, 2) else None,
+                event={"id": f"e{i}", "data": {"i": i}},
+            )
+            for i in range(10)
+        ]
+        runs = [
+            RunRecord("e1", "h2", "dead_lettered", [Attempt(1, 1.0, 0.2, "boom")], error="boom"),
+            RunRecord("e1", "h1", "running", []),
+        ]
+        await store.history_put(events, runs)
+        await store.history_put(
+            [], [RunRecord("e1", "h1", "succeeded", [], {"ok": 1}, None, ["e2"])]
+        )
+        page = await store.history_events(limit=4)
+        assert [r.id for r in page] == ["e9", "e8", "e7", "e6"]
+        page2 = await store.history_events(limit=4, before=page[-1].received_at)
+        assert [r.id for r in page2] == ["e5", "e4", "e3", "e2"]
+        assert [r.id for r in await store.history_events(type="a/b", limit=3)] == ["e9", "e7", "e5"]
+        assert [r.id for r in await store.history_events(status="partial")] == [
+            "e9",
+            "e6",
+            "e3",
+            "e0",
+        ]
+        assert [r.id for r in await store.history_events(search="corr-x")] == ["e4"]
+        assert [r.id for r in await store.history_events(search="e7")] == ["e7"]
+        one = await store.history_event("e4")
+        assert one is not None and one.event == {"id": "e4", "data": {"i": 4}}
+        got = await store.history_runs("e1")
+        assert [(r.handler, r.status) for r in got] == [
+            ("h1", "succeeded"),
+            ("h2", "dead_lettered"),
+        ]
+        assert got[0].result == {"ok": 1} and got[0].children == ["e2"]
+        assert got[1].attempts[0].error == "boom"
+        assert [r.id for r in await store.history_children("e0")] == ["e1", "e2"]
+        # a status update replaces the record
+        events[9].status = "dead_lettered"
+        await store.history_put([events[9]], [])
+        assert [r.id for r in await store.history_events(status="dead_lettered")] == ["e9"]
+        assert await store.history_purge(older_than=1002.0, keep=5) == 5
+        assert [r.id for r in await store.history_events()] == ["e9", "e8", "e7", "e6", "e5"]
+        assert await store.history_runs("e1") == []

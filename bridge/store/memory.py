@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
-from bridge.store.base import DeadLetter, DeadLetterStatus, InboxEntry, LedgerEntry
+from bridge.store.base import (
+    DeadLetter,
+    DeadLetterStatus,
+    EventRecord,
+    InboxEntry,
+    Join,
+    JoinStatus,
+    LedgerEntry,
+    ParkedRun,
+    RunRecord,
+)
 
 
 class MemoryStore:
@@ -19,6 +31,14 @@ class MemoryStore:
         self.inbox: dict[str, InboxEntry] = {}
         self._done: dict[str, float] = {}
         self._seq = itertools.count(1)
+        self.parked: dict[str, tuple[ParkedRun, float]] = {}  # id -> (run, leased until)
+        self.steps: dict[tuple[str, str, str], Any] = {}
+        self.joins: dict[str, Join] = {}
+        self._join_closed: dict[str, float] = {}
+        self.join_buffer: list[tuple[str, str, dict[str, Any], float]] = []
+        self.cron: dict[str, float] = {}
+        self.history: dict[str, EventRecord] = {}
+        self.runs: dict[tuple[str, str], RunRecord] = {}
 
     async def open(self) -> None:
         return None
@@ -96,3 +116,166 @@ class MemoryStore:
         for k in old:
             del self._done[k]
         return len(old)
+
+    async def ledger_get(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], LedgerEntry]:
+        return {k: self.ledger[k] for k in keys if k in self.ledger}
+
+    # parked retries
+
+    async def parked_put(self, runs: Sequence[ParkedRun]) -> None:
+        for run in runs:
+            self.parked[run.id] = (copy.deepcopy(run), 0.0)
+
+    async def parked_claim(self, now: float, limit: int, lease: float) -> list[ParkedRun]:
+        due = sorted(
+            (r for r, until in self.parked.values() if r.due_at <= now and until < now),
+            key=lambda r: r.due_at,
+        )[:limit]
+        for run in due:
+            self.parked[run.id] = (run, now + lease)
+        return [copy.deepcopy(r) for r in due]
+
+    async def parked_done(self, ids: Iterable[str]) -> None:
+        for run_id in ids:
+            self.parked.pop(run_id, None)
+
+    async def parked_list(self, limit: int = 100) -> list[ParkedRun]:
+        runs = sorted((r for r, _ in self.parked.values()), key=lambda r: r.due_at)
+        return [copy.deepcopy(r) for r in runs[:limit]]
+
+    # durable steps
+
+    async def step_get(self, event_id: str, handler: str, step: str) -> tuple[bool, Any]:
+        key = (event_id, handler, step)
+        if key in self.steps:
+            return True, copy.deepcopy(self.steps[key])
+        return False, None
+
+    async def step_put(self, event_id: str, handler: str, step: str, result: Any) -> None:
+        self.steps.setdefault((event_id, handler, step), copy.deepcopy(result))
+
+    # joins
+
+    async def join_open(self, join: Join) -> bool:
+        if join.id in self.joins:
+            return False
+        self.joins[join.id] = copy.deepcopy(join)
+        return True
+
+    async def join_get(self, join_id: str) -> Join | None:
+        join = self.joins.get(join_id)
+        return copy.deepcopy(join) if join else None
+
+    async def join_open_list(self, handler: str) -> list[Join]:
+        found = []
+        for join in self.joins.values():
+            if join.handler == handler and join.status == "open":
+                bare = copy.deepcopy(join)
+                bare.members = {}
+                found.append(bare)
+        return sorted(found, key=lambda j: j.created_at)
+
+    async def join_add(self, join_id: str, member_id: str, value: Any) -> Join | None:
+        join = self.joins.get(join_id)
+        if join is None:
+            return None
+        join.members.setdefault(member_id, copy.deepcopy(value))
+        return copy.deepcopy(join)
+
+    async def join_close(self, join_id: str, status: JoinStatus, entry: InboxEntry | None) -> bool:
+        join = self.joins.get(join_id)
+        if join is None or join.status != "open":
+            return False
+        join.status = status
+        self._join_closed[join_id] = time.time()
+        if entry is not None:
+            await self.inbox_put([entry])
+        return True
+
+    async def join_due(self, now: float, limit: int) -> list[Join]:
+        due = [j for j in self.joins.values() if j.status == "open" and j.deadline <= now]
+        due.sort(key=lambda j: j.deadline)
+        return [copy.deepcopy(j) for j in due[:limit]]
+
+    async def join_buffer_add(
+        self, handler: str, event_id: str, event: dict[str, Any], expires_at: float
+    ) -> None:
+        if not any(h == handler and i == event_id for h, i, _, _ in self.join_buffer):
+            self.join_buffer.append((handler, event_id, copy.deepcopy(event), expires_at))
+
+    async def join_buffered(self, handler: str, now: float) -> list[dict[str, Any]]:
+        return [copy.deepcopy(e) for h, _, e, exp in self.join_buffer if h == handler and exp > now]
+
+    async def join_purge(self, now: float, closed_before: float) -> int:
+        before = len(self.join_buffer)
+        self.join_buffer = [b for b in self.join_buffer if b[3] > now]
+        count = before - len(self.join_buffer)
+        for join_id, closed_at in list(self._join_closed.items()):
+            if closed_at < closed_before:
+                del self._join_closed[join_id]
+                self.joins.pop(join_id, None)
+                count += 1
+        return count
+
+    # cron
+
+    async def cron_last(self, name: str) -> float | None:
+        return self.cron.get(name)
+
+    async def cron_advance(self, name: str, tick: float) -> bool:
+        last = self.cron.get(name)
+        if last is not None and last >= tick:
+            return False
+        self.cron[name] = tick
+        return True
+
+    # run history
+
+    async def history_put(self, events: Sequence[EventRecord], runs: Sequence[RunRecord]) -> None:
+        for record in events:
+            self.history[record.id] = copy.deepcopy(record)
+        for run in runs:
+            self.runs[(run.event_id, run.handler)] = copy.deepcopy(run)
+
+    async def history_events(
+        self,
+        *,
+        type: str | None = None,
+        status: str | None = None,
+        search: str | None = None,
+        before: float | None = None,
+        limit: int = 50,
+    ) -> list[EventRecord]:
+        found = [
+            r
+            for r in self.history.values()
+            if (type is None or r.type == type)
+            and (status is None or r.status == status)
+            and (search is None or search in (r.id, r.correlation_id))
+            and (before is None or r.received_at < before)
+        ]
+        found.sort(key=lambda r: (r.received_at, r.id), reverse=True)
+        return [copy.deepcopy(r) for r in found[:limit]]
+
+    async def history_event(self, event_id: str) -> EventRecord | None:
+        record = self.history.get(event_id)
+        return copy.deepcopy(record) if record else None
+
+    async def history_runs(self, event_id: str) -> list[RunRecord]:
+        runs = [r for (e, _), r in self.runs.items() if e == event_id]
+        return [copy.deepcopy(r) for r in sorted(runs, key=lambda r: r.handler)]
+
+    async def history_children(self, event_id: str) -> list[EventRecord]:
+        kids = [r for r in self.history.values() if r.parent_id == event_id]
+        return [copy.deepcopy(r) for r in sorted(kids, key=lambda r: (r.received_at, r.id))]
+
+    async def history_purge(self, older_than: float, keep: int) -> int:
+        newest = sorted(self.history.values(), key=lambda r: (r.received_at, r.id), reverse=True)
+        drop = {r.id for i, r in enumerate(newest) if i >= keep or r.received_at < older_than}
+        for event_id in drop:
+            del self.history[event_id]
+        for key in [k for k in self.runs if k[0] in drop]:
+            del self.runs[key]
+        return len(drop)

@@ -15,13 +15,27 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 
 from bridge.errors import StoreError
-from bridge.store.base import DeadLetter, DeadLetterStatus, InboxEntry, LedgerEntry
+from bridge.store.base import (
+    DeadLetter,
+    DeadLetterStatus,
+    EventRecord,
+    InboxEntry,
+    Join,
+    JoinStatus,
+    LedgerEntry,
+    ParkedRun,
+    RunRecord,
+    event_record_from_dict,
+    parked_from_dict,
+    run_from_dict,
+)
 
 R = TypeVar("R")
 _BATCH = 512
@@ -60,6 +74,72 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX inbox_pending ON inbox (seq) WHERE done_at IS NULL;
     CREATE INDEX inbox_done ON inbox (done_at) WHERE done_at IS NOT NULL;
+    """,
+    # 2: orchestration: parked retries, durable steps, joins, cron positions
+    """
+    CREATE TABLE parked (
+        id TEXT PRIMARY KEY,
+        handler TEXT NOT NULL,
+        due_at REAL NOT NULL,
+        leased_until REAL NOT NULL DEFAULT 0,
+        record BLOB NOT NULL
+    );
+    CREATE INDEX parked_due ON parked (due_at);
+    CREATE TABLE steps (
+        event_id TEXT NOT NULL,
+        handler TEXT NOT NULL,
+        step TEXT NOT NULL,
+        result BLOB,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (event_id, handler, step)
+    ) WITHOUT ROWID;
+    CREATE TABLE joins (
+        id TEXT PRIMARY KEY,
+        handler TEXT NOT NULL,
+        status TEXT NOT NULL,
+        expected INTEGER,
+        deadline REAL NOT NULL,
+        start BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        closed_at REAL
+    );
+    CREATE INDEX joins_open ON joins (handler, created_at) WHERE status = 'open';
+    CREATE INDEX joins_deadline ON joins (deadline) WHERE status = 'open';
+    CREATE TABLE join_members (
+        join_id TEXT NOT NULL,
+        member_id TEXT NOT NULL,
+        value BLOB,
+        UNIQUE (join_id, member_id)
+    );
+    CREATE TABLE join_buffer (
+        handler TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        event BLOB NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (handler, event_id)
+    );
+    CREATE TABLE cron (name TEXT PRIMARY KEY, last_tick REAL NOT NULL);
+    """,
+    # 3: run history for the developer UI
+    """
+    CREATE TABLE history_events (
+        id TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        correlation_id TEXT,
+        parent_id TEXT,
+        record BLOB NOT NULL
+    );
+    CREATE INDEX history_by_time ON history_events (received_at DESC, id DESC);
+    CREATE INDEX history_by_correlation ON history_events (correlation_id);
+    CREATE INDEX history_by_parent ON history_events (parent_id);
+    CREATE TABLE history_runs (
+        event_id TEXT NOT NULL,
+        handler TEXT NOT NULL,
+        record BLOB NOT NULL,
+        PRIMARY KEY (event_id, handler)
+    ) WITHOUT ROWID;
     """,
 ]
 
@@ -306,20 +386,7 @@ class SqliteStore:
     # ------------------------------------------------------------------ inbox
 
     async def inbox_put(self, entries: Sequence[InboxEntry]) -> list[bool]:
-        def write(conn: sqlite3.Connection) -> list[bool]:
-            out = []
-            for e in entries:
-                cur = conn.execute(
-                    "INSERT OR IGNORE INTO inbox (id, source, handler, body, created_at)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (e.id, e.source, e.handler, e.body, e.created_at),
-                )
-                if cur.rowcount:
-                    e.seq = cur.lastrowid or 0
-                out.append(bool(cur.rowcount))
-            return out
-
-        return await self._call(write)
+        return await self._call(lambda c: _inbox_insert(c, entries))
 
     async def inbox_pending(self, after_seq: int, limit: int) -> list[InboxEntry]:
         rows = await self._call(
@@ -352,6 +419,357 @@ class SqliteStore:
             )
         )
         return count
+
+    # ------------------------------------------------------------------ ledger (read)
+
+    async def ledger_get(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], LedgerEntry]:
+        def read(conn: sqlite3.Connection) -> dict[tuple[str, str], LedgerEntry]:
+            found = {}
+            for handler, key in keys:
+                row = conn.execute(
+                    "SELECT event_id, status, result, finished_at FROM ledger"
+                    " WHERE handler = ? AND key = ?",
+                    (handler, key),
+                ).fetchone()
+                if row is not None:
+                    found[(handler, key)] = LedgerEntry(
+                        handler, key, row[0], row[1], _load(row[2]), row[3]
+                    )
+            return found
+
+        return await self._call(read) if keys else {}
+
+    # ------------------------------------------------------------------ parked retries
+
+    async def parked_put(self, runs: Sequence[ParkedRun]) -> None:
+        rows = [(r.id, r.handler, r.due_at, _dump(asdict(r))) for r in runs]
+        await self._call(
+            lambda c: c.executemany(
+                "INSERT OR REPLACE INTO parked (id, handler, due_at, leased_until, record)"
+                " VALUES (?, ?, ?, 0, ?)",
+                rows,
+            )
+        )
+
+    async def parked_claim(self, now: float, limit: int, lease: float) -> list[ParkedRun]:
+        def claim(conn: sqlite3.Connection) -> list[ParkedRun]:
+            rows = conn.execute(
+                "SELECT id, record FROM parked WHERE due_at <= ? AND leased_until < ?"
+                " ORDER BY due_at LIMIT ?",
+                (now, now, limit),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE parked SET leased_until = ? WHERE id = ?",
+                [(now + lease, r[0]) for r in rows],
+            )
+            return [parked_from_dict(_load(r[1])) for r in rows]
+
+        return await self._call(claim)
+
+    async def parked_done(self, ids: Iterable[str]) -> None:
+        rows = [(i,) for i in ids]
+        await self._call(lambda c: c.executemany("DELETE FROM parked WHERE id = ?", rows))
+
+    async def parked_list(self, limit: int = 100) -> list[ParkedRun]:
+        rows = await self._call(
+            lambda c: c.execute(
+                "SELECT record FROM parked ORDER BY due_at LIMIT ?", (limit,)
+            ).fetchall()
+        )
+        return [parked_from_dict(_load(r[0])) for r in rows]
+
+    # ------------------------------------------------------------------ durable steps
+
+    async def step_get(self, event_id: str, handler: str, step: str) -> tuple[bool, Any]:
+        row = await self._call(
+            lambda c: c.execute(
+                "SELECT result FROM steps WHERE event_id = ? AND handler = ? AND step = ?",
+                (event_id, handler, step),
+            ).fetchone()
+        )
+        return (False, None) if row is None else (True, _load(row[0]))
+
+    async def step_put(self, event_id: str, handler: str, step: str, result: Any) -> None:
+        row = (event_id, handler, step, _dump(result), time.time())
+        await self._call(
+            lambda c: c.execute(
+                "INSERT OR IGNORE INTO steps (event_id, handler, step, result, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                row,
+            )
+        )
+
+    # ------------------------------------------------------------------ joins
+
+    async def join_open(self, join: Join) -> bool:
+        row = (
+            join.id,
+            join.handler,
+            join.status,
+            join.expected,
+            join.deadline,
+            _dump(join.start),
+            join.created_at,
+        )
+        count: int = await self._call(
+            lambda c: (
+                c.execute(
+                    "INSERT OR IGNORE INTO joins"
+                    " (id, handler, status, expected, deadline, start, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                ).rowcount
+            )
+        )
+        return bool(count)
+
+    async def join_get(self, join_id: str) -> Join | None:
+        return await self._call(lambda c: _read_join(c, join_id))
+
+    async def join_open_list(self, handler: str) -> list[Join]:
+        rows = await self._call(
+            lambda c: c.execute(
+                f"SELECT {_JOIN_COLUMNS} FROM joins WHERE handler = ? AND status = 'open'"
+                " ORDER BY created_at",
+                (handler,),
+            ).fetchall()
+        )
+        return [_join(r) for r in rows]
+
+    async def join_add(self, join_id: str, member_id: str, value: Any) -> Join | None:
+        def add(conn: sqlite3.Connection) -> Join | None:
+            if conn.execute("SELECT 1 FROM joins WHERE id = ?", (join_id,)).fetchone() is None:
+                return None
+            conn.execute(
+                "INSERT OR IGNORE INTO join_members (join_id, member_id, value) VALUES (?, ?, ?)",
+                (join_id, member_id, _dump(value)),
+            )
+            return _read_join(conn, join_id)
+
+        return await self._call(add)
+
+    async def join_close(self, join_id: str, status: JoinStatus, entry: InboxEntry | None) -> bool:
+        def close(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE joins SET status = ?, closed_at = ? WHERE id = ? AND status = 'open'",
+                (status, time.time(), join_id),
+            )
+            if not cur.rowcount:
+                return False
+            if entry is not None:
+                _inbox_insert(conn, [entry])
+            return True
+
+        return await self._call(close)
+
+    async def join_due(self, now: float, limit: int) -> list[Join]:
+        def read(conn: sqlite3.Connection) -> list[Join]:
+            ids = conn.execute(
+                "SELECT id FROM joins WHERE status = 'open' AND deadline <= ?"
+                " ORDER BY deadline LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            return [j for (i,) in ids if (j := _read_join(conn, i)) is not None]
+
+        return await self._call(read)
+
+    async def join_buffer_add(
+        self, handler: str, event_id: str, event: dict[str, Any], expires_at: float
+    ) -> None:
+        row = (handler, event_id, _dump(event), expires_at)
+        await self._call(
+            lambda c: c.execute(
+                "INSERT OR IGNORE INTO join_buffer (handler, event_id, event, expires_at)"
+                " VALUES (?, ?, ?, ?)",
+                row,
+            )
+        )
+
+    async def join_buffered(self, handler: str, now: float) -> list[dict[str, Any]]:
+        rows = await self._call(
+            lambda c: c.execute(
+                "SELECT event FROM join_buffer WHERE handler = ? AND expires_at > ? ORDER BY rowid",
+                (handler, now),
+            ).fetchall()
+        )
+        return [_load(r[0]) for r in rows]
+
+    async def join_purge(self, now: float, closed_before: float) -> int:
+        def purge(conn: sqlite3.Connection) -> int:
+            count = conn.execute("DELETE FROM join_buffer WHERE expires_at <= ?", (now,)).rowcount
+            conn.execute(
+                "DELETE FROM join_members WHERE join_id IN (SELECT id FROM joins"
+                " WHERE status != 'open' AND closed_at < ?)",
+                (closed_before,),
+            )
+            count += conn.execute(
+                "DELETE FROM joins WHERE status != 'open' AND closed_at < ?", (closed_before,)
+            ).rowcount
+            return int(count)
+
+        return await self._call(purge)
+
+    # ------------------------------------------------------------------ cron
+
+    async def cron_last(self, name: str) -> float | None:
+        row = await self._call(
+            lambda c: c.execute("SELECT last_tick FROM cron WHERE name = ?", (name,)).fetchone()
+        )
+        return None if row is None else float(row[0])
+
+    async def cron_advance(self, name: str, tick: float) -> bool:
+        count: int = await self._call(
+            lambda c: (
+                c.execute(
+                    "INSERT INTO cron (name, last_tick) VALUES (?, ?) ON CONFLICT (name)"
+                    " DO UPDATE SET last_tick = excluded.last_tick"
+                    " WHERE cron.last_tick < excluded.last_tick",
+                    (name, tick),
+                ).rowcount
+            )
+        )
+        return bool(count)
+
+    # ------------------------------------------------------------------ run history
+
+    async def history_put(self, events: Sequence[EventRecord], runs: Sequence[RunRecord]) -> None:
+        event_rows = [
+            (e.id, e.type, e.status, e.received_at, e.correlation_id, e.parent_id, _dump(asdict(e)))
+            for e in events
+        ]
+        run_rows = [(r.event_id, r.handler, _dump(asdict(r))) for r in runs]
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT OR REPLACE INTO history_events"
+                " (id, type, status, received_at, correlation_id, parent_id, record)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                event_rows,
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO history_runs (event_id, handler, record) VALUES (?, ?, ?)",
+                run_rows,
+            )
+
+        await self._call(write)
+
+    async def history_events(
+        self,
+        *,
+        type: str | None = None,
+        status: str | None = None,
+        search: str | None = None,
+        before: float | None = None,
+        limit: int = 50,
+    ) -> list[EventRecord]:
+        clauses: list[str] = []
+        args: list[Any] = []
+        for column, value in (("type", type), ("status", status)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        if search is not None:
+            clauses.append("(id = ? OR correlation_id = ?)")
+            args += [search, search]
+        if before is not None:
+            clauses.append("received_at < ?")
+            args.append(before)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = (
+            f"SELECT record FROM history_events {where} ORDER BY received_at DESC, id DESC LIMIT ?"
+        )
+        rows = await self._call(lambda c: c.execute(sql, (*args, limit)).fetchall())
+        return [event_record_from_dict(_load(r[0])) for r in rows]
+
+    async def history_event(self, event_id: str) -> EventRecord | None:
+        row = await self._call(
+            lambda c: c.execute(
+                "SELECT record FROM history_events WHERE id = ?", (event_id,)
+            ).fetchone()
+        )
+        return None if row is None else event_record_from_dict(_load(row[0]))
+
+    async def history_runs(self, event_id: str) -> list[RunRecord]:
+        rows = await self._call(
+            lambda c: c.execute(
+                "SELECT record FROM history_runs WHERE event_id = ? ORDER BY handler", (event_id,)
+            ).fetchall()
+        )
+        return [run_from_dict(_load(r[0])) for r in rows]
+
+    async def history_children(self, event_id: str) -> list[EventRecord]:
+        rows = await self._call(
+            lambda c: c.execute(
+                "SELECT record FROM history_events WHERE parent_id = ? ORDER BY received_at, id",
+                (event_id,),
+            ).fetchall()
+        )
+        return [event_record_from_dict(_load(r[0])) for r in rows]
+
+    async def history_purge(self, older_than: float, keep: int) -> int:
+        def purge(conn: sqlite3.Connection) -> int:
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS purge_ids (id TEXT PRIMARY KEY)")
+            conn.execute("DELETE FROM purge_ids")
+            conn.execute(
+                "INSERT INTO purge_ids SELECT id FROM history_events WHERE received_at < ?",
+                (older_than,),
+            )
+            conn.execute(
+                "INSERT OR IGNORE INTO purge_ids SELECT id FROM history_events"
+                " ORDER BY received_at DESC, id DESC LIMIT -1 OFFSET ?",
+                (keep,),
+            )
+            conn.execute("DELETE FROM history_runs WHERE event_id IN (SELECT id FROM purge_ids)")
+            return int(
+                conn.execute(
+                    "DELETE FROM history_events WHERE id IN (SELECT id FROM purge_ids)"
+                ).rowcount
+            )
+
+        return await self._call(purge)
+
+
+_JOIN_COLUMNS = "id, handler, start, expected, deadline, status, created_at"
+
+
+def _join(row: Any) -> Join:
+    return Join(
+        id=row[0],
+        handler=row[1],
+        start=_load(row[2]),
+        expected=row[3],
+        deadline=row[4],
+        status=row[5],
+        created_at=row[6],
+    )
+
+
+def _read_join(conn: sqlite3.Connection, join_id: str) -> Join | None:
+    row = conn.execute(f"SELECT {_JOIN_COLUMNS} FROM joins WHERE id = ?", (join_id,)).fetchone()
+    if row is None:
+        return None
+    join = _join(row)
+    members = conn.execute(
+        "SELECT member_id, value FROM join_members WHERE join_id = ? ORDER BY rowid", (join_id,)
+    ).fetchall()
+    join.members = {m: _load(v) for m, v in members}
+    return join
+
+
+def _inbox_insert(conn: sqlite3.Connection, entries: Sequence[InboxEntry]) -> list[bool]:
+    out = []
+    for e in entries:
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO inbox (id, source, handler, body, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (e.id, e.source, e.handler, e.body, e.created_at),
+        )
+        if cur.rowcount:
+            e.seq = cur.lastrowid or 0
+        out.append(bool(cur.rowcount))
+    return out
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from bridge.store import MemoryStore, SqliteStore, create_store
 from bridge.store.base import InboxEntry, LedgerEntry
+from bridge.store.sqlite import MIGRATIONS
 from tests.store_contract import StoreContract
 
 
@@ -45,7 +46,7 @@ async def test_sqlite_state_survives_reopen_and_migrations_are_versioned(tmp_pat
     import sqlite3
 
     with sqlite3.connect(tmp_path / "state.db") as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
