@@ -29,6 +29,7 @@ from bridge.store import Store, create_store
 from bridge.templates import EVENT_ROOTS, Template
 from bridge.tracing import Tracing
 from connectors.base import (
+    Background,
     ConnectorStatus,
     Delivery,
     HasStatus,
@@ -160,14 +161,14 @@ class Runtime:
                 SourceSlot(name, kind.source(conn, name), normalizer, conn.consume.max_in_flight)
             )
         self._build_ingresses(kinds, limit)
-        if self.cfg.server.enabled and (self.cfg.server.api.enabled or self.ingresses):
-            from connectors.base import EventMapping
+        # The inbox holds what the event API and webhooks accepted, emitted children,
+        # replays, cron ticks and join outcomes: it is always consumed.
+        from connectors.base import EventMapping
 
-            normalizer = Normalizer("api", "inbox", EventMapping(), self.catalog, limit)
-            source = InboxSource(self.inbox, name="api")
-            self.slots.append(
-                SourceSlot("api", source, normalizer, self.cfg.server.api.max_in_flight)
-            )
+        name = "api" if self.cfg.server.enabled and self.cfg.server.api.enabled else "inbox"
+        normalizer = Normalizer(name, "inbox", EventMapping(), self.catalog, limit)
+        source = InboxSource(self.inbox, name=name)
+        self.slots.append(SourceSlot(name, source, normalizer, self.cfg.server.api.max_in_flight))
 
     def _build_ingresses(self, kinds: Mapping[str, Any], limit: int) -> None:
         for name, conn in self.cfg.connectors.items():
@@ -178,7 +179,9 @@ class Runtime:
             async def accept(events: Any, source: str = name) -> list[bool]:
                 return await self.inbox.put_events(list(events), source=source)
 
-            env = IngressEnv(accept=accept, catalog=self.catalog, max_body_bytes=limit)
+            env = IngressEnv(
+                accept=accept, catalog=self.catalog, max_body_bytes=limit, store=self.store
+            )
             self.ingresses[name] = factory(conn, name, env)
 
     def build(self) -> None:
@@ -240,6 +243,11 @@ class Runtime:
                     for slot in self.slots
                 ]
                 purge = group.create_task(self._housekeeping(), name="housekeeping")
+                background = [
+                    group.create_task(ingress.run(), name=f"background:{name}")
+                    for name, ingress in self.ingresses.items()
+                    if isinstance(ingress, Background)
+                ]
                 lag = group.create_task(self._watch_loop_lag(), name="loop-lag")
                 self._ready = True
                 log.info(
@@ -253,7 +261,7 @@ class Runtime:
                 await self._stop.wait()
                 self._ready = False
                 log.info("stopping: intake closed, draining in-flight runs")
-                for task in (*pumps, purge, lag):
+                for task in (*pumps, *background, purge, lag):
                     task.cancel()
                 await self._drain()
         finally:

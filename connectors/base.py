@@ -122,11 +122,22 @@ class IngressEnv:
             per event, True if new and False if its id was already accepted.
         catalog: the event catalog, to validate data before answering.
         max_body_bytes: the bridge's body limit (a connector may set a lower one).
+        store: the state store (``bridge.store.base.Store``), e.g. for cron positions.
     """
 
     accept: Callable[[Any], Awaitable[list[bool]]]
     catalog: Any
     max_body_bytes: int
+    store: Any = None
+
+
+@runtime_checkable
+class Background(Protocol):
+    """Optional: an ingress with work of its own (a cron schedule), which the runtime
+    runs as a task once the store is open and cancels when intake stops."""
+
+    async def run(self) -> None:
+        """Run until cancelled."""
 
 
 @runtime_checkable
