@@ -15,10 +15,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, field_validator
 
 from bridge.duration import Duration
+from bridge.flow import RateLimit, RetryBudgetConfig
 from bridge.retry import RetryPolicy
+from bridge.templates import EVENT_ROOTS, Template
 
 if TYPE_CHECKING:
     from bridge.context import Context
@@ -57,6 +59,23 @@ class HandlerConfig(BaseModel):
         None, description="Per-attempt timeout; default from `defaults`."
     )
     concurrency: int | None = Field(None, ge=1, description="Most runs of this handler at once.")
+    concurrency_key: str | None = Field(
+        None,
+        description="Template of a key over the event, e.g. `{data.user_id}`: at most "
+        "`concurrency_per_key` runs (attempts and backoffs included) per key at once, FIFO.",
+    )
+    concurrency_per_key: int = Field(
+        1, ge=1, description="Most runs at once per `concurrency_key` value."
+    )
+    rate_limit: RateLimit | None = Field(
+        None,
+        description="At most `count` attempts per `per` (any window); the rest wait their turn.",
+    )
+    retry_budget: str | RetryBudgetConfig | None = Field(
+        None,
+        description="Name of a shared budget in `retry_budgets`, or an inline budget: "
+        "retries beyond it are delayed, not dropped.",
+    )
     idempotency_key: str = Field(
         "{id}",
         description="Template of the ledger key; a redelivered event with the same key "
@@ -70,6 +89,26 @@ class HandlerConfig(BaseModel):
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("concurrency_key")
+    @classmethod
+    def _key_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            Template(value, EVENT_ROOTS)  # a TemplateError is a ValueError
+        return value
+
+    @field_validator("retry_budget", mode="wrap")
+    @classmethod
+    def _budget_name_or_inline(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        # Validated by hand so a mistake in an inline budget is reported once, at its
+        # own path, rather than once per member of the union.
+        if isinstance(value, dict):
+            return RetryBudgetConfig.model_validate(value)
+        if value is None or isinstance(value, str | RetryBudgetConfig):
+            return handler(value)
+        raise ValueError(
+            "name a budget of `retry_budgets`, or give {ratio, window, min_per_second}"
+        )
 
     @field_validator("id")
     @classmethod
