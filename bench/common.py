@@ -1,28 +1,68 @@
-"""What every benchmark shares: repeated runs, medians, machine description, JSON results."""
+"""What every benchmark shares: run settings, medians, percentiles, machine description."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
 import sys
-import time
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+@dataclass
+class Env:
+    """What one suite run hands every scenario.
+
+    ``quick`` shrinks message counts and durations (a smoke run: the figures mean
+    nothing); ``runs`` is how often each variant is repeated, interleaved with
+    its comparisons. Broker addresses are filled in by the suite once started.
+    """
+
+    quick: bool = False
+    runs: int = 3
+    workdir: Path = Path(".")
+    kafka_bootstrap: str = ""
+    sqs_endpoint: str = ""
+    rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def size(self, full: int, quick: int) -> int:
+        """``full`` normally, ``quick`` in quick mode."""
+        return quick if self.quick else full
+
+    def seconds(self, full: float, quick: float) -> float:
+        return quick if self.quick else full
+
+
 def machine() -> dict[str, Any]:
     """A description of where the figures were measured."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gb = None
+    try:
+        import psutil
+
+        memory_gb = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:  # pragma: no cover - psutil is a dev dependency
+        pass
     return {
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": cpu,
         "cpus": os.cpu_count(),
+        "memory_gb": memory_gb,
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
+        "load_average_1_5_15": list(os.getloadavg()),
     }
 
 
@@ -36,27 +76,49 @@ def summary(samples: list[float]) -> dict[str, float]:
     }
 
 
-async def repeat(runs: int, fn: Callable[[], Awaitable[float]]) -> list[float]:
-    """Call ``fn`` ``runs`` times; it returns one sample each time."""
-    return [await fn() for _ in range(runs)]
-
-
-def write(name: str, payload: dict[str, Any]) -> Path:
-    """Write ``bench/results/<name>.json`` with the machine description and a timestamp."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    payload = {
-        "benchmark": name,
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine(),
-        **payload,
-    }
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    return path
-
-
 def percentile(values: list[float], q: float) -> float:
     """The ``q`` quantile (0..1) of ``values``, nearest-rank."""
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
     return ordered[index]
+
+
+def spread_ms(samples_ns: list[int]) -> dict[str, float]:
+    """p50 / p99 / max in milliseconds of latencies in nanoseconds."""
+    if not samples_ns:
+        return {
+            "p50_ms": float("nan"),
+            "p99_ms": float("nan"),
+            "max_ms": float("nan"),
+            "samples": 0,
+        }
+    ms = [s / 1e6 for s in samples_ns]
+    return {
+        "p50_ms": percentile(ms, 0.5),
+        "p99_ms": percentile(ms, 0.99),
+        "max_ms": max(ms),
+        "samples": len(ms),
+    }
+
+
+def goal(name: str, value: float, op: str, target: float) -> dict[str, Any]:
+    """One goal line: ``value op target`` (op is ``>=`` or ``<=``) and whether it holds."""
+    met = value >= target if op == ">=" else value <= target
+    return {"goal": name, "value": value, "target": f"{op} {target:g}", "met": met}
+
+
+def throughput_result(
+    unit: str,
+    samples: dict[str, list[float]],
+    pairs: list[tuple[str, str]],
+    **extra: Any,
+) -> dict[str, Any]:
+    """The common shape of a throughput scenario: every variant's summary, and for each
+    ``(variant, baseline)`` pair the ratio of their medians, named ``variant/baseline``."""
+    variants = {name: summary(values) for name, values in samples.items() if values}
+    ratios = {
+        f"{name}/{base}": variants[name]["median"] / variants[base]["median"]
+        for name, base in pairs
+        if name in variants and base in variants
+    }
+    return {"unit": unit, "variants": variants, "ratios": ratios, **extra}

@@ -1,24 +1,24 @@
-"""Core throughput: memory source -> normalize -> validate -> 4 no-op handlers -> settle.
+"""The in-process bridge driver every scenario uses, the bare loop it is compared to, and
+the width scenario (throughput as handlers per event go 1, 4, 16, 64).
 
-Compared in one run with a bare loop doing the same work: JSON parse, pydantic
-validation, ``asyncio.gather`` of the same four coroutines. The bridge runs with
-the ledger off and with the ledger on (SQLite, group commit). Run:
-``python -m bench.core [--events N] [--runs R]``.
+``run_bridge`` starts a ``Runtime`` from a config text, feeds it (memory connector:
+after it is ready; brokers: preloaded), and returns the ``Tally`` of handler runs:
+rates are taken from the first handler run to the last, as for the baselines, so a
+consumer group join or a connection set-up is not counted on either side.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import tempfile
+import itertools
 import time
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 
-from bench.common import repeat, summary, write
-from bench.payload import HANDLERS, SubscriberCreated, body, bridge_config
+from bench.common import Env, throughput_result
+from bench.payload import SubscriberCreated, Tally, body, bridge_config, handlers_for, reset
 from bridge.config import load_config_text
 from bridge.runtime import Runtime
 from connectors.memory import BROKER
@@ -26,104 +26,117 @@ from connectors.memory import BROKER
 MEMORY_CONNECTOR = """\
     type: memory
     topic: {topic}
-    consume: {{event: {{type: subscriber/created}}, max_in_flight: {max_in_flight}}}
-"""
+    consume: {{event: {{type: subscriber/created}}, max_in_flight: {max_in_flight}}}"""
 
-_topics = iter(range(1_000_000))
-MAX_IN_FLIGHT = 1000
+_topics = itertools.count()
 
 
-async def bare_loop(bodies: list[bytes]) -> float:
-    """Events per second of the same work without the bridge."""
-    start = time.perf_counter()
-    for raw in bodies:
-        data = SubscriberCreated.model_validate(orjson.loads(raw))
-        await asyncio.gather(*(h(data, None) for h in HANDLERS))
-    return len(bodies) / (time.perf_counter() - start)
-
-
-async def bridge(
-    bodies: list[bytes],
-    ledger: bool,
-    workdir: Path,
+async def run_bridge(
+    config: str,
+    target_runs: int,
     *,
+    feed: Callable[[], Any] | None = None,
+    latency: bool = False,
+    setup: Callable[[Runtime], None] | None = None,
     sample_ratio: float | None = None,
     span_exporter: Any = None,
-) -> float:
-    """Events per second through a running bridge, from the first put to the last ack."""
-    topic = f"bench-{next(_topics)}"
-    store = f"sqlite:///{workdir}/{topic}.db" if ledger else "memory://"
-    cfg = load_config_text(
-        bridge_config(
-            MEMORY_CONNECTOR.format(topic=topic, max_in_flight=MAX_IN_FLIGHT),
-            store=store,
-            ledger=ledger,
-        ),
-        {},
-    )
+    until: Callable[[], Awaitable[None]] | None = None,
+    ready: asyncio.Event | None = None,
+    timeout: float = 600,
+) -> Tally:
+    """Run the bridge until its handlers ran ``target_runs`` times; its ``Tally``.
+
+    ``until``, if given, is awaited next (e.g. until the queue reads empty), and the
+    tally's ``last`` moves to when it returned. ``ready`` is set once the sources
+    started (a Kafka source: joined and assigned).
+    """
+    tally = reset(target_runs, latency)
+    cfg = load_config_text(config, {})
     if sample_ratio is not None:
         cfg.telemetry.traces.sample_ratio = sample_ratio
     runtime = Runtime(cfg, span_exporter=span_exporter)
+    if setup is not None:
+        runtime.build()
+        setup(runtime)
     task = asyncio.create_task(runtime.run())
-    while not runtime.ready:
-        await asyncio.sleep(0.01)
-    state = BROKER.topic(topic)
-    start = time.perf_counter()
+    try:
+        while not runtime.ready:
+            if task.done():
+                task.result()  # surface a crash instead of waiting for ever
+            await asyncio.sleep(0.002)
+        if ready is not None:
+            ready.set()
+        if feed is not None:
+            result = feed()
+            if asyncio.iscoroutine(result):
+                await result
+        done = asyncio.ensure_future(tally.done.wait())
+        await asyncio.wait((task, done), timeout=timeout, return_when="FIRST_COMPLETED")
+        done.cancel()
+        if task.done():
+            task.result()
+        if not tally.done.is_set():
+            raise TimeoutError(f"{tally.runs} of {target_runs} handler runs after {timeout}s")
+        if until is not None:
+            await until()
+            tally.last = time.perf_counter()
+    finally:
+        runtime.request_stop()
+        await task
+    return tally
+
+
+def memory_config(width: int = 4, max_in_flight: int = 1000, **more: Any) -> tuple[str, str]:
+    """(topic, config) of a bridge on a fresh memory topic."""
+    topic = f"bench-{next(_topics)}-{time.time_ns()}"
+    connector = MEMORY_CONNECTOR.format(topic=topic, max_in_flight=max_in_flight)
+    return topic, bridge_config(connector, width=width, **more)
+
+
+async def memory_bridge(bodies: list[bytes], width: int = 4, **run: Any) -> float:
+    """Events per second through the bridge fed by the in-process memory connector."""
+    topic, config = memory_config(width)
+
+    def feed() -> None:
+        for raw in bodies:
+            BROKER.put(topic, raw)
+
+    tally = await run_bridge(config, len(bodies) * width, feed=feed, **run)
+    return tally.rate(width)
+
+
+async def bare_loop(bodies: list[bytes], width: int = 4) -> float:
+    """Events per second of the same work without the bridge: parse, validate, gather."""
+    tally = reset(len(bodies) * width)
+    handlers = handlers_for(width)
     for raw in bodies:
-        BROKER.put(topic, raw)
-    while state.acked < len(bodies):
-        await asyncio.sleep(0.002)
-    elapsed = time.perf_counter() - start
-    runtime.request_stop()
-    await task
-    return len(bodies) / elapsed
+        data = SubscriberCreated.model_validate(orjson.loads(raw))
+        await asyncio.gather(*(h(data, None) for h in handlers))
+    return tally.rate(width)
 
 
-async def main(events: int, runs: int) -> dict[str, object]:
+WIDTHS = (1, 4, 16, 64)
+
+
+async def width(env: Env) -> dict[str, Any]:
+    """Scenario 8: events/s as handlers per event go 1, 4, 16, 64; bridge vs bare loop."""
+    events = env.size(4000, 200)
     bodies = [body(n) for n in range(events)]
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        await bare_loop(bodies[:1000])  # warm up imports and caches
-        await bridge(bodies[:1000], False, workdir)
-        bare, off, on = [], [], []
-        for _ in range(runs):  # interleaved, so drift in machine load hits all three alike
-            bare += await repeat(1, lambda: bare_loop(bodies))
-            off += await repeat(1, lambda: bridge(bodies, False, workdir))
-            on += await repeat(1, lambda: bridge(bodies, True, workdir))
-    b, f, n = summary(bare), summary(off), summary(on)
-    result = {
-        "events_per_run": events,
-        "bare_loop_eps": b,
-        "bridge_ledger_off_eps": f,
-        "bridge_ledger_on_eps": n,
-        "ratio_ledger_off": f["median"] / b["median"],
-        "ratio_ledger_on": n["median"] / b["median"],
-        "overhead_us_per_event_ledger_off": (1 / f["median"] - 1 / b["median"]) * 1e6,
-        "overhead_us_per_event_ledger_on": (1 / n["median"] - 1 / b["median"]) * 1e6,
-        "goal": "bridge (ledger off) >= 0.5 x bare loop",
-    }
-    result["goal_met"] = result["ratio_ledger_off"] >= 0.5
-    return result
-
-
-def cli() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--runs", type=int, default=5)
-    args = parser.parse_args()
-    result = asyncio.run(main(args.events, args.runs))
-    path = write("core", result)
-    print(f"bare loop        {result['bare_loop_eps']['median']:>10,.0f} events/s")  # type: ignore[index]
-    print(
-        f"bridge, ledger off {result['bridge_ledger_off_eps']['median']:>8,.0f} events/s  ratio {result['ratio_ledger_off']:.2f}  +{result['overhead_us_per_event_ledger_off']:.1f} us/event"
-    )  # type: ignore[index]
-    print(
-        f"bridge, ledger on  {result['bridge_ledger_on_eps']['median']:>8,.0f} events/s  ratio {result['ratio_ledger_on']:.2f}  +{result['overhead_us_per_event_ledger_on']:.1f} us/event"
-    )  # type: ignore[index]
-    print(
-        f"goal (>= 0.5 with the ledger off): {'met' if result['goal_met'] else 'NOT met'}   -> {path}"
+    await memory_bridge(bodies[:200])  # warm up imports and caches
+    samples: dict[str, list[float]] = {}
+    for _ in range(env.runs):  # interleaved, so drift in machine load hits all alike
+        for w in WIDTHS:
+            samples.setdefault(f"bare_w{w}", []).append(await bare_loop(bodies, w))
+            samples.setdefault(f"bridge_w{w}", []).append(await memory_bridge(bodies, w))
+    result = throughput_result(
+        "events/s",
+        samples,
+        [(f"bridge_w{w}", f"bare_w{w}") for w in WIDTHS],
+        events_per_run=events,
+        connector="memory (in-process), ledger off",
     )
-
-
-if __name__ == "__main__":
-    cli()
+    v = result["variants"]
+    result["runs_per_s"] = {f"bridge_w{w}": v[f"bridge_w{w}"]["median"] * w for w in WIDTHS}
+    result["widths"] = list(WIDTHS)
+    result["goals"] = []
+    return result

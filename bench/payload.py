@@ -1,7 +1,16 @@
-"""The event every throughput benchmark sends, and the four no-op handlers it fans out to."""
+"""The event every benchmark sends, the no-op handlers it fans out to, and the work a
+baseline does for it.
+
+Every comparison does the same work per message: JSON decode, pydantic validation
+of ``SubscriberCreated``, fan-out to ``width`` (4) no-op handlers, then the
+transport's ack/commit. The handlers count into ``TALLY``, for the bridge and the
+baselines alike, so "done" and "how fast" are measured the same way on both sides.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import orjson
@@ -9,62 +18,130 @@ from pydantic import BaseModel, Field
 
 
 class SubscriberCreated(BaseModel):
-    """The same shape as the newsletter example's event."""
+    """The same shape as the newsletter example's event, plus the producer's send time."""
 
     email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     name: str
     preferences: list[str] = Field(default_factory=list)
     source: str = "web"
+    sent_ns: int = 0
 
 
-def body(n: int) -> bytes:
+def body(n: int, sent_ns: int = 0) -> bytes:
     return orjson.dumps(
         {
             "email": f"user{n}@example.com",
             "name": f"User {n}",
             "preferences": ["python", "rust"],
             "source": "web",
+            "sent_ns": sent_ns,
         }
     )
 
 
+class Tally:
+    """Handler runs of one measurement: first and last run, and produce-to-handler latency.
+
+    ``done`` is set once ``target`` runs happened. Latency is taken by the first
+    handler only (one sample per event), from ``sent_ns`` in the data.
+    """
+
+    def __init__(self, target: int = 0, latency: bool = False) -> None:
+        self.target = target
+        self.latency = latency
+        self.runs = 0
+        self.first = 0.0
+        self.last = 0.0
+        self.latencies_ns: list[int] = []
+        self.done = asyncio.Event()
+
+    def hit(self) -> None:
+        self.runs += 1
+        if self.runs == 1:
+            self.first = time.perf_counter()
+        if self.runs >= self.target:
+            self.last = time.perf_counter()
+            self.done.set()
+
+    def rate(self, per: int) -> float:
+        """Events per second between the first and the last run (``per`` runs an event)."""
+        return (self.target / per) / max(self.last - self.first, 1e-9)
+
+
+TALLY = Tally()
+
+
+def reset(target: int, latency: bool = False) -> Tally:
+    """A fresh ``TALLY`` expecting ``target`` handler runs."""
+    global TALLY
+    TALLY = Tally(target, latency)
+    return TALLY
+
+
+def _data(event: Any) -> Any:
+    return getattr(event, "data", event)  # the bridge passes an Event, baselines the model
+
+
 async def noop_1(event: Any, ctx: Any) -> None:
-    return None
+    tally = TALLY
+    if tally.latency:
+        sent = _data(event).sent_ns
+        if sent:
+            tally.latencies_ns.append(time.time_ns() - sent)
+    tally.hit()
 
 
-async def noop_2(event: Any, ctx: Any) -> None:
-    return None
+async def noop(event: Any, ctx: Any) -> None:
+    TALLY.hit()
 
 
-async def noop_3(event: Any, ctx: Any) -> None:
-    return None
-
-
-async def noop_4(event: Any, ctx: Any) -> None:
-    return None
-
-
+noop_2 = noop_3 = noop_4 = noop
 HANDLERS = (noop_1, noop_2, noop_3, noop_4)
+
+
+async def slow(event: Any, ctx: Any) -> None:
+    """A handler slower than any producer: for the overload (memory) scenario."""
+    await asyncio.sleep(0.02)
+
+
+def handlers_for(width: int) -> tuple[Any, ...]:
+    """The first handler takes latency samples; the others only count."""
+    return (noop_1, *([noop] * (width - 1)))
+
+
+async def work(raw: bytes, width: int = 4) -> SubscriberCreated:
+    """What a baseline does per message: decode, validate, fan out to ``width`` handlers."""
+    data = SubscriberCreated.model_validate(orjson.loads(raw))
+    await asyncio.gather(*(h(data, None) for h in handlers_for(width)))
+    return data
 
 
 def bridge_config(
     connector: str,
     *,
-    store: str,
-    ledger: bool = True,
-    module: str = "bench.payload",
+    store: str = "memory://",
+    ledger: bool | None = None,
+    width: int = 4,
+    function: str = "",
     schema: str = "bench.payload:SubscriberCreated",
+    extra: str = "",
 ) -> str:
-    """A bridge config shared by the throughput benchmarks: one connector ``signups`` (its YAML
-    body, indented four spaces) and the four no-op handlers of ``module`` on ``subscriber/created``."""
+    """A bridge config: one connector ``signups`` (its YAML body, indented four spaces)
+    and ``width`` handlers on ``subscriber/created`` (by default ``noop_1`` then ``noop``).
+
+    The ledger is on with a real store, off with ``memory://`` unless told.
+    """
+    if ledger is None:
+        ledger = store != "memory://"
     handlers = "".join(
-        f'  - {{id: h{n}, on: subscriber/created, type: python, function: "{module}:noop_{n}"}}\n'
-        for n in range(1, 5)
+        f'  - {{id: h{n}, on: subscriber/created, type: python, function: "'
+        f'{function or ("bench.payload:noop_1" if n == 1 else "bench.payload:noop")}"}}\n'
+        for n in range(1, width + 1)
     )
     return (
         f"version: 1\nstore: {store}\nledger: {str(ledger).lower()}\n"
         "server: {enabled: false}\ntelemetry: {logs: {level: ERROR}}\n"
         f'events:\n  subscriber/created: {{schema: "{schema}"}}\n'
         f"connectors:\n  signups:\n{connector.rstrip()}\n"
-        f"handlers:\n{handlers}"
+        f"handlers:\n{handlers}{extra}"
     )

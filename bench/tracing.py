@@ -1,24 +1,20 @@
-"""Tracing cost: the core pipeline with tracing off, at 10% and at 100% sampling.
+"""Tracing cost (scenario 6): the core pipeline with tracing off, at 10% and at 100% sampling.
 
-Batch span processor with an exporter that drops everything, so the figures show
-the bridge's own cost of creating, sampling and ending spans. Run:
-``python -m bench.tracing [--events N] [--runs R]``.
+The bridge is fed by the in-process memory connector (4 no-op handlers, ledger
+off) so the figures show the bridge's own cost of creating, sampling and ending
+spans: a batch span processor with an exporter that drops everything.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from bench.common import summary, write
-from bench.core import bridge
+from bench.common import Env, goal, throughput_result
+from bench.core import memory_bridge
 from bench.payload import body
 
 
@@ -36,55 +32,31 @@ class DropExporter(SpanExporter):
         return None
 
 
-async def main(events: int, runs: int) -> dict[str, Any]:
+async def sampling(env: Env) -> dict[str, Any]:
+    """Scenario 6: events/s untraced, at 10% and at 100% sampling."""
+    events = env.size(10_000, 300)
     bodies = [body(n) for n in range(events)]
-    samples: dict[str, list[float]] = {"off": [], "10%": [], "100%": []}
-    exported = {"10%": 0, "100%": 0}
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        await bridge(bodies[:1000], False, workdir)
-        for _ in range(runs):  # interleaved so load drift hits every variant alike
-            samples["off"].append(await bridge(bodies, False, workdir))
-            for label, ratio in (("10%", 0.1), ("100%", 1.0)):
-                exporter = DropExporter()
-                samples[label].append(
-                    await bridge(bodies, False, workdir, sample_ratio=ratio, span_exporter=exporter)
-                )
-                exported[label] += exporter.spans
-    off = summary(samples["off"])
-    result: dict[str, Any] = {
-        "events_per_run": events,
-        "untraced_eps": off,
-        "sampled_10pct_eps": summary(samples["10%"]),
-        "sampled_100pct_eps": summary(samples["100%"]),
-        "spans_exported": exported,
-        "ratio_10pct": summary(samples["10%"])["median"] / off["median"],
-        "ratio_100pct": summary(samples["100%"])["median"] / off["median"],
-        "goals": {"10%": ">= 0.8", "100%": ">= 0.4"},
-    }
-    result["goals_met"] = {
-        "10%": result["ratio_10pct"] >= 0.8,
-        "100%": result["ratio_100pct"] >= 0.4,
-    }
+    await memory_bridge(bodies[: min(1000, events)])  # warm up
+    samples: dict[str, list[float]] = {"off": [], "sampled_10pct": [], "sampled_100pct": []}
+    exported = {"sampled_10pct": 0, "sampled_100pct": 0}
+    for _ in range(env.runs):  # interleaved so load drift hits every variant alike
+        samples["off"].append(await memory_bridge(bodies))
+        for label, ratio in (("sampled_10pct", 0.1), ("sampled_100pct", 1.0)):
+            exporter = DropExporter()
+            samples[label].append(
+                await memory_bridge(bodies, sample_ratio=ratio, span_exporter=exporter)
+            )
+            exported[label] += exporter.spans
+    result = throughput_result(
+        "events/s",
+        samples,
+        [("sampled_10pct", "off"), ("sampled_100pct", "off")],
+        events_per_run=events,
+        spans_exported=exported,
+    )
+    r = result["ratios"]
+    result["goals"] = [
+        goal("tracing 10%: traced / untraced", r["sampled_10pct/off"], ">=", 0.8),
+        goal("tracing 100%: traced / untraced", r["sampled_100pct/off"], ">=", 0.4),
+    ]
     return result
-
-
-def cli() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=10_000)
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-    result = asyncio.run(main(args.events, args.runs))
-    path = write("tracing", result)
-    print(f"untraced        {result['untraced_eps']['median']:>8,.0f} events/s")
-    print(
-        f"10% sampled     {result['sampled_10pct_eps']['median']:>8,.0f} events/s  ratio {result['ratio_10pct']:.2f} (goal >= 0.8)"
-    )
-    print(
-        f"100% sampled    {result['sampled_100pct_eps']['median']:>8,.0f} events/s  ratio {result['ratio_100pct']:.2f} (goal >= 0.4)"
-    )
-    print(f"-> {path}")
-
-
-if __name__ == "__main__":
-    cli()

@@ -1,4 +1,4 @@
-"""Benchmark: webhook ingress into the SQLite inbox, against a bare aiohttp handler, same run.
+"""Webhook ingress (scenario 4): the SQLite inbox against a bare aiohttp handler, same run.
 
 * bridge: ``python -m bridge run`` (a subprocess, fresh SQLite store each run) with a
   ``supabase`` webhook connector (shared-secret auth), each event committed to the
@@ -13,46 +13,41 @@
 All are driven from this process with aiohttp client coroutines over keep-alive
 connections, with the same Supabase ``INSERT`` payload (~150 bytes):
 
-* latency: a fixed rate (``RATE``, default 500 requests/s) for ``SECONDS``; each
+* latency: fixed rates (100, 500 and 1,000 requests/s) for ``SECONDS`` each; each
   request's latency is measured from its scheduled send time to its answer (so a
   stall is not hidden by the generator waiting), the first second dropped as warm-up.
 * throughput: ``CONCURRENCY`` requests in flight, back to back, for ``SECONDS``;
   requests answered 202 per second.
 
-``RUNS`` runs of each, interleaved, medians reported. The load generator shares
+The suite's runs of each, interleaved, medians reported. The load generator shares
 this 2-core machine with the server (about one core), and the bridge's event loop
 shares the GIL with its SQLite thread; other work on the machine moves the figures
 by 10-20 %, so the load average before the run is recorded.
-
-Run: ``.venv/bin/python -m bench.webhook``; writes bench/results/webhook.json.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
-import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 
-from bench.common import percentile, summary, write
+from bench.common import Env, goal, percentile, throughput_result
 from bridge.server import wait_until_serving
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
-RATE = int(os.environ.get("BENCH_WEBHOOK_RATE", "500"))
-SECONDS = float(os.environ.get("BENCH_WEBHOOK_SECONDS", "10"))
-CONCURRENCY = int(os.environ.get("BENCH_WEBHOOK_CONCURRENCY", "64"))
-RUNS = int(os.environ.get("BENCH_WEBHOOK_RUNS", "5"))
+RATE = 500
+SECONDS = 4.0
+CONCURRENCY = 64
 SECRET = "bench-secret"
 
 CONFIG = """\
@@ -103,12 +98,6 @@ HEADERS = {"content-type": "application/json", "x-webhook-secret": SECRET}
 
 
 # --------------------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def bare_server(port: int) -> None:
@@ -213,7 +202,7 @@ async def max_rate(url: str, concurrency: int, seconds: float, offset: int) -> d
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         # Warm up the connections and the server first.
-        end = loop.time() + 1.0
+        end = loop.time() + min(1.0, seconds / 2)
 
         async def worker(until: float, count: bool) -> None:
             nonlocal accepted, others
@@ -233,82 +222,86 @@ async def max_rate(url: str, concurrency: int, seconds: float, offset: int) -> d
     return {"rps": accepted / elapsed, "accepted": accepted, "not_202": others}
 
 
-async def one_run(kind: str, workdir: Path, run: int) -> dict[str, Any]:
+async def one_run(
+    kind: str, workdir: Path, rates: list[int], seconds: float, run: int
+) -> dict[str, Any]:
     server = Server(kind, workdir)
     try:
         await server.ready()
-        latency = await fixed_rate(server.url, RATE, SECONDS, run * 10_000_000)
-        throughput = await max_rate(server.url, CONCURRENCY, SECONDS, run * 10_000_000 + 5_000_000)
-        total, pending = server.stored()
-        return {**latency, **throughput, "inbox_rows": total, "inbox_pending_at_end": pending}
+        offset = run * 100_000_000
+        out: dict[str, Any] = {"at_rate": {}}
+        for i, rate in enumerate(rates):
+            out["at_rate"][rate] = await fixed_rate(
+                server.url, rate, seconds, offset + i * 10_000_000
+            )
+        out.update(await max_rate(server.url, CONCURRENCY, seconds, offset + 90_000_000))
+        out["inbox_rows"], out["inbox_pending_at_end"] = server.stored()
+        return out
     finally:
         server.stop()
 
 
-async def main() -> None:
-    load_before = os.getloadavg()
-    results: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
-    with tempfile.TemporaryDirectory() as tmp:
-        for run in range(RUNS):
-            for kind in KINDS:
-                outcome = await one_run(kind, Path(tmp), run)
-                results[kind].append(outcome)
-                print(
-                    f"run {run + 1} {kind:17s} p50 {outcome['p50_ms']:.2f} ms"
-                    f"  p99 {outcome['p99_ms']:.2f} ms  max rate {outcome['rps']:.0f}/s"
-                    f"  statuses {outcome['statuses']}",
-                    flush=True,
-                )
+async def ingress(env: Env) -> dict[str, Any]:
+    """Scenario 4: time to 202 at fixed rates, and the most requests per second."""
+    rates = [RATE] if env.quick else [100, RATE, 1000]
+    seconds = env.seconds(SECONDS, 1.2)
+    kinds = KINDS[:2] if env.quick else KINDS
+    results: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+    for run in range(env.runs):  # interleaved, so load drift hits every kind alike
+        for kind in kinds:
+            outcome = await one_run(kind, env.workdir, rates, seconds, run)
+            results[kind].append(outcome)
+            at = outcome["at_rate"][RATE]
+            print(
+                f"  webhook run {run + 1} {kind:17s} p50 {at['p50_ms']:.2f} ms"
+                f"  p99 {at['p99_ms']:.2f} ms at {RATE}/s, max rate {outcome['rps']:.0f}/s",
+                flush=True,
+            )
 
-    def med(kind: str, key: str) -> dict[str, float]:
-        return summary([r[key] for r in results[kind]])
+    def med(kind: str, pick: Any) -> float:
+        return statistics.median(pick(r) for r in results[kind])
 
-    bare_rps = med("bare", "rps")
-    figures: dict[str, Any] = {"bare_max_rps": bare_rps}
-    for kind in ("bridge", "bridge_inbox_only"):
-        rps = med(kind, "rps")
-        figures[f"{kind}_max_rps"] = rps
-        figures[f"{kind}_ratio"] = rps["median"] / bare_rps["median"]
-    for kind in KINDS:
-        figures[f"{kind}_p50_ms_at_rate"] = med(kind, "p50_ms")
-        figures[f"{kind}_p99_ms_at_rate"] = med(kind, "p99_ms")
-    p99 = figures["bridge_p99_ms_at_rate"]["median"]
-    path = write(
-        "webhook",
-        {
-            "setup": {
-                "rate": RATE,
-                "seconds": SECONDS,
-                "concurrency": CONCURRENCY,
-                "payload_bytes": len(payload(0)),
-                "handlers": 1,
-                "store": "sqlite (inbox + ledger)",
-                "load_average_before": load_before,  # other work on the machine skews the figures
-            },
-            **figures,
-            "runs": results,
-            "goals": {
-                "p99_under_50ms_at_500rps": p99 < 50.0,
-                "ratio_at_least_0.3": figures["bridge_ratio"] >= 0.3,
-                "ratio_at_least_0.3_inbox_only": figures["bridge_inbox_only_ratio"] >= 0.3,
-            },
-        },
+    samples = {f"{kind}_max_rps": [r["rps"] for r in results[kind]] for kind in kinds}
+    result = throughput_result(
+        "requests/s",
+        samples,
+        [("bridge_max_rps", "bare_max_rps"), ("bridge_inbox_only_max_rps", "bare_max_rps")],
+        rates=rates,
+        seconds_per_rate=seconds,
+        concurrency=CONCURRENCY,
+        payload_bytes=len(payload(0)),
+        handlers=1,
+        store="sqlite (inbox + ledger)",
     )
-    print(
-        f"bridge p99 {p99:.2f} ms at {RATE}/s; max {figures['bridge_max_rps']['median']:.0f}/s"
-        f" (inbox only {figures['bridge_inbox_only_max_rps']['median']:.0f}/s)"
-        f" vs bare {bare_rps['median']:.0f}/s: ratio {figures['bridge_ratio']:.2f}"
-        f" (inbox only {figures['bridge_inbox_only_ratio']:.2f}) -> {path}"
-    )
+    result["max_rps"] = result.pop("variants")
+    result["variants"] = {
+        f"{kind}@{rate}": {
+            "p50_ms": med(kind, lambda r, rate=rate: r["at_rate"][rate]["p50_ms"]),
+            "p99_ms": med(kind, lambda r, rate=rate: r["at_rate"][rate]["p99_ms"]),
+            "max_ms": med(kind, lambda r, rate=rate: r["at_rate"][rate]["max_ms"]),
+            "not_202": med(
+                kind,
+                lambda r, rate=rate: sum(
+                    n for s, n in r["at_rate"][rate]["statuses"].items() if s != 202
+                ),
+            ),
+        }
+        for rate in rates
+        for kind in kinds
+    }
+    result["runs"] = results
+    p99 = result["variants"][f"bridge@{RATE}"]["p99_ms"]
+    result["goals"] = [
+        goal(
+            "webhook: bridge / bare aiohttp (max rps)",
+            result["ratios"]["bridge_max_rps/bare_max_rps"],
+            ">=",
+            0.3,
+        ),
+        goal(f"webhook: bridge p99 ms at {RATE} rps", p99, "<=", 50.0),
+    ]
+    return result
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.bare_server:
-        bare_server(args.bare_server)
-    else:
-        t0 = time.perf_counter()
-        asyncio.run(main())
-        print(f"done in {time.perf_counter() - t0:.0f}s")
+if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--bare-server":
+    bare_server(int(sys.argv[2]))

