@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from connectors import kafka, memory, rabbitmq, sqs, webhook
+from connectors import cron, kafka, memory, rabbitmq, sqs, webhook
 from connectors.base import (
     ConnectorConfig,
     Delivery,
@@ -44,6 +44,7 @@ KINDS: dict[str, ConnectorKind] = {
     "rabbitmq": ConnectorKind(rabbitmq.RabbitMQConfig, "amqp", rabbitmq.source, rabbitmq.publisher),
     "sqs": ConnectorKind(sqs.SqsConfig, "sqs", sqs.source, sqs.publisher),
     "webhook": ConnectorKind(webhook.WebhookConfig, "webhook", ingress=webhook.ingress),
+    "cron": ConnectorKind(cron.CronConfig, "cron", ingress=cron.ingress),
 }
 
 __all__ = [
