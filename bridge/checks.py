@@ -110,6 +110,10 @@ def _handlers(cfg: BridgeConfig) -> Iterator[Problem]:
                 yield field_path, f"unknown connector {conn_name!r} (known: {known})"
             elif kinds[conn.type].publisher is None:
                 yield field_path, f"connector {conn_name!r} ({conn.type}) cannot publish"
+        budget = handler.retry_budget
+        if isinstance(budget, str) and budget not in cfg.retry_budgets:
+            known = ", ".join(sorted(cfg.retry_budgets)) or "none defined"
+            yield (*path, "retry_budget"), f"unknown retry budget {budget!r} (known: {known})"
         check = getattr(handler, "check", None)
         if check is not None:
             for sub_path, message in check(cfg):

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from bridge.duration import Duration
 from bridge.errors import ConfigError, ConfigIssue
+from bridge.flow import RetryBudgetConfig
 from bridge.retry import RetryPolicy
 from connectors.base import ConnectorConfig
 from handlers.base import HandlerConfig, HandlerKind
@@ -52,6 +53,12 @@ class EventTypeSpec(BaseModel):
         description="`none`, a pydantic model `package.module:Model`, or a JSON Schema file path.",
     )
     description: str | None = None
+    on_complete: str | None = Field(
+        None,
+        description="When every run of an event of this type is final, emit an event of this "
+        "type listing each branch's outcome (succeeded with its result, or dead-lettered with "
+        "its error).",
+    )
 
 
 class ApiConfig(BaseModel):
@@ -64,6 +71,35 @@ class ApiConfig(BaseModel):
     max_in_flight: int = Field(1000, ge=1, description="Inbox events processed at once.")
 
 
+class AdminConfig(BaseModel):
+    """Who may use the admin endpoints: ``/v1/dead-letters...``, the developer UI
+    (``/ui``, ``/ui/api``) and, with ``metrics: true``, ``/metrics``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: str | None = Field(
+        None,
+        description="Require `Authorization: Bearer <token>`. Default: the event API's "
+        "token (`server.api.token`), if set.",
+    )
+    local_only: bool = Field(
+        False,
+        description="Refuse (403) clients whose address is not loopback (127.0.0.0/8, ::1). "
+        "The socket's peer address counts, not X-Forwarded-For.",
+    )
+    metrics: bool = Field(False, description="Protect /metrics the same way.")
+
+
+class UiConfig(BaseModel):
+    """The developer UI at ``/ui`` (events, fan-out trees, dead letters, a send form)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        False, description="Serve the UI and its JSON API (`/ui`, `/ui/api`); off by default."
+    )
+
+
 class ServerConfig(BaseModel):
     """The bridge's HTTP server: health, event API, webhooks, admin."""
 
@@ -72,6 +108,20 @@ class ServerConfig(BaseModel):
     enabled: bool = True
     listen: str = Field("127.0.0.1:8787", description="host:port to listen on.")
     api: ApiConfig = Field(default_factory=ApiConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    ui: UiConfig = Field(default_factory=UiConfig)
+    body_timeout: Duration = Field(
+        30.0,
+        gt=0,
+        description="A request body must arrive in full within this; else 408 and the "
+        "connection is closed.",
+    )
+    idle_timeout: Duration = Field(
+        75.0,
+        gt=0,
+        description="A connection that sends no complete request within this is closed "
+        "(idle keep-alive, or headers that never finish).",
+    )
     wedged_after: Duration = Field(
         10.0, description="/healthz fails when the event loop lags more than this."
     )
@@ -154,6 +204,24 @@ class Defaults(BaseModel):
 
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     timeout: Duration = Field(30.0, description="Per-attempt timeout.")
+    inline_retry_limit: Duration = Field(
+        30.0,
+        description="A retry whose delay is longer than this is parked in the store and the "
+        "source message settled; the scheduler runs it when due. A connector's "
+        "`consume.inline_retry_limit` overrides it.",
+    )
+
+
+class HistoryConfig(BaseModel):
+    """Run history: every event with its runs and attempts, for the developer UI."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool | None = Field(
+        None, description="Record the history; default: on when the UI is on."
+    )
+    max_age: Duration = Field(7 * 86_400.0, description="Forget events older than this.")
+    max_events: int = Field(10_000, ge=1, description="Keep at most this many events.")
 
 
 class Limits(BaseModel):
@@ -180,6 +248,14 @@ class BridgeConfigBase(BaseModel):
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     limits: Limits = Field(default_factory=Limits)
     defaults: Defaults = Field(default_factory=Defaults)
+    retry_budgets: dict[str, RetryBudgetConfig] = Field(
+        default_factory=dict,
+        description="Retry budgets by name, shared by the handlers whose `retry_budget` names them.",
+    )
+    history: HistoryConfig = Field(default_factory=HistoryConfig)
+    max_fanout: int = Field(
+        10_000, ge=1, description="Most child events one handler attempt may emit (`ctx.emit`)."
+    )
     drain_timeout: Duration = Field(
         25.0, description="On SIGTERM, how long in-flight runs may take to finish."
     )
@@ -289,22 +365,50 @@ def _parse(text: str, source: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([ConfigIssue("", f"invalid YAML: {problem}", line)], source) from None
+    except (_Unusable, RecursionError) as exc:
+        problem = str(exc) if isinstance(exc, _Unusable) else "nested too deeply"
+        raise ConfigError([ConfigIssue("", f"invalid YAML: {problem}")], source) from None
     finally:
         loader.dispose()
     return data, lines
 
 
-def _index(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> None:
+class _Unusable(Exception):
+    """YAML that parses but cannot be a config: a cycle of aliases, an alias bomb."""
+
+
+_MAX_NODES = 100_000
+
+
+def _index(
+    node: yaml.Node,
+    path: tuple[Any, ...],
+    lines: dict[tuple[Any, ...], int],
+    ancestors: frozenset[int] = frozenset(),
+    budget: list[int] | None = None,
+) -> None:
+    """Record the line of every path; refuse alias cycles and alias bombs (``_Unusable``)."""
+    budget = budget if budget is not None else [_MAX_NODES]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _Unusable(f"more than {_MAX_NODES} values once aliases are expanded")
+    if id(node) in ancestors:
+        raise _Unusable(
+            f"line {node.start_mark.line + 1}: an alias refers to a value containing it"
+        )
     lines[path] = node.start_mark.line + 1
+    inner = ancestors | {id(node)}
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise _Unusable(f"line {key_node.start_mark.line + 1}: a key must be a string")
             key = key_node.value
             lines[(*path, key)] = key_node.start_mark.line + 1
-            _index(value_node, (*path, key), lines)
+            _index(value_node, (*path, key), lines, inner, budget)
             lines[(*path, key)] = key_node.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _index(item, (*path, i), lines)
+            _index(item, (*path, i), lines, inner, budget)
 
 
 def format_path(path: tuple[Any, ...]) -> str:

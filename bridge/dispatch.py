@@ -5,17 +5,23 @@ matched handler concurrently. A run has its own attempts, backoff, per-attempt
 timeout, concurrency limit and idempotency key. A run that succeeds is written
 to the ledger before the delivery is settled, so a redelivered message re-runs
 only the branches that had not finished. A run that exhausts its attempts (or
-raises ``Fatal``) becomes a dead letter. The returned ``Settlement`` is ACK only
-when every run is final and recorded; a store failure means RETRY_LATER.
+raises ``Fatal``) becomes a dead letter. A retry whose delay is longer than the
+source's inline limit is parked in the store (the scheduler brings it back when
+due) and counts as final for the delivery. The returned ``Settlement`` is ACK
+only when every run is final (or parked) and recorded; a store failure means
+RETRY_LATER. When an event type has ``on_complete``, the event that lists every
+branch's outcome is emitted once all of its runs are final.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import fnmatch
 import logging
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -26,12 +32,14 @@ from opentelemetry.trace import Status, StatusCode
 from bridge.context import Context
 from bridge.deadlines import Watchdog
 from bridge.errors import Fatal, InvalidEvent, RetryAfter, StoreError
-from bridge.events import Event
+from bridge.events import Event, jsonable, now_iso
+from bridge.flow import HandlerFlow
+from bridge.history import HistoryRecorder
 from bridge.metrics import Metrics
 from bridge.normalize import Normalizer
 from bridge.retry import RetryPolicy
 from bridge.routing import Router, Subscription
-from bridge.store.base import Attempt, DeadLetter, LedgerEntry, Store
+from bridge.store.base import Attempt, DeadLetter, LedgerEntry, ParkedRun, RunRecord, Store
 from bridge.telemetry import CURRENT_RUN
 from bridge.templates import Template, TemplateError, event_scope
 from bridge.tracing import Tracing, current_ids
@@ -40,7 +48,29 @@ from handlers.base import DeadLetterTarget, Handler
 
 log = logging.getLogger("bridge.dispatch")
 Emitter = Callable[[Sequence[Event[Any]]], Awaitable[None]]
-RunStatus = Literal["succeeded", "dead_lettered", "skipped"]
+RunStatus = Literal["succeeded", "dead_lettered", "skipped", "parked"]
+_PARKED_NAMESPACE = uuid.UUID("0b6f3c1e-5d2a-4f7e-8a9b-3c4d5e6f7a8b")
+_COMPLETE_NAMESPACE = uuid.UUID("9a3e4b2c-1d5f-4e6a-8b7c-2d3e4f5a6b7c")
+
+
+def parked_run_id(event_id: str, handler_id: str) -> str:
+    """One parked retry per run: parking a run again replaces it."""
+    return str(uuid.uuid5(_PARKED_NAMESPACE, f"{event_id}\x1f{handler_id}"))
+
+
+def completion_event_id(event_id: str) -> str:
+    """The id of an event's ``on_complete`` event: emitted once, whoever emits it."""
+    return str(uuid.uuid5(_COMPLETE_NAMESPACE, event_id))
+
+
+@dataclass(slots=True, frozen=True)
+class Resume:
+    """Where a parked run picks up: its next attempt number and the attempts so far."""
+
+    attempt: int
+    attempts: tuple[Attempt, ...] = ()
+
+
 _KEPT_BODY = 65_536
 
 
@@ -72,6 +102,7 @@ class BoundHandler:
     timeout: float
     idempotency_key: Template
     limiter: asyncio.Semaphore | None = None
+    flow: HandlerFlow | None = None
     dead_letter: DeadLetterTarget | None = None
     labels: tuple[tuple[str, str], ...] = ()
     succeeded_labels: tuple[tuple[str, str], ...] = ()
@@ -115,6 +146,11 @@ class Dispatcher:
         emitter: sends events emitted by handlers (durably) before their run is recorded.
         publishers: for handlers' ``dead_letter`` targets.
         max_fanout: most child events one attempt may emit.
+        inline_limits: per connector, the longest retry delay waited inline; longer
+            retries are parked. ``default_inline_limit`` for the rest.
+        completions: event type (or glob) -> type of its ``on_complete`` event.
+        history: records events and runs for the developer UI.
+        wall: wall-clock time (epoch seconds), for parked retries' due times.
     """
 
     def __init__(
@@ -131,6 +167,11 @@ class Dispatcher:
         rng: random.Random | None = None,
         max_fanout: int = 10_000,
         tracing: Tracing | None = None,
+        inline_limits: Mapping[str, float] | None = None,
+        default_inline_limit: float = 30.0,
+        completions: Mapping[str, str] | None = None,
+        history: HistoryRecorder | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.router = router
         self.store = store
@@ -145,6 +186,12 @@ class Dispatcher:
         self._handlers = {s.handler_id: s for s in router._subs}
         self.watchdog = Watchdog()
         self.tracing = tracing if tracing is not None and tracing.enabled else None
+        self.inline_limits = dict(inline_limits or {})
+        self.default_inline_limit = default_inline_limit
+        self.completions = dict(completions or {})
+        self._completion_cache: dict[str, str | None] = {}
+        self.history = history
+        self.wall = wall
 
     async def process(self, delivery: Delivery, normalizer: Normalizer) -> Settlement:
         """Normalize, route and run one delivery; the caller settles it with the result."""
@@ -158,8 +205,20 @@ class Dispatcher:
                 self.tracing.rejected(
                     connector, normalizer.transport, delivery.meta, delivery.headers, exc.reason
                 )
-            return await self._reject(delivery, connector, exc)
-        replay = delivery.meta.get("replay_handler") if delivery.meta else None
+            outcome = await self._reject(delivery, connector, exc)
+            parked = delivery.meta.get("parked_id") if delivery.meta else None
+            if parked and outcome is Settlement.ACK:  # dead-lettered: nothing left to retry
+                await self.store.parked_done([parked])
+            return outcome
+        meta = delivery.meta
+        replay = meta.get("replay_handler") if meta else None
+        resume: Resume | None = None
+        if replay and "resume_attempt" in meta:
+            connector = meta.get("connector") or connector
+            resume = Resume(
+                int(meta["resume_attempt"]),
+                tuple(Attempt(**a) for a in meta.get("resume_attempts") or ()),
+            )
         if replay:
             sub = self._handlers.get(replay)
             subs = [sub] if sub is not None else []
@@ -168,15 +227,15 @@ class Dispatcher:
         metrics.observe("bridge_fanout_width", (), float(len(subs)), _WIDTH_BUCKETS)
         tracing = self.tracing
         if tracing is None:
-            return await self._settle_runs(event, subs, connector, replay)
+            return await self._settle_runs(event, subs, connector, replay, resume)
         started = tracing.start_delivery(
             event, delivery.headers, delivery.meta, connector, normalizer.transport
         )
         if started is None:
-            return await self._settle_runs(event, subs, connector, replay)
+            return await self._settle_runs(event, subs, connector, replay, resume)
         span, token = started
         try:
-            outcome = await self._settle_runs(event, subs, connector, replay)
+            outcome = await self._settle_runs(event, subs, connector, replay, resume)
             if outcome is not Settlement.ACK and span is not None:
                 span.set_status(Status(StatusCode.ERROR, "left for redelivery"))
             return outcome
@@ -189,11 +248,29 @@ class Dispatcher:
         subs: Sequence[Subscription[BoundHandler]],
         connector: str,
         replay: str | None,
+        resume: Resume | None = None,
     ) -> Settlement:
+        history = self.history
+        if history is not None:
+            history.event_started(event, connector, _trace_id(event.traceparent))
         if not subs:
-            return await self._unrouted(event, connector, replay)
+            if history is not None:
+                history.event_finished(event, ())
+            outcome = await self._unrouted(event, connector, replay)
+            if resume is not None and replay and outcome is Settlement.ACK:
+                await self.store.parked_done([parked_run_id(event.id, replay)])
+            return outcome
         try:
-            await self.dispatch(event, subs, connector=connector, replay=bool(replay))
+            runs = await self.dispatch(
+                event, subs, connector=connector, replay=bool(replay), resume=resume
+            )
+            if history is not None:
+                if resume is not None:
+                    history.refresh(event.id)
+                else:
+                    history.event_finished(event, [r.status for r in runs])
+            if self.completions and self.emitter is not None:
+                await self._complete(event, runs)
         except StoreError as exc:
             log.error(
                 "store failed; message left for redelivery",
@@ -213,6 +290,7 @@ class Dispatcher:
         *,
         connector: str = "",
         replay: bool = False,
+        resume: Resume | None = None,
     ) -> list[Run]:
         """Run ``event`` through each subscription concurrently; return when every run is final.
 
@@ -231,7 +309,7 @@ class Dispatcher:
             if status == "succeeded" or (status == "dead_lettered" and not replay):
                 runs.append(Run(b.id, "skipped"))
                 continue
-            coros.append(self._run(event, b, pair[1], connector))
+            coros.append(self._run(event, b, pair[1], connector, resume))
         if not coros:
             return runs
         # The first run goes inline in this task; only its siblings need tasks of their own.
@@ -247,15 +325,40 @@ class Dispatcher:
             runs.append(result)
         return runs
 
-    async def _run(self, event: Event[Any], bh: BoundHandler, key: str, connector: str) -> Run:
+    async def _run(
+        self,
+        event: Event[Any],
+        bh: BoundHandler,
+        key: str,
+        connector: str,
+        resume: Resume | None = None,
+    ) -> Run:
+        flow = bh.flow
+        if flow is None:
+            return await self._attempts(event, bh, key, connector, resume)
+        # The concurrency key is held for the whole run, backoffs included.
+        async with flow.hold(event):
+            return await self._attempts(event, bh, key, connector, resume)
+
+    async def _attempts(
+        self,
+        event: Event[Any],
+        bh: BoundHandler,
+        key: str,
+        connector: str,
+        resume: Resume | None,
+    ) -> Run:
         clock = self.clock
         started_run = t0 = clock.time()
-        attempts: list[Attempt] = []
+        attempts: list[Attempt] = list(resume.attempts) if resume else []
         policy = bh.retry
-        number = 0
+        number = resume.attempt - 1 if resume else 0
+        history = self.history
         while True:
             number += 1
-            ctx = Context(event, bh.id, number)
+            if bh.flow is not None and await bh.flow.before_attempt(number):
+                t0 = clock.time()  # budget / rate-limit waits are not the attempt's time
+            ctx = Context(event, bh.id, number, self.store)
             error: BaseException | None = None
             result: Any = None
             try:
@@ -283,19 +386,46 @@ class Dispatcher:
                     await self.store.ledger_record(
                         [LedgerEntry(bh.id, key, event.id, "succeeded", result)]
                     )
+                if resume is not None:
+                    await self.store.parked_done([parked_run_id(event.id, bh.id)])
                 self._finished(bh, bh.succeeded_labels, started_run)
+                if history is not None:
+                    now = clock.time()
+                    done = Attempt(number, time.time() - (now - t0), now - t0)
+                    history.run(
+                        RunRecord(
+                            event.id,
+                            bh.id,
+                            "succeeded",
+                            [*attempts, done],
+                            jsonable_result(result),
+                            None,
+                            [e.id for e in emitted],
+                        )
+                    )
                 return Run(bh.id, "succeeded", result, None, attempts)
             text = _describe(error)
             now = clock.time()
             attempts.append(Attempt(number, time.time() - (now - t0), now - t0, text))
             if isinstance(error, Fatal) or number >= policy.attempts:
                 await self._dead_letter_run(event, bh, key, connector, text, attempts, error)
+                if resume is not None:
+                    await self.store.parked_done([parked_run_id(event.id, bh.id)])
                 self._finished(bh, bh.dead_lettered_labels, started_run)
+                if history is not None:
+                    history.run(RunRecord(event.id, bh.id, "dead_lettered", attempts, None, text))
                 return Run(bh.id, "dead_lettered", error=text, attempts=attempts)
             delay = policy.delay(number, self.rng)
             if isinstance(error, RetryAfter):
                 delay = max(delay, error.delay)
             self.metrics.inc("bridge_retries_total", bh.labels)
+            if delay > self.inline_limits.get(connector, self.default_inline_limit):
+                await self._park(event, bh, connector, number + 1, delay, attempts)
+                if history is not None:
+                    history.run(RunRecord(event.id, bh.id, "parked", attempts, None, text))
+                return Run(bh.id, "parked", error=text, attempts=attempts)
+            if history is not None:
+                history.run(RunRecord(event.id, bh.id, "running", list(attempts), None, text))
             log.warning(
                 "attempt failed; retrying",
                 extra={
@@ -310,6 +440,108 @@ class Dispatcher:
             )
             await clock.sleep(delay)
             t0 = clock.time()
+
+    async def _park(
+        self,
+        event: Event[Any],
+        bh: BoundHandler,
+        connector: str,
+        attempt: int,
+        delay: float,
+        attempts: list[Attempt],
+    ) -> None:
+        due = self.wall() + delay
+        await self.store.parked_put(
+            [
+                ParkedRun(
+                    id=parked_run_id(event.id, bh.id),
+                    handler=bh.id,
+                    event=event.to_dict(),
+                    connector=connector,
+                    attempt=attempt,
+                    due_at=due,
+                    attempts=list(attempts),
+                )
+            ]
+        )
+        self.metrics.inc("bridge_runs_parked_total", bh.labels)
+        log.warning(
+            "attempt failed; retry parked",
+            extra={
+                "correlation_id": event.correlationid,
+                "event_id": event.id,
+                "event_type": event.type,
+                "handler": bh.id,
+                "attempt": attempt - 1,
+                "retry_in": round(delay, 3),
+                "error": attempts[-1].error if attempts else None,
+            },
+        )
+
+    def _completion_type(self, event_type: str) -> str | None:
+        cache = self._completion_cache
+        if event_type in cache:
+            return cache[event_type]
+        found = self.completions.get(event_type)
+        if found is None:
+            for pattern, target in self.completions.items():
+                if fnmatch.fnmatchcase(event_type, pattern):
+                    found = target
+                    break
+        cache[event_type] = found
+        return found
+
+    async def _complete(self, event: Event[Any], runs: Sequence[Run]) -> None:
+        """Emit the ``on_complete`` event once every run of ``event`` is final."""
+        target = self._completion_type(event.type)
+        if target is None or any(r.status == "parked" for r in runs):
+            return
+        subs = self.router.match(event)
+        outcomes: dict[str, dict[str, Any]] = {}
+        for r in runs:
+            if r.status == "succeeded":
+                outcomes[r.handler] = {"status": "succeeded", "result": jsonable_result(r.result)}
+            elif r.status == "dead_lettered":
+                outcomes[r.handler] = {"status": "dead_lettered", "error": r.error}
+        missing = [(s.target.id, s.target.key(event)) for s in subs if s.target.id not in outcomes]
+        if missing:
+            if not self.ledger:
+                return
+            found = await self.store.ledger_get(missing)
+            if len(found) < len(missing):
+                return  # a branch is parked, or still running elsewhere: not complete yet
+            for (handler, _), entry in found.items():
+                if entry.status == "succeeded":
+                    outcomes[handler] = {"status": "succeeded", "result": entry.result}
+                else:
+                    outcomes[handler] = {"status": "dead_lettered", "error": entry.result}
+        if not outcomes:
+            return
+        ordered = {h: outcomes[h] for h in sorted(outcomes)}
+        failed = [h for h, o in ordered.items() if o["status"] != "succeeded"]
+        done: Event[Any] = Event(
+            id=completion_event_id(event.id),
+            source="bridge://on_complete",
+            type=target,
+            data={
+                "event": {"id": event.id, "type": event.type, "subject": event.subject},
+                "status": "partial"
+                if failed and len(failed) < len(ordered)
+                else ("dead_lettered" if failed else "succeeded"),
+                "succeeded": len(ordered) - len(failed),
+                "dead_lettered": len(failed),
+                "failed": failed,
+                "runs": ordered,
+            },
+            time=now_iso(),
+            subject=event.subject,
+            correlationid=event.correlationid or event.id,
+            traceparent=event.traceparent,
+            tracestate=event.tracestate,
+            parentid=event.id,
+        )
+        if self.emitter is not None:
+            await self.emitter([done])
 
     async def _attempt(self, bh: BoundHandler, event: Event[Any], ctx: Context) -> Any:
         deadline = self.watchdog.arm(bh.timeout)
@@ -511,3 +743,11 @@ def _trace_id(traceparent: str | None) -> str | None:
     if traceparent and len(traceparent) >= 35:
         return traceparent[3:35]
     return None
+
+
+def jsonable_result(value: Any) -> Any:
+    """A handler's result as plain JSON values (for the history and completion events)."""
+    try:
+        return orjson.loads(orjson.dumps(jsonable(value), default=str))
+    except (TypeError, orjson.JSONEncodeError):
+        return repr(value)

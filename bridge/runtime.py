@@ -21,10 +21,13 @@ from bridge.config import BridgeConfig, connector_kinds, handler_kinds
 from bridge.dispatch import BoundHandler, Clock, Dispatcher
 from bridge.errors import ConnectorError
 from bridge.events import Event, EventCatalog, load_schema
+from bridge.flow import Budgets, HandlerFlow
+from bridge.history import HistoryRecorder
 from bridge.inbox import Inbox, InboxSource
 from bridge.metrics import Metrics
 from bridge.normalize import Normalizer
 from bridge.routing import Router, Subscription, compile_filter
+from bridge.scheduler import JoinSweeper, ParkedSource
 from bridge.store import Store, create_store
 from bridge.templates import EVENT_ROOTS, Template
 from bridge.tracing import Tracing
@@ -40,6 +43,7 @@ from connectors.base import (
     Source,
 )
 from handlers.base import HandlerEnv
+from handlers.join import JoinHandler
 
 log = logging.getLogger("bridge.runtime")
 
@@ -101,6 +105,8 @@ class Runtime:
         self._ready = False
         self.loop_lag = 0.0
         self.dispatcher: Dispatcher | None = None
+        self.history: HistoryRecorder | None = None
+        self.join_sweeper: JoinSweeper | None = None
         self.server: Any = None
 
     # ------------------------------------------------------------------ build
@@ -117,9 +123,13 @@ class Runtime:
     def _build_handlers(self) -> Router[BoundHandler]:
         kinds = handler_kinds()
         env = HandlerEnv(
-            catalog=self.catalog, publishers=self.publishers, base_dir=str(self.cfg.base_dir)
+            catalog=self.catalog,
+            publishers=self.publishers,
+            base_dir=str(self.cfg.base_dir),
+            store=self.store,
         )
         defaults = self.cfg.defaults
+        budgets = Budgets(self.cfg.retry_budgets, self._clock)
         subs = []
         for hc in self.cfg.handlers:
             handler = kinds[hc.type].build(hc, env)
@@ -130,6 +140,7 @@ class Runtime:
                 timeout=hc.timeout if hc.timeout is not None else defaults.timeout,
                 idempotency_key=Template(hc.idempotency_key, EVENT_ROOTS),
                 limiter=asyncio.Semaphore(hc.concurrency) if hc.concurrency else None,
+                flow=HandlerFlow.from_config(hc, budgets, self._clock),
                 dead_letter=hc.dead_letter,
             )
             self.handlers[hc.id] = bound
@@ -169,6 +180,10 @@ class Runtime:
         normalizer = Normalizer(name, "inbox", EventMapping(), self.catalog, limit)
         source = InboxSource(self.inbox, name=name)
         self.slots.append(SourceSlot(name, source, normalizer, self.cfg.server.api.max_in_flight))
+        # Parked retries come back through the scheduler when they are due.
+        normalizer = Normalizer("scheduler", "inbox", EventMapping(), self.catalog, limit)
+        parked = ParkedSource(self.store)
+        self.slots.append(SourceSlot("scheduler", parked, normalizer, 100))
 
     def _build_ingresses(self, kinds: Mapping[str, Any], limit: int) -> None:
         for name, conn in self.cfg.connectors.items():
@@ -184,11 +199,34 @@ class Runtime:
             )
             self.ingresses[name] = factory(conn, name, env)
 
+    def history_enabled(self) -> bool:
+        """The run history is on when configured, or by default when the UI is on."""
+        enabled = self.cfg.history.enabled
+        if enabled is None:
+            ui = getattr(self.cfg.server, "ui", None)
+            enabled = bool(ui is not None and getattr(ui, "enabled", False))
+        return enabled
+
     def build(self) -> None:
         """Create publishers, handlers, sources and the dispatcher (no I/O)."""
         self._build_publishers()
         router = self._build_handlers()
         self._build_sources()
+        cfg = self.cfg
+        if self.history_enabled():
+            self.history = HistoryRecorder(
+                self.store, max_age=cfg.history.max_age, max_events=cfg.history.max_events
+            )
+        joins = {
+            h.id: h.handler for h in self.handlers.values() if isinstance(h.handler, JoinHandler)
+        }
+        if joins:
+            self.join_sweeper = JoinSweeper(self.store, joins, self.inbox.wakeup.set)
+        inline_limits = {
+            name: conn.consume.inline_retry_limit
+            for name, conn in cfg.connectors.items()
+            if conn.consume is not None and conn.consume.inline_retry_limit is not None
+        }
         self.dispatcher = Dispatcher(
             router,
             self.store,
@@ -199,6 +237,11 @@ class Runtime:
             metrics=self.metrics,
             clock=self._clock,
             tracing=self.tracing,
+            max_fanout=cfg.max_fanout,
+            inline_limits=inline_limits,
+            default_inline_limit=cfg.defaults.inline_retry_limit,
+            completions={t: s.on_complete for t, s in cfg.events.items() if s.on_complete},
+            history=self.history,
         )
 
     async def emit(self, events: list[Event[Any]] | Any) -> None:
@@ -248,6 +291,10 @@ class Runtime:
                     for name, ingress in self.ingresses.items()
                     if isinstance(ingress, Background)
                 ]
+                if self.join_sweeper is not None:
+                    background.append(group.create_task(self.join_sweeper.run(), name="joins"))
+                if self.history is not None:
+                    await self.history.start()
                 lag = group.create_task(self._watch_loop_lag(), name="loop-lag")
                 self._ready = True
                 log.info(
@@ -375,6 +422,8 @@ class Runtime:
     async def _close(self) -> None:
         if self.dispatcher is not None:
             await self.dispatcher.close()
+        if self.history is not None:
+            await self.history.close()
         if self.server is not None:
             await self.server.stop()
         for name, publisher in self.publishers.items():

@@ -31,6 +31,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bridge.duration import Duration
+
 
 class Settlement(enum.Enum):
     """How a delivery ends: ``ACK`` (done) or ``RETRY_LATER`` (redeliver)."""
@@ -201,6 +203,11 @@ class ConsumeConfig(BaseModel):
     )
     ordering: Literal["key", "partition", "none"] = Field(
         "none", description="Transports that can order (Kafka, SQS FIFO) honour it."
+    )
+    inline_retry_limit: Duration | None = Field(
+        None,
+        description="A retry whose delay is longer than this is parked in the store and the "
+        "message settled. Default: `defaults.inline_retry_limit` (30s).",
     )
 
 

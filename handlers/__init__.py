@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from handlers import emit, http, log, publish, python
+from handlers import emit, http, join, log, publish, python
 from handlers.base import Handler, HandlerConfig, HandlerEnv, HandlerKind
 
 KINDS: dict[str, HandlerKind] = {
@@ -12,6 +12,7 @@ KINDS: dict[str, HandlerKind] = {
     "log": HandlerKind(log.LogHandlerConfig, log.build),
     "publish": HandlerKind(publish.PublishHandlerConfig, publish.build),
     "http": HandlerKind(http.HttpHandlerConfig, http.build),
+    "join": HandlerKind(join.JoinHandlerConfig, join.build),
 }
 
 __all__ = ["KINDS", "Handler", "HandlerConfig", "HandlerEnv", "HandlerKind"]

@@ -140,6 +140,7 @@ class HandlerEnv:
     catalog: EventCatalog
     publishers: Mapping[str, Publisher] = field(default_factory=dict)
     base_dir: str = "."
+    store: Any = None
 
 
 @dataclass(frozen=True, slots=True)

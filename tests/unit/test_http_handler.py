@@ -96,6 +96,7 @@ server: {{listen: "127.0.0.1:{port}"}}
 defaults:
   retry: {{attempts: 3, min_delay: 1s, max_delay: 2s, jitter: 0}}
   timeout: 300ms
+  inline_retry_limit: 1h  # Retry-After waits are what this test watches: keep them inline
 events:
   t/*: {{schema: none}}
 handlers:

@@ -1,0 +1,177 @@
+"""The scheduler: parked retries and join deadlines, in every bridge process.
+
+``ParkedSource`` is a source like any broker's: it claims parked runs that are
+due (a lease in the store, so two replicas never run the same one at once) and
+yields each as a delivery for its one handler, resuming at its next attempt.
+The dispatcher forgets the parked run when it becomes final or parks it again;
+a delivery left for redelivery (shutdown) releases its lease, and a process
+that dies mid-run leaves a lease that expires, so the run is claimed again.
+
+``JoinSweeper`` closes joins whose deadline passed, once across replicas, and
+forgets buffered join members and closed joins that are past keeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import asdict
+from functools import partial
+from typing import Any, Protocol
+
+import orjson
+
+from bridge.store.base import InboxEntry, Join, ParkedRun, Store
+from connectors.base import ConnectorStatus, Delivery, Settlement
+
+log = logging.getLogger("bridge.scheduler")
+_CE_JSON = {"content-type": "application/cloudevents+json"}
+
+
+class ParkedSource:
+    """Yields parked runs that are due as deliveries.
+
+    Args:
+        store: where runs are parked.
+        name: the source's name (metrics, logs).
+        poll_interval: seconds between looks for due runs.
+        batch: most runs claimed at once.
+        lease: seconds a claimed run stays reserved for this process.
+        wall: wall-clock time (epoch seconds).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        name: str = "scheduler",
+        poll_interval: float = 1.0,
+        batch: int = 64,
+        lease: float = 300.0,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.name = name
+        self.poll_interval = poll_interval
+        self.batch = batch
+        self.lease = lease
+        self.wall = wall
+        self._stopped = asyncio.Event()
+        self._connected = True
+        self._in_flight = 0
+
+    async def start(self) -> None:
+        self._stopped.clear()
+
+    async def deliveries(self) -> AsyncIterator[Delivery]:
+        while not self._stopped.is_set():
+            try:
+                runs = await self.store.parked_claim(self.wall(), self.batch, self.lease)
+                self._connected = True
+            except Exception as exc:  # the store may be down; keep trying, report not ready
+                self._connected = False
+                log.error("cannot claim parked runs", extra={"error": str(exc)})
+                runs = []
+            for run in runs:
+                self._in_flight += 1
+                yield self._delivery(run)
+            if len(runs) < self.batch:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped.wait(), self.poll_interval)
+
+    def _delivery(self, run: ParkedRun) -> Delivery:
+        meta: dict[str, Any] = {
+            "message_id": run.event.get("id"),
+            "replay_handler": run.handler,
+            "resume_attempt": run.attempt,
+            "resume_attempts": [asdict(a) for a in run.attempts],
+            "connector": run.connector,
+            "parked_id": run.id,
+        }
+        return Delivery(
+            orjson.dumps(run.event), _CE_JSON, meta, partial(self._settle, run), self.name
+        )
+
+    async def _settle(self, run: ParkedRun, outcome: Settlement) -> None:
+        self._in_flight -= 1
+        if outcome is not Settlement.ACK:
+            # Not done (shutdown, store trouble): give the run back, due now.
+            await self.store.parked_put([run])
+
+    async def stop(self, deadline: float) -> None:
+        self._stopped.set()
+
+    def status(self) -> ConnectorStatus:
+        return ConnectorStatus(self._connected, lag={"in_flight": float(self._in_flight)})
+
+
+class JoinOwner(Protocol):
+    """A join handler: builds the event that reports a join's outcome."""
+
+    def outcome_entry(self, join: Join, status: str) -> InboxEntry: ...
+
+
+class JoinSweeper:
+    """Times out joins past their deadline and purges join state past keeping.
+
+    Args:
+        store: where joins live.
+        owners: join handlers by id.
+        wake: called when an outcome event was put in the inbox.
+        keep_closed: seconds a closed join is kept (late members find it closed).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        owners: Mapping[str, JoinOwner],
+        wake: Callable[[], None],
+        *,
+        poll_interval: float = 1.0,
+        keep_closed: float = 7 * 86_400.0,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.owners = dict(owners)
+        self.wake = wake
+        self.poll_interval = poll_interval
+        self.keep_closed = keep_closed
+        self.wall = wall
+        self._last_purge = 0.0
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception as exc:  # the store may be down: try again next round
+                log.error("join sweep failed", extra={"error": str(exc)})
+            await asyncio.sleep(self.poll_interval)
+
+    async def sweep(self) -> int:
+        """Close due joins as timed out; returns how many this process closed."""
+        now = self.wall()
+        closed = 0
+        for join in await self.store.join_due(now, 100):
+            owner = self.owners.get(join.handler)
+            if owner is None:
+                continue
+            entry = owner.outcome_entry(join, "timed_out")
+            if await self.store.join_close(join.id, "timed_out", entry):
+                closed += 1
+                log.info(
+                    "join timed out",
+                    extra={
+                        "handler": join.handler,
+                        "join_id": join.id,
+                        "members": len(join.members),
+                    },
+                )
+        if closed:
+            self.wake()
+        if now - self._last_purge > 60.0:
+            self._last_purge = now
+            await self.store.join_purge(now, now - self.keep_closed)
+        return closed
