@@ -7,12 +7,14 @@ so a test can tell which process run executed what. The file is
 
 Behaviour knobs (environment):
     BRIDGE_TEST_SLOW_SECONDS   ``slow`` sleeps this long (default 1.0)
-    BRIDGE_TEST_FAIL_RATE      ``flaky`` fails this fraction of attempts (default 0.2)
+    BRIDGE_TEST_FAIL_RATE      ``flaky`` and ``hashed`` fail this fraction of attempts (default 0.2)
+    BRIDGE_TEST_FATAL_RATE     ``hashed`` fails this fraction of events permanently (default 0.01)
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import random
 from typing import Any
@@ -88,4 +90,38 @@ async def gated(event: Event[Any], ctx: Context) -> None:
     """Fail while the file ``BRIDGE_TEST_GATE`` exists; record once it is gone."""
     if os.path.exists(os.environ["BRIDGE_TEST_GATE"]):
         raise RuntimeError("the gate is closed")
+    _write(_line(event, ctx, _key(event)))
+
+
+def fate(event_id: str, attempt: int, fail_rate: float, fatal_rate: float) -> str:
+    """``hashed``'s outcome of one attempt: "fatal", "fail" or "ok", a pure function of its inputs.
+
+    An event is fatal on every attempt with probability ``fatal_rate``; otherwise each
+    attempt fails with probability ``fail_rate``, drawn from a hash of (event id, attempt),
+    so a test can compute what must succeed and what must be dead-lettered.
+    """
+    if _draw(event_id, "fatal") < fatal_rate:
+        return "fatal"
+    return "fail" if _draw(event_id, str(attempt)) < fail_rate else "ok"
+
+
+def _draw(*parts: str) -> float:
+    digest = hashlib.sha256("\x00".join(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+async def hashed(event: Event[Any], ctx: Context) -> None:
+    """Fail deterministically by ``fate``, recording every attempt (extra: fail, fatal or the key)."""
+    outcome = fate(
+        event.id,
+        ctx.attempt,
+        float(os.environ.get("BRIDGE_TEST_FAIL_RATE", "0.2")),
+        float(os.environ.get("BRIDGE_TEST_FATAL_RATE", "0.01")),
+    )
+    if outcome == "fatal":
+        _write(_line(event, ctx, "fatal"))
+        raise Fatal("permanent failure (by hash)")
+    if outcome == "fail":
+        _write(_line(event, ctx, "fail"))
+        raise RuntimeError(f"transient failure (by hash, attempt {ctx.attempt})")
     _write(_line(event, ctx, _key(event)))
