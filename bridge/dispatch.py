@@ -225,6 +225,12 @@ class Dispatcher:
         else:
             subs = self.router.match(event)
         metrics.observe("bridge_fanout_width", (), float(len(subs)), _WIDTH_BUCKETS)
+        if not subs and resume is not None:
+            # A parked run whose handler is gone: dead-letter it once, then forget it.
+            outcome = await self._settle_runs(event, subs, connector, replay, resume)
+            if outcome is Settlement.ACK:
+                await self.store.parked_done([meta["parked_id"]])
+            return outcome
         tracing = self.tracing
         if tracing is None:
             return await self._settle_runs(event, subs, connector, replay, resume)
@@ -256,10 +262,7 @@ class Dispatcher:
         if not subs:
             if history is not None:
                 history.event_finished(event, ())
-            outcome = await self._unrouted(event, connector, replay)
-            if resume is not None and replay and outcome is Settlement.ACK:
-                await self.store.parked_done([parked_run_id(event.id, replay)])
-            return outcome
+            return await self._unrouted(event, connector, replay)
         try:
             runs = await self.dispatch(
                 event, subs, connector=connector, replay=bool(replay), resume=resume
