@@ -1,4 +1,4 @@
-"""The ``bridge`` command: run | validate | schema | send | dlq.
+"""The ``bridge`` command: run | validate | schema | send | dlq | dev | test.
 
 Exit codes: 0 success, 1 invalid config or failed command, 2 usage error.
 """
@@ -67,6 +67,21 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     dreplay.add_argument("--handler", help="replay to this handler instead of the one that failed")
     ddiscard = dsub.add_parser("discard", help="mark a dead letter discarded")
     ddiscard.add_argument("id")
+
+    dev = sub.add_parser(
+        "dev", help="run for development: readable logs, the UI, reload, embedded brokers"
+    )
+    with_config(dev)
+    dev.add_argument("--listen", default=settings.listen, help="override server.listen")
+    dev.add_argument("--store", default=settings.store, help="override the store URL")
+    dev.add_argument("--log-level", default=settings.log_level or "INFO")
+    dev.add_argument("--no-reload", action="store_true", help="do not restart on changes")
+    dev.add_argument("--no-brokers", action="store_true", help="never start embedded Kafka or SQS")
+
+    test = sub.add_parser("test", help="check a config against cases, without brokers")
+    with_config(test)
+    test.add_argument("cases", help="the cases file (YAML)")
+    test.add_argument("--log-level", default="CRITICAL", help="handlers' and the bridge's logs")
     return parser
 
 
@@ -85,6 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_send(args))
         if args.command == "dlq":
             return asyncio.run(_dlq(args))
+        if args.command == "dev":
+            from bridge.devmode import run_dev
+
+            return run_dev(args)
+        if args.command == "test":
+            return _test(args)
     except ConfigError as exc:
         _print_config_error(exc)
         return 1
@@ -138,6 +159,18 @@ def _run(args: argparse.Namespace) -> int:
 
     asyncio.run(main())
     return 0
+
+
+def _test(args: argparse.Namespace) -> int:
+    from bridge.casetest import load_cases, report, run_cases
+    from bridge.telemetry import configure_logging
+
+    cfg = load_config(args.config)
+    cases = load_cases(args.cases)
+    configure_logging("console", args.log_level.upper())
+    outcomes = asyncio.run(run_cases(cfg, cases))
+    print(report(outcomes))
+    return 0 if all(o.passed for o in outcomes) else 1
 
 
 def _override(cfg: BridgeConfig, args: argparse.Namespace) -> None:

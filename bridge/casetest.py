@@ -1,0 +1,414 @@
+"""``bridge test -c FILE CASES.yaml``: unit tests for a config file, without brokers.
+
+Each case hands one message to a connector's normalizer in-process (the same
+``Normalizer`` the runtime builds), routes the event with the config's handlers
+and filters, and, when the case states run outcomes, runs the matched handlers
+through the real ``Dispatcher`` with a memory store and a clock that does not
+wait (retry delays pass at once, and none is parked). Handlers named in
+``stubs`` return a recorded result or raise a recorded error instead of running.
+
+```yaml
+cases:
+  - name: a signup reaches every handler
+    connector: api                 # a consuming connector, or `api` (the event API)
+    message:
+      body: {specversion: "1.0", id: s1, type: subscriber/created, data: {...}}
+      headers: {x-correlation-id: flow-1}
+      meta: {topic: signups}
+    stubs:
+      send-welcome-email: {result: {message_id: m1}}
+      create-profile: {error: "RuntimeError: down"}          # fails every attempt
+    expect:
+      event: {type: subscriber/created, id: s1, correlation_id: flow-1, data: {email: a@b.c}}
+      handlers: [send-welcome-email, create-profile]         # exactly these match
+      runs:
+        send-welcome-email: succeeded
+        create-profile: {status: dead_lettered, attempts: 5, error: down}
+      emitted: [{type: profile/created}]
+  - name: a bad address is rejected
+    message: {body: {...}}
+    expect: {invalid: schema}      # the reason of the dead letter it becomes
+```
+
+``data`` (and ``result``) match as a subset: every key given must be there with
+that value; lists must match whole. ``error`` matches as a substring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bridge.config import BridgeConfig
+from bridge.context import Context
+from bridge.errors import ConfigError, ConfigIssue, Fatal, InvalidEvent
+from bridge.events import Event
+from bridge.normalize import Normalizer
+from bridge.store.memory import MemoryStore
+from connectors.base import Delivery
+
+RunOutcome = Literal["succeeded", "dead_lettered", "skipped", "parked"]
+_UNSET: Any = object()
+
+
+class Message(BaseModel):
+    """The input message: a JSON value or a string body, headers and transport metadata."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    body: Any = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    def delivery(self, connector: str) -> Delivery:
+        body = self.body if isinstance(self.body, str) else orjson.dumps(self.body).decode()
+        return Delivery(body.encode(), dict(self.headers), dict(self.meta), connector=connector)
+
+
+class Stub(BaseModel):
+    """A handler's recorded behaviour: return ``result``, or raise ``error`` (every
+    attempt, or only the first ``fail_attempts``); ``fatal`` raises ``bridge.Fatal``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    result: Any = None
+    error: str | None = None
+    fail_attempts: int | None = Field(None, ge=1)
+    fatal: bool = False
+
+
+class ExpectEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str | None = None
+    id: str | None = None
+    source: str | None = None
+    subject: str | None = None
+    correlation_id: str | None = None
+    parent_id: str | None = None
+    data: Any = _UNSET
+
+
+class ExpectRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: RunOutcome
+    attempts: int | None = Field(None, ge=0, description="Failed attempts recorded.")
+    error: str | None = None
+    result: Any = _UNSET
+
+
+class ExpectEmitted(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    data: Any = _UNSET
+
+
+class Expect(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    invalid: str | None = Field(None, description="The message must be rejected with this reason.")
+    event: ExpectEvent | None = None
+    handlers: list[str] | None = None
+    runs: dict[str, RunOutcome | ExpectRun] = Field(default_factory=dict)
+    emitted: list[ExpectEmitted] | None = None
+
+
+class Case(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    connector: str = "api"
+    message: Message
+    stubs: dict[str, Stub] = Field(default_factory=dict)
+    run: bool | None = Field(
+        None, description="Run the matched handlers; default: when runs or emitted are expected."
+    )
+    expect: Expect = Field(default_factory=Expect)
+
+
+class CaseFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cases: list[Case]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One case's verdict: its differences from what was expected (none: it passed)."""
+
+    name: str
+    diffs: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.diffs
+
+
+def load_cases(path: str | Path) -> list[Case]:
+    """Read a cases file.
+
+    Raises:
+        ConfigError: unreadable, not YAML, or not the expected shape (with each problem's path).
+    """
+    source = str(path)
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError([ConfigIssue("", f"cannot read cases: {exc.strerror}")], source) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigIssue("", f"invalid YAML: {exc}")], source) from None
+    try:
+        return CaseFile.model_validate(raw).cases
+    except ValidationError as exc:
+        issues = [
+            ConfigIssue(".".join(str(p) for p in err["loc"]), err["msg"])
+            for err in exc.errors(include_url=False)
+        ]
+        raise ConfigError(issues, source) from None
+
+
+class _StubHandler:
+    def __init__(self, stub: Stub) -> None:
+        self.stub = stub
+
+    async def invoke(self, event: Event[Any], ctx: Context) -> Any:
+        stub = self.stub
+        failing = stub.error is not None and (
+            stub.fail_attempts is None or ctx.attempt <= stub.fail_attempts
+        )
+        if failing:
+            raise _recorded_error(stub.error or "", stub.fatal)
+        return stub.result
+
+
+def _recorded_error(text: str, fatal: bool) -> Exception:
+    """``"TimeoutError: slow"`` -> ``TimeoutError("slow")`` for a built-in exception name,
+    else ``RuntimeError(text)``; ``Fatal`` when ``fatal``."""
+    import builtins
+
+    name, sep, message = text.partition(": ")
+    kind = getattr(builtins, name if sep else text, None)
+    if isinstance(kind, type) and issubclass(kind, Exception):
+        return Fatal(text) if fatal else kind(message) if sep else kind()
+    return Fatal(text) if fatal else RuntimeError(text)
+
+
+class _NoWait:
+    """A clock whose sleeps return at once: retry delays pass instantly."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+class CaseRunner:
+    """Runs cases against one config, each with a fresh runtime and memory store."""
+
+    def __init__(self, cfg: BridgeConfig) -> None:
+        self.cfg = cfg
+        _never_park(cfg)
+
+    async def run(self, case: Case) -> Outcome:
+        from bridge.runtime import Runtime
+
+        outcome = Outcome(case.name)
+        runtime = Runtime(self.cfg, store=MemoryStore(), clock=_NoWait())
+        runtime.build()
+        normalizer = _normalizer(runtime, case.connector)
+        if normalizer is None:
+            consuming = [n for n, c in self.cfg.connectors.items() if c.consume is not None]
+            names = sorted({"api", *consuming})
+            outcome.diffs.append(
+                f"connector: no consuming connector {case.connector!r} (known: {', '.join(names)})"
+            )
+            return outcome
+        unknown = sorted(set(case.stubs) - set(runtime.handlers))
+        if unknown:
+            outcome.diffs.append(f"stubs: no handler {', '.join(map(repr, unknown))}")
+            return outcome
+        for handler_id, stub in case.stubs.items():
+            runtime.handlers[handler_id].handler = _StubHandler(stub)
+        await runtime.store.open()
+        try:
+            await self._check(case, runtime, normalizer, outcome)
+        finally:
+            if runtime.dispatcher is not None:
+                await runtime.dispatcher.close()
+            await runtime.store.close()
+        return outcome
+
+    async def _check(
+        self, case: Case, runtime: Any, normalizer: Normalizer, outcome: Outcome
+    ) -> None:
+        expect = case.expect
+        diffs = outcome.diffs
+        try:
+            event = normalizer(case.message.delivery(normalizer.connector))
+        except InvalidEvent as exc:
+            if expect.invalid is None:
+                diffs.append(f"message: rejected as {exc.reason}: {exc.detail}")
+            elif expect.invalid != exc.reason:
+                diffs.append(f"invalid: expected {expect.invalid!r}, got {exc.reason!r}")
+            return
+        if expect.invalid is not None:
+            diffs.append(f"invalid: expected {expect.invalid!r}, but it became event {event.type}")
+        if expect.event is not None:
+            diffs.extend(_event_diffs(expect.event, event))
+        dispatcher = runtime.dispatcher
+        subs = dispatcher.router.match(event)
+        matched = [s.handler_id for s in subs]
+        if expect.handlers is not None and sorted(expect.handlers) != sorted(matched):
+            missing = sorted(set(expect.handlers) - set(matched))
+            extra = sorted(set(matched) - set(expect.handlers))
+            parts = [
+                f"missing {missing}" if missing else "",
+                f"unexpected {extra}" if extra else "",
+            ]
+            diffs.append(
+                f"handlers: expected {sorted(expect.handlers)}, got {sorted(matched)} "
+                f"({'; '.join(p for p in parts if p)})"
+            )
+        should_run = case.run if case.run is not None else bool(expect.runs or expect.emitted)
+        if not should_run:
+            return
+        runs = {
+            r.handler: r
+            for r in await dispatcher.dispatch(event, subs, connector=normalizer.connector)
+        }
+        for handler_id, want in expect.runs.items():
+            spec = want if isinstance(want, ExpectRun) else ExpectRun(status=want)
+            diffs.extend(_run_diffs(handler_id, spec, runs.get(handler_id)))
+        if expect.emitted is not None:
+            pending = await runtime.store.inbox_pending(0, 10_000)
+            emitted = [orjson.loads(e.body) for e in pending]
+            diffs.extend(_emitted_diffs(expect.emitted, emitted))
+
+
+def _normalizer(runtime: Any, connector: str) -> Normalizer | None:
+    for slot in runtime.slots:
+        if slot.name == connector or (
+            connector in ("api", "inbox") and slot.name in ("api", "inbox")
+        ):
+            return slot.normalizer  # type: ignore[no-any-return]
+    return None
+
+
+def _never_park(cfg: BridgeConfig) -> None:
+    """Every retry waits inline (on the instant clock), so a run ends final, never parked."""
+    if hasattr(cfg.defaults, "inline_retry_limit"):
+        cfg.defaults.inline_retry_limit = math.inf
+    for conn in cfg.connectors.values():
+        if (
+            conn.consume is not None
+            and getattr(conn.consume, "inline_retry_limit", None) is not None
+        ):
+            conn.consume.inline_retry_limit = math.inf
+
+
+def _event_diffs(want: ExpectEvent, event: Event[Any]) -> Iterator[str]:
+    got = {
+        "type": event.type,
+        "id": event.id,
+        "source": event.source,
+        "subject": event.subject,
+        "correlation_id": event.correlationid,
+        "parent_id": event.parentid,
+    }
+    for name, value in got.items():
+        expected = getattr(want, name)
+        if expected is not None and expected != value:
+            yield f"event.{name}: expected {expected!r}, got {value!r}"
+    if want.data is not _UNSET:
+        yield from subset_diffs(want.data, event.data_json(), "event.data")
+
+
+def _run_diffs(handler_id: str, want: ExpectRun, run: Any) -> Iterator[str]:
+    where = f"runs.{handler_id}"
+    if run is None:
+        yield f"{where}: expected {want.status}, but the handler did not run"
+        return
+    if run.status != want.status:
+        why = f" ({run.error})" if run.error else ""
+        yield f"{where}.status: expected {want.status}, got {run.status}{why}"
+    if want.attempts is not None and len(run.attempts) != want.attempts:
+        yield f"{where}.attempts: expected {want.attempts} failed, got {len(run.attempts)}"
+    if want.error is not None and want.error not in (run.error or ""):
+        yield f"{where}.error: expected to contain {want.error!r}, got {run.error!r}"
+    if want.result is not _UNSET:
+        from bridge.events import jsonable
+
+        yield from subset_diffs(want.result, jsonable(run.result), f"{where}.result")
+
+
+def _emitted_diffs(want: Sequence[ExpectEmitted], emitted: list[dict[str, Any]]) -> Iterator[str]:
+    got_types = [e.get("type") for e in emitted]
+    want_types = [w.type for w in want]
+    if sorted(got_types, key=str) != sorted(want_types):
+        yield f"emitted: expected types {sorted(want_types)}, got {sorted(got_types, key=str)}"
+        return
+    remaining = list(emitted)
+    for item in want:
+        if item.data is _UNSET:
+            continue
+        candidates = [e for e in remaining if e.get("type") == item.type]
+        match = next(
+            (e for e in candidates if not list(subset_diffs(item.data, e.get("data"), ""))), None
+        )
+        if match is None:
+            yield f"emitted: no {item.type} event has data matching {orjson.dumps(item.data).decode()}"
+        else:
+            remaining.remove(match)
+
+
+def subset_diffs(want: Any, got: Any, path: str) -> Iterator[str]:
+    """Where ``got`` differs from ``want``: mappings as subsets (key by key), the rest whole."""
+    if isinstance(want, Mapping):
+        if not isinstance(got, Mapping):
+            yield f"{path}: expected an object, got {_show(got)}"
+            return
+        for key, value in want.items():
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in got:
+                yield f"{sub}: missing (expected {_show(value)})"
+            else:
+                yield from subset_diffs(value, got[key], sub)
+        return
+    if want != got:
+        yield f"{path}: expected {_show(want)}, got {_show(got)}"
+
+
+def _show(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+def report(outcomes: Sequence[Outcome]) -> str:
+    """The readable report: PASS/FAIL per case, each difference indented, a summary line."""
+    lines = []
+    for o in outcomes:
+        lines.append(f"{'PASS' if o.passed else 'FAIL'}  {o.name}")
+        lines.extend(f"      - {d}" for d in o.diffs)
+    failed = sum(1 for o in outcomes if not o.passed)
+    lines.append(f"{len(outcomes) - failed} passed, {failed} failed")
+    return "\n".join(lines)
+
+
+async def run_cases(cfg: BridgeConfig, cases: Sequence[Case]) -> list[Outcome]:
+    """Run every case in order; never raises for a failing case."""
+    runner = CaseRunner(cfg)
+    return [await runner.run(case) for case in cases]

