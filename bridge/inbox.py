@@ -5,11 +5,17 @@ yields them as deliveries like any broker would, and marks each done when it is
 settled. Entries still pending after a crash are delivered again on start. The
 source is woken at once by puts in this process and polls for entries written by
 other processes (``bridge dlq replay``, other replicas).
+
+On a store that several replicas share (PostgreSQL), each replica claims the
+entries it processes with a lease that it renews while they run; an entry whose
+holder died is claimed by another replica once the lease runs out. On a store of
+one process (SQLite), a cursor over pending entries is enough.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -49,7 +55,13 @@ class InboxSource:
     """Yields pending inbox entries as deliveries."""
 
     def __init__(
-        self, inbox: Inbox, *, name: str = "api", poll_interval: float = 1.0, batch: int = 256
+        self,
+        inbox: Inbox,
+        *,
+        name: str = "api",
+        poll_interval: float = 1.0,
+        batch: int = 256,
+        lease: float = 30.0,
     ) -> None:
         self.inbox = inbox
         self.name = name
@@ -60,11 +72,53 @@ class InboxSource:
         self._in_flight: set[int] = set()
         self._stopped = asyncio.Event()
         self._connected = True
+        self.lease = lease
+        self.shared = bool(getattr(inbox.store, "shared", False))
 
     async def start(self) -> None:
         self._stopped.clear()
 
-    async def deliveries(self) -> AsyncIterator[Delivery]:
+    def deliveries(self) -> AsyncIterator[Delivery]:
+        return self._claimed() if self.shared else self._pending()
+
+    async def _claimed(self) -> AsyncIterator[Delivery]:
+        store = self.inbox.store
+        wakeup = self.inbox.wakeup
+        renew = asyncio.create_task(self._renew_leases(), name=f"inbox-leases:{self.name}")
+        try:
+            while not self._stopped.is_set():
+                wakeup.clear()
+                try:
+                    entries = await store.inbox_claim(time.time(), self.batch, self.lease)
+                    self._connected = True
+                except Exception as exc:  # the store may be down; keep trying, report not ready
+                    self._connected = False
+                    log.error("cannot claim inbox entries", extra={"error": str(exc)})
+                    entries = []
+                for entry in entries:
+                    self._in_flight.add(entry.seq)
+                    yield self._delivery(entry)
+                if len(entries) < self.batch:
+                    await self._wait(wakeup)
+        finally:
+            renew.cancel()
+
+    async def _renew_leases(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            if self._in_flight:
+                with contextlib.suppress(Exception):  # a lapsed lease means a duplicate, not a loss
+                    await self.inbox.store.inbox_lease(
+                        list(self._in_flight), time.time() + self.lease
+                    )
+
+    def _delivery(self, entry: InboxEntry) -> Delivery:
+        meta: dict[str, Any] = {"message_id": entry.id, "seq": entry.seq, "source": entry.source}
+        if entry.handler:
+            meta["replay_handler"] = entry.handler
+        return Delivery(entry.body, _CE_JSON, meta, partial(self._settle, entry.seq), self.name)
+
+    async def _pending(self) -> AsyncIterator[Delivery]:
         store = self.inbox.store
         wakeup = self.inbox.wakeup
         while not self._stopped.is_set():
@@ -86,16 +140,7 @@ class InboxSource:
                 if entry.seq in self._in_flight:
                     continue
                 self._in_flight.add(entry.seq)
-                meta: dict[str, Any] = {
-                    "message_id": entry.id,
-                    "seq": entry.seq,
-                    "source": entry.source,
-                }
-                if entry.handler:
-                    meta["replay_handler"] = entry.handler
-                yield Delivery(
-                    entry.body, _CE_JSON, meta, partial(self._settle, entry.seq), self.name
-                )
+                yield self._delivery(entry)
             if len(entries) < self.batch and self._rewind is None:
                 await self._wait(wakeup)
 
@@ -111,6 +156,13 @@ class InboxSource:
             stopper.cancel()
 
     async def _settle(self, seq: int, outcome: Settlement) -> None:
+        if self.shared:
+            self._in_flight.discard(seq)
+            if outcome is Settlement.ACK:
+                await self.inbox.store.inbox_done([seq])
+            else:  # give it back at once: this or another replica takes it again
+                await self.inbox.store.inbox_lease([seq], 0.0)
+            return
         try:
             if outcome is Settlement.ACK:
                 await self.inbox.store.inbox_done([seq])

@@ -50,7 +50,7 @@ class ParkedSource:
         name: str = "scheduler",
         poll_interval: float = 1.0,
         batch: int = 64,
-        lease: float = 300.0,
+        lease: float = 30.0,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -61,12 +61,32 @@ class ParkedSource:
         self.wall = wall
         self._stopped = asyncio.Event()
         self._connected = True
-        self._in_flight = 0
+        self._in_flight: set[str] = set()
+        self._released = False
 
     async def start(self) -> None:
         self._stopped.clear()
+        if not getattr(self.store, "shared", False) and not self._released:
+            # One process per store: leases left by a process that died are stale.
+            await self.store.parked_lease(None, 0.0)
+            self._released = True
 
     async def deliveries(self) -> AsyncIterator[Delivery]:
+        renew = asyncio.create_task(self._renew_leases(), name="parked-leases")
+        try:
+            async for delivery in self._claimed():
+                yield delivery
+        finally:
+            renew.cancel()
+
+    async def _renew_leases(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            if self._in_flight:
+                with contextlib.suppress(Exception):  # a lapsed lease means a duplicate, not a loss
+                    await self.store.parked_lease(list(self._in_flight), self.wall() + self.lease)
+
+    async def _claimed(self) -> AsyncIterator[Delivery]:
         while not self._stopped.is_set():
             try:
                 runs = await self.store.parked_claim(self.wall(), self.batch, self.lease)
@@ -76,7 +96,7 @@ class ParkedSource:
                 log.error("cannot claim parked runs", extra={"error": str(exc)})
                 runs = []
             for run in runs:
-                self._in_flight += 1
+                self._in_flight.add(run.id)
                 yield self._delivery(run)
             if len(runs) < self.batch:
                 with contextlib.suppress(TimeoutError):
@@ -96,7 +116,7 @@ class ParkedSource:
         )
 
     async def _settle(self, run: ParkedRun, outcome: Settlement) -> None:
-        self._in_flight -= 1
+        self._in_flight.discard(run.id)
         if outcome is not Settlement.ACK:
             # Not done (shutdown, store trouble): give the run back, due now.
             await self.store.parked_put([run])
@@ -105,7 +125,7 @@ class ParkedSource:
         self._stopped.set()
 
     def status(self) -> ConnectorStatus:
-        return ConnectorStatus(self._connected, lag={"in_flight": float(self._in_flight)})
+        return ConnectorStatus(self._connected, lag={"in_flight": float(len(self._in_flight))})
 
 
 class JoinOwner(Protocol):

@@ -251,3 +251,39 @@ class StoreContract:
         assert await store.history_purge(older_than=1002.0, keep=5) == 5
         assert [r.id for r in await store.history_events()] == ["e9", "e8", "e7", "e6", "e5"]
         assert await store.history_runs("e1") == []
+
+    async def test_inbox_claims_are_exclusive_while_leased(self, store: Store) -> None:
+        await store.inbox_put([InboxEntry(f"i{n}", b"x") for n in range(6)])
+        now = time.time()
+        first, second = await asyncio.gather(
+            store.inbox_claim(now, 4, 30.0), store.inbox_claim(now, 4, 30.0)
+        )
+        ids = [e.id for e in first + second]
+        assert sorted(ids) == [f"i{n}" for n in range(6)] and len(set(ids)) == 6
+        assert await store.inbox_claim(now, 10, 30.0) == []
+        by_id = {e.id: e for e in first + second}
+        await store.inbox_done([by_id["i0"].seq])
+        await store.inbox_lease([by_id["i1"].seq], 0.0)  # released: claimable at once
+        await store.inbox_lease([by_id["i2"].seq], now + 100)  # extended
+        assert [e.id for e in await store.inbox_claim(now + 1, 10, 30.0)] == ["i1"]
+        # leases that ran out (their holder died) are claimable again; done entries never
+        later = await store.inbox_claim(now + 60, 10, 30.0)
+        assert [e.id for e in later] == ["i1", "i3", "i4", "i5"]
+        assert [e.id for e in await store.inbox_claim(now + 200, 10, 30.0)] == [
+            "i1",
+            "i2",
+            "i3",
+            "i4",
+            "i5",
+        ]
+
+    async def test_parked_leases_extend_and_release(self, store: Store) -> None:
+        now = time.time()
+        await store.parked_put(
+            [ParkedRun(f"p{i}", "h", {"id": f"e{i}"}, "c", 2, now - 1) for i in range(3)]
+        )
+        assert len(await store.parked_claim(now, 10, 30.0)) == 3
+        await store.parked_lease(["p0"], 0.0)
+        assert [r.id for r in await store.parked_claim(now, 10, 30.0)] == ["p0"]
+        await store.parked_lease(None, 0.0)
+        assert len(await store.parked_claim(now, 10, 30.0)) == 3

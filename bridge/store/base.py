@@ -175,6 +175,8 @@ class Store(Protocol):
     """The state store. Implementations: memory (tests), SQLite (one replica), PostgreSQL."""
 
     url: str
+    shared: bool
+    """True when several bridge processes may share this store (PostgreSQL)."""
 
     async def open(self) -> None:
         """Connect and apply migrations."""
@@ -225,6 +227,14 @@ class Store(Protocol):
     async def inbox_purge(self, older_than: float) -> int:
         """Forget finished entries finished before ``older_than`` (epoch); returns how many."""
 
+    async def inbox_claim(self, now: float, limit: int, lease: float) -> list[InboxEntry]:
+        """Claim up to ``limit`` unfinished entries that no live lease holds, oldest first,
+        leasing them until ``now + lease``: replicas sharing a store never take the same
+        entry while its lease holds."""
+
+    async def inbox_lease(self, seqs: Iterable[int], until: float) -> None:
+        """Extend (or, with ``until=0``, release) the leases of claimed entries."""
+
     # ledger (read)
     async def ledger_get(
         self, keys: Sequence[tuple[str, str]]
@@ -244,6 +254,9 @@ class Store(Protocol):
 
     async def parked_list(self, limit: int = 100) -> list[ParkedRun]:
         """Parked runs, soonest due first."""
+
+    async def parked_lease(self, ids: Iterable[str] | None, until: float) -> None:
+        """Extend (or, with ``until=0``, release) leases of claimed runs; ``None``: every run."""
 
     # durable steps
     async def step_get(self, event_id: str, handler: str, step: str) -> tuple[bool, Any]:

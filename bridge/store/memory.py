@@ -26,6 +26,8 @@ class MemoryStore:
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
+        self.shared = False
+        self._inbox_leases: dict[int, float] = {}
         self.ledger: dict[tuple[str, str], LedgerEntry] = {}
         self.letters: dict[str, DeadLetter] = {}
         self.inbox: dict[str, InboxEntry] = {}
@@ -111,6 +113,19 @@ class MemoryStore:
                 del self.inbox[entry_id]
                 self._done[entry_id] = now
 
+    async def inbox_claim(self, now: float, limit: int, lease: float) -> list[InboxEntry]:
+        leases = self._inbox_leases
+        found = sorted(
+            (e for e in self.inbox.values() if leases.get(e.seq, 0.0) < now), key=lambda e: e.seq
+        )[:limit]
+        for entry in found:
+            leases[entry.seq] = now + lease
+        return found
+
+    async def inbox_lease(self, seqs: Iterable[int], until: float) -> None:
+        for seq in seqs:
+            self._inbox_leases[seq] = until
+
     async def inbox_purge(self, older_than: float) -> int:
         old = [k for k, t in self._done.items() if t < older_than]
         for k in old:
@@ -140,6 +155,11 @@ class MemoryStore:
     async def parked_done(self, ids: Iterable[str]) -> None:
         for run_id in ids:
             self.parked.pop(run_id, None)
+
+    async def parked_lease(self, ids: Iterable[str] | None, until: float) -> None:
+        for run_id in list(self.parked) if ids is None else ids:
+            if run_id in self.parked:
+                self.parked[run_id] = (self.parked[run_id][0], until)
 
     async def parked_list(self, limit: int = 100) -> list[ParkedRun]:
         runs = sorted((r for r, _ in self.parked.values()), key=lambda r: r.due_at)

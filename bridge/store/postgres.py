@@ -137,6 +137,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (event_id, handler)
     );
     """,
+    # 4: inbox leases, so that replicas never take the same entry
+    """
+    ALTER TABLE inbox ADD COLUMN IF NOT EXISTS leased_until DOUBLE PRECISION NOT NULL DEFAULT 0;
+    """,
 ]
 
 
@@ -156,6 +160,7 @@ class PostgresStore:
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
+        self.shared = True
         self.dsn, self.schema = split_url(url)
         self.pool_size = pool_size
         self._pool: Any = None
@@ -345,6 +350,38 @@ class PostgresStore:
             list(seqs),
         )
 
+    async def inbox_claim(self, now: float, limit: int, lease: float) -> list[InboxEntry]:
+        rows = await self._run(
+            "fetch",
+            "UPDATE inbox SET leased_until = $2 WHERE seq IN ("
+            " SELECT seq FROM inbox WHERE done_at IS NULL AND leased_until < $1"
+            " ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED)"
+            " RETURNING seq, id, source, handler, body, created_at",
+            now,
+            now + lease,
+            limit,
+        )
+        entries = [
+            InboxEntry(
+                id=r["id"],
+                body=bytes(r["body"]),
+                source=r["source"],
+                handler=r["handler"],
+                created_at=r["created_at"],
+                seq=r["seq"],
+            )
+            for r in rows
+        ]
+        return sorted(entries, key=lambda e: e.seq)
+
+    async def inbox_lease(self, seqs: Iterable[int], until: float) -> None:
+        await self._run(
+            "execute",
+            "UPDATE inbox SET leased_until = $1 WHERE seq = ANY($2::bigint[])",
+            until,
+            list(seqs),
+        )
+
     async def inbox_purge(self, older_than: float) -> int:
         result = await self._run(
             "execute", "DELETE FROM inbox WHERE done_at IS NOT NULL AND done_at < $1", older_than
@@ -419,6 +456,17 @@ class PostgresStore:
 
     async def parked_done(self, ids: Iterable[str]) -> None:
         await self._run("execute", "DELETE FROM parked WHERE id = ANY($1::text[])", list(ids))
+
+    async def parked_lease(self, ids: Iterable[str] | None, until: float) -> None:
+        if ids is None:
+            await self._run("execute", "UPDATE parked SET leased_until = $1", until)
+            return
+        await self._run(
+            "execute",
+            "UPDATE parked SET leased_until = $1 WHERE id = ANY($2::text[])",
+            until,
+            list(ids),
+        )
 
     async def parked_list(self, limit: int = 100) -> list[ParkedRun]:
         rows = await self._run("fetch", "SELECT record FROM parked ORDER BY due_at LIMIT $1", limit)

@@ -141,6 +141,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (event_id, handler)
     ) WITHOUT ROWID;
     """,
+    # 4: inbox leases, so that processes sharing a store never take the same entry
+    """
+    ALTER TABLE inbox ADD COLUMN leased_until REAL NOT NULL DEFAULT 0;
+    """,
 ]
 
 
@@ -170,6 +174,7 @@ class SqliteStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.shared = False
         self.path = sqlite_path(url)
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -410,6 +415,32 @@ class SqliteStore:
             lambda c: c.executemany("UPDATE inbox SET done_at = ?, body = NULL WHERE seq = ?", rows)
         )
 
+    async def inbox_claim(self, now: float, limit: int, lease: float) -> list[InboxEntry]:
+        def claim(conn: sqlite3.Connection) -> list[InboxEntry]:
+            rows = conn.execute(
+                "SELECT seq, id, source, handler, body, created_at FROM inbox"
+                " WHERE done_at IS NULL AND leased_until < ? ORDER BY seq LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE inbox SET leased_until = ? WHERE seq = ?",
+                [(now + lease, r[0]) for r in rows],
+            )
+            return [
+                InboxEntry(
+                    id=r[1], body=bytes(r[4]), source=r[2], handler=r[3], created_at=r[5], seq=r[0]
+                )
+                for r in rows
+            ]
+
+        return await self._call(claim)
+
+    async def inbox_lease(self, seqs: Iterable[int], until: float) -> None:
+        rows = [(until, s) for s in seqs]
+        await self._call(
+            lambda c: c.executemany("UPDATE inbox SET leased_until = ? WHERE seq = ?", rows)
+        )
+
     async def inbox_purge(self, older_than: float) -> int:
         count: int = await self._call(
             lambda c: (
@@ -471,6 +502,15 @@ class SqliteStore:
     async def parked_done(self, ids: Iterable[str]) -> None:
         rows = [(i,) for i in ids]
         await self._call(lambda c: c.executemany("DELETE FROM parked WHERE id = ?", rows))
+
+    async def parked_lease(self, ids: Iterable[str] | None, until: float) -> None:
+        if ids is None:
+            await self._call(lambda c: c.execute("UPDATE parked SET leased_until = ?", (until,)))
+            return
+        rows = [(until, i) for i in ids]
+        await self._call(
+            lambda c: c.executemany("UPDATE parked SET leased_until = ? WHERE id = ?", rows)
+        )
 
     async def parked_list(self, limit: int = 100) -> list[ParkedRun]:
         rows = await self._call(
