@@ -142,3 +142,34 @@ async def test_bulk_reports_split_into_one_run_per_report(tmp_path: Path) -> Non
         assert letter["event"]["data"] == {"batch_id": "b1", "report_id": "missing-1"}
     finally:
         assert bridge.terminate() == 0
+
+
+@pytest.mark.e2e
+async def test_cron_digest_sends_one_digest_per_subscriber_per_tick(tmp_path: Path) -> None:
+    config = ROOT / "examples" / "cron-digest" / "bridge.yaml"
+    emails = {s["email"] for s in json.loads((config.parent / "subscribers.json").read_text())}
+    outbox = tmp_path / "outbox"
+    env = {
+        "BRIDGE_STORE": f"sqlite:///{tmp_path}/d.db",
+        "DIGEST_SCHEDULE": "* * * * * */2",  # every two seconds instead of 07:00
+        "DIGEST_OUTBOX": str(outbox),
+    }
+    bridge = BridgeProcess(config, tmp_path, env=env)
+    bridge.start()
+    ticks = sent = 0.0
+    try:
+        await bridge.wait_ready()
+        for _ in range(300):
+            text = await metrics_text(bridge.url)
+            ticks = runs(text, "load-subscribers", "succeeded")
+            sent = runs(text, "send-digest", "succeeded")
+            if ticks >= 3 and sent == ticks * len(emails):
+                break
+            await asyncio.sleep(0.1)
+        editions = sorted(outbox.iterdir(), key=lambda p: int(p.name))[: int(ticks)]
+        written = [{p.name.removesuffix(".txt") for p in e.iterdir()} for e in editions]
+    finally:
+        assert bridge.terminate() == 0
+    # Every tick loaded the list once and each subscriber got exactly one digest of it.
+    assert ticks >= 3 and sent == ticks * len(emails)
+    assert written == [emails] * int(ticks)
