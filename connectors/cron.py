@@ -99,6 +99,20 @@ class CronConfig(ConnectorConfig):
         "(e.g. across a quick restart); older ones are missed.",
     )
 
+    def check(self, cfg: Any) -> list[tuple[tuple[str, ...], str]]:
+        """Cross-checks against the whole config (``bridge validate``): the event type is
+        in the catalog and a tick's data passes its schema. Paths are relative to the
+        connector."""
+        from bridge.events import EventCatalog, load_schema
+
+        try:
+            catalog = EventCatalog(
+                {name: load_schema(spec.schema_, cfg.base_dir) for name, spec in cfg.events.items()}
+            )
+        except Exception:  # a schema that does not load is reported by the catalog check
+            return []
+        return catalog_problems(self, catalog)
+
     @field_validator("schedule")
     @classmethod
     def _expression(cls, value: str) -> str:
@@ -124,6 +138,31 @@ def zone_of(name: str) -> tzinfo:
         raise ValueError(
             f"unknown time zone {name!r}: use an IANA name like UTC or Europe/Berlin"
         ) from None
+
+
+def catalog_problems(cfg: CronConfig, catalog: Any) -> list[tuple[tuple[str, ...], str]]:
+    """What the catalog has against this connector's events: an unknown type, or data
+    that fails the type's schema (checked on the next tick's data)."""
+    schema = catalog.resolve(cfg.event.type)
+    if schema is None:
+        return [(("event", "type"), f"event type {cfg.event.type!r} is not in the catalog")]
+    tick = Schedule(cfg.schedule, zone_of(cfg.timezone)).next_after(time.time())
+    try:
+        schema.validate(tick_data(cfg, tick, zone_of(cfg.timezone), late=False))
+    except InvalidEvent as exc:
+        return [(("event", "data"), f"a tick's data does not match the schema: {exc.detail}")]
+    return []
+
+
+def tick_data(cfg: CronConfig, tick: float, zone: tzinfo, *, late: bool) -> dict[str, Any]:
+    """A tick's data: the static data plus when it was scheduled."""
+    epoch: float | int = int(tick) if float(tick).is_integer() else tick
+    return {
+        **cfg.event.data,
+        "scheduled_at": datetime.fromtimestamp(tick, zone).isoformat(),
+        "scheduled_epoch": epoch,
+        "late": late,
+    }
 
 
 class Schedule:
@@ -230,29 +269,18 @@ class CronIngress:
         catalog = self.env.catalog
         if catalog is None:
             return None
-        path = f"connectors.{self.name}.event"
-        schema = catalog.resolve(self.cfg.event.type)
-        if schema is None:
-            message = f"event type {self.cfg.event.type!r} is not in the catalog (events:)"
-            raise ConfigError([ConfigIssue(f"{path}.type", message)])
-        try:
-            schema.validate(self.data_of(self.clock.now(), late=False))
-        except InvalidEvent as exc:
-            message = f"a tick's data does not match the schema: {exc.detail}"
-            raise ConfigError([ConfigIssue(f"{path}.data", message)]) from None
-        return schema
+        problems = catalog_problems(self.cfg, catalog)
+        if problems:
+            where = ("connectors", self.name)
+            issues = [ConfigIssue(".".join((*where, *path)), text) for path, text in problems]
+            raise ConfigError(issues, "the config")
+        return catalog.resolve(self.cfg.event.type)
 
     # ------------------------------------------------------------------ events
 
     def data_of(self, tick: float, *, late: bool) -> dict[str, Any]:
         """A tick's data: the static data plus when it was scheduled."""
-        epoch: float | int = int(tick) if float(tick).is_integer() else tick
-        return {
-            **self.cfg.event.data,
-            "scheduled_at": self.schedule.local(tick).isoformat(),
-            "scheduled_epoch": epoch,
-            "late": late,
-        }
+        return tick_data(self.cfg, tick, self.schedule.zone, late=late)
 
     def event_of(self, tick: float, *, late: bool = False) -> Event[Any]:
         """The event of one tick (deterministic id; see ``tick_id``)."""

@@ -324,6 +324,21 @@ def test_the_data_is_validated_by_the_catalog_schema() -> None:
     assert info.value.issues[0].path == "connectors.digest.event.type"
 
 
+def test_the_config_check_reports_catalog_problems_relative_to_the_connector() -> None:
+    text = config_text("type: cron\nschedule: '@daily'\nevent: {type: digest/due}\n")
+    events = (
+        f"events:\n  digest/due: {{schema: '{__name__}:Digest'}}\n  other/x: {{schema: none}}\n"
+    )
+    cfg = load_config_text(text + events, {})
+    conn = cfg.connectors["digest"]
+    assert isinstance(conn, CronConfig)
+    ((path, message),) = conn.check(cfg)
+    assert path == ("event", "data") and "mailing_list" in message
+    cfg = load_config_text(text.replace("digest/due", "digest/late") + events, {})
+    ((path, message),) = cfg.connectors["digest"].check(cfg)
+    assert path == ("event", "type") and "not in the catalog" in message
+
+
 def config_text(connector: str) -> str:
     head = "version: 1\nstore: memory://\nconnectors:\n  digest:\n"
     return head + textwrap.indent(textwrap.dedent(connector), "    ")
