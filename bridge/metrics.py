@@ -18,6 +18,10 @@ _HELP = {
     "bridge_events_unrouted_total": ("counter", "Events that no handler subscribes to."),
     "bridge_runs_total": ("counter", "Finished runs by handler and outcome."),
     "bridge_retries_total": ("counter", "Attempts retried after a failure."),
+    "bridge_runs_parked_total": (
+        "counter",
+        "Retries parked in the store because their delay was past the inline limit.",
+    ),
     "bridge_dead_letters_total": ("counter", "Dead letters stored."),
     "bridge_filter_errors_total": ("counter", "Filters that failed at run time (no match)."),
     "bridge_in_flight": ("gauge", "Deliveries being processed."),
