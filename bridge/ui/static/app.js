@@ -186,12 +186,13 @@ function renderEvent(e) {
     h("dt", {}, "finished"), h("dd", {}, when(e.finished_at) || "–"));
   return h("div", {},
     h("div", { class: "grid" },
-      h("div", { class: "panel" }, h("h2", {}, "Envelope"), facts, json(envelope)),
+      h("div", { class: "panel" }, h("h2", {}, "Event"), facts),
       h("div", { class: "panel" }, h("h2", {}, "Data"), json(data))),
     h("h2", {}, "Fan-out (" + e.runs.length + " handler" + (e.runs.length === 1 ? "" : "s") + ")"),
     e.runs.length ? h("div", { id: "runs" }, e.runs.map(renderRun)) : h("p", { class: "muted" }, e.status === "unrouted" ? "No handler subscribes to this event." : "No runs recorded yet."),
     e.children.length ? h("div", {}, h("h2", {}, "Child events"), h("ul", { class: "tree", id: "children" },
-      e.children.map((c) => h("li", {}, eventLink(c.id), " ", c.type, " ", badge(c.status))))) : null);
+      e.children.map((c) => h("li", {}, eventLink(c.id), " ", c.type, " ", badge(c.status))))) : null,
+    h("details", { class: "panel" }, h("summary", {}, "CloudEvents envelope"), json(envelope)));
 }
 
 function renderRun(run) {
@@ -302,9 +303,9 @@ async function sendPage(main, params) {
   const cat = await catalog();
   const types = cat.types.filter((t) => !t.pattern);
   const typeSelect = h("select", { id: "send-type" }, types.map((t) => h("option", { value: t.type }, t.type)));
-  const typeFree = h("input", { id: "send-type-free", placeholder: "or type a name (for a pattern like db/*)" });
+  const typeFree = h("input", { id: "send-type-free", placeholder: "or another type", title: "a type matching a pattern of the catalog, e.g. db/users.insert for db/*" });
   const data = h("textarea", { id: "send-data", spellcheck: "false" });
-  const corr = h("input", { id: "send-correlation", placeholder: "correlation id (optional)", size: 30 });
+  const corr = h("input", { id: "send-correlation", placeholder: "optional", size: 24 });
   const errors = h("ul", { class: "errors", id: "send-errors" });
   const verdict = h("span", { id: "send-verdict", class: "muted" });
   const sendBtn = h("button", { id: "send", disabled: true }, "Send");
@@ -357,7 +358,8 @@ async function sendPage(main, params) {
   main.replaceChildren(
     h("h1", {}, "Send a test event"),
     h("div", { class: "panel" },
-      h("div", { class: "filters" }, h("label", {}, "type "), typeSelect, typeFree, corr),
+      h("div", { class: "filters" }, h("label", { class: "field" }, "type", typeSelect), typeFree,
+        h("label", { class: "field" }, "correlation id", corr)),
       data, schemaView,
       h("div", { class: "filters" }, sendBtn, verdict),
       errors, h("div", { id: "page-error", class: "error" }), result));

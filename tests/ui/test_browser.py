@@ -1,0 +1,164 @@
+"""The developer UI in a real browser (headless Chromium, Playwright) against `bridge run`.
+
+One walk through what a developer does: send an event from the form (after the
+schema's errors showed up before sending), see it appear in the live list, open
+its fan-out tree, read a failing handler's attempts, replay its dead letter with
+one click and watch the run succeed. Screenshots of each page go to the test's
+directory; with ``BRIDGE_SCREENSHOTS=docs/screenshots`` they are kept for the README.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from tests.support import ROOT, BridgeProcess, post_events
+
+CHROMIUM = Path("/usr/bin/chromium")
+CONFIG = """\
+version: 1
+store: sqlite:///{db}
+server: {{ui: {{enabled: true}}}}
+telemetry: {{logs: {{format: console}}}}
+defaults: {{retry: {{attempts: 2, min_delay: 0, jitter: 0}}}}
+events:
+  job/run: {{schema: "tests.ui.models:Job"}}
+  job/note: {{schema: none}}
+handlers:
+  - {{id: steady, on: job/run, type: python, function: "tests.apps.recorder:record"}}
+  - {{id: gated, on: job/run, type: python, function: "tests.apps.recorder:gated"}}
+  - {{id: notes, on: job/note, type: python, function: "tests.apps.recorder:record"}}
+"""
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package", pytrace=False)
+    async with async_playwright() as pw:
+        launched = await pw.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def shot(page: Page, directory: Path, name: str, full_page: bool = False) -> None:
+    path = directory / f"{name}.png"
+    await page.screenshot(path=str(path), full_page=full_page)
+    keep = os.environ.get("BRIDGE_SCREENSHOTS")
+    if keep:
+        target = ROOT / keep
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target / path.name)
+
+
+@pytest.mark.e2e
+async def test_send_watch_open_tree_and_replay_a_dead_letter(
+    tmp_path: Path, browser: Browser
+) -> None:
+    config = tmp_path / "bridge.yaml"
+    config.write_text(CONFIG.format(db=tmp_path / "state.db"))
+    gate = tmp_path / "gate"
+    gate.touch()
+    bridge = BridgeProcess(
+        config,
+        tmp_path,
+        env={"BRIDGE_TEST_RECORD": str(tmp_path / "runs.txt"), "BRIDGE_TEST_GATE": str(gate)},
+    )
+    bridge.start()
+    try:
+        await bridge.wait_ready()
+        async with aiohttp.ClientSession() as session:  # some history around the one we send
+            background = [
+                {"specversion": "1.0", "id": f"note-{i}", "type": "job/note", "data": {"n": i}}
+                for i in range(3)
+            ]
+            status, _ = await post_events(session, bridge.url, background)
+            assert status == 202
+        page = await browser.new_page(viewport={"width": 1280, "height": 800})
+        await page.goto(f"{bridge.url}/ui#/send")
+
+        # The schema's errors show before anything is sent; Send stays disabled.
+        await page.select_option("#send-type", "job/run")
+        await page.fill("#send-data", '{"key": -1, "name": ""}')
+        errors = page.locator("#send-errors li")
+        await expect(errors).to_have_count(2)
+        await expect(errors.nth(0)).to_contain_text("key")
+        await expect(page.locator("#send")).to_be_disabled()
+        await page.fill("#send-correlation", "flow-7")
+        await shot(page, tmp_path, "send")
+        await page.fill("#send-data", '{"key": 7, "name": "nightly report"}')
+        await expect(page.locator("#send-verdict")).to_have_text("valid")
+        await expect(errors).to_have_count(0)
+        await page.click("#send")
+        sent = page.locator("#send-result a")
+        await expect(sent).to_be_visible()
+        event_id = await sent.inner_text()
+
+        # The list shows it without a reload: running, then partial (gated dead-lettered).
+        await page.click("nav a[data-page=events]")
+        row = page.locator(f'tr[data-event-id="{event_id}"]')
+        await expect(row).to_have_attribute("data-status", "partial", timeout=20_000)
+        await expect(page.locator("#events tr")).to_have_count(4)
+        await expect(row).to_contain_text("flow-7")
+        await shot(page, tmp_path, "events")
+        await page.fill("#search", "flow-7")
+        await page.press("#search", "Enter")
+        await expect(page.locator("#events tr")).to_have_count(1)
+
+        # Its fan-out tree: steady succeeded; gated failed both attempts, with the error.
+        await row.locator("a").first.click()
+        gated = page.locator('.run[data-handler="gated"]')
+        await expect(gated).to_have_attribute("data-status", "dead_lettered")
+        attempts = gated.locator("tr.attempt")
+        await expect(attempts).to_have_count(2)
+        await expect(attempts.nth(1)).to_contain_text("RuntimeError: the gate is closed")
+        await expect(page.locator('.run[data-handler="steady"]')).to_have_attribute(
+            "data-status", "succeeded"
+        )
+        await shot(page, tmp_path, "event", full_page=True)
+
+        # The dead letters page lists it with its reason.
+        await page.click("nav a[data-page=dead-letters]")
+        letters = page.locator("#letters tr[data-letter]")
+        await expect(letters).to_have_count(1)
+        await expect(letters.first).to_contain_text("RuntimeError: the gate is closed")
+        await shot(page, tmp_path, "dead-letters")
+
+        # The downstream is fixed; one click replays to gated alone, and it succeeds.
+        gate.unlink()
+        await page.go_back()
+        await page.click('.run[data-handler="gated"] button.replay')
+        await expect(gated).to_have_attribute("data-status", "succeeded", timeout=20_000)
+        await expect(page.locator('.run[data-handler="steady"]')).to_have_attribute(
+            "data-status", "succeeded"
+        )
+        await page.click("nav a[data-page=dead-letters]")
+        await expect(page.locator("#letters tr[data-letter]")).to_have_count(0)  # none pending
+        await page.select_option("#dl-status", "replayed")
+        await expect(page.locator("#letters tr[data-letter]")).to_have_count(1)
+
+        await page.click("nav a[data-page=status]")
+        await expect(page.locator('#handlers tr[data-handler="gated"]')).to_contain_text("50.0 %")
+        await expect(page.locator('#connectors tr[data-connector="api"]')).to_contain_text(
+            "connected"
+        )
+        await shot(page, tmp_path, "status")
+        runs = (tmp_path / "runs.txt").read_text().splitlines()
+        # steady ran once; gated ran once, on the replay (its failures record nothing).
+        assert sorted(line.split(" ")[1] for line in runs if event_id in line) == [
+            "gated",
+            "steady",
+        ]
+    finally:
+        assert await bridge.stop() == 0
