@@ -109,37 +109,131 @@ async def test_newsletter_fans_one_signup_out_to_four_handlers(tmp_path: Path) -
         assert bridge.terminate() == 0
 
 
+def jsonl(path: Path) -> list[dict[str, object]]:
+    """The records an example wrote to a JSON-lines file (none if it does not exist yet)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
 @pytest.mark.e2e
-async def test_bulk_reports_split_into_one_run_per_report(tmp_path: Path) -> None:
+async def test_bulk_reports_fan_out_in_chunks_and_join_into_one_notification(
+    tmp_path: Path,
+) -> None:
     config = ROOT / "examples" / "bulk-reports" / "bridge.yaml"
-    bridge = BridgeProcess(config, tmp_path, env={"BRIDGE_STORE": f"sqlite:///{tmp_path}/r.db"})
+    out = tmp_path / "out"
+    bridge = BridgeProcess(
+        config,
+        tmp_path,
+        env={"BRIDGE_STORE": f"sqlite:///{tmp_path}/r.db", "REPORTS_DIR": str(out)},
+    )
     bridge.start()
     try:
         await bridge.wait_ready()
-        ids = [f"r{i}" for i in range(20)] + ["missing-1"]
+        good = [f"r{i:02}" for i in range(20)] + ["r20-flaky"]
+        broken = ["r21-broken", "r22-broken"]
+        ids = good[:10] + broken[:1] + good[10:] + broken[1:]  # 23 ids: chunks of 10, 10, 3
         send(
             config,
             bridge.port,
             "reports/generate-bulk",
             {"batch_id": "b1", "report_ids": ids, "requested_by": "ada"},
         )
-        for _ in range(200):
-            text = await metrics_text(bridge.url)
-            if (
-                runs(text, "generate-report", "succeeded") == 20
-                and runs(text, "generate-report", "dead_lettered") == 1
-            ):
-                break
-            await asyncio.sleep(0.1)
-        assert runs(text, "split-into-reports", "succeeded") == 1
-        assert runs(text, "generate-report", "succeeded") == 20
-        assert (
-            runs(text, "generate-report", "dead_lettered") == 1
-        )  # the missing report, at once (Fatal)
-        body = await wait_for(f"{bridge.url}/v1/dead-letters", lambda b: len(b["items"]) == 1)
-        (letter,) = body["items"]  # type: ignore[misc]
-        assert letter["reason"] == "Fatal: report missing-1 does not exist"
-        assert letter["event"]["data"] == {"batch_id": "b1", "report_id": "missing-1"}
+        await bridge.wait_metric(
+            "bridge_runs_total", 1, within=60, handler="notify-requester", outcome="succeeded"
+        )
+        text = await metrics_text(bridge.url)
+        assert runs(text, "split-into-chunks", "succeeded") == 1
+        assert runs(text, "split-chunk", "succeeded") == 3  # 23 ids in chunks of 10
+        # One child per report, each handled once: the broken ones end in reports/failed, the
+        # flaky one succeeds on its second attempt.
+        assert runs(text, "generate-report", "succeeded") == len(ids)
+        assert runs(text, "generate-report", "dead_lettered") == 0
+        assert await bridge.metric("bridge_retries_total", handler="generate-report") == 1
+        # The join ran for the request and for each report's outcome event, and closed once.
+        assert runs(text, "wait-for-reports", "succeeded") == 1 + len(ids)
+        # ctx.step("upload"): one upload per generated report, the retried flaky one included.
+        uploads = [r["report_id"] for r in jsonl(out / "uploads.jsonl")]
+        assert sorted(uploads) == sorted(good)
+        (note,) = jsonl(out / "notifications.jsonl")
+        assert note == {
+            "to": "ada",
+            "batch_id": "b1",
+            "status": "completed",
+            "generated": sorted(good),
+            "failed": broken,
+            "missing": [],
+        }
+        assert runs(text, "notify-requester", "succeeded") == 1
+    finally:
+        assert bridge.terminate() == 0
+    assert len(jsonl(out / "notifications.jsonl")) == 1
+
+
+@pytest.mark.e2e
+async def test_departments_aggregate_once_every_child_task_is_done(tmp_path: Path) -> None:
+    config = ROOT / "examples" / "departments" / "bridge.yaml"
+    out = tmp_path / "out"
+    bridge = BridgeProcess(
+        config,
+        tmp_path,
+        env={"BRIDGE_STORE": f"sqlite:///{tmp_path}/d.db", "DEPARTMENTS_DIR": str(out)},
+    )
+    bridge.start()
+    try:
+        await bridge.wait_ready()
+        tasks = {
+            "sales": ["close-pipeline", "commission-fail"],
+            "finance": ["reconcile", "accruals", "audit-pack"],
+            "ops": ["inventory"],
+        }
+        sent = send(
+            config,
+            bridge.port,
+            "quarter/close",
+            {
+                "quarter": "2026-Q4",
+                "departments": [{"name": n, "tasks": t} for n, t in tasks.items()],
+            },
+        )
+        (root_id,) = sent["ids"]  # type: ignore[misc]
+        await bridge.wait_metric(
+            "bridge_runs_total", 1, within=60, handler="report-quarter", outcome="succeeded"
+        )
+        text = await metrics_text(bridge.url)
+        assert runs(text, "split-quarter", "succeeded") == 1
+        assert runs(text, "split-department", "succeeded") == 3
+        assert runs(text, "run-task", "succeeded") == 5
+        assert runs(text, "run-task", "dead_lettered") == 1  # commission-fail, Fatal
+        assert runs(text, "summarize-department", "succeeded") == 3
+        # One aggregate per department, with every child counted (the dead-lettered one too).
+        summaries = {s["department"]: s for s in jsonl(out / "summaries.jsonl")}
+        assert len(jsonl(out / "summaries.jsonl")) == 3
+        assert {d: s["tasks"] for d, s in summaries.items()} == {"sales": 2, "finance": 3, "ops": 1}
+        assert {d: s["failed"] for d, s in summaries.items()} == {
+            "sales": ["commission-fail"],
+            "finance": [],
+            "ops": [],
+        }
+        assert {d: len(s["succeeded"]) for d, s in summaries.items()} == {
+            "sales": 1,
+            "finance": 3,
+            "ops": 1,
+        }
+        # Each task ran once, kept the quarter's correlation id and named its department.
+        executed = jsonl(out / "tasks.jsonl")
+        assert sorted(e["task"] for e in executed) == sorted(
+            f"2026-Q4/{d}/{t}" for d, ts in tasks.items() for t in ts
+        )
+        assert {e["correlation_id"] for e in executed} == {root_id}
+        for e in executed:
+            department = str(e["task"]).split("/")[1]
+            assert e["parent_id"] == summaries[department]["department_event_id"]
+        assert len({s["department_event_id"] for s in summaries.values()}) == 3
+        (quarter,) = jsonl(out / "quarters.jsonl")
+        assert quarter["departments"] == ["finance", "ops", "sales"]
+        assert quarter["failed_tasks"] == ["sales/commission-fail"]
+        assert quarter["correlation_id"] == root_id
     finally:
         assert bridge.terminate() == 0
 
