@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -165,3 +166,19 @@ def test_a_malformed_cases_file_names_the_problem(
     err = capsys.readouterr().err
     assert code == 1
     assert "cases.0.message: Field required" in err and "cases.0.mesage" in err
+
+
+def test_the_readme_cases_example_runs_and_passes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (ROOT / "README.md").read_text()
+    (block,) = [
+        b for b in re.findall(r"```yml\n(.*?)```", text, flags=re.S) if b.startswith("cases:")
+    ]
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(block)
+    config = ROOT / "examples" / "newsletter" / "bridge.yaml"
+    code = main(["test", "-c", str(config), str(cases)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "1 passed, 0 failed" in out
