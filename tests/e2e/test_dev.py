@@ -138,3 +138,37 @@ async def test_dev_mode_embeds_brokers_prints_urls_and_reloads_handlers(tmp_path
     assert code == 0, log_path.read_text()[-3000:]
     # The embedded brokers stopped with it.
     assert not reachable("127.0.0.1", kafka_port) and not reachable("127.0.0.1", sqs_port)
+
+
+@pytest.mark.e2e
+async def test_dev_mode_prints_a_config_error_and_recovers_when_it_is_fixed(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    good = f'version: 1\nstore: memory://\nserver: {{listen: "127.0.0.1:{port}"}}\n'
+    config = tmp_path / "bridge.yaml"
+    config.write_text(good + "handlers:\n  - {id: h, on: x/y, type: log, retyr: 3}\n")
+    log_path = tmp_path / "dev.log"
+    proc = start_dev(config, {**os.environ, "PYTHONPATH": str(ROOT)}, log_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await until(lambda: "handlers[0].retyr: unknown key" in log_path.read_text(), 30, "error")
+        assert proc.poll() is None  # it waits for a fix instead of exiting
+        await asyncio.sleep(1.1)
+        config.write_text(good + "handlers:\n  - {id: h, on: x/y, type: log}\n")
+        async with aiohttp.ClientSession() as session:
+
+            async def serving() -> bool:
+                try:
+                    async with session.get(f"{url}/ui/api/status") as resp:
+                        return resp.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await until(serving, 30, "the bridge serving the fixed config")
+        # Console logs for humans, not JSON lines.
+        assert any(" INFO    bridge.runtime" in line for line in log_path.read_text().splitlines())
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = await asyncio.to_thread(proc.wait, 30)
+    assert code == 0
