@@ -44,6 +44,15 @@ async function api(path, options) {
 
 const post = (path, body) => api(path, { method: "POST", body: JSON.stringify(body || {}) });
 
+// Polling repaints only what changed, so open details, checkboxes and scroll survive.
+const painted = new WeakMap();
+function unchanged(el, value) {
+  const text = JSON.stringify(value);
+  if (painted.get(el) === text) return true;
+  painted.set(el, text);
+  return false;
+}
+
 function when(epoch) {
   if (!epoch) return "";
   const d = new Date(epoch * 1000);
@@ -121,9 +130,11 @@ async function eventsPage(main, params) {
     if (state.before) q.set("before", state.before);
     const page = await api("/events?" + q.toString());
     next = page.next;
-    body.replaceChildren(...page.items.map(eventRow));
-    if (!page.items.length) body.append(h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No events yet. Send one from “Send event”.")));
     older.disabled = !next;
+    if (!unchanged(body, page.items)) {
+      body.replaceChildren(...page.items.map(eventRow));
+      if (!page.items.length) body.append(h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No events match. Send one from “Send event”.")));
+    }
     newer.disabled = state.cursors.length === 0;
     pageInfo.textContent = "page " + (state.cursors.length + 1) + (state.before ? "" : (live.checked ? " · live" : ""));
   }
@@ -169,7 +180,11 @@ async function eventPage(main, id) {
       if (err.status === 404) { document.getElementById("event").replaceChildren(h("p", { class: "note" }, err.message)); return; }
       throw err;
     }
-    document.getElementById("event").replaceChildren(renderEvent(e));
+    const slot = document.getElementById("event");
+    if (unchanged(slot, e)) return;
+    const open = [...slot.querySelectorAll("details[open]")].map((d) => d.dataset.key);
+    slot.replaceChildren(renderEvent(e));
+    for (const d of slot.querySelectorAll("details")) if (open.includes(d.dataset.key)) d.open = true;
   });
 }
 
@@ -192,7 +207,7 @@ function renderEvent(e) {
     e.runs.length ? h("div", { id: "runs" }, e.runs.map(renderRun)) : h("p", { class: "muted" }, e.status === "unrouted" ? "No handler subscribes to this event." : "No runs recorded yet."),
     e.children.length ? h("div", {}, h("h2", {}, "Child events"), h("ul", { class: "tree", id: "children" },
       e.children.map((c) => h("li", {}, eventLink(c.id), " ", c.type, " ", badge(c.status))))) : null,
-    h("details", { class: "panel" }, h("summary", {}, "CloudEvents envelope"), json(envelope)));
+    h("details", { class: "panel", "data-key": "envelope" }, h("summary", {}, "CloudEvents envelope"), json(envelope)));
 }
 
 function renderRun(run) {
@@ -244,7 +259,10 @@ async function deadLettersPage(main, params) {
     const page = await api("/dead-letters?" + q.toString());
     nextOffset = page.next_offset;
     more.disabled = nextOffset === null; back.disabled = state.offset === 0;
+    if (unchanged(body, page.items)) return;
+    const picked = new Set([...body.querySelectorAll("input.pick:checked")].map((c) => c.value));
     body.replaceChildren(...page.items.map(letterRow));
+    for (const c of body.querySelectorAll("input.pick")) c.checked = picked.has(c.value) && !c.disabled;
     if (!page.items.length) body.append(h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No dead letters match.")));
   }
   function letterRow(d) {
