@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bridge.duration import Duration
 from bridge.errors import ConfigError, ConfigIssue, InvalidEvent
-from bridge.events import Event
+from bridge.events import Event, EventCatalog, load_schema
 from connectors.base import ConnectorConfig, IngressEnv
 
 log = logging.getLogger("bridge.cron")
@@ -103,8 +103,6 @@ class CronConfig(ConnectorConfig):
         """Cross-checks against the whole config (``bridge validate``): the event type is
         in the catalog and a tick's data passes its schema. Paths are relative to the
         connector."""
-        from bridge.events import EventCatalog, load_schema
-
         try:
             catalog = EventCatalog(
                 {name: load_schema(spec.schema_, cfg.base_dir) for name, spec in cfg.events.items()}

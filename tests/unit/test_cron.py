@@ -21,10 +21,12 @@ from bridge.config import load_config_text
 from bridge.errors import ConfigError, StoreError
 from bridge.events import Event, EventCatalog, load_schema
 from bridge.inbox import Inbox
+from bridge.runtime import Runtime
 from bridge.store.memory import MemoryStore
 from connectors import KINDS
 from connectors.base import Background, IngressEnv
 from connectors.cron import CronConfig, CronIngress, Schedule, tick_id
+from tests.support import until
 
 BERLIN = ZoneInfo("Europe/Berlin")
 T0 = datetime(2026, 1, 1, tzinfo=UTC).timestamp()  # a tick of every schedule below
@@ -296,6 +298,40 @@ async def test_replicas_sharing_a_store_fire_each_tick_once() -> None:
     assert ticks(shared) == [T0 + 5 * i for i in range(1, 21)]
     assert shared.calls == 60  # every replica tried every tick; the inbox kept one of each
     assert len(await store.inbox_pending(0, 1000)) == 20
+
+
+# ---------------------------------------------------------------------- through the runtime
+
+HANDLED: list[Event[Any]] = []
+
+
+async def collect(event: Event[Any], ctx: Any) -> None:
+    HANDLED.append(event)
+
+
+async def test_the_runtime_runs_the_schedule_and_its_ticks_reach_the_handlers() -> None:
+    text = f"""\
+version: 1
+store: memory://
+server: {{enabled: false}}
+connectors:
+  digest: {{type: cron, schedule: "* * * * * */5", event: {{type: digest/due}}}}
+handlers:
+  - {{id: collect, on: digest/due, type: python, function: "{__name__}:collect"}}
+"""
+    runtime = Runtime(load_config_text(text, {}, check=False))
+    runtime.build()
+    cron_ingress = runtime.ingresses["digest"]
+    assert isinstance(cron_ingress, CronIngress)
+    cron_ingress.clock = clock = FakeClock(T0 + 1, T0 + 30)
+    HANDLED.clear()
+    task = asyncio.create_task(runtime.run())
+    await until(lambda: len(HANDLED) == 6, 10, "six ticks handled")
+    assert clock.reached.is_set()
+    runtime.request_stop()
+    await asyncio.wait_for(task, 10)
+    assert sorted(e.data["scheduled_epoch"] for e in HANDLED) == [T0 + 5 * i for i in range(1, 7)]
+    assert {e.source for e in HANDLED} == {"bridge://digest"}
 
 
 # ---------------------------------------------------------------------- config and catalog
