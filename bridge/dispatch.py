@@ -316,16 +316,33 @@ class Dispatcher:
         if not coros:
             return runs
         # The first run goes inline in this task; only its siblings need tasks of their own.
-        others = [asyncio.ensure_future(c) for c in coros[1:]]
+        if len(coros) == 1:
+            runs.append(await coros[0])
+            return runs
+        loop = asyncio.get_running_loop()
+        others = [loop.create_task(c) for c in coros[1:]]
+        failure: BaseException | None = None
         try:
             runs.append(await coros[0])
-        finally:
-            if others:
-                done = await asyncio.gather(*others, return_exceptions=True)
-        for result in done if others else ():
-            if isinstance(result, BaseException):
-                raise result
-            runs.append(result)
+        except asyncio.CancelledError:
+            await _cancel_all(others)
+            raise
+        except BaseException as exc:  # the siblings still finish; then it is raised
+            failure = exc
+        # Awaiting each sibling in turn is cheaper than gather(): no aggregate future.
+        for index, task in enumerate(others):
+            try:
+                runs.append(await task)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    await _cancel_all(others[index + 1 :])
+                    raise
+                failure = failure or asyncio.CancelledError(f"run of {task.get_name()} cancelled")
+            except BaseException as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
         return runs
 
     async def _run(
@@ -706,6 +723,14 @@ class Dispatcher:
 
 
 _WIDTH_BUCKETS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
+
+
+async def _cancel_all(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Cancel sibling runs (the delivery itself was cancelled) and wait for them to end."""
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks)
 
 
 def _describe(error: BaseException) -> str:
