@@ -1,6 +1,6 @@
 """The developer UI in a real browser (headless Chromium, Playwright) against `bridge run`.
 
-One walk through what a developer does: send an event from the form (after the
+One walk through what a developer does, with 10,000 older events in the history: send an event from the form (after the
 schema's errors showed up before sending), see it appear in the live list, open
 its fan-out tree, read a failing handler's attempts, replay its dead letter with
 one click and watch the run succeed. Screenshots of each page go to the test's
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,6 +19,8 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from bridge.store import create_store
+from bridge.store.base import EventRecord
 from tests.support import ROOT, BridgeProcess, post_events
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -52,6 +55,30 @@ async def browser() -> AsyncIterator[Browser]:
             await launched.close()
 
 
+async def seed_history(db: Path, count: int) -> None:
+    """``count`` finished events from an hour ago, as the recorder would have left them."""
+    store = create_store(f"sqlite:///{db}")
+    await store.open()
+    try:
+        start = time.time() - 3600
+        statuses = ["succeeded", "succeeded", "succeeded", "partial", "dead_lettered", "unrouted"]
+        records = [
+            EventRecord(
+                id=f"old-{i:05d}",
+                type="job/note" if i % 3 else "job/run",
+                source="api",
+                received_at=start + i * 0.1,
+                status=statuses[i % len(statuses)],
+                correlation_id=f"batch-{i // 20}",
+                finished_at=start + i * 0.1 + 0.05,
+            )
+            for i in range(count)
+        ]
+        await store.history_put(records, [])
+    finally:
+        await store.close()
+
+
 async def shot(page: Page, directory: Path, name: str, full_page: bool = False) -> None:
     path = directory / f"{name}.png"
     await page.screenshot(path=str(path), full_page=full_page)
@@ -68,6 +95,7 @@ async def test_send_watch_open_tree_and_replay_a_dead_letter(
 ) -> None:
     config = tmp_path / "bridge.yaml"
     config.write_text(CONFIG.format(db=tmp_path / "state.db"))
+    await seed_history(tmp_path / "state.db", 10_000)
     gate = tmp_path / "gate"
     gate.touch()
     bridge = BridgeProcess(
@@ -109,9 +137,19 @@ async def test_send_watch_open_tree_and_replay_a_dead_letter(
         await page.click("nav a[data-page=events]")
         row = page.locator(f'tr[data-event-id="{event_id}"]')
         await expect(row).to_have_attribute("data-status", "partial", timeout=20_000)
-        await expect(page.locator("#events tr")).to_have_count(4)
+        rows = page.locator("#events tr")
+        await expect(rows).to_have_count(50)  # one page of the 10,004 events
         await expect(row).to_contain_text("flow-7")
         await shot(page, tmp_path, "events")
+        first = await rows.evaluate_all("rs => rs.map(r => r.dataset.eventId)")
+        await page.click("#older")
+        await expect(page.locator("#page-info")).to_have_text("page 2")
+        await expect(rows).to_have_count(50)
+        second = await rows.evaluate_all("rs => rs.map(r => r.dataset.eventId)")
+        assert not set(first) & set(second)
+        assert second[0] == "old-09953"  # page 1: the 4 new events and seeded 9999..9954
+        await page.click("#newer")
+        await expect(page.locator(f'#events tr[data-event-id="{event_id}"]')).to_be_visible()
         await page.fill("#search", "flow-7")
         await page.press("#search", "Enter")
         await expect(page.locator("#events tr")).to_have_count(1)
