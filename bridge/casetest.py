@@ -1,7 +1,8 @@
 """``bridge test -c FILE CASES.yaml``: unit tests for a config file, without brokers.
 
 Each case hands one message to a connector's normalizer in-process (the same
-``Normalizer`` the runtime builds), routes the event with the config's handlers
+``Normalizer`` the runtime builds; for a webhook connector, its provider's parser
+and mapping, authentication left out), routes the event with the config's handlers
 and filters, and, when the case states run outcomes, runs the matched handlers
 through the real ``Dispatcher`` with a memory store and a clock that does not
 wait (retry delays pass at once, and none is parked). Handlers named in
@@ -13,6 +14,7 @@ cases:
     connector: api                 # a consuming connector, or `api` (the event API)
     message:
       body: {specversion: "1.0", id: s1, type: subscriber/created, data: {...}}
+      # or body_file: payloads/signup.json  (relative to the cases file)
       headers: {x-correlation-id: flow-1}
       meta: {topic: signups}
     stubs:
@@ -38,7 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -65,12 +67,20 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     body: Any = None
+    body_file: str | None = Field(
+        None, description="Read the body from this file (relative to the cases file) instead."
+    )
     headers: dict[str, str] = Field(default_factory=dict)
     meta: dict[str, Any] = Field(default_factory=dict)
 
     def delivery(self, connector: str) -> Delivery:
-        body = self.body if isinstance(self.body, str) else orjson.dumps(self.body).decode()
-        return Delivery(body.encode(), dict(self.headers), dict(self.meta), connector=connector)
+        if self.body_file is not None:
+            raw = Path(self.body_file).read_bytes()
+        elif isinstance(self.body, str):
+            raw = self.body.encode()
+        else:
+            raw = orjson.dumps(self.body)
+        return Delivery(raw, dict(self.headers), dict(self.meta), connector=connector)
 
 
 class Stub(BaseModel):
@@ -114,7 +124,12 @@ class ExpectEmitted(BaseModel):
 
 
 class Expect(BaseModel):
+    """What must follow; ``event``, ``handlers`` and ``runs`` are about the first event
+    (a webhook request may carry several: ``count``)."""
+
     model_config = ConfigDict(extra="forbid")
+
+    count: int | None = Field(None, ge=0, description="How many events the message became.")
 
     invalid: str | None = Field(None, description="The message must be rejected with this reason.")
     event: ExpectEvent | None = None
@@ -168,13 +183,24 @@ def load_cases(path: str | Path) -> list[Case]:
     except yaml.YAMLError as exc:
         raise ConfigError([ConfigIssue("", f"invalid YAML: {exc}")], source) from None
     try:
-        return CaseFile.model_validate(raw).cases
+        cases = CaseFile.model_validate(raw).cases
     except ValidationError as exc:
         issues = [
             ConfigIssue(".".join(str(p) for p in err["loc"]), err["msg"])
             for err in exc.errors(include_url=False)
         ]
         raise ConfigError(issues, source) from None
+    base = Path(path).parent
+    missing = []
+    for index, case in enumerate(cases):
+        if case.message.body_file is not None:
+            file = base / case.message.body_file
+            case.message.body_file = str(file)
+            if not file.is_file():
+                missing.append(ConfigIssue(f"cases.{index}.message.body_file", f"no file {file}"))
+    if missing:
+        raise ConfigError(missing, source)
+    return cases
 
 
 class _StubHandler:
@@ -230,10 +256,9 @@ class CaseRunner:
         outcome = Outcome(case.name)
         runtime = Runtime(self.cfg, store=MemoryStore(), clock=_NoWait())
         runtime.build()
-        normalizer = _normalizer(runtime, case.connector)
-        if normalizer is None:
-            consuming = [n for n, c in self.cfg.connectors.items() if c.consume is not None]
-            names = sorted({"api", *consuming})
+        convert = _converter(runtime, case.connector)
+        if convert is None:
+            names = sorted({"api", *(n for n, c in self.cfg.connectors.items() if _takes(c))})
             outcome.diffs.append(
                 f"connector: no consuming connector {case.connector!r} (known: {', '.join(names)})"
             )
@@ -246,28 +271,34 @@ class CaseRunner:
             runtime.handlers[handler_id].handler = _StubHandler(stub)
         await runtime.store.open()
         try:
-            await self._check(case, runtime, normalizer, outcome)
+            await self._check(case, runtime, convert, outcome)
         finally:
             if runtime.dispatcher is not None:
                 await runtime.dispatcher.close()
             await runtime.store.close()
         return outcome
 
-    async def _check(
-        self, case: Case, runtime: Any, normalizer: Normalizer, outcome: Outcome
-    ) -> None:
+    async def _check(self, case: Case, runtime: Any, convert: Converter, outcome: Outcome) -> None:
         expect = case.expect
         diffs = outcome.diffs
         try:
-            event = normalizer(case.message.delivery(normalizer.connector))
+            events = convert(case.message)
         except InvalidEvent as exc:
             if expect.invalid is None:
-                diffs.append(f"message: rejected as {exc.reason}: {exc.detail}")
+                diffs.append(f"message: rejected as {exc.reason}: {_show(exc.detail)}")
             elif expect.invalid != exc.reason:
                 diffs.append(f"invalid: expected {expect.invalid!r}, got {exc.reason!r}")
             return
+        if expect.count is not None and expect.count != len(events):
+            diffs.append(f"count: expected {expect.count} events, got {len(events)}")
         if expect.invalid is not None:
-            diffs.append(f"invalid: expected {expect.invalid!r}, but it became event {event.type}")
+            became = ", ".join(e.type for e in events) or "nothing"
+            diffs.append(f"invalid: expected {expect.invalid!r}, but it became event {became}")
+        if not events:
+            if expect.count != 0:
+                diffs.append("message: it became no event (the webhook ignored it)")
+            return
+        event = events[0]
         if expect.event is not None:
             diffs.extend(_event_diffs(expect.event, event))
         dispatcher = runtime.dispatcher
@@ -287,10 +318,8 @@ class CaseRunner:
         should_run = case.run if case.run is not None else bool(expect.runs or expect.emitted)
         if not should_run:
             return
-        runs = {
-            r.handler: r
-            for r in await dispatcher.dispatch(event, subs, connector=normalizer.connector)
-        }
+        finished = await dispatcher.dispatch(event, subs, connector=case.connector)
+        runs = {r.handler: r for r in finished}
         for handler_id, want in expect.runs.items():
             spec = want if isinstance(want, ExpectRun) else ExpectRun(status=want)
             diffs.extend(_run_diffs(handler_id, spec, runs.get(handler_id)))
@@ -300,13 +329,38 @@ class CaseRunner:
             diffs.extend(_emitted_diffs(expect.emitted, emitted))
 
 
-def _normalizer(runtime: Any, connector: str) -> Normalizer | None:
-    for slot in runtime.slots:
-        if slot.name == connector or (
-            connector in ("api", "inbox") and slot.name in ("api", "inbox")
-        ):
-            return slot.normalizer  # type: ignore[no-any-return]
-    return None
+Converter = Callable[[Message], list[Event[Any]]]
+
+
+def _takes(conn: Any) -> bool:
+    return conn.consume is not None or conn.type == "webhook"
+
+
+def _converter(runtime: Any, connector: str) -> Converter | None:
+    """Message -> events the way ``connector`` does it: its normalizer, or its webhook parser."""
+    inbox = connector in ("api", "inbox")
+    slot = next(
+        (s for s in runtime.slots if s.name == connector or (inbox and s.name in ("api", "inbox"))),
+        None,
+    )
+    if slot is not None:
+        normalizer: Normalizer = slot.normalizer
+
+        def normalize(message: Message) -> list[Event[Any]]:
+            return [normalizer(message.delivery(normalizer.connector))]
+
+        return normalize
+    ingress = runtime.ingresses.get(connector)
+    if ingress is None or not hasattr(ingress, "parse") or not hasattr(ingress, "events"):
+        return None
+
+    def webhook(message: Message) -> list[Event[Any]]:
+        delivery = message.delivery(connector)
+        headers = dict(delivery.headers)
+        parsed = ingress.parse(delivery.body, headers)
+        return list(ingress.events(parsed.candidates, headers))
+
+    return webhook
 
 
 def _never_park(cfg: BridgeConfig) -> None:

@@ -182,3 +182,43 @@ def test_the_readme_cases_example_runs_and_passes(
     out = capsys.readouterr().out
     assert code == 0, out
     assert "1 passed, 0 failed" in out
+
+
+def test_webhook_payloads_from_files_follow_the_providers_mapping(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = ROOT / "examples" / "db-changes"
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(
+        textwrap.dedent(
+            f"""\
+            cases:
+              - name: a Supabase insert is a typed db/users.insert for three handlers
+                connector: supabase
+                message: {{body_file: {example}/payloads/supabase-insert.json}}
+                stubs: {{search-index: {{result: {{indexed: true}}}}}}
+                expect:
+                  count: 1
+                  event: {{type: db/users.insert, data: {{op: insert, record: {{id: 7}}}}}}
+                  handlers: [audit-log, welcome-new-user, search-index]
+                  runs: {{audit-log: succeeded, search-index: {{status: succeeded, result: {{indexed: true}}}}}}
+              - name: a Debezium update reaches the cache invalidation too
+                connector: debezium
+                message: {{body_file: {example}/payloads/debezium-update.json}}
+                expect:
+                  event: {{type: db/products.update}}
+                  handlers: [audit-log, search-index, cache-invalidation]
+              - name: a missing payload file is named
+                connector: supabase
+                message: {{body_file: nowhere.json}}
+            """
+        )
+    )
+    code = main(["test", "-c", str(example / "bridge.yaml"), str(cases)])
+    err = capsys.readouterr().err
+    assert code == 1 and "cases.2.message.body_file: no file" in err
+    cases.write_text(cases.read_text().split("  - name: a missing")[0])
+    code = main(["test", "-c", str(example / "bridge.yaml"), str(cases)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "2 passed, 0 failed" in out
