@@ -1,0 +1,151 @@
+"""Parked retries through a real ``bridge run``, SIGKILLed and restarted.
+
+Handlers' first attempts raise ``RetryAfter`` while ``defaults.inline_retry_limit`` is
+1s, so each run is parked in the store and the event API's inbox entry settled. Then
+the bridge is SIGKILLed:
+
+- ``job/requested`` (3 events, retry after 6 s): killed during the backoff. After the
+  restart each retry runs once, no earlier than the due time the store kept, as
+  attempt 2, and succeeds.
+- ``job/hang`` (1 event, retry after 1.5 s): the retry's handler hangs in the first
+  process, which is killed inside it, holding the parked run's lease. The restarted
+  bridge runs it again (still attempt 2: it never finished) and it succeeds.
+
+Proves it by counts and by ordering: every execution is recorded with its attempt
+number and wall-clock time; the due times are read from the store while parked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+
+from tests.apps.orchestration import Line, parse
+from tests.support import BridgeProcess, post_events, read_lines, until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+JOBS = [f"job-{n}" for n in range(3)]
+HANG = "hang-0"
+
+CONFIG = """\
+version: 1
+store: sqlite:///{db}
+telemetry: {{logs: {{format: json, level: INFO}}}}
+drain_timeout: 5s
+defaults:
+  inline_retry_limit: 1s
+  retry: {{attempts: 3, backoff: fixed, min_delay: 100ms, max_delay: 100ms}}
+events:
+  job/*: {{schema: none}}
+handlers:
+  - {{id: worker, on: job/requested, type: python, function: "tests.apps.orchestration:park_once"}}
+  - {{id: hanger, on: job/hang, type: python, function: "tests.apps.orchestration:park_then_hang"}}
+"""
+
+
+def query(db: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def parked(db: Path) -> dict[str, tuple[float, int, float]]:
+    """event id -> (due_at, next attempt, leased_until) of every parked run."""
+    out = {}
+    for due_at, leased_until, record in query(
+        db, "SELECT due_at, leased_until, record FROM parked"
+    ):
+        run = orjson.loads(record)  # type: ignore[arg-type]
+        out[run["event"]["id"]] = (float(due_at), int(run["attempt"]), float(leased_until))  # type: ignore[arg-type]
+    return out
+
+
+def runs(record: Path) -> list[Line]:
+    return parse(read_lines(record))
+
+
+def settled(db: Path) -> bool:
+    """Every run succeeded and nothing is parked any more."""
+    succeeded = query(db, "SELECT COUNT(*) FROM ledger WHERE status = 'succeeded'")
+    return succeeded == [(len(JOBS) + 1,)] and parked(db) == {}
+
+
+async def test_parked_retries_survive_sigkill(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    record = tmp_path / "runs.txt"
+    config = tmp_path / "bridge.yaml"
+    config.write_text(CONFIG.format(db=db))
+    bridge = BridgeProcess(config, tmp_path, env={"BRIDGE_TEST_RECORD": str(record)})
+    events = [
+        {"specversion": "1.0", "id": i, "source": "t", "type": "job/requested", "data": {}}
+        for i in JOBS
+    ]
+    events.append({"specversion": "1.0", "id": HANG, "source": "t", "type": "job/hang", "data": {}})
+    for event in events:
+        event["data"] = {"retry_after": 1.5 if event["id"] == HANG else 6}
+
+    bridge.start()
+    try:
+        await bridge.wait_ready()
+        async with aiohttp.ClientSession() as session:
+            status, body = await post_events(session, bridge.url, events)
+        assert status == 202, body
+
+        # Parked, and the source messages settled: inbox entries done, nothing dead.
+        await until(lambda: set(JOBS) <= set(parked(db)), 15, "every job parked")
+        await until(
+            lambda: query(db, "SELECT COUNT(*) FROM inbox WHERE done_at IS NULL") == [(0,)],
+            15,
+            "the inbox entries settled",
+        )
+        due = {event_id: row[0] for event_id, row in parked(db).items() if event_id in JOBS}
+        assert {row[1] for row in parked(db).values()} == {2}  # the next attempt is the 2nd
+        assert query(db, "SELECT COUNT(*) FROM dead_letters") == [(0,)]
+        assert query(db, "SELECT COUNT(*) FROM ledger") == [(0,)]
+
+        # The hanging retry was claimed and is running: kill the process there, which is
+        # also during the jobs' backoff.
+        await until(lambda: any(r.what == "hang" for r in runs(record)), 20, "the hang started")
+        bridge.kill()
+        before = runs(record)
+        assert Counter(r.event_id for r in before if r.event_id in JOBS) == dict.fromkeys(JOBS, 1)
+        assert {(r.attempt, r.what) for r in before if r.event_id in JOBS} == {(1, "park")}
+        assert all(r.at < due[r.event_id] for r in before if r.event_id in JOBS)
+        _, hang_attempt, hang_lease = parked(db)[HANG]
+        assert hang_attempt == 2
+        assert hang_lease > 0  # claimed by the process that died
+
+        bridge.start()
+        await bridge.wait_ready()
+        await until(lambda: settled(db), 30, "every retry succeeded")
+        # Two more scheduler rounds (it polls every second): still nothing runs again.
+        await asyncio.sleep(2.5)
+        assert await bridge.stop() == 0, bridge.log_tail()
+    finally:
+        bridge.kill()
+
+    after = runs(record)
+    retries = [r for r in after if r.event_id in JOBS and r.attempt > 1]
+    # Each job's retry ran once, numbered 2, by the restarted process, not before its due time.
+    assert Counter(r.event_id for r in retries) == dict.fromkeys(JOBS, 1)
+    assert {(r.attempt, r.what, r.generation) for r in retries} == {(2, "ok", 2)}
+    assert [(r.event_id, r.at, due[r.event_id]) for r in retries if r.at < due[r.event_id]] == []
+    # The retry that died with its process ran again (still attempt 2: it never finished),
+    # long before the dead process's lease would have run out.
+    assert [(r.generation, r.attempt, r.what) for r in after if r.event_id == HANG] == [
+        (1, 1, "park"),
+        (1, 2, "hang"),
+        (2, 2, "ok"),
+    ]
+    assert [r.at < hang_lease for r in after if r.event_id == HANG and r.generation == 2] == [True]
+    assert len(after) == 2 * len(JOBS) + 3
+    assert query(db, "SELECT COUNT(*) FROM dead_letters") == [(0,)]
+    assert sorted(query(db, "SELECT event_id, status FROM ledger")) == [
+        (i, "succeeded") for i in sorted([*JOBS, HANG])
+    ]
