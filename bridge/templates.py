@@ -75,7 +75,7 @@ def _filter(spec: str) -> Callable[[Any], Any]:
 class Template:
     """A compiled template. ``render(scope)`` fills it; raises ``TemplateError`` on a missing field."""
 
-    __slots__ = ("_parts", "_single", "fields", "source")
+    __slots__ = ("_parts", "_single", "_static", "fields", "source")
 
     def __init__(self, source: str, roots: frozenset[str] | None = None) -> None:
         self.source = source
@@ -105,6 +105,8 @@ class Template:
         if "{" in "".join(p for p in self._parts if isinstance(p, str)):
             raise TemplateError(f"unbalanced '{{' in template {source!r}")
         self._single = len(self._parts) == 1 and not isinstance(self._parts[0], str)
+        # A template without fields renders to itself: no list, no join, per message.
+        self._static: str | None = None if self.fields else "".join(self._parts)  # type: ignore[arg-type]
 
     @property
     def is_static(self) -> bool:
@@ -117,6 +119,8 @@ class Template:
         Raises:
             TemplateError: a field is missing and has no ``default`` filter.
         """
+        if self._static is not None:
+            return self._static
         if self._single:
             return self._value(self._parts[0], scope)  # type: ignore[arg-type]
         out = []
@@ -129,6 +133,8 @@ class Template:
 
     def render_str(self, scope: Mapping[str, Any]) -> str:
         """Like ``render`` but always a string."""
+        if self._static is not None:
+            return self._static
         value = self.render(scope)
         return value if isinstance(value, str) else str(value)
 
