@@ -13,7 +13,6 @@ into a dead letter and settles the message, so bad input never blocks a source.
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -44,33 +43,6 @@ def decode_json(body: bytes) -> Any:
         except UnicodeDecodeError as uexc:
             raise InvalidEvent("invalid_utf8", f"body is not UTF-8 at byte {uexc.start}") from None
         raise InvalidEvent("malformed_json", str(exc)) from None
-
-
-def text_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
-    """``headers`` with every value valid UTF-8 text.
-
-    HTTP servers and broker clients decode header bytes that are not UTF-8 with
-    ``surrogateescape``; such a value cannot be written as JSON, so each one is
-    decoded again with U+FFFD in place of the bad bytes. Returns ``headers``
-    itself when every value is fine (the common case: no copy).
-    """
-    bad = False
-    for value in headers.values():
-        if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                bad = True
-                break
-    if not bad:
-        return headers
-    from multidict import CIMultiDict
-
-    clean: CIMultiDict[str] = CIMultiDict()
-    for key, value in headers.items():
-        fixed = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        clean.add(key, fixed.encode("utf-8", "replace").decode("utf-8"))
-    return clean
 
 
 def binary_attributes(
@@ -154,9 +126,7 @@ class Normalizer:
         body = delivery.body
         if len(body) > self.max_body_bytes:
             raise InvalidEvent("too_large", f"{len(body)} bytes, limit {self.max_body_bytes}")
-        headers = text_headers(delivery.headers) if delivery.headers else delivery.headers
-        if headers is not delivery.headers:  # rare: a header that is not UTF-8
-            delivery = dataclasses.replace(delivery, headers=headers)
+        headers = delivery.headers
         meta = delivery.meta
         attrs = binary_attributes(headers) if headers else None
         if attrs is not None:

@@ -34,7 +34,7 @@ async def ok(event: Event[Any], ctx: Context) -> None:
 CONFIG = """\
 version: 1
 store: sqlite:///{db}
-server: {{listen: "127.0.0.1:8787", ui: {{enabled: {ui}}}}}
+server: {{listen: "127.0.0.1:8787", ui: {{enabled: {ui}}}, admin: {{token: {token}}}}}
 events:
   user/signup: {{schema: "tests.unit.test_ui_api:Signup"}}
   job/run: {{schema: none}}
@@ -47,11 +47,10 @@ handlers:
 
 
 async def _client(
-    tmp_path: Path, ui: bool = True
+    tmp_path: Path, ui: bool = True, token: str = "null"
 ) -> AsyncIterator[tuple[TestClient[Any, Any], Runtime]]:
-    cfg = load_config_text(
-        textwrap.dedent(CONFIG.format(db=tmp_path / "ui.db", ui=str(ui).lower())), {}
-    )
+    text = CONFIG.format(db=tmp_path / "ui.db", ui=str(ui).lower(), token=token)
+    cfg = load_config_text(textwrap.dedent(text), {})
     runtime = Runtime(cfg)
     runtime.build()
     await runtime.store.open()
@@ -365,7 +364,9 @@ async def test_status_reports_connectors_and_handler_success_rates(
     metrics.observe("bridge_run_duration_seconds", (("handler", "mailer"),), 0.06)
     status, body = await get(client, "/ui/api/status")
     assert status == 200
-    assert [c["name"] for c in body["connectors"]] == ["api"]
+    connectors = {c["name"]: c for c in body["connectors"]}
+    # Not started here, so not connected; the browser test sees it connected.
+    assert connectors["api"]["connected"] is False and connectors["api"]["backlog"] == 0
     rows = {h["id"]: h for h in body["handlers"]}
     assert list(rows) == ["mailer", "crm", "worker"]
     assert (
@@ -393,3 +394,20 @@ async def test_the_page_and_its_assets_are_served_only_when_enabled(tmp_path: Pa
         for path in ("/ui", "/ui/api/events"):
             resp = await client.get(path)
             assert resp.status == 404, path
+
+
+async def test_behind_the_admin_token_the_browser_gets_in_with_token_once(tmp_path: Path) -> None:
+    async for client, _ in _client(tmp_path, token="s3cret"):
+        for path in ("/ui", "/ui/static/app.js", "/ui/api/events"):
+            resp = await client.get(path)
+            assert resp.status == 401, path
+        resp = await client.get("/ui?token=wrong", allow_redirects=False)
+        assert resp.status == 401
+        resp = await client.get("/ui?token=s3cret", allow_redirects=False)
+        assert resp.status == 303 and resp.headers["Location"] == "/ui"
+        # The cookie now stands for the token: the page, its assets and its API answer.
+        for path in ("/ui", "/ui/static/app.js", "/ui/api/events"):
+            resp = await client.get(path)
+            assert resp.status == 200, path
+        resp = await client.get("/ui/api/events", headers={"authorization": "Bearer s3cret"})
+        assert resp.status == 200
