@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -109,11 +110,21 @@ async def test_newsletter_fans_one_signup_out_to_four_handlers(tmp_path: Path) -
         assert bridge.terminate() == 0
 
 
-def jsonl(path: Path) -> list[dict[str, object]]:
+def jsonl(path: Path) -> list[dict[str, Any]]:
     """The records an example wrote to a JSON-lines file (none if it does not exist yet)."""
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+async def wait_runs(url: str, expected: dict[tuple[str, str], int], within: float = 60.0) -> str:
+    """Wait until every (handler, outcome) run count reaches its number; return /metrics."""
+    for _ in range(int(within / 0.1)):
+        text = await metrics_text(url)
+        if all(runs(text, h, o) >= n for (h, o), n in expected.items()):
+            return text
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"run counts never reached {expected}:\n{text}")
 
 
 @pytest.mark.e2e
@@ -139,10 +150,14 @@ async def test_bulk_reports_fan_out_in_chunks_and_join_into_one_notification(
             "reports/generate-bulk",
             {"batch_id": "b1", "report_ids": ids, "requested_by": "ada"},
         )
-        await bridge.wait_metric(
-            "bridge_runs_total", 1, within=60, handler="notify-requester", outcome="succeeded"
-        )
-        text = await metrics_text(bridge.url)
+        expected = {
+            ("split-into-chunks", "succeeded"): 1,
+            ("split-chunk", "succeeded"): 3,
+            ("generate-report", "succeeded"): len(ids),
+            ("wait-for-reports", "succeeded"): 1 + len(ids),
+            ("notify-requester", "succeeded"): 1,
+        }
+        text = await wait_runs(bridge.url, expected)
         assert runs(text, "split-into-chunks", "succeeded") == 1
         assert runs(text, "split-chunk", "succeeded") == 3  # 23 ids in chunks of 10
         # One child per report, each handled once: the broken ones end in reports/failed, the
@@ -196,16 +211,24 @@ async def test_departments_aggregate_once_every_child_task_is_done(tmp_path: Pat
                 "departments": [{"name": n, "tasks": t} for n, t in tasks.items()],
             },
         )
-        (root_id,) = sent["ids"]  # type: ignore[misc]
-        await bridge.wait_metric(
-            "bridge_runs_total", 1, within=60, handler="report-quarter", outcome="succeeded"
-        )
-        text = await metrics_text(bridge.url)
+        ids_sent = sent["ids"]
+        assert isinstance(ids_sent, list)
+        (root_id,) = ids_sent
+        expected = {
+            ("split-quarter", "succeeded"): 1,
+            ("split-department", "succeeded"): 3,
+            ("run-task", "succeeded"): 5,
+            ("run-task", "dead_lettered"): 1,
+            ("summarize-department", "succeeded"): 3,
+            ("report-quarter", "succeeded"): 1,
+        }
+        text = await wait_runs(bridge.url, expected)
         assert runs(text, "split-quarter", "succeeded") == 1
         assert runs(text, "split-department", "succeeded") == 3
         assert runs(text, "run-task", "succeeded") == 5
         assert runs(text, "run-task", "dead_lettered") == 1  # commission-fail, Fatal
         assert runs(text, "summarize-department", "succeeded") == 3
+        assert runs(text, "report-quarter", "succeeded") == 1
         # One aggregate per department, with every child counted (the dead-lettered one too).
         summaries = {s["department"]: s for s in jsonl(out / "summaries.jsonl")}
         assert len(jsonl(out / "summaries.jsonl")) == 3
