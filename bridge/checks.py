@@ -40,7 +40,11 @@ def _connectors(cfg: BridgeConfig) -> Iterator[Problem]:
     paths: dict[str, str] = {}
     for name, conn in cfg.connectors.items():
         kind = kinds[conn.type]
-        if getattr(kind, "ingress", None) is not None:
+        check = getattr(conn, "check", None)
+        if check is not None:
+            for sub_path, message in check(cfg):
+                yield ("connectors", name, *sub_path), message
+        if getattr(kind, "needs_server", False):
             path = getattr(conn, "path", None) or f"/hooks/{name}"
             if not cfg.server.enabled:
                 yield (

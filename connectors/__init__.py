@@ -36,6 +36,8 @@ class ConnectorKind:
     source: Callable[[Any, str], Source] | None = None
     publisher: Callable[[Any, str], Publisher] | None = None
     ingress: Callable[[Any, str, IngressEnv], Ingress] | None = None
+    needs_server: bool = False
+    """The ingress mounts routes on the bridge's HTTP server (webhooks; not cron)."""
 
 
 KINDS: dict[str, ConnectorKind] = {
@@ -43,7 +45,9 @@ KINDS: dict[str, ConnectorKind] = {
     "kafka": ConnectorKind(kafka.KafkaConfig, "kafka", kafka.source, kafka.publisher),
     "rabbitmq": ConnectorKind(rabbitmq.RabbitMQConfig, "amqp", rabbitmq.source, rabbitmq.publisher),
     "sqs": ConnectorKind(sqs.SqsConfig, "sqs", sqs.source, sqs.publisher),
-    "webhook": ConnectorKind(webhook.WebhookConfig, "webhook", ingress=webhook.ingress),
+    "webhook": ConnectorKind(
+        webhook.WebhookConfig, "webhook", ingress=webhook.ingress, needs_server=True
+    ),
     "cron": ConnectorKind(cron.CronConfig, "cron", ingress=cron.ingress),
 }
 

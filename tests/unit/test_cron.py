@@ -365,14 +365,15 @@ def test_the_config_check_reports_catalog_problems_relative_to_the_connector() -
     events = (
         f"events:\n  digest/due: {{schema: '{__name__}:Digest'}}\n  other/x: {{schema: none}}\n"
     )
-    cfg = load_config_text(text + events, {})
-    conn = cfg.connectors["digest"]
-    assert isinstance(conn, CronConfig)
-    ((path, message),) = conn.check(cfg)
-    assert path == ("event", "data") and "mailing_list" in message
-    cfg = load_config_text(text.replace("digest/due", "digest/late") + events, {})
-    ((path, message),) = cfg.connectors["digest"].check(cfg)
-    assert path == ("event", "type") and "not in the catalog" in message
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text + events, {})
+    (issue,) = caught.value.issues
+    assert issue.path == "connectors.digest.event.data" and "mailing_list" in issue.message
+    assert issue.line == 7
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text.replace("digest/due", "digest/late") + events, {})
+    (issue,) = caught.value.issues
+    assert issue.path == "connectors.digest.event.type" and "not in the catalog" in issue.message
 
 
 def config_text(connector: str) -> str:
