@@ -81,10 +81,12 @@ def _append(name: str, record: dict[str, Any]) -> None:
 
 
 async def render(report: GenerateReport) -> str:
-    """The report engine: ids containing "broken" fail for good."""
+    """The report engine: ids containing "broken" fail for good, "unavailable" every time."""
     await asyncio.sleep(0.02)
     if "broken" in report.report_id:
         raise ReportBroken(f"report {report.report_id} has no data source")
+    if "unavailable" in report.report_id:
+        raise ConnectionError("the data warehouse is unavailable")  # retried, then dead-lettered
     return f"report {report.report_id} of batch {report.batch_id}\n"
 
 

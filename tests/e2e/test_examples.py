@@ -186,6 +186,55 @@ async def test_bulk_reports_fan_out_in_chunks_and_join_into_one_notification(
 
 
 @pytest.mark.e2e
+async def test_bulk_reports_time_out_naming_the_report_that_never_finished(
+    tmp_path: Path,
+) -> None:
+    config = ROOT / "examples" / "bulk-reports" / "bridge.yaml"
+    out = tmp_path / "out"
+    bridge = BridgeProcess(
+        config,
+        tmp_path,
+        env={
+            "BRIDGE_STORE": f"sqlite:///{tmp_path}/r.db",
+            "REPORTS_DIR": str(out),
+            "REPORTS_WAIT": "15s",
+        },
+    )
+    bridge.start()
+    try:
+        await bridge.wait_ready()
+        ids = ["r1", "r2", "r3-broken", "r4", "r5-unavailable"]
+        send(
+            config,
+            bridge.port,
+            "reports/generate-bulk",
+            {"batch_id": "b2", "report_ids": ids, "requested_by": "bob"},
+        )
+        expected = {
+            ("generate-report", "succeeded"): 4,
+            ("generate-report", "dead_lettered"): 1,  # r5-unavailable, after 4 attempts
+            ("wait-for-reports", "succeeded"): 1 + 4,  # the request and 4 outcome events
+            ("notify-requester", "succeeded"): 1,
+        }
+        text = await wait_runs(bridge.url, expected, within=90)
+        for (handler, outcome), count in expected.items():
+            assert runs(text, handler, outcome) == count, (handler, outcome)
+        assert await bridge.metric("bridge_retries_total", handler="generate-report") == 3
+        (note,) = jsonl(out / "notifications.jsonl")
+        assert note == {
+            "to": "bob",
+            "batch_id": "b2",
+            "status": "timed_out",
+            "generated": ["r1", "r2", "r4"],
+            "failed": ["r3-broken"],
+            "missing": ["r5-unavailable"],
+        }
+    finally:
+        assert bridge.terminate() == 0
+    assert len(jsonl(out / "notifications.jsonl")) == 1
+
+
+@pytest.mark.e2e
 async def test_departments_aggregate_once_every_child_task_is_done(tmp_path: Path) -> None:
     config = ROOT / "examples" / "departments" / "bridge.yaml"
     out = tmp_path / "out"
