@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= examples/newsletter/bridge.yaml
 
-.PHONY: run dev test test-unit test-integration lint format typecheck bench chaos clean
+.PHONY: run dev browser test test-unit test-integration lint format typecheck bench chaos clean
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -27,7 +27,15 @@ run: install
 dev: install
 	$(BIN)/bridge dev -c $(CONFIG)
 
-test: install
+# The UI tests drive Debian's chromium through Playwright (Playwright's own download
+# needs the internet); install it from the package registry when it is missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+
+test: install browser
 	$(BIN)/pytest -q
 
 test-unit: install
