@@ -17,7 +17,8 @@ Knobs (environment):
     ORCH_FAIL_RATE       ``chaos_*``: fraction of attempts that fail transiently (default 0.3)
     ORCH_PARK_SHARE      of those, the fraction that ask for a parked retry (default 0.5)
     ORCH_FATAL_RATE      ``chaos_*``: fraction of branches that fail permanently (default 0.1)
-    ORCH_RETRY_ATTEMPTS  the retry policy's attempts the chaos config uses (default 4)
+    ORCH_WORK_SECONDS    ``chaos_*``: how long a durable step works after its side effect
+                         (default 0)
 """
 
 from __future__ import annotations
@@ -134,6 +135,10 @@ def expected_outcome(handler: str, event_id: str, attempts: int) -> tuple[str, i
     return "dead_lettered", attempts
 
 
+async def _work() -> None:
+    await asyncio.sleep(float(os.environ.get("ORCH_WORK_SECONDS", "0")))
+
+
 def _fail(ctx: Context, event_id: str) -> None:
     outcome = fate(ctx.handler_id, event_id, ctx.attempt)
     if outcome == "ok":
@@ -147,10 +152,13 @@ def _fail(ctx: Context, event_id: str) -> None:
 
 
 async def chaos_order(event: Event[Any], ctx: Context) -> dict[str, Any]:
-    """An order: reserve stock in a durable step, then emit one child per item."""
+    """An order: reserve stock in a durable step, then emit one child per item and a batch
+    event (the join's start); ``ORCH_CHILDREN`` items, ids by ``child_event_id`` seq 1..n, the
+    batch seq n + 1."""
 
-    def reserve() -> str:
+    async def reserve() -> str:
         _write(ctx, event.id, "step:reserve")
+        await _work()  # the side effect is done, its result not yet kept: a kill window
         return f"reservation-{event.id}"
 
     reservation = await ctx.step("reserve", reserve)
@@ -158,7 +166,10 @@ async def chaos_order(event: Event[Any], ctx: Context) -> dict[str, Any]:
     children = int(os.environ.get("ORCH_CHILDREN", "3"))
     order = event.data["order"]
     for index in range(children):
-        ctx.emit("chaos/item", {"order": order, "index": index, "count": children})
+        ctx.emit("chaos/item", {"order": order, "index": index})
+    # The join that waits for the items opens on this, emitted with them (and so only
+    # for an order that succeeded): its members may well be handled before it.
+    ctx.emit("chaos/batch", {"order": order, "count": children})
     _write(ctx, event.id, "ok")
     return {"reservation": reservation}
 
@@ -166,8 +177,9 @@ async def chaos_order(event: Event[Any], ctx: Context) -> dict[str, Any]:
 async def chaos_item(event: Event[Any], ctx: Context) -> dict[str, Any]:
     """An item: charge in a durable step (a side effect per execution), then maybe fail."""
 
-    def charge() -> str:
+    async def charge() -> str:
         _write(ctx, event.id, "step:charge")
+        await _work()
         return f"charge-{event.id}"
 
     charged = await ctx.step("charge", charge)
