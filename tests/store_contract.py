@@ -54,6 +54,7 @@ class StoreContract:
             event={"id": "e1"},
             attempts=[Attempt(1, time.time(), 0.5, "x")],
             event_id="e1",
+            event_type="order/placed",
             created_at=1.0,
         )
         second = DeadLetter(reason="bad json", connector="c", body="{nope", created_at=2.0)
@@ -62,6 +63,9 @@ class StoreContract:
         listed = await store.dead_letters()
         assert [d.id for d in listed] == [second.id, first.id]  # newest first
         assert [d.id for d in await store.dead_letters(handler="h1")] == [first.id]
+        assert [d.id for d in await store.dead_letters(event_id="e1")] == [first.id]
+        assert await store.dead_letters(event_id="e2") == []
+        assert [d.id for d in await store.dead_letters(event_type="order/placed")] == [first.id]
         got = await store.dead_letter_get(first.id)
         assert got is not None and got.attempts == first.attempts and got.event == {"id": "e1"}
         assert await store.dead_letter_set_status(first.id, "replayed")

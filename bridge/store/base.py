@@ -205,8 +205,10 @@ class Store(Protocol):
         handler: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        event_id: str | None = None,
+        event_type: str | None = None,
     ) -> list[DeadLetter]:
-        """Dead letters, newest first."""
+        """Dead letters, newest first, filtered by any of the given fields."""
 
     async def dead_letter_get(self, letter_id: str) -> DeadLetter | None:
         """One dead letter by id."""

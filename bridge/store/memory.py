@@ -71,11 +71,16 @@ class MemoryStore:
         handler: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        event_id: str | None = None,
+        event_type: str | None = None,
     ) -> list[DeadLetter]:
         found = [
             d
             for d in self.letters.values()
-            if (status is None or d.status == status) and (handler is None or d.handler == handler)
+            if (status is None or d.status == status)
+            and (handler is None or d.handler == handler)
+            and (event_id is None or d.event_id == event_id)
+            and (event_type is None or d.event_type == event_type)
         ]
         found.sort(key=lambda d: d.created_at, reverse=True)
         return found[offset : offset + limit]

@@ -141,6 +141,12 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE inbox ADD COLUMN IF NOT EXISTS leased_until DOUBLE PRECISION NOT NULL DEFAULT 0;
     """,
+    # 5: dead letters found by event (the UI's event page) and by event type
+    """
+    ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS event_type TEXT;
+    CREATE INDEX IF NOT EXISTS dead_letters_by_event ON dead_letters (event_id);
+    CREATE INDEX IF NOT EXISTS dead_letters_by_type ON dead_letters (event_type, created_at DESC);
+    """,
 ]
 
 
@@ -250,8 +256,9 @@ class PostgresStore:
     async def dead_letter_add(self, letter: DeadLetter) -> None:
         await self._run(
             "execute",
-            "INSERT INTO dead_letters (id, created_at, status, reason, connector, handler, event_id, record)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)"
+            "INSERT INTO dead_letters"
+            " (id, created_at, status, reason, connector, handler, event_id, record, event_type)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9)"
             " ON CONFLICT (id) DO UPDATE SET status = excluded.status, record = excluded.record",
             letter.id,
             letter.created_at,
@@ -261,6 +268,7 @@ class PostgresStore:
             letter.handler,
             letter.event_id,
             _dump(letter.to_dict()),
+            letter.event_type,
         )
 
     async def dead_letters(
@@ -270,16 +278,21 @@ class PostgresStore:
         handler: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        event_id: str | None = None,
+        event_type: str | None = None,
     ) -> list[DeadLetter]:
         rows = await self._run(
             "fetch",
             "SELECT record, status FROM dead_letters"
             " WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR handler = $2)"
+            " AND ($5::text IS NULL OR event_id = $5) AND ($6::text IS NULL OR event_type = $6)"
             " ORDER BY created_at DESC LIMIT $3 OFFSET $4",
             status,
             handler,
             limit,
             offset,
+            event_id,
+            event_type,
         )
         return [_letter(r["record"], r["status"]) for r in rows]
 

@@ -145,6 +145,12 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE inbox ADD COLUMN leased_until REAL NOT NULL DEFAULT 0;
     """,
+    # 5: dead letters found by event (the UI's event page) and by event type
+    """
+    ALTER TABLE dead_letters ADD COLUMN event_type TEXT;
+    CREATE INDEX dead_letters_by_event ON dead_letters (event_id);
+    CREATE INDEX dead_letters_by_type ON dead_letters (event_type, created_at DESC);
+    """,
 ]
 
 
@@ -338,13 +344,14 @@ class SqliteStore:
             letter.connector,
             letter.handler,
             letter.event_id,
+            letter.event_type,
             _dump(letter.to_dict()),
         )
         await self._call(
             lambda c: c.execute(
                 "INSERT OR REPLACE INTO dead_letters"
-                " (id, created_at, status, reason, connector, handler, event_id, record)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " (id, created_at, status, reason, connector, handler, event_id, event_type, record)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
         )
@@ -356,15 +363,20 @@ class SqliteStore:
         handler: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        event_id: str | None = None,
+        event_type: str | None = None,
     ) -> list[DeadLetter]:
         clauses: list[str] = []
         args: list[str] = []
-        if status is not None:
-            clauses.append("status = ?")
-            args.append(status)
-        if handler is not None:
-            clauses.append("handler = ?")
-            args.append(handler)
+        for column, value in (
+            ("status", status),
+            ("handler", handler),
+            ("event_id", event_id),
+            ("event_type", event_type),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = f"SELECT record, status FROM dead_letters {where} ORDER BY created_at DESC LIMIT ? OFFSET ?"
         rows = await self._call(lambda c: c.execute(sql, (*args, limit, offset)).fetchall())

@@ -155,57 +155,28 @@ async def dead_letters_filtered(
 ) -> list[DeadLetter]:
     """Dead letters newest first, filtered by status, handler and event type.
 
-    The store filters status and handler; the type is matched here, scanning at most
-    ``scan_limit`` letters.
-
     Raises:
         BadQuery: an unknown status.
     """
     if status is not None and status not in LETTER_STATUSES:
         raise BadQuery(f"status is one of {', '.join(LETTER_STATUSES)}")
-    if type is None:
-        return await store.dead_letters(
-            status=status,  # type: ignore[arg-type]
-            handler=handler,
-            limit=limit,
-            offset=offset,
-        )
-    found: list[DeadLetter] = []
-    skipped = 0
-    position = 0
-    chunk = 500
-    while position < scan_limit:
-        batch = await store.dead_letters(
-            status=status,  # type: ignore[arg-type]
-            handler=handler,
-            limit=chunk,
-            offset=position,
-        )
-        for letter in batch:
-            if letter.event_type != type:
-                continue
-            if skipped < offset:
-                skipped += 1
-                continue
-            found.append(letter)
-            if len(found) >= limit:
-                return found
-        if len(batch) < chunk:
-            break
-        position += chunk
-    return found
+    return await store.dead_letters(
+        status=status,  # type: ignore[arg-type]
+        handler=handler,
+        event_type=type,
+        limit=limit,
+        offset=offset,
+    )
 
 
 async def letters_of_event(
     store: Store, event_id: str, handlers: list[str]
 ) -> dict[str, DeadLetter]:
-    """The newest dead letter of each of ``handlers`` for one event (recent letters searched)."""
+    """The newest dead letter of each of ``handlers`` for one event."""
     found: dict[str, DeadLetter] = {}
-    for handler in handlers:
-        for letter in await store.dead_letters(handler=handler, limit=500):
-            if letter.event_id == event_id:
-                found[handler] = letter
-                break
+    for letter in await store.dead_letters(event_id=event_id, limit=200):
+        if letter.handler in handlers and letter.handler not in found:
+            found[letter.handler] = letter
     return found
 
 
