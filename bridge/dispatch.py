@@ -51,6 +51,7 @@ Emitter = Callable[[Sequence[Event[Any]]], Awaitable[None]]
 RunStatus = Literal["succeeded", "dead_lettered", "skipped", "parked"]
 _PARKED_NAMESPACE = uuid.UUID("0b6f3c1e-5d2a-4f7e-8a9b-3c4d5e6f7a8b")
 _COMPLETE_NAMESPACE = uuid.UUID("9a3e4b2c-1d5f-4e6a-8b7c-2d3e4f5a6b7c")
+_COMPLETION_SOURCE = "bridge://on_complete"
 
 
 def parked_run_id(event_id: str, handler_id: str) -> str:
@@ -513,6 +514,8 @@ class Dispatcher:
 
     async def _complete(self, event: Event[Any], runs: Sequence[Run]) -> None:
         """Emit the ``on_complete`` event once every run of ``event`` is final."""
+        if event.source == _COMPLETION_SOURCE:
+            return  # a completion event never gets a completion of its own (no loop)
         target = self._completion_type(event.type)
         if target is None or any(r.status == "parked" for r in runs):
             return
@@ -541,10 +544,15 @@ class Dispatcher:
         failed = [h for h, o in ordered.items() if o["status"] != "succeeded"]
         done: Event[Any] = Event(
             id=completion_event_id(event.id),
-            source="bridge://on_complete",
+            source=_COMPLETION_SOURCE,
             type=target,
             data={
-                "event": {"id": event.id, "type": event.type, "subject": event.subject},
+                "event": {
+                    "id": event.id,
+                    "type": event.type,
+                    "subject": event.subject,
+                    "data": event.data_json(),
+                },
                 "status": "partial"
                 if failed and len(failed) < len(ordered)
                 else ("dead_lettered" if failed else "succeeded"),

@@ -221,6 +221,8 @@ class Runtime:
             h.id: h.handler for h in self.handlers.values() if isinstance(h.handler, JoinHandler)
         }
         if joins:
+            for join in joins.values():
+                join.wake = self.inbox.wakeup.set
             self.join_sweeper = JoinSweeper(self.store, joins, self.inbox.wakeup.set)
         inline_limits = {
             name: conn.consume.inline_retry_limit

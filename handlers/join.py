@@ -20,6 +20,7 @@ from __future__ import annotations
 import fnmatch
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Literal
 
 import orjson
@@ -107,6 +108,7 @@ class JoinHandler:
         self.member_key = compile_filter(cfg.member_key) if cfg.member_key else None
         self.collect = compile_filter(cfg.collect) if cfg.collect else None
         self.wall = time.time
+        self.wake: Callable[[], None] = lambda: None  # the runtime wakes its inbox with it
 
     def _store(self) -> Store:
         if self.store is None:
@@ -136,10 +138,14 @@ class JoinHandler:
         )
         await store.join_open(join)
         current: Join | None = None
-        # Members that came first were buffered: collect those that belong here.
+        # Members that came first were buffered: collect those that belong here, once.
+        collected = []
         for member in await store.join_buffered(self.cfg.id, self.wall()):
             if self._matches(member, start_doc):
                 current = await store.join_add(join.id, member["id"], self._kept(member))
+                collected.append(member["id"])
+        if collected:
+            await store.join_buffer_remove(self.cfg.id, collected)
         if current is None:
             current = await store.join_get(join.id)
         if current is not None and current.status == "open":
@@ -205,9 +211,9 @@ class JoinHandler:
     async def _maybe_complete(self, join: Join) -> None:
         needed = 1 if join.expected is None else join.expected
         if len(join.members) >= needed:
-            await self._store().join_close(
-                join.id, "completed", self.outcome_entry(join, "completed")
-            )
+            entry = self.outcome_entry(join, "completed")
+            if await self._store().join_close(join.id, "completed", entry):
+                self.wake()
 
     def outcome_entry(self, join: Join, status: str) -> InboxEntry:
         """The inbox entry of the event that reports how ``join`` ended."""

@@ -291,3 +291,23 @@ class StoreContract:
         assert [r.id for r in await store.parked_claim(now, 10, 30.0)] == ["p0"]
         await store.parked_lease(None, 0.0)
         assert len(await store.parked_claim(now, 10, 30.0)) == 3
+
+    async def test_concurrent_join_adds_see_each_other(self, store: Store) -> None:
+        now = time.time()
+        for n in range(20):
+            await store.join_open(Join(f"j{n}", "agg", {"id": f"s{n}"}, 2, now + 60))
+        results = await asyncio.gather(
+            *(store.join_add(f"j{n}", m, m) for n in range(20) for m in ("a", "b"))
+        )
+        sizes = [len(j.members) for j in results if j is not None]
+        # Whatever the interleaving, for every join one of the two adds saw both members.
+        for n in range(20):
+            pair = sizes[2 * n : 2 * n + 2]
+            assert max(pair) == 2, (n, pair)
+
+    async def test_collected_buffered_members_are_forgotten(self, store: Store) -> None:
+        now = time.time()
+        for i in ("b1", "b2"):
+            await store.join_buffer_add("agg", i, {"id": i}, now + 30)
+        await store.join_buffer_remove("agg", ["b1"])
+        assert await store.join_buffered("agg", now) == [{"id": "b2"}]

@@ -296,6 +296,9 @@ class Store(Protocol):
     async def join_buffered(self, handler: str, now: float) -> list[dict[str, Any]]:
         """The handler's buffered events that have not expired, oldest first."""
 
+    async def join_buffer_remove(self, handler: str, event_ids: Iterable[str]) -> None:
+        """Forget buffered events that a join has collected."""
+
     async def join_purge(self, now: float, closed_before: float) -> int:
         """Drop expired buffered events and joins closed before ``closed_before``."""
 

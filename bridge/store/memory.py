@@ -233,6 +233,10 @@ class MemoryStore:
     async def join_buffered(self, handler: str, now: float) -> list[dict[str, Any]]:
         return [copy.deepcopy(e) for h, _, e, exp in self.join_buffer if h == handler and exp > now]
 
+    async def join_buffer_remove(self, handler: str, event_ids: Iterable[str]) -> None:
+        gone = set(event_ids)
+        self.join_buffer = [b for b in self.join_buffer if not (b[0] == handler and b[1] in gone)]
+
     async def join_purge(self, now: float, closed_before: float) -> int:
         before = len(self.join_buffer)
         self.join_buffer = [b for b in self.join_buffer if b[3] > now]

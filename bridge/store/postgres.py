@@ -540,7 +540,9 @@ class PostgresStore:
 
     async def join_add(self, join_id: str, member_id: str, value: Any) -> Join | None:
         async def add(conn: Any) -> Join | None:
-            if await conn.fetchval("SELECT 1 FROM joins WHERE id = $1", join_id) is None:
+            # The row lock orders concurrent adds to one join: each sees the members
+            # added before it, so the add that completes the join always knows it.
+            if await conn.fetchval("SELECT 1 FROM joins WHERE id = $1 FOR UPDATE", join_id) is None:
                 return None
             await conn.execute(
                 "INSERT INTO join_members (join_id, member_id, value) VALUES ($1, $2, $3::jsonb)"
@@ -613,6 +615,14 @@ class PostgresStore:
             now,
         )
         return [_load(r["event"]) for r in rows]
+
+    async def join_buffer_remove(self, handler: str, event_ids: Iterable[str]) -> None:
+        await self._run(
+            "execute",
+            "DELETE FROM join_buffer WHERE handler = $1 AND event_id = ANY($2::text[])",
+            handler,
+            list(event_ids),
+        )
 
     async def join_purge(self, now: float, closed_before: float) -> int:
         async def purge(conn: Any) -> int:

@@ -648,6 +648,14 @@ class SqliteStore:
         )
         return [_load(r[0]) for r in rows]
 
+    async def join_buffer_remove(self, handler: str, event_ids: Iterable[str]) -> None:
+        rows = [(handler, i) for i in event_ids]
+        await self._call(
+            lambda c: c.executemany(
+                "DELETE FROM join_buffer WHERE handler = ? AND event_id = ?", rows
+            )
+        )
+
     async def join_purge(self, now: float, closed_before: float) -> int:
         def purge(conn: sqlite3.Connection) -> int:
             count = conn.execute("DELETE FROM join_buffer WHERE expires_at <= ?", (now,)).rowcount

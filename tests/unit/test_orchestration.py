@@ -337,3 +337,39 @@ async def test_the_run_history_records_events_runs_attempts_and_status() -> None
     assert runs["checkout"].result == {"charge_id": "ch-p1", "calls": 1}
     runs = {r.handler: r.status for r in await store.history_runs("e1")}
     assert runs == {"a": "succeeded", "b": "dead_lettered"}
+
+
+async def test_a_buffered_member_is_collected_by_one_join_only() -> None:
+    runtime, store, _ = make(JOIN, FakeClock())
+    norm = inbox_normalizer(runtime)
+    send = runtime.dispatcher.process
+    await send(event_delivery("r-a", "report/done", {"batch": "B3", "id": "a"}), norm)
+    await send(event_delivery("s1", "batch/started", {"batch": "B3", "ids": ["a"]}), norm)
+    # The same batch started again: the member went to the first join, not to this one.
+    await send(event_delivery("s2", "batch/started", {"batch": "B3", "ids": ["a"]}), norm)
+    outcomes = [orjson.loads(e.body)["data"] for e in await store.inbox_pending(0, 10)]
+    assert [(o["start"]["id"], o["status"]) for o in outcomes] == [("s1", "completed")]
+    assert await store.join_buffered("collect", time.time()) == []
+
+
+async def test_a_completion_event_never_completes_itself() -> None:
+    runtime, _, emitted = make(
+        f"""
+        - {{id: audit, on: "test/*", type: python, function: {HERE}:ok}}
+        """,
+        FakeClock(),
+        events="{test/*: {schema: none, on_complete: test/completed}}",
+    )
+    await process(runtime, delivery("e1")[0])
+    (done,) = emitted
+    assert done.data["event"]["data"] == {}
+    # The completion comes back through the inbox: it is handled, and completes nothing.
+    from connectors.base import Delivery
+
+    async def settle(outcome: Settlement) -> None:
+        return None
+
+    again = Delivery(done.to_json(), {}, {"message_id": done.id}, settle, "inbox")
+    assert await runtime.dispatcher.process(again, inbox_normalizer(runtime)) is Settlement.ACK
+    assert len(emitted) == 1
+    assert CALLS == {"audit": 2}
