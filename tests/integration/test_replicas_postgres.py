@@ -312,7 +312,7 @@ async def test_joins_complete_once_across_replicas(replicas: Replicas) -> None:
         )
 
     try:
-        await until(all_closed, 15, f"{BATCHES} joins closed and their outcomes handled")
+        await until(all_closed, 10, f"{BATCHES} joins closed and their outcomes handled")
     except AssertionError as exc:
         state = Counter((await joins_of(replicas, "gather")).values())
         raise AssertionError(f"{exc}: (status, members) of the joins: {state}") from None
