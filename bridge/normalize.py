@@ -13,6 +13,7 @@ into a dead letter and settles the message, so bad input never blocks a source.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -33,16 +34,65 @@ def decode_json(body: bytes) -> Any:
     """Parse JSON bytes.
 
     Raises:
-        InvalidEvent: ``invalid_utf8`` or ``malformed_json``, with the position.
+        InvalidEvent: ``invalid_utf8`` or ``malformed_json``, with the position;
+            ``too_deep`` when nested deeper than ``MAX_JSON_DEPTH``.
     """
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         try:
             body.decode("utf-8")
         except UnicodeDecodeError as uexc:
             raise InvalidEvent("invalid_utf8", f"body is not UTF-8 at byte {uexc.start}") from None
         raise InvalidEvent("malformed_json", str(exc)) from None
+    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and _too_deep(value):
+        raise InvalidEvent("too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+# orjson reads JSON nested up to 1,024 levels but writes at most 254: an event whose
+# data is deeper could never be stored (inbox, dead letter). Reading refuses it.
+MAX_JSON_DEPTH = 200
+_HEADROOM = 254 - MAX_JSON_DEPTH
+
+
+def _too_deep(value: Any) -> bool:
+    """Nested deeper than ``MAX_JSON_DEPTH`` (orjson, at C speed, with the headroom
+    that an event envelope and a dead letter add around the data)."""
+    for _ in range(_HEADROOM):
+        value = [value]
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return True
+    return False
+
+
+def text_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """``headers`` with every value valid UTF-8 text.
+
+    HTTP servers and broker clients decode header bytes that are not UTF-8 with
+    ``surrogateescape``; such a value cannot be written as JSON, so each one is
+    decoded again with U+FFFD in place of the bad bytes. Returns ``headers``
+    itself when every value is fine (the common case: no copy).
+    """
+    bad = False
+    for value in headers.values():
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                bad = True
+                break
+    if not bad:
+        return headers
+    from multidict import CIMultiDict
+
+    clean: CIMultiDict[str] = CIMultiDict()
+    for key, value in headers.items():
+        fixed = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        clean.add(key, fixed.encode("utf-8", "replace").decode("utf-8"))
+    return clean
 
 
 def binary_attributes(
@@ -126,7 +176,9 @@ class Normalizer:
         body = delivery.body
         if len(body) > self.max_body_bytes:
             raise InvalidEvent("too_large", f"{len(body)} bytes, limit {self.max_body_bytes}")
-        headers = delivery.headers
+        headers = text_headers(delivery.headers) if delivery.headers else delivery.headers
+        if headers is not delivery.headers:  # rare: a header that is not UTF-8
+            delivery = dataclasses.replace(delivery, headers=headers)
         meta = delivery.meta
         attrs = binary_attributes(headers) if headers else None
         if attrs is not None:

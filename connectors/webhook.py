@@ -8,6 +8,8 @@ ids). A request is checked in this order, and nothing is stored unless it passes
 * 413: the declared Content-Length is over ``max_body_bytes``;
 * 401: a shared-secret header is missing or wrong;
 * 413: the body grows past the limit while it is read;
+* 408: the body has not arrived in full within ``server.body_timeout`` (the
+  connection is closed);
 * 401: an HMAC or Standard Webhooks signature does not match;
 * 400: the body is empty, not JSON, or not UTF-8;
 * 415: CloudEvents binary-mode data that is neither JSON nor text;
@@ -53,9 +55,9 @@ from aiohttp import StreamReader, web
 from aiohttp.web_urldispatcher import _default_expect_handler
 from pydantic import Field, field_validator, model_validator
 
+from bridge import normalize  # a module reference: bridge.normalize imports connectors.base
 from bridge.errors import InvalidEvent
 from bridge.events import Event, event_from_dict, new_id, now_iso
-from bridge.normalize import correlation_id
 from bridge.templates import DELIVERY_ROOTS, Template, TemplateError, lookup
 from connectors.base import ConnectorConfig, EventMapping, IngressEnv
 from connectors.webhook_auth import WebhookAuth, build_verifier
@@ -212,7 +214,7 @@ class WebhookIngress:
             extra={"connector": self.name, "status": status, "reason": cause},
         )
         response = _problem(status, message, **extra)
-        if status in (401, 413):
+        if status in (401, 408, 413):
             response.force_close()  # do not read on a connection that sent what we refused
         return response
 
@@ -227,13 +229,16 @@ class WebhookIngress:
             return self._reject(
                 413, "body_too_large", f"the body is larger than {self.limit} bytes"
             )
+        except TimeoutError:  # the server's body deadline (server.body_timeout) passed
+            return self._reject(408, "body_timeout", "the body did not arrive in time")
         except Exception:  # a broken upload (bad chunking, bad gzip, client gone)
             return self._reject(400, "unreadable_body", "the body could not be read")
         if self.verify.needs_body and not self.verify(request.headers, body):
             return self._reject(401, "unauthorized", "authentication failed")
+        headers = normalize.text_headers(request.headers)  # values that JSON can hold
         try:
-            parsed: Parsed = self.parse(body, request.headers)
-            events = self.events(parsed.candidates, request.headers)
+            parsed: Parsed = self.parse(body, headers)
+            events = self.events(parsed.candidates, headers)
         except InvalidEvent as exc:
             return self._invalid(exc)
         except Exception:  # a bug must not become a 500 that the provider retries forever
@@ -315,7 +320,7 @@ class WebhookIngress:
                         raw,
                         valid,
                         source=self._default_source,
-                        correlationid=correlation_id(
+                        correlationid=normalize.correlation_id(
                             self._correlation, raw, data, headers, meta, correlation
                         ),
                         traceparent=raw.get("traceparent") or traceparent,

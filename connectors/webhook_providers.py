@@ -63,7 +63,7 @@ DEFAULT_TYPES: Mapping[str, str | None] = {
 }
 
 # Reasons that mean "the request could not be read" rather than "not a valid event".
-UNREADABLE = frozenset({"empty_body", "malformed_json", "invalid_utf8"})
+UNREADABLE = frozenset({"empty_body", "malformed_json", "invalid_utf8", "too_deep"})
 
 
 @dataclass(slots=True)
