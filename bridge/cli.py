@@ -110,7 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_config_error(exc)
         return 1
     except BridgeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from bridge.server import redact
+
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 1
     return 2
 

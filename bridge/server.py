@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from bridge.deadletters import ReplayError, discard, replay
 from bridge.errors import InvalidEvent, StoreError
 from bridge.events import SPECVERSION, new_id, now_iso
-from bridge.normalize import binary_attributes, decode_json
+from bridge.normalize import binary_attributes, decode_json, text_headers
 from bridge.store.base import DeadLetterStatus, InboxEntry
 
 if TYPE_CHECKING:
@@ -30,6 +33,41 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bridge.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Admin endpoints: a path equal to one of these or below it (the UI's routes included).
+ADMIN_PREFIXES = ("/v1/dead-letters", "/ui")
+TOKEN_COOKIE = "bridge_admin_token"
+
+
+class BodyTimeout(TimeoutError):
+    """The request body did not arrive in full within ``server.body_timeout``."""
+
+
+class _MalformedRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse with the offending bytes, a header line
+    that may hold a token: keep the fact as a warning, drop the bytes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = "malformed HTTP request from %s refused"
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.status = exc.code
+        return True
+
+
+http_log = logging.getLogger("bridge.http")
+http_log.addFilter(_MalformedRequests())
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s'\"]*:)[^@\s'\"]+@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URL in it (``scheme://user:password@``)
+    replaced by ``***``: for error messages that quote a broker or store URL."""
+    return _URL_PASSWORD.sub(r"\g<head>***@", text)
 
 
 def problem(status: int, message: str, **extra: Any) -> web.Response:
@@ -48,9 +86,11 @@ class Server:
         self.runtime = runtime
         cfg = runtime.cfg
         self.token = cfg.server.api.token
+        self.admin = cfg.server.admin
+        self.admin_token = cfg.server.admin.token or cfg.server.api.token
         self.app = web.Application(
             client_max_size=cfg.limits.max_body_bytes,
-            middlewares=[self._errors],
+            middlewares=[self._errors, self._guard, self._body_deadline],
         )
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/readyz", self.readyz)
@@ -68,7 +108,12 @@ class Server:
     async def start(self) -> None:
         cfg = self.runtime.cfg.server
         self._runner = web.AppRunner(
-            self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+            self.app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=1.0,
+            keepalive_timeout=cfg.idle_timeout,
+            logger=http_log,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.host, cfg.port)
@@ -91,11 +136,64 @@ class Server:
             log.error("store unavailable", extra={"path": request.path, "error": str(exc)})
             return problem(503, "the store is unavailable; nothing was accepted, try again")
 
-    def _authorized(self, request: web.Request) -> bool:
-        if not self.token:
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """The event API's token; the admin endpoints' loopback rule and token.
+
+        Runs before any handler reads the body. 403 for a client that is not on
+        loopback when ``server.admin.local_only`` is set, 401 for a missing or wrong
+        token (``Authorization: Bearer``, or the UI's cookie for admin paths).
+        """
+        path = request.path
+        if _under(path, ("/v1/events",)):
+            if not _bearer_ok(request, self.token):
+                return _denied(401, "missing or wrong bearer token")
+        elif self._is_admin(request):
+            if self.admin.local_only and not _loopback(request.remote):
+                return _denied(403, "the admin endpoints answer loopback clients only")
+            if self.admin_token and request.method == "GET" and "token" in request.query:
+                return _token_login(request, self.admin_token)
+            if not (_bearer_ok(request, self.admin_token) or _cookie_ok(request, self.admin_token)):
+                return _denied(401, "missing or wrong bearer token")
+        return await handler(request)
+
+    def _is_admin(self, request: web.Request) -> bool:
+        prefixes = (*ADMIN_PREFIXES, "/metrics") if self.admin.metrics else ADMIN_PREFIXES
+        if _under(request.path, prefixes):
             return True
-        given = request.headers.get("Authorization", "")
-        return hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode())
+        # The matched route too, so no spelling of a path reaches an admin route unguarded.
+        resource = request.match_info.route.resource
+        canonical = resource.canonical if resource is not None else ""
+        return bool(canonical) and _under(canonical, prefixes)
+
+    @web.middleware
+    async def _body_deadline(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """A body that has not arrived in full within ``server.body_timeout`` fails its
+        reader with ``BodyTimeout``: answered 408, and the connection is closed."""
+        content = request.content
+        if content.is_eof():
+            return await handler(request)
+        timeout = self.runtime.cfg.server.body_timeout
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            if not content.is_eof():
+                expired = True
+                content.set_exception(BodyTimeout(f"the body did not arrive within {timeout}s"))
+
+        timer = asyncio.get_running_loop().call_later(timeout, expire)
+        try:
+            return await handler(request)
+        except BodyTimeout:
+            if not expired:
+                raise
+            log.warning("request body timed out", extra={"path": request.path})
+            response = problem(408, f"the body did not arrive within {timeout:g}s")
+            response.force_close()
+            return response
+        finally:
+            timer.cancel()
 
     # ------------------------------------------------------------------ health
 
@@ -110,7 +208,7 @@ class Server:
         runtime = self.runtime
         store_ok = await runtime.store.ping()
         connectors = {
-            name: {"connected": s.connected, "detail": s.detail}
+            name: {"connected": s.connected, "detail": redact(s.detail) if s.detail else s.detail}
             for name, s in runtime.statuses().items()
         }
         ready = runtime.ready and store_ok
@@ -123,8 +221,6 @@ class Server:
     # ------------------------------------------------------------------ event API
 
     async def post_events(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return problem(401, "missing or wrong bearer token")
         body = await request.read()
         if not body:
             return problem(400, "empty body")
@@ -144,7 +240,7 @@ class Server:
         )
 
     def _parse(self, body: bytes, request: web.Request) -> list[dict[str, Any]]:
-        headers = request.headers
+        headers = text_headers(request.headers)
         # Binary mode; the event API is lenient: ce-type alone is enough.
         attrs = binary_attributes(headers, required="type")
         payload = decode_json(body)
@@ -176,8 +272,9 @@ class Server:
         self, raw_events: list[dict[str, Any]], request: web.Request
     ) -> tuple[list[InboxEntry], list[dict[str, Any]]]:
         catalog = self.runtime.catalog
-        correlation = request.headers.get("x-correlation-id")
-        traceparent = request.headers.get("traceparent")
+        headers = text_headers(request.headers)  # values that JSON can hold
+        correlation = headers.get("x-correlation-id")
+        traceparent = headers.get("traceparent")
         entries: list[InboxEntry] = []
         errors: list[dict[str, Any]] = []
         for index, raw in enumerate(raw_events):
@@ -218,8 +315,6 @@ class Server:
     # ------------------------------------------------------------------ dead letters
 
     async def list_dead_letters(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return problem(401, "missing or wrong bearer token")
         status = request.query.get("status")
         if status not in (None, "pending", "replayed", "discarded"):
             return problem(400, "status is pending, replayed or discarded")
@@ -237,16 +332,12 @@ class Server:
         return web.json_response({"items": [d.to_dict() for d in letters]}, dumps=_dumps)
 
     async def get_dead_letter(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return problem(401, "missing or wrong bearer token")
         letter = await self.runtime.store.dead_letter_get(request.match_info["id"])
         if letter is None:
             return problem(404, "no such dead letter")
         return web.json_response(letter.to_dict(), dumps=_dumps)
 
     async def replay_dead_letter(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return problem(401, "missing or wrong bearer token")
         handler = request.query.get("handler")
         if handler is not None and handler not in self.runtime.handlers:
             return problem(400, f"no handler {handler!r}")
@@ -261,8 +352,6 @@ class Server:
         )
 
     async def discard_dead_letter(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return problem(401, "missing or wrong bearer token")
         try:
             await discard(self.runtime.store, request.match_info["id"])
         except ReplayError as exc:
@@ -287,3 +376,56 @@ async def wait_until_serving(url: str, timeout: float = 10.0) -> None:
             if loop.time() > deadline:
                 raise TimeoutError(f"{url} did not answer within {timeout}s")
             await asyncio.sleep(0.1)
+
+
+def _under(path: str, prefixes: tuple[str, ...]) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in prefixes)
+
+
+def _denied(status: int, message: str) -> web.Response:
+    """A 401/403 problem (RFC 9457) that also carries the API's usual ``error`` key."""
+    title = "Unauthorized" if status == 401 else "Forbidden"
+    body = {"type": "about:blank", "title": title, "status": status, "error": message}
+    response = web.json_response(body, status=status, content_type="application/problem+json")
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="bridge"'
+    return response
+
+
+def _same(given: str, token: str) -> bool:
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode())
+
+
+def _bearer_ok(request: web.Request, token: str | None) -> bool:
+    if not token:
+        return True
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and _same(given.strip(), token)
+
+
+def _cookie_ok(request: web.Request, token: str | None) -> bool:
+    given = request.cookies.get(TOKEN_COOKIE)
+    return bool(token) and given is not None and _same(given, token or "")
+
+
+def _token_login(request: web.Request, token: str) -> web.Response:
+    """``GET /ui?token=...``: a browser's way in. The right token becomes an HttpOnly,
+    SameSite=Strict cookie and the browser is sent to the same URL without it."""
+    if not _same(request.query["token"], token):
+        return _denied(401, "missing or wrong bearer token")
+    query = {k: v for k, v in request.query.items() if k != "token"}
+    response = web.Response(
+        status=303, headers={"Location": str(request.rel_url.with_query(query))}
+    )
+    response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict", path="/")
+    return response
+
+
+def _loopback(remote: str | None) -> bool:
+    try:
+        address = ipaddress.ip_address((remote or "").split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
