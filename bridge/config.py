@@ -20,6 +20,7 @@ structure. Connector and handler kinds come from ``connectors.KINDS`` and
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -352,7 +353,10 @@ _LineLoader.add_implicit_resolver(
 
 
 def _parse(text: str, source: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
-    loader = _LineLoader(text)
+    try:
+        loader = _LineLoader(text)  # the reader refuses non-printable characters here
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigIssue("", f"invalid YAML: {exc}")], source) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -570,14 +574,15 @@ def load_config_text(
     if not isinstance(raw, dict):
         raise ConfigError([ConfigIssue("", "the config must be a mapping", 1)], source)
     issues: list[ConfigIssue] = []
-    data = interpolate(raw, os.environ if env is None else env, issues, lines)
+    env = os.environ if env is None else env
+    data = interpolate(raw, env, issues, lines)
     try:
         cfg = config_model().model_validate({**data, "base_dir": base_dir})
     except ValidationError as exc:
         # A value left empty by a failed ${...} would only repeat that error.
         known = {i.path for i in issues}
         issues.extend(i for i in _pydantic_issues(exc, data, lines) if i.path not in known)
-        raise ConfigError(issues, source) from None
+        raise ConfigError(_scrub(issues, raw, env), source) from None
     if issues:
         raise ConfigError(issues, source)
     if check:
@@ -587,5 +592,33 @@ def load_config_text(
             ConfigIssue(format_path(p), msg, line_of(lines, p)) for p, msg in cross_check(cfg)
         ]
         if issues:
-            raise ConfigError(issues, source)
+            raise ConfigError(_scrub(issues, raw, env), source)
     return cfg
+
+
+def _scrub(issues: list[ConfigIssue], raw: Any, env: Mapping[str, str]) -> list[ConfigIssue]:
+    """Issues whose messages never repeat a value that came from ``${...}`` (a secret,
+    for all we know): each is shown as ``***``."""
+    values: set[str] = set()
+    stack = [raw]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str) and "${" in node:
+            for match in _VAR.finditer(node):
+                if not match.group(1):
+                    with contextlib.suppress(ValueError):
+                        values.add(_resolve(match.group(2), env))
+    hidden = sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
+    if not hidden:
+        return issues
+    out = []
+    for issue in issues:
+        message = issue.message
+        for value in hidden:
+            message = message.replace(value, "***")
+        out.append(ConfigIssue(issue.path, message, issue.line))
+    return out
