@@ -5,9 +5,9 @@ share the store's inbox, parked runs and joins. Handlers append one line per exe
 a shared file (``tests.apps.orchestration``); the tests count executions per event and per
 join. (Cron across replicas: tests/integration/test_cron_replicas.py.)
 
-Known bug, marked xfail(strict): members of one join added at the same moment on two
-connections can both miss each other, and the join never completes (it times out with
-every member in it); see the marker on ``test_joins_complete_once_across_replicas``.
+Members of one join added at the same moment on the two replicas is the case that
+once left joins open (each add missed the other's member; fixed in 3242fc3 by locking
+the join row), so the members are sent split across replicas, several at once.
 """
 
 from __future__ import annotations
@@ -282,13 +282,6 @@ async def test_join_timeouts_fire_once_across_replicas(replicas: Replicas) -> No
     assert {s for _, s in handled} == {"timed_out"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PostgresStore.join_add reads the members in its own READ COMMITTED transaction"
-    " without locking the join: two members added at once on two connections each see the"
-    " other's insert missing, neither reaches `expect`, and the join stays open until it"
-    " times out with every member in it (bridge/store/postgres.py join_add)",
-)
 async def test_joins_complete_once_across_replicas(replicas: Replicas) -> None:
     """Start and member events split across both replicas (some members before their
     start): every join completes, once, and its outcome event is handled once."""
