@@ -201,7 +201,8 @@ async def park_then_hang(event: Event[Any], ctx: Context) -> dict[str, int]:
 
 
 async def slow(event: Event[Any], ctx: Context) -> dict[str, str]:
-    """Take a second (a handler that calls something slow), then record the execution."""
-    await asyncio.sleep(1.0)
+    """Take a while (``data.sleep`` seconds, default 1), then record the execution."""
+    data = event.data if isinstance(event.data, dict) else {}
+    await asyncio.sleep(float(data.get("sleep", 1.0)))
     _write(ctx, event.id, "ok")
     return {"ok": event.id}
