@@ -101,24 +101,45 @@ def spread_ms(samples_ns: list[int]) -> dict[str, float]:
     }
 
 
-def goal(name: str, value: float, op: str, target: float) -> dict[str, Any]:
-    """One goal line: ``value op target`` (op is ``>=`` or ``<=``) and whether it holds."""
+def goal(
+    name: str, value: float, op: str, target: float, ratio: str | None = None
+) -> dict[str, Any]:
+    """One goal line: ``value op target`` (op is ``>=`` or ``<=``) and whether it holds;
+    ``ratio`` names the scenario's ratio it reads, so the report can show its CPU twin."""
     met = value >= target if op == ">=" else value <= target
-    return {"goal": name, "value": value, "target": f"{op} {target:g}", "met": met}
+    line = {"goal": name, "value": value, "target": f"{op} {target:g}", "met": met}
+    if ratio is not None:
+        line["ratio"] = ratio
+    return line
 
 
 def throughput_result(
     unit: str,
     samples: dict[str, list[float]],
     pairs: list[tuple[str, str]],
+    cpu: dict[str, list[float]] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """The common shape of a throughput scenario: every variant's summary, and for each
-    ``(variant, baseline)`` pair the ratio of their medians, named ``variant/baseline``."""
+    ``(variant, baseline)`` pair the ratio of their medians, named ``variant/baseline``.
+
+    ``cpu`` (CPU microseconds of this process per message, per variant) adds
+    ``cpu_us_per_msg`` and ``cpu_ratios`` (baseline CPU / variant CPU: the throughput
+    ratio the two would have on an idle core, far less noisy than wall-clock rates
+    on a shared machine)."""
     variants = {name: summary(values) for name, values in samples.items() if values}
     ratios = {
         f"{name}/{base}": variants[name]["median"] / variants[base]["median"]
         for name, base in pairs
         if name in variants and base in variants
     }
-    return {"unit": unit, "variants": variants, "ratios": ratios, **extra}
+    out = {"unit": unit, "variants": variants, "ratios": ratios}
+    if cpu:
+        per = {name: summary(values) for name, values in cpu.items() if values}
+        out["cpu_us_per_msg"] = per
+        out["cpu_ratios"] = {
+            f"{name}/{base}": per[base]["median"] / per[name]["median"]
+            for name, base in pairs
+            if name in per and base in per
+        }
+    return {**out, **extra}

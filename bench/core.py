@@ -80,6 +80,7 @@ async def run_bridge(
         if until is not None:
             await until()
             tally.last = time.perf_counter()
+            tally.cpu_last = time.process_time()
     finally:
         runtime.request_stop()
         await task
@@ -93,26 +94,25 @@ def memory_config(width: int = 4, max_in_flight: int = 1000, **more: Any) -> tup
     return topic, bridge_config(connector, width=width, **more)
 
 
-async def memory_bridge(bodies: list[bytes], width: int = 4, **run: Any) -> float:
-    """Events per second through the bridge fed by the in-process memory connector."""
+async def memory_bridge(bodies: list[bytes], width: int = 4, **run: Any) -> Tally:
+    """The bridge fed by the in-process memory connector: its tally (``rate(width)``)."""
     topic, config = memory_config(width)
 
     def feed() -> None:
         for raw in bodies:
             BROKER.put(topic, raw)
 
-    tally = await run_bridge(config, len(bodies) * width, feed=feed, **run)
-    return tally.rate(width)
+    return await run_bridge(config, len(bodies) * width, feed=feed, **run)
 
 
-async def bare_loop(bodies: list[bytes], width: int = 4) -> float:
-    """Events per second of the same work without the bridge: parse, validate, gather."""
+async def bare_loop(bodies: list[bytes], width: int = 4) -> Tally:
+    """The same work without the bridge: parse, validate, gather; its tally."""
     tally = reset(len(bodies) * width)
     handlers = handlers_for(width)
     for raw in bodies:
         data = SubscriberCreated.model_validate(orjson.loads(raw))
         await asyncio.gather(*(h(data, None) for h in handlers))
-    return tally.rate(width)
+    return tally
 
 
 WIDTHS = (1, 4, 16, 64)
@@ -124,14 +124,20 @@ async def width(env: Env) -> dict[str, Any]:
     bodies = [body(n) for n in range(events)]
     await memory_bridge(bodies[:200])  # warm up imports and caches
     samples: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
     for _ in range(env.runs):  # interleaved, so drift in machine load hits all alike
         for w in WIDTHS:
-            samples.setdefault(f"bare_w{w}", []).append(await bare_loop(bodies, w))
-            samples.setdefault(f"bridge_w{w}", []).append(await memory_bridge(bodies, w))
+            for name, tally in (
+                (f"bare_w{w}", await bare_loop(bodies, w)),
+                (f"bridge_w{w}", await memory_bridge(bodies, w)),
+            ):
+                samples.setdefault(name, []).append(tally.rate(w))
+                cpu.setdefault(name, []).append(tally.cpu_us(w))
     result = throughput_result(
         "events/s",
         samples,
         [(f"bridge_w{w}", f"bare_w{w}") for w in WIDTHS],
+        cpu,
         events_per_run=events,
         connector="memory (in-process), ledger off",
     )

@@ -52,6 +52,8 @@ class Tally:
         self.runs = 0
         self.first = 0.0
         self.last = 0.0
+        self.cpu_first = 0.0  # process CPU time: the bridge (or baseline) and its threads
+        self.cpu_last = 0.0
         self.latencies_ns: list[int] = []
         self.done = asyncio.Event()
 
@@ -59,13 +61,20 @@ class Tally:
         self.runs += 1
         if self.runs == 1:
             self.first = time.perf_counter()
+            self.cpu_first = time.process_time()
         if self.runs >= self.target:
             self.last = time.perf_counter()
+            self.cpu_last = time.process_time()
             self.done.set()
 
     def rate(self, per: int) -> float:
         """Events per second between the first and the last run (``per`` runs an event)."""
         return (self.target / per) / max(self.last - self.first, 1e-9)
+
+    def cpu_us(self, per: int) -> float:
+        """CPU microseconds this process spent per event over the same span: unlike the
+        rate, barely moved by other work on the machine."""
+        return (self.cpu_last - self.cpu_first) / (self.target / per) * 1e6
 
 
 TALLY = Tally()
