@@ -4,7 +4,8 @@
 PostgreSQL (``tests.fixtures.pg_instance``: the machine's shared server is never
 touched). A publisher keeps sending at a steady rate; the test stops PostgreSQL
 (``pg_ctl stop -m fast``), keeps publishing, starts it again, and watches
-``/readyz``, the handlers and the queue throughout.
+``/readyz``, the handlers and the queue throughout. Events are also posted to the
+event API during the outage (answered 503: nothing stored) and after it (202).
 
 Proves: ``/readyz`` goes false during the outage and true again without help;
 handlers stop running (nothing new is executed while the ledger cannot be read);
@@ -33,7 +34,7 @@ from tests.chaos.report import ChaosReport
 from tests.conftest import CHAOS_FULL
 from tests.fixtures.pg_instance import PgInstance
 from tests.fixtures.rabbitmq import RabbitAdmin, rabbitmqctl
-from tests.support import BridgeProcess, executions, read_lines, until
+from tests.support import BridgeProcess, executions, post_events, read_lines, until
 
 RATE = 200 if CHAOS_FULL else 100  # messages per second
 WARM = 10.0 if CHAOS_FULL else 2.0
@@ -41,6 +42,7 @@ OUTAGE = 30.0 if CHAOS_FULL else 6.0
 AFTER = 10.0 if CHAOS_FULL else 3.0
 MAX_IN_FLIGHT = 100
 HANDLERS = ("a", "b")
+API_IDS = [f"api-{n}" for n in range(20)]  # sent over the event API during and after the outage
 SCHEMA = "chaos_store_outage"
 
 
@@ -62,7 +64,6 @@ def config(
         "store": store,
         "drain_timeout": "5s",
         "telemetry": {"logs": {"format": "json", "level": "ERROR"}},
-        "server": {"api": {"enabled": False}},
         "events": {"test/*": {"schema": "none"}},
         "connectors": {
             "rabbit": {
@@ -199,11 +200,18 @@ async def test_store_outage_pauses_and_resumes_without_loss(
         watcher = asyncio.create_task(watch())
         await asyncio.sleep(WARM)
 
-        stopped_wall = time.time()
         stopped_at = time.monotonic()
         pg.stop()
+        down_wall = time.time()  # from here until the restart nothing can be recorded
         report.faults.append(f"PostgreSQL stopped for {OUTAGE:g}s")
-        await asyncio.sleep(OUTAGE - 1.5)
+        # The event API cannot store what it is sent: it refuses (503), it does not pretend.
+        api_events = [
+            {"specversion": "1.0", "id": i, "source": "chaos", "type": "test/item", "data": {}}
+            for i in API_IDS
+        ]
+        async with aiohttp.ClientSession() as session:
+            api_down, _ = await post_events(session, proc.url, api_events)
+        await asyncio.sleep(max(0.0, stopped_at + OUTAGE - 1.5 - time.monotonic()))
         # Just before the restart: how many messages has the broker let go (acked)?
         load.running.clear()
         await asyncio.sleep(0.2)
@@ -222,10 +230,12 @@ async def test_store_outage_pauses_and_resumes_without_loss(
         executed_at_start = executed(record)
         await until(lambda: executed(record) > executed_at_start, 120, "handlers running again")
         resumed = time.monotonic() - started_at
+        async with aiohttp.ClientSession() as session:
+            api_up, _ = await post_events(session, proc.url, api_events)
         await asyncio.sleep(AFTER)
         load.stop.set()
         await publisher
-        sent = set(load.published)
+        sent = set(load.published) | set(API_IDS)
 
         def all_done() -> bool:
             runs = ran(record)
@@ -249,7 +259,7 @@ async def test_store_outage_pauses_and_resumes_without_loss(
 
     rows = await ledger_rows(pg.url)
     recorded = {(h, e) for h, e, _ in rows}
-    recorded_before = {(h, e) for h, e, at in rows if at < stopped_wall}
+    recorded_before = {(h, e) for h, e, at in rows if at < down_wall}
     fully_before = sum(1 for e in sent if all((h, e) in recorded_before for h in HANDLERS))
     ready_left, _ = await rabbit.depth(queue)
     runs = ran(record)
@@ -290,6 +300,8 @@ async def test_store_outage_pauses_and_resumes_without_loss(
         "resumed_seconds_after_restart": round(resumed, 2),
         "drained_seconds_after_restart": round(drained_at, 2),
         "unrecorded_in_ledger": len(unrecorded),
+        "event_api_status_during_outage": api_down,
+        "event_api_status_after_restart": api_up,
         "queue_left": ready_left,
     }
     report.write()
@@ -302,6 +314,7 @@ async def test_store_outage_pauses_and_resumes_without_loss(
     # Only runs already past the ledger check when the store went away may finish.
     assert 0 <= executed_during <= MAX_IN_FLIGHT * len(HANDLERS)
     assert acked_during_outage_end <= fully_before
+    assert (api_down, api_up) == (503, 202)
     # Runs past the ledger check when the store went away ran, could not be recorded, and ran
     # again after the restart; nothing else repeats.
     assert duplicates <= MAX_IN_FLIGHT * len(HANDLERS)
