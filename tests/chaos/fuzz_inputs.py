@@ -29,10 +29,17 @@ T = TypeVar("T")
 # make chaos: the issue's 100,000 examples per target; make test: a few hundred.
 # BRIDGE_FUZZ_EXAMPLES sets both (a longer local hunt, a quick look).
 _OVERRIDE = os.environ.get("BRIDGE_FUZZ_EXAMPLES")
-EXAMPLES = int(_OVERRIDE) if _OVERRIDE else 100_000 if CHAOS_FULL else 300
+
+
+def sized(small: int) -> int:
+    """Examples per target: 100,000 in make chaos, ``small`` in make test."""
+    return int(_OVERRIDE) if _OVERRIDE else 100_000 if CHAOS_FULL else small
+
+
+EXAMPLES = sized(200)
 # A full-size target runs for minutes, past the suite's per-test timeout.
 FUZZ_TIMEOUT = 4 * 3600 if CHAOS_FULL or _OVERRIDE else 120
-HTTP_EXAMPLES = int(_OVERRIDE) if _OVERRIDE else 100_000 if CHAOS_FULL else 150
+HTTP_EXAMPLES = sized(150)
 
 
 def fuzz_settings(examples: int = EXAMPLES) -> settings:
