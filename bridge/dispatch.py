@@ -517,7 +517,7 @@ class Dispatcher:
         if event.source == _COMPLETION_SOURCE:
             return  # a completion event never gets a completion of its own (no loop)
         target = self._completion_type(event.type)
-        if target is None or any(r.status == "parked" for r in runs):
+        if target is None:
             return
         subs = self.router.match(event)
         outcomes: dict[str, dict[str, Any]] = {}
@@ -530,6 +530,8 @@ class Dispatcher:
         if missing:
             if not self.ledger:
                 return
+            # Skipped and parked branches: the ledger knows whether they are final now
+            # (a parked retry may have finished while a sibling was still running).
             found = await self.store.ledger_get(missing)
             if len(found) < len(missing):
                 return  # a branch is parked, or still running elsewhere: not complete yet
