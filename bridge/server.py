@@ -22,6 +22,7 @@ import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from bridge import ui
 from bridge.deadletters import ReplayError, discard, replay
 from bridge.errors import InvalidEvent, StoreError
 from bridge.events import SPECVERSION, new_id, now_iso
@@ -103,6 +104,8 @@ class Server:
         self.app.router.add_post("/v1/dead-letters/{id}/discard", self.discard_dead_letter)
         for ingress in runtime.ingresses.values():
             self.app.router.add_routes(ingress.routes())
+        if cfg.server.ui.enabled:
+            self.app.router.add_routes(ui.routes(runtime))
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
