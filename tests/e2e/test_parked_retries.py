@@ -14,8 +14,8 @@ the bridge is SIGKILLed:
 Proves it by counts and by ordering: every execution is recorded with its attempt
 number and wall-clock time; the due times are read from the store while parked.
 
-Also: ``on_complete`` when a parked branch's retry finishes before its sibling (xfail,
-strict: the completion event is never emitted; see the marker).
+Also: ``on_complete`` when a parked branch's retry finishes before its sibling: the
+completion event is emitted once (it was never emitted before 62672b8).
 """
 
 from __future__ import annotations
@@ -171,13 +171,6 @@ handlers:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bridge/dispatch.py Dispatcher._complete returns when any run of the delivery is"
-    " 'parked', without asking the ledger whether that parked run has since finished; the"
-    " parked run's own replay found the sibling not yet final and returned too, so neither"
-    " emits the completion event",
-)
 async def test_on_complete_after_a_parked_branch_finishes_before_its_sibling(
     tmp_path: Path,
 ) -> None:
@@ -211,7 +204,7 @@ async def test_on_complete_after_a_parked_branch_finishes_before_its_sibling(
         assert ran[("parker", 2)] < ran[("slowpoke", 1)]
         await until(
             lambda: any(r.handler == "summary" for r in runs(record)),
-            10,
+            6,
             "the completion event was handled",
         )
         await asyncio.sleep(1.5)
