@@ -15,20 +15,28 @@ Proves it by counts and by ordering: every execution is recorded with its attemp
 number and wall-clock time; the due times are read from the store while parked.
 
 Also: ``on_complete`` when a parked branch's retry finishes before its sibling: the
-completion event is emitted once (it was never emitted before 62672b8).
+completion event is emitted once (it was never emitted before 62672b8). And a parked run
+left behind by a crash after its branch became final is forgotten, not run again (xfail,
+strict: see the marker).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 
+from bridge.dispatch import parked_run_id
+from bridge.events import Event
+from bridge.store import create_store
+from bridge.store.base import Attempt, LedgerEntry, ParkedRun
 from tests.apps.orchestration import Line, parse
 from tests.support import BridgeProcess, post_events, read_lines, until
 
@@ -212,3 +220,72 @@ async def test_on_complete_after_a_parked_branch_finishes_before_its_sibling(
     finally:
         bridge.kill()
     assert [r.handler for r in runs(record) if r.handler == "summary"] == ["summary"]
+
+
+async def leave_parked_after_final(db: Path) -> None:
+    """The store as a process leaves it when killed between recording a resumed run's final
+    state in the ledger and forgetting its parked run: for ``worker``, ``done-ok``
+    succeeded and ``done-dead`` was dead-lettered, and both are still parked (due now)."""
+    store = create_store(f"sqlite:///{db}")
+    await store.open()
+    try:
+        now = time.time()
+        runs = []
+        for event_id in ("done-ok", "done-dead"):
+            event: Event[Any] = Event(id=event_id, source="t", type="job/requested", data={})
+            runs.append(
+                ParkedRun(
+                    id=parked_run_id(event_id, "worker"),
+                    handler="worker",
+                    event=event.to_dict(),
+                    connector="api",
+                    attempt=3,
+                    due_at=now - 1,
+                    attempts=[Attempt(1, now - 9, 0.1, "x"), Attempt(2, now - 5, 0.1, "x")],
+                )
+            )
+        await store.parked_put(runs)
+        await store.ledger_record(
+            [
+                LedgerEntry("worker", "done-ok", "done-ok", "succeeded", {"attempt": 3}),
+                LedgerEntry("worker", "done-dead", "done-dead", "dead_lettered", "x"),
+            ]
+        )
+    finally:
+        await store.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bridge/dispatch.py Dispatcher.dispatch: a resumed parked run whose branch is"
+    " already final in the ledger is skipped (succeeded) or, being a 'replay', run again"
+    " (dead_lettered); in neither case is its parked row forgotten (parked_done is only"
+    " called from _attempts), so the scheduler claims it again every lease (30 s) forever",
+)
+async def test_parked_run_already_final_in_the_ledger_is_forgotten_not_rerun(
+    tmp_path: Path,
+) -> None:
+    """A crash between the ledger write and forgetting the parked run (seen in the chaos
+    test on PostgreSQL): after the restart the handler does not run again, and the parked
+    runs are dropped."""
+    db = tmp_path / "state.db"
+    record = tmp_path / "runs.txt"
+    config = tmp_path / "bridge.yaml"
+    config.write_text(CONFIG.format(db=db))
+    await leave_parked_after_final(db)
+    bridge = BridgeProcess(config, tmp_path, env={"BRIDGE_TEST_RECORD": str(record)})
+    bridge.start()
+    try:
+        await bridge.wait_ready()
+        try:
+            await until(lambda: parked(db) == {}, 8, "the final runs' parked rows forgotten")
+        finally:
+            assert await bridge.stop() == 0, bridge.log_tail()
+    finally:
+        bridge.kill()
+    assert runs(record) == []  # neither ran again
+    assert sorted(query(db, "SELECT event_id, status FROM ledger")) == [
+        ("done-dead", "dead_lettered"),
+        ("done-ok", "succeeded"),
+    ]
+    assert query(db, "SELECT COUNT(*) FROM dead_letters") == [(0,)]
