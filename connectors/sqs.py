@@ -396,18 +396,24 @@ class SqsSource:
         async def settle(outcome: Settlement) -> None:
             if held.done:
                 return
-            released = self._book.finish(held, outcome)
             run = self._run
+            if outcome is Settlement.ACK and run is not None:
+                # Still held (so the heartbeat keeps it hidden) until the delete went
+                # through: a delete that is retried must not let it be received again.
+                held.done = True
+                try:
+                    await run.deleter.submit({"ReceiptHandle": held.receipt})
+                finally:
+                    self._book.finish(held, outcome)
+                return
+            released = self._book.finish(held, outcome)
             if run is None:
                 raise ConnectorError(
                     f"SQS source {self.name!r} is stopped; message {held.message_id} "
                     "comes back after its visibility timeout"
                 )
-            if outcome is Settlement.ACK:
-                await run.deleter.submit({"ReceiptHandle": held.receipt})
-            else:
-                # Messages held behind it in its group go back too, to keep their order.
-                await self._make_visible(run, [held, *released], quiet=released)
+            # Messages held behind it in its group go back too, to keep their order.
+            await self._make_visible(run, [held, *released], quiet=released)
 
         return settle
 
