@@ -105,3 +105,6 @@ async def wait_for(
         if time.monotonic() - start > within:
             raise AssertionError(f"no {what} within {within}s")
         await asyncio.sleep(every)
+
+
+READY_WITHIN = 120.0  # a bridge starts in ~2 s; far slower on a machine busy with other tests

@@ -25,7 +25,7 @@ import orjson
 import pytest
 
 from tests.chaos.report import ChaosReport
-from tests.chaos.tally import Tally, line_count, wait_for
+from tests.chaos.tally import READY_WITHIN, Tally, line_count, wait_for
 from tests.conftest import CHAOS_FULL
 from tests.fixtures.kafka import KafkaAdmin, log_records, recorder_handler, write_bridge_config
 from tests.fixtures.postgres import drop_schema
@@ -111,7 +111,7 @@ async def test_rolling_sigterm_restarts_lose_and_repeat_nothing(
     try:
         for proc in procs:
             proc.start()
-        await asyncio.gather(*(p.wait_ready() for p in procs))
+        await asyncio.gather(*(p.wait_ready(READY_WITHIN) for p in procs))
         await wait_for(
             lambda: all(line_count(r) > 0 for r in records), 120, "both replicas to work"
         )
@@ -124,7 +124,7 @@ async def test_rolling_sigterm_restarts_lose_and_repeat_nothing(
             report.faults.append(f"SIGTERM to {proc.workdir.name} after {produced} messages")
             at = line_count(records[n % 2])
             proc.start()
-            await proc.wait_ready()
+            await proc.wait_ready(READY_WITHIN)
             await wait_for(
                 lambda r=records[n % 2], a=at: line_count(r) > a,  # type: ignore[misc]
                 120,

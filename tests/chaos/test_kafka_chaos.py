@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from tests.chaos.report import ChaosReport
-from tests.chaos.tally import Tally, line_count, wait_for
+from tests.chaos.tally import READY_WITHIN, Tally, line_count, wait_for
 from tests.conftest import CHAOS_FULL
 from tests.fixtures.kafka import (
     KafkaAdmin,
@@ -95,7 +95,7 @@ async def test_sigkilled_at_random_moments_loses_nothing(kafka: KafkaAdmin, tmp_
     bridge = BridgeProcess(config, tmp_path, env={"BRIDGE_TEST_RECORD": str(record)})
     bridge.start()
     try:
-        await bridge.wait_ready()
+        await bridge.wait_ready(READY_WITHIN)
         for point in points:
             target = int(point * executions)
             await wait_for(
@@ -126,7 +126,7 @@ async def test_sigkilled_at_random_moments_loses_nothing(kafka: KafkaAdmin, tmp_
             every=1.0,
             alive=lambda: died(bridge),
         )
-        await bridge.wait_ready()
+        await bridge.wait_ready(READY_WITHIN)
         report.dead_lettered = await dead_letters(bridge)
         assert bridge.terminate() == 0
     finally:
@@ -245,13 +245,13 @@ async def test_replicas_one_three_one_under_load(kafka: KafkaAdmin, tmp_path: Pa
     try:
         a.start()
         running.append(a)
-        await a.wait_ready()
+        await a.wait_ready(READY_WITHIN)
         await wait_for(lambda: handled() >= total * 0.15, 600, "15% handled", alive=alive)
         up_at = time.monotonic()
         b.start()
         c.start()
         running.extend((b, c))
-        await asyncio.gather(b.wait_ready(), c.wait_ready())
+        await asyncio.gather(b.wait_ready(READY_WITHIN), c.wait_ready(READY_WITHIN))
         report.faults.append(f"scaled 1 -> 3 after {handled()} messages")
         # Each new replica takes partitions and does work.
         await wait_for(

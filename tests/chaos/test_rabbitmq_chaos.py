@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from tests.chaos.report import ChaosReport
-from tests.chaos.tally import Tally, line_count, wait_for
+from tests.chaos.tally import READY_WITHIN, Tally, line_count, wait_for
 from tests.conftest import CHAOS_FULL
 from tests.fixtures.rabbitmq import PORT, RabbitAdmin, ensure_rabbitmq_up, rabbitmqctl
 from tests.support import BridgeProcess
@@ -175,7 +175,7 @@ async def test_connections_closed_and_broker_restarted_lose_nothing(
     publishing = asyncio.create_task(publisher.run())
     proc.start()
     try:
-        await proc.wait_ready()
+        await proc.wait_ready(READY_WITHIN)
         for i, (kind, point) in enumerate(zip(faults, points, strict=True)):
             await wait_for(lambda p=point: handled() >= p, 300, f"{point} handled", alive=alive)  # type: ignore[misc]
             assert proc.proc is not None
