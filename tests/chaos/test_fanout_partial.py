@@ -30,7 +30,7 @@ from tests.conftest import CHAOS_FULL
 from tests.fixtures.rabbitmq import RabbitAdmin
 from tests.support import BridgeProcess, read_lines, until
 
-TOTAL = 20_000 if CHAOS_FULL else 3_000
+TOTAL = 20_000 if CHAOS_FULL else 2_000
 KILLS = 2 if CHAOS_FULL else 1
 ATTEMPTS = 4
 FAIL_RATE = 0.2

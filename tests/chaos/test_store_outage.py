@@ -36,7 +36,7 @@ from tests.fixtures.pg_instance import PgInstance
 from tests.fixtures.rabbitmq import RabbitAdmin, rabbitmqctl
 from tests.support import BridgeProcess, executions, post_events, read_lines, until
 
-RATE = 200 if CHAOS_FULL else 100  # messages per second
+RATE = 200 if CHAOS_FULL else 50  # messages per second
 WARM = 10.0 if CHAOS_FULL else 2.0
 OUTAGE = 30.0 if CHAOS_FULL else 6.0
 AFTER = 10.0 if CHAOS_FULL else 3.0
@@ -366,7 +366,7 @@ async def test_store_outage_does_not_burn_the_delivery_limit(
         pg.start()
         sent = {f"q{n:04d}" for n in range(total)}
         with contextlib.suppress(AssertionError):
-            await until(lambda: sent <= set(ran(record)["a"]), 6, "all run")
+            await until(lambda: sent <= set(ran(record)["a"]), 3, "all run")
         assert await proc.stop() == 0, proc.log_tail()
     finally:
         proc.kill()

@@ -33,7 +33,7 @@ from tests.chaos.report import ChaosReport
 from tests.conftest import CHAOS_FULL
 from tests.support import BridgeProcess, read_lines, until
 
-TOTAL = 10_000 if CHAOS_FULL else 1_000
+TOTAL = 10_000 if CHAOS_FULL else 800
 KILLS = 3
 SENDERS = 32
 RESEND_AFTER = 0.5  # seconds a sender waits before sending an unanswered request again
