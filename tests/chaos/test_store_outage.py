@@ -343,6 +343,8 @@ async def test_store_outage_does_not_burn_the_delivery_limit(
     gone before PostgreSQL returns. Expected: the bridge holds intake while the store is
     down (no settle, or a backoff before RETRY_LATER), and every message runs once it is back.
     """
+    if not pg.running():  # the test before may have failed during its outage
+        pg.start()
     arguments = {"x-queue-type": "quorum", "x-delivery-limit": QUORUM_LIMIT}
     queue = rabbit.name("quorum")
     await rabbit.queue(queue, arguments=arguments)
