@@ -310,6 +310,11 @@ class Dispatcher:
         runs: list[Run] = []
         for b, pair in zip(bound, keys, strict=True):
             status = final.get(pair)
+            if resume is not None and status is not None and await self._ended(pair, resume):
+                # The run became final but the process died before forgetting it as parked.
+                await self.store.parked_done([parked_run_id(event.id, b.id)])
+                runs.append(Run(b.id, "skipped"))
+                continue
             if status == "succeeded" or (status == "dead_lettered" and not replay):
                 runs.append(Run(b.id, "skipped"))
                 continue
@@ -345,6 +350,17 @@ class Dispatcher:
         if failure is not None:
             raise failure
         return runs
+
+    async def _ended(self, pair: tuple[str, str], resume: Resume) -> bool:
+        """Whether a parked run's ledger entry records its end, not an earlier one (a dead
+        letter that was replayed, and whose replay was parked, is not this run's end)."""
+        entry = (await self.store.ledger_get([pair])).get(pair)
+        if entry is None:
+            return False
+        if entry.status == "succeeded":
+            return True
+        last = max((a.started_at for a in resume.attempts), default=0.0)
+        return entry.finished_at >= last
 
     async def _run(
         self,

@@ -16,8 +16,7 @@ number and wall-clock time; the due times are read from the store while parked.
 
 Also: ``on_complete`` when a parked branch's retry finishes before its sibling: the
 completion event is emitted once (it was never emitted before 62672b8). And a parked run
-left behind by a crash after its branch became final is forgotten, not run again (xfail,
-strict: see the marker).
+left behind by a crash after its branch became final is forgotten, not run again.
 """
 
 from __future__ import annotations
@@ -255,13 +254,6 @@ async def leave_parked_after_final(db: Path) -> None:
         await store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bridge/dispatch.py Dispatcher.dispatch: a resumed parked run whose branch is"
-    " already final in the ledger is skipped (succeeded) or, being a 'replay', run again"
-    " (dead_lettered); in neither case is its parked row forgotten (parked_done is only"
-    " called from _attempts), so the scheduler claims it again every lease (30 s) forever",
-)
 async def test_parked_run_already_final_in_the_ledger_is_forgotten_not_rerun(
     tmp_path: Path,
 ) -> None:
