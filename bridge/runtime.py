@@ -364,6 +364,18 @@ class Runtime:
             outcome = Settlement.RETRY_LATER
             try:
                 outcome = await dispatcher.process(delivery, normalizer)
+                # RETRY_LATER from the dispatcher means the store failed. Handing the message
+                # back at once would have the broker redeliver it at once, again and again,
+                # burning its delivery limit: hold it (its slot too, so intake pauses) and
+                # try again when the store may answer; only a shutdown gives it back.
+                pause = 0.5
+                while outcome is Settlement.RETRY_LATER and not self._stop.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), pause)
+                    if self._stop.is_set():
+                        break
+                    pause = min(pause * 2, 10.0)
+                    outcome = await dispatcher.process(delivery, normalizer)
             except asyncio.CancelledError:
                 outcome = Settlement.RETRY_LATER
                 raise

@@ -291,6 +291,10 @@ class StoreContract:
         assert [r.id for r in await store.parked_claim(now, 10, 30.0)] == ["p0"]
         await store.parked_lease(None, 0.0)
         assert len(await store.parked_claim(now, 10, 30.0)) == 3
+        # Parked again while its lease was being renewed: the renewal does not hold it.
+        await store.parked_put([ParkedRun("p1", "h", {"id": "e1"}, "c", 3, now - 1)])
+        await store.parked_lease(["p1"], now + 100)
+        assert [r.id for r in await store.parked_claim(now, 10, 30.0)] == ["p1"]
 
     async def test_concurrent_join_adds_see_each_other(self, store: Store) -> None:
         now = time.time()

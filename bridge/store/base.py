@@ -258,7 +258,9 @@ class Store(Protocol):
         """Parked runs, soonest due first."""
 
     async def parked_lease(self, ids: Iterable[str] | None, until: float) -> None:
-        """Extend (or, with ``until=0``, release) leases of claimed runs; ``None``: every run."""
+        """Extend (or, with ``until=0``, release) leases of claimed runs; ``None``: every run.
+
+        Extending skips runs whose lease was released meanwhile (parked again: due anew)."""
 
     # durable steps
     async def step_get(self, event_id: str, handler: str, step: str) -> tuple[bool, Any]:

@@ -163,7 +163,7 @@ class MemoryStore:
 
     async def parked_lease(self, ids: Iterable[str] | None, until: float) -> None:
         for run_id in list(self.parked) if ids is None else ids:
-            if run_id in self.parked:
+            if run_id in self.parked and (until == 0.0 or self.parked[run_id][1] > 0.0):
                 self.parked[run_id] = (self.parked[run_id][0], until)
 
     async def parked_list(self, limit: int = 100) -> list[ParkedRun]:

@@ -476,7 +476,8 @@ class PostgresStore:
             return
         await self._run(
             "execute",
-            "UPDATE parked SET leased_until = $1 WHERE id = ANY($2::text[])",
+            "UPDATE parked SET leased_until = $1 WHERE id = ANY($2::text[])"
+            " AND ($1 = 0 OR leased_until > 0)",
             until,
             list(ids),
         )

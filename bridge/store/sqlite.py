@@ -519,9 +519,12 @@ class SqliteStore:
         if ids is None:
             await self._call(lambda c: c.execute("UPDATE parked SET leased_until = ?", (until,)))
             return
-        rows = [(until, i) for i in ids]
+        rows = [(until, i, until) for i in ids]
         await self._call(
-            lambda c: c.executemany("UPDATE parked SET leased_until = ? WHERE id = ?", rows)
+            lambda c: c.executemany(
+                "UPDATE parked SET leased_until = ? WHERE id = ? AND (? = 0 OR leased_until > 0)",
+                rows,
+            )
         )
 
     async def parked_list(self, limit: int = 100) -> list[ParkedRun]:

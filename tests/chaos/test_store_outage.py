@@ -326,22 +326,16 @@ QUORUM_OUTAGE = 4.0
 
 @pytest.mark.chaos
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    reason="bridge bug: a store outage nacks (requeues) every in-flight delivery over and over"
-    " instead of pausing intake, so a quorum queue's x-delivery-limit drops them",
-)
 async def test_store_outage_does_not_burn_the_delivery_limit(
     pg: PgInstance, rabbit: RabbitAdmin, tmp_path: Path
 ) -> None:
-    """Reproduces the bug above: messages that arrive while the store is down are lost.
+    """Messages that arrive while the store is down are held, not handed back over and over.
 
     A quorum queue with ``x-delivery-limit: 5`` (and no dead-letter exchange) drops a
     message returned more than 5 times. During an 8 s outage the dispatcher fails each
-    delivery at its first ledger read and settles it RETRY_LATER at once; the broker
-    hands it straight back, so the limit is spent in a few seconds and the message is
-    gone before PostgreSQL returns. Expected: the bridge holds intake while the store is
-    down (no settle, or a backoff before RETRY_LATER), and every message runs once it is back.
+    delivery at its first ledger read; settled RETRY_LATER at once, the broker would hand it
+    straight back, spending the limit in a few seconds. The bridge holds it instead (and
+    so pauses intake), and every message runs once PostgreSQL is back.
     """
     if not pg.running():  # the test before may have failed during its outage
         pg.start()
@@ -368,10 +362,11 @@ async def test_store_outage_does_not_burn_the_delivery_limit(
         pg.start()
         sent = {f"q{n:04d}" for n in range(total)}
         with contextlib.suppress(AssertionError):
-            await until(lambda: sent <= set(ran(record)["a"]), 3, "all run")
+            await until(lambda: sent <= set(ran(record)["a"]), 60, "all run")
         assert await proc.stop() == 0, proc.log_tail()
     finally:
         proc.kill()
     lost = sent - set(ran(record)["a"])
-    assert received > total * QUORUM_LIMIT, "the outage should have cycled the deliveries"
-    assert lost == set(), f"{len(lost)} of {total} dropped ({received:g} deliveries in the outage)"
+    # Before the fix every message was handed back at once, again and again (>250 deliveries
+    # in the outage) until the broker dropped it; held, each is tried a few times in process.
+    assert lost == set(), f"{len(lost)} of {total} dropped ({received:g} tries in the outage)"
