@@ -15,8 +15,9 @@ Proves it by counts and by ordering: every execution is recorded with its attemp
 number and wall-clock time; the due times are read from the store while parked.
 
 Also: ``on_complete`` when a parked branch's retry finishes before its sibling: the
-completion event is emitted once (it was never emitted before 62672b8). And a parked run
-left behind by a crash after its branch became final is forgotten, not run again.
+completion event is emitted once (it was never emitted before 62672b8). And parked runs
+left behind by a crash after their branch became final are forgotten, not run again
+(before adede5c they were re-claimed forever, or re-run when dead-lettered).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import aiohttp
 import orjson
 import pytest
 
-from bridge.dispatch import parked_run_id
+from bridge.dispatch import completion_event_id, parked_run_id
 from bridge.events import Event
 from bridge.store import create_store
 from bridge.store.base import Attempt, LedgerEntry, ParkedRun
@@ -169,56 +170,15 @@ drain_timeout: 5s
 defaults:
   inline_retry_limit: 1s
 events:
+  job/requested: {{schema: none}}
   mix/start: {{schema: none, on_complete: mix/done}}
   mix/done: {{schema: none}}
 handlers:
+  - {{id: worker, on: job/requested, type: python, function: "tests.apps.orchestration:park_once"}}
   - {{id: parker, on: mix/start, type: python, function: "tests.apps.orchestration:park_once"}}
   - {{id: slowpoke, on: mix/start, type: python, function: "tests.apps.orchestration:slow"}}
   - {{id: summary, on: mix/done, type: python, function: "tests.apps.orchestration:record"}}
 """
-
-
-async def test_on_complete_after_a_parked_branch_finishes_before_its_sibling(
-    tmp_path: Path,
-) -> None:
-    """One branch parks (retry in 1.5 s) and its retry succeeds while the other branch is
-    still running (5 s): when the last one finishes, the completion event is emitted once."""
-    db = tmp_path / "state.db"
-    record = tmp_path / "runs.txt"
-    config = tmp_path / "bridge.yaml"
-    config.write_text(MIXED_CONFIG.format(db=db))
-    bridge = BridgeProcess(config, tmp_path, env={"BRIDGE_TEST_RECORD": str(record)})
-    event = {
-        "specversion": "1.0",
-        "id": "mix-1",
-        "source": "t",
-        "type": "mix/start",
-        "data": {"retry_after": 1.5, "sleep": 5},
-    }
-    bridge.start()
-    try:
-        await bridge.wait_ready()
-        async with aiohttp.ClientSession() as session:
-            status, body = await post_events(session, bridge.url, [event])
-        assert status == 202, body
-        await until(
-            lambda: len(query(db, "SELECT 1 FROM ledger WHERE event_id = 'mix-1'")) == 2,
-            20,
-            "both branches succeeded",
-        )
-        ran = {(r.handler, r.attempt): r.at for r in runs(record) if r.event_id == "mix-1"}
-        # The retry finished before the slow sibling did: the case under test.
-        assert ran[("parker", 2)] < ran[("slowpoke", 1)]
-        await until(
-            lambda: any(r.handler == "summary" for r in runs(record)),
-            6,
-            "the completion event was handled",
-        )
-        await asyncio.sleep(1.5)
-        assert await bridge.stop() == 0, bridge.log_tail()
-    finally:
-        bridge.kill()
-    assert [r.handler for r in runs(record) if r.handler == "summary"] == ["summary"]
 
 
 async def leave_parked_after_final(db: Path) -> None:
@@ -254,30 +214,65 @@ async def leave_parked_after_final(db: Path) -> None:
         await store.close()
 
 
-async def test_parked_run_already_final_in_the_ledger_is_forgotten_not_rerun(
+async def test_completion_after_a_parked_branch_and_parked_runs_left_final(
     tmp_path: Path,
 ) -> None:
-    """A crash between the ledger write and forgetting the parked run (seen in the chaos
-    test on PostgreSQL): after the restart the handler does not run again, and the parked
-    runs are dropped."""
+    """Two cases on one bridge (one process start, for the make-test budget):
+
+    - A crash left parked runs whose branch is already final in the ledger (the process
+      died between recording the run and forgetting the parked run; seen in the chaos
+      test): the restarted bridge forgets them and runs neither handler again.
+    - One branch of ``mix-1`` parks (retry in 1.5 s) and its retry succeeds while the
+      other branch is still running (5 s): when the last one finishes, the ``on_complete``
+      event is emitted, once.
+    """
     db = tmp_path / "state.db"
     record = tmp_path / "runs.txt"
     config = tmp_path / "bridge.yaml"
-    config.write_text(CONFIG.format(db=db))
+    config.write_text(MIXED_CONFIG.format(db=db))
     await leave_parked_after_final(db)
     bridge = BridgeProcess(config, tmp_path, env={"BRIDGE_TEST_RECORD": str(record)})
+    event = {
+        "specversion": "1.0",
+        "id": "mix-1",
+        "source": "t",
+        "type": "mix/start",
+        "data": {"retry_after": 1.5, "sleep": 5},
+    }
     bridge.start()
     try:
         await bridge.wait_ready()
-        try:
-            await until(lambda: parked(db) == {}, 8, "the final runs' parked rows forgotten")
-        finally:
-            assert await bridge.stop() == 0, bridge.log_tail()
+        async with aiohttp.ClientSession() as session:
+            status, body = await post_events(session, bridge.url, [event])
+        assert status == 202, body
+        await until(
+            lambda: len(query(db, "SELECT 1 FROM ledger WHERE event_id = 'mix-1'")) == 2,
+            20,
+            "both branches of mix-1 succeeded",
+        )
+        ran = {(r.handler, r.attempt): r.at for r in runs(record) if r.event_id == "mix-1"}
+        # The retry finished before the slow sibling did: the case under test.
+        assert ran[("parker", 2)] < ran[("slowpoke", 1)]
+        await until(
+            lambda: any(r.handler == "summary" for r in runs(record)),
+            6,
+            "the completion event was handled",
+        )
+        await until(lambda: parked(db) == {}, 5, "every parked run forgotten")
+        await asyncio.sleep(1.5)  # more scheduler and inbox rounds: nothing else runs
+        assert await bridge.stop() == 0, bridge.log_tail()
     finally:
         bridge.kill()
-    assert runs(record) == []  # neither ran again
-    assert sorted(query(db, "SELECT event_id, status FROM ledger")) == [
-        ("done-dead", "dead_lettered"),
-        ("done-ok", "succeeded"),
-    ]
+    assert [r.handler for r in runs(record) if r.handler == "summary"] == ["summary"]
+    # The runs left parked after they became final did not run again.
+    assert [r for r in runs(record) if r.event_id.startswith("done-")] == []
+    assert sorted(query(db, "SELECT handler, event_id, status FROM ledger")) == sorted(
+        [
+            ("worker", "done-dead", "dead_lettered"),
+            ("worker", "done-ok", "succeeded"),
+            ("parker", "mix-1", "succeeded"),
+            ("slowpoke", "mix-1", "succeeded"),
+            ("summary", completion_event_id("mix-1"), "succeeded"),
+        ]
+    )
     assert query(db, "SELECT COUNT(*) FROM dead_letters") == [(0,)]
