@@ -14,8 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-import cel
-
+from bridge.celexpr import cel
 from bridge.events import Event
 
 log = logging.getLogger("bridge.routing")
