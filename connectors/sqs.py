@@ -464,16 +464,16 @@ class SqsSource:
             ]
             receipts = [h.receipt for h in due]
             results = await asyncio.gather(*futures, return_exceptions=True)
-            failed = 0
+            errors = []
             for held, receipt, result in zip(due, receipts, results, strict=True):
                 if isinstance(result, BaseException):
-                    failed += 1
+                    errors.append(str(result))
                 elif held.receipt == receipt:
                     held.expires = now + visibility
-            if failed:
+            if errors:
                 log.warning(
                     "visibility extension failed for some messages; they may be redelivered",
-                    extra={"connector": self.name, "count": failed},
+                    extra={"connector": self.name, "count": len(errors), "error": errors[0]},
                 )
 
     async def _poll_depth(self, run: _Run) -> None:
