@@ -26,7 +26,7 @@ from bridge import ui
 from bridge.deadletters import ReplayError, discard, replay
 from bridge.errors import InvalidEvent, StoreError
 from bridge.events import SPECVERSION, new_id, now_iso
-from bridge.normalize import binary_attributes, decode_json, text_headers
+from bridge.normalize import MAX_JSON_DEPTH, binary_attributes, decode_json, text_headers
 from bridge.store.base import DeadLetterStatus, InboxEntry
 
 if TYPE_CHECKING:
@@ -233,7 +233,8 @@ class Server:
             return problem(400, str(exc))
         entries, errors = self._validate(raw_events, request)
         if errors:
-            return problem(422, "invalid events; none was accepted", details=errors)
+            status = 413 if all(e["error"] == "too_large" for e in errors) else 422
+            return problem(status, "invalid events; none was accepted", details=errors)
         fresh = await self.runtime.inbox.put(entries)
         accepted = [e.id for e, new in zip(entries, fresh, strict=True) if new]
         duplicates = [e.id for e, new in zip(entries, fresh, strict=True) if not new]
@@ -312,8 +313,30 @@ class Server:
                     {"index": index, "type": event_type, "error": "schema", "details": exc.detail}
                 )
                 continue
-            entries.append(InboxEntry(id=event["id"], body=orjson.dumps(event), source="api"))
+            body = orjson.dumps(event)
+            refusal = self._unstorable(body)
+            if refusal is not None:
+                errors.append({"index": index, "type": event_type, **refusal})
+                continue
+            entries.append(InboxEntry(id=event["id"], body=body, source="api"))
         return entries, errors
+
+    def _unstorable(self, body: bytes) -> dict[str, Any] | None:
+        """Why the inbox could not deliver this stored event, if it could not: larger
+        than the limit once the bridge's attributes (and the correlation id and
+        traceparent headers) are added, or nested too deeply once in its envelope."""
+        limit = self.runtime.cfg.limits.max_body_bytes
+        if len(body) > limit:
+            return {
+                "error": "too_large",
+                "details": f"{len(body)} bytes once stored, limit {limit}",
+            }
+        if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH:
+            try:
+                decode_json(body)
+            except InvalidEvent as exc:
+                return {"error": exc.reason, "details": str(exc.detail)}
+        return None
 
     # ------------------------------------------------------------------ dead letters
 
