@@ -143,3 +143,24 @@ def throughput_result(
             if name in per and base in per
         }
     return {**out, **extra}
+
+
+class Samples:
+    """Per-variant samples of one throughput scenario: rate and CPU per message of each run."""
+
+    def __init__(self, names: list[str] | None = None) -> None:
+        self.rates: dict[str, list[float]] = {name: [] for name in names or ()}
+        self.cpu: dict[str, list[float]] = {name: [] for name in names or ()}
+
+    def add(self, name: str, tally: Any, per: int = 4) -> None:
+        """Record a ``bench.payload.Tally`` (``per`` handler runs make one message)."""
+        self.rates.setdefault(name, []).append(tally.rate(per))
+        self.cpu.setdefault(name, []).append(tally.cpu_us(per))
+
+    def progress(self, label: str, run: int) -> None:
+        """One line per run, so a long suite shows where it is."""
+        last = ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in self.rates.items() if v)
+        print(f"  {label} run {run + 1}: {last}", flush=True)
+
+    def result(self, unit: str, pairs: list[tuple[str, str]], **extra: Any) -> dict[str, Any]:
+        return throughput_result(unit, self.rates, pairs, self.cpu, **extra)

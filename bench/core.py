@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from bench.common import Env, throughput_result
+from bench.common import Env, Samples
 from bench.payload import SubscriberCreated, Tally, body, bridge_config, handlers_for, reset
 from bridge.config import load_config_text
 from bridge.runtime import Runtime
@@ -123,21 +123,14 @@ async def width(env: Env) -> dict[str, Any]:
     events = env.size(4000, 200)
     bodies = [body(n) for n in range(events)]
     await memory_bridge(bodies[:200])  # warm up imports and caches
-    samples: dict[str, list[float]] = {}
-    cpu: dict[str, list[float]] = {}
+    samples = Samples()
     for _ in range(env.runs):  # interleaved, so drift in machine load hits all alike
         for w in WIDTHS:
-            for name, tally in (
-                (f"bare_w{w}", await bare_loop(bodies, w)),
-                (f"bridge_w{w}", await memory_bridge(bodies, w)),
-            ):
-                samples.setdefault(name, []).append(tally.rate(w))
-                cpu.setdefault(name, []).append(tally.cpu_us(w))
-    result = throughput_result(
+            samples.add(f"bare_w{w}", await bare_loop(bodies, w), w)
+            samples.add(f"bridge_w{w}", await memory_bridge(bodies, w), w)
+    result = samples.result(
         "events/s",
-        samples,
         [(f"bridge_w{w}", f"bare_w{w}") for w in WIDTHS],
-        cpu,
         events_per_run=events,
         connector="memory (in-process), ledger off",
     )

@@ -36,7 +36,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.brokers import KEYS, Tansu
-from bench.common import Env, goal, spread_ms, throughput_result
+from bench.common import Env, Samples, goal, spread_ms
 from bench.core import run_bridge
 from bench.payload import HANDLERS, SubscriberCreated, Tally, body, bridge_config, reset, work
 
@@ -155,25 +155,16 @@ async def throughput(env: Env) -> dict[str, Any]:
     }
     if env.quick:  # the reference variants only in full runs
         del variants["faststream_autocommit"], variants["bridge_sqlite"]
-    samples: dict[str, list[float]] = {name: [] for name in variants}
-    cpu: dict[str, list[float]] = {name: [] for name in variants}
+    samples = Samples(list(variants))
     for run in range(env.runs):  # interleaved, so drift in machine load hits all alike
         for name, consume in variants.items():
             topic = await broker.new_topic()
             await broker.fill(topic, events)
-            tally = await consume(topic)
-            samples[name].append(tally.rate(4))
-            cpu[name].append(tally.cpu_us(4))
-        print(
-            f"  kafka run {run + 1}: "
-            + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in samples.items()),
-            flush=True,
-        )
-    result = throughput_result(
+            samples.add(name, await consume(topic))
+        samples.progress("kafka", run)
+    result = samples.result(
         "msg/s",
-        samples,
-        cpu=cpu,
-        pairs=[
+        [
             ("bridge", "raw"),
             ("bridge", "faststream"),
             ("bridge", "faststream_autocommit"),

@@ -24,7 +24,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
-from bench.common import Env, goal, throughput_result
+from bench.common import Env, Samples, goal
 from bench.core import run_bridge
 from bench.payload import HANDLERS, SubscriberCreated, Tally, body, bridge_config, reset, work
 
@@ -116,32 +116,23 @@ async def throughput(env: Env) -> dict[str, Any]:
     }
     if env.quick:  # the reference variant only in full runs
         del variants["bridge_sqlite"]
-    samples: dict[str, list[float]] = {name: [] for name in variants}
-    cpu: dict[str, list[float]] = {name: [] for name in variants}
+    samples = Samples(list(variants))
     admin = await aio_pika.connect(url)
     try:
         for run in range(env.runs):  # interleaved, so drift in machine load hits all alike
             for name, consume in variants.items():
                 queue = await new_queue(admin, events)
                 try:
-                    tally = await consume(queue)
-                    samples[name].append(tally.rate(4))
-                    cpu[name].append(tally.cpu_us(4))
+                    samples.add(name, await consume(queue))
                 finally:
                     async with admin.channel() as channel:
                         await channel.queue_delete(queue)
-            print(
-                f"  rabbitmq run {run + 1}: "
-                + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in samples.items()),
-                flush=True,
-            )
+            samples.progress("rabbitmq", run)
     finally:
         await admin.close()
-    result = throughput_result(
+    result = samples.result(
         "msg/s",
-        samples,
-        cpu=cpu,
-        pairs=[("bridge", "raw"), ("bridge", "faststream"), ("bridge_sqlite", "raw")],
+        [("bridge", "raw"), ("bridge", "faststream"), ("bridge_sqlite", "raw")],
         messages_per_run=events,
         prefetch=PREFETCH,
         body_bytes=len(body(0)),

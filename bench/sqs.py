@@ -23,7 +23,7 @@ import time
 import uuid
 from typing import Any
 
-from bench.common import Env, goal, throughput_result
+from bench.common import Env, Samples, goal
 from bench.core import run_bridge
 from bench.payload import Tally, body, bridge_config, reset, work
 
@@ -111,15 +111,13 @@ async def throughput(env: Env) -> dict[str, Any]:
     from aiobotocore.session import get_session
 
     events = env.size(200, 40)
-    samples: dict[str, list[float]] = {"raw": [], "bridge": []}
-    if not env.quick:  # the reference variant only in full runs
-        samples["bridge_sqlite"] = []
-    cpu: dict[str, list[float]] = {name: [] for name in samples}
+    names = ["raw", "bridge"] if env.quick else ["raw", "bridge", "bridge_sqlite"]
+    samples = Samples(names)  # the SQLite ledger is a reference variant, full runs only
     config = AioConfig(max_pool_connections=RECEIVERS * 2 + 4)
     endpoint = env.sqs_endpoint
     async with get_session().create_client("sqs", endpoint_url=endpoint, config=config) as client:
         for run in range(env.runs):
-            for name in samples:
+            for name in names:
                 url = await new_queue(client, events)
                 if name == "raw":
                     tally = await raw(client, url, events)
@@ -129,18 +127,11 @@ async def throughput(env: Env) -> dict[str, Any]:
                     )
                     tally = await bridge(client, endpoint, url, events, store)
                 await client.delete_queue(QueueUrl=url)
-                samples[name].append(tally.rate(4))
-                cpu[name].append(tally.cpu_us(4))
-            print(
-                f"  sqs run {run + 1}: "
-                + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in samples.items()),
-                flush=True,
-            )
-    result = throughput_result(
+                samples.add(name, tally)
+            samples.progress("sqs", run)
+    result = samples.result(
         "msg/s",
-        samples,
         [("bridge", "raw"), ("bridge_sqlite", "raw")],
-        cpu,
         messages_per_run=events,
         receivers=RECEIVERS,
         broker="moto server mode (HTTP)",

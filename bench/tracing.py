@@ -13,7 +13,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from bench.common import Env, goal, throughput_result
+from bench.common import Env, Samples, goal
 from bench.core import memory_bridge
 from bench.payload import body
 
@@ -37,8 +37,7 @@ async def sampling(env: Env) -> dict[str, Any]:
     events = env.size(10_000, 300)
     bodies = [body(n) for n in range(events)]
     await memory_bridge(bodies[: min(1000, events)])  # warm up
-    samples: dict[str, list[float]] = {"off": [], "sampled_10pct": [], "sampled_100pct": []}
-    cpu: dict[str, list[float]] = {name: [] for name in samples}
+    samples = Samples()
     exported = {"sampled_10pct": 0, "sampled_100pct": 0}
     for _ in range(env.runs):  # interleaved so load drift hits every variant alike
         for label, ratio in (("off", None), ("sampled_10pct", 0.1), ("sampled_100pct", 1.0)):
@@ -48,15 +47,12 @@ async def sampling(env: Env) -> dict[str, Any]:
                 sample_ratio=ratio,
                 span_exporter=exporter if ratio is not None else None,
             )
-            samples[label].append(tally.rate(4))
-            cpu[label].append(tally.cpu_us(4))
+            samples.add(label, tally)
             if label in exported:
                 exported[label] += exporter.spans
-    result = throughput_result(
+    result = samples.result(
         "events/s",
-        samples,
         [("sampled_10pct", "off"), ("sampled_100pct", "off")],
-        cpu,
         events_per_run=events,
         spans_exported=exported,
     )
