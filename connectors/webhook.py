@@ -246,7 +246,9 @@ class WebhookIngress:
             return self._reject(422, "unprocessable", "the payload could not be processed")
         if not events:
             return _answer(200, {"ids": [], "ignored": parsed.ignored or "empty"})
-        if len(body) > self.env.max_body_bytes // 2:
+        # Header values become attributes too (correlation id, traceparent, templates).
+        grown = len(body) + sum(len(v) for v in headers.values())
+        if grown > self.env.max_body_bytes // 2:
             largest = max(len(e.to_json()) for e in events)
             if largest > self.env.max_body_bytes:
                 return self._reject(

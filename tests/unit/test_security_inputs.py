@@ -87,3 +87,42 @@ async def test_an_event_too_large_once_stored_is_413_not_202(tmp_path: Path) -> 
             bridge, "/v1/events", b"Content-Type: application/json\r\n", body
         )
         assert status == 202, answer
+
+
+async def test_a_webhook_event_too_large_once_stored_is_413() -> None:
+    import aiohttp
+    from aiohttp import web
+
+    from bridge.events import EventCatalog
+    from connectors.base import IngressEnv
+    from connectors.webhook import WebhookConfig, WebhookIngress
+    from tests.support import free_port
+
+    stored: list[Any] = []
+
+    async def accept(events: Any) -> list[bool]:
+        stored.extend(events)
+        return [True for _ in events]
+
+    cfg = WebhookConfig.model_validate(
+        {"type": "webhook", "provider": "json", "event": {"type": "app/x"}}
+    )
+    ingress = WebhookIngress(cfg, "raw", IngressEnv(accept, EventCatalog(), 4096))
+    app = web.Application()
+    app.router.add_routes(ingress.routes())
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    url = f"http://127.0.0.1:{port}{ingress.path}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            body = b'{"pad": "' + b"y" * 1500 + b'"}'  # well under half the limit
+            big = {"x-correlation-id": "c" * 3000}  # the event would be over 4096 bytes
+            async with session.post(url, data=body, headers=big) as resp:
+                assert resp.status == 413, await resp.text()
+            async with session.post(url, data=body) as resp:
+                assert resp.status == 202, await resp.text()
+    finally:
+        await runner.cleanup()
+    assert len(stored) == 1
