@@ -9,8 +9,9 @@ What went through is kept in a journal (moto speaks AWS JSON 1.0 here).
 Counting needs care, because moto's server handles calls on threads without a lock
 around a queue: concurrent deletes rebuild the message list from one snapshot (one
 can undo another, or drop a message sent meanwhile), and concurrent receives can hand
-out one message twice. So the proxy forwards sends, deletes and visibility changes one
-at a time, and ``redeliveries()`` sorts every repeated hand-out by cause: ``premature``
+out one message twice. So the proxy forwards sends and deletes one at a time (the
+calls that rebuild the list; visibility changes and receives go straight through, so
+an extension never waits behind deletes), and ``redeliveries()`` sorts every repeated hand-out by cause: ``premature``
 (no delete of it had gone through, and its visibility deadline from the latest receive
 or extension had passed: the heartbeat failed), ``within_visibility`` (handed out
 again before its deadline: moto's receive race) or ``after_delete`` (its delete had
@@ -63,7 +64,7 @@ class SqsFaultProxy:
         self.journal: list[tuple[float, float, str, str, float]] = []
         self.outage_until = 0.0  # every delete entry fails until then (time.monotonic())
         self._ids: dict[str, str] = {}  # receipt handle -> message id
-        self._lock = asyncio.Lock()  # one send, delete or change at a time into moto
+        self._lock = asyncio.Lock()  # one send or delete at a time into moto
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.url = ""
@@ -144,11 +145,11 @@ class SqsFaultProxy:
                 return web.Response(body=orjson.dumps(answer), content_type=_JSON)
             body = orjson.dumps({**payload, "Entries": keep})
         sent = time.monotonic()
-        if action == "ReceiveMessage":
-            status, headers, data = await self._forward(request, body)
-        else:
+        if action.startswith(("Send", "Delete")):
             async with self._lock:
                 status, headers, data = await self._forward(request, body)
+        else:
+            status, headers, data = await self._forward(request, body)
         if status == 200:
             self._book(action, orjson.loads(body), orjson.loads(data), sent, time.monotonic())
         if status == 200 and failed:
