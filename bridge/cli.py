@@ -145,7 +145,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bridge.runtime import Runtime
+    from bridge.runtime import Runtime, tune_gc
     from bridge.telemetry import configure_logging
 
     cfg = load_config(args.config)
@@ -157,6 +157,7 @@ def _run(args: argparse.Namespace) -> int:
         runtime = Runtime(cfg)
         runtime.tracing.install_global()
         runtime.install_signal_handlers()
+        tune_gc()
         await runtime.run()
 
     asyncio.run(main())

