@@ -92,8 +92,12 @@ class SqsFaultProxy:
             await self._session.close()
 
     def redeliveries(self) -> Counter[str]:
-        """Hand-outs of a message beyond its first, by cause (see the module docstring)."""
+        """Hand-outs of a message beyond its first, by cause (see the module docstring).
+
+        The ids of the messages handed out prematurely land in ``premature_ids``.
+        """
         causes: Counter[str] = Counter()
+        self.premature_ids: set[str] = set()
         deadline: dict[str, float] = {}
         deleted: set[str] = set()
         for sent, answered, action, message_id, seconds in sorted(self.journal):
@@ -105,6 +109,7 @@ class SqsFaultProxy:
                         causes["within_visibility"] += 1
                     else:
                         causes["premature"] += 1
+                        self.premature_ids.add(message_id)
                 deleted.discard(message_id)
                 deadline[message_id] = sent + seconds
             elif action == "ChangeMessageVisibilityBatch":
