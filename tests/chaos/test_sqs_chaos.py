@@ -7,7 +7,7 @@ while the bridge still holds it past its visibility deadline (sorted from the pr
 journal of receives, extensions and deletes; repeats that are moto's own races are
 reported apart), so the visibility heartbeat kept every one hidden. Premature repeats
 of quick runs are counted and reported, not asserted: on this machine, loaded by
-other suites, a few happen (0 to 34 of 200 messages in small runs, 118 of 5,000 at
+other suites, a few happen (0 to 34 of 200 messages in small runs, 5 and 118 of 5,000 in two runs at
 full size); their cause is not pinned down (candidates: moto answering in ~1 s under
 load against a 2.5 s heartbeat margin, and moto's receive racing its deletes).
 0 left behind: every message ran and the queue ends
