@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import logging
 import textwrap
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from tests.chaos.fuzz_inputs import (
     hostile as is_hostile,
 )
 from tests.chaos.test_fuzz_webhook_parsers import SAMPLES
+from tests.conftest import CHAOS_FULL
 from tests.support import free_port
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(FUZZ_TIMEOUT)]
@@ -315,5 +317,12 @@ def test_fuzz_webhook_http(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> 
         loop.run(asyncio.wait_for(task, 60))
         loop.close()
     assert error_logs() == []
-    for provider, tally in tallies.items():
-        assert tally.outcomes["401"] and (tally.outcomes["202"] or tally.outcomes["200"]), provider
+    # The inputs reached every branch (per provider only at full size: a few hundred
+    # examples spread over five connectors may miss one by chance).
+    overall = sum((t.outcomes for t in tallies.values()), Counter())
+    assert overall["401"] and overall["202"] and overall["400"]
+    if CHAOS_FULL:
+        for provider, tally in tallies.items():
+            assert tally.outcomes["401"] and (tally.outcomes["202"] or tally.outcomes["200"]), (
+                provider
+            )
