@@ -114,7 +114,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 1
+    except ExceptionGroup as group:
+        # A task of the running bridge failed for good (a connector that cannot connect):
+        # one line per reason, not a traceback.
+        known, other = group.split(BridgeError)
+        if known is None or other is not None:
+            raise
+        from bridge.server import redact
+
+        for leaf in _leaves(known):
+            print(f"error: {redact(str(leaf))}", file=sys.stderr)
+        return 1
     return 2
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
 
 
 def _print_config_error(exc: ConfigError) -> None:

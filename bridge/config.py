@@ -245,6 +245,19 @@ class BridgeConfigBase(BaseModel):
         "sqlite:///.bridge/state.db",
         description="State store URL: sqlite:///PATH, memory://, or postgresql://...",
     )
+
+    @field_validator("store")
+    @classmethod
+    def _store_scheme(cls, value: str) -> str:
+        scheme = value.partition(":")[0]
+        if scheme not in ("sqlite", "memory", "postgresql", "postgres"):
+            # The URL itself is not echoed: it may hold a password.
+            raise ValueError(
+                f"unsupported store URL scheme {scheme!r} (sqlite:///PATH, memory://, "
+                "postgresql://...)"
+            )
+        return value
+
     server: ServerConfig = Field(default_factory=ServerConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     limits: Limits = Field(default_factory=Limits)

@@ -38,4 +38,7 @@ def create_store(url: str) -> Store:
             raise StoreError(f"the PostgreSQL store is not available: {exc}") from exc
         store: Store = module.PostgresStore(url)
         return store
-    raise StoreError(f"unsupported store URL {url!r} (sqlite:///PATH, memory://, postgresql://...)")
+    scheme = url.partition(":")[0]
+    raise StoreError(
+        f"unsupported store URL scheme {scheme!r} (sqlite:///PATH, memory://, postgresql://...)"
+    )
