@@ -343,17 +343,7 @@ class PostgresStore:
             after_seq,
             limit,
         )
-        return [
-            InboxEntry(
-                id=r["id"],
-                body=bytes(r["body"]),
-                source=r["source"],
-                handler=r["handler"],
-                created_at=r["created_at"],
-                seq=r["seq"],
-            )
-            for r in rows
-        ]
+        return [_entry(r) for r in rows]
 
     async def inbox_done(self, seqs: Iterable[int]) -> None:
         await self._run(
@@ -374,17 +364,7 @@ class PostgresStore:
             now + lease,
             limit,
         )
-        entries = [
-            InboxEntry(
-                id=r["id"],
-                body=bytes(r["body"]),
-                source=r["source"],
-                handler=r["handler"],
-                created_at=r["created_at"],
-                seq=r["seq"],
-            )
-            for r in rows
-        ]
+        entries = [_entry(r) for r in rows]
         return sorted(entries, key=lambda e: e.seq)
 
     async def inbox_lease(self, seqs: Iterable[int], until: float) -> None:
@@ -779,6 +759,17 @@ async def _read_join(conn: Any, join_id: str) -> Join | None:
     )
     join.members = {m["member_id"]: _load(m["value"]) for m in members}
     return join
+
+
+def _entry(row: Any) -> InboxEntry:
+    return InboxEntry(
+        id=row["id"],
+        body=bytes(row["body"]),
+        source=row["source"],
+        handler=row["handler"],
+        created_at=row["created_at"],
+        seq=row["seq"],
+    )
 
 
 def _count(status: Any) -> int:

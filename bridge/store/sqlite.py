@@ -413,12 +413,7 @@ class SqliteStore:
                 (after_seq, limit),
             ).fetchall()
         )
-        return [
-            InboxEntry(
-                id=r[1], body=bytes(r[4]), source=r[2], handler=r[3], created_at=r[5], seq=r[0]
-            )
-            for r in rows
-        ]
+        return [_entry(r) for r in rows]
 
     async def inbox_done(self, seqs: Iterable[int]) -> None:
         now = time.time()
@@ -438,12 +433,7 @@ class SqliteStore:
                 "UPDATE inbox SET leased_until = ? WHERE seq = ?",
                 [(now + lease, r[0]) for r in rows],
             )
-            return [
-                InboxEntry(
-                    id=r[1], body=bytes(r[4]), source=r[2], handler=r[3], created_at=r[5], seq=r[0]
-                )
-                for r in rows
-            ]
+            return [_entry(r) for r in rows]
 
         return await self._call(claim)
 
@@ -819,6 +809,13 @@ def _read_join(conn: sqlite3.Connection, join_id: str) -> Join | None:
     ).fetchall()
     join.members = {m: _load(v) for m, v in members}
     return join
+
+
+def _entry(row: Any) -> InboxEntry:
+    """An inbox entry from ``seq, id, source, handler, body, created_at``."""
+    return InboxEntry(
+        id=row[1], body=bytes(row[4]), source=row[2], handler=row[3], created_at=row[5], seq=row[0]
+    )
 
 
 def _inbox_insert(conn: sqlite3.Connection, entries: Sequence[InboxEntry]) -> list[bool]:
