@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from functools import partial
 from typing import Any
 
@@ -28,6 +28,22 @@ from connectors.base import ConnectorStatus, Delivery, Settlement
 
 log = logging.getLogger("bridge.inbox")
 _CE_JSON = {"content-type": "application/cloudevents+json"}
+
+
+async def renew_leases(
+    held: Collection[Any],
+    extend: Callable[[list[Any], float], Awaitable[None]],
+    lease: float,
+    wall: Callable[[], float],
+) -> None:
+    """Every third of ``lease``, extend the leases of what is ``held`` (in flight) by a lease;
+    runs until cancelled. A renewal that fails is skipped: a lease that lapses means another
+    process may take the item again (a duplicate), never that it is lost."""
+    while True:
+        await asyncio.sleep(lease / 3)
+        if held:
+            with contextlib.suppress(Exception):
+                await extend(list(held), wall() + lease)
 
 
 class Inbox:
@@ -84,7 +100,10 @@ class InboxSource:
     async def _claimed(self) -> AsyncIterator[Delivery]:
         store = self.inbox.store
         wakeup = self.inbox.wakeup
-        renew = asyncio.create_task(self._renew_leases(), name=f"inbox-leases:{self.name}")
+        renew = asyncio.create_task(
+            renew_leases(self._in_flight, store.inbox_lease, self.lease, time.time),
+            name=f"inbox-leases:{self.name}",
+        )
         try:
             while not self._stopped.is_set():
                 wakeup.clear()
@@ -102,15 +121,6 @@ class InboxSource:
                     await self._wait(wakeup)
         finally:
             renew.cancel()
-
-    async def _renew_leases(self) -> None:
-        while True:
-            await asyncio.sleep(self.lease / 3)
-            if self._in_flight:
-                with contextlib.suppress(Exception):  # a lapsed lease means a duplicate, not a loss
-                    await self.inbox.store.inbox_lease(
-                        list(self._in_flight), time.time() + self.lease
-                    )
 
     def _delivery(self, entry: InboxEntry) -> Delivery:
         meta: dict[str, Any] = {"message_id": entry.id, "seq": entry.seq, "source": entry.source}

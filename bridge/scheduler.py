@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from bridge.inbox import renew_leases
 from bridge.store.base import InboxEntry, Join, ParkedRun, Store
 from connectors.base import ConnectorStatus, Delivery, Settlement
 
@@ -72,19 +73,15 @@ class ParkedSource:
             self._released = True
 
     async def deliveries(self) -> AsyncIterator[Delivery]:
-        renew = asyncio.create_task(self._renew_leases(), name="parked-leases")
+        renew = asyncio.create_task(
+            renew_leases(self._in_flight, self.store.parked_lease, self.lease, self.wall),
+            name="parked-leases",
+        )
         try:
             async for delivery in self._claimed():
                 yield delivery
         finally:
             renew.cancel()
-
-    async def _renew_leases(self) -> None:
-        while True:
-            await asyncio.sleep(self.lease / 3)
-            if self._in_flight:
-                with contextlib.suppress(Exception):  # a lapsed lease means a duplicate, not a loss
-                    await self.store.parked_lease(list(self._in_flight), self.wall() + self.lease)
 
     async def _claimed(self) -> AsyncIterator[Delivery]:
         while not self._stopped.is_set():
