@@ -35,9 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from bridge.duration import Duration
 from bridge.errors import ConfigError, ConfigIssue
 from bridge.flow import RetryBudgetConfig
+from bridge.handling import HandlerConfig, HandlerKind
 from bridge.retry import RetryPolicy
-from connectors.base import ConnectorConfig
-from handlers.base import HandlerConfig, HandlerKind
+from bridge.transport import ConnectorConfig
 
 _VAR = re.compile(r"\$(\$?)\{([^}]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -34,6 +34,7 @@ from bridge.deadlines import Watchdog
 from bridge.errors import Fatal, InvalidEvent, RetryAfter, StoreError
 from bridge.events import Event, jsonable, now_iso
 from bridge.flow import HandlerFlow
+from bridge.handling import DeadLetterTarget, Handler
 from bridge.history import HistoryRecorder
 from bridge.metrics import Metrics
 from bridge.normalize import Normalizer
@@ -43,8 +44,7 @@ from bridge.store.base import Attempt, DeadLetter, LedgerEntry, ParkedRun, RunRe
 from bridge.telemetry import CURRENT_RUN
 from bridge.templates import Template, TemplateError, event_scope
 from bridge.tracing import Tracing, current_ids
-from connectors.base import Delivery, Publisher, Settlement
-from handlers.base import DeadLetterTarget, Handler
+from bridge.transport import Delivery, Publisher, Settlement
 
 log = logging.getLogger("bridge.dispatch")
 Emitter = Callable[[Sequence[Event[Any]]], Awaitable[None]]

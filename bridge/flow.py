@@ -38,7 +38,7 @@ from bridge.templates import EVENT_ROOTS, Template, TemplateError, event_scope
 
 if TYPE_CHECKING:
     from bridge.events import Event
-    from handlers.base import HandlerConfig
+    from bridge.handling import HandlerConfig
 
 
 # --------------------------------------------------------------------------- config

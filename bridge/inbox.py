@@ -24,7 +24,7 @@ from typing import Any
 
 from bridge.events import Event
 from bridge.store.base import InboxEntry, Store
-from connectors.base import ConnectorStatus, Delivery, Settlement
+from bridge.transport import ConnectorStatus, Delivery, Settlement
 
 log = logging.getLogger("bridge.inbox")
 _CE_JSON = {"content-type": "application/cloudevents+json"}

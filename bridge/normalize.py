@@ -24,7 +24,7 @@ import orjson
 from bridge.errors import InvalidEvent
 from bridge.events import EMPTY, Event, EventCatalog, event_from_dict
 from bridge.templates import DELIVERY_ROOTS, Template, TemplateError, lookup
-from connectors.base import Delivery, EventMapping
+from bridge.transport import Delivery, EventMapping
 
 _CE_PREFIXES = ("ce-", "ce_", "cloudevents:", "cloudevents_")
 _JSON_TYPES = ("json", "+json")

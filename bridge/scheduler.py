@@ -26,7 +26,7 @@ import orjson
 
 from bridge.inbox import renew_leases
 from bridge.store.base import InboxEntry, Join, ParkedRun, Store
-from connectors.base import ConnectorStatus, Delivery, Settlement
+from bridge.transport import ConnectorStatus, Delivery, Settlement
 
 log = logging.getLogger("bridge.scheduler")
 _CE_JSON = {"content-type": "application/cloudevents+json"}

@@ -30,7 +30,7 @@ from bridge.normalize import MAX_JSON_DEPTH, binary_attributes, decode_json, tex
 from bridge.store.base import DeadLetterStatus, InboxEntry
 
 if TYPE_CHECKING:
-    from bridge.runtime import Runtime
+    from bridge.app.runtime import Runtime
 
 log = logging.getLogger("bridge.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -7,38 +7,15 @@ Publisher), so the config schema knows every kind even without its extra install
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
-from connectors import cron, kafka, memory, rabbitmq, sqs, webhook
-from connectors.base import (
+from bridge.transport import (
     ConnectorConfig,
+    ConnectorKind,
     Delivery,
-    Ingress,
-    IngressEnv,
     Publisher,
     Settlement,
     Source,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectorKind:
-    """A connector kind: its config model, and factories ``(cfg, name) -> Source | Publisher``
-    or, for connectors fed over the bridge's HTTP server, ``(cfg, name, env) -> Ingress``.
-
-    ``transport`` prefixes the transport metadata of events (``kafka.partition``).
-    """
-
-    config: type[ConnectorConfig]
-    transport: str
-    source: Callable[[Any, str], Source] | None = None
-    publisher: Callable[[Any, str], Publisher] | None = None
-    ingress: Callable[[Any, str, IngressEnv], Ingress] | None = None
-    needs_server: bool = False
-    """The ingress mounts routes on the bridge's HTTP server (webhooks; not cron)."""
-
+from connectors import cron, kafka, memory, rabbitmq, sqs, webhook
 
 KINDS: dict[str, ConnectorKind] = {
     "memory": ConnectorKind(memory.MemoryConfig, "memory", memory.source, memory.publisher),

@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from bridge.duration import Duration
 from bridge.errors import ConfigError, ConfigIssue, InvalidEvent
 from bridge.events import Event, EventCatalog, load_schema
-from connectors.base import ConnectorConfig, IngressEnv
+from bridge.transport import ConnectorConfig, IngressEnv
 
 log = logging.getLogger("bridge.cron")
 

@@ -60,7 +60,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from bridge.duration import Duration
 from bridge.errors import ConnectorError
-from connectors.base import ConnectorConfig, ConsumeConfig
+from bridge.transport import ConnectorConfig, ConsumeConfig
 
 if TYPE_CHECKING:
     from connectors.kafka_source import KafkaSource

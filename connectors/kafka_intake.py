@@ -22,7 +22,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from connectors.base import Settlement
+from bridge.transport import Settlement
 
 _PARTITION = object()  # the single lane of a partition under ``ordering: partition``
 

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from bridge.errors import ConnectorError
-from connectors.base import ConnectorStatus, Delivery, Settlement
+from bridge.transport import ConnectorStatus, Delivery, Settlement
 from connectors.kafka import KafkaConfig, connection_options, milliseconds, retriable
 from connectors.kafka_intake import Intake, PartitionState
 

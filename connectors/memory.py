@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from connectors.base import ConnectorConfig, ConnectorStatus, Delivery, Settlement
+from bridge.transport import ConnectorConfig, ConnectorStatus, Delivery, Settlement
 
 
 class MemoryConfig(ConnectorConfig):

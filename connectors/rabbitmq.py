@@ -79,7 +79,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bridge.duration import Duration
 from bridge.errors import ConnectorError
-from connectors.base import ConnectorConfig, ConsumeConfig
+from bridge.transport import ConnectorConfig, ConsumeConfig
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractRobustConnection

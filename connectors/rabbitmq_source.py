@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from bridge.errors import ConnectorError
-from connectors.base import ConnectorStatus, Delivery, Settlement
+from bridge.transport import ConnectorStatus, Delivery, Settlement
 from connectors.rabbitmq import RabbitMQConfig, connect
 from connectors.rabbitmq_delivery import (
     ChannelAcks,

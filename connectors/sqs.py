@@ -57,7 +57,7 @@ from pydantic import Field, model_validator
 
 from bridge.duration import Duration
 from bridge.errors import ConnectorError
-from connectors.base import ConnectorConfig, ConnectorStatus, ConsumeConfig, Delivery, Settlement
+from bridge.transport import ConnectorConfig, ConnectorStatus, ConsumeConfig, Delivery, Settlement
 from connectors.sqs_client import (
     Batcher,
     batch_call,

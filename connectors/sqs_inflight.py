@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from connectors.base import Delivery, Settlement
+from bridge.transport import Delivery, Settlement
 
 
 @dataclass(eq=False, slots=True)

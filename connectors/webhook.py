@@ -55,11 +55,11 @@ from aiohttp import StreamReader, web
 from aiohttp.web_urldispatcher import _default_expect_handler
 from pydantic import Field, field_validator, model_validator
 
-from bridge import normalize  # a module reference: bridge.normalize imports connectors.base
+from bridge import normalize  # a module reference: bridge.normalize imports bridge.transport
 from bridge.errors import InvalidEvent
 from bridge.events import Event, event_from_dict, new_id, now_iso
 from bridge.templates import DELIVERY_ROOTS, Template, TemplateError, lookup
-from connectors.base import ConnectorConfig, EventMapping, IngressEnv
+from bridge.transport import ConnectorConfig, EventMapping, IngressEnv
 from connectors.webhook_auth import WebhookAuth, build_verifier
 from connectors.webhook_commit import GroupCommit
 from connectors.webhook_providers import (

@@ -48,7 +48,7 @@ from typing import Any, Literal
 import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from bridge import normalize  # a module reference: bridge.normalize imports connectors.base
+from bridge import normalize  # a module reference: bridge.normalize imports bridge.transport
 from bridge.errors import InvalidEvent
 
 Provider = Literal["supabase", "debezium", "planetscale", "cloudevents", "json"]

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+from bridge.handling import Handler, HandlerConfig, HandlerEnv, HandlerKind
 from handlers import emit, http, join, log, publish, python
-from handlers.base import Handler, HandlerConfig, HandlerEnv, HandlerKind
 
 KINDS: dict[str, HandlerKind] = {
     "python": HandlerKind(python.PythonHandlerConfig, python.build),

@@ -17,8 +17,8 @@ from pydantic import Field
 from bridge.context import Context
 from bridge.errors import Fatal
 from bridge.events import Event
+from bridge.handling import HandlerConfig, HandlerEnv
 from bridge.templates import EVENT_ROOTS, Template, TemplateError, event_scope
-from handlers.base import HandlerConfig, HandlerEnv
 
 
 class EmitHandlerConfig(HandlerConfig):

@@ -41,8 +41,8 @@ from yarl import URL
 from bridge.duration import Duration
 from bridge.errors import BridgeError, Fatal, RetryAfter
 from bridge.events import Event
+from bridge.handling import HandlerConfig, HandlerEnv
 from bridge.templates import EVENT_ROOTS, Template, TemplateError, event_scope
-from handlers.base import HandlerConfig, HandlerEnv
 from handlers.publish import message_headers
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from bridge.context import Context
 from bridge.events import Event
-from handlers.base import HandlerConfig, HandlerEnv
+from bridge.handling import HandlerConfig, HandlerEnv
 
 
 class LogHandlerConfig(HandlerConfig):

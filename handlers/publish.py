@@ -17,10 +17,10 @@ from pydantic import Field
 
 from bridge.context import Context
 from bridge.events import Event
+from bridge.handling import HandlerConfig, HandlerEnv
 from bridge.templates import EVENT_ROOTS, Template, TemplateError, event_scope
 from bridge.tracing import inject
-from connectors.base import Publisher
-from handlers.base import HandlerConfig, HandlerEnv
+from bridge.transport import Publisher
 
 
 class PublishHandlerConfig(HandlerConfig):

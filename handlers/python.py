@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from bridge.context import Context
 from bridge.errors import Fatal
 from bridge.events import Event, import_object, validation_errors
-from handlers.base import HandlerConfig, HandlerEnv
+from bridge.handling import HandlerConfig, HandlerEnv
 
 
 class PythonHandlerConfig(HandlerConfig):

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import pytest
 
-from connectors.base import Delivery, Publisher, Settlement, Source
+from bridge.transport import Delivery, Publisher, Settlement, Source
 
 
 class Harness(Protocol):

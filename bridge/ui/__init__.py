@@ -19,7 +19,7 @@ from aiohttp import web
 from bridge.ui.api import UiApi
 
 if TYPE_CHECKING:
-    from bridge.runtime import Runtime
+    from bridge.app.runtime import Runtime
 
 __all__ = ["STATIC", "routes"]
 

@@ -31,7 +31,7 @@ from bridge.ui.views import (
 )
 
 if TYPE_CHECKING:
-    from bridge.runtime import Runtime
+    from bridge.app.runtime import Runtime
 
 BULK_LIMIT = 1000
 

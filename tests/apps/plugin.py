@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from bridge import Context, Event
-from handlers.base import HandlerConfig, HandlerEnv, HandlerKind
+from bridge.handling import HandlerConfig, HandlerEnv, HandlerKind
 
 CALLS: list[str] = []
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from bridge.errors import InvalidEvent
 from bridge.events import EventCatalog, EventSchema, load_schema
 from bridge.normalize import Normalizer
-from connectors.base import Delivery, EventMapping
+from bridge.transport import Delivery, EventMapping
 from tests.chaos.fuzz_inputs import (
     EXAMPLES,
     FUZZ_TIMEOUT,

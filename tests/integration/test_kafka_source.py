@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer
 
 from bridge.events import EventCatalog
 from bridge.normalize import Normalizer
-from connectors.base import Delivery, EventMapping, Settlement
+from bridge.transport import Delivery, EventMapping, Settlement
 from connectors.kafka import KafkaPublisher
 from connectors.kafka_source import KafkaSource
 from tests.contract import nothing_within, running, take

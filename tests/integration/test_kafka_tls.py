@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from bridge.errors import ConnectorError
-from connectors.base import Settlement
+from bridge.transport import Settlement
 from connectors.kafka import KafkaConfig, KafkaPublisher
 from connectors.kafka_source import KafkaSource
 from tests.contract import running, take

@@ -16,7 +16,7 @@ import pytest
 from bridge.errors import ConnectorError
 from bridge.events import EventCatalog, load_schema
 from bridge.normalize import Normalizer
-from connectors.base import Delivery, Settlement
+from bridge.transport import Delivery, Settlement
 from connectors.rabbitmq import RabbitMQConfig
 from connectors.rabbitmq_publish import RabbitMQPublisher, outgoing_message, parse_destination
 from connectors.rabbitmq_source import RabbitMQSource

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from bridge.errors import ConnectorError
-from connectors.base import Settlement
+from bridge.transport import Settlement
 from connectors.rabbitmq import RabbitMQConfig
 from connectors.rabbitmq_publish import RabbitMQPublisher
 from connectors.rabbitmq_source import RabbitMQSource

@@ -14,7 +14,7 @@ import pytest
 from bridge.errors import ConnectorError
 from bridge.events import Event, EventCatalog
 from bridge.normalize import Normalizer
-from connectors.base import EventMapping, Settlement
+from bridge.transport import EventMapping, Settlement
 from connectors.sqs import SqsConfig, SqsPublisher, SqsSource
 from handlers.publish import message_headers
 from tests.contract import PublisherContract, SourceContract, nothing_within, running, take

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bridge import Context, Event
-from bridge.cli import main
+from bridge.app.cli import main
 from tests.support import ROOT
 
 

@@ -17,14 +17,14 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
+from bridge.app.runtime import Runtime
 from bridge.config import load_config_text
 from bridge.errors import ConfigError, StoreError
 from bridge.events import Event, EventCatalog, load_schema
 from bridge.inbox import Inbox
-from bridge.runtime import Runtime
 from bridge.store.memory import MemoryStore
+from bridge.transport import Background, IngressEnv
 from connectors import KINDS
-from connectors.base import Background, IngressEnv
 from connectors.cron import CronConfig, CronIngress, Schedule, tick_id
 from tests.support import until
 

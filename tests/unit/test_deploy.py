@@ -26,9 +26,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from bridge.cli import main as bridge_main
+from bridge.app.cli import main as bridge_main
+from bridge.app.runtime import Runtime
 from bridge.config import BridgeConfig, load_config
-from bridge.runtime import Runtime
 from bridge.server import Server
 from bridge.store import MemoryStore
 from bridge.store.sqlite import sqlite_path
@@ -45,7 +45,7 @@ OVERLAYS = ["sidecar", "standalone", "keda"]
 K8S_VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]
 CONFIG_PATH = "/etc/bridge/bridge.yaml"
 SECRET = "bridge-credentials"
-# bridge.runtime gives each source at least this long to close after the drain, one after another.
+# bridge.app.runtime gives each source at least this long to close after the drain, one after another.
 SOURCE_STOP_SECONDS = 5.0
 # What the sidecar overlay leaves an application for its own shutdown, beyond its preStop.
 APP_SHUTDOWN_SECONDS = 10.0

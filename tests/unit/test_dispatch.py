@@ -12,12 +12,12 @@ import orjson
 import pytest
 
 from bridge import Context, Event, Fatal, RetryAfter
+from bridge.app.runtime import Runtime
 from bridge.config import load_config_text
 from bridge.normalize import Normalizer
 from bridge.retry import RetryPolicy
-from bridge.runtime import Runtime
 from bridge.store import MemoryStore
-from connectors.base import Delivery, EventMapping, Settlement
+from bridge.transport import Delivery, EventMapping, Settlement
 
 CALLS: Counter[str] = Counter()
 FAIL_FIRST: dict[str, int] = {}

@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from bridge import Context, Event
+from bridge.app.runtime import Runtime
 from bridge.config import load_config_text
-from bridge.runtime import Runtime
 from tests.support import free_port
 
 SEEN: list[tuple[str, str]] = []

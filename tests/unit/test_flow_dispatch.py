@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from bridge import Context, Event
-from connectors.base import Settlement
+from bridge.transport import Settlement
 from tests.unit.test_dispatch import CALLS, FakeClock, delivery, make, process
 
 RUNNING: dict[str, int] = {}

@@ -14,7 +14,7 @@ import pytest
 
 from bridge.config import load_config_text
 from bridge.errors import ConfigError
-from connectors.base import Settlement
+from bridge.transport import Settlement
 from connectors.kafka import KafkaConfig, client_options
 from connectors.kafka_intake import Intake, PartitionState
 from tests.support import ROOT

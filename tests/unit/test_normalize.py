@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from bridge.errors import InvalidEvent
 from bridge.events import EventCatalog, EventSchema
 from bridge.normalize import Normalizer
-from connectors.base import Delivery, EventMapping
+from bridge.transport import Delivery, EventMapping
 
 
 class Signup(BaseModel):

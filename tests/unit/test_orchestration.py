@@ -13,7 +13,7 @@ import pytest
 from bridge import Context, Event, RetryAfter
 from bridge.normalize import Normalizer
 from bridge.scheduler import JoinSweeper, ParkedSource
-from connectors.base import EventMapping, Settlement
+from bridge.transport import EventMapping, Settlement
 from handlers.join import JoinHandler
 from tests.unit.test_dispatch import FakeClock, delivery, make, process
 
@@ -364,7 +364,7 @@ async def test_a_completion_event_never_completes_itself() -> None:
     (done,) = emitted
     assert done.data["event"]["data"] == {}
     # The completion comes back through the inbox: it is handled, and completes nothing.
-    from connectors.base import Delivery
+    from bridge.transport import Delivery
 
     async def settle(outcome: Settlement) -> None:
         return None

@@ -68,7 +68,7 @@ async def test_a_plugin_handler_kind_validates_appears_in_the_schema_and_runs() 
     assert '"shout"' in str(json_schema()).replace("'", '"')
     text = "version: 1\nstore: memory://\nserver: {enabled: false}\nhandlers:\n  - {id: loud, on: a/b, type: shout, volume: 3}\n"
     cfg = load_config_text(text, {})
-    from bridge.runtime import Runtime
+    from bridge.app.runtime import Runtime
     from tests.apps import plugin
 
     runtime = Runtime(cfg)

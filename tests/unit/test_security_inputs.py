@@ -94,7 +94,7 @@ async def test_a_webhook_event_too_large_once_stored_is_413() -> None:
     from aiohttp import web
 
     from bridge.events import EventCatalog
-    from connectors.base import IngressEnv
+    from bridge.transport import IngressEnv
     from connectors.webhook import WebhookConfig, WebhookIngress
     from tests.support import free_port
 

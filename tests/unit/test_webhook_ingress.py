@@ -26,11 +26,11 @@ from pydantic import BaseModel
 from standardwebhooks.webhooks import Webhook
 
 from bridge import Context, Event
+from bridge.app.runtime import Runtime
 from bridge.config import load_config_text
 from bridge.errors import ConfigError, StoreError
 from bridge.events import EventCatalog
-from bridge.runtime import Runtime
-from connectors.base import IngressEnv
+from bridge.transport import IngressEnv
 from connectors.webhook import WebhookConfig, WebhookIngress, read_capped
 from tests.support import free_port
 from tests.unit.test_webhook_providers import (

@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "dlq":
             return asyncio.run(_dlq(args))
         if args.command == "dev":
-            from bridge.devmode import run_dev
+            from bridge.app.devmode import run_dev
 
             return run_dev(args)
         if args.command == "test":
@@ -163,7 +163,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bridge.runtime import Runtime, tune_gc
+    from bridge.app.runtime import Runtime, tune_gc
     from bridge.telemetry import configure_logging
 
     cfg = load_config(args.config)
@@ -183,7 +183,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _test(args: argparse.Namespace) -> int:
-    from bridge.casetest import load_cases, report, run_cases
+    from bridge.app.casetest import load_cases, report, run_cases
     from bridge.telemetry import configure_logging
 
     cfg = load_config(args.config)

@@ -23,6 +23,7 @@ from bridge.dispatch import BoundHandler, Clock, Dispatcher
 from bridge.errors import ConnectorError
 from bridge.events import Event, EventCatalog, load_schema
 from bridge.flow import Budgets, HandlerFlow
+from bridge.handling import HandlerEnv
 from bridge.history import HistoryRecorder
 from bridge.inbox import Inbox, InboxSource
 from bridge.metrics import Metrics
@@ -32,7 +33,7 @@ from bridge.scheduler import JoinSweeper, ParkedSource
 from bridge.store import Store, create_store
 from bridge.templates import EVENT_ROOTS, Template
 from bridge.tracing import Tracing
-from connectors.base import (
+from bridge.transport import (
     Background,
     ConnectorStatus,
     Delivery,
@@ -43,7 +44,6 @@ from connectors.base import (
     Settlement,
     Source,
 )
-from handlers.base import HandlerEnv
 from handlers.join import JoinHandler
 
 log = logging.getLogger("bridge.runtime")
@@ -175,7 +175,7 @@ class Runtime:
         self._build_ingresses(kinds, limit)
         # The inbox holds what the event API and webhooks accepted, emitted children,
         # replays, cron ticks and join outcomes: it is always consumed.
-        from connectors.base import EventMapping
+        from bridge.transport import EventMapping
 
         name = "api" if self.cfg.server.enabled and self.cfg.server.api.enabled else "inbox"
         normalizer = Normalizer(name, "inbox", EventMapping(), self.catalog, limit)

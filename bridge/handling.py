@@ -25,7 +25,7 @@ from bridge.templates import EVENT_ROOTS, Template
 if TYPE_CHECKING:
     from bridge.context import Context
     from bridge.events import Event, EventCatalog
-    from connectors.base import Publisher
+    from bridge.transport import Publisher
 
 
 class DeadLetterTarget(BaseModel):

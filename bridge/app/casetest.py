@@ -55,7 +55,7 @@ from bridge.errors import ConfigError, ConfigIssue, Fatal, InvalidEvent
 from bridge.events import Event
 from bridge.normalize import Normalizer
 from bridge.store.memory import MemoryStore
-from connectors.base import Delivery
+from bridge.transport import Delivery
 
 RunOutcome = Literal["succeeded", "dead_lettered", "skipped", "parked"]
 _UNSET: Any = object()
@@ -251,7 +251,7 @@ class CaseRunner:
         _never_park(cfg)
 
     async def run(self, case: Case) -> Outcome:
-        from bridge.runtime import Runtime
+        from bridge.app.runtime import Runtime
 
         outcome = Outcome(case.name)
         runtime = Runtime(self.cfg, store=MemoryStore(), clock=_NoWait())

@@ -220,3 +220,20 @@ class ConnectorConfig(BaseModel):
     consume: ConsumeConfig | None = Field(
         None, description="Consume from this connector; without it it is a publish target only."
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorKind:
+    """A connector kind: its config model, and factories ``(cfg, name) -> Source | Publisher``
+    or, for connectors fed over the bridge's HTTP server, ``(cfg, name, env) -> Ingress``.
+
+    ``transport`` prefixes the transport metadata of events (``kafka.partition``).
+    """
+
+    config: type[ConnectorConfig]
+    transport: str
+    source: Callable[[Any, str], Source] | None = None
+    publisher: Callable[[Any, str], Publisher] | None = None
+    ingress: Callable[[Any, str, IngressEnv], Ingress] | None = None
+    needs_server: bool = False
+    """The ingress mounts routes on the bridge's HTTP server (webhooks; not cron)."""

@@ -431,14 +431,14 @@ class DevSession:
 
     async def _serve_once(self, first: bool) -> list[Path] | None:
         """Run one runtime until a change (returns the changed files) or its end (None)."""
-        from bridge.runtime import Runtime
+        from bridge.app.runtime import Runtime
 
         try:
             cfg = await asyncio.to_thread(self.load)
             runtime = Runtime(cfg)
             runtime.build()
         except ConfigError as exc:
-            from bridge.cli import _print_config_error
+            from bridge.app.cli import _print_config_error
 
             _print_config_error(exc)
             return None
