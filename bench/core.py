@@ -19,8 +19,8 @@ import orjson
 
 from bench.common import Env, Samples
 from bench.payload import SubscriberCreated, Tally, body, bridge_config, handlers_for, reset
+from bridge.app import load_config_text
 from bridge.app.runtime import Runtime
-from bridge.config import load_config_text
 from connectors.memory import BROKER
 
 MEMORY_CONNECTOR = """\

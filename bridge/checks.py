@@ -7,7 +7,7 @@ Each check yields ``(path, message)``; ``load_config`` turns them into
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from bridge.events import load_schema
@@ -15,14 +15,15 @@ from bridge.routing import compile_filter
 from bridge.templates import DELIVERY_ROOTS, EVENT_ROOTS, Template, TemplateError
 
 if TYPE_CHECKING:
-    from bridge.config import BridgeConfig
+    from bridge.config.models import BridgeConfig
+    from bridge.transport import ConnectorKind
 
 Problem = tuple[tuple[Any, ...], str]
 
 
-def cross_check(cfg: BridgeConfig) -> list[Problem]:
-    """Every cross-reference problem of ``cfg``."""
-    return [*_catalog(cfg), *_connectors(cfg), *_handlers(cfg)]
+def cross_check(cfg: BridgeConfig, kinds: Mapping[str, ConnectorKind]) -> list[Problem]:
+    """Every cross-reference problem of ``cfg``, whose connectors are of ``kinds``."""
+    return [*_catalog(cfg), *_connectors(cfg, kinds), *_handlers(cfg, kinds)]
 
 
 def _catalog(cfg: BridgeConfig) -> Iterator[Problem]:
@@ -33,10 +34,7 @@ def _catalog(cfg: BridgeConfig) -> Iterator[Problem]:
             yield ("events", name, "schema"), f"schema does not load: {exc}"
 
 
-def _connectors(cfg: BridgeConfig) -> Iterator[Problem]:
-    from bridge.config import connector_kinds
-
-    kinds = connector_kinds()
+def _connectors(cfg: BridgeConfig, kinds: Mapping[str, ConnectorKind]) -> Iterator[Problem]:
     paths: dict[str, str] = {}
     for name, conn in cfg.connectors.items():
         kind = kinds[conn.type]
@@ -78,10 +76,7 @@ def _connectors(cfg: BridgeConfig) -> Iterator[Problem]:
                 )
 
 
-def _handlers(cfg: BridgeConfig) -> Iterator[Problem]:
-    from bridge.config import connector_kinds
-
-    kinds = connector_kinds()
+def _handlers(cfg: BridgeConfig, kinds: Mapping[str, ConnectorKind]) -> Iterator[Problem]:
     seen: dict[str, int] = {}
     catalog = list(cfg.events)
     for i, handler in enumerate(cfg.handlers):

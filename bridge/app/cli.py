@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.config import BridgeConfig, json_schema, load_config
+from bridge.app.config import json_schema, load_config
+from bridge.config import BridgeConfig
 from bridge.errors import BridgeError, ConfigError
 from bridge.settings import Settings
 

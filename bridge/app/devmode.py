@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.config import BridgeConfig, load_config
+from bridge.app.config import load_config
+from bridge.config import BridgeConfig
 from bridge.errors import BridgeError, ConfigError
 
 log = logging.getLogger("bridge.dev")

@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.config import BridgeConfig, connector_kinds, handler_kinds
+from bridge.app.kinds import default_kinds
+from bridge.config import BridgeConfig, Kinds
 from bridge.dispatch import BoundHandler, Clock, Dispatcher
 from bridge.errors import ConnectorError
 from bridge.events import Event, EventCatalog, load_schema
@@ -75,6 +76,8 @@ class Runtime:
 
     Args:
         cfg: the validated config.
+        kinds: the connector and handler kinds to build it with; default
+            ``default_kinds()``.
         store: use this store instead of the one named in the config (tests).
         clock: the dispatcher's clock (tests).
     """
@@ -83,11 +86,13 @@ class Runtime:
         self,
         cfg: BridgeConfig,
         *,
+        kinds: Kinds | None = None,
         store: Store | None = None,
         clock: Clock | None = None,
         span_exporter: Any = None,
     ) -> None:
         self.cfg = cfg
+        self.kinds = kinds if kinds is not None else default_kinds()
         telemetry = cfg.telemetry
         self.tracing = Tracing(telemetry.traces, telemetry.service_name, exporter=span_exporter)
         self.metrics = Metrics()
@@ -113,7 +118,7 @@ class Runtime:
     # ------------------------------------------------------------------ build
 
     def _build_publishers(self) -> None:
-        kinds = connector_kinds()
+        kinds = self.kinds.connectors
         wanted = {name for h in self.cfg.handlers for name in h.connector_refs().values()}
         for name in sorted(wanted):
             conn = self.cfg.connectors[name]
@@ -122,7 +127,7 @@ class Runtime:
                 self.publishers[name] = factory(conn, name)
 
     def _build_handlers(self) -> Router[BoundHandler]:
-        kinds = handler_kinds()
+        kinds = self.kinds.handlers
         env = HandlerEnv(
             catalog=self.catalog,
             publishers=self.publishers,
@@ -154,7 +159,7 @@ class Runtime:
         return Router(subs, on_filter_error)
 
     def _build_sources(self) -> None:
-        kinds = connector_kinds()
+        kinds = self.kinds.connectors
         limit = self.cfg.limits.max_body_bytes
         for name, conn in self.cfg.connectors.items():
             if conn.consume is None:

@@ -1,4 +1,4 @@
-"""Fuzz target: the config loader (``bridge.config.load_config_text``, cross checks on).
+"""Fuzz target: the config loader (``bridge.app.load_config_text``, cross checks on).
 
 Inputs: a complete, valid config (memory and webhook connectors, CEL filters,
 templates, retries, durations, secrets from ``${VAR}``) with values replaced by
@@ -12,7 +12,6 @@ secret's value.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import orjson
@@ -21,8 +20,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge import config as config_module
-from bridge.config import BridgeConfig, load_config_text
+from bridge.app import load_config_text
+from bridge.config import BridgeConfig
 from bridge.errors import ConfigError
 from tests.chaos.fuzz_inputs import (
     FUZZ_TIMEOUT,
@@ -179,10 +178,8 @@ def config_texts(draw: st.DrawFn) -> str:
     return text
 
 
-def test_fuzz_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Plugin discovery scans every installed distribution's entry points (~25 ms, twice
-    # per load); its answer cannot change during the run, so it is computed once.
-    monkeypatch.setattr(config_module, "_plugins", functools.cache(config_module._plugins))
+def test_fuzz_config() -> None:
+    # Plugin discovery (~25 ms) is done once per process by bridge.app.default_kinds.
     tally = Tally("fuzz_config")
 
     @fuzz_settings(sized(80))  # a load parses YAML in pure Python: ~15 ms each

@@ -29,8 +29,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bridge.app import load_config_text
 from bridge.app.runtime import Runtime
-from bridge.config import load_config_text
 from tests.chaos.fuzz_inputs import (
     FUZZ_TIMEOUT,
     HTTP_EXAMPLES,

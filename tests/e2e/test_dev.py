@@ -167,9 +167,7 @@ async def test_dev_mode_prints_a_config_error_and_recovers_when_it_is_fixed(
 
             await until(serving, 30, "the bridge serving the fixed config")
         # Console logs for humans, not JSON lines.
-        assert any(
-            " INFO    bridge.runtime" in line for line in log_path.read_text().splitlines()
-        )
+        assert any(" INFO    bridge.runtime" in line for line in log_path.read_text().splitlines())
     finally:
         proc.send_signal(signal.SIGINT)
         code = await asyncio.to_thread(proc.wait, 30)

@@ -64,8 +64,8 @@ async def test_a_bridge_runs_on_the_postgres_store(postgres: str) -> None:
 
     import aiohttp
 
+    from bridge.app import load_config_text
     from bridge.app.runtime import Runtime
-    from bridge.config import load_config_text
     from tests.support import free_port, post_events
 
     schema = f"t_{uuid.uuid4().hex[:12]}"

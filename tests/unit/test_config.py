@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import config_model, json_schema, load_config, load_config_text
+from bridge.app import config_model, json_schema, load_config, load_config_text
 from bridge.errors import ConfigError
 from tests.support import ROOT
 

@@ -17,8 +17,8 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
+from bridge.app import load_config_text
 from bridge.app.runtime import Runtime
-from bridge.config import load_config_text
 from bridge.errors import ConfigError, StoreError
 from bridge.events import Event, EventCatalog, load_schema
 from bridge.inbox import Inbox

@@ -26,9 +26,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from bridge.app import load_config
 from bridge.app.cli import main as bridge_main
 from bridge.app.runtime import Runtime
-from bridge.config import BridgeConfig, load_config
+from bridge.config import BridgeConfig
 from bridge.server import Server
 from bridge.store import MemoryStore
 from bridge.store.sqlite import sqlite_path

@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from bridge import Context, Event, Fatal, RetryAfter
+from bridge.app import load_config_text
 from bridge.app.runtime import Runtime
-from bridge.config import load_config_text
 from bridge.normalize import Normalizer
 from bridge.retry import RetryPolicy
 from bridge.store import MemoryStore

@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from bridge import Context, Event
+from bridge.app import load_config_text
 from bridge.app.runtime import Runtime
-from bridge.config import load_config_text
 from tests.support import free_port
 
 SEEN: list[tuple[str, str]] = []

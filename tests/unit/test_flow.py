@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bridge.config import load_config_text
+from bridge.app import load_config_text
 from bridge.errors import ConfigError
 from bridge.events import Event
 from bridge.flow import (

@@ -24,8 +24,8 @@ import orjson
 import pytest
 from aiohttp import web
 
+from bridge.app import load_config_text
 from bridge.app.runtime import Runtime
-from bridge.config import load_config_text
 from handlers.http import _retry_after_seconds
 from tests.support import free_port
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import pytest
 
-from bridge.config import load_config_text
+from bridge.app import load_config_text
 from bridge.errors import ConfigError
 from bridge.transport import Settlement
 from connectors.kafka import KafkaConfig, client_options
@@ -365,7 +365,7 @@ connectors:
 
 
 def test_the_config_module_does_not_import_aiokafka() -> None:
-    code = "import sys, connectors, bridge.config; bridge.config.json_schema(); print('aiokafka' in sys.modules)"
+    code = "import sys, connectors, bridge.app; bridge.app.json_schema(); print('aiokafka' in sys.modules)"
     done = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,

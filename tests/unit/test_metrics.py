@@ -11,8 +11,8 @@ import aiohttp
 import orjson
 
 from bridge import Context, Event
+from bridge.app import load_config_text
 from bridge.app.runtime import Runtime
-from bridge.config import load_config_text
 from connectors.memory import BROKER
 from tests.support import free_port
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bridge.config import load_config_text
+from bridge.app import load_config_text
 from tests.support import ROOT
 
 ENV = {

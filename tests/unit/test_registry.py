@@ -8,14 +8,8 @@ from typing import Any
 
 import pytest
 
-import bridge.config as config_module
-from bridge.config import (
-    config_model,
-    connector_kinds,
-    handler_kinds,
-    json_schema,
-    load_config_text,
-)
+import bridge.app.kinds as kinds_module
+from bridge.app import default_kinds, json_schema, load_config_text
 from bridge.errors import ConfigError
 from connectors import KINDS as CONNECTOR_KINDS
 from handlers import KINDS as HANDLER_KINDS
@@ -49,22 +43,22 @@ def test_the_config_unions_hold_exactly_the_registered_kinds() -> None:
 
 @pytest.fixture
 def shout_plugin(monkeypatch: pytest.MonkeyPatch) -> Any:
-    real = config_module.entry_points
+    real = kinds_module.entry_points
 
     def entry_points(*, group: str) -> list[EntryPoint]:
         if group == "bridge.handlers":
             return [EntryPoint("shout", "tests.apps.plugin:KIND", group)]
         return list(real(group=group))
 
-    monkeypatch.setattr(config_module, "entry_points", entry_points)
-    config_model.cache_clear()
+    monkeypatch.setattr(kinds_module, "entry_points", entry_points)
+    default_kinds.cache_clear()
     yield
-    config_model.cache_clear()
+    default_kinds.cache_clear()
 
 
 @pytest.mark.usefixtures("shout_plugin")
 async def test_a_plugin_handler_kind_validates_appears_in_the_schema_and_runs() -> None:
-    assert "shout" in handler_kinds() and "memory" in connector_kinds()
+    assert "shout" in default_kinds().handlers and "memory" in default_kinds().connectors
     assert '"shout"' in str(json_schema()).replace("'", '"')
     text = "version: 1\nstore: memory://\nserver: {enabled: false}\nhandlers:\n  - {id: loud, on: a/b, type: shout, volume: 3}\n"
     cfg = load_config_text(text, {})

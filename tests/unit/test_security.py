@@ -21,8 +21,8 @@ import aiohttp
 import orjson
 import pytest
 
+from bridge.app import load_config_text
 from bridge.app.runtime import Runtime
-from bridge.config import load_config_text
 from tests.support import free_port
 
 CONFIG = """\

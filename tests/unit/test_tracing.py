@@ -13,8 +13,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from bridge import Context, Event
+from bridge.app import load_config_text
 from bridge.app.runtime import Runtime
-from bridge.config import load_config_text
 from bridge.telemetry import ContextFilter
 from connectors.memory import BROKER
 

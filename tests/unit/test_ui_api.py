@@ -16,8 +16,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import BaseModel, Field
 
 from bridge import Context, Event
+from bridge.app import load_config_text
 from bridge.app.runtime import Runtime
-from bridge.config import load_config_text
 from bridge.server import Server
 from bridge.store.base import Attempt, DeadLetter, EventRecord, RunRecord
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from bridge.app import load_config
 from bridge.app.runtime import Runtime
-from bridge.config import load_config
 from tests.support import ROOT, free_port
 
 EXAMPLE = ROOT / "examples" / "db-changes"

@@ -26,8 +26,8 @@ from pydantic import BaseModel
 from standardwebhooks.webhooks import Webhook
 
 from bridge import Context, Event
+from bridge.app import load_config_text
 from bridge.app.runtime import Runtime
-from bridge.config import load_config_text
 from bridge.errors import ConfigError, StoreError
 from bridge.events import EventCatalog
 from bridge.transport import IngressEnv

@@ -1,0 +1,50 @@
+"""The config file with this process's kinds (``default_kinds()``): what the CLI,
+dev mode, tests and benchmarks load configs with."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from bridge.app.kinds import default_kinds
+from bridge.config import BridgeConfig, kinds, loading
+
+
+def load_config(
+    path: str | Path, env: Mapping[str, str] | None = None, *, check: bool = True
+) -> BridgeConfig:
+    """``bridge.config.load_config`` with the default kinds.
+
+    Raises:
+        ConfigError: with every issue found, each with its path and line.
+    """
+    return loading.load_config(path, default_kinds(), env, check=check)
+
+
+def load_config_text(
+    text: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    source: str = "<config>",
+    base_dir: Path = Path("."),
+    check: bool = True,
+) -> BridgeConfig:
+    """``bridge.config.load_config_text`` with the default kinds.
+
+    Raises:
+        ConfigError: with every issue found, each with its path and line.
+    """
+    return loading.load_config_text(
+        text, default_kinds(), env, source=source, base_dir=base_dir, check=check
+    )
+
+
+def config_model() -> type[BridgeConfig]:
+    """The config model with the default kinds."""
+    return kinds.config_model(default_kinds())
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of the config file with the default kinds (``bridge schema``)."""
+    return kinds.json_schema(default_kinds())
