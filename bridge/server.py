@@ -11,8 +11,6 @@ answer is 202 with their ids. A repeated event id is accepted again as a no-op.
 from __future__ import annotations
 
 import asyncio
-import hmac
-import ipaddress
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -23,6 +21,15 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from bridge import ui
+from bridge.admission import (
+    ADMIN_PREFIXES,
+    bearer_ok,
+    cookie_ok,
+    denied,
+    loopback,
+    token_login,
+    under,
+)
 from bridge.deadletters import ReplayError, discard, replay
 from bridge.errors import InvalidEvent, StoreError
 from bridge.events import SPECVERSION, new_id, now_iso
@@ -30,14 +37,10 @@ from bridge.normalize import MAX_JSON_DEPTH, binary_attributes, decode_json, tex
 from bridge.store.base import DeadLetterStatus, InboxEntry
 
 if TYPE_CHECKING:
-    from bridge.app.runtime import Runtime
+    from bridge.running import RunningBridge
 
 log = logging.getLogger("bridge.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-# Admin endpoints: a path equal to one of these or below it (the UI's routes included).
-ADMIN_PREFIXES = ("/v1/dead-letters", "/ui")
-TOKEN_COOKIE = "bridge_admin_token"
 
 
 class BodyTimeout(TimeoutError):
@@ -83,7 +86,7 @@ def _dumps(value: Any) -> str:
 class Server:
     """The aiohttp application bound to a runtime."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: RunningBridge) -> None:
         self.runtime = runtime
         cfg = runtime.cfg
         self.token = cfg.server.api.token
@@ -148,26 +151,26 @@ class Server:
         token (``Authorization: Bearer``, or the UI's cookie for admin paths).
         """
         path = request.path
-        if _under(path, ("/v1/events",)):
-            if not _bearer_ok(request, self.token):
-                return _denied(401, "missing or wrong bearer token")
+        if under(path, ("/v1/events",)):
+            if not bearer_ok(request, self.token):
+                return denied(401, "missing or wrong bearer token")
         elif self._is_admin(request):
-            if self.admin.local_only and not _loopback(request.remote):
-                return _denied(403, "the admin endpoints answer loopback clients only")
+            if self.admin.local_only and not loopback(request.remote):
+                return denied(403, "the admin endpoints answer loopback clients only")
             if self.admin_token and request.method == "GET" and "token" in request.query:
-                return _token_login(request, self.admin_token)
-            if not (_bearer_ok(request, self.admin_token) or _cookie_ok(request, self.admin_token)):
-                return _denied(401, "missing or wrong bearer token")
+                return token_login(request, self.admin_token)
+            if not (bearer_ok(request, self.admin_token) or cookie_ok(request, self.admin_token)):
+                return denied(401, "missing or wrong bearer token")
         return await handler(request)
 
     def _is_admin(self, request: web.Request) -> bool:
         prefixes = (*ADMIN_PREFIXES, "/metrics") if self.admin.metrics else ADMIN_PREFIXES
-        if _under(request.path, prefixes):
+        if under(request.path, prefixes):
             return True
         # The matched route too, so no spelling of a path reaches an admin route unguarded.
         resource = request.match_info.route.resource
         canonical = resource.canonical if resource is not None else ""
-        return bool(canonical) and _under(canonical, prefixes)
+        return bool(canonical) and under(canonical, prefixes)
 
     @web.middleware
     async def _body_deadline(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -402,56 +405,3 @@ async def wait_until_serving(url: str, timeout: float = 10.0) -> None:
             if loop.time() > deadline:
                 raise TimeoutError(f"{url} did not answer within {timeout}s")
             await asyncio.sleep(0.1)
-
-
-def _under(path: str, prefixes: tuple[str, ...]) -> bool:
-    return any(path == p or path.startswith(p + "/") for p in prefixes)
-
-
-def _denied(status: int, message: str) -> web.Response:
-    """A 401/403 problem (RFC 9457) that also carries the API's usual ``error`` key."""
-    title = "Unauthorized" if status == 401 else "Forbidden"
-    body = {"type": "about:blank", "title": title, "status": status, "error": message}
-    response = web.json_response(body, status=status, content_type="application/problem+json")
-    if status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="bridge"'
-    return response
-
-
-def _same(given: str, token: str) -> bool:
-    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode())
-
-
-def _bearer_ok(request: web.Request, token: str | None) -> bool:
-    if not token:
-        return True
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and _same(given.strip(), token)
-
-
-def _cookie_ok(request: web.Request, token: str | None) -> bool:
-    given = request.cookies.get(TOKEN_COOKIE)
-    return bool(token) and given is not None and _same(given, token or "")
-
-
-def _token_login(request: web.Request, token: str) -> web.Response:
-    """``GET /ui?token=...``: a browser's way in. The right token becomes an HttpOnly,
-    SameSite=Strict cookie and the browser is sent to the same URL without it."""
-    if not _same(request.query["token"], token):
-        return _denied(401, "missing or wrong bearer token")
-    query = {k: v for k, v in request.query.items() if k != "token"}
-    response = web.Response(
-        status=303, headers={"Location": str(request.rel_url.with_query(query))}
-    )
-    response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict", path="/")
-    return response
-
-
-def _loopback(remote: str | None) -> bool:
-    try:
-        address = ipaddress.ip_address((remote or "").split("%")[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback

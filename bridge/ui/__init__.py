@@ -19,7 +19,7 @@ from aiohttp import web
 from bridge.ui.api import UiApi
 
 if TYPE_CHECKING:
-    from bridge.app.runtime import Runtime
+    from bridge.running import RunningBridge
 
 __all__ = ["STATIC", "routes"]
 
@@ -30,7 +30,7 @@ async def _index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
 
 
-def routes(runtime: Runtime) -> list[web.AbstractRouteDef]:
+def routes(runtime: RunningBridge) -> list[web.AbstractRouteDef]:
     """Every route of the UI: the page, its assets and its JSON API."""
     return [
         web.get("/ui", _index),

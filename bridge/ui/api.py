@@ -31,7 +31,7 @@ from bridge.ui.views import (
 )
 
 if TYPE_CHECKING:
-    from bridge.app.runtime import Runtime
+    from bridge.running import RunningBridge
 
 BULK_LIMIT = 1000
 
@@ -67,7 +67,7 @@ def _text(query: Any, name: str) -> str | None:
 class UiApi:
     """Request handlers bound to one runtime."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: RunningBridge) -> None:
         self.runtime = runtime
         self.stats = HandlerStats(runtime.metrics, runtime_handler_ids(runtime))
 
@@ -325,6 +325,6 @@ class UiApi:
         )
 
 
-def runtime_handler_ids(runtime: Runtime) -> list[str]:
+def runtime_handler_ids(runtime: RunningBridge) -> list[str]:
     """Every configured handler id, in config order."""
     return [h.id for h in runtime.cfg.handlers]

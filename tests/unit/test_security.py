@@ -342,12 +342,12 @@ async def test_headers_that_never_finish_are_dropped_after_idle_timeout(tmp_path
 
 
 def test_loopback_rule() -> None:
-    from bridge.server import _loopback
+    from bridge.admission import loopback
 
-    assert [_loopback(a) for a in ("127.0.0.1", "127.8.0.1", "::1", "::ffff:127.0.0.1")] == [
+    assert [loopback(a) for a in ("127.0.0.1", "127.8.0.1", "::1", "::ffff:127.0.0.1")] == [
         True
     ] * 4
-    assert [_loopback(a) for a in ("192.0.2.2", "::ffff:10.0.0.1", "fd00::2", "", None, "x")] == [
+    assert [loopback(a) for a in ("192.0.2.2", "::ffff:10.0.0.1", "fd00::2", "", None, "x")] == [
         False
     ] * 6
 
