@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -31,12 +31,12 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
 
-    from bridge.config.models import TracesConfig
     from bridge.events import Event
 
 PROPAGATOR = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
@@ -92,6 +92,30 @@ def current_ids() -> tuple[str | None, str | None]:
     if not ctx.is_valid:
         return None, None
     return f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
+
+
+# The ``telemetry.traces`` section of the config file lives beside the code it configures.
+class TracesConfig(BaseModel):
+    """OpenTelemetry traces. Unset fields fall back to the standard ``OTEL_*`` variables."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    exporter: Literal["none", "console", "otlp"] | None = Field(
+        None, description="Where spans go; default OTEL_TRACES_EXPORTER, else none (tracing off)."
+    )
+    protocol: Literal["http/protobuf", "grpc"] | None = Field(
+        None, description="OTLP protocol; default OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf."
+    )
+    endpoint: str | None = Field(
+        None, description="OTLP endpoint; default OTEL_EXPORTER_OTLP_ENDPOINT."
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="OTLP headers (e.g. auth).")
+    sample_ratio: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Parent-based ratio sampling; default OTEL_TRACES_SAMPLER.",
+    )
 
 
 class Tracing:

@@ -36,10 +36,10 @@ from bridge.config.models import (
     MetricsConfig,
     ServerConfig,
     TelemetryConfig,
-    TracesConfig,
     UiConfig,
 )
 from bridge.config.yamlfile import format_path, line_of
+from bridge.tracing import TracesConfig
 
 __all__ = [
     "AdminConfig",

@@ -16,6 +16,7 @@ from bridge.duration import Duration
 from bridge.flow import RetryBudgetConfig
 from bridge.handling import HandlerConfig
 from bridge.retry import RetryPolicy
+from bridge.tracing import TracesConfig
 from bridge.transport import ConnectorConfig
 
 
@@ -129,29 +130,6 @@ class LogConfig(BaseModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     levels: dict[str, Literal["DEBUG", "INFO", "WARNING", "ERROR"]] = Field(
         default_factory=dict, description="Level per logger name, e.g. `aiokafka: WARNING`."
-    )
-
-
-class TracesConfig(BaseModel):
-    """OpenTelemetry traces. Unset fields fall back to the standard ``OTEL_*`` variables."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    exporter: Literal["none", "console", "otlp"] | None = Field(
-        None, description="Where spans go; default OTEL_TRACES_EXPORTER, else none (tracing off)."
-    )
-    protocol: Literal["http/protobuf", "grpc"] | None = Field(
-        None, description="OTLP protocol; default OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf."
-    )
-    endpoint: str | None = Field(
-        None, description="OTLP endpoint; default OTEL_EXPORTER_OTLP_ENDPOINT."
-    )
-    headers: dict[str, str] = Field(default_factory=dict, description="OTLP headers (e.g. auth).")
-    sample_ratio: float | None = Field(
-        None,
-        ge=0.0,
-        le=1.0,
-        description="Parent-based ratio sampling; default OTEL_TRACES_SAMPLER.",
     )
 
 
