@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.app.config import json_schema, load_config
+from bridge.app.config import json_schema, load_config, print_config_error
 from bridge.config import BridgeConfig
 from bridge.errors import BridgeError, ConfigError
 from bridge.settings import Settings
@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "test":
             return _test(args)
     except ConfigError as exc:
-        _print_config_error(exc)
+        print_config_error(exc)
         return 1
     except BridgeError as exc:
         from bridge.server import redact
@@ -134,14 +134,6 @@ def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
     for exc in group.exceptions:
         found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
     return found
-
-
-def _print_config_error(exc: ConfigError) -> None:
-    for issue in exc.issues:
-        where = f"{exc.source}:{issue.line}" if issue.line is not None else f"{exc.source}"
-        print(f"{where}: {issue.path or '<root>'}: {issue.message}", file=sys.stderr)
-    count = len(exc.issues)
-    print(f"{count} error{'s' if count != 1 else ''} in {exc.source}", file=sys.stderr)
 
 
 def _schema(args: argparse.Namespace) -> int:

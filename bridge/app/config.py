@@ -3,12 +3,14 @@ dev mode, tests and benchmarks load configs with."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from bridge.app.kinds import default_kinds
 from bridge.config import BridgeConfig, kinds, loading
+from bridge.errors import ConfigError
 
 
 def load_config(
@@ -48,3 +50,12 @@ def config_model() -> type[BridgeConfig]:
 def json_schema() -> dict[str, Any]:
     """JSON Schema of the config file with the default kinds (``bridge schema``)."""
     return kinds.json_schema(default_kinds())
+
+
+def print_config_error(exc: ConfigError) -> None:
+    """Print each issue of ``exc`` as ``file:line: path: message`` to stderr, then a count."""
+    for issue in exc.issues:
+        where = f"{exc.source}:{issue.line}" if issue.line is not None else f"{exc.source}"
+        print(f"{where}: {issue.path or '<root>'}: {issue.message}", file=sys.stderr)
+    count = len(exc.issues)
+    print(f"{count} error{'s' if count != 1 else ''} in {exc.source}", file=sys.stderr)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.app.config import load_config
+from bridge.app.config import load_config, print_config_error
 from bridge.config import BridgeConfig
 from bridge.errors import BridgeError, ConfigError
 
@@ -439,9 +439,7 @@ class DevSession:
             runtime = Runtime(cfg)
             runtime.build()
         except ConfigError as exc:
-            from bridge.app.cli import _print_config_error
-
-            _print_config_error(exc)
+            print_config_error(exc)
             return None
         except Exception as exc:  # a handler module that does not import, a broker that failed
             print(f"bridge dev: cannot start: {exc}", file=sys.stderr, flush=True)
