@@ -25,7 +25,7 @@ from bridge.templates import EVENT_ROOTS, Template
 if TYPE_CHECKING:
     from bridge.context import Context
     from bridge.events import Event, EventCatalog
-    from bridge.transport import Publisher
+    from bridge.transport import Background, Publisher
 
 
 class DeadLetterTarget(BaseModel):
@@ -133,22 +133,43 @@ class Handler(Protocol):
         """Handle one event; return a JSON-able result or raise."""
 
 
+def _wake_nobody() -> None:
+    return None
+
+
 @dataclass(slots=True)
 class HandlerEnv:
-    """What the runtime gives a handler kind when building it."""
+    """What the runtime gives a handler kind when building it.
+
+    Attributes:
+        catalog: the event catalog.
+        publishers: publishers by connector name (the handlers' ``connector_refs``).
+        base_dir: the config file's directory.
+        store: the state store (``bridge.store.base.Store``).
+        wake: wakes the inbox's consumer; call it after putting events in the
+            store's inbox directly (not through ``ctx.emit``).
+    """
 
     catalog: EventCatalog
     publishers: Mapping[str, Publisher] = field(default_factory=dict)
     base_dir: str = "."
     store: Any = None
+    wake: Callable[[], None] = _wake_nobody
 
 
 @dataclass(frozen=True, slots=True)
 class HandlerKind:
-    """A handler kind: its config model and how to build it."""
+    """A handler kind: its config model, how to build it, and optional background work.
+
+    ``background(handlers, env)``, when set, is called once with every built
+    handler of this kind by id (when there is at least one) and the env they were
+    built with. The runtime runs what it returns as a task once the store is open
+    and cancels it when intake stops (the join handler's deadline sweeper).
+    """
 
     config: type[HandlerConfig]
     build: Callable[[Any, HandlerEnv], Handler]
+    background: Callable[[Mapping[str, Any], HandlerEnv], Background] | None = None
 
 
 class Closable(Protocol):

@@ -1,4 +1,4 @@
-"""The scheduler: parked retries and join deadlines, in every bridge process.
+"""The scheduler: parked retries, in every bridge process.
 
 ``ParkedSource`` is a source like any broker's: it claims parked runs that are
 due (a lease in the store, so two replicas never run the same one at once) and
@@ -6,9 +6,6 @@ yields each as a delivery for its one handler, resuming at its next attempt.
 The dispatcher forgets the parked run when it becomes final or parks it again;
 a delivery left for redelivery (shutdown) releases its lease, and a process
 that dies mid-run leaves a lease that expires, so the run is claimed again.
-
-``JoinSweeper`` closes joins whose deadline passed, once across replicas, and
-forgets buffered join members and closed joins that are past keeping.
 """
 
 from __future__ import annotations
@@ -17,15 +14,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
 from bridge.inbox import renew_leases
-from bridge.store.base import InboxEntry, Join, ParkedRun, Store
+from bridge.store.base import ParkedRun, Store
 from bridge.transport import ConnectorStatus, Delivery, Settlement
 
 log = logging.getLogger("bridge.scheduler")
@@ -123,72 +120,3 @@ class ParkedSource:
 
     def status(self) -> ConnectorStatus:
         return ConnectorStatus(self._connected, lag={"in_flight": float(len(self._in_flight))})
-
-
-class JoinOwner(Protocol):
-    """A join handler: builds the event that reports a join's outcome."""
-
-    def outcome_entry(self, join: Join, status: str) -> InboxEntry: ...
-
-
-class JoinSweeper:
-    """Times out joins past their deadline and purges join state past keeping.
-
-    Args:
-        store: where joins live.
-        owners: join handlers by id.
-        wake: called when an outcome event was put in the inbox.
-        keep_closed: seconds a closed join is kept (late members find it closed).
-    """
-
-    def __init__(
-        self,
-        store: Store,
-        owners: Mapping[str, JoinOwner],
-        wake: Callable[[], None],
-        *,
-        poll_interval: float = 1.0,
-        keep_closed: float = 7 * 86_400.0,
-        wall: Callable[[], float] = time.time,
-    ) -> None:
-        self.store = store
-        self.owners = dict(owners)
-        self.wake = wake
-        self.poll_interval = poll_interval
-        self.keep_closed = keep_closed
-        self.wall = wall
-        self._last_purge = 0.0
-
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except Exception as exc:  # the store may be down: try again next round
-                log.error("join sweep failed", extra={"error": str(exc)})
-            await asyncio.sleep(self.poll_interval)
-
-    async def sweep(self) -> int:
-        """Close due joins as timed out; returns how many this process closed."""
-        now = self.wall()
-        closed = 0
-        for join in await self.store.join_due(now, 100):
-            owner = self.owners.get(join.handler)
-            if owner is None:
-                continue
-            entry = owner.outcome_entry(join, "timed_out")
-            if await self.store.join_close(join.id, "timed_out", entry):
-                closed += 1
-                log.info(
-                    "join timed out",
-                    extra={
-                        "handler": join.handler,
-                        "join_id": join.id,
-                        "members": len(join.members),
-                    },
-                )
-        if closed:
-            self.wake()
-        if now - self._last_purge > 60.0:
-            self._last_purge = now
-            await self.store.join_purge(now, now - self.keep_closed)
-        return closed

@@ -12,7 +12,7 @@ KINDS: dict[str, HandlerKind] = {
     "log": HandlerKind(log.LogHandlerConfig, log.build),
     "publish": HandlerKind(publish.PublishHandlerConfig, publish.build),
     "http": HandlerKind(http.HttpHandlerConfig, http.build),
-    "join": HandlerKind(join.JoinHandlerConfig, join.build),
+    "join": HandlerKind(join.JoinHandlerConfig, join.build, background=join.background),
 }
 
 __all__ = ["KINDS", "Handler", "HandlerConfig", "HandlerEnv", "HandlerKind"]

@@ -30,7 +30,7 @@ from bridge.inbox import Inbox, InboxSource
 from bridge.metrics import Metrics
 from bridge.normalize import Normalizer
 from bridge.routing import Router, Subscription, compile_filter
-from bridge.scheduler import JoinSweeper, ParkedSource
+from bridge.scheduler import ParkedSource
 from bridge.store import Store, create_store
 from bridge.templates import EVENT_ROOTS, Template
 from bridge.tracing import Tracing
@@ -45,7 +45,6 @@ from bridge.transport import (
     Settlement,
     Source,
 )
-from handlers.join import JoinHandler
 
 log = logging.getLogger("bridge.runtime")
 
@@ -112,7 +111,7 @@ class Runtime:
         self.loop_lag = 0.0
         self.dispatcher: Dispatcher | None = None
         self.history: HistoryRecorder | None = None
-        self.join_sweeper: JoinSweeper | None = None
+        self.backgrounds: dict[str, Background] = {}
         self.server: Any = None
 
     # ------------------------------------------------------------------ build
@@ -133,6 +132,7 @@ class Runtime:
             publishers=self.publishers,
             base_dir=str(self.cfg.base_dir),
             store=self.store,
+            wake=self.inbox.wakeup.set,
         )
         defaults = self.cfg.defaults
         budgets = Budgets(self.cfg.retry_budgets, self._clock)
@@ -153,10 +153,25 @@ class Runtime:
             program = compile_filter(hc.filter) if hc.filter else None
             subs.append(Subscription(hc.id, tuple(hc.on), bound, hc.filter, program))
 
+        self._build_backgrounds(env)
+
         def on_filter_error(handler: str, exc: Exception) -> None:
             self.metrics.inc("bridge_filter_errors_total", (("handler", handler),))
 
         return Router(subs, on_filter_error)
+
+    def _build_backgrounds(self, env: HandlerEnv) -> None:
+        """The background work of each handler kind that has some and is configured."""
+        for type_name, kind in self.kinds.handlers.items():
+            if kind.background is None:
+                continue
+            built = {
+                hc.id: self.handlers[hc.id].handler
+                for hc in self.cfg.handlers
+                if hc.type == type_name
+            }
+            if built:
+                self.backgrounds[type_name] = kind.background(built, env)
 
     def _build_sources(self) -> None:
         kinds = self.kinds.connectors
@@ -223,13 +238,6 @@ class Runtime:
             self.history = HistoryRecorder(
                 self.store, max_age=cfg.history.max_age, max_events=cfg.history.max_events
             )
-        joins = {
-            h.id: h.handler for h in self.handlers.values() if isinstance(h.handler, JoinHandler)
-        }
-        if joins:
-            for join in joins.values():
-                join.wake = self.inbox.wakeup.set
-            self.join_sweeper = JoinSweeper(self.store, joins, self.inbox.wakeup.set)
         inline_limits = {
             name: conn.consume.inline_retry_limit
             for name, conn in cfg.connectors.items()
@@ -299,8 +307,10 @@ class Runtime:
                     for name, ingress in self.ingresses.items()
                     if isinstance(ingress, Background)
                 ]
-                if self.join_sweeper is not None:
-                    background.append(group.create_task(self.join_sweeper.run(), name="joins"))
+                background.extend(
+                    group.create_task(work.run(), name=f"background:{type_name}")
+                    for type_name, work in self.backgrounds.items()
+                )
                 if self.history is not None:
                     await self.history.start()
                 lag = group.create_task(self._watch_loop_lag(), name="loop-lag")

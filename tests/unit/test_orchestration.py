@@ -12,9 +12,9 @@ import pytest
 
 from bridge import Context, Event, RetryAfter
 from bridge.normalize import Normalizer
-from bridge.scheduler import JoinSweeper, ParkedSource
+from bridge.scheduler import ParkedSource
 from bridge.transport import EventMapping, Settlement
-from handlers.join import JoinHandler
+from handlers.join import JoinHandler, JoinSweeper
 from tests.unit.test_dispatch import FakeClock, delivery, make, process
 
 CALLS: Counter[str] = Counter()

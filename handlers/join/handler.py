@@ -108,7 +108,7 @@ class JoinHandler:
         self.member_key = compile_filter(cfg.member_key) if cfg.member_key else None
         self.collect = compile_filter(cfg.collect) if cfg.collect else None
         self.wall = time.time
-        self.wake: Callable[[], None] = lambda: None  # the runtime wakes its inbox with it
+        self.wake: Callable[[], None] = env.wake
 
     def _store(self) -> Store:
         if self.store is None:
