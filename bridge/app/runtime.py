@@ -1,5 +1,5 @@
-"""Builds the bridge from its config and runs it: the one place that wires connectors,
-handlers, the store and the server together.
+"""Runs a built bridge and supervises it: one pump per source, background work, the
+server, and the drain on shutdown. What it runs is built by ``bridge.app.assembly``.
 
 Shutdown (SIGTERM, SIGINT, or ``request_stop``): stop intake, let in-flight
 deliveries finish within ``drain_timeout``, settle what finished, cancel the rest
@@ -15,63 +15,27 @@ import gc
 import logging
 import signal
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.app.kinds import default_kinds
+from bridge.app.assembly import Assembly, SourceSlot
 from bridge.config import BridgeConfig, Kinds
-from bridge.dispatch import BoundHandler, Clock, Dispatcher
+from bridge.dispatch import Clock
 from bridge.errors import ConnectorError
-from bridge.events import Event, EventCatalog, load_schema
-from bridge.flow import Budgets, HandlerFlow
-from bridge.handling import HandlerEnv
-from bridge.history import HistoryRecorder
-from bridge.inbox import Inbox, InboxSource
-from bridge.metrics import Metrics
-from bridge.normalize import Normalizer
-from bridge.routing import Router, Subscription, compile_filter
-from bridge.scheduler import ParkedSource
-from bridge.store import Store, create_store
-from bridge.templates import EVENT_ROOTS, Template
-from bridge.tracing import Tracing
+from bridge.inbox import InboxSource
+from bridge.store import Store
 from bridge.transport import (
     Background,
     ConnectorStatus,
     Delivery,
     HasStatus,
-    Ingress,
-    IngressEnv,
-    Publisher,
     Settlement,
-    Source,
 )
 
 log = logging.getLogger("bridge.runtime")
 
 
-@dataclass(eq=False)
-class SourceSlot:
-    """One consuming source with its normalizer, backpressure and in-flight deliveries."""
-
-    name: str
-    source: Source
-    normalizer: Normalizer
-    max_in_flight: int
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    started: bool = False
-    error: str = ""
-
-    def status(self) -> ConnectorStatus:
-        if isinstance(self.source, HasStatus):
-            status = self.source.status()
-            if not self.started:
-                status.connected = False
-            return status
-        return ConnectorStatus(self.started, self.error)
-
-
-class Runtime:
-    """A configured bridge.
+class Runtime(Assembly):
+    """A configured bridge, run and supervised: intake, drain and close.
 
     Args:
         cfg: the validated config.
@@ -90,181 +54,12 @@ class Runtime:
         clock: Clock | None = None,
         span_exporter: Any = None,
     ) -> None:
-        self.cfg = cfg
-        self.kinds = kinds if kinds is not None else default_kinds()
-        telemetry = cfg.telemetry
-        self.tracing = Tracing(telemetry.traces, telemetry.service_name, exporter=span_exporter)
-        self.metrics = Metrics()
-        self.store: Store = store or create_store(cfg.store)
-        self.catalog = EventCatalog(
-            {name: load_schema(spec.schema_, cfg.base_dir) for name, spec in cfg.events.items()}
-        )
-        self.inbox = Inbox(self.store)
-        self.publishers: dict[str, Publisher] = {}
-        self.slots: list[SourceSlot] = []
-        self.handlers: dict[str, BoundHandler] = {}
-        self.ingresses: dict[str, Ingress] = {}
-        self._clock = clock
+        super().__init__(cfg, kinds=kinds, store=store, clock=clock, span_exporter=span_exporter)
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._ready = False
         self.loop_lag = 0.0
-        self.dispatcher: Dispatcher | None = None
-        self.history: HistoryRecorder | None = None
-        self.backgrounds: dict[str, Background] = {}
         self.server: Any = None
-
-    # ------------------------------------------------------------------ build
-
-    def _build_publishers(self) -> None:
-        kinds = self.kinds.connectors
-        wanted = {name for h in self.cfg.handlers for name in h.connector_refs().values()}
-        for name in sorted(wanted):
-            conn = self.cfg.connectors[name]
-            factory = kinds[conn.type].publisher
-            if factory is not None:
-                self.publishers[name] = factory(conn, name)
-
-    def _build_handlers(self) -> Router[BoundHandler]:
-        kinds = self.kinds.handlers
-        env = HandlerEnv(
-            catalog=self.catalog,
-            publishers=self.publishers,
-            base_dir=str(self.cfg.base_dir),
-            store=self.store,
-            wake=self.inbox.wakeup.set,
-        )
-        defaults = self.cfg.defaults
-        budgets = Budgets(self.cfg.retry_budgets, self._clock)
-        subs = []
-        for hc in self.cfg.handlers:
-            handler = kinds[hc.type].build(hc, env)
-            bound = BoundHandler(
-                id=hc.id,
-                handler=handler,
-                retry=hc.retry or defaults.retry,
-                timeout=hc.timeout if hc.timeout is not None else defaults.timeout,
-                idempotency_key=Template(hc.idempotency_key, EVENT_ROOTS),
-                limiter=asyncio.Semaphore(hc.concurrency) if hc.concurrency else None,
-                flow=HandlerFlow.from_config(hc, budgets, self._clock),
-                dead_letter=hc.dead_letter,
-            )
-            self.handlers[hc.id] = bound
-            program = compile_filter(hc.filter) if hc.filter else None
-            subs.append(Subscription(hc.id, tuple(hc.on), bound, hc.filter, program))
-
-        self._build_backgrounds(env)
-
-        def on_filter_error(handler: str, exc: Exception) -> None:
-            self.metrics.inc("bridge_filter_errors_total", (("handler", handler),))
-
-        return Router(subs, on_filter_error)
-
-    def _build_backgrounds(self, env: HandlerEnv) -> None:
-        """The background work of each handler kind that has some and is configured."""
-        for type_name, kind in self.kinds.handlers.items():
-            if kind.background is None:
-                continue
-            built = {
-                hc.id: self.handlers[hc.id].handler
-                for hc in self.cfg.handlers
-                if hc.type == type_name
-            }
-            if built:
-                self.backgrounds[type_name] = kind.background(built, env)
-
-    def _build_sources(self) -> None:
-        kinds = self.kinds.connectors
-        limit = self.cfg.limits.max_body_bytes
-        for name, conn in self.cfg.connectors.items():
-            if conn.consume is None:
-                continue
-            kind = kinds[conn.type]
-            if kind.source is None:
-                continue
-            normalizer = Normalizer(
-                name,
-                kind.transport,
-                conn.consume.event,
-                self.catalog,
-                conn.consume.max_body_bytes or limit,
-            )
-            self.slots.append(
-                SourceSlot(name, kind.source(conn, name), normalizer, conn.consume.max_in_flight)
-            )
-        self._build_ingresses(kinds, limit)
-        # The inbox holds what the event API and webhooks accepted, emitted children,
-        # replays, cron ticks and join outcomes: it is always consumed.
-        from bridge.transport import EventMapping
-
-        name = "api" if self.cfg.server.enabled and self.cfg.server.api.enabled else "inbox"
-        normalizer = Normalizer(name, "inbox", EventMapping(), self.catalog, limit)
-        source = InboxSource(self.inbox, name=name)
-        self.slots.append(SourceSlot(name, source, normalizer, self.cfg.server.api.max_in_flight))
-        # Parked retries come back through the scheduler when they are due.
-        normalizer = Normalizer("scheduler", "inbox", EventMapping(), self.catalog, limit)
-        parked = ParkedSource(self.store)
-        self.slots.append(SourceSlot("scheduler", parked, normalizer, 100))
-
-    def _build_ingresses(self, kinds: Mapping[str, Any], limit: int) -> None:
-        for name, conn in self.cfg.connectors.items():
-            factory = getattr(kinds[conn.type], "ingress", None)
-            if factory is None:
-                continue
-
-            async def accept(events: Any, source: str = name) -> list[bool]:
-                return await self.inbox.put_events(list(events), source=source)
-
-            env = IngressEnv(
-                accept=accept, catalog=self.catalog, max_body_bytes=limit, store=self.store
-            )
-            self.ingresses[name] = factory(conn, name, env)
-
-    def history_enabled(self) -> bool:
-        """The run history is on when configured, or by default when the UI is on."""
-        enabled = self.cfg.history.enabled
-        if enabled is None:
-            ui = getattr(self.cfg.server, "ui", None)
-            enabled = bool(ui is not None and getattr(ui, "enabled", False))
-        return enabled
-
-    def build(self) -> None:
-        """Create publishers, handlers, sources and the dispatcher (no I/O)."""
-        self._build_publishers()
-        router = self._build_handlers()
-        self._build_sources()
-        cfg = self.cfg
-        if self.history_enabled():
-            self.history = HistoryRecorder(
-                self.store, max_age=cfg.history.max_age, max_events=cfg.history.max_events
-            )
-        inline_limits = {
-            name: conn.consume.inline_retry_limit
-            for name, conn in cfg.connectors.items()
-            if conn.consume is not None and conn.consume.inline_retry_limit is not None
-        }
-        self.dispatcher = Dispatcher(
-            router,
-            self.store,
-            ledger=self.cfg.ledger,
-            unrouted=self.cfg.unrouted,
-            emitter=self.emit,
-            publishers=self.publishers,
-            metrics=self.metrics,
-            clock=self._clock,
-            tracing=self.tracing,
-            max_fanout=cfg.max_fanout,
-            inline_limits=inline_limits,
-            default_inline_limit=cfg.defaults.inline_retry_limit,
-            completions={t: s.on_complete for t, s in cfg.events.items() if s.on_complete},
-            history=self.history,
-        )
-
-    async def emit(self, events: list[Event[Any]] | Any) -> None:
-        """Durably queue events emitted by handlers (deduplicated by id)."""
-        await self.inbox.put_events(list(events), source="emit")
-
-    # ------------------------------------------------------------------ run
 
     @property
     def ready(self) -> bool:
