@@ -1,39 +1,7 @@
-"""``bridge test -c FILE CASES.yaml``: unit tests for a config file, without brokers.
-
-Each case hands one message to a connector's normalizer in-process (the same
-``Normalizer`` the runtime builds; for a webhook connector, its provider's parser
-and mapping, authentication left out), routes the event with the config's handlers
-and filters, and, when the case states run outcomes, runs the matched handlers
-through the real ``Dispatcher`` with a memory store and a clock that does not
-wait (retry delays pass at once, and none is parked). Handlers named in
-``stubs`` return a recorded result or raise a recorded error instead of running.
-
-```yaml
-cases:
-  - name: a signup reaches every handler
-    connector: api                 # a consuming connector, or `api` (the event API)
-    message:
-      body: {specversion: "1.0", id: s1, type: subscriber/created, data: {...}}
-      # or body_file: payloads/signup.json  (relative to the cases file)
-      headers: {x-correlation-id: flow-1}
-      meta: {topic: signups}
-    stubs:
-      send-welcome-email: {result: {message_id: m1}}
-      create-profile: {error: "RuntimeError: down"}          # fails every attempt
-    expect:
-      event: {type: subscriber/created, id: s1, correlation_id: flow-1, data: {email: a@b.c}}
-      handlers: [send-welcome-email, create-profile]         # exactly these match
-      runs:
-        send-welcome-email: succeeded
-        create-profile: {status: dead_lettered, attempts: 5, error: down}
-      emitted: [{type: profile/created}]
-  - name: a bad address is rejected
-    message: {body: {...}}
-    expect: {invalid: schema}      # the reason of the dead letter it becomes
-```
-
-``data`` (and ``result``) match as a subset: every key given must be there with
-that value; lists must match whole. ``error`` matches as a substring.
+"""Runs the cases of ``bridge test`` (``bridge.app.cases``) against a config: each
+message through the connector's normalizer, the router and, when runs are
+expected, the real ``Dispatcher`` with a memory store and a clock that does not
+wait; the verdict is every difference from what the case expects.
 """
 
 from __future__ import annotations
@@ -42,119 +10,17 @@ import asyncio
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import orjson
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bridge.app.cases import UNSET, Case, ExpectEmitted, ExpectEvent, ExpectRun, Message, Stub
 from bridge.config import BridgeConfig
 from bridge.context import Context
-from bridge.errors import ConfigError, ConfigIssue, Fatal, InvalidEvent
+from bridge.errors import Fatal, InvalidEvent
 from bridge.events import Event
 from bridge.normalize import Normalizer
 from bridge.store.memory import MemoryStore
-from bridge.transport import Delivery
-
-RunOutcome = Literal["succeeded", "dead_lettered", "skipped", "parked"]
-_UNSET: Any = object()
-
-
-class Message(BaseModel):
-    """The input message: a JSON value or a string body, headers and transport metadata."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    body: Any = None
-    body_file: str | None = Field(
-        None, description="Read the body from this file (relative to the cases file) instead."
-    )
-    headers: dict[str, str] = Field(default_factory=dict)
-    meta: dict[str, Any] = Field(default_factory=dict)
-
-    def delivery(self, connector: str) -> Delivery:
-        if self.body_file is not None:
-            raw = Path(self.body_file).read_bytes()
-        elif isinstance(self.body, str):
-            raw = self.body.encode()
-        else:
-            raw = orjson.dumps(self.body)
-        return Delivery(raw, dict(self.headers), dict(self.meta), connector=connector)
-
-
-class Stub(BaseModel):
-    """A handler's recorded behaviour: return ``result``, or raise ``error`` (every
-    attempt, or only the first ``fail_attempts``); ``fatal`` raises ``bridge.Fatal``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    result: Any = None
-    error: str | None = None
-    fail_attempts: int | None = Field(None, ge=1)
-    fatal: bool = False
-
-
-class ExpectEvent(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    type: str | None = None
-    id: str | None = None
-    source: str | None = None
-    subject: str | None = None
-    correlation_id: str | None = None
-    parent_id: str | None = None
-    data: Any = _UNSET
-
-
-class ExpectRun(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    status: RunOutcome
-    attempts: int | None = Field(None, ge=0, description="Failed attempts recorded.")
-    error: str | None = None
-    result: Any = _UNSET
-
-
-class ExpectEmitted(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    type: str
-    data: Any = _UNSET
-
-
-class Expect(BaseModel):
-    """What must follow; ``event``, ``handlers`` and ``runs`` are about the first event
-    (a webhook request may carry several: ``count``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    count: int | None = Field(None, ge=0, description="How many events the message became.")
-
-    invalid: str | None = Field(None, description="The message must be rejected with this reason.")
-    event: ExpectEvent | None = None
-    handlers: list[str] | None = None
-    runs: dict[str, RunOutcome | ExpectRun] = Field(default_factory=dict)
-    emitted: list[ExpectEmitted] | None = None
-
-
-class Case(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    connector: str = "api"
-    message: Message
-    stubs: dict[str, Stub] = Field(default_factory=dict)
-    run: bool | None = Field(
-        None, description="Run the matched handlers; default: when runs or emitted are expected."
-    )
-    expect: Expect = Field(default_factory=Expect)
-
-
-class CaseFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    cases: list[Case]
 
 
 @dataclass(slots=True)
@@ -167,40 +33,6 @@ class Outcome:
     @property
     def passed(self) -> bool:
         return not self.diffs
-
-
-def load_cases(path: str | Path) -> list[Case]:
-    """Read a cases file.
-
-    Raises:
-        ConfigError: unreadable, not YAML, or not the expected shape (with each problem's path).
-    """
-    source = str(path)
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except OSError as exc:
-        raise ConfigError([ConfigIssue("", f"cannot read cases: {exc.strerror}")], source) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([ConfigIssue("", f"invalid YAML: {exc}")], source) from None
-    try:
-        cases = CaseFile.model_validate(raw).cases
-    except ValidationError as exc:
-        issues = [
-            ConfigIssue(".".join(str(p) for p in err["loc"]), err["msg"])
-            for err in exc.errors(include_url=False)
-        ]
-        raise ConfigError(issues, source) from None
-    base = Path(path).parent
-    missing = []
-    for index, case in enumerate(cases):
-        if case.message.body_file is not None:
-            file = base / case.message.body_file
-            case.message.body_file = str(file)
-            if not file.is_file():
-                missing.append(ConfigIssue(f"cases.{index}.message.body_file", f"no file {file}"))
-    if missing:
-        raise ConfigError(missing, source)
-    return cases
 
 
 class _StubHandler:
@@ -388,7 +220,7 @@ def _event_diffs(want: ExpectEvent, event: Event[Any]) -> Iterator[str]:
         expected = getattr(want, name)
         if expected is not None and expected != value:
             yield f"event.{name}: expected {expected!r}, got {value!r}"
-    if want.data is not _UNSET:
+    if want.data is not UNSET:
         yield from subset_diffs(want.data, event.data_json(), "event.data")
 
 
@@ -404,7 +236,7 @@ def _run_diffs(handler_id: str, want: ExpectRun, run: Any) -> Iterator[str]:
         yield f"{where}.attempts: expected {want.attempts} failed, got {len(run.attempts)}"
     if want.error is not None and want.error not in (run.error or ""):
         yield f"{where}.error: expected to contain {want.error!r}, got {run.error!r}"
-    if want.result is not _UNSET:
+    if want.result is not UNSET:
         from bridge.events import jsonable
 
         yield from subset_diffs(want.result, jsonable(run.result), f"{where}.result")
@@ -418,7 +250,7 @@ def _emitted_diffs(want: Sequence[ExpectEmitted], emitted: list[dict[str, Any]])
         return
     remaining = list(emitted)
     for item in want:
-        if item.data is _UNSET:
+        if item.data is UNSET:
             continue
         candidates = [e for e in remaining if e.get("type") == item.type]
         match = next(

@@ -176,7 +176,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _test(args: argparse.Namespace) -> int:
-    from bridge.app.casetest import load_cases, report, run_cases
+    from bridge.app.cases import load_cases
+    from bridge.app.casetest import report, run_cases
     from bridge.telemetry import configure_logging
 
     cfg = load_config(args.config)

@@ -1,0 +1,183 @@
+"""``bridge test -c FILE CASES.yaml``: unit tests for a config file, without brokers.
+
+Each case hands one message to a connector's normalizer in-process (the same
+``Normalizer`` the runtime builds; for a webhook connector, its provider's parser
+and mapping, authentication left out), routes the event with the config's handlers
+and filters, and, when the case states run outcomes, runs the matched handlers
+through the real ``Dispatcher`` with a memory store and a clock that does not
+wait (retry delays pass at once, and none is parked). Handlers named in
+``stubs`` return a recorded result or raise a recorded error instead of running.
+
+```yaml
+cases:
+  - name: a signup reaches every handler
+    connector: api                 # a consuming connector, or `api` (the event API)
+    message:
+      body: {specversion: "1.0", id: s1, type: subscriber/created, data: {...}}
+      # or body_file: payloads/signup.json  (relative to the cases file)
+      headers: {x-correlation-id: flow-1}
+      meta: {topic: signups}
+    stubs:
+      send-welcome-email: {result: {message_id: m1}}
+      create-profile: {error: "RuntimeError: down"}          # fails every attempt
+    expect:
+      event: {type: subscriber/created, id: s1, correlation_id: flow-1, data: {email: a@b.c}}
+      handlers: [send-welcome-email, create-profile]         # exactly these match
+      runs:
+        send-welcome-email: succeeded
+        create-profile: {status: dead_lettered, attempts: 5, error: down}
+      emitted: [{type: profile/created}]
+  - name: a bad address is rejected
+    message: {body: {...}}
+    expect: {invalid: schema}      # the reason of the dead letter it becomes
+```
+
+``data`` (and ``result``) match as a subset: every key given must be there with
+that value; lists must match whole. ``error`` matches as a substring.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bridge.errors import ConfigError, ConfigIssue
+from bridge.transport import Delivery
+
+RunOutcome = Literal["succeeded", "dead_lettered", "skipped", "parked"]
+# A field left out of an expectation (``None`` is a value one may expect).
+UNSET: Any = object()
+
+
+class Message(BaseModel):
+    """The input message: a JSON value or a string body, headers and transport metadata."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    body: Any = None
+    body_file: str | None = Field(
+        None, description="Read the body from this file (relative to the cases file) instead."
+    )
+    headers: dict[str, str] = Field(default_factory=dict)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    def delivery(self, connector: str) -> Delivery:
+        if self.body_file is not None:
+            raw = Path(self.body_file).read_bytes()
+        elif isinstance(self.body, str):
+            raw = self.body.encode()
+        else:
+            raw = orjson.dumps(self.body)
+        return Delivery(raw, dict(self.headers), dict(self.meta), connector=connector)
+
+
+class Stub(BaseModel):
+    """A handler's recorded behaviour: return ``result``, or raise ``error`` (every
+    attempt, or only the first ``fail_attempts``); ``fatal`` raises ``bridge.Fatal``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    result: Any = None
+    error: str | None = None
+    fail_attempts: int | None = Field(None, ge=1)
+    fatal: bool = False
+
+
+class ExpectEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str | None = None
+    id: str | None = None
+    source: str | None = None
+    subject: str | None = None
+    correlation_id: str | None = None
+    parent_id: str | None = None
+    data: Any = UNSET
+
+
+class ExpectRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: RunOutcome
+    attempts: int | None = Field(None, ge=0, description="Failed attempts recorded.")
+    error: str | None = None
+    result: Any = UNSET
+
+
+class ExpectEmitted(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    data: Any = UNSET
+
+
+class Expect(BaseModel):
+    """What must follow; ``event``, ``handlers`` and ``runs`` are about the first event
+    (a webhook request may carry several: ``count``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int | None = Field(None, ge=0, description="How many events the message became.")
+
+    invalid: str | None = Field(None, description="The message must be rejected with this reason.")
+    event: ExpectEvent | None = None
+    handlers: list[str] | None = None
+    runs: dict[str, RunOutcome | ExpectRun] = Field(default_factory=dict)
+    emitted: list[ExpectEmitted] | None = None
+
+
+class Case(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    connector: str = "api"
+    message: Message
+    stubs: dict[str, Stub] = Field(default_factory=dict)
+    run: bool | None = Field(
+        None, description="Run the matched handlers; default: when runs or emitted are expected."
+    )
+    expect: Expect = Field(default_factory=Expect)
+
+
+class CaseFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cases: list[Case]
+
+
+def load_cases(path: str | Path) -> list[Case]:
+    """Read a cases file.
+
+    Raises:
+        ConfigError: unreadable, not YAML, or not the expected shape (with each problem's path).
+    """
+    source = str(path)
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError([ConfigIssue("", f"cannot read cases: {exc.strerror}")], source) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigIssue("", f"invalid YAML: {exc}")], source) from None
+    try:
+        cases = CaseFile.model_validate(raw).cases
+    except ValidationError as exc:
+        issues = [
+            ConfigIssue(".".join(str(p) for p in err["loc"]), err["msg"])
+            for err in exc.errors(include_url=False)
+        ]
+        raise ConfigError(issues, source) from None
+    base = Path(path).parent
+    missing = []
+    for index, case in enumerate(cases):
+        if case.message.body_file is not None:
+            file = base / case.message.body_file
+            case.message.body_file = str(file)
+            if not file.is_file():
+                missing.append(ConfigIssue(f"cases.{index}.message.body_file", f"no file {file}"))
+    if missing:
+        raise ConfigError(missing, source)
+    return cases
