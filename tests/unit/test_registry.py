@@ -10,6 +10,8 @@ import pytest
 
 import bridge.app.kinds as kinds_module
 from bridge.app import default_kinds, json_schema, load_config_text
+from bridge.config import Kinds, config_model
+from bridge.config import load_config_text as load_with_kinds
 from bridge.errors import ConfigError
 from connectors import KINDS as CONNECTOR_KINDS
 from handlers import KINDS as HANDLER_KINDS
@@ -39,6 +41,24 @@ def test_the_config_unions_hold_exactly_the_registered_kinds() -> None:
 
     assert names(connector_refs) == set(CONNECTOR_KINDS)
     assert names(handler_refs) == set(HANDLER_KINDS)
+
+
+def test_the_engine_knows_only_the_kinds_it_is_given() -> None:
+    few = Kinds(
+        connectors={"memory": CONNECTOR_KINDS["memory"]},
+        handlers={"log": HANDLER_KINDS["log"], "emit": HANDLER_KINDS["emit"]},
+    )
+    assert config_model(few) is config_model(few)  # built once per Kinds value
+    head = "version: 1\nstore: memory://\nserver: {enabled: false}\n"
+    cfg = load_with_kinds(head + "handlers:\n  - {id: a, on: a/b, type: log}\n", few, {})
+    assert [h.type for h in cfg.handlers] == ["log"]
+    text = head + "handlers:\n  - {id: a, on: a/b, type: python, function: m:f}\n"
+    with pytest.raises(ConfigError) as info:
+        load_with_kinds(text, few, {})
+    (issue,) = info.value.issues
+    assert (issue.path, issue.line) == ("handlers[0].type", 5)
+    assert issue.message.startswith("unknown type 'python' (known: ")
+    load_config_text(text, {}, check=False)  # the default kinds know it
 
 
 @pytest.fixture
