@@ -34,8 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from bridge.duration import Duration
 from bridge.errors import ConfigError, ConfigIssue
-from bridge.flow import RetryBudgetConfig
 from bridge.handling import HandlerConfig, HandlerKind
+from bridge.limits import RetryBudgetConfig
 from bridge.retry import RetryPolicy
 from bridge.transport import ConnectorConfig
 
