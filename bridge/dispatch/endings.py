@@ -1,8 +1,8 @@
 """How a run ends: recorded as succeeded, dead-lettered, or parked for a later retry.
 
-Each ending writes the store first (ledger entry, dead letter, parked retry) and
-only then counts, logs and records history, so what a metric or the UI shows
-was stored. A parked run that ends forgets its parked entry last.
+Each ending is written to the store (ledger entry, dead letter, parked retry)
+before it is counted in ``bridge_runs_total`` and recorded in the history; a
+resumed parked run forgets its parked entry only once its end is stored.
 """
 
 from __future__ import annotations
