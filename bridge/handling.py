@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, field_validator
 
 from bridge.duration import Duration
-from bridge.flow import RateLimit, RetryBudgetConfig
+from bridge.limits import RateLimit, RetryBudgetConfig
 from bridge.retry import RetryPolicy
 from bridge.templates import EVENT_ROOTS, Template
 

@@ -61,8 +61,13 @@ class Router(Generic[H]):
         on_filter_error: Callable[[str, Exception], None] | None = None,
     ) -> None:
         self._subs = list(subscriptions)
+        self._by_handler = {s.handler_id: s for s in self._subs}
         self._by_type: dict[str, list[Subscription[H]]] = {}
         self._on_filter_error = on_filter_error
+
+    def subscription(self, handler_id: str) -> Subscription[H] | None:
+        """The subscription of the handler ``handler_id``, or None when there is none."""
+        return self._by_handler.get(handler_id)
 
     def candidates(self, event_type: str) -> list[Subscription[H]]:
         """Subscriptions whose ``on`` matches the type (filters not applied)."""

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.app.kinds import default_kinds
+from bridge.clock import Clock, RealClock
 from bridge.config import BridgeConfig, Kinds
-from bridge.dispatch import BoundHandler, Clock, Dispatcher
+from bridge.dispatch import BoundHandler, DispatchConfig, DispatchEnv, Dispatcher
 from bridge.events import Event, EventCatalog, load_schema
 from bridge.flow import Budgets, HandlerFlow
 from bridge.handling import HandlerEnv
@@ -219,27 +220,16 @@ class Assembly:
             self.history = HistoryRecorder(
                 self.store, max_age=cfg.history.max_age, max_events=cfg.history.max_events
             )
-        inline_limits = {
-            name: conn.consume.inline_retry_limit
-            for name, conn in cfg.connectors.items()
-            if conn.consume is not None and conn.consume.inline_retry_limit is not None
-        }
-        self.dispatcher = Dispatcher(
-            router,
+        env = DispatchEnv(
             self.store,
-            ledger=self.cfg.ledger,
-            unrouted=self.cfg.unrouted,
+            metrics=self.metrics,
+            clock=self._clock or RealClock(),
+            tracing=self.tracing,
+            history=self.history,
             emitter=self.emit,
             publishers=self.publishers,
-            metrics=self.metrics,
-            clock=self._clock,
-            tracing=self.tracing,
-            max_fanout=cfg.max_fanout,
-            inline_limits=inline_limits,
-            default_inline_limit=cfg.defaults.inline_retry_limit,
-            completions={t: s.on_complete for t, s in cfg.events.items() if s.on_complete},
-            history=self.history,
         )
+        self.dispatcher = Dispatcher(DispatchConfig.from_config(cfg), router, env)
 
     async def emit(self, events: list[Event[Any]] | Any) -> None:
         """Durably queue events emitted by handlers (deduplicated by id)."""

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from bridge.app.assembly import Assembly, SourceSlot
+from bridge.clock import Clock
 from bridge.config import BridgeConfig, Kinds
-from bridge.dispatch import Clock
 from bridge.errors import ConnectorError
 from bridge.inbox import InboxSource
 from bridge.store import Store

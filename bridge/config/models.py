@@ -13,8 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bridge.duration import Duration
-from bridge.flow import RetryBudgetConfig
 from bridge.handling import HandlerConfig
+from bridge.limits import RetryBudgetConfig
 from bridge.retry import RetryPolicy
 from bridge.tracing import TracesConfig
 from bridge.transport import ConnectorConfig

@@ -1,0 +1,178 @@
+"""One run's attempts: flow control, timeout, retry with backoff, and how the run ends.
+
+A run holds its handler's concurrency key for all its attempts and backoffs.
+Each attempt waits for the retry budget and the rate limit, then for the
+handler's concurrency limit, and is cancelled at its timeout. A failed attempt
+is retried after the policy's delay (at least a ``RetryAfter``'s); a delay longer
+than the connector's inline limit parks the run instead. ``Fatal``, or the last
+attempt failing, dead-letters it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from bridge.context import Context
+from bridge.deadlines import Watchdog
+from bridge.dispatch.endings import Endings
+from bridge.dispatch.env import DispatchConfig, DispatchEnv
+from bridge.dispatch.runs import BoundHandler, Resume, Run, RunState
+from bridge.errors import Fatal, RetryAfter, StoreError
+from bridge.events import Event
+from bridge.store.base import Attempt, RunRecord
+from bridge.telemetry import CURRENT_RUN
+from bridge.tracing import Tracing
+
+log = logging.getLogger("bridge.dispatch")
+
+
+class Runner:
+    """Runs one handler for one event until the run is final or parked.
+
+    Args:
+        config: the fan-out limit, the inline retry limits, whether the ledger is kept.
+        env: the store, clock, metrics, tracing, history and emitter.
+    """
+
+    def __init__(self, config: DispatchConfig, env: DispatchEnv) -> None:
+        self.config = config
+        self.env = env
+        self.endings = Endings(config, env)
+        self.watchdog = Watchdog()
+
+    async def run(
+        self,
+        event: Event[Any],
+        bh: BoundHandler,
+        key: str,
+        connector: str,
+        resume: Resume | None = None,
+    ) -> Run:
+        """Attempt ``bh`` on ``event`` until it succeeds, is dead-lettered or parked.
+
+        Raises:
+            StoreError: the run's end could not be recorded.
+            asyncio.CancelledError: the run was cancelled; nothing of it is recorded.
+        """
+        flow = bh.flow
+        if flow is None:
+            return await self._attempts(event, bh, key, connector, resume)
+        # The concurrency key is held for the whole run, backoffs included.
+        async with flow.hold(event):
+            return await self._attempts(event, bh, key, connector, resume)
+
+    async def close(self) -> None:
+        """Disarm the timeout watchdog."""
+        self.watchdog.close()
+
+    async def _attempts(
+        self,
+        event: Event[Any],
+        bh: BoundHandler,
+        key: str,
+        connector: str,
+        resume: Resume | None,
+    ) -> Run:
+        env = self.env
+        clock = env.clock
+        started = clock.time()
+        attempts: list[Attempt] = list(resume.attempts) if resume else []
+        run = RunState(event, bh, key, connector, resume, started, attempts, began=started)
+        policy = bh.retry
+        number = resume.attempt - 1 if resume else 0
+        history = env.history
+        endings = self.endings
+        while True:
+            number += 1
+            run.number = number
+            if bh.flow is not None and await bh.flow.before_attempt(number):
+                run.began = clock.time()  # budget / rate-limit waits are not the attempt's time
+            ctx = Context(event, bh.id, number, env.store)
+            error: BaseException | None = None
+            result: Any = None
+            try:
+                if bh.limiter is None:
+                    result = await self._attempt(bh, event, ctx)
+                else:
+                    async with bh.limiter:
+                        result = await self._attempt(bh, event, ctx)
+            except TimeoutError:
+                error = TimeoutError(f"attempt timed out after {bh.timeout:g}s")
+            except (asyncio.CancelledError, StoreError):
+                raise
+            except Exception as exc:  # any handler failure is the run's business
+                error = exc
+            emitted = ctx.emitted
+            max_fanout = self.config.max_fanout
+            if error is None and len(emitted) > max_fanout:
+                error = Fatal(
+                    f"emitted {len(emitted)} events, more than max_fanout {max_fanout};"
+                    " nothing was emitted"
+                )
+            if error is None:
+                return await endings.succeeded(run, result, emitted)
+            text = _describe(error)
+            now = clock.time()
+            t0 = run.began
+            attempts.append(Attempt(number, time.time() - (now - t0), now - t0, text))
+            if isinstance(error, Fatal) or number >= policy.attempts:
+                return await endings.dead_lettered(run, text, error)
+            delay = policy.delay(number, env.rng)
+            if isinstance(error, RetryAfter):
+                delay = max(delay, error.delay)
+            env.metrics.inc("bridge_retries_total", bh.labels)
+            if delay > self.config.inline_limit(connector):
+                return await endings.parked(run, text, delay)
+            if history is not None:
+                history.run(RunRecord(event.id, bh.id, "running", list(attempts), None, text))
+            log.warning(
+                "attempt failed; retrying",
+                extra={
+                    "correlation_id": event.correlationid,
+                    "event_id": event.id,
+                    "event_type": event.type,
+                    "handler": bh.id,
+                    "attempt": number,
+                    "retry_in": round(delay, 3),
+                    "error": text,
+                },
+            )
+            await clock.sleep(delay)
+            run.began = clock.time()
+
+    async def _attempt(self, bh: BoundHandler, event: Event[Any], ctx: Context) -> Any:
+        deadline = self.watchdog.arm(bh.timeout)
+        run_token = CURRENT_RUN.set(ctx)
+        tracing = self.env.tracing
+        span = token = None
+        if tracing is not None:
+            started = tracing.start_attempt(bh.id, ctx.attempt)
+            if started is not None:
+                span, token = started
+        try:
+            return await bh.handler.invoke(event, ctx)
+        except asyncio.CancelledError as exc:
+            task = deadline.task
+            if deadline.fired and task is not None and task.uncancel() == 0:
+                if span is not None:
+                    Tracing.fail(span, exc, f"timed out after {bh.timeout:g}s")
+                raise TimeoutError from None
+            raise
+        except Exception as exc:
+            if span is not None:
+                Tracing.fail(span, exc, _describe(exc))
+            raise
+        finally:
+            deadline.finish()
+            CURRENT_RUN.reset(run_token)
+            if span is not None:
+                Tracing.end(span, token)
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    name = type(error).__name__
+    return f"{name}: {text}" if text else name

@@ -1,0 +1,199 @@
+"""How a run ends: recorded as succeeded, dead-lettered, or parked for a later retry.
+
+Each ending is written to the store (ledger entry, dead letter, parked retry)
+before it is counted in ``bridge_runs_total`` and recorded in the history; a
+resumed parked run forgets its parked entry only once its end is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from bridge.dispatch.env import DispatchConfig, DispatchEnv
+from bridge.dispatch.runs import (
+    BoundHandler,
+    Run,
+    RunState,
+    jsonable_result,
+    parked_run_id,
+    trace_id,
+)
+from bridge.events import Event
+from bridge.handling import DeadLetterTarget
+from bridge.store.base import Attempt, DeadLetter, LedgerEntry, ParkedRun, RunRecord
+
+log = logging.getLogger("bridge.dispatch")
+
+
+class Endings:
+    """Records the end of runs.
+
+    Args:
+        config: whether the ledger is kept.
+        env: the store, metrics, clock, history, publishers and wall clock.
+
+    Raises:
+        StoreError: from every method, when the store fails; the run's message
+            must then not be acked.
+    """
+
+    def __init__(self, config: DispatchConfig, env: DispatchEnv) -> None:
+        self.config = config
+        self.env = env
+
+    async def succeeded(self, run: RunState, result: Any, emitted: Sequence[Event[Any]]) -> Run:
+        """Send what the run emitted, then record its success in the ledger."""
+        env = self.env
+        event, bh = run.event, run.bh
+        emitter = env.emitter
+        if emitted and emitter is not None:
+            await emitter(emitted)
+        if self.config.ledger:
+            await env.store.ledger_record(
+                [LedgerEntry(bh.id, run.key, event.id, "succeeded", result)]
+            )
+        if run.resume is not None:
+            await env.store.parked_done([parked_run_id(event.id, bh.id)])
+        self._finished(bh, bh.succeeded_labels, run.started)
+        history = env.history
+        if history is not None:
+            now = env.clock.time()
+            t0 = run.began
+            done = Attempt(run.number, time.time() - (now - t0), now - t0)
+            history.run(
+                RunRecord(
+                    event.id,
+                    bh.id,
+                    "succeeded",
+                    [*run.attempts, done],
+                    jsonable_result(result),
+                    None,
+                    [e.id for e in emitted],
+                )
+            )
+        return Run(bh.id, "succeeded", result, None, run.attempts)
+
+    async def dead_lettered(self, run: RunState, text: str, error: BaseException) -> Run:
+        """Store the run's dead letter (and its ledger entry); publish a copy if asked.
+
+        ``text`` describes ``error``, the last attempt's failure.
+        """
+        event, bh, attempts = run.event, run.bh, run.attempts
+        await self._dead_letter(run, text, error)
+        if run.resume is not None:
+            await self.env.store.parked_done([parked_run_id(event.id, bh.id)])
+        self._finished(bh, bh.dead_lettered_labels, run.started)
+        history = self.env.history
+        if history is not None:
+            history.run(RunRecord(event.id, bh.id, "dead_lettered", attempts, None, text))
+        return Run(bh.id, "dead_lettered", error=text, attempts=attempts)
+
+    async def parked(self, run: RunState, text: str, delay: float) -> Run:
+        """Park the run's next attempt in the store, due in ``delay`` seconds.
+
+        ``text`` describes the failure of the attempt just made.
+        """
+        env = self.env
+        event, bh, attempts = run.event, run.bh, run.attempts
+        attempt = run.number + 1
+        due = env.wall() + delay
+        await env.store.parked_put(
+            [
+                ParkedRun(
+                    id=parked_run_id(event.id, bh.id),
+                    handler=bh.id,
+                    event=event.to_dict(),
+                    connector=run.connector,
+                    attempt=attempt,
+                    due_at=due,
+                    attempts=list(attempts),
+                )
+            ]
+        )
+        env.metrics.inc("bridge_runs_parked_total", bh.labels)
+        log.warning(
+            "attempt failed; retry parked",
+            extra={
+                "correlation_id": event.correlationid,
+                "event_id": event.id,
+                "event_type": event.type,
+                "handler": bh.id,
+                "attempt": attempt - 1,
+                "retry_in": round(delay, 3),
+                "error": attempts[-1].error if attempts else None,
+            },
+        )
+        if env.history is not None:
+            env.history.run(RunRecord(event.id, bh.id, "parked", attempts, None, text))
+        return Run(bh.id, "parked", error=text, attempts=attempts)
+
+    def _finished(
+        self, bh: BoundHandler, labels: tuple[tuple[str, str], ...], started: float
+    ) -> None:
+        metrics = self.env.metrics
+        metrics.counters[("bridge_runs_total", labels)] += 1
+        metrics.observe("bridge_run_duration_seconds", bh.labels, self.env.clock.time() - started)
+
+    async def _dead_letter(self, run: RunState, reason: str, error: BaseException) -> None:
+        event, bh, attempts = run.event, run.bh, run.attempts
+        letter = DeadLetter(
+            reason=reason,
+            connector=run.connector,
+            handler=bh.id,
+            event=event.to_dict(),
+            attempts=attempts,
+            event_id=event.id,
+            event_type=event.type,
+            correlation_id=event.correlationid,
+            trace_id=trace_id(event.traceparent),
+            detail=getattr(error, "detail", None),
+        )
+        store = self.env.store
+        await store.dead_letter_add(letter)
+        if self.config.ledger:
+            await store.ledger_record(
+                [LedgerEntry(bh.id, run.key, event.id, "dead_lettered", reason)]
+            )
+        self.env.metrics.inc("bridge_dead_letters_total", (("handler", bh.id),))
+        log.error(
+            "run dead-lettered",
+            extra={
+                "correlation_id": event.correlationid,
+                "event_id": event.id,
+                "event_type": event.type,
+                "handler": bh.id,
+                "attempt": len(attempts),
+                "dead_letter_id": letter.id,
+                "error": reason,
+            },
+        )
+        if bh.dead_letter is not None:
+            await self._publish_copy(bh.dead_letter, letter)
+
+    async def _publish_copy(self, target: DeadLetterTarget, letter: DeadLetter) -> None:
+        publisher = self.env.publishers.get(target.connector)
+        if publisher is None:
+            return
+        headers = {
+            "bridge-dead-letter-id": letter.id,
+            "bridge-handler": letter.handler or "",
+            "bridge-reason": letter.reason[:1000],
+        }
+        if letter.correlation_id:
+            headers["x-correlation-id"] = letter.correlation_id
+        try:
+            await publisher.publish(target.destination, orjson.dumps(letter.event), headers, None)
+        except Exception as exc:  # the letter is in the store; the copy is best effort
+            log.error(
+                "could not publish dead letter copy",
+                extra={
+                    "dead_letter_id": letter.id,
+                    "connector": target.connector,
+                    "error": str(exc),
+                },
+            )

@@ -1,0 +1,120 @@
+"""What a run is: a handler bound for dispatch, how its run ended, where a parked one resumes.
+
+Also the identities the engine derives from an event: a parked run's id and the
+trace id its dead letters and history carry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from bridge.events import Event, jsonable
+from bridge.flow import HandlerFlow
+from bridge.handling import DeadLetterTarget, Handler
+from bridge.retry import RetryPolicy
+from bridge.store.base import Attempt
+from bridge.templates import Template, TemplateError, event_scope
+from bridge.tracing import current_ids
+
+Emitter = Callable[[Sequence[Event[Any]]], Awaitable[None]]
+RunStatus = Literal["succeeded", "dead_lettered", "skipped", "parked"]
+_PARKED_NAMESPACE = uuid.UUID("0b6f3c1e-5d2a-4f7e-8a9b-3c4d5e6f7a8b")
+
+
+def parked_run_id(event_id: str, handler_id: str) -> str:
+    """One parked retry per run: parking a run again replaces it."""
+    return str(uuid.uuid5(_PARKED_NAMESPACE, f"{event_id}\x1f{handler_id}"))
+
+
+@dataclass(slots=True, frozen=True)
+class Resume:
+    """Where a parked run picks up: its next attempt number and the attempts so far."""
+
+    attempt: int
+    attempts: tuple[Attempt, ...] = ()
+
+
+@dataclass(slots=True, eq=False)
+class BoundHandler:
+    """A handler with everything the dispatcher needs to run it."""
+
+    id: str
+    handler: Handler
+    retry: RetryPolicy
+    timeout: float
+    idempotency_key: Template
+    limiter: asyncio.Semaphore | None = None
+    flow: HandlerFlow | None = None
+    dead_letter: DeadLetterTarget | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    succeeded_labels: tuple[tuple[str, str], ...] = ()
+    dead_lettered_labels: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        # Metric label tuples, built once rather than per run.
+        self.labels = (("handler", self.id),)
+        self.succeeded_labels = (*self.labels, ("outcome", "succeeded"))
+        self.dead_lettered_labels = (*self.labels, ("outcome", "dead_lettered"))
+
+    def key(self, event: Event[Any]) -> str:
+        """The ledger key of this handler's run for ``event``."""
+        if self.idempotency_key.source == "{id}":
+            return event.id
+        try:
+            return self.idempotency_key.render_str(event_scope(event))
+        except TemplateError:
+            return event.id
+
+
+@dataclass(slots=True)
+class Run:
+    """How one handler's run for one event ended."""
+
+    handler: str
+    status: RunStatus
+    result: Any = None
+    error: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+
+
+@dataclass(slots=True, eq=False)
+class RunState:
+    """One run in progress: its handler, event and ledger key, and its attempts so far.
+
+    ``started`` is when the run started and ``began`` when its current attempt
+    ``number`` started, both on the engine's clock.
+    """
+
+    event: Event[Any]
+    bh: BoundHandler
+    key: str
+    connector: str
+    resume: Resume | None
+    started: float
+    attempts: list[Attempt]
+    number: int = 0
+    began: float = 0.0
+
+
+def trace_id(traceparent: str | None) -> str | None:
+    """The trace id of the current span, else the one in the event's traceparent."""
+    live, _ = current_ids()
+    if live is not None:
+        return live
+    if traceparent and len(traceparent) >= 35:
+        return traceparent[3:35]
+    return None
+
+
+def jsonable_result(value: Any) -> Any:
+    """A handler's result as plain JSON values (for the history and completion events)."""
+    try:
+        return orjson.loads(orjson.dumps(jsonable(value), default=str))
+    except (TypeError, orjson.JSONEncodeError):
+        return repr(value)
