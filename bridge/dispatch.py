@@ -40,7 +40,7 @@ from bridge.metrics import Metrics
 from bridge.normalize import Normalizer
 from bridge.retry import RetryPolicy
 from bridge.routing import Router, Subscription
-from bridge.store.base import Attempt, DeadLetter, LedgerEntry, ParkedRun, RunRecord, Store
+from bridge.store.contracts import Attempt, DeadLetter, LedgerEntry, ParkedRun, RunRecord, Store
 from bridge.telemetry import CURRENT_RUN
 from bridge.templates import Template, TemplateError, event_scope
 from bridge.tracing import Tracing, current_ids

@@ -23,7 +23,7 @@ from functools import partial
 from typing import Any
 
 from bridge.events import Event
-from bridge.store.base import InboxEntry, Store
+from bridge.store.contracts import InboxEntry, Store
 from bridge.transport import ConnectorStatus, Delivery, Settlement
 
 log = logging.getLogger("bridge.inbox")

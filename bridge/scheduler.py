@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import orjson
 
 from bridge.inbox import renew_leases
-from bridge.store.base import InboxEntry, Join, ParkedRun, Store
+from bridge.store.contracts import InboxEntry, Join, ParkedRun, Store
 from bridge.transport import ConnectorStatus, Delivery, Settlement
 
 log = logging.getLogger("bridge.scheduler")
