@@ -23,7 +23,7 @@ from typing import Any
 
 from bridge.events import Event
 from bridge.leases import LeasedClaims
-from bridge.store.contracts import InboxEntry, InboxStore, Store
+from bridge.store.contracts import InboxEntry, InboxStore
 from bridge.transport import ConnectorStatus, Delivery, Settlement
 
 log = logging.getLogger("bridge.inbox")
@@ -33,7 +33,7 @@ _CE_JSON = {"content-type": "application/cloudevents+json"}
 class Inbox:
     """Writes to the inbox and wakes its source."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: InboxStore) -> None:
         self.store = store
         self.wakeup = asyncio.Event()
 

@@ -69,7 +69,7 @@ class ParkedSource:
 
     def __init__(
         self,
-        store: Store,
+        store: ParkedRuns,
         *,
         name: str = "scheduler",
         poll_interval: float = 1.0,
