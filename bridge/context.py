@@ -15,7 +15,7 @@ from bridge.events import Event, jsonable, now_iso
 from bridge.tracing import current_traceparent
 
 if TYPE_CHECKING:
-    from bridge.store.base import Store
+    from bridge.store.contracts import Store
 
 _CHILD_NAMESPACE = uuid.UUID("6f1d4a52-27a4-4d8c-9a51-9a0a3c1e7b10")
 _logger = logging.getLogger("bridge.handler")

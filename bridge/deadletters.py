@@ -7,7 +7,7 @@ import uuid
 import orjson
 
 from bridge.errors import BridgeError
-from bridge.store.base import DeadLetter, InboxEntry, Store
+from bridge.store.contracts import DeadLetter, InboxEntry, Store
 
 
 class ReplayError(BridgeError):

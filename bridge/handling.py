@@ -145,7 +145,7 @@ class HandlerEnv:
         catalog: the event catalog.
         publishers: publishers by connector name (the handlers' ``connector_refs``).
         base_dir: the config file's directory.
-        store: the state store (``bridge.store.base.Store``).
+        store: the state store (``bridge.store.contracts.Store``).
         wake: wakes the inbox's consumer; call it after putting events in the
             store's inbox directly (not through ``ctx.emit``).
     """

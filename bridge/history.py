@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bridge.events import Event
-from bridge.store.base import EventRecord, RunRecord, Store
+from bridge.store.contracts import EventRecord, RunRecord, Store
 
 log = logging.getLogger("bridge.history")
 

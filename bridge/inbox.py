@@ -15,41 +15,25 @@ one process (SQLite), a cursor over pending entries is enough.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from typing import Any
 
 from bridge.events import Event
-from bridge.store.base import InboxEntry, Store
+from bridge.leases import LeasedClaims
+from bridge.store.contracts import InboxEntry, InboxStore
 from bridge.transport import ConnectorStatus, Delivery, Settlement
 
 log = logging.getLogger("bridge.inbox")
 _CE_JSON = {"content-type": "application/cloudevents+json"}
 
 
-async def renew_leases(
-    held: Collection[Any],
-    extend: Callable[[list[Any], float], Awaitable[None]],
-    lease: float,
-    wall: Callable[[], float],
-) -> None:
-    """Every third of ``lease``, extend the leases of what is ``held`` (in flight) by a lease;
-    runs until cancelled. A renewal that fails is skipped: a lease that lapses means another
-    process may take the item again (a duplicate), never that it is lost."""
-    while True:
-        await asyncio.sleep(lease / 3)
-        if held:
-            with contextlib.suppress(Exception):
-                await extend(list(held), wall() + lease)
-
-
 class Inbox:
     """Writes to the inbox and wakes its source."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: InboxStore) -> None:
         self.store = store
         self.wakeup = asyncio.Event()
 
@@ -90,6 +74,16 @@ class InboxSource:
         self._connected = True
         self.lease = lease
         self.shared = bool(getattr(inbox.store, "shared", False))
+        self._claims = LeasedClaims(
+            _InboxClaims(inbox.store),
+            name=f"inbox-leases:{name}",
+            batch=batch,
+            lease=lease,
+            poll_interval=poll_interval,
+            wall=time.time,
+            log=log,
+            failure="cannot claim inbox entries",
+        )
 
     async def start(self) -> None:
         self._stopped.clear()
@@ -98,35 +92,14 @@ class InboxSource:
         return self._claimed() if self.shared else self._pending()
 
     async def _claimed(self) -> AsyncIterator[Delivery]:
-        store = self.inbox.store
-        wakeup = self.inbox.wakeup
-        renew = asyncio.create_task(
-            renew_leases(self._in_flight, store.inbox_lease, self.lease, time.time),
-            name=f"inbox-leases:{self.name}",
-        )
-        try:
-            while not self._stopped.is_set():
-                wakeup.clear()
-                try:
-                    entries = await store.inbox_claim(time.time(), self.batch, self.lease)
-                    self._connected = True
-                except Exception as exc:  # the store may be down; keep trying, report not ready
-                    self._connected = False
-                    log.error("cannot claim inbox entries", extra={"error": str(exc)})
-                    entries = []
-                for entry in entries:
-                    self._in_flight.add(entry.seq)
-                    yield self._delivery(entry)
-                if len(entries) < self.batch:
-                    await self._wait(wakeup)
-        finally:
-            renew.cancel()
+        async for entry in self._claims.claimed(self._stopped, self.inbox.wakeup):
+            yield self._delivery(entry)
 
     def _delivery(self, entry: InboxEntry) -> Delivery:
         meta: dict[str, Any] = {"message_id": entry.id, "seq": entry.seq, "source": entry.source}
         if entry.handler:
             meta["replay_handler"] = entry.handler
-        return Delivery(entry.body, _CE_JSON, meta, partial(self._settle, entry.seq), self.name)
+        return Delivery(entry.body, _CE_JSON, meta, partial(self._settle, entry), self.name)
 
     async def _pending(self) -> AsyncIterator[Delivery]:
         store = self.inbox.store
@@ -165,14 +138,11 @@ class InboxSource:
             waiter.cancel()
             stopper.cancel()
 
-    async def _settle(self, seq: int, outcome: Settlement) -> None:
+    async def _settle(self, entry: InboxEntry, outcome: Settlement) -> None:
         if self.shared:
-            self._in_flight.discard(seq)
-            if outcome is Settlement.ACK:
-                await self.inbox.store.inbox_done([seq])
-            else:  # give it back at once: this or another replica takes it again
-                await self.inbox.store.inbox_lease([seq], 0.0)
+            await self._claims.settle(entry, outcome)
             return
+        seq = entry.seq
         try:
             if outcome is Settlement.ACK:
                 await self.inbox.store.inbox_done([seq])
@@ -193,10 +163,35 @@ class InboxSource:
         self._stopped.set()
 
     def status(self) -> ConnectorStatus:
-        return ConnectorStatus(
-            self._connected, lag={"pending_in_flight": float(len(self._in_flight))}
-        )
+        if self.shared:
+            connected, in_flight = self._claims.connected, len(self._claims.held)
+        else:
+            connected, in_flight = self._connected, len(self._in_flight)
+        return ConnectorStatus(connected, lag={"pending_in_flight": float(in_flight)})
 
     async def purge(self, older_than_seconds: float = 86_400.0) -> int:
         """Forget finished entries older than the deduplication window."""
         return await self.inbox.store.inbox_purge(time.time() - older_than_seconds)
+
+
+class _InboxClaims:
+    """The inbox's store calls for ``LeasedClaims``: entries by ``seq``."""
+
+    def __init__(self, store: InboxStore) -> None:
+        self.store = store
+
+    def key(self, item: InboxEntry) -> int:
+        return item.seq
+
+    async def claim(self, now: float, limit: int, lease: float) -> list[InboxEntry]:
+        return await self.store.inbox_claim(now, limit, lease)
+
+    async def renew(self, keys: list[int], until: float) -> None:
+        await self.store.inbox_lease(keys, until)
+
+    async def finish(self, item: InboxEntry) -> None:
+        await self.store.inbox_done([item.seq])
+
+    async def release(self, item: InboxEntry) -> None:
+        # Give it back at once: this or another replica takes it again.
+        await self.store.inbox_lease([item.seq], 0.0)

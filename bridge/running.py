@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from bridge.events import EventCatalog
     from bridge.inbox import Inbox
     from bridge.metrics import Metrics
-    from bridge.store.base import Store
+    from bridge.store.contracts import Store
     from bridge.transport import ConnectorStatus, Ingress
 
 

@@ -11,7 +11,6 @@ that dies mid-run leaves a lease that expires, so the run is claimed again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -21,12 +20,36 @@ from typing import Any
 
 import orjson
 
-from bridge.inbox import renew_leases
-from bridge.store.base import ParkedRun, Store
+from bridge.leases import LeasedClaims
+from bridge.store.contracts import ParkedRun, ParkedRuns
 from bridge.transport import ConnectorStatus, Delivery, Settlement
 
 log = logging.getLogger("bridge.scheduler")
 _CE_JSON = {"content-type": "application/cloudevents+json"}
+
+
+class _ParkedClaims:
+    """The parked runs' store calls for ``LeasedClaims``: runs by id."""
+
+    def __init__(self, store: ParkedRuns) -> None:
+        self.store = store
+
+    def key(self, item: ParkedRun) -> str:
+        return item.id
+
+    async def claim(self, now: float, limit: int, lease: float) -> list[ParkedRun]:
+        return await self.store.parked_claim(now, limit, lease)
+
+    async def renew(self, keys: list[str], until: float) -> None:
+        await self.store.parked_lease(keys, until)
+
+    async def finish(self, item: ParkedRun) -> None:
+        # The dispatcher forgets (or parks again) a run that ran: nothing to do here.
+        return None
+
+    async def release(self, item: ParkedRun) -> None:
+        # Not done (shutdown, store trouble): give the run back, due now.
+        await self.store.parked_put([item])
 
 
 class ParkedSource:
@@ -43,7 +66,7 @@ class ParkedSource:
 
     def __init__(
         self,
-        store: Store,
+        store: ParkedRuns,
         *,
         name: str = "scheduler",
         poll_interval: float = 1.0,
@@ -58,9 +81,17 @@ class ParkedSource:
         self.lease = lease
         self.wall = wall
         self._stopped = asyncio.Event()
-        self._connected = True
-        self._in_flight: set[str] = set()
         self._released = False
+        self._claims = LeasedClaims(
+            _ParkedClaims(store),
+            name="parked-leases",
+            batch=batch,
+            lease=lease,
+            poll_interval=poll_interval,
+            wall=wall,
+            log=log,
+            failure="cannot claim parked runs",
+        )
 
     async def start(self) -> None:
         self._stopped.clear()
@@ -70,31 +101,8 @@ class ParkedSource:
             self._released = True
 
     async def deliveries(self) -> AsyncIterator[Delivery]:
-        renew = asyncio.create_task(
-            renew_leases(self._in_flight, self.store.parked_lease, self.lease, self.wall),
-            name="parked-leases",
-        )
-        try:
-            async for delivery in self._claimed():
-                yield delivery
-        finally:
-            renew.cancel()
-
-    async def _claimed(self) -> AsyncIterator[Delivery]:
-        while not self._stopped.is_set():
-            try:
-                runs = await self.store.parked_claim(self.wall(), self.batch, self.lease)
-                self._connected = True
-            except Exception as exc:  # the store may be down; keep trying, report not ready
-                self._connected = False
-                log.error("cannot claim parked runs", extra={"error": str(exc)})
-                runs = []
-            for run in runs:
-                self._in_flight.add(run.id)
-                yield self._delivery(run)
-            if len(runs) < self.batch:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopped.wait(), self.poll_interval)
+        async for run in self._claims.claimed(self._stopped):
+            yield self._delivery(run)
 
     def _delivery(self, run: ParkedRun) -> Delivery:
         meta: dict[str, Any] = {
@@ -110,13 +118,12 @@ class ParkedSource:
         )
 
     async def _settle(self, run: ParkedRun, outcome: Settlement) -> None:
-        self._in_flight.discard(run.id)
-        if outcome is not Settlement.ACK:
-            # Not done (shutdown, store trouble): give the run back, due now.
-            await self.store.parked_put([run])
+        await self._claims.settle(run, outcome)
 
     async def stop(self, deadline: float) -> None:
         self._stopped.set()
 
     def status(self) -> ConnectorStatus:
-        return ConnectorStatus(self._connected, lag={"in_flight": float(len(self._in_flight))})
+        return ConnectorStatus(
+            self._claims.connected, lag={"in_flight": float(len(self._claims.held))}
+        )

@@ -34,7 +34,7 @@ from bridge.deadletters import ReplayError, discard, replay
 from bridge.errors import InvalidEvent, StoreError
 from bridge.events import SPECVERSION, new_id, now_iso
 from bridge.normalize import MAX_JSON_DEPTH, binary_attributes, decode_json, text_headers
-from bridge.store.base import DeadLetterStatus, InboxEntry
+from bridge.store.contracts import DeadLetterStatus, InboxEntry
 
 if TYPE_CHECKING:
     from bridge.running import RunningBridge

@@ -124,7 +124,7 @@ class IngressEnv:
             per event, True if new and False if its id was already accepted.
         catalog: the event catalog, to validate data before answering.
         max_body_bytes: the bridge's body limit (a connector may set a lower one).
-        store: the state store (``bridge.store.base.Store``), e.g. for cron positions.
+        store: the state store (``bridge.store.Store``), e.g. for cron positions.
     """
 
     accept: Callable[[Any], Awaitable[list[bool]]]

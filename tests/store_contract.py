@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bridge.store.base import (
+from bridge.store.contracts import (
     Attempt,
     DeadLetter,
     EventRecord,

@@ -22,7 +22,7 @@ from bridge.dispatch.env import DispatchConfig, DispatchEnv
 from bridge.dispatch.runs import BoundHandler, Resume, Run, RunState
 from bridge.errors import Fatal, RetryAfter, StoreError
 from bridge.events import Event
-from bridge.store.base import Attempt, RunRecord
+from bridge.store.contracts import Attempt, RunRecord
 from bridge.telemetry import CURRENT_RUN
 from bridge.tracing import Tracing
 

@@ -25,7 +25,7 @@ from bridge.errors import InvalidEvent, StoreError
 from bridge.events import Event
 from bridge.normalize import Normalizer
 from bridge.routing import Router, Subscription
-from bridge.store.base import Attempt, DeadLetter
+from bridge.store.contracts import Attempt, DeadLetter
 from bridge.transport import Delivery, Settlement
 
 log = logging.getLogger("bridge.dispatch")

@@ -25,7 +25,7 @@ from bridge.dispatch.runs import (
 )
 from bridge.events import Event
 from bridge.handling import DeadLetterTarget
-from bridge.store.base import Attempt, DeadLetter, LedgerEntry, ParkedRun, RunRecord
+from bridge.store.contracts import Attempt, DeadLetter, LedgerEntry, ParkedRun, RunRecord
 
 log = logging.getLogger("bridge.dispatch")
 

@@ -12,7 +12,7 @@ from bridge.clock import Clock, RealClock
 from bridge.dispatch.runs import Emitter
 from bridge.history import HistoryRecorder
 from bridge.metrics import Metrics
-from bridge.store.base import Store
+from bridge.store.contracts import Store
 from bridge.tracing import Tracing
 from bridge.transport import Publisher
 

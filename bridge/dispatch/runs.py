@@ -18,7 +18,7 @@ from bridge.events import Event, jsonable
 from bridge.flow import HandlerFlow
 from bridge.handling import DeadLetterTarget, Handler
 from bridge.retry import RetryPolicy
-from bridge.store.base import Attempt
+from bridge.store.contracts import Attempt
 from bridge.templates import Template, TemplateError, event_scope
 from bridge.tracing import current_ids
 

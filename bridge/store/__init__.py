@@ -1,18 +1,37 @@
-"""State stores: ledger, dead letters, inbox. ``open_store(url)`` picks one by URL scheme."""
+"""State stores: ledger, dead letters, inbox, parked runs, steps, joins, cron, history.
+
+The contract is one small protocol per concern (``bridge.store.contracts``),
+combined into ``Store``; ``create_store(url)`` picks an implementation by URL
+scheme: memory (tests), SQLite (one replica), PostgreSQL (replicas sharing state).
+"""
 
 from __future__ import annotations
 
 from bridge.errors import StoreError
-from bridge.store.base import Attempt, DeadLetter, InboxEntry, LedgerEntry, Store
+from bridge.store.contracts import (
+    Attempt,
+    DeadLetter,
+    EventRecord,
+    InboxEntry,
+    Join,
+    LedgerEntry,
+    ParkedRun,
+    RunRecord,
+    Store,
+)
 from bridge.store.memory import MemoryStore
 from bridge.store.sqlite import SqliteStore
 
 __all__ = [
     "Attempt",
     "DeadLetter",
+    "EventRecord",
     "InboxEntry",
+    "Join",
     "LedgerEntry",
     "MemoryStore",
+    "ParkedRun",
+    "RunRecord",
     "SqliteStore",
     "Store",
     "create_store",

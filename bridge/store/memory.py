@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from bridge.store.base import (
+from bridge.store.contracts import (
     DeadLetter,
     DeadLetterStatus,
     EventRecord,

@@ -16,7 +16,7 @@ from aiohttp import web
 from bridge.deadletters import ReplayError, discard, replay
 from bridge.errors import InvalidEvent
 from bridge.events import SPECVERSION, new_id, now_iso
-from bridge.store.base import InboxEntry
+from bridge.store.contracts import InboxEntry
 from bridge.ui.stats import HandlerStats
 from bridge.ui.views import (
     BadQuery,

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
-from bridge.store.base import DeadLetter, EventRecord, RunRecord, Store
+from bridge.store.contracts import DeadLetter, EventRecord, RunRecord, Store
 
 EVENT_STATUSES = ("running", "succeeded", "partial", "dead_lettered", "unrouted")
 LETTER_STATUSES = ("pending", "replayed", "discarded")

@@ -32,7 +32,7 @@ from bridge.errors import Fatal
 from bridge.events import Event, now_iso
 from bridge.handling import HandlerConfig, HandlerEnv
 from bridge.routing import compile_filter
-from bridge.store.base import InboxEntry, Join, Store
+from bridge.store.contracts import InboxEntry, Join, Store
 
 _JOIN_NAMESPACE = uuid.UUID("3d0c7c1a-8f5e-4b2d-9c6a-1e2f3a4b5c6d")
 

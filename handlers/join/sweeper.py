@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from bridge.handling import HandlerEnv
-from bridge.store.base import InboxEntry, Join, Store
+from bridge.store.contracts import InboxEntry, Join, Store
 
 # The sweeper ran in the scheduler before it moved beside the join handler; its log
 # lines keep their logger.

@@ -417,7 +417,7 @@ async def test_a_reparked_run_is_not_held_by_a_lease_renewal(tmp_path: Path) -> 
     """
     from bridge.scheduler import ParkedSource
     from bridge.store import create_store
-    from bridge.store.base import ParkedRun
+    from bridge.store.contracts import ParkedRun
     from bridge.transport import Settlement
 
     store = create_store(f"sqlite:///{tmp_path}/state.db")

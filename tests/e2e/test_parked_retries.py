@@ -36,7 +36,7 @@ import pytest
 from bridge.dispatch import completion_event_id, parked_run_id
 from bridge.events import Event
 from bridge.store import create_store
-from bridge.store.base import Attempt, LedgerEntry, ParkedRun
+from bridge.store.contracts import Attempt, LedgerEntry, ParkedRun
 from tests.apps.orchestration import Line, parse
 from tests.support import BridgeProcess, post_events, read_lines, until
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bridge.store.base import InboxEntry, LedgerEntry
+from bridge.store.contracts import InboxEntry, LedgerEntry
 from bridge.store.postgres import MIGRATIONS, PostgresStore
 from tests.fixtures.postgres import POSTGRES_URL, drop_schema
 from tests.store_contract import StoreContract

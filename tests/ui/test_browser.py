@@ -20,7 +20,7 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from bridge.store import create_store
-from bridge.store.base import EventRecord
+from bridge.store.contracts import EventRecord
 from tests.support import ROOT, BridgeProcess, post_events
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -227,5 +227,5 @@ def test_the_checker_sees_imports_anywhere() -> None:
     # Guards the guard: lazy and TYPE_CHECKING imports are edges too.
     graph = _graph()
     assert "bridge.app.runtime" in graph["bridge.app.cli"]  # imported inside a function
-    assert "bridge.store.base" in graph["bridge.running"]  # under TYPE_CHECKING
+    assert "bridge.store.contracts" in graph["bridge.running"]  # under TYPE_CHECKING
     assert "handlers" in graph["bridge.app.kinds"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bridge.store import MemoryStore, SqliteStore, create_store
-from bridge.store.base import InboxEntry, LedgerEntry
+from bridge.store.contracts import InboxEntry, LedgerEntry
 from bridge.store.sqlite import MIGRATIONS
 from tests.store_contract import StoreContract
 

@@ -19,7 +19,7 @@ from bridge import Context, Event
 from bridge.app import load_config_text
 from bridge.app.runtime import Runtime
 from bridge.server import Server
-from bridge.store.base import Attempt, DeadLetter, EventRecord, RunRecord
+from bridge.store.contracts import Attempt, DeadLetter, EventRecord, RunRecord
 
 
 class Signup(BaseModel):

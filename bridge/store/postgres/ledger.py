@@ -1,0 +1,55 @@
+"""The ledger on PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bridge.store import rows
+from bridge.store.contracts import LedgerEntry
+from bridge.store.postgres.connection import PostgresConnection
+
+
+class PostgresLedger(PostgresConnection):
+    """``Ledger`` on PostgreSQL: final runs by (handler, key), read in one query."""
+
+    async def ledger_final(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        if not keys:
+            return {}
+        found = await self._run(
+            "fetch",
+            "SELECT l.handler, l.key, l.status FROM ledger l"
+            " JOIN unnest($1::text[], $2::text[]) AS k(handler, key)"
+            " ON l.handler = k.handler AND l.key = k.key",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+        )
+        return {(r["handler"], r["key"]): r["status"] for r in found}
+
+    async def ledger_record(self, entries: Sequence[LedgerEntry]) -> None:
+        await self._run(
+            "executemany",
+            "INSERT INTO ledger (handler, key, event_id, status, result, finished_at)"
+            " VALUES ($1, $2, $3, $4, $5::jsonb, $6)"
+            " ON CONFLICT (handler, key) DO UPDATE SET status = excluded.status,"
+            " result = excluded.result, finished_at = excluded.finished_at, event_id = excluded.event_id"
+            " WHERE ledger.status <> 'succeeded'",
+            [
+                (e.handler, e.key, e.event_id, e.status, rows.encode_text(e.result), e.finished_at)
+                for e in entries
+            ],
+        )
+
+    async def ledger_get(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], LedgerEntry]:
+        if not keys:
+            return {}
+        found = await self._run(
+            "fetch",
+            "SELECT l.handler, l.key, l.event_id, l.status, l.result, l.finished_at FROM ledger l"
+            " JOIN unnest($1::text[], $2::text[]) AS k(handler, key)"
+            " ON l.handler = k.handler AND l.key = k.key",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+        )
+        return {(r["handler"], r["key"]): rows.ledger_entry(r) for r in found}

@@ -1,0 +1,138 @@
+"""The PostgreSQL schema, versioned in a ``bridge_schema`` table: a store of any older version opens.
+
+Migrations run under an advisory lock, so replicas starting together migrate once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_LOCK_ID = 0x62726467  # advisory lock for migrations ("brdg")
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE IF NOT EXISTS ledger (
+        handler TEXT NOT NULL,
+        key TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        result JSONB,
+        finished_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (handler, key)
+    );
+    CREATE TABLE IF NOT EXISTS dead_letters (
+        id TEXT PRIMARY KEY,
+        created_at DOUBLE PRECISION NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        connector TEXT NOT NULL,
+        handler TEXT,
+        event_id TEXT,
+        record JSONB NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS dead_letters_by_time ON dead_letters (created_at DESC);
+    CREATE TABLE IF NOT EXISTS inbox (
+        seq BIGSERIAL PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        source TEXT NOT NULL,
+        handler TEXT,
+        body BYTEA,
+        created_at DOUBLE PRECISION NOT NULL,
+        done_at DOUBLE PRECISION
+    );
+    CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (seq) WHERE done_at IS NULL;
+    CREATE INDEX IF NOT EXISTS inbox_done ON inbox (done_at) WHERE done_at IS NOT NULL;
+    """,
+    # 2: orchestration: parked retries, durable steps, joins, cron positions
+    """
+    CREATE TABLE IF NOT EXISTS parked (
+        id TEXT PRIMARY KEY,
+        handler TEXT NOT NULL,
+        due_at DOUBLE PRECISION NOT NULL,
+        leased_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+        record JSONB NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS parked_due ON parked (due_at);
+    CREATE TABLE IF NOT EXISTS steps (
+        event_id TEXT NOT NULL,
+        handler TEXT NOT NULL,
+        step TEXT NOT NULL,
+        result JSONB,
+        created_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (event_id, handler, step)
+    );
+    CREATE TABLE IF NOT EXISTS joins (
+        id TEXT PRIMARY KEY,
+        handler TEXT NOT NULL,
+        status TEXT NOT NULL,
+        expected INTEGER,
+        deadline DOUBLE PRECISION NOT NULL,
+        start JSONB NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        closed_at DOUBLE PRECISION
+    );
+    CREATE INDEX IF NOT EXISTS joins_open ON joins (handler, created_at) WHERE status = 'open';
+    CREATE INDEX IF NOT EXISTS joins_deadline ON joins (deadline) WHERE status = 'open';
+    CREATE TABLE IF NOT EXISTS join_members (
+        seq BIGSERIAL,
+        join_id TEXT NOT NULL,
+        member_id TEXT NOT NULL,
+        value JSONB,
+        PRIMARY KEY (join_id, member_id)
+    );
+    CREATE TABLE IF NOT EXISTS join_buffer (
+        seq BIGSERIAL,
+        handler TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        event JSONB NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (handler, event_id)
+    );
+    CREATE TABLE IF NOT EXISTS cron (name TEXT PRIMARY KEY, last_tick DOUBLE PRECISION NOT NULL);
+    """,
+    # 3: run history for the developer UI
+    """
+    CREATE TABLE IF NOT EXISTS history_events (
+        id TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        received_at DOUBLE PRECISION NOT NULL,
+        correlation_id TEXT,
+        parent_id TEXT,
+        record JSONB NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS history_by_time ON history_events (received_at DESC, id DESC);
+    CREATE INDEX IF NOT EXISTS history_by_correlation ON history_events (correlation_id);
+    CREATE INDEX IF NOT EXISTS history_by_parent ON history_events (parent_id);
+    CREATE TABLE IF NOT EXISTS history_runs (
+        event_id TEXT NOT NULL,
+        handler TEXT NOT NULL,
+        record JSONB NOT NULL,
+        PRIMARY KEY (event_id, handler)
+    );
+    """,
+    # 4: inbox leases, so that replicas never take the same entry
+    """
+    ALTER TABLE inbox ADD COLUMN IF NOT EXISTS leased_until DOUBLE PRECISION NOT NULL DEFAULT 0;
+    """,
+    # 5: dead letters found by event (the UI's event page) and by event type
+    """
+    ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS event_type TEXT;
+    CREATE INDEX IF NOT EXISTS dead_letters_by_event ON dead_letters (event_id);
+    CREATE INDEX IF NOT EXISTS dead_letters_by_type ON dead_letters (event_type, created_at DESC);
+    """,
+]
+
+
+async def migrate(conn: Any, schema: str) -> None:
+    """Create ``schema`` if needed and apply the migrations it has not seen.
+
+    Runs in the caller's transaction, which holds the migration lock until it ends.
+    """
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_ID)
+    await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+    await conn.execute("CREATE TABLE IF NOT EXISTS bridge_schema (version INTEGER NOT NULL)")
+    version = await conn.fetchval("SELECT max(version) FROM bridge_schema") or 0
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        await conn.execute(script)
+        await conn.execute("INSERT INTO bridge_schema (version) VALUES ($1)", number)

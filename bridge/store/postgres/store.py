@@ -1,0 +1,30 @@
+"""The PostgreSQL store: every concern on one connection pool."""
+
+from __future__ import annotations
+
+from bridge.store.postgres.cron import PostgresCron
+from bridge.store.postgres.dead_letters import PostgresDeadLetters
+from bridge.store.postgres.history import PostgresHistory
+from bridge.store.postgres.inbox import PostgresInbox
+from bridge.store.postgres.joins import PostgresJoins
+from bridge.store.postgres.ledger import PostgresLedger
+from bridge.store.postgres.parked import PostgresParked
+from bridge.store.postgres.steps import PostgresSteps
+
+
+class PostgresStore(
+    PostgresLedger,
+    PostgresDeadLetters,
+    PostgresInbox,
+    PostgresParked,
+    PostgresSteps,
+    PostgresJoins,
+    PostgresCron,
+    PostgresHistory,
+):
+    """The store contract on PostgreSQL.
+
+    Args:
+        url: ``postgresql://...``, with an optional ``schema`` query parameter.
+        pool_size: most connections in the pool.
+    """

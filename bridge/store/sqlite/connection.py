@@ -1,0 +1,173 @@
+"""The SQLite connection: one thread of its own, operations run in batches (group commit).
+
+Operations queue up for the thread, which runs them in batches of up to ``_BATCH``,
+one transaction per batch: under load, hundreds of ledger writes share one commit.
+Each operation runs in a savepoint, so one that fails does not sink its batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bridge.errors import StoreError
+from bridge.store.sqlite.migrations import migrate
+
+R = TypeVar("R")
+_BATCH = 512
+
+
+def sqlite_path(url: str) -> str:
+    """``sqlite:///rel/path.db`` -> ``rel/path.db``; ``sqlite:////abs.db`` -> ``/abs.db``."""
+    if not url.startswith("sqlite://"):
+        raise StoreError(f"not a sqlite URL: {url!r}")
+    rest = url[len("sqlite://") :]
+    if rest.startswith("/"):
+        rest = rest[1:]
+    return rest or ":memory:"
+
+
+class _Op:
+    __slots__ = ("fn", "future", "loop")
+
+    def __init__(
+        self, fn: Callable[[sqlite3.Connection], Any], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.fn = fn
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+
+
+class SqliteConnection:
+    """Opens the database (applying migrations), runs operations on its thread, closes.
+
+    The concern classes of the SQLite store build on this: each runs its queries
+    through ``_call``.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.shared = False
+        self.path = sqlite_path(url)
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    async def open(self) -> None:
+        """Start the thread, connect and migrate.
+
+        Raises:
+            StoreError: the database cannot be opened or migrated.
+        """
+        if self._thread is not None:
+            return
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        ready: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._serve, args=(ready,), name="sqlite-store", daemon=True
+        )
+        self._thread.start()
+        error = await asyncio.get_running_loop().run_in_executor(None, ready.get)
+        if error is not None:
+            self._thread = None
+            raise StoreError(f"cannot open {self.path}: {error}") from error
+
+    async def close(self) -> None:
+        """Run what is queued, then close the connection. Idempotent."""
+        if self._thread is None or self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+
+    async def ping(self) -> bool:
+        """True when the database answers."""
+        try:
+            await self._call(lambda c: c.execute("SELECT 1").fetchone())
+        except StoreError:
+            return False
+        return True
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], R]) -> R:
+        if self._thread is None or self._closed:
+            raise StoreError("the store is not open")
+        op = _Op(fn, asyncio.get_running_loop())
+        self._queue.put(op)
+        result: R = await op.future
+        return result
+
+    def _serve(self, ready: queue.SimpleQueue[BaseException | None]) -> None:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=10000")
+            migrate(conn)
+        except BaseException as exc:  # reported to open(), which raises StoreError
+            ready.put(exc)
+            return
+        ready.put(None)
+        try:
+            while True:
+                op = self._queue.get()
+                if op is None:
+                    return
+                batch = [op]
+                while len(batch) < _BATCH:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        self._queue.put(None)
+                        break
+                    batch.append(nxt)
+                self._run_batch(conn, batch)
+        finally:
+            conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
+        results: list[tuple[_Op, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    value = op.fn(conn)
+                    if isinstance(value, sqlite3.Cursor):
+                        # A cursor must die on this thread: finalized on the event
+                        # loop's thread it resets a cached statement this thread may
+                        # be running (SQLITE_MISUSE, "bad parameter or other API misuse").
+                        value.close()
+                        value = None
+                    results.append((op, value, None))
+                    conn.execute("RELEASE op")
+                except Exception as exc:  # one bad operation must not sink the batch or the thread
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append((op, None, StoreError(f"{type(exc).__name__}: {exc}")))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            failure = StoreError(f"sqlite: {exc}")
+            for op in batch:
+                op.loop.call_soon_threadsafe(_resolve, op.future, None, failure)
+            return
+        for op, value, error in results:
+            op.loop.call_soon_threadsafe(_resolve, op.future, value, error)
+
+
+def _resolve(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)

@@ -1,0 +1,86 @@
+"""The inbox on SQLite."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+
+from bridge.store import rows
+from bridge.store.contracts import InboxEntry
+from bridge.store.sqlite.connection import SqliteConnection
+
+
+class SqliteInbox(SqliteConnection):
+    """``InboxStore`` on SQLite: ``seq`` is the table's autoincrement key."""
+
+    async def inbox_put(self, entries: Sequence[InboxEntry]) -> list[bool]:
+        return await self._call(lambda c: inbox_insert(c, entries))
+
+    async def inbox_pending(self, after_seq: int, limit: int) -> list[InboxEntry]:
+        found = await self._call(
+            lambda c: c.execute(
+                f"SELECT {rows.INBOX_COLUMNS} FROM inbox"
+                " WHERE done_at IS NULL AND seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+        )
+        return [rows.inbox_entry(r) for r in found]
+
+    async def inbox_done(self, seqs: Iterable[int]) -> None:
+        now = time.time()
+        params = [(now, s) for s in seqs]
+        await self._call(
+            lambda c: c.executemany(
+                "UPDATE inbox SET done_at = ?, body = NULL WHERE seq = ?", params
+            )
+        )
+
+    async def inbox_claim(self, now: float, limit: int, lease: float) -> list[InboxEntry]:
+        def claim(conn: sqlite3.Connection) -> list[InboxEntry]:
+            found = conn.execute(
+                f"SELECT {rows.INBOX_COLUMNS} FROM inbox"
+                " WHERE done_at IS NULL AND leased_until < ? ORDER BY seq LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE inbox SET leased_until = ? WHERE seq = ?",
+                [(now + lease, r[0]) for r in found],
+            )
+            return [rows.inbox_entry(r) for r in found]
+
+        return await self._call(claim)
+
+    async def inbox_lease(self, seqs: Iterable[int], until: float) -> None:
+        params = [(until, s) for s in seqs]
+        await self._call(
+            lambda c: c.executemany("UPDATE inbox SET leased_until = ? WHERE seq = ?", params)
+        )
+
+    async def inbox_purge(self, older_than: float) -> int:
+        count: int = await self._call(
+            lambda c: (
+                c.execute(
+                    "DELETE FROM inbox WHERE done_at IS NOT NULL AND done_at < ?", (older_than,)
+                ).rowcount
+            )
+        )
+        return count
+
+
+def inbox_insert(conn: sqlite3.Connection, entries: Sequence[InboxEntry]) -> list[bool]:
+    """Insert entries not yet known by id, setting their ``seq``; True for each new one.
+
+    Runs inside the caller's transaction (a join's close puts its outcome this way).
+    """
+    out = []
+    for e in entries:
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO inbox (id, source, handler, body, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (e.id, e.source, e.handler, e.body, e.created_at),
+        )
+        if cur.rowcount:
+            e.seq = cur.lastrowid or 0
+        out.append(bool(cur.rowcount))
+    return out

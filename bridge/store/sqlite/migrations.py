@@ -1,0 +1,125 @@
+"""The SQLite schema, versioned by ``PRAGMA user_version``: a store of any older version opens."""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: list[str] = [
+    # 1: ledger, dead letters, inbox
+    """
+    CREATE TABLE ledger (
+        handler TEXT NOT NULL,
+        key TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        result BLOB,
+        finished_at REAL NOT NULL,
+        PRIMARY KEY (handler, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE dead_letters (
+        id TEXT PRIMARY KEY,
+        created_at REAL NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        connector TEXT NOT NULL,
+        handler TEXT,
+        event_id TEXT,
+        record BLOB NOT NULL
+    );
+    CREATE INDEX dead_letters_by_time ON dead_letters (created_at DESC);
+    CREATE TABLE inbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        source TEXT NOT NULL,
+        handler TEXT,
+        body BLOB,
+        created_at REAL NOT NULL,
+        done_at REAL
+    );
+    CREATE INDEX inbox_pending ON inbox (seq) WHERE done_at IS NULL;
+    CREATE INDEX inbox_done ON inbox (done_at) WHERE done_at IS NOT NULL;
+    """,
+    # 2: orchestration: parked retries, durable steps, joins, cron positions
+    """
+    CREATE TABLE parked (
+        id TEXT PRIMARY KEY,
+        handler TEXT NOT NULL,
+        due_at REAL NOT NULL,
+        leased_until REAL NOT NULL DEFAULT 0,
+        record BLOB NOT NULL
+    );
+    CREATE INDEX parked_due ON parked (due_at);
+    CREATE TABLE steps (
+        event_id TEXT NOT NULL,
+        handler TEXT NOT NULL,
+        step TEXT NOT NULL,
+        result BLOB,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (event_id, handler, step)
+    ) WITHOUT ROWID;
+    CREATE TABLE joins (
+        id TEXT PRIMARY KEY,
+        handler TEXT NOT NULL,
+        status TEXT NOT NULL,
+        expected INTEGER,
+        deadline REAL NOT NULL,
+        start BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        closed_at REAL
+    );
+    CREATE INDEX joins_open ON joins (handler, created_at) WHERE status = 'open';
+    CREATE INDEX joins_deadline ON joins (deadline) WHERE status = 'open';
+    CREATE TABLE join_members (
+        join_id TEXT NOT NULL,
+        member_id TEXT NOT NULL,
+        value BLOB,
+        UNIQUE (join_id, member_id)
+    );
+    CREATE TABLE join_buffer (
+        handler TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        event BLOB NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (handler, event_id)
+    );
+    CREATE TABLE cron (name TEXT PRIMARY KEY, last_tick REAL NOT NULL);
+    """,
+    # 3: run history for the developer UI
+    """
+    CREATE TABLE history_events (
+        id TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        correlation_id TEXT,
+        parent_id TEXT,
+        record BLOB NOT NULL
+    );
+    CREATE INDEX history_by_time ON history_events (received_at DESC, id DESC);
+    CREATE INDEX history_by_correlation ON history_events (correlation_id);
+    CREATE INDEX history_by_parent ON history_events (parent_id);
+    CREATE TABLE history_runs (
+        event_id TEXT NOT NULL,
+        handler TEXT NOT NULL,
+        record BLOB NOT NULL,
+        PRIMARY KEY (event_id, handler)
+    ) WITHOUT ROWID;
+    """,
+    # 4: inbox leases, so that processes sharing a store never take the same entry
+    """
+    ALTER TABLE inbox ADD COLUMN leased_until REAL NOT NULL DEFAULT 0;
+    """,
+    # 5: dead letters found by event (the UI's event page) and by event type
+    """
+    ALTER TABLE dead_letters ADD COLUMN event_type TEXT;
+    CREATE INDEX dead_letters_by_event ON dead_letters (event_id);
+    CREATE INDEX dead_letters_by_type ON dead_letters (event_type, created_at DESC);
+    """,
+]
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Apply the migrations this database has not seen, each in its own transaction."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")

@@ -1,0 +1,64 @@
+"""Parked runs on SQLite."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+
+from bridge.store import rows
+from bridge.store.contracts import ParkedRun
+from bridge.store.sqlite.connection import SqliteConnection
+
+
+class SqliteParked(SqliteConnection):
+    """``ParkedRuns`` on SQLite: the run as JSON, due time and lease as columns."""
+
+    async def parked_put(self, runs: Sequence[ParkedRun]) -> None:
+        params = [(r.id, r.handler, r.due_at, rows.encode(asdict(r))) for r in runs]
+        await self._call(
+            lambda c: c.executemany(
+                "INSERT OR REPLACE INTO parked (id, handler, due_at, leased_until, record)"
+                " VALUES (?, ?, ?, 0, ?)",
+                params,
+            )
+        )
+
+    async def parked_claim(self, now: float, limit: int, lease: float) -> list[ParkedRun]:
+        def claim(conn: sqlite3.Connection) -> list[ParkedRun]:
+            found = conn.execute(
+                "SELECT id, record FROM parked WHERE due_at <= ? AND leased_until < ?"
+                " ORDER BY due_at LIMIT ?",
+                (now, now, limit),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE parked SET leased_until = ? WHERE id = ?",
+                [(now + lease, r[0]) for r in found],
+            )
+            return [rows.parked_run(r[1]) for r in found]
+
+        return await self._call(claim)
+
+    async def parked_done(self, ids: Iterable[str]) -> None:
+        params = [(i,) for i in ids]
+        await self._call(lambda c: c.executemany("DELETE FROM parked WHERE id = ?", params))
+
+    async def parked_lease(self, ids: Iterable[str] | None, until: float) -> None:
+        if ids is None:
+            await self._call(lambda c: c.execute("UPDATE parked SET leased_until = ?", (until,)))
+            return
+        params = [(until, i, until) for i in ids]
+        await self._call(
+            lambda c: c.executemany(
+                "UPDATE parked SET leased_until = ? WHERE id = ? AND (? = 0 OR leased_until > 0)",
+                params,
+            )
+        )
+
+    async def parked_list(self, limit: int = 100) -> list[ParkedRun]:
+        found = await self._call(
+            lambda c: c.execute(
+                "SELECT record FROM parked ORDER BY due_at LIMIT ?", (limit,)
+            ).fetchall()
+        )
+        return [rows.parked_run(r[0]) for r in found]
