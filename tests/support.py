@@ -33,6 +33,7 @@ from typing import Any
 import aiohttp
 import orjson
 import yaml
+from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,14 +178,7 @@ class BridgeProcess:
 
     async def ready(self) -> bool:
         """Whether /readyz answers 200 right now (False when it does not answer)."""
-        try:
-            async with (
-                aiohttp.ClientSession() as session,
-                session.get(f"{self.url}/readyz") as resp,
-            ):
-                return resp.status == 200
-        except aiohttp.ClientError:
-            return False
+        return await answers_200(f"{self.url}/readyz")
 
     async def dead_letters(self, **params: str) -> list[dict[str, Any]]:
         """The items of ``GET /v1/dead-letters`` with these query parameters."""
@@ -211,6 +205,42 @@ class BridgeProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "<no log>"
+
+
+async def answers_200(url: str, session: aiohttp.ClientSession | None = None) -> bool:
+    """Whether ``GET url`` answers 200 right now; False when the connection fails.
+
+    Uses ``session`` when given, else a session of its own.
+    """
+    try:
+        if session is not None:
+            async with session.get(url) as resp:
+                return resp.status == 200
+        async with aiohttp.ClientSession() as own, own.get(url) as resp:
+            return resp.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
+async def serve_posts(
+    routes: Mapping[str, Callable[[web.Request], Awaitable[web.StreamResponse]]],
+    port: int | None = None,
+    **runner_options: Any,
+) -> tuple[web.AppRunner, int]:
+    """Serve an aiohttp application answering POST on each of ``routes`` (path -> handler)
+    on 127.0.0.1 (on ``port``, else a free one); ``runner_options`` go to ``web.AppRunner``.
+
+    Returns:
+        The runner (``await runner.cleanup()`` stops it) and the port.
+    """
+    app = web.Application()
+    for path, handler in routes.items():
+        app.router.add_post(path, handler)
+    runner = web.AppRunner(app, **runner_options)
+    await runner.setup()
+    port = port or free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
 
 
 async def post_events(
