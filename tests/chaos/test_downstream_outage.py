@@ -49,6 +49,7 @@ from tests.support import (
     read_lines,
     recorder,
     recording_bridge,
+    serve_posts,
     until,
     write_config,
 )
@@ -112,12 +113,9 @@ class Application:
         return web.json_response({"ok": True})
 
     async def up(self) -> None:
-        app = web.Application()
-        app.router.add_post("/events", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.port).start()
-        self._runner = runner
+        self._runner, _ = await serve_posts(
+            {"/events": self._handle}, self.port, access_log=None, shutdown_timeout=0.5
+        )
 
     async def down(self) -> None:
         runner, self._runner = self._runner, None
