@@ -1,17 +1,19 @@
-"""The one harness of the e2e and chaos suites (integration tests use it too).
+"""The one harness of the e2e and chaos suites (some integration tests use it too).
 
-What every test that runs ``bridge run`` as a real process needs, in one place:
+What every test that runs ``bridge run`` as a real process needs, in one place, by section:
 
-* config builders: ``write_config`` (the top-level file) with ``kafka_connector``,
-  ``rabbitmq_connector``, ``sqs_connector`` and ``recorder`` (a python handler) for its
-  parts, and ``write_kafka_config`` (the Kafka suites' whole file);
-* the process: ``BridgeProcess`` (start, ``wait_ready``, ``kill``, ``terminate``,
-  ``stop``, metrics, dead letters), ``recording_bridge`` (one that records its runs),
-  ``died``, ``free_port``;
-* waiting: ``until``, the one poll loop with a deadline;
+* the process: ``free_port``, ``BridgeProcess`` (start, ``wait_ready``, ``kill``,
+  ``terminate``, ``stop``, metrics, ``ready``, ``dead_letters``), ``died``,
+  ``recording_bridge`` (one whose recorder handlers write a record file),
+  ``kafka_replicas``;
+* config: ``write_config`` (the file) with ``recorder``, ``rabbitmq_connector``,
+  ``sqs_connector`` and ``kafka_connector`` for its parts; ``write_kafka_config``;
+* HTTP: ``answers_200``, ``serve_posts`` (a local receiver), ``post_events``,
+  ``cloudevent``, ``signed_debezium``;
+* waiting: ``until``, the one poll loop with a deadline; ``sigkill_mid_stream``;
 * counting what ran: ``read_lines``, ``line_count``, ``executions``, ``seen``,
-  ``runs_by_event``, ``wait_all_ran``, and the SQLite store's ``query``,
-  ``inbox_pending``, ``ledger_succeeded``.
+  ``runs_by_event``, ``wait_all_ran``;
+* the SQLite store: ``query``, ``inbox_pending``, ``ledger_succeeded``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from standardwebhooks.webhooks import Webhook
 ROOT = Path(__file__).resolve().parent.parent
 RECORDER = "tests.apps.recorder"
 READY_WITHIN = 120.0  # a bridge starts in ~2 s; far slower on a machine busy with other tests
+
+# --------------------------------------------------------------------------- the process
 
 
 def free_port() -> int:
@@ -75,9 +79,12 @@ class BridgeProcess:
 
     @property
     def url(self) -> str:
+        """The server's base URL (``http://127.0.0.1:<port>``)."""
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        """Start the process (again), as the next generation (``BRIDGE_TEST_GENERATION``);
+        its output is appended to ``log_path``. Does not wait for it to be ready."""
         self.generation += 1
         env = {**self.env, "BRIDGE_TEST_GENERATION": str(self.generation)}
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child process owns it
@@ -201,243 +208,11 @@ class BridgeProcess:
         return None
 
     def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the process's log (``<no log>`` if it cannot be read)."""
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "<no log>"
-
-
-async def answers_200(url: str, session: aiohttp.ClientSession | None = None) -> bool:
-    """Whether ``GET url`` answers 200 right now; False when the connection fails.
-
-    Uses ``session`` when given, else a session of its own.
-    """
-    try:
-        if session is not None:
-            async with session.get(url) as resp:
-                return resp.status == 200
-        async with aiohttp.ClientSession() as own, own.get(url) as resp:
-            return resp.status == 200
-    except aiohttp.ClientError:
-        return False
-
-
-async def serve_posts(
-    routes: Mapping[str, Callable[[web.Request], Awaitable[web.StreamResponse]]],
-    port: int | None = None,
-    **runner_options: Any,
-) -> tuple[web.AppRunner, int]:
-    """Serve an aiohttp application answering POST on each of ``routes`` (path -> handler)
-    on 127.0.0.1 (on ``port``, else a free one); ``runner_options`` go to ``web.AppRunner``.
-
-    Returns:
-        The runner (``await runner.cleanup()`` stops it) and the port.
-    """
-    app = web.Application()
-    for path, handler in routes.items():
-        app.router.add_post(path, handler)
-    runner = web.AppRunner(app, **runner_options)
-    await runner.setup()
-    port = port or free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, port
-
-
-async def post_events(
-    session: aiohttp.ClientSession, url: str, events: list[dict[str, Any]]
-) -> tuple[int, Any]:
-    """POST a batch of CloudEvents to the event API; returns (status, JSON body)."""
-    async with session.post(
-        f"{url}/v1/events",
-        json=events,
-        headers={"content-type": "application/cloudevents-batch+json"},
-    ) as resp:
-        return resp.status, await resp.json(content_type=None)
-
-
-def cloudevent(event_id: str, event_type: str, data: Any, source: str = "test") -> dict[str, Any]:
-    """A structured CloudEvent (spec 1.0) as the event API takes it."""
-    return {
-        "specversion": "1.0",
-        "id": event_id,
-        "source": source,
-        "type": event_type,
-        "data": data,
-    }
-
-
-def signed_debezium(n: int, key: str, first_lsn: int) -> tuple[bytes, dict[str, str]]:
-    """A Debezium insert into ``shop.public.products`` (row ``n``, LSN ``first_lsn + n``),
-    signed for Standard Webhooks with ``key`` (a fresh timestamp each call).
-
-    Returns:
-        The body, and the ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature``
-        headers.
-    """
-    change = {
-        "before": None,
-        "after": {"id": n, "sku": f"sku-{n}"},
-        "source": {
-            "connector": "postgresql",
-            "db": "shop",
-            "schema": "public",
-            "table": "products",
-            "lsn": first_lsn + n,
-            "ts_ms": 1700000000000 + n,
-        },
-        "op": "c",
-        "ts_ms": 1700000000000 + n,
-    }
-    body = orjson.dumps({"schema": {"type": "struct"}, "payload": change})
-    msg_id = f"msg_{n}"
-    moment = datetime.now(UTC)
-    headers = {
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(int(moment.timestamp())),
-        "webhook-signature": Webhook(key).sign(msg_id, moment, body.decode()),
-    }
-    return body, headers
-
-
-def read_lines(path: Path) -> list[str]:
-    """The complete lines of a file that another process appends to (a torn last line is dropped)."""
-    if not path.exists():
-        return []
-    text = path.read_text()
-    lines = text.split("\n")
-    return [line for line in lines[:-1] if line]
-
-
-def executions(record: Path) -> dict[str, list[tuple[int, str]]]:
-    """handler -> [(generation, key)] for every execution recorded by tests.apps.recorder, in order."""
-    out: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    for line in read_lines(record):
-        generation, handler, _event, _attempt, key = line.split(" ")
-        out[handler].append((int(generation), key))
-    return out
-
-
-def seen(record: Path, handler: str) -> set[str]:
-    """The keys ``handler`` has run for."""
-    return {key for _, key in executions(record)[handler]}
-
-
-async def until(
-    check: Callable[[], bool | Awaitable[bool]],
-    within: float,
-    what: str,
-    *,
-    every: float = 0.1,
-    watch: Iterable[BridgeProcess] = (),
-) -> float:
-    """Poll ``check()`` every ``every`` seconds until it holds; return the seconds it took.
-
-    Raises:
-        AssertionError: after ``within`` seconds, saying ``what`` did not happen (with the
-            log tails of the ``watch`` bridges), or at once when one of the ``watch``
-            bridges has exited. ``watch`` is read at every poll, so a list the caller
-            changes meanwhile is followed.
-    """
-    start = time.monotonic()
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return time.monotonic() - start
-        problem = died(*watch)
-        if problem is not None:
-            raise AssertionError(f"{problem}\n(while waiting for {what})")
-        if time.monotonic() - start > within:
-            tails = "".join(f"\n---\n{proc.log_tail()}" for proc in watch)
-            raise AssertionError(f"timed out after {within}s waiting for {what}{tails}")
-        await asyncio.sleep(every)
-
-
-async def sigkill_mid_stream(
-    proc: BridgeProcess, record: Path, total: int, handlers: Sequence[str] = ("a", "b")
-) -> dict[str, int]:
-    """The SIGKILL scenario on a started bridge whose messages carry the keys ``0..total-1``.
-
-    Waits until it is ready and its first handler has run a third of the keys (120 s),
-    SIGKILLs it, restarts it, and waits until every handler has run every key (180 s).
-
-    Returns:
-        handler -> how many distinct keys it had run at the kill.
-
-    Raises:
-        AssertionError: from ``until`` when a wait runs out.
-    """
-    await proc.wait_ready()
-    await until(lambda: len(seen(record, handlers[0])) >= total // 3, 120, "a third processed")
-    proc.kill()
-    done_before = {h: len(set(v)) for h, v in executions(record).items()}
-    proc.start()
-    await proc.wait_ready()
-    everything = {str(n) for n in range(total)}
-    await until(
-        lambda: all(seen(record, h) == everything for h in handlers),
-        180,
-        "every message processed by every handler after the restart",
-    )
-    return done_before
-
-
-def line_count(*paths: Path) -> int:
-    """Complete lines in the files so far (cheap: no parsing; a missing file counts 0)."""
-    total = 0
-    for path in paths:
-        try:
-            total += path.read_bytes().count(b"\n")
-        except FileNotFoundError:
-            continue
-    return total
-
-
-def runs_by_event(record: Path) -> Counter[tuple[str, str]]:
-    """How many times each (handler, event id) ran, from a recorder's file."""
-    out: Counter[tuple[str, str]] = Counter()
-    for line in read_lines(record):
-        _, handler, event_id, *_ = line.split(" ")
-        out[(handler, event_id)] += 1
-    return out
-
-
-async def wait_all_ran(
-    record: Path, db: Path, accepted: Collection[str], handlers: Sequence[str], within: float
-) -> Counter[tuple[str, str]]:
-    """Wait until every accepted event ran on every handler and the SQLite inbox at ``db``
-    has nothing pending, or ``within`` seconds passed; return ``runs_by_event`` then.
-
-    Never raises on the deadline: the caller asserts on what it returns.
-    """
-    deadline = time.monotonic() + within
-    while True:
-        runs = runs_by_event(record)
-        missing = [(h, e) for e in accepted for h in handlers if runs[(h, e)] == 0]
-        if (not missing and inbox_pending(db) == 0) or time.monotonic() > deadline:
-            return runs
-        await asyncio.sleep(0.25)
-
-
-# --------------------------------------------------------------------------- the SQLite store
-
-
-def query(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    """The rows of one SQL query on a SQLite store file."""
-    with sqlite3.connect(db) as conn:
-        return conn.execute(sql, params).fetchall()
-
-
-def inbox_pending(db: Path) -> int:
-    """Inbox entries not done yet in a SQLite store."""
-    return int(query(db, "SELECT COUNT(*) FROM inbox WHERE done_at IS NULL")[0][0])
-
-
-def ledger_succeeded(db: Path) -> set[tuple[str, str]]:
-    """(handler, event id) of every branch the SQLite store's ledger holds as succeeded."""
-    rows = query(db, "SELECT handler, event_id FROM ledger WHERE status = 'succeeded'")
-    return {(h, e) for h, e in rows}
 
 
 def died(*procs: BridgeProcess) -> str | None:
@@ -458,6 +233,21 @@ def recording_bridge(
     """
     record = workdir / record_name
     return BridgeProcess(config, workdir, env={"BRIDGE_TEST_RECORD": str(record), **env}), record
+
+
+def kafka_replicas(
+    root: Path, names: Iterable[str], env: Mapping[str, str] | None = None, **config: Any
+) -> list[BridgeProcess]:
+    """One ``BridgeProcess`` (not started) per name: each in a directory ``root/<name>`` of its
+    own, with its own config there (``write_kafka_config(**config)``) and its recorder
+    writing ``root/<name>/record.txt``; ``env`` adds environment variables to each."""
+    procs = []
+    for name in names:
+        workdir = root / name
+        workdir.mkdir()
+        path = write_kafka_config(workdir, **config)
+        procs.append(recording_bridge(path, workdir, **(env or {}))[0])
+    return procs
 
 
 # --------------------------------------------------------------------------- config
@@ -592,16 +382,243 @@ def write_kafka_config(
     )
 
 
-def kafka_replicas(
-    root: Path, names: Iterable[str], env: Mapping[str, str] | None = None, **config: Any
-) -> list[BridgeProcess]:
-    """One ``BridgeProcess`` (not started) per name: each in a directory ``root/<name>`` of its
-    own, with its own config there (``write_kafka_config(**config)``) and its recorder
-    writing ``root/<name>/record.txt``; ``env`` adds environment variables to each."""
-    procs = []
-    for name in names:
-        workdir = root / name
-        workdir.mkdir()
-        path = write_kafka_config(workdir, **config)
-        procs.append(recording_bridge(path, workdir, **(env or {}))[0])
-    return procs
+# --------------------------------------------------------------------------- HTTP
+
+
+async def answers_200(url: str, session: aiohttp.ClientSession | None = None) -> bool:
+    """Whether ``GET url`` answers 200 right now; False when the connection fails.
+
+    Uses ``session`` when given, else a session of its own.
+    """
+    try:
+        if session is not None:
+            async with session.get(url) as resp:
+                return resp.status == 200
+        async with aiohttp.ClientSession() as own, own.get(url) as resp:
+            return resp.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
+async def serve_posts(
+    routes: Mapping[str, Callable[[web.Request], Awaitable[web.StreamResponse]]],
+    port: int | None = None,
+    **runner_options: Any,
+) -> tuple[web.AppRunner, int]:
+    """Serve an aiohttp application answering POST on each of ``routes`` (path -> handler)
+    on 127.0.0.1 (on ``port``, else a free one); ``runner_options`` go to ``web.AppRunner``.
+
+    Returns:
+        The runner (``await runner.cleanup()`` stops it) and the port.
+    """
+    app = web.Application()
+    for path, handler in routes.items():
+        app.router.add_post(path, handler)
+    runner = web.AppRunner(app, **runner_options)
+    await runner.setup()
+    port = port or free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
+
+
+async def post_events(
+    session: aiohttp.ClientSession, url: str, events: list[dict[str, Any]]
+) -> tuple[int, Any]:
+    """POST a batch of CloudEvents to the event API; returns (status, JSON body)."""
+    async with session.post(
+        f"{url}/v1/events",
+        json=events,
+        headers={"content-type": "application/cloudevents-batch+json"},
+    ) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+def cloudevent(event_id: str, event_type: str, data: Any, source: str = "test") -> dict[str, Any]:
+    """A structured CloudEvent (spec 1.0) as the event API takes it."""
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": source,
+        "type": event_type,
+        "data": data,
+    }
+
+
+def signed_debezium(n: int, key: str, first_lsn: int) -> tuple[bytes, dict[str, str]]:
+    """A Debezium insert into ``shop.public.products`` (row ``n``, LSN ``first_lsn + n``),
+    signed for Standard Webhooks with ``key`` (a fresh timestamp each call).
+
+    Returns:
+        The body, and the ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature``
+        headers.
+    """
+    change = {
+        "before": None,
+        "after": {"id": n, "sku": f"sku-{n}"},
+        "source": {
+            "connector": "postgresql",
+            "db": "shop",
+            "schema": "public",
+            "table": "products",
+            "lsn": first_lsn + n,
+            "ts_ms": 1700000000000 + n,
+        },
+        "op": "c",
+        "ts_ms": 1700000000000 + n,
+    }
+    body = orjson.dumps({"schema": {"type": "struct"}, "payload": change})
+    msg_id = f"msg_{n}"
+    moment = datetime.now(UTC)
+    headers = {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(moment.timestamp())),
+        "webhook-signature": Webhook(key).sign(msg_id, moment, body.decode()),
+    }
+    return body, headers
+
+
+# --------------------------------------------------------------------------- waiting
+
+
+async def until(
+    check: Callable[[], bool | Awaitable[bool]],
+    within: float,
+    what: str,
+    *,
+    every: float = 0.1,
+    watch: Iterable[BridgeProcess] = (),
+) -> float:
+    """Poll ``check()`` every ``every`` seconds until it holds; return the seconds it took.
+
+    Raises:
+        AssertionError: after ``within`` seconds, saying ``what`` did not happen (with the
+            log tails of the ``watch`` bridges), or at once when one of the ``watch``
+            bridges has exited. ``watch`` is read at every poll, so a list the caller
+            changes meanwhile is followed.
+    """
+    start = time.monotonic()
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return time.monotonic() - start
+        problem = died(*watch)
+        if problem is not None:
+            raise AssertionError(f"{problem}\n(while waiting for {what})")
+        if time.monotonic() - start > within:
+            tails = "".join(f"\n---\n{proc.log_tail()}" for proc in watch)
+            raise AssertionError(f"timed out after {within}s waiting for {what}{tails}")
+        await asyncio.sleep(every)
+
+
+async def sigkill_mid_stream(
+    proc: BridgeProcess, record: Path, total: int, handlers: Sequence[str] = ("a", "b")
+) -> dict[str, int]:
+    """The SIGKILL scenario on a started bridge whose messages carry the keys ``0..total-1``.
+
+    Waits until it is ready and its first handler has run a third of the keys (120 s),
+    SIGKILLs it, restarts it, and waits until every handler has run every key (180 s).
+
+    Returns:
+        handler -> how many distinct keys it had run at the kill.
+
+    Raises:
+        AssertionError: from ``until`` when a wait runs out.
+    """
+    await proc.wait_ready()
+    await until(lambda: len(seen(record, handlers[0])) >= total // 3, 120, "a third processed")
+    proc.kill()
+    done_before = {h: len(set(v)) for h, v in executions(record).items()}
+    proc.start()
+    await proc.wait_ready()
+    everything = {str(n) for n in range(total)}
+    await until(
+        lambda: all(seen(record, h) == everything for h in handlers),
+        180,
+        "every message processed by every handler after the restart",
+    )
+    return done_before
+
+
+# --------------------------------------------------------------------------- counting what ran
+
+
+def read_lines(path: Path) -> list[str]:
+    """The complete lines of a file that another process appends to (a torn last line is dropped)."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    lines = text.split("\n")
+    return [line for line in lines[:-1] if line]
+
+
+def line_count(*paths: Path) -> int:
+    """Complete lines in the files so far (cheap: no parsing; a missing file counts 0)."""
+    total = 0
+    for path in paths:
+        try:
+            total += path.read_bytes().count(b"\n")
+        except FileNotFoundError:
+            continue
+    return total
+
+
+def executions(record: Path) -> dict[str, list[tuple[int, str]]]:
+    """handler -> [(generation, key)] for every execution recorded by tests.apps.recorder, in order."""
+    out: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for line in read_lines(record):
+        generation, handler, _event, _attempt, key = line.split(" ")
+        out[handler].append((int(generation), key))
+    return out
+
+
+def seen(record: Path, handler: str) -> set[str]:
+    """The keys ``handler`` has run for."""
+    return {key for _, key in executions(record)[handler]}
+
+
+def runs_by_event(record: Path) -> Counter[tuple[str, str]]:
+    """How many times each (handler, event id) ran, from a recorder's file."""
+    out: Counter[tuple[str, str]] = Counter()
+    for line in read_lines(record):
+        _, handler, event_id, *_ = line.split(" ")
+        out[(handler, event_id)] += 1
+    return out
+
+
+async def wait_all_ran(
+    record: Path, db: Path, accepted: Collection[str], handlers: Sequence[str], within: float
+) -> Counter[tuple[str, str]]:
+    """Wait until every accepted event ran on every handler and the SQLite inbox at ``db``
+    has nothing pending, or ``within`` seconds passed; return ``runs_by_event`` then.
+
+    Never raises on the deadline: the caller asserts on what it returns.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        runs = runs_by_event(record)
+        missing = [(h, e) for e in accepted for h in handlers if runs[(h, e)] == 0]
+        if (not missing and inbox_pending(db) == 0) or time.monotonic() > deadline:
+            return runs
+        await asyncio.sleep(0.25)
+
+
+# --------------------------------------------------------------------------- the SQLite store
+
+
+def query(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """The rows of one SQL query on a SQLite store file."""
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def inbox_pending(db: Path) -> int:
+    """Inbox entries not done yet in a SQLite store."""
+    return int(query(db, "SELECT COUNT(*) FROM inbox WHERE done_at IS NULL")[0][0])
+
+
+def ledger_succeeded(db: Path) -> set[tuple[str, str]]:
+    """(handler, event id) of every branch the SQLite store's ledger holds as succeeded."""
+    rows = query(db, "SELECT handler, event_id FROM ledger WHERE status = 'succeeded'")
+    return {(h, e) for h, e in rows}
