@@ -1,4 +1,20 @@
-"""Helpers for tests that run the ``bridge`` command as a real process."""
+"""The one harness of the e2e and chaos suites (some integration tests use it too).
+
+What every test that runs ``bridge run`` as a real process needs, in one place, by section:
+
+* the process: ``free_port``, ``BridgeProcess`` (start, ``wait_ready``, ``kill``,
+  ``terminate``, ``stop``, metrics, ``ready``, ``dead_letters``), ``died``,
+  ``recording_bridge`` (one whose recorder handlers write a record file),
+  ``kafka_replicas``;
+* config: ``write_config`` (the file) with ``recorder``, ``rabbitmq_connector``,
+  ``sqs_connector`` and ``kafka_connector`` for its parts; ``write_kafka_config``;
+* HTTP: ``answers_200``, ``serve_posts`` (a local receiver), ``post_events``,
+  ``cloudevent``, ``signed_debezium``;
+* waiting: ``until``, the one poll loop with a deadline; ``sigkill_mid_stream``;
+* counting what ran: ``read_lines``, ``line_count``, ``executions``, ``seen``,
+  ``runs_by_event``, ``wait_all_ran``;
+* the SQLite store: ``query``, ``inbox_pending``, ``ledger_succeeded``.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +22,27 @@ import asyncio
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
-from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
+import yaml
+from aiohttp import web
+from standardwebhooks.webhooks import Webhook
 
 ROOT = Path(__file__).resolve().parent.parent
+RECORDER = "tests.apps.recorder"
+READY_WITHIN = 120.0  # a bridge starts in ~2 s; far slower on a machine busy with other tests
+
+# --------------------------------------------------------------------------- the process
 
 
 def free_port() -> int:
@@ -53,9 +79,12 @@ class BridgeProcess:
 
     @property
     def url(self) -> str:
+        """The server's base URL (``http://127.0.0.1:<port>``)."""
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        """Start the process (again), as the next generation (``BRIDGE_TEST_GENERATION``);
+        its output is appended to ``log_path``. Does not wait for it to be ready."""
         self.generation += 1
         env = {**self.env, "BRIDGE_TEST_GENERATION": str(self.generation)}
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child process owns it
@@ -154,11 +183,242 @@ class BridgeProcess:
                 )
             await asyncio.sleep(0.1)
 
+    async def ready(self) -> bool:
+        """Whether /readyz answers 200 right now (False when it does not answer)."""
+        return await answers_200(f"{self.url}/readyz")
+
+    async def dead_letters(self, **params: str) -> list[dict[str, Any]]:
+        """The items of ``GET /v1/dead-letters`` with these query parameters."""
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{self.url}/v1/dead-letters", params=params) as resp,
+        ):
+            items: list[dict[str, Any]] = (await resp.json())["items"]
+            return items
+
+    async def metrics_have(self, line: str) -> bool:
+        """Whether ``line`` stands in /metrics right now."""
+        async with aiohttp.ClientSession() as session, session.get(f"{self.url}/metrics") as resp:
+            return line in (await resp.text())
+
+    def exit_reason(self) -> str | None:
+        """Why the process is gone (its exit code and log tail), or None while it runs."""
+        if self.proc is not None and self.proc.poll() is not None:
+            return f"bridge exited ({self.proc.returncode}):\n{self.log_tail()}"
+        return None
+
     def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the process's log (``<no log>`` if it cannot be read)."""
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "<no log>"
+
+
+def died(*procs: BridgeProcess) -> str | None:
+    """The first of ``procs`` that has exited, as ``BridgeProcess.exit_reason`` says; else None."""
+    for proc in procs:
+        reason = proc.exit_reason()
+        if reason is not None:
+            return reason
+    return None
+
+
+def recording_bridge(
+    config: Path, workdir: Path, record_name: str = "record.txt", **env: str
+) -> tuple[BridgeProcess, Path]:
+    """A ``BridgeProcess`` (not started) whose recorder handlers append to ``workdir/record_name``.
+
+    ``env`` adds environment variables; returns the process and the record file.
+    """
+    record = workdir / record_name
+    return BridgeProcess(config, workdir, env={"BRIDGE_TEST_RECORD": str(record), **env}), record
+
+
+def kafka_replicas(
+    root: Path, names: Iterable[str], env: Mapping[str, str] | None = None, **config: Any
+) -> list[BridgeProcess]:
+    """One ``BridgeProcess`` (not started) per name: each in a directory ``root/<name>`` of its
+    own, with its own config there (``write_kafka_config(**config)``) and its recorder
+    writing ``root/<name>/record.txt``; ``env`` adds environment variables to each."""
+    procs = []
+    for name in names:
+        workdir = root / name
+        workdir.mkdir()
+        path = write_kafka_config(workdir, **config)
+        procs.append(recording_bridge(path, workdir, **(env or {}))[0])
+    return procs
+
+
+# --------------------------------------------------------------------------- config
+
+
+def write_config(
+    directory: Path,
+    *,
+    handlers: list[dict[str, Any]],
+    connectors: Mapping[str, Any] | None = None,
+    store: str | None = None,
+    drain_timeout: str = "5s",
+    events: Mapping[str, Any] | None = None,
+    file_name: str = "bridge.yaml",
+    **top: Any,
+) -> Path:
+    """Write a bridge config file into ``directory``; return its path.
+
+    Args:
+        handlers: the ``handlers`` list.
+        connectors: the ``connectors`` mapping (left out when None).
+        store: the store URL (default: SQLite ``directory/state.db``).
+        drain_timeout: the top-level ``drain_timeout``.
+        events: the ``events`` catalog (default: ``test/*`` without a schema).
+        file_name: the file's name in ``directory``.
+        top: further top-level keys (``telemetry``, ``server``, ``defaults``, ...).
+    """
+    config: dict[str, Any] = {
+        "version": 1,
+        "store": store or f"sqlite:///{directory}/state.db",
+        "drain_timeout": drain_timeout,
+        **top,
+        "events": dict(events or {"test/*": {"schema": "none"}}),
+    }
+    if connectors is not None:
+        config["connectors"] = dict(connectors)
+    config["handlers"] = handlers
+    path = directory / file_name
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def recorder(
+    handler_id: str, function: str = "record", *, on: Any = "test/item", **extra: Any
+) -> dict[str, Any]:
+    """A python handler running ``tests.apps.recorder:<function>`` on ``on``; ``extra`` adds keys."""
+    return {
+        "id": handler_id,
+        "on": on,
+        "type": "python",
+        "function": f"{RECORDER}:{function}",
+        **extra,
+    }
+
+
+def rabbitmq_connector(url: str, queue: str, **consume: Any) -> dict[str, Any]:
+    """A RabbitMQ connector consuming ``queue`` as events ``test/item`` (reconnecting every
+    500 ms); ``consume`` adds to (or overrides) its ``consume`` block."""
+    return {
+        "type": "rabbitmq",
+        "url": url,
+        "reconnect_interval": "500ms",
+        "consume": {"queue": queue, "event": {"type": "test/item"}, **consume},
+    }
+
+
+def sqs_connector(queue: str, **consume: Any) -> dict[str, Any]:
+    """An SQS connector on ``${SQS_ENDPOINT}`` consuming ``queue`` as events ``test/item``
+    (long polls of 2 s, depth every 1 s); ``consume`` adds to (or overrides) its ``consume``."""
+    return {
+        "type": "sqs",
+        "endpoint_url": "${SQS_ENDPOINT}",
+        "consume": {
+            "queue": queue,
+            "wait_time_seconds": 2,
+            "depth_interval": "1s",
+            "event": {"type": "test/item"},
+            **consume,
+        },
+    }
+
+
+def kafka_connector(bootstrap: str, topic: str, group: str, **consume: Any) -> dict[str, Any]:
+    """A Kafka connector consuming ``topic`` in ``group`` from the earliest offset as events
+    ``test/msg``, with short session, heartbeat, commit and fetch intervals; ``consume``
+    adds to (or overrides) its ``consume`` block."""
+    return {
+        "type": "kafka",
+        "bootstrap_servers": bootstrap,
+        "consume": {
+            "topics": [topic],
+            "group_id": group,
+            "start_from": "earliest",
+            "session_timeout": "3s",
+            "heartbeat_interval": "1s",
+            "commit_interval": "500ms",
+            "fetch_max_wait": "100ms",
+            "event": {"type": "test/msg"},
+            **consume,
+        },
+    }
+
+
+def write_kafka_config(
+    directory: Path,
+    *,
+    bootstrap: str,
+    topic: str,
+    group: str,
+    handlers: list[dict[str, Any]],
+    consume: Mapping[str, Any] | None = None,
+    connectors: Mapping[str, Any] | None = None,
+    drain_timeout: str = "20s",
+    **top: Any,
+) -> Path:
+    """A config with one Kafka connector ``in`` (``kafka_connector``) and ``connectors``,
+    the given handlers, a SQLite store in ``directory`` (unless ``store=`` says otherwise)
+    and commit/rebalance lines logged (JSON, ``connectors.kafka`` at DEBUG); ``top`` goes
+    to ``write_config``."""
+    return write_config(
+        directory,
+        handlers=handlers,
+        connectors={
+            "in": kafka_connector(bootstrap, topic, group, **(consume or {})),
+            **(connectors or {}),
+        },
+        drain_timeout=drain_timeout,
+        telemetry={
+            "logs": {"format": "json", "level": "INFO", "levels": {"connectors.kafka": "DEBUG"}}
+        },
+        **top,
+    )
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+async def answers_200(url: str, session: aiohttp.ClientSession | None = None) -> bool:
+    """Whether ``GET url`` answers 200 right now; False when the connection fails.
+
+    Uses ``session`` when given, else a session of its own.
+    """
+    try:
+        if session is not None:
+            async with session.get(url) as resp:
+                return resp.status == 200
+        async with aiohttp.ClientSession() as own, own.get(url) as resp:
+            return resp.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
+async def serve_posts(
+    routes: Mapping[str, Callable[[web.Request], Awaitable[web.StreamResponse]]],
+    port: int | None = None,
+    **runner_options: Any,
+) -> tuple[web.AppRunner, int]:
+    """Serve an aiohttp application answering POST on each of ``routes`` (path -> handler)
+    on 127.0.0.1 (on ``port``, else a free one); ``runner_options`` go to ``web.AppRunner``.
+
+    Returns:
+        The runner (``await runner.cleanup()`` stops it) and the port.
+    """
+    app = web.Application()
+    for path, handler in routes.items():
+        app.router.add_post(path, handler)
+    runner = web.AppRunner(app, **runner_options)
+    await runner.setup()
+    port = port or free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
 
 
 async def post_events(
@@ -173,6 +433,117 @@ async def post_events(
         return resp.status, await resp.json(content_type=None)
 
 
+def cloudevent(event_id: str, event_type: str, data: Any, source: str = "test") -> dict[str, Any]:
+    """A structured CloudEvent (spec 1.0) as the event API takes it."""
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": source,
+        "type": event_type,
+        "data": data,
+    }
+
+
+def signed_debezium(n: int, key: str, first_lsn: int) -> tuple[bytes, dict[str, str]]:
+    """A Debezium insert into ``shop.public.products`` (row ``n``, LSN ``first_lsn + n``),
+    signed for Standard Webhooks with ``key`` (a fresh timestamp each call).
+
+    Returns:
+        The body, and the ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature``
+        headers.
+    """
+    change = {
+        "before": None,
+        "after": {"id": n, "sku": f"sku-{n}"},
+        "source": {
+            "connector": "postgresql",
+            "db": "shop",
+            "schema": "public",
+            "table": "products",
+            "lsn": first_lsn + n,
+            "ts_ms": 1700000000000 + n,
+        },
+        "op": "c",
+        "ts_ms": 1700000000000 + n,
+    }
+    body = orjson.dumps({"schema": {"type": "struct"}, "payload": change})
+    msg_id = f"msg_{n}"
+    moment = datetime.now(UTC)
+    headers = {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(moment.timestamp())),
+        "webhook-signature": Webhook(key).sign(msg_id, moment, body.decode()),
+    }
+    return body, headers
+
+
+# --------------------------------------------------------------------------- waiting
+
+
+async def until(
+    check: Callable[[], bool | Awaitable[bool]],
+    within: float,
+    what: str,
+    *,
+    every: float = 0.1,
+    watch: Iterable[BridgeProcess] = (),
+) -> float:
+    """Poll ``check()`` every ``every`` seconds until it holds; return the seconds it took.
+
+    Raises:
+        AssertionError: after ``within`` seconds, saying ``what`` did not happen (with the
+            log tails of the ``watch`` bridges), or at once when one of the ``watch``
+            bridges has exited. ``watch`` is read at every poll, so a list the caller
+            changes meanwhile is followed.
+    """
+    start = time.monotonic()
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return time.monotonic() - start
+        problem = died(*watch)
+        if problem is not None:
+            raise AssertionError(f"{problem}\n(while waiting for {what})")
+        if time.monotonic() - start > within:
+            tails = "".join(f"\n---\n{proc.log_tail()}" for proc in watch)
+            raise AssertionError(f"timed out after {within}s waiting for {what}{tails}")
+        await asyncio.sleep(every)
+
+
+async def sigkill_mid_stream(
+    proc: BridgeProcess, record: Path, total: int, handlers: Sequence[str] = ("a", "b")
+) -> dict[str, int]:
+    """The SIGKILL scenario on a started bridge whose messages carry the keys ``0..total-1``.
+
+    Waits until it is ready and its first handler has run a third of the keys (120 s),
+    SIGKILLs it, restarts it, and waits until every handler has run every key (180 s).
+
+    Returns:
+        handler -> how many distinct keys it had run at the kill.
+
+    Raises:
+        AssertionError: from ``until`` when a wait runs out.
+    """
+    await proc.wait_ready()
+    await until(lambda: len(seen(record, handlers[0])) >= total // 3, 120, "a third processed")
+    proc.kill()
+    done_before = {h: len(set(v)) for h, v in executions(record).items()}
+    proc.start()
+    await proc.wait_ready()
+    everything = {str(n) for n in range(total)}
+    await until(
+        lambda: all(seen(record, h) == everything for h in handlers),
+        180,
+        "every message processed by every handler after the restart",
+    )
+    return done_before
+
+
+# --------------------------------------------------------------------------- counting what ran
+
+
 def read_lines(path: Path) -> list[str]:
     """The complete lines of a file that another process appends to (a torn last line is dropped)."""
     if not path.exists():
@@ -180,6 +551,17 @@ def read_lines(path: Path) -> list[str]:
     text = path.read_text()
     lines = text.split("\n")
     return [line for line in lines[:-1] if line]
+
+
+def line_count(*paths: Path) -> int:
+    """Complete lines in the files so far (cheap: no parsing; a missing file counts 0)."""
+    total = 0
+    for path in paths:
+        try:
+            total += path.read_bytes().count(b"\n")
+        except FileNotFoundError:
+            continue
+    return total
 
 
 def executions(record: Path) -> dict[str, list[tuple[int, str]]]:
@@ -196,16 +578,47 @@ def seen(record: Path, handler: str) -> set[str]:
     return {key for _, key in executions(record)[handler]}
 
 
-async def until(check: Callable[[], bool | Awaitable[bool]], within: float, what: str) -> None:
-    """Wait until ``check()`` holds; fail after ``within`` seconds saying what did not happen."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
+def runs_by_event(record: Path) -> Counter[tuple[str, str]]:
+    """How many times each (handler, event id) ran, from a recorder's file."""
+    out: Counter[tuple[str, str]] = Counter()
+    for line in read_lines(record):
+        _, handler, event_id, *_ = line.split(" ")
+        out[(handler, event_id)] += 1
+    return out
+
+
+async def wait_all_ran(
+    record: Path, db: Path, accepted: Collection[str], handlers: Sequence[str], within: float
+) -> Counter[tuple[str, str]]:
+    """Wait until every accepted event ran on every handler and the SQLite inbox at ``db``
+    has nothing pending, or ``within`` seconds passed; return ``runs_by_event`` then.
+
+    Never raises on the deadline: the caller asserts on what it returns.
+    """
+    deadline = time.monotonic() + within
     while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} within {within}s")
-        await asyncio.sleep(0.1)
+        runs = runs_by_event(record)
+        missing = [(h, e) for e in accepted for h in handlers if runs[(h, e)] == 0]
+        if (not missing and inbox_pending(db) == 0) or time.monotonic() > deadline:
+            return runs
+        await asyncio.sleep(0.25)
+
+
+# --------------------------------------------------------------------------- the SQLite store
+
+
+def query(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """The rows of one SQL query on a SQLite store file."""
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def inbox_pending(db: Path) -> int:
+    """Inbox entries not done yet in a SQLite store."""
+    return int(query(db, "SELECT COUNT(*) FROM inbox WHERE done_at IS NULL")[0][0])
+
+
+def ledger_succeeded(db: Path) -> set[tuple[str, str]]:
+    """(handler, event id) of every branch the SQLite store's ledger holds as succeeded."""
+    rows = query(db, "SELECT handler, event_id FROM ledger WHERE status = 'succeeded'")
+    return {(h, e) for h, e in rows}

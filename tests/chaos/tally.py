@@ -3,30 +3,17 @@
 A record line is ``<generation> <handler> <event id> <attempt> <seq>`` (see
 ``tests.chaos.handlers`` and ``tests.apps.recorder``). Every scenario sends messages
 ``{"seq": n}`` for ``n`` in ``range(sent)``; these helpers turn the lines into the
-figures of a ``ChaosReport``.
+figures of a ``ChaosReport``. Waiting, and cheap line counts, are in ``tests.support``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support import read_lines
-
-
-def line_count(*paths: Path) -> int:
-    """Complete lines in the files so far (cheap: no parsing)."""
-    total = 0
-    for path in paths:
-        try:
-            total += path.read_bytes().count(b"\n")
-        except FileNotFoundError:
-            continue
-    return total
 
 
 @dataclass
@@ -78,33 +65,3 @@ class Tally:
                 bad += 1
             last[key] = offset
         return bad
-
-
-async def wait_for(
-    check: Callable[[], bool | Awaitable[bool]],
-    within: float,
-    what: str,
-    *,
-    every: float = 0.2,
-    alive: Callable[[], str | None] = lambda: None,
-) -> float:
-    """Poll ``check`` until it holds; returns the seconds it took.
-
-    ``alive()`` returns a reason to give up early (a process died), else None.
-    """
-    start = time.monotonic()
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return time.monotonic() - start
-        problem = alive()
-        if problem is not None:
-            raise AssertionError(f"{problem} while waiting for {what}")
-        if time.monotonic() - start > within:
-            raise AssertionError(f"no {what} within {within}s")
-        await asyncio.sleep(every)
-
-
-READY_WITHIN = 120.0  # a bridge starts in ~2 s; far slower on a machine busy with other tests

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -37,12 +36,23 @@ import aiohttp
 import orjson
 import psutil
 import pytest
-import yaml
 from aiohttp import web
 
 from tests.chaos.report import ChaosReport
 from tests.conftest import CHAOS_FULL
-from tests.support import BridgeProcess, free_port, post_events, read_lines, until
+from tests.support import (
+    cloudevent,
+    free_port,
+    inbox_pending,
+    post_events,
+    query,
+    read_lines,
+    recorder,
+    recording_bridge,
+    serve_posts,
+    until,
+    write_config,
+)
 
 RATE = 50  # events per second
 WARM = 10.0 if CHAOS_FULL else 2.0
@@ -103,12 +113,9 @@ class Application:
         return web.json_response({"ok": True})
 
     async def up(self) -> None:
-        app = web.Application()
-        app.router.add_post("/events", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.port).start()
-        self._runner = runner
+        self._runner, _ = await serve_posts(
+            {"/events": self._handle}, self.port, access_log=None, shutdown_timeout=0.5
+        )
 
     async def down(self) -> None:
         runner, self._runner = self._runner, None
@@ -117,39 +124,27 @@ class Application:
 
 
 def config(tmp_path: Path, port: int, variant: Variant) -> Path:
-    cfg: dict[str, Any] = {
-        "version": 1,
-        "store": f"sqlite:///{tmp_path}/state.db",
-        "drain_timeout": "5s",
-        "defaults": {"inline_retry_limit": f"{variant.inline_retry_limit}s"},
-        "telemetry": {"logs": {"format": "json", "level": "ERROR"}},
-        "server": {"api": {"max_in_flight": MAX_IN_FLIGHT}},
-        "events": {"order/*": {"schema": "none"}},
-        "handlers": [
-            {
-                "id": "app",
-                "on": "order/*",
-                "type": "http",
-                "url": f"http://127.0.0.1:{port}/events",
-                "retry": {
-                    "attempts": variant.attempts,
-                    "backoff": "exponential",
-                    "min_delay": f"{variant.min_delay}s",
-                    "max_delay": f"{variant.max_delay}s",
-                },
-                "timeout": f"{TIMEOUT}s",
-            },
-            {
-                "id": "audit",
-                "on": "order/*",
-                "type": "python",
-                "function": "tests.apps.recorder:record",
-            },
-        ],
+    app = {
+        "id": "app",
+        "on": "order/*",
+        "type": "http",
+        "url": f"http://127.0.0.1:{port}/events",
+        "retry": {
+            "attempts": variant.attempts,
+            "backoff": "exponential",
+            "min_delay": f"{variant.min_delay}s",
+            "max_delay": f"{variant.max_delay}s",
+        },
+        "timeout": f"{TIMEOUT}s",
     }
-    path = tmp_path / "bridge.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
+    return write_config(
+        tmp_path,
+        defaults={"inline_retry_limit": f"{variant.inline_retry_limit}s"},
+        telemetry={"logs": {"format": "json", "level": "ERROR"}},
+        server={"api": {"max_in_flight": MAX_IN_FLIGHT}},
+        events={"order/*": {"schema": "none"}},
+        handlers=[app, recorder("audit", on="order/*")],
+    )
 
 
 class Load:
@@ -168,16 +163,7 @@ class Load:
                 due = int((time.monotonic() - started) * RATE)
                 ids = [f"o{k:06d}" for k in range(n, due)]
                 if ids:
-                    events = [
-                        {
-                            "specversion": "1.0",
-                            "id": i,
-                            "source": "chaos",
-                            "type": "order/placed",
-                            "data": {"key": i},
-                        }
-                        for i in ids
-                    ]
+                    events = [cloudevent(i, "order/placed", {"key": i}, "chaos") for i in ids]
                     status, body = await post_events(session, self.url, events)
                     assert status == 202, body
                     now = time.monotonic()
@@ -187,19 +173,11 @@ class Load:
 
 
 def dead_letters(db: Path) -> list[dict[str, Any]]:
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT record FROM dead_letters").fetchall()
-    return [orjson.loads(r[0]) for r in rows]
-
-
-def pending(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM inbox WHERE done_at IS NULL").fetchone()[0])
+    return [orjson.loads(r[0]) for r in query(db, "SELECT record FROM dead_letters")]
 
 
 def parked_count(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM parked").fetchone()[0])
+    return int(query(db, "SELECT COUNT(*) FROM parked")[0][0])
 
 
 @dataclass
@@ -235,10 +213,7 @@ async def outage(tmp_path: Path, variant: Variant) -> Outcome:
     report = ChaosReport(f"downstream_outage_{variant.name}")
     app = Application(free_port())
     db = tmp_path / "state.db"
-    record = tmp_path / "record.txt"
-    proc = BridgeProcess(
-        config(tmp_path, app.port, variant), tmp_path, env={"BRIDGE_TEST_RECORD": str(record)}
-    )
+    proc, record = recording_bridge(config(tmp_path, app.port, variant), tmp_path)
     load = Load(proc.url)
     rss: list[tuple[float, int]] = []
     parked: list[int] = []
@@ -252,7 +227,7 @@ async def outage(tmp_path: Path, variant: Variant) -> Outcome:
         while not sampling.is_set():
             rss.append((time.monotonic(), process.memory_info().rss))
             parked.append(parked_count(db))
-            backlog.append(pending(db))
+            backlog.append(inbox_pending(db))
             await asyncio.sleep(0.5)
 
     await app.up()
@@ -278,7 +253,7 @@ async def outage(tmp_path: Path, variant: Variant) -> Outcome:
             dead = {d["event_id"] for d in dead_letters(db) if d["handler"] == "app"}
             return (
                 set(accepted) <= set(app.received) | dead
-                and pending(db) == 0
+                and inbox_pending(db) == 0
                 and parked_count(db) == 0
             )
 

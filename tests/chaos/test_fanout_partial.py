@@ -15,20 +15,26 @@ branches stay within the in-flight window per kill.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from tests.apps.recorder import fate
 from tests.chaos.report import ChaosReport
 from tests.conftest import CHAOS_FULL
 from tests.fixtures.rabbitmq import RabbitAdmin
-from tests.support import BridgeProcess, read_lines, until
+from tests.support import (
+    ledger_succeeded,
+    query,
+    rabbitmq_connector,
+    read_lines,
+    recorder,
+    recording_bridge,
+    until,
+    write_config,
+)
 
 TOTAL = 20_000 if CHAOS_FULL else 2_000
 KILLS = 2 if CHAOS_FULL else 1
@@ -40,45 +46,17 @@ HANDLERS = ("a", "b", "c")
 
 
 def config(tmp_path: Path, url: str, queue: str) -> Path:
-    def handler(hid: str, function: str, **extra: Any) -> dict[str, Any]:
-        return {
-            "id": hid,
-            "on": "test/item",
-            "type": "python",
-            "function": f"tests.apps.recorder:{function}",
-            **extra,
-        }
-
     retry = {"attempts": ATTEMPTS, "backoff": "fixed", "min_delay": "20ms", "max_delay": "20ms"}
-    cfg = {
-        "version": 1,
-        "store": f"sqlite:///{tmp_path}/state.db",
-        "drain_timeout": "5s",
-        "telemetry": {"logs": {"format": "json", "level": "ERROR"}},
-        "server": {"api": {"enabled": False}},
-        "events": {"test/*": {"schema": "none"}},
-        "connectors": {
-            "rabbit": {
-                "type": "rabbitmq",
-                "url": url,
-                "reconnect_interval": "500ms",
-                "consume": {
-                    "queue": queue,
-                    "max_in_flight": MAX_IN_FLIGHT,
-                    "event": {"type": "test/item"},
-                    "declare": {"durable": True},
-                },
-            }
-        },
-        "handlers": [
-            handler("a", "record"),
-            handler("b", "record"),
-            handler("c", "hashed", retry=retry),
-        ],
-    }
-    path = tmp_path / "bridge.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
+    connector = rabbitmq_connector(
+        url, queue, max_in_flight=MAX_IN_FLIGHT, declare={"durable": True}
+    )
+    return write_config(
+        tmp_path,
+        telemetry={"logs": {"format": "json", "level": "ERROR"}},
+        server={"api": {"enabled": False}},
+        connectors={"rabbit": connector},
+        handlers=[recorder("a"), recorder("b"), recorder("c", "hashed", retry=retry)],
+    )
 
 
 def expected_dead(ids: list[str]) -> tuple[set[str], set[str]]:
@@ -103,15 +81,8 @@ def successes(record: Path) -> list[tuple[int, str, str]]:
     return out
 
 
-def ledger_succeeded(db: Path) -> set[tuple[str, str]]:
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT handler, event_id FROM ledger WHERE status = 'succeeded'")
-        return {(h, e) for h, e in rows}
-
-
 def dead_letters(db: Path) -> list[tuple[str, str]]:
-    with sqlite3.connect(db) as conn:
-        return [(h, e) for h, e in conn.execute("SELECT handler, event_id FROM dead_letters")]
+    return [(h, e) for h, e in query(db, "SELECT handler, event_id FROM dead_letters")]
 
 
 @pytest.mark.chaos
@@ -131,15 +102,11 @@ async def test_fanout_partial_failure_settles_every_branch(
     )
 
     db = tmp_path / "state.db"
-    record = tmp_path / "record.txt"
-    proc = BridgeProcess(
+    proc, record = recording_bridge(
         config(tmp_path, rabbit.url, queue),
         tmp_path,
-        env={
-            "BRIDGE_TEST_RECORD": str(record),
-            "BRIDGE_TEST_FAIL_RATE": str(FAIL_RATE),
-            "BRIDGE_TEST_FATAL_RATE": str(FATAL_RATE),
-        },
+        BRIDGE_TEST_FAIL_RATE=str(FAIL_RATE),
+        BRIDGE_TEST_FATAL_RATE=str(FATAL_RATE),
     )
 
     def final_branches() -> int:

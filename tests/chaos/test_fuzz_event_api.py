@@ -40,12 +40,11 @@ from tests.chaos.fuzz_inputs import (
     huge_string,
     json_values,
     mutated,
-    wait_for,
 )
 from tests.chaos.fuzz_inputs import (
     hostile as is_hostile,
 )
-from tests.support import free_port
+from tests.support import free_port, until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(FUZZ_TIMEOUT)]
 
@@ -251,7 +250,7 @@ def test_fuzz_event_api(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Non
     try:
         check()
         try:
-            loop.run(wait_for(delivered, 120, "every accepted event reached its handler"))
+            loop.run(until(delivered, 120, "every accepted event reached its handler", every=0.05))
         except AssertionError:
             missing = loop.run(undelivered())
             raise AssertionError(f"accepted but not delivered: {missing}") from None

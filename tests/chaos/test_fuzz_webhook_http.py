@@ -45,14 +45,13 @@ from tests.chaos.fuzz_inputs import (
     huge_string,
     json_values,
     mutated,
-    wait_for,
 )
 from tests.chaos.fuzz_inputs import (
     hostile as is_hostile,
 )
 from tests.chaos.test_fuzz_webhook_parsers import SAMPLES
 from tests.conftest import CHAOS_FULL
-from tests.support import free_port
+from tests.support import free_port, until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(FUZZ_TIMEOUT)]
 
@@ -300,7 +299,9 @@ def test_fuzz_webhook_http(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> 
 
     try:
         check()
-        loop.run(wait_for(delivered, 120, "every accepted webhook event reached its handler"))
+        loop.run(
+            until(delivered, 120, "every accepted webhook event reached its handler", every=0.05)
+        )
         status, _, _ = loop.run(client.request("GET", "/healthz", [], b""))
         assert status == 200
     finally:

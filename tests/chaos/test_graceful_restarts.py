@@ -25,11 +25,11 @@ import orjson
 import pytest
 
 from tests.chaos.report import ChaosReport
-from tests.chaos.tally import READY_WITHIN, Tally, line_count, wait_for
+from tests.chaos.tally import Tally
 from tests.conftest import CHAOS_FULL
-from tests.fixtures.kafka import KafkaAdmin, log_records, recorder_handler, write_bridge_config
+from tests.fixtures.kafka import KafkaAdmin, log_records
 from tests.fixtures.postgres import drop_schema
-from tests.support import BridgeProcess
+from tests.support import READY_WITHIN, kafka_replicas, line_count, recorder, until
 
 pytestmark = pytest.mark.chaos
 
@@ -37,13 +37,6 @@ PARTITIONS = 12
 KEYS = 1_000
 HANDLERS = ("fast", "sleepy")
 DRAIN_TIMEOUT = 10.0
-
-
-def died(*procs: BridgeProcess) -> str | None:
-    for proc in procs:
-        if proc.proc is not None and proc.proc.poll() is not None:
-            return f"bridge exited ({proc.proc.returncode}):\n{proc.log_tail()}"
-    return None
 
 
 @pytest.mark.timeout(1800 if CHAOS_FULL else 150)
@@ -64,30 +57,26 @@ async def test_rolling_sigterm_restarts_lose_and_repeat_nothing(
     topic = await kafka.new_topic(partitions=PARTITIONS)
     group = kafka.name("group")
     schema = f"chaos_graceful_{uuid.uuid4().hex[:8]}"
-    procs = []
-    for name in ("r0", "r1"):
-        workdir = tmp_path / name
-        workdir.mkdir()
-        config = write_bridge_config(
-            workdir,
-            bootstrap=kafka.bootstrap,
-            topic=topic,
-            group=group,
-            handlers=[
-                recorder_handler("fast"),
-                {
-                    "id": "sleepy",
-                    "on": "test/msg",
-                    "type": "python",
-                    "function": "tests.chaos.handlers:sleepy",
-                },
-            ],
-            consume={"max_in_flight": 200},
-            drain_timeout=f"{DRAIN_TIMEOUT:g}s",
-            store=f"{postgres}?schema={schema}",
-        )
-        env = {"BRIDGE_TEST_RECORD": str(workdir / "record.txt"), "BRIDGE_CHAOS_MAX_SLEEP": "2"}
-        procs.append(BridgeProcess(config, workdir, env=env))
+    procs = kafka_replicas(
+        tmp_path,
+        ("r0", "r1"),
+        {"BRIDGE_CHAOS_MAX_SLEEP": "2"},
+        bootstrap=kafka.bootstrap,
+        topic=topic,
+        group=group,
+        handlers=[
+            recorder("fast", on="test/msg"),
+            {
+                "id": "sleepy",
+                "on": "test/msg",
+                "type": "python",
+                "function": "tests.chaos.handlers:sleepy",
+            },
+        ],
+        consume={"max_in_flight": 200},
+        drain_timeout=f"{DRAIN_TIMEOUT:g}s",
+        store=f"{postgres}?schema={schema}",
+    )
     records = [p.workdir / "record.txt" for p in procs]
     produced = 0
     done_restarting = asyncio.Event()
@@ -103,17 +92,14 @@ async def test_rolling_sigterm_restarts_lose_and_repeat_nothing(
             produced += len(batch)
             await asyncio.sleep(0.25)
 
-    def alive() -> str | None:
-        return died(*procs)
-
     exits: list[float] = []
     producer = asyncio.create_task(produce())
     try:
         for proc in procs:
             proc.start()
         await asyncio.gather(*(p.wait_ready(READY_WITHIN) for p in procs))
-        await wait_for(
-            lambda: all(line_count(r) > 0 for r in records), 120, "both replicas to work"
+        await until(
+            lambda: all(line_count(r) > 0 for r in records), 120, "both replicas to work", every=0.2
         )
         for n in range(restarts):
             proc = procs[n % 2]
@@ -125,22 +111,23 @@ async def test_rolling_sigterm_restarts_lose_and_repeat_nothing(
             at = line_count(records[n % 2])
             proc.start()
             await proc.wait_ready(READY_WITHIN)
-            await wait_for(
+            await until(
                 lambda r=records[n % 2], a=at: line_count(r) > a,  # type: ignore[misc]
                 120,
                 f"{proc.workdir.name} to work again",
-                alive=alive,
+                watch=procs,
+                every=0.2,
             )
             report.recovery_seconds.append(round(time.monotonic() - stopped_at, 2))
         done_restarting.set()
         await producer
         report.sent = produced
-        await wait_for(
+        await until(
             lambda: Tally.of(*records).missing(HANDLERS, produced) == 0,
             300,
             "every message through every handler",
             every=1.0,
-            alive=alive,
+            watch=procs,
         )
         for proc in procs:
             stopped_at = time.monotonic()

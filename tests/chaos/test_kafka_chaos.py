@@ -16,21 +16,23 @@ import random
 import time
 from pathlib import Path
 
-import aiohttp
 import orjson
 import pytest
 
 from tests.chaos.report import ChaosReport
-from tests.chaos.tally import READY_WITHIN, Tally, line_count, wait_for
+from tests.chaos.tally import Tally
 from tests.conftest import CHAOS_FULL
-from tests.fixtures.kafka import (
-    KafkaAdmin,
-    commits_outside_ownership,
-    log_records,
-    recorder_handler,
-    write_bridge_config,
+from tests.fixtures.kafka import KafkaAdmin, commits_outside_ownership, log_records
+from tests.support import (
+    READY_WITHIN,
+    BridgeProcess,
+    kafka_replicas,
+    line_count,
+    recorder,
+    recording_bridge,
+    until,
+    write_kafka_config,
 )
-from tests.support import BridgeProcess
 
 pytestmark = pytest.mark.chaos
 
@@ -45,21 +47,6 @@ def messages(start: int, stop: int) -> list[tuple[str | None, bytes, dict[str, s
 
 def key_of(n: int) -> str:
     return f"k{n % KEYS}"
-
-
-def died(*procs: BridgeProcess) -> str | None:
-    for proc in procs:
-        if proc.proc is not None and proc.proc.poll() is not None:
-            return f"bridge exited ({proc.proc.returncode}):\n{proc.log_tail()}"
-    return None
-
-
-async def dead_letters(proc: BridgeProcess) -> int:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"{proc.url}/v1/dead-letters", params={"limit": "1000"}) as resp,
-    ):
-        return len((await resp.json())["items"])
 
 
 # --------------------------------------------------------------------------- 1. SIGKILL
@@ -79,30 +66,30 @@ async def test_sigkilled_at_random_moments_loses_nothing(kafka: KafkaAdmin, tmp_
     report.extra["max_in_flight"] = max_in_flight
     topic = await kafka.new_topic(partitions=PARTITIONS)
     group = kafka.name("group")
-    record = tmp_path / "record.txt"
-    config = write_bridge_config(
+    config = write_kafka_config(
         tmp_path,
         bootstrap=kafka.bootstrap,
         topic=topic,
         group=group,
-        handlers=[recorder_handler(h) for h in HANDLERS],
+        handlers=[recorder(h, on="test/msg") for h in HANDLERS],
         consume={"max_in_flight": max_in_flight},
     )
     await kafka.produce(topic, messages(0, total))
     executions = total * len(HANDLERS)
     # Random moments: after a random share of the work, plus a random fraction of a second.
     points = sorted(rng.uniform(0.05, 0.9) for _ in range(kills))
-    bridge = BridgeProcess(config, tmp_path, env={"BRIDGE_TEST_RECORD": str(record)})
+    bridge, record = recording_bridge(config, tmp_path)
     bridge.start()
     try:
         await bridge.wait_ready(READY_WITHIN)
         for point in points:
             target = int(point * executions)
-            await wait_for(
+            await until(
                 lambda t=target: line_count(record) >= t,  # type: ignore[misc]
                 600,
                 f"{target} executions",
-                alive=lambda: died(bridge),
+                watch=[bridge],
+                every=0.2,
             )
             await asyncio.sleep(rng.uniform(0, 0.5))
             bridge.kill()
@@ -110,24 +97,25 @@ async def test_sigkilled_at_random_moments_loses_nothing(kafka: KafkaAdmin, tmp_
             assert done < executions, "the kill came after the stream had finished"
             report.faults.append(f"SIGKILL after {done} of {executions} executions")
             bridge.start()
-            await wait_for(
+            await until(
                 lambda d=done: line_count(record) > d,  # type: ignore[misc]
                 120,
                 "work after the restart",
-                alive=lambda: died(bridge),
+                watch=[bridge],
+                every=0.2,
             )
             report.recovery_seconds.append(round(time.monotonic() - killed_at, 2))
-        await wait_for(
+        await until(
             lambda: (
                 line_count(record) >= executions and Tally.of(record).missing(HANDLERS, total) == 0
             ),
             900,
             "every message through every handler",
             every=1.0,
-            alive=lambda: died(bridge),
+            watch=[bridge],
         )
         await bridge.wait_ready(READY_WITHIN)
-        report.dead_lettered = await dead_letters(bridge)
+        report.dead_lettered = len(await bridge.dead_letters(limit="1000"))
         assert bridge.terminate() == 0
     finally:
         bridge.kill()
@@ -191,20 +179,15 @@ async def test_replicas_one_three_one_under_load(kafka: KafkaAdmin, tmp_path: Pa
     )
     topic = await kafka.new_topic(partitions=PARTITIONS)
     group = kafka.name("group")
-    procs: list[BridgeProcess] = []
-    for name in ("a", "b", "c"):
-        workdir = tmp_path / name
-        workdir.mkdir()
-        config = write_bridge_config(
-            workdir,
-            bootstrap=kafka.bootstrap,
-            topic=topic,
-            group=group,
-            handlers=[recorder_handler(h) for h in HANDLERS],
-            consume={"max_in_flight": 300, "revoke_timeout": "5s"},
-        )
-        env = {"BRIDGE_TEST_RECORD": str(workdir / "record.txt")}
-        procs.append(BridgeProcess(config, workdir, env=env))
+    procs = kafka_replicas(
+        tmp_path,
+        ("a", "b", "c"),
+        bootstrap=kafka.bootstrap,
+        topic=topic,
+        group=group,
+        handlers=[recorder(h, on="test/msg") for h in HANDLERS],
+        consume={"max_in_flight": 300, "revoke_timeout": "5s"},
+    )
     a, b, c = procs
     records = [p.workdir / "record.txt" for p in procs]
     produced = 0
@@ -238,15 +221,12 @@ async def test_replicas_one_three_one_under_load(kafka: KafkaAdmin, tmp_path: Pa
 
     running: list[BridgeProcess] = []  # the replicas that should be up
 
-    def alive() -> str | None:
-        return died(*running)
-
     producer = asyncio.create_task(produce())
     try:
         a.start()
         running.append(a)
         await a.wait_ready(READY_WITHIN)
-        await wait_for(lambda: handled() >= total * 0.15, 600, "15% handled", alive=alive)
+        await until(lambda: handled() >= total * 0.15, 600, "15% handled", watch=running, every=0.2)
         up_at = time.monotonic()
         b.start()
         c.start()
@@ -254,35 +234,40 @@ async def test_replicas_one_three_one_under_load(kafka: KafkaAdmin, tmp_path: Pa
         await asyncio.gather(b.wait_ready(READY_WITHIN), c.wait_ready(READY_WITHIN))
         report.faults.append(f"scaled 1 -> 3 after {handled()} messages")
         # Each new replica takes partitions and does work.
-        await wait_for(
+        await until(
             lambda: line_count(records[1]) > 0 and line_count(records[2]) > 0,
             120,
             "b and c to work",
-            alive=alive,
+            watch=running,
+            every=0.2,
         )
         report.recovery_seconds.append(round(time.monotonic() - up_at, 2))
         scaled_up.set()
-        await wait_for(lambda: handled() >= total * 0.6, 600, "60% handled", alive=alive)
+        await until(lambda: handled() >= total * 0.6, 600, "60% handled", watch=running, every=0.2)
         report.faults.append(f"scaled 3 -> 1 after {handled()} messages")
         down_at = time.monotonic()
         del running[1:]
         codes = await asyncio.gather(b.stop(), c.stop())
         assert codes == [0, 0]
         at_down = line_count(records[0])
-        await wait_for(
-            lambda: line_count(records[0]) > at_down + 100, 120, "a to go on alone", alive=alive
+        await until(
+            lambda: line_count(records[0]) > at_down + 100,
+            120,
+            "a to go on alone",
+            watch=running,
+            every=0.2,
         )
         report.recovery_seconds.append(round(time.monotonic() - down_at, 2))
         scaled_down.set()
         await producer
-        await wait_for(
+        await until(
             lambda: handled() >= total and Tally.of(*records).missing(HANDLERS, total) == 0,
             900,
             "every message through every handler",
             every=1.0,
-            alive=alive,
+            watch=running,
         )
-        report.dead_lettered = await dead_letters(a)
+        report.dead_lettered = len(await a.dead_letters(limit="1000"))
         assert a.terminate() == 0
     finally:
         producer.cancel()

@@ -51,7 +51,14 @@ from tests.apps.orchestration import expected_outcome, parse
 from tests.chaos.report import ChaosReport
 from tests.conftest import CHAOS_FULL
 from tests.fixtures.postgres import POSTGRES_URL, drop_schema
-from tests.support import BridgeProcess, post_events, read_lines, until
+from tests.support import (
+    BridgeProcess,
+    cloudevent,
+    post_events,
+    read_lines,
+    recording_bridge,
+    until,
+)
 
 pytestmark = pytest.mark.chaos
 
@@ -209,13 +216,7 @@ async def post_orders(bridge: BridgeProcess, orders: list[str], report: ChaosRep
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         for i in range(0, len(orders), ORDER_BATCH):
             events = [
-                {
-                    "specversion": "1.0",
-                    "id": order,
-                    "source": "chaos",
-                    "type": "chaos/order",
-                    "data": {"order": order},
-                }
+                cloudevent(order, "chaos/order", {"order": order}, "chaos")
                 for order in orders[i : i + ORDER_BATCH]
             ]
             while True:
@@ -237,14 +238,9 @@ async def test_orchestration_survives_kills(
 ) -> None:
     for name, value in RATES.items():
         monkeypatch.setenv(name, value)  # the expectation uses the bridge's rates
-    record = tmp_path / "runs.txt"
     config = tmp_path / "bridge.yaml"
     config.write_text(CONFIG.format(attempts=ATTEMPTS))
-    bridge = BridgeProcess(
-        config,
-        tmp_path,
-        env={"BRIDGE_TEST_RECORD": str(record), "BRIDGE_STORE": store.url, **RATES},
-    )
+    bridge, record = recording_bridge(config, tmp_path, "runs.txt", BRIDGE_STORE=store.url, **RATES)
     orders = [f"order-{n:05d}" for n in range(ORDERS)]
     expected, batches = expected_branches(orders)
     scenario = "orchestration_kills" + ("" if store.db is not None else "_postgres")

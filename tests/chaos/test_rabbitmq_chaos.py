@@ -17,17 +17,23 @@ import time
 from pathlib import Path
 
 import aio_pika
-import aiohttp
 import orjson
 import psutil
 import pytest
-import yaml
 
 from tests.chaos.report import ChaosReport
-from tests.chaos.tally import READY_WITHIN, Tally, line_count, wait_for
+from tests.chaos.tally import Tally
 from tests.conftest import CHAOS_FULL
 from tests.fixtures.rabbitmq import PORT, RabbitAdmin, ensure_rabbitmq_up, rabbitmqctl
-from tests.support import BridgeProcess
+from tests.support import (
+    READY_WITHIN,
+    line_count,
+    rabbitmq_connector,
+    recorder,
+    recording_bridge,
+    until,
+    write_config,
+)
 
 pytestmark = pytest.mark.chaos
 
@@ -37,33 +43,16 @@ RESUME_WITHIN = 30.0
 
 
 def bridge_config(tmp_path: Path, url: str, queue: str) -> Path:
-    config = {
-        "version": 1,
-        "store": f"sqlite:///{tmp_path}/state.db",
-        "drain_timeout": "5s",
-        "events": {"test/*": {"schema": "none"}},
-        "connectors": {
-            "rabbit": {
-                "type": "rabbitmq",
-                "url": url,
-                "reconnect_interval": "500ms",
-                "consume": {
-                    "queue": queue,
-                    "max_in_flight": MAX_IN_FLIGHT,
-                    "health_interval": "1s",
-                    "event": {"type": "test/item"},
-                    "declare": {"durable": True},
-                },
-            }
-        },
-        "handlers": [
-            {"id": h, "on": "test/item", "type": "python", "function": "tests.apps.recorder:record"}
-            for h in HANDLERS
-        ],
-    }
-    path = tmp_path / "bridge.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+    connector = rabbitmq_connector(
+        url,
+        queue,
+        max_in_flight=MAX_IN_FLIGHT,
+        health_interval="1s",
+        declare={"durable": True},
+    )
+    return write_config(
+        tmp_path, connectors={"rabbit": connector}, handlers=[recorder(h) for h in HANDLERS]
+    )
 
 
 def close_connections_of(pid: int) -> int:
@@ -132,14 +121,6 @@ class Publisher:
                 await connection.close()
 
 
-async def dead_letters(proc: BridgeProcess) -> int:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"{proc.url}/v1/dead-letters", params={"limit": "1000"}) as resp,
-    ):
-        return len((await resp.json())["items"])
-
-
 @pytest.mark.timeout(1800 if CHAOS_FULL else 120)
 async def test_connections_closed_and_broker_restarted_lose_nothing(
     rabbit: RabbitAdmin, tmp_path: Path
@@ -154,9 +135,8 @@ async def test_connections_closed_and_broker_restarted_lose_nothing(
     report.extra.update(handlers=len(HANDLERS), max_in_flight=MAX_IN_FLIGHT, rate_per_second=rate)
     queue = rabbit.name("chaos")
     await rabbit.queue(queue)
-    record = tmp_path / "record.txt"
     config = bridge_config(tmp_path, rabbit.url, queue)
-    proc = BridgeProcess(config, tmp_path, env={"BRIDGE_TEST_RECORD": str(record)})
+    proc, record = recording_bridge(config, tmp_path)
     publisher = Publisher(rabbit.url, queue, total, rate)
     points = [total * (i + 1) / (len(faults) + 2) for i in range(len(faults))]
     # Room to publish up to a bit past the next fault point, not beyond: the stream flows
@@ -167,17 +147,18 @@ async def test_connections_closed_and_broker_restarted_lose_nothing(
     def handled() -> int:
         return line_count(record) // len(HANDLERS)
 
-    def alive() -> str | None:
-        if proc.proc is not None and proc.proc.poll() is not None:
-            return f"bridge exited ({proc.proc.returncode}):\n{proc.log_tail()}"
-        return None
-
     publishing = asyncio.create_task(publisher.run())
     proc.start()
     try:
         await proc.wait_ready(READY_WITHIN)
         for i, (kind, point) in enumerate(zip(faults, points, strict=True)):
-            await wait_for(lambda p=point: handled() >= p, 300, f"{point} handled", alive=alive)  # type: ignore[misc]
+            await until(
+                lambda p=point: handled() >= p,  # type: ignore[misc]
+                300,
+                f"{point} handled",
+                watch=[proc],
+                every=0.2,
+            )
             assert proc.proc is not None
             if kind == "close":
                 closed = close_connections_of(proc.proc.pid)
@@ -194,24 +175,25 @@ async def test_connections_closed_and_broker_restarted_lose_nothing(
             back_at, mark = time.monotonic(), line_count(record)
             next_point = points[i + 1] if i + 1 < len(points) else total
             publisher.allowed = int(next_point + total * 0.1)
-            await wait_for(
+            await until(
                 lambda m=mark: line_count(record) > m + leftovers,  # type: ignore[misc]
                 RESUME_WITHIN * 2,
                 f"consuming to resume after fault {i + 1} ({kind})",
-                alive=alive,
+                watch=[proc],
+                every=0.2,
             )
             report.recovery_seconds.append(round(time.monotonic() - back_at, 2))
         await asyncio.wait_for(publishing, 600)
-        await wait_for(
+        await until(
             lambda: Tally.of(record).missing(HANDLERS, total) == 0,
             600,
             "every message through both handlers",
             every=1.0,
-            alive=alive,
+            watch=[proc],
         )
         _, consumers = await rabbit.depth(queue)
         report.extra["consumers_at_end"] = consumers
-        report.dead_lettered = await dead_letters(proc)
+        report.dead_lettered = len(await proc.dead_letters(limit="1000"))
         assert proc.terminate() == 0
     finally:
         publishing.cancel()

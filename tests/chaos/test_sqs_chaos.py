@@ -29,16 +29,15 @@ from pathlib import Path
 
 import orjson
 import pytest
-import yaml
 from aiobotocore.session import get_session
 
 from tests.chaos.handlers import is_slow
 from tests.chaos.report import ChaosReport
 from tests.chaos.sqs_faults import SqsFaultProxy
-from tests.chaos.tally import READY_WITHIN, Tally, wait_for
+from tests.chaos.tally import Tally
 from tests.conftest import CHAOS_FULL
 from tests.fixtures.sqs import CREDENTIALS, SqsKit
-from tests.support import BridgeProcess
+from tests.support import READY_WITHIN, BridgeProcess, sqs_connector, until, write_config
 
 pytestmark = pytest.mark.chaos
 
@@ -50,39 +49,19 @@ HANDLER = "work"
 def bridge_config(
     tmp_path: Path, queue: str, max_in_flight: int, visibility: int = VISIBILITY
 ) -> Path:
-    config = {
-        "version": 1,
-        "store": f"sqlite:///{tmp_path}/state.db",
-        "drain_timeout": "15s",
-        "events": {"test/*": {"schema": "none"}},
-        "connectors": {
-            "jobs": {
-                "type": "sqs",
-                "endpoint_url": "${SQS_ENDPOINT}",
-                "consume": {
-                    "queue": queue,
-                    "receivers": 4,
-                    "wait_time_seconds": 2,
-                    "visibility_timeout": visibility,
-                    "max_in_flight": max_in_flight,
-                    "depth_interval": "1s",
-                    "event": {"type": "test/item"},
-                },
-            }
-        },
-        "handlers": [
-            {
-                "id": HANDLER,
-                "on": "test/item",
-                "type": "python",
-                "function": "tests.chaos.handlers:sometimes_slow",
-                "timeout": "60s",
-            }
-        ],
+    connector = sqs_connector(
+        queue, receivers=4, visibility_timeout=visibility, max_in_flight=max_in_flight
+    )
+    handler = {
+        "id": HANDLER,
+        "on": "test/item",
+        "type": "python",
+        "function": "tests.chaos.handlers:sometimes_slow",
+        "timeout": "60s",
     }
-    path = tmp_path / "bridge.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+    return write_config(
+        tmp_path, connectors={"jobs": connector}, handlers=[handler], drain_timeout="15s"
+    )
 
 
 @pytest.mark.timeout(1800 if CHAOS_FULL else 120)
@@ -125,21 +104,16 @@ async def test_slow_runs_and_failing_deletes_leave_nothing_behind(
                 await feeder.send(url, [orjson.dumps({"seq": n}).decode() for n in chunk])
                 sent = chunk.stop
 
-    def alive() -> str | None:
-        if proc.proc is not None and proc.proc.poll() is not None:
-            return f"bridge exited ({proc.proc.returncode}):\n{proc.log_tail()}"
-        return None
-
     feeding = asyncio.create_task(feed())
     proc.start()
     try:
         await proc.wait_ready(READY_WITHIN)
-        await wait_for(
+        await until(
             lambda: Tally.of(record).missing([HANDLER], total) == 0,
             1500 if CHAOS_FULL else 90,
             "every message handled",
             every=0.5,
-            alive=alive,
+            watch=[proc],
         )
         await feeding
         with contextlib.suppress(AssertionError):
@@ -214,10 +188,11 @@ async def test_acked_messages_stay_hidden_while_their_deletes_fail(
         proxy.fail_deletes_for(outage)
         # seq 1.. (none is one of the slow 5%): every run finishes at once
         await sqs.send(url, [orjson.dumps({"seq": n}).decode() for n in range(1, total + 1)])
-        await wait_for(
+        await until(
             lambda: Tally.of(record).missing([HANDLER], total + 1) == 1,  # seq 0 never sent
             60,
             "every message handled",
+            every=0.2,
         )
         await asyncio.sleep(max(proxy.outage_until - time.monotonic(), 0) + visibility)
         await sqs.wait_empty(url, within=30)

@@ -28,13 +28,22 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
-import yaml
 
 from tests.chaos.report import ChaosReport
 from tests.conftest import CHAOS_FULL
 from tests.fixtures.pg_instance import PgInstance
 from tests.fixtures.rabbitmq import RabbitAdmin, rabbitmqctl
-from tests.support import BridgeProcess, executions, post_events, read_lines, until
+from tests.support import (
+    cloudevent,
+    executions,
+    post_events,
+    rabbitmq_connector,
+    read_lines,
+    recorder,
+    recording_bridge,
+    until,
+    write_config,
+)
 
 RATE = 200 if CHAOS_FULL else 50  # messages per second
 WARM = 10.0 if CHAOS_FULL else 2.0
@@ -59,38 +68,19 @@ def pg() -> Iterator[PgInstance]:
 def config(
     tmp_path: Path, store: str, url: str, queue: str, arguments: dict[str, Any] | None = None
 ) -> Path:
-    cfg = {
-        "version": 1,
-        "store": store,
-        "drain_timeout": "5s",
-        "telemetry": {"logs": {"format": "json", "level": "ERROR"}},
-        "events": {"test/*": {"schema": "none"}},
-        "connectors": {
-            "rabbit": {
-                "type": "rabbitmq",
-                "url": url,
-                "reconnect_interval": "500ms",
-                "consume": {
-                    "queue": queue,
-                    "max_in_flight": MAX_IN_FLIGHT,
-                    "event": {"type": "test/item"},
-                    "declare": {"durable": True, "arguments": arguments or {}},
-                },
-            }
-        },
-        "handlers": [
-            {
-                "id": h,
-                "on": "test/item",
-                "type": "python",
-                "function": "tests.apps.recorder:record",
-            }
-            for h in HANDLERS
-        ],
-    }
-    path = tmp_path / "bridge.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
+    connector = rabbitmq_connector(
+        url,
+        queue,
+        max_in_flight=MAX_IN_FLIGHT,
+        declare={"durable": True, "arguments": arguments or {}},
+    )
+    return write_config(
+        tmp_path,
+        store=store,
+        telemetry={"logs": {"format": "json", "level": "ERROR"}},
+        connectors={"rabbit": connector},
+        handlers=[recorder(h) for h in HANDLERS],
+    )
 
 
 @dataclass
@@ -171,13 +161,8 @@ async def test_store_outage_pauses_and_resumes_without_loss(
     report = ChaosReport("store_outage")
     queue = rabbit.name("store")
     await rabbit.queue(queue)
-    record = tmp_path / "record.txt"
     store = f"{pg.url}?schema={SCHEMA}"
-    proc = BridgeProcess(
-        config(tmp_path, store, rabbit.url, queue),
-        tmp_path,
-        env={"BRIDGE_TEST_RECORD": str(record)},
-    )
+    proc, record = recording_bridge(config(tmp_path, store, rabbit.url, queue), tmp_path)
     load = Load(rabbit, queue)
     samples: list[tuple[float, bool | None, float, int]] = []  # (t, ready, received, executed)
     watching = asyncio.Event()
@@ -205,10 +190,7 @@ async def test_store_outage_pauses_and_resumes_without_loss(
         down_wall = time.time()  # from here until the restart nothing can be recorded
         report.faults.append(f"PostgreSQL stopped for {OUTAGE:g}s")
         # The event API cannot store what it is sent: it refuses (503), it does not pretend.
-        api_events = [
-            {"specversion": "1.0", "id": i, "source": "chaos", "type": "test/item", "data": {}}
-            for i in API_IDS
-        ]
+        api_events = [cloudevent(i, "test/item", {}, "chaos") for i in API_IDS]
         async with aiohttp.ClientSession() as session:
             api_down, _ = await post_events(session, proc.url, api_events)
         await asyncio.sleep(max(0.0, stopped_at + OUTAGE - 1.5 - time.monotonic()))
@@ -342,11 +324,9 @@ async def test_store_outage_does_not_burn_the_delivery_limit(
     arguments = {"x-queue-type": "quorum", "x-delivery-limit": QUORUM_LIMIT}
     queue = rabbit.name("quorum")
     await rabbit.queue(queue, arguments=arguments)
-    record = tmp_path / "record.txt"
-    proc = BridgeProcess(
+    proc, record = recording_bridge(
         config(tmp_path, f"{pg.url}?schema={SCHEMA}_quorum", rabbit.url, queue, arguments),
         tmp_path,
-        env={"BRIDGE_TEST_RECORD": str(record)},
     )
     total = 50
     proc.start()

@@ -21,17 +21,22 @@ import hmac
 import sqlite3
 import time
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 import orjson
 import pytest
-from standardwebhooks.webhooks import Webhook
 
 from tests.chaos.report import ChaosReport
 from tests.conftest import CHAOS_FULL
-from tests.support import BridgeProcess, read_lines, until
+from tests.support import (
+    BridgeProcess,
+    inbox_pending,
+    recording_bridge,
+    runs_by_event,
+    signed_debezium,
+    until,
+)
 
 TOTAL = 10_000 if CHAOS_FULL else 800
 KILLS = 3
@@ -67,30 +72,8 @@ handlers:
 
 def debezium(n: int) -> tuple[str, bytes, dict[str, str]]:
     """A Debezium change, signed with Standard Webhooks (a fresh timestamp each call)."""
-    change = {
-        "before": None,
-        "after": {"id": n, "sku": f"sku-{n}"},
-        "source": {
-            "connector": "postgresql",
-            "db": "shop",
-            "schema": "public",
-            "table": "products",
-            "lsn": 5000 + n,
-            "ts_ms": 1700000000000 + n,
-        },
-        "op": "c",
-        "ts_ms": 1700000000000 + n,
-    }
-    body = orjson.dumps({"schema": {"type": "struct"}, "payload": change})
-    msg_id = f"msg_{n}"
-    moment = datetime.now(UTC)
-    headers = {
-        "content-type": "application/json",
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(int(moment.timestamp())),
-        "webhook-signature": Webhook(SW_KEY).sign(msg_id, moment, body.decode()),
-    }
-    return "/hooks/dbz", body, headers
+    body, signature = signed_debezium(n, SW_KEY, 5000)
+    return "/hooks/dbz", body, {"content-type": "application/json", **signature}
 
 
 def cloudevent(n: int) -> tuple[str, bytes, dict[str, str]]:
@@ -157,19 +140,6 @@ class Senders:
             await asyncio.gather(*(worker(session) for _ in range(SENDERS)))
 
 
-def runs(record: Path) -> Counter[tuple[str, str]]:
-    out: Counter[tuple[str, str]] = Counter()
-    for line in read_lines(record):
-        _, handler, event_id, *_ = line.split(" ")
-        out[(handler, event_id)] += 1
-    return out
-
-
-def pending(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM inbox WHERE done_at IS NULL").fetchone()[0])
-
-
 @pytest.mark.chaos
 @pytest.mark.timeout(900 if CHAOS_FULL else 180)
 async def test_every_webhook_answered_2xx_reaches_every_handler_across_sigkills(
@@ -177,18 +147,10 @@ async def test_every_webhook_answered_2xx_reaches_every_handler_across_sigkills(
 ) -> None:
     report = ChaosReport("webhook_sigkills", sent=TOTAL)
     db = tmp_path / "state.db"
-    record = tmp_path / "record.txt"
     config = tmp_path / "bridge.yaml"
     config.write_text(CONFIG.format(db=db))
-    proc = BridgeProcess(
-        config,
-        tmp_path,
-        env={
-            "BRIDGE_TEST_RECORD": str(record),
-            "BRIDGE_TEST_SLOW_SECONDS": "0.05",
-            "SW_KEY": SW_KEY,
-            "HMAC_SECRET": HMAC_SECRET,
-        },
+    proc, record = recording_bridge(
+        config, tmp_path, BRIDGE_TEST_SLOW_SECONDS="0.05", SW_KEY=SW_KEY, HMAC_SECRET=HMAC_SECRET
     )
     senders = Senders(proc)
 
@@ -210,15 +172,15 @@ async def test_every_webhook_answered_2xx_reaches_every_handler_across_sigkills(
         answered = senders.answered
 
         def complete() -> bool:
-            done = runs(record)
-            return all(done[(h, e)] for e in answered for h in HANDLERS) and pending(db) == 0
+            done = runs_by_event(record)
+            return all(done[(h, e)] for e in answered for h in HANDLERS) and inbox_pending(db) == 0
 
         await until(complete, 300, "every answered event run on every handler")
         assert await proc.stop() == 0, proc.log_tail()
     finally:
         proc.kill()
 
-    done = runs(record)
+    done = runs_by_event(record)
     lost = [(h, e) for e in answered for h in HANDLERS if done[(h, e)] == 0]
     never_answered = {e for _, e in done} - answered
     with sqlite3.connect(db) as conn:

@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
-from collections import Counter
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from tests.conftest import CHAOS_FULL
-from tests.support import BridgeProcess, post_events, read_lines
+from tests.support import (
+    cloudevent,
+    ledger_succeeded,
+    post_events,
+    read_lines,
+    recording_bridge,
+    runs_by_event,
+    wait_all_ran,
+)
 
 TOTAL = 20_000 if CHAOS_FULL else 3_000
 BATCH = 50
@@ -38,16 +44,6 @@ handlers:
 """
 
 
-def succeeded_in_ledger(db: Path) -> set[tuple[str, str]]:
-    with sqlite3.connect(db) as conn:
-        return {
-            (h, e)
-            for h, e in conn.execute(
-                "SELECT handler, event_id FROM ledger WHERE status = 'succeeded'"
-            )
-        }
-
-
 async def post_all(url: str, ids: list[str], accepted: set[str], stop_after: int | None) -> None:
     """Post in batches, 4 at a time; remember what was answered 202. Stop early after ``stop_after``."""
     batches = [ids[i : i + BATCH] for i in range(0, len(ids), BATCH)]
@@ -60,16 +56,7 @@ async def post_all(url: str, ids: list[str], accepted: set[str], stop_after: int
             if stop_after is not None and len(accepted) >= stop_after:
                 return
             batch = queue.get_nowait()
-            events = [
-                {
-                    "specversion": "1.0",
-                    "id": i,
-                    "source": "test",
-                    "type": "user/created",
-                    "data": {"key": i},
-                }
-                for i in batch
-            ]
+            events = [cloudevent(i, "user/created", {"key": i}) for i in batch]
             try:
                 status, body = await post_events(session, url, events)
             except aiohttp.ClientError:
@@ -81,41 +68,15 @@ async def post_all(url: str, ids: list[str], accepted: set[str], stop_after: int
         await asyncio.gather(*(worker(session) for _ in range(4)))
 
 
-def pending_in_inbox(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM inbox WHERE done_at IS NULL").fetchone()[0])
-
-
-async def wait_for_all(
-    record: Path, db: Path, accepted: set[str], within: float
-) -> Counter[tuple[str, str]]:
-    """Wait until every accepted event ran on every handler and the inbox is drained."""
-    deadline = time.monotonic() + within
-    while True:
-        runs: Counter[tuple[str, str]] = Counter()
-        for line in read_lines(record):
-            _, handler, event_id, *_ = line.split(" ")
-            runs[(handler, event_id)] += 1
-        missing = [(h, e) for e in accepted for h in HANDLERS if runs[(h, e)] == 0]
-        if (not missing and pending_in_inbox(db) == 0) or time.monotonic() > deadline:
-            return runs
-        await asyncio.sleep(0.25)
-
-
 @pytest.mark.e2e
 @pytest.mark.timeout(600)
 async def test_sigkill_mid_stream_loses_nothing_and_reruns_no_succeeded_branch(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "state.db"
-    record = tmp_path / "runs.txt"
     config = tmp_path / "bridge.yaml"
     config.write_text(CONFIG.format(db=db, max_in_flight=MAX_IN_FLIGHT))
-    bridge = BridgeProcess(
-        config,
-        tmp_path,
-        env={"BRIDGE_TEST_RECORD": str(record), "BRIDGE_TEST_SLOW_SECONDS": "0.02"},
-    )
+    bridge, record = recording_bridge(config, tmp_path, "runs.txt", BRIDGE_TEST_SLOW_SECONDS="0.02")
     ids = [f"evt-{n:06d}" for n in range(TOTAL)]
     accepted: set[str] = set()
 
@@ -123,10 +84,8 @@ async def test_sigkill_mid_stream_loses_nothing_and_reruns_no_succeeded_branch(
     await bridge.wait_ready()
     await post_all(bridge.url, ids, accepted, stop_after=TOTAL // 2)
     bridge.kill()
-    done_before_kill = succeeded_in_ledger(db)
-    executed_before_kill = {
-        (h, e) for line in read_lines(record) for _, h, e, *_ in [line.split(" ")]
-    }
+    done_before_kill = ledger_succeeded(db)
+    executed_before_kill = set(runs_by_event(record))
     assert 0 < len(accepted) < TOTAL
     assert len(executed_before_kill) < len(accepted) * len(HANDLERS), (
         "the kill came too late to prove anything"
@@ -138,7 +97,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_reruns_no_succeeded_branch(
         bridge.url, ids, accepted, stop_after=None
     )  # the rest, and batches that failed mid-kill
     assert accepted == set(ids)
-    runs = await wait_for_all(record, db, accepted, within=120)
+    runs = await wait_all_ran(record, db, accepted, HANDLERS, within=120)
     assert bridge.terminate() == 0, bridge.log_tail()
 
     lost = [(h, e) for e in accepted for h in HANDLERS if runs[(h, e)] == 0]

@@ -15,7 +15,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from bridge.app.devmode import reachable
-from tests.support import ROOT, free_port, read_lines, until
+from tests.support import ROOT, answers_200, free_port, read_lines, until
 
 CONFIG = """\
 version: 1
@@ -89,11 +89,7 @@ async def test_dev_mode_embeds_brokers_prints_urls_and_reloads_handlers(tmp_path
             async def ready() -> bool:
                 if proc.poll() is not None:
                     raise AssertionError(log_path.read_text())
-                try:
-                    async with session.get(f"{url}/readyz") as resp:
-                        return resp.status == 200
-                except aiohttp.ClientError:
-                    return False
+                return await answers_200(f"{url}/readyz", session)
 
             await until(ready, 60, "bridge dev ready with both embedded brokers")
             text = log_path.read_text()
@@ -157,15 +153,11 @@ async def test_dev_mode_prints_a_config_error_and_recovers_when_it_is_fixed(
         await asyncio.sleep(1.1)
         config.write_text(good + "handlers:\n  - {id: h, on: x/y, type: log}\n")
         async with aiohttp.ClientSession() as session:
-
-            async def serving() -> bool:
-                try:
-                    async with session.get(f"{url}/ui/api/status") as resp:
-                        return resp.status == 200
-                except aiohttp.ClientError:
-                    return False
-
-            await until(serving, 30, "the bridge serving the fixed config")
+            await until(
+                lambda: answers_200(f"{url}/ui/api/status", session),
+                30,
+                "the bridge serving the fixed config",
+            )
         # Console logs for humans, not JSON lines.
         assert any(" INFO    bridge.runtime" in line for line in log_path.read_text().splitlines())
     finally:

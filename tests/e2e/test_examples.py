@@ -71,10 +71,17 @@ async def metrics_text(url: str) -> str:
         return await resp.text()
 
 
+def example_bridge(name: str, tmp_path: Path, db: str, **env: str) -> tuple[Path, BridgeProcess]:
+    """``examples/<name>/bridge.yaml`` and a ``BridgeProcess`` (not started) running it in
+    ``tmp_path`` with its store in ``tmp_path/<db>``; ``env`` adds environment variables."""
+    config = ROOT / "examples" / name / "bridge.yaml"
+    store = {"BRIDGE_STORE": f"sqlite:///{tmp_path}/{db}"}
+    return config, BridgeProcess(config, tmp_path, env={**store, **env})
+
+
 @pytest.mark.e2e
 async def test_newsletter_fans_one_signup_out_to_four_handlers(tmp_path: Path) -> None:
-    config = ROOT / "examples" / "newsletter" / "bridge.yaml"
-    bridge = BridgeProcess(config, tmp_path, env={"BRIDGE_STORE": f"sqlite:///{tmp_path}/n.db"})
+    config, bridge = example_bridge("newsletter", tmp_path, "n.db")
     bridge.start()
     try:
         await bridge.wait_ready()
@@ -131,13 +138,8 @@ async def wait_runs(url: str, expected: dict[tuple[str, str], int], within: floa
 async def test_bulk_reports_fan_out_in_chunks_and_join_into_one_notification(
     tmp_path: Path,
 ) -> None:
-    config = ROOT / "examples" / "bulk-reports" / "bridge.yaml"
     out = tmp_path / "out"
-    bridge = BridgeProcess(
-        config,
-        tmp_path,
-        env={"BRIDGE_STORE": f"sqlite:///{tmp_path}/r.db", "REPORTS_DIR": str(out)},
-    )
+    config, bridge = example_bridge("bulk-reports", tmp_path, "r.db", REPORTS_DIR=str(out))
     bridge.start()
     try:
         await bridge.wait_ready()
@@ -189,16 +191,9 @@ async def test_bulk_reports_fan_out_in_chunks_and_join_into_one_notification(
 async def test_bulk_reports_time_out_naming_the_report_that_never_finished(
     tmp_path: Path,
 ) -> None:
-    config = ROOT / "examples" / "bulk-reports" / "bridge.yaml"
     out = tmp_path / "out"
-    bridge = BridgeProcess(
-        config,
-        tmp_path,
-        env={
-            "BRIDGE_STORE": f"sqlite:///{tmp_path}/r.db",
-            "REPORTS_DIR": str(out),
-            "REPORTS_WAIT": "15s",
-        },
+    config, bridge = example_bridge(
+        "bulk-reports", tmp_path, "r.db", REPORTS_DIR=str(out), REPORTS_WAIT="15s"
     )
     bridge.start()
     try:
@@ -236,13 +231,8 @@ async def test_bulk_reports_time_out_naming_the_report_that_never_finished(
 
 @pytest.mark.e2e
 async def test_departments_aggregate_once_every_child_task_is_done(tmp_path: Path) -> None:
-    config = ROOT / "examples" / "departments" / "bridge.yaml"
     out = tmp_path / "out"
-    bridge = BridgeProcess(
-        config,
-        tmp_path,
-        env={"BRIDGE_STORE": f"sqlite:///{tmp_path}/d.db", "DEPARTMENTS_DIR": str(out)},
-    )
+    config, bridge = example_bridge("departments", tmp_path, "d.db", DEPARTMENTS_DIR=str(out))
     bridge.start()
     try:
         await bridge.wait_ready()
@@ -312,15 +302,15 @@ async def test_departments_aggregate_once_every_child_task_is_done(tmp_path: Pat
 
 @pytest.mark.e2e
 async def test_cron_digest_sends_one_digest_per_subscriber_per_tick(tmp_path: Path) -> None:
-    config = ROOT / "examples" / "cron-digest" / "bridge.yaml"
-    emails = {s["email"] for s in json.loads((config.parent / "subscribers.json").read_text())}
     outbox = tmp_path / "outbox"
-    env = {
-        "BRIDGE_STORE": f"sqlite:///{tmp_path}/d.db",
-        "DIGEST_SCHEDULE": "* * * * * */2",  # every two seconds instead of 07:00
-        "DIGEST_OUTBOX": str(outbox),
-    }
-    bridge = BridgeProcess(config, tmp_path, env=env)
+    config, bridge = example_bridge(
+        "cron-digest",
+        tmp_path,
+        "d.db",
+        DIGEST_SCHEDULE="* * * * * */2",  # every two seconds instead of 07:00
+        DIGEST_OUTBOX=str(outbox),
+    )
+    emails = {s["email"] for s in json.loads((config.parent / "subscribers.json").read_text())}
     bridge.start()
     ticks = sent = 0.0
     try:

@@ -21,16 +21,22 @@ from tests.fixtures.kafka import (
     commits_outside_ownership,
     executions,
     log_records,
-    recorder_handler,
     runs_per,
-    wait_until,
-    write_bridge_config,
 )
-from tests.support import BridgeProcess, read_lines
+from tests.support import (
+    BridgeProcess,
+    kafka_replicas,
+    read_lines,
+    recorder,
+    recording_bridge,
+    until,
+    write_kafka_config,
+)
 
 pytestmark = pytest.mark.e2e
 
 HANDLERS = ("first", "second")
+MSG = "test/msg"
 
 
 def messages(
@@ -45,32 +51,49 @@ def missing(record: Path, count: int, handlers: tuple[str, ...] = HANDLERS) -> i
     return sum(1 for h in handlers for i in range(count) if (h, str(i)) not in done)
 
 
+async def halfway(bridge: BridgeProcess, record: Path, total: int) -> None:
+    """Wait until the started bridge is ready and has recorded ``total // 2`` runs."""
+    await bridge.wait_ready()
+    await until(
+        lambda: len(read_lines(record)) >= total // 2,
+        120,
+        "progress",
+        every=0.2,
+        watch=[bridge],
+    )
+
+
+async def restart_until_done(bridge: BridgeProcess, record: Path, total: int) -> None:
+    """Start the stopped bridge again and wait until every message ran on every handler."""
+    bridge.start()
+    await bridge.wait_ready()
+    await until(
+        lambda: missing(record, total) == 0, 180, "every message", every=0.2, watch=[bridge]
+    )
+
+
 @pytest.mark.timeout(300)
 async def test_sigkill_mid_stream_then_restart_loses_nothing(
     kafka: KafkaAdmin, tmp_path: Path
 ) -> None:
     total, max_in_flight = 20_000, 500
     topic = await kafka.new_topic(partitions=4)
-    record = tmp_path / "record.txt"
-    config = write_bridge_config(
+    config = write_kafka_config(
         tmp_path,
         bootstrap=kafka.bootstrap,
         topic=topic,
         group=kafka.name("group"),
-        handlers=[recorder_handler(h) for h in HANDLERS],
+        handlers=[recorder(h, on=MSG) for h in HANDLERS],
         consume={"max_in_flight": max_in_flight},
     )
     await kafka.produce(topic, messages(total))
-    bridge = BridgeProcess(config, tmp_path, env={"BRIDGE_TEST_RECORD": str(record)})
+    bridge, record = recording_bridge(config, tmp_path)
     bridge.start()
     try:
-        await bridge.wait_ready()
-        await wait_until(lambda: len(read_lines(record)) >= total // 2, 120, "progress", bridge)
+        await halfway(bridge, record, total)
         bridge.kill()
         before = len(read_lines(record))
-        bridge.start()
-        await bridge.wait_ready()
-        await wait_until(lambda: missing(record, total) == 0, 180, "every message", bridge)
+        await restart_until_done(bridge, record, total)
     finally:
         bridge.terminate()
 
@@ -91,27 +114,22 @@ async def test_sigterm_under_load_then_restart_runs_nothing_twice(
     total = 6_000
     topic = await kafka.new_topic(partitions=4)
     group = kafka.name("group")
-    record = tmp_path / "record.txt"
-    config = write_bridge_config(
+    config = write_kafka_config(
         tmp_path,
         bootstrap=kafka.bootstrap,
         topic=topic,
         group=group,
-        handlers=[recorder_handler("first"), recorder_handler("second", "slow")],
+        handlers=[recorder("first", on=MSG), recorder("second", "slow", on=MSG)],
         consume={"max_in_flight": 200},
     )
     await kafka.produce(topic, messages(total))
-    env = {"BRIDGE_TEST_RECORD": str(record), "BRIDGE_TEST_SLOW_SECONDS": "0.02"}
-    bridge = BridgeProcess(config, tmp_path, env=env)
+    bridge, record = recording_bridge(config, tmp_path, BRIDGE_TEST_SLOW_SECONDS="0.02")
     bridge.start()
     try:
-        await bridge.wait_ready()
-        await wait_until(lambda: len(read_lines(record)) >= total // 2, 120, "progress", bridge)
+        await halfway(bridge, record, total)
         assert bridge.terminate() == 0
         stopped_at = len(read_lines(record))
-        bridge.start()
-        await bridge.wait_ready()
-        await wait_until(lambda: missing(record, total) == 0, 180, "every message", bridge)
+        await restart_until_done(bridge, record, total)
     finally:
         bridge.terminate()
 
@@ -134,23 +152,16 @@ async def test_two_members_one_leaves_and_rejoins_mid_stream(
     partitions = 4
     topic = await kafka.new_topic(partitions=partitions)
     group = kafka.name("group")
-    bridges = []
-    for name in ("a", "b"):
-        workdir = tmp_path / name
-        workdir.mkdir()
-        config = write_bridge_config(
-            workdir,
-            bootstrap=kafka.bootstrap,
-            topic=topic,
-            group=group,
-            handlers=[recorder_handler("first"), recorder_handler("second", "slow")],
-            consume={"max_in_flight": 100},
-        )
-        env = {
-            "BRIDGE_TEST_RECORD": str(workdir / "record.txt"),
-            "BRIDGE_TEST_SLOW_SECONDS": "0.01",
-        }
-        bridges.append(BridgeProcess(config, workdir, env=env))
+    bridges = kafka_replicas(
+        tmp_path,
+        ("a", "b"),
+        {"BRIDGE_TEST_SLOW_SECONDS": "0.01"},
+        bootstrap=kafka.bootstrap,
+        topic=topic,
+        group=group,
+        handlers=[recorder("first", on=MSG), recorder("second", "slow", on=MSG)],
+        consume={"max_in_flight": 100},
+    )
     a, b = bridges
     record_a, record_b = (p.workdir / "record.txt" for p in bridges)
     produced = 0
@@ -177,18 +188,24 @@ async def test_two_members_one_leaves_and_rejoins_mid_stream(
         await a.wait_ready()
         b.start()
         await b.wait_ready()
-        await wait_until(lambda: runs_of(record_b, 1) >= 200, 60, "b to work", a, b)
+        await until(lambda: runs_of(record_b, 1) >= 200, 60, "b to work", every=0.2, watch=[a, b])
         assert b.terminate() == 0  # b leaves the group
         left_at = len(read_lines(record_a))
-        await wait_until(
-            lambda: len(read_lines(record_a)) >= left_at + 400, 60, "a to go on alone", a
+        await until(
+            lambda: len(read_lines(record_a)) >= left_at + 400,
+            60,
+            "a to go on alone",
+            every=0.2,
+            watch=[a],
         )
         b.start()  # b rejoins
         await b.wait_ready()
-        await wait_until(lambda: runs_of(record_b, 2) >= 200, 60, "b to work again", a, b)
+        await until(
+            lambda: runs_of(record_b, 2) >= 200, 60, "b to work again", every=0.2, watch=[a, b]
+        )
         enough.set()
         await producer
-        await wait_until(lambda: union_missing() == 0, 180, "every message", a, b)
+        await until(lambda: union_missing() == 0, 180, "every message", every=0.2, watch=[a, b])
     finally:
         producer.cancel()
         for proc in bridges:

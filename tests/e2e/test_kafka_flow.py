@@ -19,15 +19,15 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.fixtures.kafka import (
-    KafkaAdmin,
-    executions,
-    log_records,
-    recorder_handler,
-    wait_until,
-    write_bridge_config,
+from tests.fixtures.kafka import KafkaAdmin, executions, log_records
+from tests.support import (
+    BridgeProcess,
+    read_lines,
+    recorder,
+    recording_bridge,
+    until,
+    write_kafka_config,
 )
-from tests.support import BridgeProcess, read_lines
 
 pytestmark = pytest.mark.e2e
 
@@ -72,7 +72,7 @@ async def test_key_order_holds_while_keys_run_concurrently(
     keys, per_key = 8, 12
     topic = await kafka.new_topic(partitions=2)
     probe = probe_module(tmp_path)
-    config = write_bridge_config(
+    config = write_kafka_config(
         tmp_path,
         bootstrap=kafka.bootstrap,
         topic=topic,
@@ -90,11 +90,12 @@ async def test_key_order_holds_while_keys_run_concurrently(
     bridge.start()
     try:
         await bridge.wait_ready()
-        await wait_until(
+        await until(
             lambda: sum(line.startswith("end") for line in read_lines(probe)) == keys * per_key,
             60,
             "every message",
-            bridge,
+            every=0.2,
+            watch=[bridge],
         )
     finally:
         bridge.terminate()
@@ -122,14 +123,13 @@ async def test_poison_message_is_dead_lettered_and_its_partition_flows_on(
     total, poison_seq, attempts = 40, 10, 3
     topic = await kafka.new_topic(partitions=1)
     group = kafka.name("group")
-    record = tmp_path / "record.txt"
-    config = write_bridge_config(
+    config = write_kafka_config(
         tmp_path,
         bootstrap=kafka.bootstrap,
         topic=topic,
         group=group,
         handlers=[
-            recorder_handler(
+            recorder(
                 "picky",
                 "poison",
                 retry={
@@ -138,6 +138,7 @@ async def test_poison_message_is_dead_lettered_and_its_partition_flows_on(
                     "min_delay": "20ms",
                     "max_delay": "20ms",
                 },
+                on="test/msg",
             )
         ],
         consume={"ordering": "partition"},
@@ -146,12 +147,16 @@ async def test_poison_message_is_dead_lettered_and_its_partition_flows_on(
         topic,
         [(None, orjson.dumps({"seq": i, "poison": i == poison_seq}), {}) for i in range(total)],
     )
-    bridge = BridgeProcess(config, tmp_path, env={"BRIDGE_TEST_RECORD": str(record)})
+    bridge, record = recording_bridge(config, tmp_path)
     bridge.start()
     try:
         await bridge.wait_ready()
-        await wait_until(
-            lambda: len(read_lines(record)) == total - 1 + attempts, 60, "every message", bridge
+        await until(
+            lambda: len(read_lines(record)) == total - 1 + attempts,
+            60,
+            "every message",
+            every=0.2,
+            watch=[bridge],
         )
     finally:
         assert bridge.terminate() == 0
@@ -173,13 +178,12 @@ async def test_handler_slower_than_session_timeout_causes_no_rebalance(
 ) -> None:
     total = 4
     topic = await kafka.new_topic(partitions=1)
-    record = tmp_path / "record.txt"
-    config = write_bridge_config(
+    config = write_kafka_config(
         tmp_path,
         bootstrap=kafka.bootstrap,
         topic=topic,
         group=kafka.name("group"),
-        handlers=[recorder_handler("sluggish", "slow", timeout="30s")],
+        handlers=[recorder("sluggish", "slow", on="test/msg", timeout="30s")],
         consume={
             "ordering": "none",
             "max_in_flight": 2,  # the partition is paused while two 4 s runs go on
@@ -189,12 +193,13 @@ async def test_handler_slower_than_session_timeout_causes_no_rebalance(
         },
     )
     await kafka.produce(topic, [(None, orjson.dumps({"seq": i}), {}) for i in range(total)])
-    env = {"BRIDGE_TEST_RECORD": str(record), "BRIDGE_TEST_SLOW_SECONDS": "4"}
-    bridge = BridgeProcess(config, tmp_path, env=env)
+    bridge, record = recording_bridge(config, tmp_path, BRIDGE_TEST_SLOW_SECONDS="4")
     bridge.start()
     try:
         await bridge.wait_ready()
-        await wait_until(lambda: len(read_lines(record)) >= total, 60, "every message", bridge)
+        await until(
+            lambda: len(read_lines(record)) >= total, 60, "every message", every=0.2, watch=[bridge]
+        )
     finally:
         assert bridge.terminate() == 0
 
@@ -223,7 +228,7 @@ async def test_publish_then_consume_keeps_trace_and_correlation_ids(
         "destination": middle,
         "key": "{data.user}",
     }
-    first = write_bridge_config(
+    first = write_kafka_config(
         first_dir,
         bootstrap=kafka.bootstrap,
         topic=inbound,
@@ -232,7 +237,7 @@ async def test_publish_then_consume_keeps_trace_and_correlation_ids(
         consume={"event": {"type": "test/msg", "correlation_id": ["header:x-correlation-id"]}},
         connectors={"out": {"type": "kafka", "bootstrap_servers": kafka.bootstrap}},
     )
-    second = write_bridge_config(
+    second = write_kafka_config(
         second_dir,
         bootstrap=kafka.bootstrap,
         topic=middle,
@@ -264,7 +269,9 @@ async def test_publish_then_consume_keeps_trace_and_correlation_ids(
             bridge.start()
         for bridge in bridges:
             await bridge.wait_ready()
-        await wait_until(lambda: len(read_lines(probe)) >= total, 60, "every message", *bridges)
+        await until(
+            lambda: len(read_lines(probe)) >= total, 60, "every message", every=0.2, watch=bridges
+        )
     finally:
         for bridge in bridges:
             bridge.terminate()

@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tests.support import BridgeProcess, free_port, post_events
+from tests.support import BridgeProcess, post_events, serve_posts
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 
@@ -38,12 +38,7 @@ async def test_spans_reach_an_otlp_http_receiver(tmp_path: Path) -> None:
         received.append(message)
         return web.Response(status=200)
 
-    app = web.Application()
-    app.router.add_post("/v1/traces", traces)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner, port = await serve_posts({"/v1/traces": traces})
     config = tmp_path / "bridge.yaml"
     config.write_text(CONFIG.format(db=tmp_path / "s.db", port=port))
     bridge = BridgeProcess(config, tmp_path)

@@ -23,7 +23,6 @@ left behind by a crash after their branch became final are forgotten, not run ag
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
@@ -38,7 +37,7 @@ from bridge.events import Event
 from bridge.store import create_store
 from bridge.store.contracts import Attempt, LedgerEntry, ParkedRun
 from tests.apps.orchestration import Line, parse
-from tests.support import BridgeProcess, post_events, read_lines, until
+from tests.support import cloudevent, post_events, query, read_lines, recording_bridge, until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -59,11 +58,6 @@ handlers:
   - {{id: worker, on: job/requested, type: python, function: "tests.apps.orchestration:park_once"}}
   - {{id: hanger, on: job/hang, type: python, function: "tests.apps.orchestration:park_then_hang"}}
 """
-
-
-def query(db: Path, sql: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(sql).fetchall()
 
 
 def parked(db: Path) -> dict[str, tuple[float, int, float]]:
@@ -89,15 +83,11 @@ def settled(db: Path) -> bool:
 
 async def test_parked_retries_survive_sigkill(tmp_path: Path) -> None:
     db = tmp_path / "state.db"
-    record = tmp_path / "runs.txt"
     config = tmp_path / "bridge.yaml"
     config.write_text(CONFIG.format(db=db))
-    bridge = BridgeProcess(config, tmp_path, env={"BRIDGE_TEST_RECORD": str(record)})
-    events = [
-        {"specversion": "1.0", "id": i, "source": "t", "type": "job/requested", "data": {}}
-        for i in JOBS
-    ]
-    events.append({"specversion": "1.0", "id": HANG, "source": "t", "type": "job/hang", "data": {}})
+    bridge, record = recording_bridge(config, tmp_path, "runs.txt")
+    events = [cloudevent(i, "job/requested", {}, "t") for i in JOBS]
+    events.append(cloudevent(HANG, "job/hang", {}, "t"))
     for event in events:
         event["data"] = {"retry_after": 1.5 if event["id"] == HANG else 6}
 
@@ -227,18 +217,11 @@ async def test_completion_after_a_parked_branch_and_parked_runs_left_final(
       event is emitted, once.
     """
     db = tmp_path / "state.db"
-    record = tmp_path / "runs.txt"
     config = tmp_path / "bridge.yaml"
     config.write_text(MIXED_CONFIG.format(db=db))
     await leave_parked_after_final(db)
-    bridge = BridgeProcess(config, tmp_path, env={"BRIDGE_TEST_RECORD": str(record)})
-    event = {
-        "specversion": "1.0",
-        "id": "mix-1",
-        "source": "t",
-        "type": "mix/start",
-        "data": {"retry_after": 1.5, "sleep": 5},
-    }
+    bridge, record = recording_bridge(config, tmp_path, "runs.txt")
+    event = cloudevent("mix-1", "mix/start", {"retry_after": 1.5, "sleep": 5}, "t")
     bridge.start()
     try:
         await bridge.wait_ready()

@@ -5,7 +5,6 @@ round trip through the confirming publisher."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections import Counter
 from collections.abc import Awaitable
@@ -13,17 +12,23 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
-import aiohttp
 import pytest
-import yaml
 
 from tests.conftest import CHAOS_FULL
 from tests.fixtures.rabbitmq import RabbitAdmin, ensure_rabbitmq_up, rabbitmqctl
-from tests.support import BridgeProcess, executions, seen, until
+from tests.support import (
+    BridgeProcess,
+    executions,
+    rabbitmq_connector,
+    recorder,
+    recording_bridge,
+    seen,
+    sigkill_mid_stream,
+    until,
+    write_config,
+)
 
 pytestmark = pytest.mark.e2e
-
-RECORDER = "tests.apps.recorder"
 
 
 def bridge_config(
@@ -36,55 +41,14 @@ def bridge_config(
     max_in_flight: int = 200,
 ) -> Path:
     """Write a config consuming ``queue`` (declared durable by the bridge) into tmp_path."""
-    config = {
-        "version": 1,
-        "store": f"sqlite:///{tmp_path}/state.db",
-        "drain_timeout": "5s",
-        "events": {"test/*": {"schema": "none"}},
-        "connectors": {
-            "rabbit": {
-                "type": "rabbitmq",
-                "url": url,
-                "reconnect_interval": "500ms",
-                "consume": {
-                    "queue": queue,
-                    "max_in_flight": max_in_flight,
-                    "health_interval": "1s",
-                    "event": {"type": "test/item"},
-                    "declare": declare or {"durable": True},
-                },
-            }
-        },
-        "handlers": handlers,
-    }
-    path = tmp_path / "bridge.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
-
-
-def recorder(handler_id: str, function: str = "record", **extra: Any) -> dict[str, Any]:
-    return {
-        "id": handler_id,
-        "on": "test/item",
-        "type": "python",
-        "function": f"{RECORDER}:{function}",
-        **extra,
-    }
-
-
-def bridge(tmp_path: Path, config: Path) -> tuple[BridgeProcess, Path]:
-    record = tmp_path / "record.txt"
-    return BridgeProcess(config, tmp_path, env={"BRIDGE_TEST_RECORD": str(record)}), record
-
-
-async def ready(proc: BridgeProcess) -> bool:
-    with contextlib.suppress(aiohttp.ClientError):
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"{proc.url}/readyz") as resp,
-        ):
-            return resp.status == 200
-    return False
+    connector = rabbitmq_connector(
+        url,
+        queue,
+        max_in_flight=max_in_flight,
+        health_interval="1s",
+        declare=declare or {"durable": True},
+    )
+    return write_config(tmp_path, connectors={"rabbit": connector}, handlers=handlers)
 
 
 def items(start: int, stop: int) -> list[tuple[bytes, dict[str, Any]]]:
@@ -107,27 +71,17 @@ async def test_sigkill_mid_stream_loses_nothing(rabbit: RabbitAdmin, tmp_path: P
         [recorder("a"), recorder("b")],
         max_in_flight=max_in_flight,
     )
-    proc, record = bridge(tmp_path, config)
+    proc, record = recording_bridge(config, tmp_path)
     await rabbit.queue(queue)  # declared as the bridge declares it, so it can fill first
     await rabbit.publish_many(queue, items(0, total))
     proc.start()
     try:
-        await proc.wait_ready()
-        await until(lambda: len(seen(record, "a")) >= total // 3, 120, "a third processed")
-        proc.kill()
-        done_before = {h: len(set(v)) for h, v in executions(record).items()}
-        proc.start()
-        await proc.wait_ready()
-        everything = {str(n) for n in range(total)}
-        await until(
-            lambda: seen(record, "a") == everything and seen(record, "b") == everything,
-            180,
-            "every message processed by both handlers after the restart",
-        )
+        done_before = await sigkill_mid_stream(proc, record, total)
         assert proc.terminate() == 0
     finally:
         proc.kill()
     runs = executions(record)
+    everything = {str(n) for n in range(total)}
     for handler in ("a", "b"):
         keys = Counter(key for _, key in runs[handler])
         assert set(keys) == everything  # 0 lost
@@ -182,7 +136,7 @@ async def test_broker_connection_loss_and_restart_lose_nothing(
     queue = rabbit.name("restart")
     rabbit.track_queue(queue)
     config = bridge_config(tmp_path, rabbit.url, queue, [recorder("a"), recorder("b")])
-    proc, record = bridge(tmp_path, config)
+    proc, record = recording_bridge(config, tmp_path)
     proc.start()
     stream = Stream(rabbit.url, queue, total, per_second=total / 20)
     publishing: asyncio.Task[None] | None = None
@@ -199,17 +153,17 @@ async def test_broker_connection_loss_and_restart_lose_nothing(
         mark = processed()
         rabbitmqctl("close_all_connections", "chaos test")
         await until(lambda: processed() >= mark + total // 20, 30, "consuming resumed after close")
-        await until(lambda: ready(proc), 30, "/readyz true after close_all_connections")
+        await until(proc.ready, 30, "/readyz true after close_all_connections")
 
         # 2. the broker app stopped and started again
         try:
             rabbitmqctl("stop_app")
-            await until(lambda: _not(ready(proc)), 30, "/readyz false while the broker is down")
+            await until(lambda: _not(proc.ready()), 30, "/readyz false while the broker is down")
             mark = processed()
         finally:
             rabbitmqctl("start_app")
             ensure_rabbitmq_up()
-        await until(lambda: ready(proc), 30, "/readyz true after start_app")
+        await until(proc.ready, 30, "/readyz true after start_app")
         await until(
             lambda: processed() >= mark + total // 20, 30, "consuming resumed after restart"
         )
@@ -272,7 +226,7 @@ async def test_poison_message_is_dead_lettered_while_the_rest_flow(
         "exchanges": [{"name": dlx, "type": "topic"}],
     }
     config = bridge_config(tmp_path, rabbit.url, queue, handlers, declare=declare)
-    proc, record = bridge(tmp_path, config)
+    proc, record = recording_bridge(config, tmp_path)
     proc.start()
     try:
         await proc.wait_ready()
@@ -293,10 +247,8 @@ async def test_poison_message_is_dead_lettered_while_the_rest_flow(
             "all messages handled",
         )
         letters = await rabbit.get_all(dead, expect=1)
-        async with aiohttp.ClientSession() as session:
-            await until(lambda: _letters_count(session, proc.url, 2), 30, "two dead letters stored")
-            async with session.get(f"{proc.url}/v1/dead-letters") as resp:
-                stored = (await resp.json())["items"]
+        await until(lambda: _letters_count(proc, 2), 30, "two dead letters stored")
+        stored = await proc.dead_letters()
         await until(lambda: _depth_is(rabbit, queue, 0), 30, "the source queue drained")
         assert proc.terminate() == 0
     finally:
@@ -319,14 +271,8 @@ async def test_poison_message_is_dead_lettered_while_the_rest_flow(
     assert await rabbit.depth(queue) == (0, 0)
 
 
-async def _metrics_have(proc: BridgeProcess, line: str) -> bool:
-    async with aiohttp.ClientSession() as session, session.get(f"{proc.url}/metrics") as resp:
-        return line in (await resp.text())
-
-
-async def _letters_count(session: aiohttp.ClientSession, url: str, count: int) -> bool:
-    async with session.get(f"{url}/v1/dead-letters") as resp:
-        return len((await resp.json())["items"]) >= count
+async def _letters_count(proc: BridgeProcess, count: int) -> bool:
+    return len(await proc.dead_letters()) >= count
 
 
 async def _depth_is(rabbit: RabbitAdmin, queue: str, messages: int) -> bool:
@@ -355,7 +301,7 @@ async def test_publish_round_trip_keeps_headers_and_trace(
         }
     ]
     config = bridge_config(tmp_path, rabbit.url, inbound, handlers)
-    proc, _ = bridge(tmp_path, config)
+    proc, _ = recording_bridge(config, tmp_path)
     proc.start()
     try:
         await proc.wait_ready()
@@ -370,7 +316,7 @@ async def test_publish_round_trip_keeps_headers_and_trace(
         got = await rabbit.get_all(outbound, expect=total, within=60)
         # The queue depth reaches the metrics (the source's probe, then the runtime's export).
         depth_line = f'bridge_source_lag{{connector="rabbit",part="{inbound}"}} 0'
-        await until(lambda: _metrics_have(proc, depth_line), 30, "the queue depth in /metrics")
+        await until(lambda: proc.metrics_have(depth_line), 30, "the queue depth in /metrics")
         assert proc.terminate() == 0
     finally:
         proc.kill()

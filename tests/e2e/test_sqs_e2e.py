@@ -14,14 +14,23 @@ from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 
 from tests.fixtures.sqs import SqsKit
-from tests.support import BridgeProcess, executions, post_events, read_lines, seen, until
+from tests.support import (
+    BridgeProcess,
+    executions,
+    post_events,
+    read_lines,
+    recorder,
+    recording_bridge,
+    seen,
+    sigkill_mid_stream,
+    sqs_connector,
+    until,
+    write_config,
+)
 
 pytestmark = pytest.mark.e2e
-
-RECORDER = "tests.apps.recorder"
 
 
 def bridge_config(
@@ -31,50 +40,17 @@ def bridge_config(
     **consume: Any,
 ) -> Path:
     """A config consuming ``queue`` from moto (endpoint from ``${SQS_ENDPOINT}``)."""
-    config = {
-        "version": 1,
-        "store": f"sqlite:///{tmp_path}/state.db",
-        "drain_timeout": "5s",
-        "events": {"test/*": {"schema": "none"}},
-        "connectors": {
-            "jobs": {
-                "type": "sqs",
-                "endpoint_url": "${SQS_ENDPOINT}",
-                "consume": {
-                    "queue": queue,
-                    "wait_time_seconds": 2,
-                    "depth_interval": "1s",
-                    "event": {"type": "test/item"},
-                    **consume,
-                },
-            },
-            "out": {"type": "sqs", "endpoint_url": "${SQS_ENDPOINT}"},
-        },
-        "handlers": handlers,
+    connectors = {
+        "jobs": sqs_connector(queue, **consume),
+        "out": {"type": "sqs", "endpoint_url": "${SQS_ENDPOINT}"},
     }
-    path = tmp_path / "bridge.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
-
-
-def recorder(handler_id: str, function: str = "record", **extra: Any) -> dict[str, Any]:
-    return {
-        "id": handler_id,
-        "on": "test/item",
-        "type": "python",
-        "function": f"{RECORDER}:{function}",
-        **extra,
-    }
+    return write_config(tmp_path, connectors=connectors, handlers=handlers)
 
 
 def bridge(
     tmp_path: Path, config: Path, sqs_env: dict[str, str], **env: str
 ) -> tuple[BridgeProcess, Path]:
-    record = tmp_path / "record.txt"
-    proc = BridgeProcess(
-        config, tmp_path, env={**sqs_env, "BRIDGE_TEST_RECORD": str(record), **env}
-    )
-    return proc, record
+    return recording_bridge(config, tmp_path, **sqs_env, **env)
 
 
 class Feeder:
@@ -114,18 +90,7 @@ async def test_sigkill_mid_stream_loses_nothing(
     feeding = asyncio.create_task(feeder.run())
     proc.start()
     try:
-        await proc.wait_ready()
-        await until(lambda: len(seen(record, "a")) >= total // 3, 120, "a third processed")
-        proc.kill()
-        done_before = {h: len(set(v)) for h, v in executions(record).items()}
-        proc.start()
-        await proc.wait_ready()
-        everything = {str(n) for n in range(total)}
-        await until(
-            lambda: seen(record, "a") == everything and seen(record, "b") == everything,
-            180,
-            "every message processed by both handlers after the restart",
-        )
+        done_before = await sigkill_mid_stream(proc, record, total)
         await feeding
         await sqs.wait_empty(url)
         assert proc.terminate() == 0
@@ -135,6 +100,7 @@ async def test_sigkill_mid_stream_loses_nothing(
             await feeding
         proc.kill()
     runs = executions(record)
+    everything = {str(n) for n in range(total)}
     for handler in ("a", "b"):
         keys = Counter(key for _, key in runs[handler])
         assert set(keys) == everything  # 0 lost
@@ -196,11 +162,7 @@ async def test_handler_slower_than_visibility_timeout_runs_once(
         name = url.rsplit("/", 1)[1]
         lag = f'bridge_source_lag{{connector="jobs",part="{name}"}}'
 
-        async def depth_exported() -> bool:
-            async with aiohttp.ClientSession() as session, session.get(f"{proc.url}/metrics") as r:
-                return lag in await r.text()
-
-        await until(depth_exported, 15, "the queue depth in /metrics")
+        await until(lambda: proc.metrics_have(lag), 15, "the queue depth in /metrics")
         assert proc.terminate() == 0
     finally:
         proc.kill()
@@ -236,11 +198,7 @@ async def test_fifo_order_per_group_and_poison_is_dead_lettered(
         expected = {f"g{g}-{n}" for g in range(groups) for n in range(per_group)} - {"g1-3"}
         await until(lambda: seen(record, "p") >= expected, 60, "every good message handled")
         await sqs.wait_empty(url)
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"{proc.url}/v1/dead-letters", params={"handler": "p"}) as resp,
-        ):
-            letters = (await resp.json())["items"]
+        letters = await proc.dead_letters(handler="p")
         assert proc.terminate() == 0
     finally:
         proc.kill()

@@ -12,19 +12,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import sqlite3
-import time
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
-from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import CHAOS_FULL
-from tests.support import BridgeProcess, read_lines
+from tests.support import recording_bridge, runs_by_event, signed_debezium, wait_all_ran
 
 TOTAL = 10_000 if CHAOS_FULL else 1_500
 CONCURRENCY = 32
@@ -69,28 +66,7 @@ def supabase_request(n: int) -> tuple[str, bytes, dict[str, str]]:
 
 
 def debezium_request(n: int) -> tuple[str, bytes, dict[str, str]]:
-    change = {
-        "before": None,
-        "after": {"id": n, "sku": f"sku-{n}"},
-        "source": {
-            "connector": "postgresql",
-            "db": "shop",
-            "schema": "public",
-            "table": "products",
-            "lsn": 1000 + n,
-            "ts_ms": 1700000000000 + n,
-        },
-        "op": "c",
-        "ts_ms": 1700000000000 + n,
-    }
-    body = orjson.dumps({"schema": {"type": "struct"}, "payload": change})
-    msg_id = f"msg_{n}"
-    moment = datetime.now(UTC)
-    headers = {
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(int(moment.timestamp())),
-        "webhook-signature": Webhook(KEY).sign(msg_id, moment, body.decode()),
-    }
+    body, headers = signed_debezium(n, KEY, 1000)
     return "/hooks/debezium", body, headers
 
 
@@ -146,35 +122,19 @@ def inbox_rows(db: Path) -> tuple[int, int]:
     return int(total), int(pending or 0)
 
 
-async def wait_for_all(record: Path, db: Path, accepted: set[str], within: float) -> Counter:
-    deadline = time.monotonic() + within
-    while True:
-        runs: Counter[tuple[str, str]] = Counter()
-        for line in read_lines(record):
-            _, handler, event_id, *_ = line.split(" ")
-            runs[(handler, event_id)] += 1
-        missing = [(h, e) for e in accepted for h in HANDLERS if runs[(h, e)] == 0]
-        if (not missing and inbox_rows(db)[1] == 0) or time.monotonic() > deadline:
-            return runs
-        await asyncio.sleep(0.25)
-
-
 @pytest.mark.e2e
 @pytest.mark.timeout(300)
 async def test_sigkill_after_a_burst_of_202s_loses_no_accepted_webhook(tmp_path: Path) -> None:
     db = tmp_path / "state.db"
-    record = tmp_path / "runs.txt"
     config = tmp_path / "bridge.yaml"
     config.write_text(CONFIG.format(db=db))
-    bridge = BridgeProcess(
+    bridge, record = recording_bridge(
         config,
         tmp_path,
-        env={
-            "BRIDGE_TEST_RECORD": str(record),
-            "BRIDGE_TEST_SLOW_SECONDS": "0.2",
-            "SUPABASE_SECRET": "s3cret",
-            "DEBEZIUM_KEY": KEY,
-        },
+        "runs.txt",
+        BRIDGE_TEST_SLOW_SECONDS="0.2",
+        SUPABASE_SECRET="s3cret",
+        DEBEZIUM_KEY=KEY,
     )
     bridge.start()
     await bridge.wait_ready()
@@ -185,12 +145,12 @@ async def test_sigkill_after_a_burst_of_202s_loses_no_accepted_webhook(tmp_path:
     bad = len(range(0, TOTAL, 10))
     assert statuses[202] == TOTAL and sum(statuses.values()) == TOTAL + bad
     assert inbox_rows(db)[0] == TOTAL  # the refused requests stored nothing
-    done_before = {(h, e) for line in read_lines(record) for _, h, e, *_ in [line.split(" ")]}
+    done_before = set(runs_by_event(record))
     assert len(done_before) < len(accepted) * len(HANDLERS) // 2, "the kill came too late"
 
     bridge.start()
     await bridge.wait_ready()
-    runs = await wait_for_all(record, db, accepted, within=180)
+    runs = await wait_all_ran(record, db, accepted, HANDLERS, within=180)
     assert bridge.terminate() == 0, bridge.log_tail()
 
     lost = [(h, e) for e in accepted for h in HANDLERS if runs[(h, e)] == 0]

@@ -27,7 +27,7 @@ import pytest
 
 from tests.apps.orchestration import Line, parse
 from tests.fixtures.postgres import POSTGRES_URL, drop_schema
-from tests.support import BridgeProcess, post_events, read_lines, until
+from tests.support import BridgeProcess, cloudevent, post_events, read_lines, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -137,16 +137,6 @@ async def _ready(procs: list[BridgeProcess]) -> None:
 
 async def _stop(procs: list[BridgeProcess]) -> list[int]:
     return list(await asyncio.gather(*(p.stop() for p in procs)))
-
-
-def cloudevent(event_id: str, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": event_id,
-        "source": "test",
-        "type": event_type,
-        "data": data,
-    }
 
 
 async def post_to(url: str, events: list[dict[str, Any]]) -> None:

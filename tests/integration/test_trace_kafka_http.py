@@ -14,7 +14,7 @@ from opentelemetry.trace import SpanKind
 from bridge.app import load_config_text
 from bridge.app.runtime import Runtime
 from tests.fixtures.kafka import KafkaAdmin
-from tests.support import free_port
+from tests.support import serve_posts
 
 pytestmark = pytest.mark.integration
 
@@ -50,12 +50,7 @@ async def test_one_trace_from_kafka_producer_to_the_application(kafka: KafkaAdmi
         seen.append(dict(request.headers))
         return web.json_response({"stored": True})
 
-    app = web.Application()
-    app.router.add_post("/events", receive)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    app_port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", app_port).start()
+    runner, app_port = await serve_posts({"/events": receive})
 
     topic = await kafka.new_topic()
     cfg = load_config_text(
