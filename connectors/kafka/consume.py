@@ -1,7 +1,7 @@
 """The Kafka source: an aiokafka consumer-group member that commits only finished offsets.
 
 Delivery semantics are described in ``connectors.kafka``; the bookkeeping (order,
-backpressure, committable prefixes) lives in ``connectors.kafka_intake``. This module
+backpressure, committable prefixes) lives in ``connectors.kafka.intake``. This module
 is the I/O around it, in three tasks owned by the source:
 
 * the fetch loop feeds the intake from ``getmany``. While the partitions are paused it
@@ -24,8 +24,9 @@ from typing import Any
 
 from bridge.errors import ConnectorError
 from bridge.transport import ConnectorStatus, Delivery, Settlement
-from connectors.kafka import KafkaConfig, connection_options, milliseconds, retriable
-from connectors.kafka_intake import Intake, PartitionState
+from connectors.kafka.client import connection_options, milliseconds, retriable
+from connectors.kafka.config import KafkaConfig
+from connectors.kafka.intake import Intake, PartitionState
 
 log = logging.getLogger("connectors.kafka")
 
