@@ -9,7 +9,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from bridge.errors import ConnectorError
-from connectors.rabbitmq import RabbitMQConfig, ce_attribute, connect
+from connectors.rabbitmq.binding import ce_attribute
+from connectors.rabbitmq.config import RabbitMQConfig
+from connectors.rabbitmq.connection import connect
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection

@@ -11,14 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.errors import ConnectorError
 from bridge.transport import ConnectorStatus, Delivery, Settlement
-from connectors.rabbitmq import RabbitMQConfig, connect
-from connectors.rabbitmq_delivery import (
-    ChannelAcks,
-    amqp_headers,
-    amqp_meta,
-    content_hash,
-    delivery_tag,
-)
+from connectors.rabbitmq.acks import ChannelAcks
+from connectors.rabbitmq.config import RabbitMQConfig
+from connectors.rabbitmq.connection import connect
+from connectors.rabbitmq.delivery import amqp_headers, amqp_meta, content_hash, delivery_tag
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection, AbstractRobustQueue
