@@ -19,9 +19,13 @@ from connectors import cron, kafka, memory, rabbitmq, sqs, webhook
 
 KINDS: dict[str, ConnectorKind] = {
     "memory": ConnectorKind(memory.MemoryConfig, "memory", memory.source, memory.publisher),
-    "kafka": ConnectorKind(kafka.KafkaConfig, "kafka", kafka.source, kafka.publisher),
+    "kafka": ConnectorKind(
+        kafka.KafkaConfig, "kafka", kafka.source, kafka.publisher, embedded=kafka.embedded_broker
+    ),
     "rabbitmq": ConnectorKind(rabbitmq.RabbitMQConfig, "amqp", rabbitmq.source, rabbitmq.publisher),
-    "sqs": ConnectorKind(sqs.SqsConfig, "sqs", sqs.source, sqs.publisher),
+    "sqs": ConnectorKind(
+        sqs.SqsConfig, "sqs", sqs.source, sqs.publisher, embedded=sqs.embedded_broker
+    ),
     "webhook": ConnectorKind(
         webhook.WebhookConfig, "webhook", ingress=webhook.ingress, needs_server=True
     ),

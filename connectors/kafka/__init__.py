@@ -45,8 +45,9 @@ OAUTHBEARER through a token provider). Secrets come from ``${VAR}`` or ``${file:
 Modules, each importing only those before it: ``config`` (the pydantic models),
 ``client`` (connection options shared by consumer, producer and admin client, and
 which errors are retriable), ``intake`` (the source's bookkeeping, without I/O),
-``consume`` (``KafkaSource``) and ``publish`` (``KafkaPublisher``). aiokafka is
-imported lazily, so the config schema needs no Kafka client.
+``consume`` (``KafkaSource``), ``publish`` (``KafkaPublisher``) and ``embedded``
+(the broker ``bridge dev`` starts). aiokafka is imported lazily, so the config
+schema needs no Kafka client.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from connectors.kafka.config import (
     KafkaTLS,
 )
 from connectors.kafka.consume import KafkaSource
+from connectors.kafka.embedded import embedded_broker
 from connectors.kafka.publish import KafkaPublisher
 
 
@@ -83,6 +85,7 @@ __all__ = [
     "KafkaTLS",
     "client_options",
     "connection_options",
+    "embedded_broker",
     "publisher",
     "retriable",
     "source",

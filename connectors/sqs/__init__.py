@@ -44,13 +44,15 @@ Modules, each importing only those before it: ``config`` (the pydantic models),
 and queue look-ups), ``batch`` (batch calls and retries of failed entries),
 ``inflight`` (the source's book of held messages, without I/O), ``message`` (an
 SQS message as a ``Delivery``'s body, headers and metadata), ``consume``
-(``SqsSource``), ``attributes`` and ``publish`` (``SqsPublisher``).
+(``SqsSource``), ``attributes`` and ``publish`` (``SqsPublisher``), and
+``embedded`` (the server ``bridge dev`` starts).
 """
 
 from __future__ import annotations
 
 from connectors.sqs.config import SqsConfig, SqsConsumeConfig, SqsPublishConfig
 from connectors.sqs.consume import SqsSource
+from connectors.sqs.embedded import embedded_broker
 from connectors.sqs.publish import SqsPublisher
 
 
@@ -70,6 +72,7 @@ __all__ = [
     "SqsPublishConfig",
     "SqsPublisher",
     "SqsSource",
+    "embedded_broker",
     "publisher",
     "source",
 ]
