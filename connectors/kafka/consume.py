@@ -88,6 +88,11 @@ class KafkaSource:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        """Start the consumer (after closing what a failed run left) and its fetch and commit loops.
+
+        Raises:
+            ConnectorError: the consumer could not start (``retriable`` per the error).
+        """
         from aiokafka import AIOKafkaConsumer
 
         loop = asyncio.get_running_loop()

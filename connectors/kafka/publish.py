@@ -65,6 +65,11 @@ class KafkaPublisher:
     async def publish(
         self, destination: str, body: bytes, headers: Mapping[str, str], key: str | None
     ) -> None:
+        """Send one message to the topic ``destination``; return once the broker has it.
+
+        Raises:
+            ConnectorError: the producer could not start or the send failed.
+        """
         from aiokafka.errors import KafkaError
 
         if self._producer is None:

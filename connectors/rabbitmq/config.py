@@ -111,6 +111,7 @@ class RabbitMQConsumeConfig(ConsumeConfig):
 
     @property
     def prefetch_count(self) -> int:
+        """The basic.qos prefetch: ``prefetch``, else ``max_in_flight`` (at most 65535)."""
         return self.prefetch or min(self.max_in_flight, MAX_PREFETCH)
 
 

@@ -157,6 +157,7 @@ class RabbitMQSource:
         self.reconnects += 1
 
     async def deliveries(self) -> AsyncIterator[Delivery]:
+        """Delivered messages, in order, until ``stop()`` (those of a dead channel skipped)."""
         stop = asyncio.ensure_future(self._stopped.wait())
         try:
             while not self._stopped.is_set():
@@ -265,6 +266,7 @@ class RabbitMQSource:
             log.error("resubscribe failed", extra={"connector": self.name, "error": repr(exc)})
 
     def status(self) -> ConnectorStatus:
+        """Connected while the link and the consumer are up; lag is the queue depth."""
         channel = self._channel
         connected = (
             self._link_up

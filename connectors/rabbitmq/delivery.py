@@ -89,10 +89,12 @@ def amqp_meta(message: DeliveredMessage, queue: str, headers: Mapping[str, str])
 
 
 def deliver_frame(message: DeliveredMessage) -> Basic.Deliver:
+    """The ``basic.deliver`` frame of a consumed message."""
     return cast("Basic.Deliver", message.delivery)  # consumers only receive Basic.Deliver
 
 
 def delivery_tag(message: DeliveredMessage) -> int:
+    """The message's delivery tag (valid on its own channel only)."""
     return cast(int, deliver_frame(message).delivery_tag)
 
 

@@ -93,6 +93,7 @@ class WebhookIngress:
             )
 
     def routes(self) -> list[web.RouteDef]:
+        """One POST route on ``path`` (``Expect: 100-continue`` gets an early refusal)."""
         return [web.post(self.path, self.handle, expect_handler=self._expect)]
 
     async def _expect(self, request: web.Request) -> web.StreamResponse | None:
