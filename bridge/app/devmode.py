@@ -29,13 +29,14 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from bridge.config import BridgeConfig, connector_kinds, load_config
 from bridge.embedded import Brokers
 from bridge.errors import BridgeError, ConfigError
+from bridge.transport import ConnectorKind
 
 POLL_SECONDS = 0.5
 _SKIP_DIRS = {"__pycache__", "node_modules", "site-packages", "venv"}
@@ -102,13 +103,13 @@ class Watcher:
 # --------------------------------------------------------------------------- embedded brokers
 
 
-def ensure_brokers(cfg: BridgeConfig, brokers: Brokers) -> None:
+def ensure_brokers(cfg: BridgeConfig, brokers: Brokers, kinds: Mapping[str, ConnectorKind]) -> None:
     """Let each connector's kind start an embedded broker for it when it needs one.
 
-    Kind by kind in registry order (Kafka's before SQS's), each connector of the
-    kind in config order; kinds without an ``embedded`` hook are skipped.
+    Kind by kind in the order of ``kinds`` (the registry: Kafka's before SQS's),
+    each connector of the kind in config order; kinds without an ``embedded``
+    hook are skipped. Raises what a hook raises (``BridgeError``).
     """
-    kinds = connector_kinds()
     for type_name, kind in kinds.items():
         if kind.embedded is None:
             continue
@@ -185,7 +186,7 @@ class DevSession:
         cfg = load_config(self.config)
         prepare(cfg, self.args)
         if not getattr(self.args, "no_brokers", False):
-            ensure_brokers(cfg, self.brokers)
+            ensure_brokers(cfg, self.brokers, connector_kinds())
         return cfg
 
     def on_signal(self) -> None:
