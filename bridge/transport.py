@@ -32,6 +32,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.duration import Duration
+from bridge.embedded import Brokers
 
 
 class Settlement(enum.Enum):
@@ -228,6 +229,7 @@ class ConnectorKind:
     or, for connectors fed over the bridge's HTTP server, ``(cfg, name, env) -> Ingress``.
 
     ``transport`` prefixes the transport metadata of events (``kafka.partition``).
+    ``embedded`` is how ``bridge dev`` gives its connectors a local broker.
     """
 
     config: type[ConnectorConfig]
@@ -237,3 +239,13 @@ class ConnectorKind:
     ingress: Callable[[Any, str, IngressEnv], Ingress] | None = None
     needs_server: bool = False
     """The ingress mounts routes on the bridge's HTTP server (webhooks; not cron)."""
+    embedded: Callable[[str, Any, Brokers], None] | None = None
+    """Dev mode only: ``(name, cfg, brokers)``, called by ``bridge dev`` (unless
+    ``--no-brokers``) for each connector of this kind, on every load of the config,
+    in a worker thread (it may block). When the connector's broker cannot be reached
+    and a local one would do, it starts an embedded broker (or reuses the one in
+    ``brokers.running`` at that address, so it survives reloads), records it there,
+    points ``cfg`` at it (the config is changed in place) and creates the topics or
+    queues the connector consumes. A connector whose broker answers is left alone.
+    It raises ``BridgeError`` when the broker cannot be started. The hook imports
+    its broker SDK or tool lazily; the engine imports none."""

@@ -1,8 +1,10 @@
 """Connector kinds. ``KINDS`` is the explicit registry; plugins add kinds through the
 ``bridge.connectors`` entry-point group (each entry point names a ``ConnectorKind``).
 
-A connector module must import its broker SDK lazily (inside the Source or
-Publisher), so the config schema knows every kind even without its extra installed.
+A connector is a subpackage (``kafka``, ``rabbitmq``, ``sqs``, ``webhook``) or, when
+small, one module (``cron``, ``memory``). It must import its broker SDK lazily
+(inside the Source, the Publisher or the dev-mode ``embedded`` hook), so the config
+schema knows every kind even without its extra installed.
 """
 
 from __future__ import annotations
@@ -19,9 +21,13 @@ from connectors import cron, kafka, memory, rabbitmq, sqs, webhook
 
 KINDS: dict[str, ConnectorKind] = {
     "memory": ConnectorKind(memory.MemoryConfig, "memory", memory.source, memory.publisher),
-    "kafka": ConnectorKind(kafka.KafkaConfig, "kafka", kafka.source, kafka.publisher),
+    "kafka": ConnectorKind(
+        kafka.KafkaConfig, "kafka", kafka.source, kafka.publisher, embedded=kafka.embedded_broker
+    ),
     "rabbitmq": ConnectorKind(rabbitmq.RabbitMQConfig, "amqp", rabbitmq.source, rabbitmq.publisher),
-    "sqs": ConnectorKind(sqs.SqsConfig, "sqs", sqs.source, sqs.publisher),
+    "sqs": ConnectorKind(
+        sqs.SqsConfig, "sqs", sqs.source, sqs.publisher, embedded=sqs.embedded_broker
+    ),
     "webhook": ConnectorKind(
         webhook.WebhookConfig, "webhook", ingress=webhook.ingress, needs_server=True
     ),

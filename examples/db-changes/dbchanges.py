@@ -1,7 +1,7 @@
 """Python handlers of the db-changes example.
 
 Every change from Supabase or Debezium arrives in one shape (see
-``connectors.webhook_providers``): ``op``, ``table``, ``schema``, ``record``,
+``connectors.webhook.providers``): ``op``, ``table``, ``schema``, ``record``,
 ``old_record``, plus Debezium's ``source`` block.
 """
 

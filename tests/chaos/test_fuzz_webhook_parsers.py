@@ -23,8 +23,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.errors import InvalidEvent
-from connectors.webhook_auth import WebhookAuth, build_verifier
-from connectors.webhook_providers import PROVIDERS, UNREADABLE, parser
+from connectors.webhook.auth import WebhookAuth, build_verifier
+from connectors.webhook.providers import PROVIDERS, UNREADABLE, parser
 from tests.chaos.fuzz_inputs import (
     EXAMPLES,
     FUZZ_TIMEOUT,

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from bridge.app.devmode import reachable
+from bridge.embedded import reachable
 from tests.support import ROOT, answers_200, free_port, read_lines, until
 
 CONFIG = """\

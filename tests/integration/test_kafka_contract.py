@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from connectors.kafka import KafkaConfig, KafkaPublisher
-from connectors.kafka_source import KafkaSource
+from connectors.kafka.consume import KafkaSource
 from tests.contract import PublisherContract, SourceContract
 from tests.fixtures.kafka import KafkaAdmin
 

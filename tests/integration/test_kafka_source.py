@@ -12,7 +12,7 @@ from bridge.events import EventCatalog
 from bridge.normalize import Normalizer
 from bridge.transport import Delivery, EventMapping, Settlement
 from connectors.kafka import KafkaPublisher
-from connectors.kafka_source import KafkaSource
+from connectors.kafka.consume import KafkaSource
 from tests.contract import nothing_within, running, take
 from tests.fixtures.kafka import KafkaAdmin
 from tests.integration.test_kafka_contract import kafka_config

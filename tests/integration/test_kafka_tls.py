@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 from bridge.errors import ConnectorError
 from bridge.transport import Settlement
 from connectors.kafka import KafkaConfig, KafkaPublisher
-from connectors.kafka_source import KafkaSource
+from connectors.kafka.consume import KafkaSource
 from tests.contract import running, take
 from tests.fixtures.kafka import KafkaBroker, start_tansu, stop_tansu
 from tests.support import free_port

@@ -18,8 +18,8 @@ from bridge.events import EventCatalog, load_schema
 from bridge.normalize import Normalizer
 from bridge.transport import Delivery, Settlement
 from connectors.rabbitmq import RabbitMQConfig
-from connectors.rabbitmq_publish import RabbitMQPublisher, outgoing_message, parse_destination
-from connectors.rabbitmq_source import RabbitMQSource
+from connectors.rabbitmq.consume import RabbitMQSource
+from connectors.rabbitmq.publish import RabbitMQPublisher, outgoing_message, parse_destination
 from tests.contract import nothing_within, running, take
 from tests.fixtures.rabbitmq import RabbitAdmin, rabbitmqctl, raw_publish
 from tests.integration.test_rabbitmq_contract import rabbit_config

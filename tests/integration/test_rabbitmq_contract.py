@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from connectors.rabbitmq import RabbitMQConfig
-from connectors.rabbitmq_publish import RabbitMQPublisher
-from connectors.rabbitmq_source import RabbitMQSource
+from connectors.rabbitmq.consume import RabbitMQSource
+from connectors.rabbitmq.publish import RabbitMQPublisher
 from tests.contract import PublisherContract, SourceContract
 from tests.fixtures.rabbitmq import RabbitAdmin
 

@@ -27,8 +27,8 @@ from cryptography.x509.oid import NameOID
 from bridge.errors import ConnectorError
 from bridge.transport import Settlement
 from connectors.rabbitmq import RabbitMQConfig
-from connectors.rabbitmq_publish import RabbitMQPublisher
-from connectors.rabbitmq_source import RabbitMQSource
+from connectors.rabbitmq.consume import RabbitMQSource
+from connectors.rabbitmq.publish import RabbitMQPublisher
 from tests.contract import running, take
 from tests.fixtures.rabbitmq import HOST, PORT, RabbitAdmin
 

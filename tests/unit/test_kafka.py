@@ -16,7 +16,7 @@ from bridge.app import load_config_text
 from bridge.errors import ConfigError
 from bridge.transport import Settlement
 from connectors.kafka import KafkaConfig, client_options
-from connectors.kafka_intake import Intake, PartitionState
+from connectors.kafka.intake import Intake, PartitionState
 from tests.support import ROOT
 
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from standardwebhooks.webhooks import Webhook
 
-from connectors.webhook_auth import (
+from connectors.webhook.auth import (
     HmacSignature,
     SharedSecret,
     StandardWebhooks,

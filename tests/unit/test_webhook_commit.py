@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bridge.errors import StoreError
-from connectors.webhook_commit import GroupCommit
+from connectors.webhook.commit import GroupCommit
 
 
 class Inbox:

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.errors import InvalidEvent
-from connectors.webhook_providers import PROVIDERS, UNREADABLE, Parsed, parser
+from connectors.webhook.providers import PROVIDERS, UNREADABLE, Parsed, parser
 
 # --------------------------------------------------------------------------- documented payloads
 

@@ -1,46 +1,8 @@
-"""``type: sqs``: consume from and publish to AWS SQS queues, on aiobotocore.
-
-Consume (``SqsSource``), with the delivery semantics of DESIGN §6:
-
-* ``receivers`` concurrent long polls (``WaitTimeSeconds`` up to 20), each asking
-  for up to 10 messages, never more than ``max_in_flight`` unsettled at once.
-* One heartbeat task extends the visibility of every held message that nears
-  expiry (``ChangeMessageVisibilityBatch``), so a slow handler never causes a
-  second delivery. A message received again while still held here (its
-  visibility lapsed anyway) is not delivered twice: the held delivery adopts the
-  newest receipt handle, which settle and the heartbeat then use.
-* ``ACK`` deletes with ``DeleteMessageBatch``; ``RETRY_LATER`` sets the
-  visibility to 0. A batch call can answer 200 with some entries failed: only
-  those are retried (``SenderFault`` entries are not: they cannot succeed).
-* FIFO queues (``.fifo``) with ``ordering: key`` (the default): the messages of
-  one ``MessageGroupId`` are yielded one at a time, in order; groups run
-  concurrently. A group's ``RETRY_LATER`` releases the messages held behind it.
-  Receives then run one at a time, so messages are booked in the order SQS
-  hands them out (emulators such as moto may split a group across concurrent
-  long polls; real SQS does not, and the cost is small: 10 messages a call).
-* ``Delivery.headers`` are the message attributes, by name; ``meta`` carries
-  ``message_id`` (the MessageId, stable across redelivery), ``receive_count``,
-  ``sent_timestamp``, ``group_id``... The correlation id is read from the
-  ``x-correlation-id`` attribute unless the event mapping names another source.
-* ``status()`` reports the queue depth (``ApproximateNumberOfMessages`` as
-  ``<queue>`` and ``...NotVisible`` as ``<queue>:not_visible``), polled every
-  ``depth_interval``.
-* ``stop()`` lets a receive that is about to answer finish (a long poll that is
-  still waiting is cancelled; what it might have taken comes back after the
-  visibility timeout), makes every received but undelivered message visible
-  again, flushes pending deletes, then closes the client.
+"""``SqsSource``: long polls, a visibility heartbeat, batched deletes (see ``connectors.sqs``).
 
 The book of held messages (slots, FIFO chains, re-received messages) is
-``connectors.sqs_inflight``; batch calls and error wrapping are in
-``connectors.sqs_client``.
-
-Publish (``SqsPublisher``): batched ``SendMessageBatch`` (up to 10 entries and
-``max_batch_bytes``, retrying failed entries only). See ``connectors.sqs_publish``
-for how headers become message attributes (CloudEvents prefix ``ce-``, at most
-10 attributes) and for the FIFO group and deduplication ids.
-
-Credentials come from the standard AWS chain (environment, shared profile, web
-identity / IRSA, container and instance metadata), never from the YAML.
+``connectors.sqs.inflight``; batch calls are in ``connectors.sqs.batch``, the
+client and error wrapping in ``connectors.sqs.client`` and ``connectors.sqs.errors``.
 """
 
 from __future__ import annotations
@@ -51,97 +13,22 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, model_validator
-
-from bridge.duration import Duration
 from bridge.errors import ConnectorError
-from bridge.transport import ConnectorConfig, ConnectorStatus, ConsumeConfig, Delivery, Settlement
-from connectors.sqs_client import (
-    Batcher,
-    batch_call,
-    open_client,
-    queue_name,
-    queue_visibility,
-    resolve_url,
-    wrap_error,
-)
-from connectors.sqs_inflight import Held, InFlight
-from connectors.sqs_publish import SqsPublishConfig, SqsPublisher
+from bridge.transport import ConnectorStatus, Delivery, Settlement
+from connectors.sqs.batch import Batcher, batch_call
+from connectors.sqs.client import open_client, queue_name, queue_visibility, resolve_url
+from connectors.sqs.config import SqsConfig, SqsConsumeConfig
+from connectors.sqs.errors import wrap_error
+from connectors.sqs.inflight import Held, InFlight
+from connectors.sqs.message import message_body, message_headers, message_meta
 
 log = logging.getLogger("bridge.connectors.sqs")
 
 _RECEIVE_GRACE = 0.5  # how long stop() lets a receive call finish before cancelling it
 _DELETE_LINGER = 0.01  # how long a delete batch waits for more entries
 _CHANGE_LINGER = 0.005
-
-
-class SqsConsumeConfig(ConsumeConfig):
-    """How to consume one SQS queue."""
-
-    queue: str = Field(description="Queue name (resolved with GetQueueUrl) or queue URL.")
-    receivers: int = Field(
-        4,
-        ge=1,
-        le=64,
-        description="Concurrent ReceiveMessage long polls (one at a time on an ordered FIFO queue).",
-    )
-    batch_size: int = Field(10, ge=1, le=10, description="Most messages asked for per receive.")
-    wait_time_seconds: int = Field(
-        20, ge=0, le=20, description="Long-poll wait of each receive (0..20 s)."
-    )
-    visibility_timeout: int | None = Field(
-        None,
-        ge=1,
-        le=43_200,
-        description="Visibility timeout in whole seconds set on receive and on each heartbeat "
-        "extension. Default: the queue's VisibilityTimeout attribute.",
-    )
-    depth_interval: Duration = Field(
-        15.0, gt=0, description="How often the queue depth is read for metrics and /readyz."
-    )
-    ordering: Literal["key", "partition", "none"] = Field(
-        "key",
-        description="FIFO queues: `key` (or `partition`) runs one message per MessageGroupId "
-        "at a time, in order; `none` runs a group's received messages concurrently. "
-        "Standard queues have no order.",
-    )
-
-    @model_validator(mode="after")
-    def _correlation_attribute(self) -> SqsConsumeConfig:
-        # Publishers (ours included) carry the correlation id as a message attribute.
-        if not self.event.correlation_id:
-            self.event = self.event.model_copy(
-                update={"correlation_id": ["header:x-correlation-id"]}
-            )
-        return self
-
-
-class SqsConfig(ConnectorConfig):
-    """An SQS endpoint: a queue to consume (``consume``) and/or queues to publish to.
-
-    Credentials come from the standard AWS chain, never from this file.
-    """
-
-    type: Literal["sqs"] = "sqs"
-    region: str | None = Field(
-        None,
-        description="AWS region. Default: AWS_REGION / AWS_DEFAULT_REGION / the profile, "
-        "else the region in a queue URL.",
-    )
-    endpoint_url: str | None = Field(
-        None, description="Endpoint override for local SQS (moto, LocalStack, ElasticMQ)."
-    )
-    profile: str | None = Field(
-        None, description="Shared config profile name. Default: AWS_PROFILE or `default`."
-    )
-    consume: SqsConsumeConfig | None = Field(
-        None, description="Consume one queue; without it the connector is a publish target only."
-    )
-    publish: SqsPublishConfig = Field(
-        default_factory=SqsPublishConfig, description="How messages are published."
-    )
 
 
 @dataclass(eq=False)
@@ -371,24 +258,12 @@ class SqsSource:
         self, held: Held, message: Mapping[str, Any], attrs: Mapping[str, str]
     ) -> Delivery:
         return Delivery(
-            _body(message),
-            _headers(message.get("MessageAttributes") or {}),
-            self._meta(held.message_id, attrs),
+            message_body(message),
+            message_headers(message.get("MessageAttributes") or {}),
+            message_meta(self.queue, held.message_id, attrs),
             self._settler(held),
             self.name,
         )
-
-    def _meta(self, message_id: str, attrs: Mapping[str, str]) -> dict[str, Any]:
-        meta: dict[str, Any] = {
-            "queue": self.queue,
-            "message_id": message_id,
-            "receive_count": int(attrs.get("ApproximateReceiveCount", "1")),
-        }
-        for name, key in _SYSTEM_META:
-            value = attrs.get(name)
-            if value is not None:
-                meta[key] = int(value) if key.endswith("timestamp") else value
-        return meta
 
     # ------------------------------------------------------------------ settle
 
@@ -502,58 +377,9 @@ class SqsSource:
         return ConnectorStatus(connected, detail, dict(self._depth))
 
 
-_SYSTEM_META = (
-    ("SentTimestamp", "sent_timestamp"),
-    ("ApproximateFirstReceiveTimestamp", "first_receive_timestamp"),
-    ("MessageGroupId", "group_id"),
-    ("MessageDeduplicationId", "deduplication_id"),
-    ("SequenceNumber", "sequence_number"),
-)
-
-
-def _body(message: Mapping[str, Any]) -> bytes:
-    body = message.get("Body")
-    return body.encode("utf-8") if isinstance(body, str) else b""
-
-
-def _headers(attributes: Mapping[str, Any]) -> dict[str, str]:
-    import base64
-
-    out: dict[str, str] = {}
-    for name, value in attributes.items():
-        if "StringValue" in value:
-            out[name] = str(value["StringValue"])
-        elif "BinaryValue" in value:
-            raw = value["BinaryValue"]
-            try:
-                out[name] = bytes(raw).decode("utf-8")
-            except UnicodeDecodeError:
-                out[name] = base64.b64encode(bytes(raw)).decode("ascii")
-    return out
-
-
 async def _cancel(tasks: Any) -> None:
     tasks = list(tasks)
     for task in tasks:
         task.cancel()
     if tasks:
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def source(cfg: SqsConfig, name: str) -> SqsSource:
-    return SqsSource(cfg, name)
-
-
-def publisher(cfg: SqsConfig, name: str) -> SqsPublisher:
-    return SqsPublisher(cfg, name)
-
-
-__all__ = [
-    "SqsConfig",
-    "SqsConsumeConfig",
-    "SqsPublishConfig",
-    "SqsPublisher",
-    "SqsSource",
-    "publisher",
-    "source",
-]

@@ -1,133 +1,38 @@
-"""``type: webhook``: database-change and event webhooks, received on the bridge's HTTP server.
+"""``WebhookIngress``: the route of one webhook connector (see ``connectors.webhook``).
 
-One route per connector (``path``, default ``/hooks/<name>``), one provider each:
-``supabase``, ``debezium``, ``planetscale``, ``cloudevents`` or ``json`` (see
-``connectors.webhook_providers`` for the payloads, the data shape and the event
-ids). A request is checked in this order, and nothing is stored unless it passes:
-
-* 413: the declared Content-Length is over ``max_body_bytes``;
-* 401: a shared-secret header is missing or wrong;
-* 413: the body grows past the limit while it is read;
-* 408: the body has not arrived in full within ``server.body_timeout`` (the
-  connection is closed);
-* 401: an HMAC or Standard Webhooks signature does not match;
-* 400: the body is empty, not JSON, or not UTF-8;
-* 415: CloudEvents binary-mode data that is neither JSON nor text;
-* 422: not the provider's shape, a template fails, the type is not in the
-  catalog, or the data fails its schema (``details`` lists every problem; one
-  bad event refuses the whole request);
-* 200: every event's id was already accepted (a replay): nothing stored again;
-  also a Debezium tombstone, which is ignored;
-* 413: an event built from the body would be over the bridge's own limit (the
-  inbox would refuse to deliver it);
-* 503: the store cannot commit (with ``Retry-After``; the provider retries);
-* 202: the events are committed to the inbox.
-
-Authentication is checked before the body is parsed (a signature before it is
-even decoded). The limit is enforced while reading, so a missing or lying
-Content-Length cannot make the bridge buffer more than the limit; a client that
-sends ``Expect: 100-continue`` gets its 413 or 401 before it sends the body. 202
-means the events are committed to the store's inbox (the event API's inbox), so
-a crash after the answer loses nothing; the inbox then delivers them to handlers.
-An unexpected error is answered 422 (while parsing) or 503 (while storing), never
-500.
-
-Event attributes: ``type`` from the ``event.type`` template (default
-``db/{data.table}.{data.op}`` for supabase and debezium, ``planetscale/{data.event}``
-for planetscale; required for json; CloudEvents keep their own); ``id`` from
-``event.id``, else the provider's id, else the Standard Webhooks ``webhook-id``,
-else a fresh one; ``source`` from ``event.source``, else ``bridge://<name>``;
-``time`` from the provider, else now. Templates see ``data`` (the provider's data),
-``body`` (the raw JSON), ``header.NAME``, ``meta.provider``, ``meta.webhook_id``
-and ``connector``. The correlation id comes from ``event.correlation_id``, else the
-CloudEvent's ``correlationid``, else the ``x-correlation-id`` header, else the id;
-``traceparent`` from the event or the request.
+It checks a request (size, authentication), reads it within the limit, parses it
+with the provider's parser, builds and validates the events, commits them to the
+inbox and answers with the statuses the package docstring lists.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from aiohttp import StreamReader, web
 from aiohttp.web_urldispatcher import _default_expect_handler
-from pydantic import Field, field_validator, model_validator
 
 from bridge import normalize  # a module reference: bridge.normalize imports bridge.transport
 from bridge.errors import InvalidEvent
 from bridge.events import Event, event_from_dict, new_id, now_iso
 from bridge.templates import DELIVERY_ROOTS, Template, TemplateError, lookup
-from bridge.transport import ConnectorConfig, EventMapping, IngressEnv
-from connectors.webhook_auth import WebhookAuth, build_verifier
-from connectors.webhook_commit import GroupCommit
-from connectors.webhook_providers import (
+from bridge.transport import IngressEnv
+from connectors.webhook.auth import build_verifier
+from connectors.webhook.commit import GroupCommit
+from connectors.webhook.config import WebhookConfig
+from connectors.webhook.providers import (
     DEFAULT_TYPES,
     UNREADABLE,
     Candidate,
     Parsed,
-    Provider,
     header,
     parser,
 )
 
 log = logging.getLogger("bridge.webhook")
-_RESERVED = ("/v1/", "/healthz", "/readyz", "/metrics")
-
-
-class WebhookConfig(ConnectorConfig):
-    """Receive webhooks on the bridge's HTTP server and store them as events."""
-
-    type: Literal["webhook"] = "webhook"
-    provider: Provider = Field(
-        description="What sends the webhooks: supabase, debezium, planetscale, cloudevents, json."
-    )
-    path: str | None = Field(
-        None, description="URL path on the bridge's server. Default: `/hooks/<connector name>`."
-    )
-    auth: WebhookAuth | None = Field(
-        None, description="How requests are authenticated. Without it, anyone may post."
-    )
-    event: EventMapping = Field(
-        default_factory=EventMapping,
-        description="Event attribute templates over `data`, `body`, `header.NAME`, `meta.NAME`.",
-    )
-    max_body_bytes: int | None = Field(
-        None, ge=1, description="Larger requests are answered 413. Default: the bridge's limit."
-    )
-    snapshot: Literal["read", "insert"] = Field(
-        "read", description="debezium: report snapshot reads (op r) as `read` or as `insert`."
-    )
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        if not value.startswith("/") or any(ch in value for ch in "{}?# "):
-            raise ValueError("path is an absolute URL path without variables, e.g. /hooks/users")
-        if value.startswith(_RESERVED):
-            raise ValueError(f"path {value!r} is taken by the bridge's own API")
-        return value
-
-    @model_validator(mode="after")
-    def _check(self) -> WebhookConfig:
-        if self.provider == "json" and not self.event.type:
-            raise ValueError("the json provider needs `event.type` (a template)")
-        if self.provider == "planetscale" and self.auth is None:
-            raise ValueError("planetscale webhooks are signed: set `auth.secret`")
-        for name in ("type", "id", "source", "subject"):
-            text = getattr(self.event, name)
-            if text is not None:
-                try:
-                    Template(text, DELIVERY_ROOTS)
-                except TemplateError as exc:
-                    raise ValueError(f"event.{name}: {exc}") from None
-        for ref in self.event.correlation_id:
-            if ref.replace(":", ".", 1).partition(".")[0] not in ("header", "data", "meta"):
-                raise ValueError(f"event.correlation_id: {ref!r}: use header:NAME or data.PATH")
-        return self
 
 
 class _TooLarge(Exception):
@@ -188,6 +93,7 @@ class WebhookIngress:
             )
 
     def routes(self) -> list[web.RouteDef]:
+        """One POST route on ``path`` (``Expect: 100-continue`` gets an early refusal)."""
         return [web.post(self.path, self.handle, expect_handler=self._expect)]
 
     async def _expect(self, request: web.Request) -> web.StreamResponse | None:
@@ -379,8 +285,3 @@ class WebhookIngress:
         if not event_id:
             raise InvalidEvent("mapping", "the event id template rendered an empty string")
         return raw, data
-
-
-def ingress(cfg: WebhookConfig, name: str, env: IngressEnv) -> WebhookIngress:
-    """The ``ConnectorKind.ingress`` factory."""
-    return WebhookIngress(cfg, name, env)

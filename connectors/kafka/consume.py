@@ -1,8 +1,9 @@
 """The Kafka source: an aiokafka consumer-group member that commits only finished offsets.
 
 Delivery semantics are described in ``connectors.kafka``; the bookkeeping (order,
-backpressure, committable prefixes) lives in ``connectors.kafka_intake``. This module
-is the I/O around it, in three tasks owned by the source:
+backpressure, committable prefixes) lives in ``connectors.kafka.intake`` and the
+commit requests in ``connectors.kafka.commit``. This module is the I/O around them,
+in three tasks owned by the source:
 
 * the fetch loop feeds the intake from ``getmany``. While the partitions are paused it
   waits for room (so that records aiokafka has prefetched are not dropped) but polls
@@ -24,8 +25,10 @@ from typing import Any
 
 from bridge.errors import ConnectorError
 from bridge.transport import ConnectorStatus, Delivery, Settlement
-from connectors.kafka import KafkaConfig, connection_options, milliseconds, retriable
-from connectors.kafka_intake import Intake, PartitionState
+from connectors.kafka.client import connection_options, milliseconds, retriable
+from connectors.kafka.commit import Commits, generation
+from connectors.kafka.config import KafkaConfig
+from connectors.kafka.intake import Intake, PartitionState
 
 log = logging.getLogger("connectors.kafka")
 
@@ -50,7 +53,6 @@ class KafkaSource:
         self.cfg = cfg
         self.consume = cfg.consume
         self.name = name
-        self.commits = 0
         self.intake = self._new_intake()
         self._consumer: Any = None
         self._failure: ConnectorError | None = None
@@ -58,9 +60,14 @@ class KafkaSource:
         self._drained = asyncio.Event()
         self._stopping = asyncio.Event()
         self._room = asyncio.Event()  # set when paused partitions resume
-        self._commit_lock = asyncio.Lock()
+        self._commits = Commits(name)
         self._tasks: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()
+
+    @property
+    def commits(self) -> int:
+        """Successful commit requests since the source was made."""
+        return self._commits.count
 
     def _new_intake(self) -> Intake:
         c = self.consume
@@ -87,6 +94,11 @@ class KafkaSource:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        """Start the consumer (after closing what a failed run left) and its fetch and commit loops.
+
+        Raises:
+            ConnectorError: the consumer could not start (``retriable`` per the error).
+        """
         from aiokafka import AIOKafkaConsumer
 
         loop = asyncio.get_running_loop()
@@ -143,7 +155,9 @@ class KafkaSource:
             return
         loop = asyncio.get_running_loop()
         try:
-            await self._commit(consumer, None, "shutdown", max(deadline - loop.time(), 1.0))
+            await self._commits.commit(
+                consumer, self.intake, None, "shutdown", max(deadline - loop.time(), 1.0)
+            )
         finally:
             self.intake.release_all()
             self._consumer = None
@@ -267,68 +281,10 @@ class KafkaSource:
                 await asyncio.wait_for(self._stopping.wait(), self.consume.commit_interval)
             if self._stopping.is_set():
                 return
-            await self._commit(consumer, None, "interval", _COMMIT_TIMEOUT)
+            await self._commits.commit(consumer, self.intake, None, "interval", _COMMIT_TIMEOUT)
             rounds += 1
             if rounds % _LAG_EVERY == 0:
-                await self._refresh_ends(consumer)
-
-    async def _commit(
-        self, consumer: Any, states: Iterable[PartitionState] | None, reason: str, timeout: float
-    ) -> None:
-        async with self._commit_lock:
-            await self._commit_locked(consumer, states, reason, timeout)
-
-    async def _commit_locked(
-        self, consumer: Any, states: Iterable[PartitionState] | None, reason: str, timeout: float
-    ) -> None:
-        """Commit the finished prefix of ``states`` (default: every owned partition).
-
-        Released partitions are skipped, and releasing happens under the same lock.
-        A failed commit is logged: the next one (or the next owner) covers it.
-        """
-        from aiokafka.structs import OffsetAndMetadata
-
-        offsets = self.intake.commit_offsets(states)
-        if not offsets:
-            return
-        try:
-            await asyncio.wait_for(
-                consumer.commit({s.tp: OffsetAndMetadata(o, "") for s, o in offsets.items()}),
-                timeout,
-            )
-        except Exception as exc:
-            log.warning(
-                "kafka commit failed",
-                extra={"connector": self.name, "reason": reason, "error": repr(exc)},
-            )
-            return
-        for state, offset in offsets.items():
-            state.committed = offset
-        self.commits += 1
-        log.debug(
-            "kafka commit",
-            extra={
-                "connector": self.name,
-                "reason": reason,
-                "generation": _generation(consumer),
-                "offsets": {s.label: o for s, o in offsets.items()},
-            },
-        )
-
-    async def _refresh_ends(self, consumer: Any) -> None:
-        # The fetch high watermark goes stale while a partition is paused.
-        states = self.intake.live()
-        if not states:
-            return
-        try:
-            ends = await asyncio.wait_for(consumer.end_offsets([s.tp for s in states]), 10.0)
-        except Exception as exc:  # lag is informational; the next round retries
-            log.debug(
-                "kafka end offsets failed", extra={"connector": self.name, "error": repr(exc)}
-            )
-            return
-        for state in states:
-            state.end = max(state.end, ends.get(state.tp) or 0, consumer.highwater(state.tp) or 0)
+                await self._commits.refresh_ends(consumer, self.intake)
 
     # ------------------------------------------------------------------ rebalance
 
@@ -345,7 +301,7 @@ class KafkaSource:
                 "connector": self.name,
                 "partitions": sorted(s.label for s in states),
                 "in_flight": busy,
-                "generation": _generation(consumer),
+                "generation": generation(consumer),
             },
         )
         if busy:
@@ -357,15 +313,17 @@ class KafkaSource:
                     "their next owner",
                     extra={"connector": self.name, "count": left},
                 )
-        async with self._commit_lock:
-            await self._commit_locked(consumer, states, "revoke", _COMMIT_TIMEOUT)
+        async with self._commits.lock:
+            await self._commits.commit_locked(
+                consumer, self.intake, states, "revoke", _COMMIT_TIMEOUT
+            )
             intake.release(states)
         log.info(
             "kafka partitions released",
             extra={
                 "connector": self.name,
                 "partitions": sorted(s.label for s in states),
-                "generation": _generation(consumer),
+                "generation": generation(consumer),
             },
         )
 
@@ -388,7 +346,7 @@ class KafkaSource:
             extra={
                 "connector": self.name,
                 "partitions": sorted(f"{tp.topic}/{tp.partition}" for tp in assigned),
-                "generation": _generation(consumer),
+                "generation": generation(consumer),
             },
         )
 
@@ -404,9 +362,3 @@ def _listener(source: KafkaSource, consumer: Any) -> Any:
             source._on_assigned(consumer, assigned)
 
     return Listener()
-
-
-def _generation(consumer: Any) -> int | None:
-    coordinator = getattr(consumer, "_coordinator", None)
-    generation = getattr(coordinator, "generation", None)
-    return generation if isinstance(generation, int) else None

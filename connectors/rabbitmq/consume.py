@@ -11,14 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.errors import ConnectorError
 from bridge.transport import ConnectorStatus, Delivery, Settlement
-from connectors.rabbitmq import RabbitMQConfig, connect
-from connectors.rabbitmq_delivery import (
-    ChannelAcks,
-    amqp_headers,
-    amqp_meta,
-    content_hash,
-    delivery_tag,
-)
+from connectors.rabbitmq.acks import ChannelAcks
+from connectors.rabbitmq.config import RabbitMQConfig
+from connectors.rabbitmq.connection import connect
+from connectors.rabbitmq.delivery import amqp_headers, amqp_meta, content_hash, delivery_tag
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection, AbstractRobustQueue
@@ -161,6 +157,7 @@ class RabbitMQSource:
         self.reconnects += 1
 
     async def deliveries(self) -> AsyncIterator[Delivery]:
+        """Delivered messages, in order, until ``stop()`` (those of a dead channel skipped)."""
         stop = asyncio.ensure_future(self._stopped.wait())
         try:
             while not self._stopped.is_set():
@@ -269,6 +266,7 @@ class RabbitMQSource:
             log.error("resubscribe failed", extra={"connector": self.name, "error": repr(exc)})
 
     def status(self) -> ConnectorStatus:
+        """Connected while the link and the consumer are up; lag is the queue depth."""
         channel = self._channel
         connected = (
             self._link_up

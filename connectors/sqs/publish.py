@@ -6,22 +6,8 @@ together share ``SendMessageBatch`` calls (up to 10 entries and
 ``max_batch_bytes``, after at most ``linger``); only the failed entries of a
 batch are sent again.
 
-Headers become String message attributes, by name:
-
-* CloudEvents binary mode uses the prefix ``ce-`` (``ce-id``, ``ce-type`` ...):
-  SQS attribute names allow letters, digits, ``_``, ``-`` and ``.``, and the
-  bridge's normalizer reads ``ce-``/``ce_`` alike. Other invalid characters in a
-  header name become ``_``; headers with an empty value are left out (SQS
-  refuses empty attributes).
-* SQS allows 10 attributes per message. When there are more, copies go first:
-  ``ce-traceparent``/``ce-tracestate`` equal to ``traceparent``/``tracestate``,
-  ``ce-correlationid`` equal to ``x-correlation-id`` (the SQS source reads that
-  attribute as the correlation id), and ``content-type: application/json`` of a
-  binary CloudEvent (JSON is the default). If that is not enough, the message
-  falls back to CloudEvents structured mode: the envelope in the body with
-  ``content-type: application/cloudevents+json``, the other headers kept. If the
-  non-CloudEvents headers alone are more than 10, ``publish`` fails
-  (non-retriable ``ConnectorError``).
+Headers become String message attributes (see ``connectors.sqs.attributes``:
+CloudEvents prefix ``ce-``, at most 10 attributes, else structured mode).
 
 FIFO queues (URL ending ``.fifo``): ``MessageGroupId`` is the ``group_id``
 template (default: the publish handler's key, else ``default``);
@@ -39,60 +25,16 @@ import contextlib
 import hashlib
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from bridge.duration import Duration
 from bridge.errors import ConnectorError
 from bridge.templates import Template, TemplateError
-from connectors.sqs_client import Batcher, batch_call, open_client, resolve_url
+from connectors.sqs.attributes import message_attributes
+from connectors.sqs.batch import Batcher, batch_call
+from connectors.sqs.client import open_client, resolve_url
+from connectors.sqs.config import TEMPLATE_ROOTS, SqsConfig
 
-if TYPE_CHECKING:
-    from connectors.sqs import SqsConfig
-
-MAX_ATTRIBUTES = 10
-TEMPLATE_ROOTS = frozenset({"key", "header", "headers"})
-_BAD_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.\-]")
 _ID_OK = re.compile(r"^[!-~]{1,128}$")  # printable ASCII, as SQS allows for group/dedup ids
-_CE_COPIES = (("traceparent", "traceparent"), ("tracestate", "tracestate"))
-
-
-class SqsPublishConfig(BaseModel):
-    """How messages are sent (see ``connectors.sqs_publish``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    group_id: str = Field(
-        "{key|default:default}",
-        description="FIFO MessageGroupId template over `{key}` (the publish handler's key) "
-        "and `{header.NAME}`.",
-    )
-    deduplication_id: str | None = Field(
-        None,
-        description="FIFO MessageDeduplicationId template. Default: the `ce-id` header, "
-        "else a SHA-256 of group, body and headers.",
-    )
-    concurrency: int = Field(
-        4, ge=1, le=64, description="SendMessageBatch calls in flight per standard queue."
-    )
-    linger: Duration = Field(
-        0.005, le=1.0, description="How long a batch waits for more messages before it is sent."
-    )
-    max_batch_bytes: int = Field(
-        1_048_576,
-        ge=1024,
-        le=1_048_576,
-        description="Most payload bytes per SendMessageBatch call (and per message).",
-    )
-
-    @field_validator("group_id", "deduplication_id")
-    @classmethod
-    def _template(cls, value: str | None) -> str | None:
-        if value is not None:
-            Template(value, TEMPLATE_ROOTS)  # raises a ValueError naming the problem
-        return value
 
 
 class SqsPublisher:
@@ -220,83 +162,6 @@ class SqsPublisher:
         if not dedup:
             dedup = headers.get(f"{self.ce_prefix}id") or _digest(group, body, headers)
         return {"MessageGroupId": _fifo_id(group), "MessageDeduplicationId": _fifo_id(dedup)}
-
-
-def message_attributes(
-    headers: Mapping[str, str], body: bytes, prefix: str = "ce-"
-) -> tuple[dict[str, str], bytes]:
-    """Message attributes for ``headers`` (at most 10), and the body to send with them.
-
-    Raises:
-        ConnectorError: (not retriable) more than 10 headers that are not CloudEvents attributes.
-    """
-    attrs = {attribute_name(k): v for k, v in headers.items() if v != ""}
-    if len(attrs) <= MAX_ATTRIBUTES:
-        return attrs, body
-    compact = dict(attrs)
-    for attr, header in (*_CE_COPIES, ("correlationid", "x-correlation-id")):
-        if compact.get(prefix + attr) is not None and compact.get(prefix + attr) == compact.get(
-            header
-        ):
-            del compact[prefix + attr]
-    binary = prefix + "specversion" in compact
-    if (
-        binary
-        and compact.get("content-type") == "application/json"
-        and len(compact) > MAX_ATTRIBUTES
-    ):
-        del compact["content-type"]
-    if len(compact) <= MAX_ATTRIBUTES:
-        return compact, body
-    if not binary:
-        raise ConnectorError(
-            f"{len(attrs)} headers, but SQS allows {MAX_ATTRIBUTES} message attributes",
-            retriable=False,
-        )
-    return _structured(attrs, body, prefix)
-
-
-def _structured(attrs: dict[str, str], body: bytes, prefix: str) -> tuple[dict[str, str], bytes]:
-    """CloudEvents structured mode: the envelope goes in the body, other headers stay."""
-    envelope: dict[str, Any] = {}
-    rest: dict[str, str] = {}
-    for name, value in attrs.items():
-        if name.startswith(prefix):
-            envelope[name[len(prefix) :]] = value
-        else:
-            rest[name] = value
-    content_type = rest.pop("content-type", "") or "application/json"
-    envelope["datacontenttype"] = content_type
-    if body:
-        base = content_type.split(";")[0].strip()
-        try:
-            if base.endswith("json"):
-                envelope["data"] = orjson.loads(body)
-            else:
-                envelope["data"] = body.decode("utf-8")
-        except (orjson.JSONDecodeError, UnicodeDecodeError):
-            import base64
-
-            envelope["data_base64"] = base64.b64encode(body).decode("ascii")
-    rest["content-type"] = "application/cloudevents+json"
-    if len(rest) > MAX_ATTRIBUTES:
-        raise ConnectorError(
-            f"{len(rest)} headers besides the CloudEvents attributes, but SQS allows "
-            f"{MAX_ATTRIBUTES} message attributes",
-            retriable=False,
-        )
-    return rest, orjson.dumps(envelope)
-
-
-def attribute_name(name: str) -> str:
-    """A valid SQS message attribute name for a header name."""
-    cleaned = _BAD_NAME_CHARS.sub("_", name)
-    while ".." in cleaned:
-        cleaned = cleaned.replace("..", "._")
-    cleaned = cleaned.strip(".") or "_"
-    if cleaned.lower().startswith(("aws.", "amazon.")):
-        cleaned = "_" + cleaned  # reserved prefixes
-    return cleaned[:256]
 
 
 def _fifo_id(value: str) -> str:

@@ -9,7 +9,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from bridge.errors import ConnectorError
-from connectors.rabbitmq import RabbitMQConfig, ce_attribute, connect
+from connectors.rabbitmq.binding import ce_attribute
+from connectors.rabbitmq.config import RabbitMQConfig
+from connectors.rabbitmq.connection import connect
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
@@ -66,6 +68,12 @@ class RabbitMQPublisher:
     async def publish(
         self, destination: str, body: bytes, headers: Mapping[str, str], key: str | None
     ) -> None:
+        """Publish to ``exchange/routing.key``; return once the broker confirmed it.
+
+        Raises:
+            ConnectorError: nacked, unroutable (not retriable), unconfirmed in time,
+                or the connection failed.
+        """
         from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
 
         if self._channel is None:
@@ -111,6 +119,7 @@ class RabbitMQPublisher:
                 del self._in_flight[message_id]
 
     async def close(self) -> None:
+        """Close the connection (publishing afterwards connects again)."""
         async with self._lock:
             connection, self._connection, self._channel = self._connection, None, None
         if connection is not None:

@@ -1,4 +1,4 @@
-"""What the SQS source and publisher share: the client, error wrapping, and batch calls.
+"""Batch calls to SQS, made of single entries; the source and the publisher use them.
 
 ``Batcher`` turns single entries into SQS batch calls (``DeleteMessageBatch``,
 ``ChangeMessageVisibilityBatch``, ``SendMessageBatch``): at most 10 entries and
@@ -16,147 +16,16 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
+from typing import Any
 
 from bridge.errors import ConnectorError
-
-if TYPE_CHECKING:
-    from connectors.sqs import SqsConfig
+from connectors.sqs.errors import wrap_error
 
 log = logging.getLogger("bridge.connectors.sqs")
 
 BatchCaller = Callable[[list[dict[str, Any]]], Awaitable[Mapping[str, Any]]]
 
 MAX_BATCH = 10
-# Errors that the same call cannot outgrow: a typo, missing rights or credentials.
-_FATAL_CODES = frozenset(
-    {
-        "AWS.SimpleQueueService.NonExistentQueue",
-        "QueueDoesNotExist",
-        "AccessDenied",
-        "AccessDeniedException",
-        "InvalidClientTokenId",
-        "UnrecognizedClientException",
-        "SignatureDoesNotMatch",
-        "InvalidSecurity",
-        "InvalidAddress",
-        "InvalidParameterValue",
-        "MissingParameter",
-        "InvalidAttributeName",
-        "InvalidMessageContents",
-        "AWS.SimpleQueueService.UnsupportedOperation",
-        "UnsupportedOperation",
-        "KmsAccessDenied",
-        "KmsDisabled",
-        "KmsInvalidKeyUsage",
-        "KmsNotFound",
-    }
-)
-_FATAL_SDK_ERRORS = (
-    "NoCredentialsError",
-    "PartialCredentialsError",
-    "NoRegionError",
-    "ParamValidationError",
-    "InvalidRegionError",
-    "UnknownServiceError",
-)
-
-
-def wrap_error(exc: BaseException, action: str) -> ConnectorError:
-    """A ``ConnectorError`` for an SDK, HTTP or socket error, with ``retriable`` set."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, Mapping) and "Error" in response:
-        error = response.get("Error") or {}
-        code = str(error.get("Code", ""))
-        message = str(error.get("Message", "")) or str(exc)
-        return ConnectorError(
-            f"SQS {action}: {code}: {message}", retriable=code not in _FATAL_CODES
-        )
-    name = type(exc).__name__
-    fatal = name in _FATAL_SDK_ERRORS
-    return ConnectorError(f"SQS {action}: {name}: {exc}", retriable=not fatal)
-
-
-def queue_name(queue: str) -> str:
-    """The queue name of a queue name or URL."""
-    if queue.startswith(("http://", "https://")):
-        return urlparse(queue).path.rstrip("/").rsplit("/", 1)[-1]
-    return queue
-
-
-def _region_of(url: str | None) -> str | None:
-    """``us-east-1`` from ``https://sqs.us-east-1.amazonaws.com/...``, else None."""
-    if not url:
-        return None
-    parts = (urlparse(url).hostname or "").split(".")
-    if len(parts) >= 4 and parts[0] == "sqs" and parts[2] == "amazonaws":
-        return parts[1]
-    return None
-
-
-async def open_client(
-    cfg: SqsConfig, stack: contextlib.AsyncExitStack, pool: int, wait_seconds: int = 0
-) -> Any:
-    """An aiobotocore SQS client entered into ``stack`` (credentials: the standard AWS chain).
-
-    Raises:
-        ConnectorError: aiobotocore is missing, or no region is configured anywhere.
-    """
-    try:
-        from aiobotocore.config import AioConfig
-        from aiobotocore.session import AioSession
-    except ImportError as exc:
-        raise ConnectorError(
-            "type: sqs needs aiobotocore (install the `sqs` extra)", retriable=False
-        ) from exc
-    queue = cfg.consume.queue if cfg.consume is not None else None
-    region = cfg.region or _region_of(queue)
-    config = AioConfig(
-        max_pool_connections=pool,
-        # The long poll must end before the read timeout does.
-        read_timeout=max(60, wait_seconds + 30),
-        connect_timeout=10,
-        retries={"mode": "standard", "max_attempts": 3},
-    )
-    session = AioSession(profile=cfg.profile)
-    try:
-        creator = session.create_client(
-            "sqs", region_name=region, endpoint_url=cfg.endpoint_url, config=config
-        )
-        return await stack.enter_async_context(creator)
-    except Exception as exc:  # wrapped at the boundary
-        raise wrap_error(exc, "create client") from exc
-
-
-async def resolve_url(client: Any, queue: str) -> str:
-    """The URL of a queue name or URL (``GetQueueUrl`` for a name).
-
-    Raises:
-        ConnectorError: the queue does not exist (not retriable) or SQS is unreachable.
-    """
-    if queue.startswith(("http://", "https://")):
-        return queue
-    try:
-        response = await client.get_queue_url(QueueName=queue)
-    except Exception as exc:  # wrapped at the boundary
-        raise wrap_error(exc, f"GetQueueUrl {queue!r}") from exc
-    return str(response["QueueUrl"])
-
-
-async def queue_visibility(client: Any, url: str) -> int:
-    """The queue's ``VisibilityTimeout`` attribute, in seconds.
-
-    Raises:
-        ConnectorError: SQS refused or could not be reached.
-    """
-    try:
-        response = await client.get_queue_attributes(
-            QueueUrl=url, AttributeNames=["VisibilityTimeout"]
-        )
-    except Exception as exc:  # wrapped at the boundary
-        raise wrap_error(exc, "GetQueueAttributes") from exc
-    return max(1, int((response.get("Attributes") or {}).get("VisibilityTimeout", 30)))
 
 
 def batch_call(client: Any, method: str, url: str) -> BatchCaller:
