@@ -17,21 +17,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bridge.events import Event
-from bridge.store.contracts import EventRecord, RunRecord, Store
+from bridge.store.contracts import EventRecord, RunRecord, Store, event_status
+
+__all__ = ["HistoryRecorder", "event_status"]
 
 log = logging.getLogger("bridge.history")
-
-
-def event_status(statuses: Iterable[str]) -> str:
-    """An event's overall status from its runs' statuses."""
-    seen = set(statuses)
-    if not seen:
-        return "unrouted"
-    if "running" in seen or "parked" in seen:
-        return "running"
-    if "dead_lettered" in seen:
-        return "partial" if seen - {"dead_lettered"} else "dead_lettered"
-    return "succeeded"
 
 
 class HistoryRecorder:

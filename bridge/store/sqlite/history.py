@@ -8,7 +8,7 @@ from dataclasses import asdict
 from typing import Any
 
 from bridge.store import rows
-from bridge.store.contracts import EventRecord, RunRecord
+from bridge.store.contracts import EventRecord, RunRecord, merged_event
 from bridge.store.sqlite.connection import SqliteConnection
 
 
@@ -16,30 +16,44 @@ class SqliteHistory(SqliteConnection):
     """``History`` on SQLite: records as JSON, the columns the UI filters by beside them."""
 
     async def history_put(self, events: Sequence[EventRecord], runs: Sequence[RunRecord]) -> None:
-        event_rows = [
-            (
-                e.id,
-                e.type,
-                e.status,
-                e.received_at,
-                e.correlation_id,
-                e.parent_id,
-                rows.encode(asdict(e)),
-            )
-            for e in events
-        ]
         run_rows = [(r.event_id, r.handler, rows.encode(asdict(r))) for r in runs]
 
         def write(conn: sqlite3.Connection) -> None:
+            # Runs first: an event's status is computed from all its stored runs.
+            conn.executemany(
+                "INSERT OR REPLACE INTO history_runs (event_id, handler, record) VALUES (?, ?, ?)",
+                run_rows,
+            )
+            event_rows = []
+            for e in events:
+                found = conn.execute(
+                    "SELECT record FROM history_events WHERE id = ?", (e.id,)
+                ).fetchone()
+                statuses = [
+                    rows.run_record(r[0]).status
+                    for r in conn.execute(
+                        "SELECT record FROM history_runs WHERE event_id = ?", (e.id,)
+                    )
+                ]
+                m = merged_event(
+                    e, None if found is None else rows.event_record(found[0]), statuses
+                )
+                event_rows.append(
+                    (
+                        m.id,
+                        m.type,
+                        m.status,
+                        m.received_at,
+                        m.correlation_id,
+                        m.parent_id,
+                        rows.encode(asdict(m)),
+                    )
+                )
             conn.executemany(
                 "INSERT OR REPLACE INTO history_events"
                 " (id, type, status, received_at, correlation_id, parent_id, record)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 event_rows,
-            )
-            conn.executemany(
-                "INSERT OR REPLACE INTO history_runs (event_id, handler, record) VALUES (?, ?, ?)",
-                run_rows,
             )
 
         await self._call(write)
