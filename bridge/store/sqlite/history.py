@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from bridge.store import rows
 from bridge.store.contracts import EventRecord, RunRecord, merged_event
 from bridge.store.sqlite.connection import SqliteConnection
+
+_CHUNK = 500  # ids per IN (...): below SQLite's limit on bound parameters
 
 
 class SqliteHistory(SqliteConnection):
@@ -24,19 +26,30 @@ class SqliteHistory(SqliteConnection):
                 "INSERT OR REPLACE INTO history_runs (event_id, handler, record) VALUES (?, ?, ?)",
                 run_rows,
             )
+            ids = [e.id for e in events]
+            stored: dict[str, tuple[float, str]] = {}
+            statuses: dict[str, list[str]] = {}
+            for chunk in (ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)):
+                marks = ",".join("?" * len(chunk))
+                for event_id, received_at, source in conn.execute(
+                    "SELECT id, received_at, json_extract(CAST(record AS TEXT), '$.source')"
+                    f" FROM history_events WHERE id IN ({marks})",
+                    chunk,
+                ):
+                    stored[event_id] = (received_at, source)
+                for event_id, status in conn.execute(
+                    "SELECT event_id, json_extract(CAST(record AS TEXT), '$.status')"
+                    f" FROM history_runs WHERE event_id IN ({marks})",
+                    chunk,
+                ):
+                    statuses.setdefault(event_id, []).append(status)
             event_rows = []
             for e in events:
-                found = conn.execute(
-                    "SELECT record FROM history_events WHERE id = ?", (e.id,)
-                ).fetchone()
-                statuses = [
-                    rows.run_record(r[0]).status
-                    for r in conn.execute(
-                        "SELECT record FROM history_runs WHERE event_id = ?", (e.id,)
-                    )
-                ]
+                first = stored.get(e.id)
                 m = merged_event(
-                    e, None if found is None else rows.event_record(found[0]), statuses
+                    e,
+                    None if first is None else replace(e, received_at=first[0], source=first[1]),
+                    statuses.get(e.id, []),
                 )
                 event_rows.append(
                     (
