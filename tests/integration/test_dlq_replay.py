@@ -1,7 +1,7 @@
 """Dead-letter replay keeps the letters and the run history true, on SQLite and PostgreSQL.
 
 A running bridge (in this process, on a real port) and the `bridge dlq` command
-(a separate process on the same store): a replay that would run nothing is
+(its entry point, with a store connection of its own): a replay that would run nothing is
 refused and the letter stays pending, also when that is only known once the
 bridge takes the replay; replaying one branch never makes an event look
 succeeded while another is dead-lettered, nor moves when it was received; a
@@ -11,11 +11,12 @@ discarded letter replays only with force.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
+import io
 import textwrap
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,12 @@ import pytest
 
 from bridge import Context, Event
 from bridge.app import load_config_text
+from bridge.app.cli import main
 from bridge.app.runtime import Runtime
 from bridge.store import create_store
 from bridge.store.contracts import LedgerEntry
 from tests.fixtures.postgres import drop_schema
-from tests.support import ROOT, cloudevent, free_port, post_events
+from tests.support import cloudevent, free_port, post_events
 
 RUNS: list[tuple[str, str]] = []
 OPEN: set[str] = set()
@@ -117,14 +119,26 @@ class Bridge:
         assert status == 200
         return {(d["handler"], d["event_id"]): d for d in body["items"]}
 
-    def dlq(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "bridge", "dlq", "-c", str(self.config), *args],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            check=False,
-        )
+    async def dlq(self, *args: str) -> Outcome:
+        """`bridge dlq ...` on this bridge's config: the command's own entry point, in a
+        thread (a process per call would only add its start-up to the test)."""
+
+        def command() -> Outcome:
+            out, err = io.StringIO(), io.StringIO()
+            with redirect_stdout(out), redirect_stderr(err):
+                code = main(["dlq", "-c", str(self.config), *args])
+            return Outcome(code, out.getvalue(), err.getvalue())
+
+        return await asyncio.to_thread(command)
+
+
+@dataclass
+class Outcome:
+    """What `bridge dlq` did: its exit code and output."""
+
+    returncode: int
+    stdout: str
+    stderr: str
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -227,16 +241,19 @@ async def test_replay_refuses_no_ops_keeps_history_true_and_needs_force_for_disc
 
     # The same through `bridge dlq`: one error line, a non-zero exit, the letter unchanged.
     lb8 = letters["b", "e8"]["id"]
-    for refused in (bridge.dlq("replay", la7), bridge.dlq("replay", lb8, "--handler", "ok")):
+    for refused in (
+        await bridge.dlq("replay", la7),
+        await bridge.dlq("replay", lb8, "--handler", "ok"),
+    ):
         assert refused.returncode == 1 and "already succeeded" in refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1
-    assert bridge.dlq("discard", lb8).returncode == 0
-    refused = bridge.dlq("replay", lb8)
+    assert (await bridge.dlq("discard", lb8)).returncode == 0
+    refused = await bridge.dlq("replay", lb8)
     assert refused.returncode == 1 and "--force" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
     now = await bridge.letters()
     assert (now["a", "e7"]["status"], now["b", "e8"]["status"]) == ("replayed", "discarded")
-    forced = bridge.dlq("replay", lb8, "--force")
+    forced = await bridge.dlq("replay", lb8, "--force")
     assert forced.returncode == 0, forced.stderr
     await bridge.settle()  # the bridge polls the inbox for entries of other processes
     assert RUNS.count(("b", "e8")) == 1
@@ -254,7 +271,7 @@ async def test_a_replay_that_turns_out_to_run_nothing_leaves_its_letter_pending(
     # The replay is queued while the bridge is down; the check passes, as order 7 has
     # not succeeded for `a` yet.
     await bridge.stop()
-    queued = bridge.dlq("replay", la7)
+    queued = await bridge.dlq("replay", la7)
     assert queued.returncode == 0, queued.stderr
     # Before the bridge takes it, another replica runs `a` for order 7 (event e9).
     store = create_store(bridge.store)
@@ -271,6 +288,6 @@ async def test_a_replay_that_turns_out_to_run_nothing_leaves_its_letter_pending(
     assert (await bridge.letters())["a", "e7"]["status"] == "pending"
     _, event = await bridge.call("GET", "/ui/api/events/e7")
     assert event["status"] == "partial"
-    refused = bridge.dlq("replay", la7)
+    refused = await bridge.dlq("replay", la7)
     assert refused.returncode == 1 and "nothing to replay" in refused.stderr
     assert (await bridge.letters())["a", "e7"]["status"] == "pending"
