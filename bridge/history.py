@@ -5,6 +5,11 @@ the latest state of each in memory and writes them in batches every
 ``interval`` seconds, so a busy bridge pays a dict update per change, not a
 store write. History is best effort: a failed write is logged and dropped, it
 never holds up a delivery. Retention (age and count) is applied as it goes.
+
+A delivery reports only the runs it made (a replay, one; a redelivery, those
+not already final), so the status it reports is a first guess: the store sets
+an event's final status from all its stored runs, and keeps when and where the
+event first arrived (``History.history_put``).
 """
 
 from __future__ import annotations
@@ -17,21 +22,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bridge.events import Event
-from bridge.store.contracts import EventRecord, RunRecord, Store
+from bridge.store.contracts import EventRecord, RunRecord, Store, event_status
+
+__all__ = ["HistoryRecorder", "event_status"]
 
 log = logging.getLogger("bridge.history")
-
-
-def event_status(statuses: Iterable[str]) -> str:
-    """An event's overall status from its runs' statuses."""
-    seen = set(statuses)
-    if not seen:
-        return "unrouted"
-    if "running" in seen or "parked" in seen:
-        return "running"
-    if "dead_lettered" in seen:
-        return "partial" if seen - {"dead_lettered"} else "dead_lettered"
-    return "succeeded"
 
 
 class HistoryRecorder:
@@ -75,7 +70,8 @@ class HistoryRecorder:
         )
 
     def event_finished(self, event: Event[Any], statuses: Sequence[str]) -> None:
-        """Every run of this delivery is final (or parked); ``statuses`` are the runs'."""
+        """Every run of this delivery is final (or parked); ``statuses`` are the runs'
+        (the store then counts the event's other runs too)."""
         record = self._events.get(event.id)
         if record is None:  # already written: update it from the store at flush time
             self._refresh.add(event.id)

@@ -30,7 +30,7 @@ from bridge.admission import (
     token_login,
     under,
 )
-from bridge.deadletters import ReplayError, discard, replay
+from bridge.deadletters import ReplayError, discard, force_flag, handler_keys, replay
 from bridge.errors import InvalidEvent, StoreError
 from bridge.events import SPECVERSION, new_id, now_iso
 from bridge.normalize import MAX_JSON_DEPTH, binary_attributes, decode_json, text_headers
@@ -367,13 +367,24 @@ class Server:
         return web.json_response(letter.to_dict(), dumps=_dumps)
 
     async def replay_dead_letter(self, request: web.Request) -> web.Response:
+        """``?handler=`` replays to another handler; ``?force=true`` replays a discarded letter.
+
+        202 once queued; 409 when it would run nothing (the handler already
+        succeeded for the event) or was discarded, with the letter unchanged.
+        """
         handler = request.query.get("handler")
         if handler is not None and handler not in self.runtime.handlers:
             return problem(400, f"no handler {handler!r}")
         try:
-            entry = await replay(self.runtime.store, request.match_info["id"], handler)
+            entry = await replay(
+                self.runtime.store,
+                request.match_info["id"],
+                handler,
+                force=force_flag(request.query.get("force")),
+                key_of=handler_keys(self.runtime.handlers),
+            )
         except ReplayError as exc:
-            return problem(404 if "no dead letter" in str(exc) else 409, str(exc))
+            return problem(exc.status, str(exc))
         self.runtime.inbox.wakeup.set()
         return web.json_response(
             {"replayed": request.match_info["id"], "inbox_id": entry.id, "handler": entry.handler},
@@ -384,7 +395,7 @@ class Server:
         try:
             await discard(self.runtime.store, request.match_info["id"])
         except ReplayError as exc:
-            return problem(404, str(exc))
+            return problem(exc.status, str(exc))
         return web.json_response({"discarded": request.match_info["id"]})
 
 

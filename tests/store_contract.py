@@ -256,6 +256,50 @@ class StoreContract:
         assert [r.id for r in await store.history_events()] == ["e9", "e8", "e7", "e6", "e5"]
         assert await store.history_runs("e1") == []
 
+    async def test_history_event_status_is_computed_from_all_runs_and_arrival_is_kept(
+        self, store: Store
+    ) -> None:
+        def arrival(status: str, received_at: float, source: str) -> EventRecord:
+            return EventRecord("ev", "a/b", source, received_at, status, event={"id": "ev"})
+
+        runs = [
+            RunRecord("ev", "a", "succeeded", []),
+            RunRecord("ev", "b", "dead_lettered", [], error="boom"),
+            RunRecord("ev", "c", "dead_lettered", [], error="boom"),
+        ]
+        await store.history_put([arrival("partial", 1000.0, "orders")], runs)
+        # A replay of b starts: the event is running again, but it arrived when it arrived.
+        await store.history_put([arrival("running", 2000.0, "api")], [])
+        got = await store.history_event("ev")
+        assert got is not None
+        assert (got.status, got.received_at, got.source) == ("running", 1000.0, "orders")
+        # The replay of b succeeds: its delivery saw only b, but c is still dead-lettered.
+        await store.history_put(
+            [arrival("succeeded", 2001.0, "api")], [RunRecord("ev", "b", "succeeded", [])]
+        )
+        got = await store.history_event("ev")
+        assert got is not None
+        assert (got.status, got.received_at, got.source) == ("partial", 1000.0, "orders")
+        assert [r.id for r in await store.history_events(status="partial")] == ["ev"]
+        assert await store.history_events(status="succeeded") == []
+        assert [r.id for r in await store.history_events(before=1500.0)] == ["ev"]
+        # The last dead-lettered branch succeeds on its replay: now every run has.
+        await store.history_put(
+            [arrival("succeeded", 2002.0, "api")], [RunRecord("ev", "c", "succeeded", [])]
+        )
+        got = await store.history_event("ev")
+        assert got is not None and (got.status, got.received_at) == ("succeeded", 1000.0)
+        # A dead letter that was replayed and failed again keeps the event dead-lettered.
+        await store.history_put(
+            [arrival("succeeded", 2003.0, "api")], [RunRecord("ev", "a", "dead_lettered", [])]
+        )
+        got = await store.history_event("ev")
+        assert got is not None and got.status == "partial"
+        # An event with no runs keeps the status it is reported with.
+        await store.history_put([EventRecord("lone", "x/y", "api", 5.0, "unrouted")], [])
+        lone = await store.history_event("lone")
+        assert lone is not None and lone.status == "unrouted"
+
     async def test_inbox_claims_are_exclusive_while_leased(self, store: Store) -> None:
         await store.inbox_put([InboxEntry(f"i{n}", b"x") for n in range(6)])
         now = time.time()

@@ -11,12 +11,15 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.app.config import json_schema, load_config, print_config_error
 from bridge.config import BridgeConfig
 from bridge.errors import BridgeError, ConfigError
 from bridge.settings import Settings
+
+if TYPE_CHECKING:
+    from bridge.deadletters import KeyOf
 
 
 def _parser(settings: Settings) -> argparse.ArgumentParser:
@@ -66,6 +69,7 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     dreplay = dsub.add_parser("replay", help="send the event again to its handler (or --handler)")
     dreplay.add_argument("id")
     dreplay.add_argument("--handler", help="replay to this handler instead of the one that failed")
+    dreplay.add_argument("--force", action="store_true", help="replay a letter that was discarded")
     ddiscard = dsub.add_parser("discard", help="mark a dead letter discarded")
     ddiscard.add_argument("id")
 
@@ -239,6 +243,31 @@ async def _send(args: argparse.Namespace) -> int:
     return 0 if resp.status == 202 else 1
 
 
+class _NotRun:
+    """The handler of a ``BoundHandler`` built only for its ledger key."""
+
+    async def invoke(self, event: Any, ctx: Any) -> Any:
+        raise RuntimeError("bridge dlq never runs a handler")
+
+
+def _ledger_keys(cfg: BridgeConfig) -> KeyOf:
+    """The ledger key each configured handler gives an event, computed as the running
+    bridge computes it, so that ``dlq replay`` refuses a replay that would run nothing."""
+    from bridge.deadletters import handler_keys
+    from bridge.dispatch.runs import BoundHandler
+    from bridge.templates import EVENT_ROOTS, Template, TemplateError
+
+    bound = {}
+    for hc in cfg.handlers:
+        try:
+            template = Template(hc.idempotency_key, EVENT_ROOTS)
+        except TemplateError:  # `bridge validate` reports it; the dispatcher checks then
+            continue
+        retry = hc.retry or cfg.defaults.retry
+        bound[hc.id] = BoundHandler(hc.id, _NotRun(), retry, 0.0, template)
+    return handler_keys(bound)
+
+
 async def _dlq(args: argparse.Namespace) -> int:
     from bridge.deadletters import discard, replay
     from bridge.store import create_store
@@ -273,7 +302,9 @@ async def _dlq(args: argparse.Namespace) -> int:
             if args.handler and args.handler not in {h.id for h in cfg.handlers}:
                 print(f"error: no handler {args.handler!r} in {args.config}", file=sys.stderr)
                 return 1
-            entry = await replay(store, args.id, args.handler)
+            entry = await replay(
+                store, args.id, args.handler, force=args.force, key_of=_ledger_keys(cfg)
+            )
             print(
                 f"replayed {args.id} to {entry.handler or 'its subscribers'} (inbox entry {entry.id})"
             )

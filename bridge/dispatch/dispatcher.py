@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from opentelemetry.trace import Status, StatusCode
 
+from bridge.deadletters import replay_ran_nothing, replayed_letter_id
 from bridge.dispatch.attempts import Runner
 from bridge.dispatch.completion import Completions
 from bridge.dispatch.env import DispatchConfig, DispatchEnv
@@ -112,6 +113,11 @@ class Dispatcher:
             return outcome
         meta = delivery.meta
         replay = meta.get("replay_handler") if meta else None
+        letter = (
+            replayed_letter_id(str(meta.get("message_id") or ""))
+            if meta and meta.get("source") == "replay"
+            else None
+        )
         resume: Resume | None = None
         if replay and "resume_attempt" in meta:
             connector = meta.get("connector") or connector
@@ -127,21 +133,21 @@ class Dispatcher:
         metrics.observe("bridge_fanout_width", (), float(len(subs)), _WIDTH_BUCKETS)
         if not subs and resume is not None:
             # A parked run whose handler is gone: dead-letter it once, then forget it.
-            outcome = await self._settle_runs(event, subs, connector, replay, resume)
+            outcome = await self._settle_runs(event, subs, connector, replay, resume, letter)
             if outcome is Settlement.ACK:
                 await env.store.parked_done([meta["parked_id"]])
             return outcome
         tracing = env.tracing
         if tracing is None:
-            return await self._settle_runs(event, subs, connector, replay, resume)
+            return await self._settle_runs(event, subs, connector, replay, resume, letter)
         started = tracing.start_delivery(
             event, delivery.headers, delivery.meta, connector, normalizer.transport
         )
         if started is None:
-            return await self._settle_runs(event, subs, connector, replay, resume)
+            return await self._settle_runs(event, subs, connector, replay, resume, letter)
         span, token = started
         try:
-            outcome = await self._settle_runs(event, subs, connector, replay, resume)
+            outcome = await self._settle_runs(event, subs, connector, replay, resume, letter)
             if outcome is not Settlement.ACK and span is not None:
                 span.set_status(Status(StatusCode.ERROR, "left for redelivery"))
             return outcome
@@ -155,6 +161,7 @@ class Dispatcher:
         connector: str,
         replay: str | None,
         resume: Resume | None = None,
+        letter: str | None = None,
     ) -> Settlement:
         history = self.env.history
         if history is not None:
@@ -167,6 +174,10 @@ class Dispatcher:
             runs = await self.fanout.dispatch(
                 event, subs, connector=connector, replay=bool(replay), resume=resume
             )
+            if letter is not None and all(r.status == "skipped" for r in runs):
+                # The handler succeeded since the replay was queued: nothing ran for it.
+                pairs = [(s.target.id, s.target.key(event)) for s in subs]
+                await replay_ran_nothing(self.env.store, letter, pairs)
             if history is not None:
                 if resume is not None:
                     history.refresh(event.id)

@@ -152,6 +152,7 @@ class Endings:
             correlation_id=event.correlationid,
             trace_id=trace_id(event.traceparent),
             detail=getattr(error, "detail", None),
+            key=run.key,
         )
         store = self.env.store
         await store.dead_letter_add(letter)

@@ -18,6 +18,7 @@ from bridge.store.contracts import (
     LedgerEntry,
     ParkedRun,
     RunRecord,
+    merged_event,
 )
 
 
@@ -263,10 +264,16 @@ class MemoryStore:
     # run history
 
     async def history_put(self, events: Sequence[EventRecord], runs: Sequence[RunRecord]) -> None:
-        for record in events:
-            self.history[record.id] = copy.deepcopy(record)
         for run in runs:
             self.runs[(run.event_id, run.handler)] = copy.deepcopy(run)
+        wanted = {e.id for e in events}
+        statuses: dict[str, list[str]] = {}
+        for (event_id, _), run in self.runs.items():
+            if event_id in wanted:
+                statuses.setdefault(event_id, []).append(run.status)
+        for record in events:
+            merged = merged_event(record, self.history.get(record.id), statuses.get(record.id, []))
+            self.history[record.id] = copy.deepcopy(merged)
 
     async def history_events(
         self,

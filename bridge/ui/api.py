@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from bridge.deadletters import ReplayError, discard, replay
+from bridge.deadletters import ReplayError, discard, force_flag, handler_keys, replay
 from bridge.errors import InvalidEvent
 from bridge.events import SPECVERSION, new_id, now_iso
 from bridge.store.contracts import InboxEntry
@@ -154,15 +154,25 @@ class UiApi:
         )
 
     async def replay_one(self, request: web.Request) -> web.Response:
-        """Replay one letter to the handler that failed (or ``?handler=``); 202."""
+        """Replay one letter to the handler that failed (or ``?handler=``); 202.
+
+        409 when it would run nothing (the handler already succeeded) or was
+        discarded and ``?force=true`` is not given; the letter is then unchanged.
+        """
         letter_id = request.match_info["id"]
         handler = request.query.get("handler") or None
         if handler is not None and handler not in self.runtime.handlers:
             return _error(400, f"no handler {handler!r}")
         try:
-            entry = await replay(self.runtime.store, letter_id, handler)
+            entry = await replay(
+                self.runtime.store,
+                letter_id,
+                handler,
+                force=force_flag(request.query.get("force")),
+                key_of=handler_keys(self.runtime.handlers),
+            )
         except ReplayError as exc:
-            return _error(404 if "no dead letter" in str(exc) else 409, str(exc))
+            return _error(exc.status, str(exc))
         self.runtime.inbox.wakeup.set()
         return _json({"replayed": letter_id, "handler": entry.handler, "inbox_id": entry.id}, 202)
 
@@ -171,7 +181,7 @@ class UiApi:
         try:
             await discard(self.runtime.store, letter_id)
         except ReplayError as exc:
-            return _error(404, str(exc))
+            return _error(exc.status, str(exc))
         return _json({"discarded": letter_id})
 
     async def replay_many(self, request: web.Request) -> web.Response:
@@ -207,6 +217,7 @@ class UiApi:
         replayed: list[str] = []
         failed: list[dict[str, str]] = []
         store = self.runtime.store
+        key_of = handler_keys(self.runtime.handlers)
         for letter_id in targets:
             letter = await store.dead_letter_get(letter_id)
             if letter is None or letter.status != "pending":
@@ -214,7 +225,7 @@ class UiApi:
                 failed.append({"id": letter_id, "error": why})
                 continue
             try:
-                await replay(store, letter_id)
+                await replay(store, letter_id, key_of=key_of)
             except ReplayError as exc:
                 failed.append({"id": letter_id, "error": str(exc)})
                 continue

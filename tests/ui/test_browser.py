@@ -186,6 +186,35 @@ async def test_send_watch_open_tree_and_replay_a_dead_letter(
         await page.select_option("#dl-status", "replayed")
         await expect(page.locator("#letters tr[data-letter]")).to_have_count(1)
 
+        # A discarded letter replays only after the user confirms it.
+        gate.touch()
+        async with aiohttp.ClientSession() as session:
+            again = {"specversion": "1.0", "id": "again-1", "type": "job/run"}
+            again["data"] = {"key": 8, "name": "again"}
+            status, _ = await post_events(session, bridge.url, [again])
+            assert status == 202
+        await page.select_option("#dl-status", "pending")
+        pending = page.locator("#letters tr[data-letter]")
+        await expect(pending).to_have_count(1, timeout=20_000)
+        await pending.first.locator("button.discard").click()
+        await expect(pending).to_have_count(0)
+        await page.select_option("#dl-status", "discarded")
+        discarded = page.locator("#letters tr[data-letter]")
+        await expect(discarded).to_have_count(1)
+        gate.unlink()
+        page.once("dialog", lambda dialog: dialog.dismiss())
+        await discarded.first.locator("button.replay-discarded").click()
+        async with (  # declined: nothing was sent, the letter is still discarded
+            aiohttp.ClientSession() as session,
+            session.get(f"{bridge.url}/v1/dead-letters?status=discarded") as resp,
+        ):
+            assert [d["event_id"] for d in (await resp.json())["items"]] == ["again-1"]
+        page.once("dialog", lambda dialog: dialog.accept())
+        await discarded.first.locator("button.replay-discarded").click()
+        await expect(discarded).to_have_count(0)
+        await page.select_option("#dl-status", "replayed")
+        await expect(page.locator("#letters tr[data-letter]")).to_have_count(2)
+
         await page.click("nav a[data-page=status]")
         await expect(page.locator('#handlers tr[data-handler="gated"]')).to_contain_text("50.0 %")
         await expect(page.locator('#connectors tr[data-connector="api"]')).to_contain_text(

@@ -240,6 +240,7 @@ async def test_bad_input_is_a_4xx_with_a_message_never_a_500(
         ("/ui/api/dead-letters/replay", b'{"ids": "abc"}', 400),
         ("/ui/api/dead-letters/replay", b'{"handler": 3}', 400),
         ("/ui/api/dead-letters/nope/replay", b"", 404),
+        ("/ui/api/dead-letters/nope/replay?force=maybe", b"", 400),
         ("/ui/api/dead-letters/nope/discard", b"", 404),
     ]:
         status, body = await post(client, path, raw=raw)

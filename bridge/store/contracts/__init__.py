@@ -18,7 +18,13 @@ from __future__ import annotations
 from bridge.store.contracts.attempts import Attempt
 from bridge.store.contracts.cron import CronPositions
 from bridge.store.contracts.dead_letters import DeadLetter, DeadLetters, DeadLetterStatus
-from bridge.store.contracts.history import EventRecord, History, RunRecord
+from bridge.store.contracts.history import (
+    EventRecord,
+    History,
+    RunRecord,
+    event_status,
+    merged_event,
+)
 from bridge.store.contracts.inbox import InboxEntry, InboxStore
 from bridge.store.contracts.joins import Join, Joins, JoinStatus
 from bridge.store.contracts.ledger import Ledger, LedgerEntry
@@ -46,4 +52,6 @@ __all__ = [
     "RunRecord",
     "Steps",
     "Store",
+    "event_status",
+    "merged_event",
 ]

@@ -18,6 +18,8 @@ class DeadLetter:
 
     ``handler`` is None when the message never became an event (bad input); then
     ``body`` holds the raw message (text, or ``base64:`` + base64) instead of ``event``.
+    ``key`` is the run's ledger (idempotency) key, which a replay checks first
+    (None on letters filed before it was kept, and on those of no handler).
     """
 
     reason: str
@@ -34,6 +36,7 @@ class DeadLetter:
     correlation_id: str | None = None
     trace_id: str | None = None
     status: DeadLetterStatus = "pending"
+    key: str | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created_at: float = field(default_factory=time.time)
 

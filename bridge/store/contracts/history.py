@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from bridge.store.contracts.attempts import Attempt
@@ -15,7 +15,10 @@ class EventRecord:
     """An event as the run history shows it.
 
     ``status``: running, succeeded, partial (some runs dead-lettered), dead_lettered
-    (every run, or the event itself), or unrouted (no handler matched).
+    (every run, or the event itself), or unrouted (no handler matched); once the
+    event has runs in the history, it is computed from all of them (``event_status``).
+    ``received_at`` and ``source`` say when and where the event first arrived: a
+    replay or redelivery never changes them.
     """
 
     id: str
@@ -48,11 +51,55 @@ class RunRecord:
     updated_at: float = field(default_factory=time.time)
 
 
+def event_status(statuses: Iterable[str]) -> str:
+    """An event's overall status from the statuses of all its runs.
+
+    running while any run is running or parked; dead_lettered when every run is
+    dead-lettered, partial when some are and the others succeeded; succeeded only
+    when every run succeeded (or was skipped as already succeeded); unrouted with
+    no runs.
+    """
+    seen = set(statuses)
+    if not seen:
+        return "unrouted"
+    if "running" in seen or "parked" in seen:
+        return "running"
+    if "dead_lettered" in seen:
+        return "partial" if seen - {"dead_lettered"} else "dead_lettered"
+    return "succeeded"
+
+
+def merged_event(
+    record: EventRecord, stored: EventRecord | None, run_statuses: Sequence[str]
+) -> EventRecord:
+    """What ``history_put`` writes for ``record``: the first write's arrival kept, and
+    a final status computed from all the event's stored runs.
+
+    Args:
+        record: the event as the caller reports it now.
+        stored: the event as already stored, if it is.
+        run_statuses: the statuses of all its stored runs, this write's included.
+    """
+    merged = replace(record)
+    if stored is not None:
+        merged.received_at = stored.received_at
+        merged.source = stored.source
+    if merged.status != "running" and run_statuses:
+        merged.status = event_status(run_statuses)
+    return merged
+
+
 class History(Protocol):
     """The run history (best effort: callers batch these writes off the hot path)."""
 
     async def history_put(self, events: Sequence[EventRecord], runs: Sequence[RunRecord]) -> None:
-        """Insert or update events (by id) and runs (by event id + handler)."""
+        """Insert or update events (by id) and runs (by event id + handler), in one transaction.
+
+        An event already stored keeps its ``received_at`` and ``source``; an event
+        not reported ``running`` gets its status from all its stored runs (see
+        ``merged_event``), so a replay of one branch never hides another one's
+        dead letter.
+        """
 
     async def history_events(
         self,

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from bridge.store import rows
-from bridge.store.contracts import EventRecord, RunRecord
+from bridge.store.contracts import EventRecord, RunRecord, merged_event
 from bridge.store.postgres.connection import PostgresConnection, count
 
 
@@ -15,34 +15,61 @@ class PostgresHistory(PostgresConnection):
     """``History`` on PostgreSQL: records as JSONB, the columns the UI filters by beside them."""
 
     async def history_put(self, events: Sequence[EventRecord], runs: Sequence[RunRecord]) -> None:
+        ids = sorted({e.id for e in events})
+
         async def write(conn: Any) -> None:
-            if events:
-                await conn.executemany(
-                    "INSERT INTO history_events"
-                    " (id, type, status, received_at, correlation_id, parent_id, record)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) ON CONFLICT (id) DO UPDATE SET"
-                    " type = excluded.type, status = excluded.status,"
-                    " received_at = excluded.received_at, correlation_id = excluded.correlation_id,"
-                    " parent_id = excluded.parent_id, record = excluded.record",
-                    [
-                        (
-                            e.id,
-                            e.type,
-                            e.status,
-                            e.received_at,
-                            e.correlation_id,
-                            e.parent_id,
-                            rows.encode_text(asdict(e)),
-                        )
-                        for e in events
-                    ],
+            # Lock the stored events first (in one order, so writers never deadlock): a
+            # concurrent write of the same event then sees this one's runs.
+            stored = {
+                r["id"]: rows.event_record(r["record"])
+                for r in await conn.fetch(
+                    "SELECT id, record FROM history_events WHERE id = ANY($1::text[])"
+                    " ORDER BY id FOR UPDATE",
+                    ids,
                 )
+            }
             if runs:
                 await conn.executemany(
                     "INSERT INTO history_runs (event_id, handler, record) VALUES ($1, $2, $3::jsonb)"
                     " ON CONFLICT (event_id, handler) DO UPDATE SET record = excluded.record",
-                    [(r.event_id, r.handler, rows.encode_text(asdict(r))) for r in runs],
+                    [
+                        (r.event_id, r.handler, rows.encode_text(asdict(r)))
+                        for r in sorted(runs, key=lambda r: (r.event_id, r.handler))
+                    ],
                 )
+            if not events:
+                return
+            statuses: dict[str, list[str]] = {}
+            for r in await conn.fetch(
+                "SELECT event_id, record->>'status' AS status FROM history_runs"
+                " WHERE event_id = ANY($1::text[])",
+                ids,
+            ):
+                statuses.setdefault(r["event_id"], []).append(r["status"])
+            merged = [
+                merged_event(e, stored.get(e.id), statuses.get(e.id, []))
+                for e in sorted(events, key=lambda e: e.id)
+            ]
+            await conn.executemany(
+                "INSERT INTO history_events"
+                " (id, type, status, received_at, correlation_id, parent_id, record)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) ON CONFLICT (id) DO UPDATE SET"
+                " type = excluded.type, status = excluded.status,"
+                " received_at = excluded.received_at, correlation_id = excluded.correlation_id,"
+                " parent_id = excluded.parent_id, record = excluded.record",
+                [
+                    (
+                        m.id,
+                        m.type,
+                        m.status,
+                        m.received_at,
+                        m.correlation_id,
+                        m.parent_id,
+                        rows.encode_text(asdict(m)),
+                    )
+                    for m in merged
+                ],
+            )
 
         await self._tx(write)
 

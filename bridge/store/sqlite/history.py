@@ -4,42 +4,69 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from bridge.store import rows
-from bridge.store.contracts import EventRecord, RunRecord
+from bridge.store.contracts import EventRecord, RunRecord, merged_event
 from bridge.store.sqlite.connection import SqliteConnection
+
+_CHUNK = 500  # ids per IN (...): below SQLite's limit on bound parameters
 
 
 class SqliteHistory(SqliteConnection):
     """``History`` on SQLite: records as JSON, the columns the UI filters by beside them."""
 
     async def history_put(self, events: Sequence[EventRecord], runs: Sequence[RunRecord]) -> None:
-        event_rows = [
-            (
-                e.id,
-                e.type,
-                e.status,
-                e.received_at,
-                e.correlation_id,
-                e.parent_id,
-                rows.encode(asdict(e)),
-            )
-            for e in events
-        ]
         run_rows = [(r.event_id, r.handler, rows.encode(asdict(r))) for r in runs]
 
         def write(conn: sqlite3.Connection) -> None:
+            # Runs first: an event's status is computed from all its stored runs.
+            conn.executemany(
+                "INSERT OR REPLACE INTO history_runs (event_id, handler, record) VALUES (?, ?, ?)",
+                run_rows,
+            )
+            ids = [e.id for e in events]
+            stored: dict[str, tuple[float, str]] = {}
+            statuses: dict[str, list[str]] = {}
+            for chunk in (ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)):
+                marks = ",".join("?" * len(chunk))
+                for event_id, received_at, source in conn.execute(
+                    "SELECT id, received_at, json_extract(CAST(record AS TEXT), '$.source')"
+                    f" FROM history_events WHERE id IN ({marks})",
+                    chunk,
+                ):
+                    stored[event_id] = (received_at, source)
+                for event_id, status in conn.execute(
+                    "SELECT event_id, json_extract(CAST(record AS TEXT), '$.status')"
+                    f" FROM history_runs WHERE event_id IN ({marks})",
+                    chunk,
+                ):
+                    statuses.setdefault(event_id, []).append(status)
+            event_rows = []
+            for e in events:
+                first = stored.get(e.id)
+                m = merged_event(
+                    e,
+                    None if first is None else replace(e, received_at=first[0], source=first[1]),
+                    statuses.get(e.id, []),
+                )
+                event_rows.append(
+                    (
+                        m.id,
+                        m.type,
+                        m.status,
+                        m.received_at,
+                        m.correlation_id,
+                        m.parent_id,
+                        rows.encode(asdict(m)),
+                    )
+                )
             conn.executemany(
                 "INSERT OR REPLACE INTO history_events"
                 " (id, type, status, received_at, correlation_id, parent_id, record)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 event_rows,
-            )
-            conn.executemany(
-                "INSERT OR REPLACE INTO history_runs (event_id, handler, record) VALUES (?, ?, ?)",
-                run_rows,
             )
 
         await self._call(write)

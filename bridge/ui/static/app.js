@@ -279,7 +279,11 @@ async function deadLettersPage(main, params) {
       h("td", { class: "error mono" }, d.reason, h("div", { class: "muted" }, d.attempts.length + " attempt" + (d.attempts.length === 1 ? "" : "s"))),
       h("td", {}, badge(d.status)),
       h("td", {},
-        d.replayable && d.status === "pending" ? h("button", { class: "replay", onclick: (ev) => act("replay", ev.target) }, "Replay") : null, " ",
+        d.replayable && d.status === "pending" ? h("button", { class: "replay", onclick: (ev) => act("replay", ev.target) }, "Replay") : null,
+        // A discarded letter was put aside on purpose: replaying it takes a confirmation (force).
+        d.replayable && d.status === "discarded" ? h("button", { class: "secondary replay-discarded", onclick: (ev) => {
+          if (window.confirm("This dead letter was discarded. Replay it anyway?")) act("replay?force=true", ev.target);
+        } }, "Replay anyway") : null, " ",
         d.status === "pending" ? h("button", { class: "danger discard", onclick: (ev) => act("discard", ev.target) }, "Discard") : null));
   }
   async function bulk(payload) {
