@@ -224,7 +224,8 @@ def _from_cloudevent(item: dict[str, Any], where: str) -> dict[str, Any]:
     transaction: dict[str, Any] = {}
     for name, value in item.items():
         if name in _CE_TX:
-            transaction[_CE_TX[name]] = _number(value)
+            key = _CE_TX[name]
+            transaction[key] = value if key == "id" else _number(value)
         elif name.startswith(_CE_PREFIX) and name != "iodebeziumop":
             field = name[len(_CE_PREFIX) :]
             field = _CE_RENAMED.get(field, field)
