@@ -9,16 +9,20 @@ the same row change as the JSON format; Supabase changes have a stable id; and
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 import pytest
 
-from bridge.errors import InvalidEvent, Skipped
+from bridge.app import load_config_text
+from bridge.app.runtime import Runtime
+from bridge.errors import ConfigError, InvalidEvent, Skipped
 from bridge.events import EventCatalog
 from bridge.formats import DebeziumFormat, SupabaseFormat
 from bridge.normalize import Normalizer
 from bridge.transport import Delivery, EventMapping
+from connectors.memory import BROKER
 from connectors.webhook.providers import parser
 from tests.cdc_samples import (
     ANNE,
@@ -220,3 +224,61 @@ def test_a_debezium_array_on_a_broker_is_refused() -> None:
     with pytest.raises(InvalidEvent) as info:
         normalizer("debezium")(delivery([TX_BEGIN, TX_END]))
     assert info.value.reason == "not_debezium"
+
+
+# --------------------------------------------------------------------------- every connector
+
+
+@pytest.mark.parametrize(
+    "connector",
+    [
+        "{type: kafka, bootstrap_servers: k:9092, consume: {topics: [t], group_id: g, %s}}",
+        "{type: rabbitmq, url: 'amqp://h', consume: {queue: q, %s}}",
+        "{type: sqs, region: us-east-1, consume: {queue: q, %s}}",
+        "{type: memory, consume: {%s}}",
+    ],
+)
+def test_every_consuming_connector_takes_format_and_tombstones(connector: str) -> None:
+    def load(options: str) -> Any:
+        return load_config_text(f"version: 1\nconnectors:\n  c: {connector % options}\n", {})
+
+    cfg = load("format: debezium, tombstones: event, snapshot: insert")
+    consume = cfg.connectors["c"].consume
+    assert (consume.format, consume.tombstones, consume.snapshot) == ("debezium", "event", "insert")
+    assert load("event: {type: x/y}").connectors["c"].consume.tombstones == "drop"
+    with pytest.raises(ConfigError) as info:
+        load("format: avro")
+    assert "connectors.c.consume.format" in str(info.value)
+
+
+async def test_memory_connector_reads_supabase_changes_into_their_events(tmp_path: Any) -> None:
+    text = f"""\
+version: 1
+store: sqlite:///{tmp_path}/s.db
+server: {{enabled: false}}
+connectors:
+  supa: {{type: memory, topic: supa-{id(tmp_path)}, consume: {{format: supabase}}}}
+handlers:
+  - {{id: keep, on: "db/*", type: python, function: "tests.unit.test_cdc_formats:remember"}}
+"""
+    SEEN.clear()
+    runtime = Runtime(load_config_text(text, {}))
+    task = asyncio.create_task(runtime.run())
+    for payload in (SUPABASE_INSERT, SUPABASE_UPDATE, SUPABASE_DELETE):
+        BROKER.put(f"supa-{id(tmp_path)}", orjson.dumps(payload))
+    for _ in range(200):
+        if len(SEEN) == 3:
+            break
+        await asyncio.sleep(0.02)
+    letters = await runtime.store.dead_letters()
+    runtime.request_stop()
+    await task
+    assert sorted(e.type for e in SEEN) == ["db/users.delete", "db/users.insert", "db/users.update"]
+    assert letters == []
+
+
+SEEN: list[Any] = []
+
+
+async def remember(event: Any, ctx: Any) -> None:
+    SEEN.append(event)
