@@ -17,6 +17,9 @@ Sources (debezium/debezium at aad5519, debezium/debezium-server, supabase):
   "Example event format" (JSON envelope, JSON data), as Debezium Server's HTTP sink
   posts it with ``debezium.format.value=cloudevents`` (content type
   ``application/cloudevents+json``: debezium-server-http HttpChangeConsumer).
+* ``MONGO_*``: documentation/modules/ROOT/pages/connectors/mongodb.adoc, create and
+  update events (the update without ``before``/``after``, as the default capture
+  mode without pre- and post-images writes it).
 * ``SUPABASE_*``: supabase's ``supabase_functions.http_request`` trigger
   (``jsonb_build_object('old_record', OLD, 'record', NEW, 'type', TG_OP, 'table',
   TG_TABLE_NAME, 'schema', TG_TABLE_SCHEMA)``) and the Database Webhooks guide.
@@ -43,6 +46,8 @@ __all__ = [
     "CE_PG_READ_AS_JSON",
     "HEARTBEAT",
     "HEARTBEAT_ENVELOPE",
+    "MONGO_CREATE",
+    "MONGO_UPDATE_DESCRIPTION_ONLY",
     "MYSQL_SCHEMA_CHANGE",
     "PG_MESSAGE",
     "PG_MESSAGE_TX",
@@ -236,4 +241,43 @@ CE_PG_READ_AS_JSON = {
     "op": "r",
     "ts_ms": 1578923739738,
     "transaction": {"id": "565", "total_order": 1, "data_collection_order": 1},
+}
+
+# documentation/modules/ROOT/pages/connectors/mongodb.adoc, "create" and "update" event
+# examples (the create example repeats "ts_ms" three times: written as ts_ms/us/ns here).
+_MONGO_SOURCE = {
+    "version": "2.7.0.Final",
+    "connector": "mongodb",
+    "name": "fulfillment",
+    "ts_ms": 1558965508000,
+    "ts_us": 1558965508000000,
+    "ts_ns": 1558965508000000000,
+    "snapshot": False,
+    "db": "inventory",
+    "rs": "rs0",
+    "collection": "customers",
+    "ord": 31,
+    "h": 1546547425148721999,
+}
+MONGO_CREATE = {
+    "schema": {},
+    "payload": {
+        "after": '{"_id" : {"$numberLong" : "1004"},"first_name" : "Anne","last_name" : '
+        '"Kretchmar","email" : "annek@noanswer.org"}',
+        "source": _MONGO_SOURCE,
+        "op": "c",
+        "ts_ms": 1558965515240,
+        "ts_us": 1558965515240142,
+        "ts_ns": 1558965515240142879,
+    },
+}
+MONGO_UPDATE_DESCRIPTION_ONLY = {
+    "op": "u",
+    "ts_ms": 1465491461815,
+    "updateDescription": {
+        "removedFields": None,
+        "updatedFields": '{"first_name": "Anne Marie"}',
+        "truncatedArrays": None,
+    },
+    "source": {**_MONGO_SOURCE, "ord": 1},
 }

@@ -18,6 +18,10 @@ tombstone              null value (or an empty body)                 dropped, or
 CloudEvent             ``debezium.format.value=cloudevents``         as a row change
 =====================  ==========================================  ============================
 
+MongoDB row changes name a ``collection`` (the ``table`` of the data) and carry
+their documents as extended-JSON strings (parsed into ``record``/``old_record``);
+an update without the full document keeps its ``updateDescription``.
+
 A row change's data is the shared database shape (see ``bridge.formats``). The
 other kinds keep Debezium's payload as it is (a schema change keeps its ``ddl``
 and ``tableChanges``; a message its base64 ``content``); their types are fixed,
@@ -38,8 +42,11 @@ that Debezium wrote as strings, such as ``lsn``, stay strings).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 from bridge.errors import InvalidEvent
 from bridge.formats.candidates import (
@@ -158,14 +165,20 @@ class DebeziumFormat:
         if op is None:
             problems.append(f"{where}op must be one of c, u, d, r, t, m")
         source = change.get("source")
+        table = None
         if not isinstance(source, dict):
             problems.append(f"{where}source must be an object")
             source = {}
-        elif not isinstance(source.get("table"), str) or not source["table"]:
-            problems.append(f"{where}source.table must be a non-empty string")
+        else:
+            table = source.get("table") or source.get("collection")  # MongoDB: collection
+            if not isinstance(table, str) or not table:
+                problems.append(f"{where}source.table must be a non-empty string")
+        # MongoDB writes its documents as extended-JSON strings.
+        change = {**change, **_documents(change)} if source.get("collection") else change
         before = object_or_null(change, "before", problems)
         after = object_or_null(change, "after", problems)
-        if op in ("insert", "update", "read") and after is None:
+        partial = op == "update" and isinstance(change.get("updateDescription"), dict)
+        if op in ("insert", "update", "read") and after is None and not partial:
             problems.append(f"{where}after must be an object for op {code}")
         if problems:
             raise InvalidEvent("not_debezium", problems)
@@ -174,7 +187,7 @@ class DebeziumFormat:
         data: dict[str, Any] = {
             "type": str(op).upper(),
             "op": op,
-            "table": source["table"],
+            "table": table,
             "schema": source.get("schema"),
             "database": source.get("db"),
             "record": after,
@@ -184,12 +197,25 @@ class DebeziumFormat:
         }
         if change.get("transaction") is not None:
             data["transaction"] = change["transaction"]
+        if change.get("updateDescription") is not None:  # MongoDB: the fields an update set
+            data["updateDescription"] = change["updateDescription"]
         return Candidate(
             data,
             change,
             native_id="dbz-" + digest(source, code, before, after),
             time=iso_from_epoch(source.get("ts_ms"), 1000.0),
         )
+
+
+def _documents(change: Mapping[str, Any]) -> dict[str, Any]:
+    """MongoDB's ``before``/``after`` strings, parsed (left as they are when not JSON)."""
+    parsed = {}
+    for name in ("before", "after"):
+        value = change.get(name)
+        if isinstance(value, str):
+            with contextlib.suppress(orjson.JSONDecodeError):
+                parsed[name] = orjson.loads(value)
+    return parsed
 
 
 def _id(kind: str, payload: Mapping[str, Any]) -> str:

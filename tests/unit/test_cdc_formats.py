@@ -31,6 +31,8 @@ from tests.cdc_samples import (
     CE_PG_READ_AS_JSON,
     HEARTBEAT,
     HEARTBEAT_ENVELOPE,
+    MONGO_CREATE,
+    MONGO_UPDATE_DESCRIPTION_ONLY,
     MYSQL_SCHEMA_CHANGE,
     PG_MESSAGE,
     PG_MESSAGE_TX,
@@ -91,6 +93,20 @@ def test_control_record_ids_are_stable_and_distinct() -> None:
     later = one(fmt, {"ts_ms": HEARTBEAT["ts_ms"] + 10_000}).native_id
     assert ids == again
     assert len({*ids, later}) == 5
+
+
+def test_mongodb_changes_name_a_collection_and_carry_json_strings() -> None:
+    create = one(DebeziumFormat(), MONGO_CREATE).data
+    assert (create["op"], create["table"], create["database"]) == (
+        "insert",
+        "customers",
+        "inventory",
+    )
+    assert create["record"]["_id"] == {"$numberLong": "1004"}
+    assert create["record"]["first_name"] == "Anne"
+    update = one(DebeziumFormat(), MONGO_UPDATE_DESCRIPTION_ONLY).data
+    assert (update["op"], update["record"], update["old_record"]) == ("update", None, None)
+    assert update["updateDescription"]["updatedFields"] == '{"first_name": "Anne Marie"}'
 
 
 def test_a_batch_mixes_kinds() -> None:
