@@ -53,6 +53,18 @@ DEFAULT_TYPES: Mapping[str, str | None] = {
     "json": None,
 }
 
+__all__ = [  # Candidate and Parsed live in bridge.formats; re-exported for the parsers' users
+    "DEFAULT_TYPES",
+    "PROVIDERS",
+    "UNREADABLE",
+    "Candidate",
+    "Parsed",
+    "Parser",
+    "Provider",
+    "header",
+    "parser",
+]
+
 # Reasons that mean "the request could not be read" rather than "not a valid event".
 UNREADABLE = frozenset({"empty_body", "malformed_json", "invalid_utf8", "too_deep"})
 
