@@ -85,6 +85,15 @@ connectors:
       topics: [{tombs}]
       group_id: g-{tombs}
       tombstones: event
+  plain:
+    type: kafka
+    bootstrap_servers: {bootstrap}
+    consume:
+      <<: *kafka
+      topics: [{plain}]
+      group_id: g-{plain}
+      format: json
+      event: {{type: app/thing}}
   amqp:
     type: rabbitmq
     url: {amqp}
@@ -94,7 +103,7 @@ connectors:
     provider: debezium
 handlers:
   - id: keep
-    on: ["db/*"]
+    on: ["db/*", "app/*"]
     type: python
     function: "tests.integration.test_cdc_brokers:remember"
 """
@@ -120,6 +129,7 @@ async def bridge(
     names = {
         "topic": await kafka.new_topic(prefix="pg.inventory.customers"),
         "tombs": await kafka.new_topic(prefix="pg.inventory.customers"),
+        "plain": await kafka.new_topic(prefix="plain"),
         "queue": await rabbit.queue(),
     }
     port = free_port()
@@ -201,3 +211,20 @@ async def test_kafka_tombstones_can_become_events_with_their_key(
     assert SEEN[2].data == {"key": {"id": 1}, "topic": tombs}
     assert SEEN[2].id == f"{tombs}-0-2"
     assert await runtime.store.dead_letters() == []
+
+
+async def test_a_tombstone_on_a_json_topic_is_dropped_not_dead_lettered(
+    bridge: tuple[Runtime, str, dict[str, str]], kafka: KafkaAdmin
+) -> None:
+    runtime, _, names = bridge
+    plain = names["plain"]
+    await produce(kafka.bootstrap, plain, [("k1", {"n": 1}), ("k1", None), ("k2", {"n": 2})])
+    await wait_for(2)
+    group = f"g-{plain}"
+    for _ in range(100):
+        if (await kafka.committed(group, plain, 1)).get(0) == 3:
+            break
+        await asyncio.sleep(0.1)
+    assert [e.data for e in SEEN] == [{"n": 1}, {"n": 2}]
+    assert (await kafka.committed(group, plain, 1)).get(0) == 3
+    assert await runtime.store.dead_letters() == []  # was a malformed_json dead letter
