@@ -1,4 +1,4 @@
-"""Debezium through Kafka Connect and through RabbitMQ: ``consume.format: debezium``.
+"""Debezium through Kafka Connect and RabbitMQ, Supabase through SQS: ``consume.format``.
 
 A running bridge (in process) reads Debezium records, as the JSON converter writes
 them (``{schema, payload}``, a JSON key), from a real Kafka (Tansu; produced with
@@ -25,10 +25,21 @@ from aiokafka import AIOKafkaProducer
 from bridge import Context, Event
 from bridge.app import load_config_text
 from bridge.app.runtime import Runtime
-from tests.cdc_samples import ANNE, ANNE_2, TX_BEGIN, TX_END, debezium, envelope
+from tests.cdc_samples import (
+    ANNE,
+    ANNE_2,
+    SUPABASE_DELETE,
+    SUPABASE_INSERT,
+    SUPABASE_UPDATE,
+    TX_BEGIN,
+    TX_END,
+    debezium,
+    envelope,
+)
 from tests.fixtures.kafka import KafkaAdmin
 from tests.fixtures.rabbitmq import RabbitAdmin
-from tests.support import free_port
+from tests.fixtures.sqs import SqsKit
+from tests.support import free_port, sqs_connector
 
 pytestmark = pytest.mark.integration
 
@@ -228,3 +239,39 @@ async def test_a_tombstone_on_a_json_topic_is_dropped_not_dead_lettered(
     assert [e.data for e in SEEN] == [{"n": 1}, {"n": 2}]
     assert (await kafka.committed(group, plain, 1)).get(0) == 3
     assert await runtime.store.dead_letters() == []  # was a malformed_json dead letter
+
+
+async def test_supabase_changes_on_sqs(tmp_path: Path, sqs: SqsKit) -> None:
+    """consume.format: supabase on a real SQS (moto): the webhook's events, DELETE included."""
+    SEEN.clear()
+    url = await sqs.queue()
+    connector = sqs_connector(url, format="supabase", event={})
+    text = orjson.dumps(
+        {
+            "version": 1,
+            "store": f"sqlite:///{tmp_path}/s.db",
+            "server": {"enabled": False},
+            "connectors": {"supa": connector},
+            "handlers": [
+                {
+                    "id": "keep",
+                    "on": "db/*",
+                    "type": "python",
+                    "function": "tests.integration.test_cdc_brokers:remember",
+                }
+            ],
+        }
+    ).decode()
+    runtime = Runtime(load_config_text(text, {"SQS_ENDPOINT": sqs.endpoint}))
+    task = asyncio.create_task(runtime.run())
+    try:
+        payloads = (SUPABASE_INSERT, SUPABASE_UPDATE, SUPABASE_DELETE)
+        await sqs.send(url, [orjson.dumps(p).decode() for p in payloads])
+        await wait_for(3)
+        letters = await runtime.store.dead_letters()
+    finally:
+        runtime.request_stop()
+        await task
+    assert sorted(e.type for e in SEEN) == ["db/users.delete", "db/users.insert", "db/users.update"]
+    assert all(e.source == "bridge://supa" for e in SEEN)
+    assert letters == []
