@@ -20,6 +20,9 @@ Sources (debezium/debezium at aad5519, debezium/debezium-server, supabase):
 * ``MONGO_*``: documentation/modules/ROOT/pages/connectors/mongodb.adoc, create and
   update events (the update without ``before``/``after``, as the default capture
   mode without pre- and post-images writes it).
+* ``NOTIFICATION``: documentation/modules/ROOT/pages/configuration/notification.adoc,
+  "notifications about the status of an initial snapshot" (sent through the sink, so
+  through Debezium Server's HTTP sink, with ``notification.enabled.channels=sink``).
 * ``SUPABASE_*``: supabase's ``supabase_functions.http_request`` trigger
   (``jsonb_build_object('old_record', OLD, 'record', NEW, 'type', TG_OP, 'table',
   TG_TABLE_NAME, 'schema', TG_TABLE_SCHEMA)``) and the Database Webhooks guide.
@@ -49,6 +52,7 @@ __all__ = [
     "MONGO_CREATE",
     "MONGO_UPDATE_DESCRIPTION_ONLY",
     "MYSQL_SCHEMA_CHANGE",
+    "NOTIFICATION",
     "PG_MESSAGE",
     "PG_MESSAGE_TX",
     "SUPABASE_DELETE",
@@ -280,4 +284,12 @@ MONGO_UPDATE_DESCRIPTION_ONLY = {
         "truncatedArrays": None,
     },
     "source": {**_MONGO_SOURCE, "ord": 1},
+}
+
+NOTIFICATION = {
+    "id": "5563ae14-49f8-4579-9641-c1bbc2d76f99",
+    "aggregate_type": "Initial Snapshot",
+    "type": "COMPLETED",
+    "additional_data": {"connector_name": "myConnector"},
+    "timestamp": "1695817046353",
 }

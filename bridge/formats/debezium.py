@@ -14,6 +14,7 @@ logical decoding msg   ``op: m``, ``message: {prefix, content}``     ``db/<prefi
 transaction boundary   ``status: BEGIN|END``, ``id``                 ``db/transaction.begin|end``
 schema change          ``ddl``, ``tableChanges``, ``databaseName``   ``db/schema.change``
 heartbeat              ``{ts_ms}`` only                              ``db/heartbeat``
+notification           ``aggregate_type``, ``type`` (sink channel)   ``db/notification``
 tombstone              null value (or an empty body)                 dropped, or ``db/tombstone``
 CloudEvent             ``debezium.format.value=cloudevents``         as a row change
 =====================  ==========================================  ============================
@@ -137,6 +138,16 @@ class DebeziumFormat:
             return Candidate(
                 item, item, _id("schema", item), iso_from_epoch(at, 1e3), type="db/schema.change"
             )
+        if "aggregate_type" in item and "type" in item:  # notification.enabled.channels=sink
+            at = item.get("timestamp")
+            millis = int(at) if isinstance(at, str) and at.isdigit() else at
+            return Candidate(
+                item,
+                item,
+                _id("notification", item),
+                iso_from_epoch(millis, 1e3),
+                type="db/notification",
+            )
         if "ts_ms" in item and set(item) <= _HEARTBEAT_KEYS:
             return Candidate(
                 item,
@@ -149,7 +160,8 @@ class DebeziumFormat:
             "not_debezium",
             [
                 f"{where}not a Debezium record: expected a change event (op), a transaction "
-                "boundary (status), a schema change (ddl), a heartbeat (ts_ms) or a CloudEvent"
+                "boundary (status), a schema change (ddl), a heartbeat (ts_ms), a notification "
+                "(aggregate_type) or a CloudEvent"
             ],
         )
 

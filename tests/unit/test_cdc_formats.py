@@ -34,6 +34,7 @@ from tests.cdc_samples import (
     MONGO_CREATE,
     MONGO_UPDATE_DESCRIPTION_ONLY,
     MYSQL_SCHEMA_CHANGE,
+    NOTIFICATION,
     PG_MESSAGE,
     PG_MESSAGE_TX,
     SUPABASE_DELETE,
@@ -65,6 +66,7 @@ def one(fmt: Any, value: Any) -> Any:
         (MYSQL_SCHEMA_CHANGE, "db/schema.change"),
         (PG_MESSAGE_TX, "db/foo.message"),
         (PG_MESSAGE, "db/foo.message"),
+        (NOTIFICATION, "db/notification"),
     ],
 )
 def test_every_documented_debezium_record_is_a_typed_event(record: Any, kind: str) -> None:
