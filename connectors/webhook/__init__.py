@@ -16,7 +16,8 @@ ids). A request is checked in this order, and nothing is stored unless it passes
 * 422: not the provider's shape, a template fails, the type is not in the
   catalog, or the data fails its schema (``details`` lists every problem; one
   bad event refuses the whole request). A Debezium record kind with a type of its
-  own (heartbeat, transaction boundary, schema change, message, tombstone) is
+  own (heartbeat, transaction boundary, schema change, message, notification,
+  tombstone) is
   never refused for a type the catalog lacks: it is stored, then follows
   ``unrouted`` (Debezium Server stops its connector on a non-2xx answer);
 * 200: every event's id was already accepted (a replay): nothing stored again;
