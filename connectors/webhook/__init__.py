@@ -17,9 +17,8 @@ ids). A request is checked in this order, and nothing is stored unless it passes
   catalog, or the data fails its schema (``details`` lists every problem; one
   bad event refuses the whole request). A Debezium record kind with a type of its
   own (heartbeat, transaction boundary, schema change, message, notification,
-  tombstone) is
-  never refused for a type the catalog lacks: it is stored, then follows
-  ``unrouted`` (Debezium Server stops its connector on a non-2xx answer);
+  tombstone) is never refused for a type the catalog lacks: it is stored, then
+  follows ``unrouted`` (Debezium Server stops its connector on a non-2xx answer);
 * 200: every event's id was already accepted (a replay): nothing stored again;
   also a Debezium tombstone under ``tombstones: drop`` (the default), which is
   ignored (``tombstones: event`` stores a ``db/tombstone`` event instead);
