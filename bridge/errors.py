@@ -7,6 +7,7 @@ The tree::
     ├── ConnectorError           a transport failed; ``retriable`` says whether trying again may help
     ├── StoreError               the state store failed
     ├── InvalidEvent             a message could not become an event (bad JSON, schema, size, ...)
+    ├── Skipped                  a message that is on purpose no event (a dropped tombstone)
     └── Fatal                    raised by a handler: do not retry, dead-letter this run now
 
 A handler may raise anything; only ``Fatal`` (and, for HTTP handlers, a 4xx other
@@ -77,6 +78,15 @@ class InvalidEvent(BridgeError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}" if detail is not None else reason)
+
+
+class Skipped(BridgeError):
+    """A message that is, on purpose, no event (a tombstone under ``tombstones: drop``):
+    the source settles it ACK, with no dead letter. ``reason`` says what it was."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
 
 
 class Fatal(BridgeError):

@@ -16,6 +16,10 @@ _HELP = {
     "bridge_events_received_total": ("counter", "Messages received from sources."),
     "bridge_events_invalid_total": ("counter", "Messages that could not become events."),
     "bridge_events_unrouted_total": ("counter", "Events that no handler subscribes to."),
+    "bridge_messages_skipped_total": (
+        "counter",
+        "Messages that are on purpose no event (tombstones under `tombstones: drop`).",
+    ),
     "bridge_runs_total": ("counter", "Finished runs by handler and outcome."),
     "bridge_retries_total": ("counter", "Attempts retried after a failure."),
     "bridge_runs_parked_total": (

@@ -7,6 +7,12 @@ orjson); structured CloudEvents (recognized by ``specversion``, ``id`` and
 catalog validates ``data`` for the type, and the correlation id is fixed:
 configured headers/fields, else the inbound ``correlationid``, else the event id.
 
+Before all that, ``consume.format`` (``bridge.formats``): ``debezium`` and
+``supabase`` read the body with their format; ``cloudevents`` refuses a message
+that is not a CloudEvent (``not_cloudevent``); ``json`` is the order above. A
+Kafka tombstone (``meta["tombstone"]``) is dropped (``Skipped``) or becomes a
+``db/tombstone`` event, per ``consume.tombstones``, whatever the format.
+
 Every failure raises ``InvalidEvent`` with a short reason; the dispatcher turns it
 into a dead letter and settles the message, so bad input never blocks a source.
 """
@@ -23,6 +29,8 @@ import orjson
 
 from bridge.errors import InvalidEvent
 from bridge.events import EMPTY, Event, EventCatalog, event_from_dict
+from bridge.formats import Tombstones, format_for
+from bridge.formats.reading import FormatReader, tombstone_record
 from bridge.templates import DELIVERY_ROOTS, Template, TemplateError, lookup
 from bridge.transport import Delivery, EventMapping
 
@@ -148,6 +156,10 @@ class Normalizer:
         mapping: EventMapping,
         catalog: EventCatalog,
         max_body_bytes: int,
+        *,
+        payload_format: str = "json",
+        tombstones: Tombstones = "drop",
+        snapshot: str = "read",
     ) -> None:
         self.connector = connector
         self.transport = transport
@@ -166,6 +178,11 @@ class Normalizer:
         )
         self._correlation = [_ref(r) for r in mapping.correlation_id]
         self._prefix = f"{transport}."
+        # consume.format / tombstones (bridge.formats): a format of its own reads the body.
+        found = format_for(payload_format, snapshot=snapshot, tombstones=tombstones)
+        self._reader = FormatReader(found, mapping, connector, decode_json) if found else None
+        self._only_cloudevents = payload_format == "cloudevents"
+        self._tombstones = tombstones
 
     def __call__(self, delivery: Delivery) -> Event[Any]:
         """Normalize one delivery.
@@ -181,8 +198,11 @@ class Normalizer:
             delivery = dataclasses.replace(delivery, headers=headers)
         meta = delivery.meta
         attrs = binary_attributes(headers) if headers else None
-        if attrs is not None:
-            raw: dict[str, Any] = attrs
+        raw: dict[str, Any]
+        if (meta and meta.get("tombstone")) or self._reader is not None:
+            raw, data = self._formatted(delivery, headers)
+        elif attrs is not None:
+            raw = attrs
             data = self._binary_data(attrs, body, headers)
             raw.setdefault("id", self._stable_id(meta))
         else:
@@ -232,7 +252,34 @@ class Normalizer:
         except UnicodeDecodeError as exc:
             raise InvalidEvent("invalid_utf8", f"body is not UTF-8 at byte {exc.start}") from None
 
+    def _formatted(
+        self, delivery: Delivery, headers: Mapping[str, str]
+    ) -> tuple[dict[str, Any], Any]:
+        """A tombstone (a Kafka record with a null value), or a body in ``consume.format``.
+
+        Raises:
+            Skipped: a tombstone under ``tombstones: drop``.
+            InvalidEvent: not the format's shape, or a mapping failure.
+        """
+        meta = delivery.meta
+        if meta.get("tombstone"):
+            candidate = tombstone_record(meta, self._tombstones)
+        elif self._reader is not None:
+            candidate = self._reader.candidate(delivery.body, headers)
+        else:  # pragma: no cover - excluded by the caller
+            raise InvalidEvent("no_format", "no payload format")
+        if self._reader is None:
+            raw = {"type": candidate.type, "id": self._stable_id(meta)}
+            return raw, candidate.data
+        return self._reader.attributes(candidate, headers, meta)
+
     def _mapped(self, payload: Any, delivery: Delivery) -> tuple[dict[str, Any], Any]:
+        if self._only_cloudevents:
+            raise InvalidEvent(
+                "not_cloudevent",
+                "consume.format is cloudevents: the message has no ce- headers and its body "
+                "is not a structured CloudEvent (specversion, id, type)",
+            )
         if self._type is None:
             raise InvalidEvent(
                 "no_type",

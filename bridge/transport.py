@@ -205,6 +205,21 @@ class ConsumeConfig(BaseModel):
     ordering: Literal["key", "partition", "none"] = Field(
         "none", description="Transports that can order (Kafka, SQS FIFO) honour it."
     )
+    format: Literal["json", "cloudevents", "debezium", "supabase"] = Field(
+        "json",
+        description="What the bodies are (bridge.formats): `json` (mapped by `event:`; a "
+        "CloudEvent is kept as it is), `cloudevents` (only CloudEvents), `debezium` (every "
+        "Debezium record kind, as on a Debezium webhook) or `supabase`.",
+    )
+    tombstones: Literal["drop", "event"] = Field(
+        "drop",
+        description="A tombstone (a Kafka record with a null value, written after each delete "
+        "on a compacted topic): acknowledged and dropped (`drop`, the default), or a "
+        "`db/tombstone` event with the key (`event`).",
+    )
+    snapshot: Literal["read", "insert"] = Field(
+        "read", description="debezium: report snapshot reads (op r) as `read` or as `insert`."
+    )
     inline_retry_limit: Duration | None = Field(
         None,
         description="A retry whose delay is longer than this is parked in the store and the "

@@ -170,6 +170,9 @@ class Assembly:
                 conn.consume.event,
                 self.catalog,
                 conn.consume.max_body_bytes or limit,
+                payload_format=conn.consume.format,
+                tombstones=conn.consume.tombstones,
+                snapshot=conn.consume.snapshot,
             )
             self.slots.append(
                 SourceSlot(name, kind.source(conn, name), normalizer, conn.consume.max_in_flight)

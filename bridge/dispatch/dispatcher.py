@@ -22,7 +22,7 @@ from bridge.dispatch.completion import Completions
 from bridge.dispatch.env import DispatchConfig, DispatchEnv
 from bridge.dispatch.fanout import FanOut
 from bridge.dispatch.runs import BoundHandler, Emitter, Resume, Run, trace_id
-from bridge.errors import InvalidEvent, StoreError
+from bridge.errors import InvalidEvent, Skipped, StoreError
 from bridge.events import Event
 from bridge.normalize import Normalizer
 from bridge.routing import Router, Subscription
@@ -101,6 +101,12 @@ class Dispatcher:
         metrics.inc("bridge_events_received_total", (("connector", connector),))
         try:
             event = normalizer(delivery)
+        except Skipped as skipped:  # a dropped tombstone: nothing to run, nothing wrong
+            metrics.inc(
+                "bridge_messages_skipped_total",
+                (("connector", connector), ("reason", skipped.reason)),
+            )
+            return Settlement.ACK
         except InvalidEvent as exc:
             if env.tracing is not None:
                 env.tracing.rejected(

@@ -220,6 +220,8 @@ class KafkaSource:
         }
         if record.key is not None:
             meta["key"] = record.key.decode("utf-8", "replace")
+        if record.value is None:  # a tombstone (consume.tombstones), not an empty body
+            meta["tombstone"] = True
         intake = self.intake
         settled = False
 

@@ -15,9 +15,13 @@ ids). A request is checked in this order, and nothing is stored unless it passes
 * 415: CloudEvents binary-mode data that is neither JSON nor text;
 * 422: not the provider's shape, a template fails, the type is not in the
   catalog, or the data fails its schema (``details`` lists every problem; one
-  bad event refuses the whole request);
+  bad event refuses the whole request). A Debezium record kind with a type of its
+  own (heartbeat, transaction boundary, schema change, message, notification,
+  tombstone) is never refused for a type the catalog lacks: it is stored, then
+  follows ``unrouted`` (Debezium Server stops its connector on a non-2xx answer);
 * 200: every event's id was already accepted (a replay): nothing stored again;
-  also a Debezium tombstone, which is ignored;
+  also a Debezium tombstone under ``tombstones: drop`` (the default), which is
+  ignored (``tombstones: event`` stores a ``db/tombstone`` event instead);
 * 413: an event built from the body would be over the bridge's own limit (the
   inbox would refuse to deliver it);
 * 503: the store cannot commit (with ``Retry-After``; the provider retries);
@@ -34,9 +38,11 @@ An unexpected error is answered 422 (while parsing) or 503 (while storing), neve
 
 Event attributes: ``type`` from the ``event.type`` template (default
 ``db/{data.table}.{data.op}`` for supabase and debezium, ``planetscale/{data.event}``
-for planetscale; required for json; CloudEvents keep their own); ``id`` from
-``event.id``, else the provider's id, else the Standard Webhooks ``webhook-id``,
-else a fresh one; ``source`` from ``event.source``, else ``bridge://<name>``;
+for planetscale; required for json; CloudEvents keep their own; Debezium's
+non-row records have fixed types and ignore the templates, see
+``bridge.formats.debezium``); ``id`` from ``event.id``, else the provider's id,
+else the Standard Webhooks ``webhook-id``, else a content id (supabase), else a
+fresh one; ``source`` from ``event.source``, else ``bridge://<name>``;
 ``time`` from the provider, else now. Templates see ``data`` (the provider's data),
 ``body`` (the raw JSON), ``header.NAME``, ``meta.provider``, ``meta.webhook_id``
 and ``connector``. The correlation id comes from ``event.correlation_id``, else the

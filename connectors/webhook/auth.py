@@ -95,12 +95,17 @@ class SharedSecret:
 
     def __init__(self, header: str, secrets: Sequence[str]) -> None:
         self.header = header
-        self._secrets = [s.encode() for s in secrets]
+        # `Authorization: Bearer x` = `bearer x`: the scheme is case-insensitive (RFC 9110
+        # §11.1), the credentials are not.
+        self._fold = header.lower() == "authorization"
+        self._secrets = [_fold_scheme(s.encode()) if self._fold else s.encode() for s in secrets]
 
     def __call__(self, headers: Mapping[str, str], body: bytes) -> bool:
         given = _header_bytes(headers, self.header)
         if given is None:
             return False
+        if self._fold:
+            given = _fold_scheme(given)
         ok = False
         for secret in self._secrets:  # no early exit: the time does not tell which one matched
             ok |= hmac.compare_digest(given, secret)
@@ -221,6 +226,14 @@ def _header_str(headers: Mapping[str, str], name: str) -> str | None:
             if key.lower() == lowered:
                 return val
     return value
+
+
+def _fold_scheme(value: bytes) -> bytes:
+    """``Bearer  abc`` -> ``bearer abc``; a value without a scheme is left alone."""
+    scheme, sep, rest = value.strip().partition(b" ")
+    if not sep:
+        return value
+    return scheme.lower() + b" " + rest.lstrip(b" ")
 
 
 def _header_bytes(headers: Mapping[str, str], name: str) -> bytes | None:

@@ -38,6 +38,12 @@ class WebhookConfig(ConnectorConfig):
         "read", description="debezium: report snapshot reads (op r) as `read` or as `insert`."
     )
 
+    tombstones: Literal["drop", "event"] = Field(
+        "drop",
+        description="debezium: a tombstone (empty body or null value) is answered 200 and "
+        "dropped (`drop`, the default), or stored as a `db/tombstone` event (`event`).",
+    )
+
     @field_validator("path")
     @classmethod
     def _path(cls, value: str | None) -> str | None:

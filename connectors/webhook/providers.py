@@ -8,31 +8,23 @@ not be read (400); ``unsupported_data`` is a CloudEvents binary body that is
 neither JSON nor text (415); every other reason means well-formed JSON that is
 not what the provider sends (422), with the problems in ``detail``.
 
-Database providers share one data shape, a superset of Supabase's payload, so a
-handler of ``db/*`` events reads Supabase and Debezium changes alike::
-
-    {"type": "INSERT", "op": "insert", "table": "users", "schema": "public",
-     "record": {...} | null, "old_record": {...} | null, ...}
-
-``op`` is ``insert``, ``update``, ``delete``, ``read`` (a Debezium snapshot read;
-``snapshot: insert`` reports those as inserts) or ``truncate``; ``type`` is the
-same in capitals. Debezium adds ``database``, ``source`` (its source block: lsn,
-ts_ms, ...), ``ts_ms`` and ``transaction`` when present.
+The database providers, ``supabase`` and ``debezium``, are the payload formats of
+``bridge.formats`` (the same ones ``consume.format`` gives Kafka, RabbitMQ and SQS):
+their data shape, record kinds, event types and ids are described there. A
+Debezium tombstone (an empty body, ``null``, or ``{"schema": ..., "payload":
+null}``) is ignored (200) under ``tombstones: drop``, the default.
 
 Event ids (so that a provider's retry of the same change is recognised):
 
-* debezium: ``dbz-`` + SHA-256 of the change's ``source`` block, ``op``,
-  ``before`` and ``after``. The source block pins the change's position in the
-  log (Postgres ``lsn``, MySQL ``file``/``pos``/``row``, ...); the row images
-  tell apart snapshot reads, which share one position.
+* debezium: ``dbz-`` + a SHA-256 of the record (see ``bridge.formats.debezium``).
+* supabase: the Standard Webhooks ``webhook-id`` when there is one, else
+  ``supabase-`` + a SHA-256 of schema, table, type, record and old_record (see
+  ``bridge.formats.supabase``). A custom ``event.id`` template must render for
+  all three types: a DELETE has no ``record`` (``record: null``), so write
+  ``{data.old_record.id|default:}`` style fields or the DELETE is refused.
 * planetscale: ``planetscale:<event>:<resource.id>:<timestamp>``.
 * cloudevents: the event's own ``id``.
-* supabase, json: none of their own. Supabase's database webhooks carry no change
-  id and are sent once, and two identical payloads may be two real changes (a
-  row deleted and inserted again), so a content hash would lose one of them. The
-  connector uses the Standard Webhooks ``webhook-id`` when there is one, else a
-  fresh id; set ``event.id`` (e.g. ``"{data.record.id}-{data.record.updated_at}"``)
-  to deduplicate on your own key.
+* json: none of its own: the ``webhook-id`` when there is one, else a fresh id.
 """
 
 from __future__ import annotations
@@ -41,15 +33,14 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
-import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from bridge import normalize  # a module reference: bridge.normalize imports bridge.transport
 from bridge.errors import InvalidEvent
+from bridge.formats import Candidate, DebeziumFormat, Parsed, SupabaseFormat, Tombstones
+from bridge.formats.candidates import iso_from_epoch
 
 Provider = Literal["supabase", "debezium", "planetscale", "cloudevents", "json"]
 PROVIDERS: tuple[str, ...] = ("supabase", "debezium", "planetscale", "cloudevents", "json")
@@ -62,35 +53,20 @@ DEFAULT_TYPES: Mapping[str, str | None] = {
     "json": None,
 }
 
+__all__ = [  # Candidate and Parsed live in bridge.formats; re-exported for the parsers' users
+    "DEFAULT_TYPES",
+    "PROVIDERS",
+    "UNREADABLE",
+    "Candidate",
+    "Parsed",
+    "Parser",
+    "Provider",
+    "header",
+    "parser",
+]
+
 # Reasons that mean "the request could not be read" rather than "not a valid event".
 UNREADABLE = frozenset({"empty_body", "malformed_json", "invalid_utf8", "too_deep"})
-
-
-@dataclass(slots=True)
-class Candidate:
-    """One event a request holds, before the connector's mapping and the catalog.
-
-    Attributes:
-        data: the event data (template root ``data``).
-        body: the raw JSON item it came from (template root ``body``).
-        native_id: the provider's stable id for it, if it has one.
-        time: when it happened (RFC 3339), if the provider says.
-        attrs: CloudEvents only: the event's own attributes (id, source, type ...).
-    """
-
-    data: Any
-    body: Any
-    native_id: str | None = None
-    time: str | None = None
-    attrs: dict[str, Any] | None = None
-
-
-@dataclass(slots=True)
-class Parsed:
-    """The candidates of one request; ``ignored`` says why a request holds none."""
-
-    candidates: list[Candidate] = field(default_factory=list)
-    ignored: str | None = None
 
 
 Parser = Callable[[bytes, Mapping[str, str]], Parsed]
@@ -104,12 +80,13 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
     return normalize.header(headers, name)
 
 
-def parser(provider: str, *, snapshot: str = "read") -> Parser:
-    """The parser of ``provider``; ``snapshot`` is Debezium's name for snapshot reads."""
+def parser(provider: str, *, snapshot: str = "read", tombstones: Tombstones = "drop") -> Parser:
+    """The parser of ``provider``; ``snapshot`` is Debezium's name for snapshot reads,
+    ``tombstones`` what becomes of a Debezium tombstone (``drop`` or ``event``)."""
     if provider == "supabase":
-        return _supabase
+        return _supabase(SupabaseFormat())
     if provider == "debezium":
-        return lambda body, headers: _debezium(body, snapshot)
+        return _debezium(DebeziumFormat(snapshot=snapshot, tombstones=tombstones))
     if provider == "planetscale":
         return _planetscale
     if provider == "cloudevents":
@@ -125,120 +102,19 @@ def _decode(body: bytes) -> Any:
     return normalize.decode_json(body)
 
 
-def _iso_from_epoch(value: Any, scale: float = 1.0) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        moment = datetime.fromtimestamp(value / scale, UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
-    return moment.isoformat().replace("+00:00", "Z")
+# --------------------------------------------------------------------------- supabase, debezium
 
 
-def _object_or_null(change: Mapping[str, Any], name: str, problems: list[str]) -> Any:
-    value = change.get(name)
-    if value is not None and not isinstance(value, dict):
-        problems.append(f"{name} must be an object or null")
-        return None
-    return value
+def _supabase(fmt: SupabaseFormat) -> Parser:
+    return lambda body, headers: fmt.parse(_decode(body), headers)
 
 
-# --------------------------------------------------------------------------- supabase
+def _debezium(fmt: DebeziumFormat) -> Parser:
+    def parse(body: bytes, headers: Mapping[str, str]) -> Parsed:
+        value = normalize.decode_json(body) if body.strip() else None  # empty: a tombstone
+        return fmt.parse(value, headers)
 
-_SUPABASE_OPS = {"INSERT": "insert", "UPDATE": "update", "DELETE": "delete"}
-
-
-def _supabase(body: bytes, headers: Mapping[str, str]) -> Parsed:
-    payload = _decode(body)
-    if not isinstance(payload, dict):
-        raise InvalidEvent(
-            "not_supabase", ["expected an object {type, table, schema, record, old_record}"]
-        )
-    problems: list[str] = []
-    kind = payload.get("type")
-    op = _SUPABASE_OPS.get(kind) if isinstance(kind, str) else None
-    if op is None:
-        problems.append("type must be INSERT, UPDATE or DELETE")
-    for name in ("table", "schema"):
-        value = payload.get(name)
-        if not isinstance(value, str) or not value:
-            problems.append(f"{name} must be a non-empty string")
-    record = _object_or_null(payload, "record", problems)
-    old_record = _object_or_null(payload, "old_record", problems)
-    if op in ("insert", "update") and record is None:
-        problems.append(f"record must be an object for {kind}")
-    if op == "delete" and old_record is None:
-        problems.append("old_record must be an object for DELETE")
-    if problems:
-        raise InvalidEvent("not_supabase", problems)
-    return Parsed([Candidate({**payload, "op": op}, payload)])
-
-
-# --------------------------------------------------------------------------- debezium
-
-_DEBEZIUM_OPS = {"c": "insert", "u": "update", "d": "delete", "r": "read", "t": "truncate"}
-
-
-def _debezium(body: bytes, snapshot: str) -> Parsed:
-    if not body.strip():
-        return Parsed(ignored="tombstone")
-    payload = normalize.decode_json(body)
-    items = payload if isinstance(payload, list) else [payload]
-    candidates = []
-    for index, item in enumerate(items):
-        if isinstance(item, dict) and "payload" in item and "op" not in item:
-            item = item["payload"]  # the JSON converter's {schema, payload} envelope
-        if item is None:
-            continue  # a tombstone: Kafka log compaction's marker, nothing changed
-        where = f"[{index}] " if isinstance(payload, list) else ""
-        candidates.append(_debezium_change(item, snapshot, where))
-    if not candidates:
-        return Parsed(ignored="tombstone")
-    return Parsed(candidates)
-
-
-def _debezium_change(change: Any, snapshot: str, where: str) -> Candidate:
-    if not isinstance(change, dict):
-        raise InvalidEvent("not_debezium", [f"{where}expected a change event object"])
-    problems: list[str] = []
-    code = change.get("op")
-    op = _DEBEZIUM_OPS.get(code) if isinstance(code, str) else None
-    if op is None:
-        problems.append(f"{where}op must be one of c, u, d, r, t")
-    source = change.get("source")
-    if not isinstance(source, dict):
-        problems.append(f"{where}source must be an object")
-        source = {}
-    elif not isinstance(source.get("table"), str) or not source["table"]:
-        problems.append(f"{where}source.table must be a non-empty string")
-    before = _object_or_null(change, "before", problems)
-    after = _object_or_null(change, "after", problems)
-    if op in ("insert", "update", "read") and after is None:
-        problems.append(f"{where}after must be an object for op {code}")
-    if problems:
-        raise InvalidEvent("not_debezium", problems)
-    if op == "read" and snapshot == "insert":
-        op = "insert"
-    data: dict[str, Any] = {
-        "type": str(op).upper(),
-        "op": op,
-        "table": source["table"],
-        "schema": source.get("schema"),
-        "database": source.get("db"),
-        "record": after,
-        "old_record": before,
-        "source": source,
-        "ts_ms": change.get("ts_ms"),
-    }
-    if change.get("transaction") is not None:
-        data["transaction"] = change["transaction"]
-    identity = orjson.dumps([source, code, before, after], option=orjson.OPT_SORT_KEYS)
-    return Candidate(
-        data,
-        change,
-        native_id="dbz-" + hashlib.sha256(identity).hexdigest()[:40],
-        time=_iso_from_epoch(source.get("ts_ms"), 1000.0),
-    )
+    return parse
 
 
 # --------------------------------------------------------------------------- planetscale
@@ -265,7 +141,7 @@ def _planetscale(body: bytes, headers: Mapping[str, str]) -> Parsed:
         native = f"planetscale:{event}:{resource_id}:{timestamp}"
     else:
         native = "planetscale:" + hashlib.sha256(body).hexdigest()[:40]
-    return Parsed([Candidate(payload, payload, native, _iso_from_epoch(timestamp))])
+    return Parsed([Candidate(payload, payload, native, iso_from_epoch(timestamp))])
 
 
 # --------------------------------------------------------------------------- cloudevents

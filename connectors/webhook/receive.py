@@ -7,6 +7,7 @@ inbox and answers with the statuses the package docstring lists.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -18,19 +19,13 @@ from aiohttp.web_urldispatcher import _default_expect_handler
 from bridge import normalize  # a module reference: bridge.normalize imports bridge.transport
 from bridge.errors import InvalidEvent
 from bridge.events import Event, event_from_dict, new_id, now_iso
+from bridge.formats import Candidate, Parsed
 from bridge.templates import DELIVERY_ROOTS, Template, TemplateError, lookup
 from bridge.transport import IngressEnv
 from connectors.webhook.auth import build_verifier
 from connectors.webhook.commit import GroupCommit
 from connectors.webhook.config import WebhookConfig
-from connectors.webhook.providers import (
-    DEFAULT_TYPES,
-    UNREADABLE,
-    Candidate,
-    Parsed,
-    header,
-    parser,
-)
+from connectors.webhook.providers import DEFAULT_TYPES, UNREADABLE, header, parser
 
 log = logging.getLogger("bridge.webhook")
 
@@ -76,7 +71,7 @@ class WebhookIngress:
         self.path = cfg.path or f"/hooks/{name}"
         self.limit = cfg.max_body_bytes or env.max_body_bytes
         self.verify = build_verifier(cfg.auth, cfg.provider)
-        self.parse = parser(cfg.provider, snapshot=cfg.snapshot)
+        self.parse = parser(cfg.provider, snapshot=cfg.snapshot, tombstones=cfg.tombstones)
         mapping = cfg.event
         type_text = mapping.type or DEFAULT_TYPES[cfg.provider]
         self._type = Template(type_text, DELIVERY_ROOTS) if type_text else None
@@ -211,17 +206,24 @@ class WebhookIngress:
         for index, candidate in enumerate(candidates):
             raw: dict[str, Any] = {}
             try:
+                fallback = webhook_id
+                if webhook_id is not None and not single:
+                    fallback = f"{webhook_id}-{index}"
                 if candidate.attrs is not None:
                     raw, data = dict(candidate.attrs), candidate.data
+                elif candidate.type is not None:
+                    raw, data = self._fixed(candidate, headers, meta, fallback)
                 else:
-                    fallback = webhook_id
-                    if webhook_id is not None and not single:
-                        fallback = f"{webhook_id}-{index}"
                     raw, data = self._mapped(candidate, headers, meta, fallback)
                 schema = self.env.catalog.resolve(raw["type"])
-                if schema is None:
+                if schema is not None:
+                    valid = schema.validate(data)
+                elif candidate.type is not None:
+                    # A record kind of its own (a Debezium heartbeat ...) is never refused:
+                    # stored, it follows `unrouted` like any event no handler takes.
+                    valid = data
+                else:
                     raise InvalidEvent("unknown_type", "the event type is not in the catalog")
-                valid = schema.validate(data)
                 raw.setdefault("time", candidate.time or now_iso())
                 events.append(
                     event_from_dict(
@@ -243,6 +245,26 @@ class WebhookIngress:
         if errors:
             raise InvalidEvent("invalid_events", errors)
         return events
+
+    def _fixed(
+        self,
+        candidate: Candidate,
+        headers: Mapping[str, str],
+        meta: Mapping[str, Any],
+        webhook_id: str | None,
+    ) -> tuple[dict[str, Any], Any]:
+        """A candidate with a type of its own: the ``event:`` templates, written for row
+        changes, do not apply (a heartbeat has no table); ``source`` does if it renders."""
+        source = self._default_source
+        if self._source is not None:
+            scope = {"data": candidate.data, "body": candidate.body, "header": headers}
+            scope |= {"headers": headers, "meta": meta, "connector": self.name}
+            # A template over row fields does not render here: the default source.
+            with contextlib.suppress(TemplateError, KeyError, TypeError):
+                source = self._source.render_str(scope) or source
+        event_id = candidate.native_id or webhook_id or candidate.content_id or new_id()
+        raw = {"specversion": "1.0", "id": event_id, "type": candidate.type, "source": source}
+        return raw, candidate.data
 
     def _mapped(
         self,
@@ -266,7 +288,7 @@ class WebhookIngress:
             if self._id is not None:
                 event_id = self._id.render_str(scope)
             else:
-                event_id = candidate.native_id or webhook_id or new_id()
+                event_id = candidate.native_id or webhook_id or candidate.content_id or new_id()
             raw: dict[str, Any] = {
                 "specversion": "1.0",
                 "id": event_id,

@@ -239,3 +239,10 @@ async def test_token_is_required_when_configured(tmp_path: Path) -> None:
             {"content-type": "application/json", "authorization": "Bearer t0ken"},
         )
         assert status == 202
+        # The scheme is case-insensitive (RFC 9110 §11.1); the token is not.
+        for scheme, token, expected in (("bearer", "t0ken", 202), ("BEARER", "T0KEN", 401)):
+            status, _ = await bridge.post(
+                ce(f"y-{scheme}", order_id=1, total=1),
+                {"content-type": "application/json", "authorization": f"{scheme} {token}"},
+            )
+            assert status == expected

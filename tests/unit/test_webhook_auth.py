@@ -59,6 +59,23 @@ def test_shared_secret_accepts_any_configured_secret_only() -> None:
     assert not verify({"x-webhook-secret": "currént\udcff"}, b"")
 
 
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "bEaReR"])
+def test_authorization_scheme_is_case_insensitive_and_the_token_is_not(scheme: str) -> None:
+    # RFC 9110 §11.1: the auth-scheme is case-insensitive; Debezium Server's JWT and
+    # OAuth2 authenticators and most HTTP clients write "Bearer", some write "bearer".
+    verify = build_verifier(
+        WebhookAuth(header="Authorization", secret="Bearer s3cret-T0ken"), "debezium"
+    )
+    assert verify({"authorization": f"{scheme} s3cret-T0ken"}, b"")
+    assert verify({"Authorization": f"{scheme}  s3cret-T0ken"}, b"")
+    assert not verify({"authorization": f"{scheme} S3CRET-t0ken"}, b"")
+    assert not verify({"authorization": "Basic s3cret-T0ken"}, b"")
+    assert not verify({"authorization": "s3cret-T0ken"}, b"")
+    # Another header keeps an exact comparison: its value is all secret.
+    exact = SharedSecret("x-webhook-secret", ["Bearer abc"])
+    assert not exact({"x-webhook-secret": "bearer abc"}, b"")
+
+
 def test_hmac_hex_with_prefix_and_base64() -> None:
     verify = HmacSignature("x-hub-signature-256", ["s3cret"], "hex", "sha256=")
     good = "sha256=" + hex_hmac("s3cret")

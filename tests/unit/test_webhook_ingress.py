@@ -196,10 +196,10 @@ async def test_supabase_changes_are_stored_then_delivered(bridge: Bridge) -> Non
         assert status == 202, body
         assert body["accepted"] == body["ids"]
         ids += body["ids"]
-    # The previous secret still works during a rotation.
-    status, _ = await bridge.post(
-        "/hooks/supa", SUPABASE_INSERT, {"x-webhook-secret": "old-s3cret"}
-    )
+    # The previous secret still works during a rotation (another row: the same INSERT
+    # again would be a re-sent webhook, recognised by its content id).
+    second = {**SUPABASE_INSERT, "record": {**SUPABASE_INSERT["record"], "id": 2}}
+    status, _ = await bridge.post("/hooks/supa", second, {"x-webhook-secret": "old-s3cret"})
     assert status == 202
     await bridge.settle()
     assert [e.type for e in SEEN] == [
