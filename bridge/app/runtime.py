@@ -149,8 +149,8 @@ class Runtime(Assembly):
             for task in (*intake, *chores):
                 task.cancel()
             await asyncio.gather(*intake, return_exceptions=True)
-            await self._stop_intake()
-            await self._drain()
+            # Sources stop receiving while in-flight runs drain (a long poll may take a while).
+            await self._drain(asyncio.ensure_future(self._stop_intake()))
 
     async def _guarded(self, work: Awaitable[None]) -> None:
         """Run ``work``; an error it ends with stops the bridge (with a drain) instead of
@@ -265,7 +265,7 @@ class Runtime(Assembly):
                 with contextlib.suppress(Exception):
                     await aclose()
 
-    async def _drain(self) -> None:
+    async def _drain(self, intake_stopping: asyncio.Future[None]) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.cfg.drain_timeout
         tasks = {t for s in self.slots for t in s.tasks}
@@ -283,6 +283,10 @@ class Runtime(Assembly):
                 await asyncio.gather(*pending, return_exceptions=True)
         # Sources close side by side: the shutdown budget does not grow with their number.
         close_by = max(deadline, loop.time() + 5.0)
+        if not intake_stopping.done():
+            await asyncio.wait({intake_stopping}, timeout=max(close_by - loop.time(), 0.0))
+            intake_stopping.cancel()
+            await asyncio.gather(intake_stopping, return_exceptions=True)
         results = await asyncio.gather(
             *(slot.source.stop(close_by) for slot in self.slots), return_exceptions=True
         )

@@ -166,13 +166,15 @@ class SqsSource:
         run = self._run
         if run is None or self._intake_stopped.is_set():
             return
-        loop = asyncio.get_running_loop()
-        await self._stop_receiving(run, loop.time() + _RECEIVE_GRACE + 5.0)
+        # A long poll in progress is let finish: cancelled, what SQS hands it anyway would
+        # stay hidden for the visibility timeout. What it returns is made visible below.
+        within = self.consume.wait_time_seconds + 5.0
+        await self._stop_receiving(run, asyncio.get_running_loop().time() + within, within)
 
-    async def _stop_receiving(self, run: _Run, deadline: float) -> None:
+    async def _stop_receiving(self, run: _Run, deadline: float, grace: float) -> None:
         loop = asyncio.get_running_loop()
         self._intake_stopped.set()
-        grace = max(0.0, min(_RECEIVE_GRACE, deadline - loop.time()))
+        grace = max(0.0, min(grace, deadline - loop.time()))
         _, pending = await asyncio.wait(run.receivers, timeout=grace)
         await _cancel(pending)
         undelivered = self._book.take_undelivered()
@@ -194,7 +196,7 @@ class SqsSource:
             return
         self._stopping.set()
         # Again after stop_intake: a FIFO message may have become ready behind one settled since.
-        await self._stop_receiving(run, deadline)
+        await self._stop_receiving(run, deadline, _RECEIVE_GRACE)
         self._closed.set()
         await run.deleter.close(deadline)
         await run.changer.close(deadline)
