@@ -111,7 +111,8 @@ class Runtime(Assembly):
         finally:
             await self._close()
         if self._failures:
-            raise ExceptionGroup("the bridge stopped: a part failed for good", self._failures)
+            reasons = "; ".join(str(exc) for exc in self._failures)
+            raise ExceptionGroup(f"the bridge stopped: {reasons}", self._failures)
 
     async def _supervise(self) -> None:
         """Run intake and background work until the stop, then stop intake and drain."""
