@@ -112,7 +112,7 @@ class Runtime(Assembly):
             await self._close()
         if self._failures:
             reasons = "; ".join(str(exc) for exc in self._failures)
-            raise ExceptionGroup(f"the bridge stopped: {reasons}", self._failures)
+            raise ExceptionGroup(f"failed for good: {reasons}", self._failures)
 
     async def _supervise(self) -> None:
         """Run intake and background work until the stop, then stop intake and drain."""
