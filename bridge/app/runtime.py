@@ -285,7 +285,9 @@ class Runtime(Assembly):
         # Sources close side by side: the shutdown budget does not grow with their number.
         close_by = max(deadline, loop.time() + 5.0)
         if not intake_stopping.done():
-            await asyncio.wait({intake_stopping}, timeout=max(close_by - loop.time(), 0.0))
+            # A second signal does not wait for long polls either: stop() cuts them short.
+            until = loop.time() + 1.0 if self._force.is_set() else close_by
+            await asyncio.wait({intake_stopping}, timeout=max(until - loop.time(), 0.0))
             intake_stopping.cancel()
             await asyncio.gather(intake_stopping, return_exceptions=True)
         results = await asyncio.gather(
