@@ -11,6 +11,8 @@ Contract of a Source:
       RabbitMQ acks, SQS deletes.
     * ``settle(RETRY_LATER)``: not done; let the transport redeliver it (shutdown,
       lost ownership). Never used because a handler failed.
+    * ``stop_intake()`` (optional, ``StopsIntake``) is called when the drain begins: a
+      source that receives in the background stops receiving then.
     * ``stop(deadline)`` is called once intake has stopped and in-flight
       deliveries are settled (or abandoned at the drain deadline); it closes the
       transport. It is idempotent.
@@ -82,6 +84,17 @@ class Source(Protocol):
 
     async def stop(self, deadline: float) -> None:
         """Stop intake and close by ``deadline`` (a ``loop.time()`` value). Idempotent."""
+
+
+@runtime_checkable
+class StopsIntake(Protocol):
+    """Optional: a source that receives in the background (long polls, prefetch) and can
+    stop receiving before it is stopped, so nothing is taken off the broker during the
+    drain."""
+
+    async def stop_intake(self) -> None:
+        """Receive no more messages and give back what was received but not handed out;
+        deliveries handed out can still be settled. Idempotent; ``stop()`` still follows."""
 
 
 @runtime_checkable

@@ -1,8 +1,22 @@
 """``type: python``: call a function by import path.
 
-The function takes ``(event, ctx)`` and may be async or sync (a sync function
-runs in a worker thread; a timeout stops waiting for it but cannot stop the
-thread). When the event type has no schema in the catalog and the function's
+The function takes ``(event, ctx)`` and may be async or sync. A sync function runs in
+a thread pool of the handler's own (``workers`` threads, default ``min(32, cpus + 4)``),
+so a sync handler that blocks holds up only its own calls, never other handlers or
+the event loop.
+
+What a timeout can and cannot stop: at the timeout the attempt ends as timed out
+and the run goes on (retry, park or dead letter) at once. An async function is
+cancelled there. A sync function cannot be: Python cannot stop a thread, so the
+call keeps running to its end and its result is thrown away. Its retry never
+overlaps it: the next attempt of the same run (same event and handler) waits for
+that thread to return before it calls the function again, for at most one more
+``timeout`` (the wait does not eat into the attempt's own time); if the thread is
+still running then, the attempt fails (``StillRunning``, retried like any failure)
+without calling. A call still
+queued for a thread when its attempt times out is never started.
+
+When the event type has no schema in the catalog and the function's
 ``event`` parameter is annotated ``Event[Model]``, the data is validated as
 ``Model`` before the call; a failure there is a ``Fatal`` error (retrying
 cannot fix the data).
@@ -11,14 +25,18 @@ cannot fix the data).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
+import os
 import typing
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from bridge.context import Context
+from bridge.deadlines import current_deadline
 from bridge.errors import Fatal
 from bridge.events import Event, import_object, validation_errors
 from bridge.handling import HandlerConfig, HandlerEnv
@@ -29,6 +47,13 @@ class PythonHandlerConfig(HandlerConfig):
 
     type: Literal["python"] = "python"
     function: str = Field(description="Import path `package.module:function`.")
+    workers: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="Threads for a sync function: most calls at once (a timed-out call "
+        "keeps its thread until it returns). Default min(32, CPUs + 4). Unused for async.",
+    )
 
     def check(self, cfg: Any) -> list[tuple[tuple[str, ...], str]]:
         try:
@@ -67,6 +92,10 @@ class PythonHandler:
         self.cfg = cfg
         self.func: Callable[..., Any] = import_object(cfg.function)
         self.is_async = inspect.iscoroutinefunction(self.func)
+        self.workers = cfg.workers or min(32, (os.cpu_count() or 1) + 4)
+        self._pool: ThreadPoolExecutor | None = None  # made on the first sync call
+        # The call in a thread per run (event source, id, handler): a retry waits for it.
+        self._calls: dict[tuple[str, str, str], Future[Any]] = {}
         model = data_model(self.func)
         self._adapter: TypeAdapter[Any] | None = None
         self._model = model
@@ -85,7 +114,64 @@ class PythonHandler:
                 raise error from exc
         if self.is_async:
             return await self.func(event, ctx)
-        return await asyncio.to_thread(self.func, event, ctx)
+        return await self._call_in_thread(event, ctx)
+
+    async def _call_in_thread(self, event: Event[Any], ctx: Context) -> Any:
+        key = (event.source, event.id, ctx.handler_id)
+        previous = self._calls.get(key)
+        if previous is not None and not previous.done():
+            await _outwait(previous)
+        pool = self._pool
+        if pool is None:
+            pool = self._pool = ThreadPoolExecutor(
+                self.workers, thread_name_prefix=f"bridge-{ctx.handler_id}"
+            )
+        loop = asyncio.get_running_loop()
+        call = pool.submit(contextvars.copy_context().run, self.func, event, ctx)
+        self._calls[key] = call
+
+        def forget(done: Future[Any]) -> None:
+            if self._calls.get(key) is done:
+                del self._calls[key]
+
+        call.add_done_callback(lambda done: loop.call_soon_threadsafe(forget, done))
+        # Cancelled at the timeout: a call still queued is withdrawn; a running one goes on.
+        return await asyncio.wrap_future(call)
+
+    async def close(self) -> None:
+        """Start no more calls; running ones end on their own (a thread cannot be stopped)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def _outwait(previous: Future[Any]) -> None:
+    """Wait for the thread of a timed-out attempt before the run's next call.
+
+    The attempt's deadline moves out of the way while it waits (at most one timeout),
+    then back: the call gets its full time.
+
+    Raises:
+        StillRunning: the previous call is still running after one more timeout.
+    """
+    deadline = current_deadline()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    budget = max(deadline.at - began, 0.0) if deadline is not None else None
+    if deadline is not None and budget is not None:
+        deadline.shift(budget)
+    waited = asyncio.shield(asyncio.wrap_future(previous))
+    done, _ = await asyncio.wait((waited,), timeout=budget)
+    if deadline is not None and budget is not None:
+        deadline.shift(-(budget - (loop.time() - began)))
+    if not done:
+        waited.cancel()
+        raise StillRunning(
+            f"the previous attempt's call is still running in its thread after {budget:g}s more"
+        )
+
+
+class StillRunning(Exception):
+    """The previous attempt's sync call still runs: this attempt did not call the function."""
 
 
 def _is_instance(value: Any, model: Any) -> bool:

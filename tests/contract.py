@@ -14,7 +14,7 @@ from typing import Protocol
 
 import pytest
 
-from bridge.transport import Delivery, Publisher, Settlement, Source
+from bridge.transport import Delivery, Publisher, Settlement, Source, StopsIntake
 
 
 class Harness(Protocol):
@@ -134,6 +134,38 @@ class SourceContract:
         deadline = asyncio.get_running_loop().time() + 10
         await source.stop(deadline)
         await source.stop(deadline)
+
+    async def test_after_stop_intake_handed_out_deliveries_still_settle(
+        self, harness: Harness
+    ) -> None:
+        """A source that receives in the background (``StopsIntake``): once its intake has
+        stopped (the drain began), what it handed out can still be acked, and what arrives
+        afterwards is left to the next consumer. Sources without it hold nothing back."""
+        dest = await harness.new_destination()
+        for i in range(3):
+            await harness.produce(dest, f"a-{i}".encode(), {})
+        first = harness.source(dest)
+        if not isinstance(first, StopsIntake):
+            pytest.skip(
+                "does not apply: this source holds nothing back from other consumers beyond "
+                "what its deliveries() handed out"
+            )
+        async with running(first):
+            got = await take(first, 3)
+            await first.stop_intake()
+            await first.stop_intake()  # idempotent
+            for i in range(3):
+                await harness.produce(dest, f"b-{i}".encode(), {})
+            await asyncio.sleep(self.settle_grace)
+            for d in got:
+                await d.settle(Settlement.ACK)
+        await asyncio.sleep(self.settle_grace)
+        async with running(harness.source(dest)) as source:
+            again = await take(source, 3)
+            for d in again:
+                await d.settle(Settlement.ACK)
+            assert await nothing_within(source, self.settle_grace)
+        assert {_body(d) for d in again} == {f"b-{i}".encode() for i in range(3)}
 
 
 class PublisherContract:

@@ -145,6 +145,16 @@ class BridgeProcess:
             return 0
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+        return await self.exited(within)
+
+    async def exited(self, within: float = 60.0) -> int:
+        """Wait for the process to exit on its own (no signal sent); returns its exit code.
+
+        Raises:
+            TimeoutError: it still runs after ``within`` seconds.
+        """
+        if self.proc is None:
+            return 0
         deadline = time.monotonic() + within
         while self.proc.poll() is None:
             if time.monotonic() > deadline:

@@ -39,7 +39,12 @@ from bridge.transport import (
 
 @dataclass(eq=False)
 class SourceSlot:
-    """One consuming source with its normalizer, backpressure and in-flight deliveries."""
+    """One consuming source with its normalizer, backpressure and in-flight deliveries.
+
+    ``limit`` holds one slot per delivery in flight. It lives as long as the slot, not
+    one start of its source: deliveries of a source that failed and restarted still
+    hold theirs, so ``max_in_flight`` holds across restarts.
+    """
 
     name: str
     source: Source
@@ -48,6 +53,10 @@ class SourceSlot:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     started: bool = False
     error: str = ""
+    limit: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limit = asyncio.Semaphore(self.max_in_flight)
 
     def status(self) -> ConnectorStatus:
         if isinstance(self.source, HasStatus):

@@ -1,10 +1,13 @@
 """Runs a built bridge and supervises it: one pump per source, background work, the
 server, and the drain on shutdown. What it runs is built by ``bridge.app.assembly``.
 
-Shutdown (SIGTERM, SIGINT, or ``request_stop``): stop intake, let in-flight
-deliveries finish within ``drain_timeout``, settle what finished, cancel the rest
-(their deliveries are settled RETRY_LATER and will be redelivered), close
-sources, publishers and the store. A second signal skips the wait.
+Shutdown (SIGTERM, SIGINT, ``request_stop``, or a part that failed for good): stop
+intake first (no delivery is taken or started after the drain begins; sources that
+receive in the background stop receiving), let in-flight deliveries finish within
+``drain_timeout``, settle what finished, cancel the rest (their deliveries are settled
+RETRY_LATER and will be redelivered), stop every source (Kafka commits its finished
+prefix), close publishers and the store last. A second signal skips the wait. After a
+part failed for good, ``run()`` raises its error once all that is done.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Mapping
+from typing import Any, cast
 
 from bridge.app.assembly import Assembly, SourceSlot
 from bridge.clock import Clock
@@ -29,6 +32,7 @@ from bridge.transport import (
     Delivery,
     HasStatus,
     Settlement,
+    StopsIntake,
 )
 
 log = logging.getLogger("bridge.runtime")
@@ -58,6 +62,7 @@ class Runtime(Assembly):
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._ready = False
+        self._failures: list[Exception] = []
         self.loop_lag = 0.0
         self.server: Any = None
 
@@ -80,7 +85,18 @@ class Runtime(Assembly):
             loop.add_signal_handler(sig, self.request_stop)
 
     async def run(self) -> None:
-        """Run until ``request_stop``; then drain and close. Returns normally after a clean stop."""
+        """Run until ``request_stop`` or until a part fails for good; then drain and close.
+
+        A part that fails for good (a source's non-retriable ``ConnectorError``, a
+        background task's error) stops the bridge the way a SIGTERM does: intake stops
+        everywhere, in-flight deliveries drain within ``drain_timeout`` and are settled,
+        every source is stopped (Kafka commits its finished prefix), the store closes
+        last. Then its error is raised.
+
+        Raises:
+            ExceptionGroup: the errors of the parts that failed for good, after the drain.
+            ConnectorError: a publisher could not start (nothing was consumed).
+        """
         if self.dispatcher is None:
             self.build()
         await self.store.open()
@@ -91,41 +107,75 @@ class Runtime(Assembly):
 
                 self.server = Server(self)
                 await self.server.start()
-            async with asyncio.TaskGroup() as group:
-                pumps = [
-                    group.create_task(self._pump(slot), name=f"pump:{slot.name}")
-                    for slot in self.slots
-                ]
-                purge = group.create_task(self._housekeeping(), name="housekeeping")
-                background = [
-                    group.create_task(ingress.run(), name=f"background:{name}")
-                    for name, ingress in self.ingresses.items()
-                    if isinstance(ingress, Background)
-                ]
-                background.extend(
-                    group.create_task(work.run(), name=f"background:{type_name}")
-                    for type_name, work in self.backgrounds.items()
-                )
-                if self.history is not None:
-                    await self.history.start()
-                lag = group.create_task(self._watch_loop_lag(), name="loop-lag")
-                self._ready = True
-                log.info(
-                    "bridge running",
-                    extra={
-                        "sources": [s.name for s in self.slots],
-                        "handlers": list(self.handlers),
-                        "listen": self.cfg.server.listen if self.cfg.server.enabled else None,
-                    },
-                )
-                await self._stop.wait()
-                self._ready = False
-                log.info("stopping: intake closed, draining in-flight runs")
-                for task in (*pumps, *background, purge, lag):
-                    task.cancel()
-                await self._drain()
+            await self._supervise()
         finally:
             await self._close()
+        if self._failures:
+            reasons = "; ".join(str(exc) for exc in self._failures)
+            raise ExceptionGroup(f"failed for good: {reasons}", self._failures)
+
+    async def _supervise(self) -> None:
+        """Run intake and background work until the stop, then stop intake and drain."""
+        async with asyncio.TaskGroup() as group:
+            intake = [
+                group.create_task(self._guarded(self._pump(slot)), name=f"pump:{slot.name}")
+                for slot in self.slots
+            ]
+            chores = [group.create_task(self._guarded(self._housekeeping()), name="housekeeping")]
+            chores.extend(
+                group.create_task(self._guarded(ingress.run()), name=f"background:{name}")
+                for name, ingress in self.ingresses.items()
+                if isinstance(ingress, Background)
+            )
+            chores.extend(
+                group.create_task(self._guarded(work.run()), name=f"background:{type_name}")
+                for type_name, work in self.backgrounds.items()
+            )
+            if self.history is not None:
+                await self.history.start()
+            chores.append(group.create_task(self._watch_loop_lag(), name="loop-lag"))
+            self._ready = True
+            log.info(
+                "bridge running",
+                extra={
+                    "sources": [s.name for s in self.slots],
+                    "handlers": list(self.handlers),
+                    "listen": self.cfg.server.listen if self.cfg.server.enabled else None,
+                },
+            )
+            await self._stop.wait()
+            self._ready = False
+            log.info("stopping: intake closed, draining in-flight runs")
+            # Intake first: no delivery is taken or started once the drain has begun.
+            for task in (*intake, *chores):
+                task.cancel()
+            await asyncio.gather(*intake, return_exceptions=True)
+            # Sources stop receiving while in-flight runs drain (a long poll may take a while).
+            await self._drain(asyncio.ensure_future(self._stop_intake()))
+
+    async def _guarded(self, work: Awaitable[None]) -> None:
+        """Run ``work``; an error it ends with stops the bridge (with a drain) instead of
+        tearing the task group down around deliveries still in flight."""
+        try:
+            await work
+        except Exception as exc:
+            self._failures.append(exc)
+            log.error("stopping: a part failed for good", extra={"error": str(exc)})
+            self._stop.set()
+
+    async def _stop_intake(self) -> None:
+        """Tell the sources that receive in the background to stop receiving."""
+        sources = [s for s in self.slots if isinstance(s.source, StopsIntake)]
+        results = await asyncio.gather(
+            *(cast(StopsIntake, s.source).stop_intake() for s in sources),
+            return_exceptions=True,
+        )
+        for slot, result in zip(sources, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error(
+                    "source did not stop its intake cleanly",
+                    extra={"connector": slot.name, "error": str(result)},
+                )
 
     async def _start_publishers(self) -> None:
         for name, publisher in self.publishers.items():
@@ -162,7 +212,7 @@ class Runtime(Assembly):
             backoff = min(backoff * 2, 30.0)
 
     async def _consume(self, slot: SourceSlot) -> None:
-        limit = asyncio.Semaphore(slot.max_in_flight)
+        limit = slot.limit  # the slot's, not this start's: old deliveries may still hold some
         dispatcher = self.dispatcher
         if dispatcher is None:
             raise RuntimeError("build() first")
@@ -216,7 +266,7 @@ class Runtime(Assembly):
                 with contextlib.suppress(Exception):
                     await aclose()
 
-    async def _drain(self) -> None:
+    async def _drain(self, intake_stopping: asyncio.Future[None]) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.cfg.drain_timeout
         tasks = {t for s in self.slots for t in s.tasks}
@@ -234,6 +284,12 @@ class Runtime(Assembly):
                 await asyncio.gather(*pending, return_exceptions=True)
         # Sources close side by side: the shutdown budget does not grow with their number.
         close_by = max(deadline, loop.time() + 5.0)
+        if not intake_stopping.done():
+            # A second signal does not wait for long polls either: stop() cuts them short.
+            until = loop.time() + 1.0 if self._force.is_set() else close_by
+            await asyncio.wait({intake_stopping}, timeout=max(until - loop.time(), 0.0))
+            intake_stopping.cancel()
+            await asyncio.gather(intake_stopping, return_exceptions=True)
         results = await asyncio.gather(
             *(slot.source.stop(close_by) for slot in self.slots), return_exceptions=True
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from bridge.routing import Router
 
 _COMPLETE_NAMESPACE = uuid.UUID("9a3e4b2c-1d5f-4e6a-8b7c-2d3e4f5a6b7c")
 COMPLETION_SOURCE = "bridge://on_complete"
+COMPLETION_CACHE_SIZE = 10_000  # event types whose completion type is remembered (as the Router)
 
 
 def completion_event_id(event_id: str) -> str:
@@ -40,12 +42,13 @@ class Completions:
         self.config = config
         self.router = router
         self.env = env
-        self._types: dict[str, str | None] = {}
+        self._types: OrderedDict[str, str | None] = OrderedDict()  # LRU, at most the cap
 
     def completion_type(self, event_type: str) -> str | None:
         """The type of the completion event of ``event_type``, or None when it has none."""
         cache = self._types
         if event_type in cache:
+            cache.move_to_end(event_type)
             return cache[event_type]
         completions = self.config.completions
         found = completions.get(event_type)
@@ -55,6 +58,8 @@ class Completions:
                     found = target
                     break
         cache[event_type] = found
+        if len(cache) > COMPLETION_CACHE_SIZE:
+            cache.popitem(last=False)  # types made from data must not grow it without end
         return found
 
     async def complete(self, event: Event[Any], runs: Sequence[Run]) -> None:

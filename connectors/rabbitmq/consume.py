@@ -34,6 +34,7 @@ class RabbitMQSource:
         self.name = name
         self.queue_name = cfg.consume.queue
         self._stopped = asyncio.Event()
+        self._intake_stopped = False  # the drain began: no consumer, no re-subscribe
         # Each message travels with the acks of the channel it came on.
         self._buffer: asyncio.Queue[tuple[DeliveredMessage, ChannelAcks]] = asyncio.Queue()
         self._acks: ChannelAcks | None = None
@@ -62,6 +63,7 @@ class RabbitMQSource:
 
         await self._close(asyncio.get_running_loop().time() + 5.0)
         self._stopped.clear()
+        self._intake_stopped = False
         connection = await connect(self.cfg, self.name, "consume")
         self._connection = connection
         try:
@@ -100,8 +102,8 @@ class RabbitMQSource:
         self._tag = tag
 
     async def _on_reopen(self, channel: AbstractRobustChannel | None, /) -> None:
-        if channel is None or channel is not self._channel:
-            return  # closed by us meanwhile
+        if channel is None or channel is not self._channel or self._intake_stopped:
+            return  # closed by us meanwhile, or draining
         try:
             await self._subscribe(channel)
         except Exception as exc:  # the watchdog tries again
@@ -280,6 +282,22 @@ class RabbitMQSource:
         return ConnectorStatus(connected, detail, lag)
 
     # ------------------------------------------------------------------ stop
+
+    async def stop_intake(self) -> None:
+        """Cancel the consumer and requeue what was buffered; deliveries handed out can
+        still be settled on their channel until ``stop()``. Idempotent."""
+        self._intake_stopped = True
+        channel, tag = self._channel, self._tag
+        self._tag = None
+        await self._stop_watchdog(5.0)  # it would subscribe again
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5.0):
+                if channel is not None and tag is not None and not channel.is_closed:
+                    await (await channel.get_underlay_channel()).basic_cancel(tag)
+                while not self._buffer.empty():
+                    message, _ = self._buffer.get_nowait()
+                    if not message.channel.is_closed:
+                        await message.channel.basic_nack(delivery_tag(message), requeue=True)
 
     async def stop(self, deadline: float) -> None:
         """Cancel the consumer, requeue what was buffered, close. Idempotent."""

@@ -74,6 +74,7 @@ class SqsSource:
         self._run: _Run | None = None
         self._book = InFlight(self.consume.max_in_flight, self._ordered)
         self._stopping = asyncio.Event()
+        self._intake_stopped = asyncio.Event()  # receivers stop; the heartbeat goes on
         self._closed = asyncio.Event()
         self._failure: ConnectorError | None = None
         self._problem = ""
@@ -134,6 +135,7 @@ class SqsSource:
     def _reset(self) -> None:
         self._book = InFlight(self.consume.max_in_flight, self._ordered)
         self._stopping = asyncio.Event()
+        self._intake_stopped = asyncio.Event()
         self._closed = asyncio.Event()
         self._failure = None
         self._problem = ""
@@ -155,22 +157,47 @@ class SqsSource:
             self._failure = error
         self._closed.set()
 
+    async def stop_intake(self) -> None:
+        """Stop receiving and make what was received but not handed out visible again.
+
+        Held deliveries keep their visibility heartbeat and can still be settled until
+        ``stop()``. Idempotent.
+        """
+        run = self._run
+        if run is None or self._intake_stopped.is_set():
+            return
+        # A long poll in progress is let finish: cancelled, what SQS hands it anyway would
+        # stay hidden for the visibility timeout. What it returns is made visible below.
+        within = self.consume.wait_time_seconds + 5.0
+        await self._stop_receiving(run, asyncio.get_running_loop().time() + within, within)
+
+    async def _stop_receiving(self, run: _Run, deadline: float, grace: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._intake_stopped.set()
+        grace = max(0.0, min(grace, deadline - loop.time()))
+        _, pending = await asyncio.wait(run.receivers, timeout=grace)
+        await _cancel(pending)
+        undelivered = self._book.take_undelivered()
+        if not undelivered:
+            return
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._make_visible(run, undelivered)
+        except (TimeoutError, ConnectorError) as exc:  # they come back after their timeout
+            log.warning(
+                "could not make received messages visible again",
+                extra={"connector": self.name, "count": len(undelivered), "error": str(exc)},
+            )
+
     async def stop(self, deadline: float) -> None:
         """Stop intake, release undelivered messages, flush deletes, close. Idempotent."""
         run, self._run = self._run, None
         if run is None:
             return
-        loop = asyncio.get_running_loop()
         self._stopping.set()
-        grace = max(0.0, min(_RECEIVE_GRACE, deadline - loop.time()))
-        _, pending = await asyncio.wait(run.receivers, timeout=grace)
-        await _cancel(pending)
-        undelivered = self._book.take_undelivered()
+        # Again after stop_intake: a FIFO message may have become ready behind one settled since.
+        await self._stop_receiving(run, deadline, _RECEIVE_GRACE)
         self._closed.set()
-        if undelivered:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(deadline):
-                    await self._make_visible(run, undelivered)
         await run.deleter.close(deadline)
         await run.changer.close(deadline)
         await _cancel(run.chores)
@@ -205,7 +232,7 @@ class SqsSource:
 
     async def _receive(self, run: _Run) -> None:
         backoff = 0.5
-        while not self._stopping.is_set():
+        while not self._intake_stopped.is_set():
             try:
                 async with self._turn:
                     await self._receive_once(run, await self._book.reserve(self.consume.batch_size))
@@ -219,7 +246,7 @@ class SqsSource:
                     extra={"connector": self.name, "error": str(error), "retry_in": backoff},
                 )
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                    await asyncio.wait_for(self._intake_stopped.wait(), backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
             backoff = 0.5
