@@ -4,6 +4,12 @@ The ledger is read first: a branch that already succeeded (or was dead-lettered,
 unless this is a replay) is skipped, so a redelivered message re-runs only the
 branches that had not finished. A failure of one run never cancels its
 siblings; it is raised once they have all ended.
+
+With the ledger on, the same (handler, key) never runs twice at once in this
+process: a duplicate that arrives while the first is in flight waits for that
+fan-out to end, then skips the branch if it ended (succeeded, dead-lettered or
+parked), and otherwise reads the ledger and runs it. This costs no store call:
+a single-flight map of futures, taken before the ledger is read.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ class FanOut:
         self.config = config
         self.env = env
         self.runner = runner
+        # (handler, key) -> resolved with the branch's status when the fan-out leading it ends
+        self._flight: dict[tuple[str, str], asyncio.Future[str | None]] = {}
 
     async def dispatch(
         self,
@@ -47,16 +55,105 @@ class FanOut:
         Raises:
             StoreError: a result could not be recorded (the message must not be acked).
         """
-        store = self.env.store
         bound = [s.target for s in subs]
         keys = [(b.id, b.key(event)) for b in bound]
-        final: Mapping[tuple[str, str], str] = {}
-        if self.config.ledger:
-            final = await store.ledger_final(keys)
+        if not self.config.ledger:
+            return await self._dispatch(event, bound, keys, {}, {}, connector, replay, resume)
+        flight = self._flight
+        mine: dict[tuple[str, str], asyncio.Future[str | None]] = {}
+        leaders: dict[tuple[str, str], asyncio.Future[str | None]] = {}
+        loop = asyncio.get_running_loop()
+        for pair in keys:
+            leader = flight.get(pair)
+            if leader is not None:
+                leaders[pair] = leader
+            elif pair not in mine:
+                mine[pair] = flight[pair] = loop.create_future()
+        runs: list[Run] = []
+        try:
+            final = await self._final(event, bound, keys)
+            runs = await self._dispatch(
+                event, bound, keys, final, leaders, connector, replay, resume
+            )
+            return runs
+        finally:
+            ended = {r.handler: r.status for r in runs}
+            for pair, future in mine.items():
+                del flight[pair]
+                future.set_result(ended.get(pair[0]))
+
+    async def _final(
+        self, event: Event[Any], bound: Sequence[BoundHandler], keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], str]:
+        """The ledger's final statuses of ``keys``, in one store call; a run recorded under
+        the default key of before (the event id alone, see ``BoundHandler.legacy_key``)
+        counts for its handler, so an upgrade runs nothing twice."""
+        legacy = {}
+        for b, pair in zip(bound, keys, strict=True):
+            old = b.legacy_key(event)
+            if old is not None:
+                legacy[pair] = (b.id, old)
+        found = await self.env.store.ledger_final([*keys, *legacy.values()])
+        for pair, old_pair in legacy.items():
+            if pair not in found and old_pair in found:
+                found[pair] = found[old_pair]
+        return found
+
+    async def _follow(
+        self,
+        event: Event[Any],
+        b: BoundHandler,
+        pair: tuple[str, str],
+        leader: asyncio.Future[str | None],
+        connector: str,
+        replay: bool,
+        resume: Resume | None,
+    ) -> Run:
+        """A duplicate's branch: wait for the run in flight, then skip it if it ended, else
+        read the ledger and run it (leading it in turn)."""
+        flight = self._flight
+        while True:
+            status = await asyncio.shield(leader)
+            if status in ("succeeded", "parked") or (status == "dead_lettered" and not replay):
+                return Run(b.id, "skipped")
+            current = flight.get(pair)
+            if current is None:
+                break
+            leader = current
+        mine: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        flight[pair] = mine
+        ended: str | None = None
+        try:
+            status = (await self._final(event, [b], [pair])).get(pair)
+            if status == "succeeded" or (status == "dead_lettered" and not replay):
+                return Run(b.id, "skipped")
+            run = await self.runner.run(event, b, pair[1], connector, resume)
+            ended = run.status
+            return run
+        finally:
+            del flight[pair]
+            mine.set_result(ended)
+
+    async def _dispatch(
+        self,
+        event: Event[Any],
+        bound: Sequence[BoundHandler],
+        keys: Sequence[tuple[str, str]],
+        final: Mapping[tuple[str, str], str],
+        leaders: Mapping[tuple[str, str], asyncio.Future[str | None]],
+        connector: str,
+        replay: bool,
+        resume: Resume | None,
+    ) -> list[Run]:
+        store = self.env.store
         coros = []
         runs: list[Run] = []
         run = self.runner.run
         for b, pair in zip(bound, keys, strict=True):
+            leader = leaders.get(pair)
+            if leader is not None:
+                coros.append(self._follow(event, b, pair, leader, connector, replay, resume))
+                continue
             status = final.get(pair)
             if resume is not None and status is not None and await self._ended(pair, resume):
                 # The run became final but the process died before forgetting it as parked.

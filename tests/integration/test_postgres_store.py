@@ -86,7 +86,7 @@ async def test_a_bridge_runs_on_the_postgres_store(postgres: str) -> None:
         async with aiohttp.ClientSession() as session:
             status, body = await post_events(session, f"http://127.0.0.1:{port}", events)
         assert status == 202 and len(body["accepted"]) == 50
-        keys = [(h, f"e{i}") for h in "ab" for i in range(50)]
+        keys = [(h, f"bridge://api\x1fe{i}") for h in "ab" for i in range(50)]
         for _ in range(200):
             if len(await runtime.store.ledger_final(keys)) == 100:
                 break

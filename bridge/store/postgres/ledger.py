@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from bridge.store import rows
 from bridge.store.contracts import LedgerEntry
 from bridge.store.postgres.connection import PostgresConnection
+
+RECORD = (
+    "INSERT INTO ledger (handler, key, event_id, status, result, finished_at)"
+    " VALUES ($1, $2, $3, $4, $5::jsonb, $6)"
+    " ON CONFLICT (handler, key) DO UPDATE SET status = excluded.status,"
+    " result = excluded.result, finished_at = excluded.finished_at, event_id = excluded.event_id"
+    " WHERE ledger.status <> 'succeeded'"
+)
+"""Record one final run (``record_args``); ``succeeded`` is never overwritten."""
+
+
+def record_args(e: LedgerEntry) -> tuple[Any, ...]:
+    """The arguments of ``RECORD`` for ``e``."""
+    return (e.handler, e.key, e.event_id, e.status, rows.encode_text(e.result), e.finished_at)
 
 
 class PostgresLedger(PostgresConnection):
@@ -26,18 +41,7 @@ class PostgresLedger(PostgresConnection):
         return {(r["handler"], r["key"]): r["status"] for r in found}
 
     async def ledger_record(self, entries: Sequence[LedgerEntry]) -> None:
-        await self._run(
-            "executemany",
-            "INSERT INTO ledger (handler, key, event_id, status, result, finished_at)"
-            " VALUES ($1, $2, $3, $4, $5::jsonb, $6)"
-            " ON CONFLICT (handler, key) DO UPDATE SET status = excluded.status,"
-            " result = excluded.result, finished_at = excluded.finished_at, event_id = excluded.event_id"
-            " WHERE ledger.status <> 'succeeded'",
-            [
-                (e.handler, e.key, e.event_id, e.status, rows.encode_text(e.result), e.finished_at)
-                for e in entries
-            ],
-        )
+        await self._run("executemany", RECORD, [record_args(e) for e in entries])
 
     async def ledger_get(
         self, keys: Sequence[tuple[str, str]]
