@@ -96,3 +96,40 @@ async def test_a_bridge_runs_on_the_postgres_store(postgres: str) -> None:
         runtime.request_stop()
         await task
         await drop_schema(schema)
+
+
+async def test_a_schema_of_before_event_identity_keeps_its_data(postgres: str) -> None:
+    import asyncpg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    before = next(i for i, m in enumerate(MIGRATIONS) if "inbox_identity" in m)
+    dsn = POSTGRES_URL.split("?")[0]
+    conn = await asyncpg.connect(dsn)
+    try:
+        # The schema as the version before created it: every migration up to this one.
+        await conn.execute(f'CREATE SCHEMA "{schema}"; SET search_path TO "{schema}"')
+        await conn.execute("CREATE TABLE bridge_schema (version INTEGER NOT NULL)")
+        for number, script in enumerate(MIGRATIONS[:before], start=1):
+            await conn.execute(script)
+            await conn.execute("INSERT INTO bridge_schema (version) VALUES ($1)", number)
+        await conn.execute(
+            "INSERT INTO inbox (id, source, body, created_at) VALUES ('1', 'api', '{}', 1)"
+        )
+        await conn.execute(
+            "INSERT INTO ledger (handler, key, event_id, status, finished_at)"
+            " VALUES ('h', '1', '1', 'succeeded', 1)"
+        )
+    finally:
+        await conn.close()
+    store = PostgresStore(f"{POSTGRES_URL}?schema={schema}")
+    await store.open()
+    try:
+        pending = await store.inbox_pending(0, 10)
+        assert [(e.id, e.source, e.body) for e in pending] == [("1", "api", b"{}")]
+        assert await store.ledger_final([("h", "1")]) == {("h", "1"): "succeeded"}
+        assert await store.inbox_put([InboxEntry("1", b"{}")]) == [False]
+        fresh = [InboxEntry("1", b"{}", event_source="s"), InboxEntry("1", b"{}", event_source="s")]
+        assert await store.inbox_put(fresh) == [True, False]
+    finally:
+        await store.close()
+        await drop_schema(schema)

@@ -121,29 +121,47 @@ async def test_a_store_fault_after_the_dead_letter_neither_reruns_nor_files_a_se
 
 
 async def test_dead_letter_final_writes_both_or_neither_on_sqlite(tmp_path: Path) -> None:
-    if True:
-        store = SqliteStore(f"sqlite:///{tmp_path / 'b.db'}")
-        await store.open()
-        try:
-            letter = DeadLetter(reason="r", connector="c", handler="h", event_id="e")
-            await store.dead_letter_final(letter, LedgerEntry("h", "k", "e", "dead_lettered", "r"))
-            assert (await store.dead_letter_get(letter.id)) is not None
-            assert await store.ledger_final([("h", "k")]) == {("h", "k"): "dead_lettered"}
-        finally:
-            await store.close()
-        # A transaction that fails at its ledger write leaves no letter either.
-        conn = sqlite3.connect(tmp_path / "b.db")
-        conn.execute(
-            "CREATE TRIGGER no_ledger BEFORE INSERT ON ledger BEGIN SELECT RAISE(ABORT, 'x'); END"
-        )
-        conn.commit()
-        conn.close()
-        store = SqliteStore(f"sqlite:///{tmp_path / 'b.db'}")
-        await store.open()
-        try:
-            other = DeadLetter(reason="r", connector="c", handler="h", event_id="e2")
-            with pytest.raises(StoreError):
-                await store.dead_letter_final(other, LedgerEntry("h", "k2", "e2", "dead_lettered"))
-            assert await store.dead_letter_get(other.id) is None
-        finally:
-            await store.close()
+    store = SqliteStore(f"sqlite:///{tmp_path / 'b.db'}")
+    await store.open()
+    try:
+        letter = DeadLetter(reason="r", connector="c", handler="h", event_id="e")
+        await store.dead_letter_final(letter, LedgerEntry("h", "k", "e", "dead_lettered", "r"))
+        assert (await store.dead_letter_get(letter.id)) is not None
+        assert await store.ledger_final([("h", "k")]) == {("h", "k"): "dead_lettered"}
+    finally:
+        await store.close()
+    # A transaction that fails at its ledger write leaves no letter either.
+    conn = sqlite3.connect(tmp_path / "b.db")
+    conn.execute(
+        "CREATE TRIGGER no_ledger BEFORE INSERT ON ledger BEGIN SELECT RAISE(ABORT, 'x'); END"
+    )
+    conn.commit()
+    conn.close()
+    store = SqliteStore(f"sqlite:///{tmp_path / 'b.db'}")
+    await store.open()
+    try:
+        other = DeadLetter(reason="r", connector="c", handler="h", event_id="e2")
+        with pytest.raises(StoreError):
+            await store.dead_letter_final(other, LedgerEntry("h", "k2", "e2", "dead_lettered"))
+        assert await store.dead_letter_get(other.id) is None
+    finally:
+        await store.close()
+
+
+async def test_runs_recorded_under_the_key_of_before_the_upgrade_do_not_run_again() -> None:
+    runtime, store, _ = make(HANDLERS)
+    # Written by the version that keyed the ledger by the event id alone.
+    await store.ledger_record([LedgerEntry("a", "1", "1", "succeeded")])
+    assert await process(runtime, delivery("1", "producer-a")[0]) is Settlement.ACK
+    assert RUNS == {"b:producer-a:1": 1}
+
+
+async def test_a_template_of_the_users_own_is_kept_as_is() -> None:
+    runtime, store, _ = make(
+        f"""
+        - {{id: a, on: test/event, type: python, function: '{HERE}:counted', idempotency_key: '{{id}}'}}
+        """
+    )
+    for source in ("producer-a", "producer-b"):
+        assert await process(runtime, delivery("1", source)[0]) is Settlement.ACK
+    assert RUNS == {"a:producer-a:1": 1} and set(store.ledger) == {("a", "1")}
