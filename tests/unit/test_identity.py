@@ -165,3 +165,35 @@ async def test_a_template_of_the_users_own_is_kept_as_is() -> None:
     for source in ("producer-a", "producer-b"):
         assert await process(runtime, delivery("1", source)[0]) is Settlement.ACK
     assert RUNS == {"a:producer-a:1": 1} and set(store.ledger) == {("a", "1")}
+
+
+async def test_the_event_api_takes_the_same_id_from_two_sources_and_dedupes_a_true_copy(
+    tmp_path: Path,
+) -> None:
+    import aiohttp
+
+    from tests.support import cloudevent, free_port, post_events, until
+
+    port = free_port()
+    text = (
+        f"version: 1\nstore: 'sqlite:///{tmp_path}/state.db'\n"
+        f"server: {{listen: '127.0.0.1:{port}'}}\nevents: {{'test/*': {{schema: none}}}}\n"
+        f"handlers:\n  - {{id: a, on: test/event, type: python, function: '{HERE}:counted'}}\n"
+    )
+    runtime = Runtime(load_config_text(text, {}))
+    task = asyncio.create_task(runtime.run())
+    try:
+        await until(lambda: runtime.ready, 10, "the bridge ready")
+        url = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session:
+            sent = [cloudevent("1", "test/event", {}, source=s) for s in ("p-a", "p-b")]
+            status, body = await post_events(session, url, sent)
+            assert status == 202 and body["duplicates"] == [], body
+            status, body = await post_events(session, url, sent[:1])
+            assert status == 202 and body["duplicates"] == ["1"], body
+        await until(lambda: sum(RUNS.values()) == 2, 10, "both events ran")
+        await asyncio.sleep(0.2)  # the true copy would run by now if it were taken
+        assert RUNS == {"a:p-a:1": 1, "a:p-b:1": 1}
+    finally:
+        runtime.request_stop()
+        await asyncio.wait([task], timeout=10)
