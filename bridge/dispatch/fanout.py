@@ -10,19 +10,33 @@ process: a duplicate that arrives while the first is in flight waits for that
 fan-out to end, then skips the branch if it ended (succeeded, dead-lettered or
 parked), and otherwise reads the ledger and runs it. This costs no store call:
 a single-flight map of futures, taken before the ledger is read.
+
+On a store that replicas share (PostgreSQL), the ledger read also claims the
+branches it finds unfinished, in the same statement (``LedgerClaims``): a branch
+another replica holds is not run here; this fan-out polls the ledger until that
+run is final (then skips it) or its claim lapses or is released (then claims and
+runs it), so the duplicate's delivery settles once the run is final. A claim
+lasts the handler's longest run in process (attempts x timeout + backoffs, plus
+a minute); a run that is parked for a later retry releases its claim.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from bridge.dispatch.attempts import Runner
 from bridge.dispatch.env import DispatchConfig, DispatchEnv
 from bridge.dispatch.runs import BoundHandler, Resume, Run, parked_run_id
 from bridge.events import Event
 from bridge.routing import Subscription
+from bridge.store.contracts import LedgerClaims
+
+log = logging.getLogger("bridge.dispatch")
+_FINAL = ("succeeded", "dead_lettered")
 
 
 class FanOut:
@@ -40,6 +54,9 @@ class FanOut:
         self.runner = runner
         # (handler, key) -> resolved with the branch's status when the fan-out leading it ends
         self._flight: dict[tuple[str, str], asyncio.Future[str | None]] = {}
+        store = env.store
+        self._claims = cast(LedgerClaims, store) if getattr(store, "shared", False) else None
+        self._owner = uuid.uuid4().hex  # this process, as the owner of its claims
 
     async def dispatch(
         self,
@@ -93,7 +110,18 @@ class FanOut:
             old = b.legacy_key(event)
             if old is not None:
                 legacy[pair] = (b.id, old)
-        found = await self.env.store.ledger_final([*keys, *legacy.values()])
+        claims = self._claims
+        if claims is None:
+            found = await self.env.store.ledger_final([*keys, *legacy.values()])
+        else:
+            now = self.env.wall()
+            lease = max(_longest_run(b) for b in bound)
+            found = await claims.ledger_claim(
+                keys, list(legacy.values()), event.id, self._owner, now, now + lease
+            )
+            done = [p for p, o in legacy.items() if found.get(p) == "claimed" and o in found]
+            if done:  # ran before the upgrade: not to run, so not to hold
+                await claims.ledger_release(done, self._owner)
         for pair, old_pair in legacy.items():
             if pair not in found and old_pair in found:
                 found[pair] = found[old_pair]
@@ -125,14 +153,50 @@ class FanOut:
         ended: str | None = None
         try:
             status = (await self._final(event, [b], [pair])).get(pair)
-            if status == "succeeded" or (status == "dead_lettered" and not replay):
-                return Run(b.id, "skipped")
-            run = await self.runner.run(event, b, pair[1], connector, resume)
+            run = await self._one(event, b, pair, status, connector, replay, resume)
             ended = run.status
             return run
         finally:
             del flight[pair]
             mine.set_result(ended)
+
+    async def _one(
+        self,
+        event: Event[Any],
+        b: BoundHandler,
+        pair: tuple[str, str],
+        status: str | None,
+        connector: str,
+        replay: bool,
+        resume: Resume | None,
+    ) -> Run:
+        """Run one branch given its ledger status: skip it if final; run it if unclaimed
+        or claimed here (releasing a claim its run did not end); if another replica
+        holds it, poll until it is final or the claim can be taken."""
+        delay = 0.05
+        while status == "running":
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            status = (await self._final(event, [b], [pair])).get(pair)
+        if status == "succeeded" or (status == "dead_lettered" and not replay):
+            return Run(b.id, "skipped")
+        if status != "claimed":
+            return await self.runner.run(event, b, pair[1], connector, resume)
+        claims = self._claims
+        assert claims is not None  # only a shared store answers "claimed"
+        run: Run | None = None
+        try:
+            run = await self.runner.run(event, b, pair[1], connector, resume)
+            return run
+        finally:
+            if run is None or run.status not in _FINAL:
+                try:
+                    await claims.ledger_release([pair], self._owner)
+                except Exception as exc:  # it lapses at its deadline instead
+                    log.warning(
+                        "could not release a run claim",
+                        extra={"handler": b.id, "event_id": event.id, "error": str(exc)},
+                    )
 
     async def _dispatch(
         self,
@@ -155,6 +219,9 @@ class FanOut:
                 coros.append(self._follow(event, b, pair, leader, connector, replay, resume))
                 continue
             status = final.get(pair)
+            if status in ("claimed", "running"):
+                coros.append(self._one(event, b, pair, status, connector, replay, resume))
+                continue
             if resume is not None and status is not None and await self._ended(pair, resume):
                 # The run became final but the process died before forgetting it as parked.
                 await store.parked_done([parked_run_id(event.id, b.id)])
@@ -214,3 +281,10 @@ async def _cancel_all(tasks: Sequence[asyncio.Task[Any]]) -> None:
         task.cancel()
     if tasks:
         await asyncio.wait(tasks)
+
+
+def _longest_run(b: BoundHandler) -> float:
+    """How long a claim on ``b``'s run lasts: its attempts, their timeouts and the
+    backoffs between them, plus a minute."""
+    retry = b.retry
+    return retry.attempts * b.timeout + (retry.attempts - 1) * retry.max_delay + 60.0

@@ -133,3 +133,65 @@ async def test_a_schema_of_before_event_identity_keeps_its_data(postgres: str) -
     finally:
         await store.close()
         await drop_schema(schema)
+
+
+async def test_two_replicas_given_the_same_event_at_once_run_it_once(postgres: str) -> None:
+    """Two runtimes (two replicas: no memory shared) on one schema, each handed every
+    event at the same moment: each branch runs once, and both deliveries settle."""
+    import asyncio
+
+    from bridge.app import load_config_text
+    from bridge.app.runtime import Runtime
+    from bridge.transport import Settlement
+    from tests.unit import test_identity
+    from tests.unit.test_dispatch import HEAD, FakeClock, process
+    from tests.unit.test_identity import HANDLERS, delivery
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    url = f"{POSTGRES_URL}?schema={schema}"
+    replicas = []
+    for _ in range(2):
+        store = PostgresStore(url)
+        await store.open()
+        text = HEAD.replace("memory://", f"'{url}'") + "".join(
+            f"  {line}\n" for line in HANDLERS.strip().splitlines()
+        )
+        runtime = Runtime(load_config_text(text, {}), store=store, clock=FakeClock())
+        runtime.build()
+        replicas.append((runtime, store))
+    test_identity.RUNS.clear()
+    try:
+        n = 30
+        outcomes = await asyncio.gather(
+            *(process(r, delivery(f"e{i}", "src")[0]) for i in range(n) for r, _ in replicas)
+        )
+        assert outcomes == [Settlement.ACK] * (2 * n)
+        assert sum(test_identity.RUNS.values()) == 2 * n, test_identity.RUNS
+        assert set(test_identity.RUNS.values()) == {1}
+        keys = [(h, f"src\x1fe{i}") for h in "ab" for i in range(n)]
+        final = await replicas[0][1].ledger_final(keys)
+        assert set(final.values()) == {"succeeded"} and len(final) == 2 * n
+    finally:
+        for _, store in replicas:
+            await store.close()
+        await drop_schema(schema)
+
+
+async def test_run_claims_hold_lapse_release_and_give_way_to_the_end(
+    store: PostgresStore,
+) -> None:
+    k = ("h", "s\x1f1")
+    assert await store.ledger_claim([k], [], "1", "A", 100.0, 200.0) == {k: "claimed"}
+    assert await store.ledger_claim([k], [], "1", "B", 150.0, 250.0) == {k: "running"}
+    assert await store.ledger_final([k]) == {} and await store.ledger_get([k]) == {}
+    # A claim past its deadline (its replica died) is taken by another.
+    assert await store.ledger_claim([k], [], "1", "B", 201.0, 300.0) == {k: "claimed"}
+    await store.ledger_release([k], "A")  # not A's any more: stays
+    assert await store.ledger_claim([k], [], "1", "C", 250.0, 350.0) == {k: "running"}
+    await store.ledger_release([k], "B")
+    assert await store.ledger_claim([k], [], "1", "C", 250.0, 350.0) == {k: "claimed"}
+    await store.ledger_record([LedgerEntry("h", k[1], "1", "succeeded", {"ok": 1})])
+    old = ("h", "1")  # the key of before the upgrade, read only
+    await store.ledger_record([LedgerEntry("h", "1", "1", "succeeded")])
+    found = await store.ledger_claim([k], [old], "1", "D", 400.0, 500.0)
+    assert found == {k: "succeeded", old: "succeeded"}

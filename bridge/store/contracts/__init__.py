@@ -21,7 +21,7 @@ from bridge.store.contracts.dead_letters import DeadLetter, DeadLetters, DeadLet
 from bridge.store.contracts.history import EventRecord, History, RunRecord
 from bridge.store.contracts.inbox import InboxEntry, InboxStore
 from bridge.store.contracts.joins import Join, Joins, JoinStatus
-from bridge.store.contracts.ledger import Ledger, LedgerEntry
+from bridge.store.contracts.ledger import Ledger, LedgerClaims, LedgerEntry
 from bridge.store.contracts.parked import ParkedRun, ParkedRuns
 from bridge.store.contracts.steps import Steps
 from bridge.store.contracts.store import Store
@@ -40,6 +40,7 @@ __all__ = [
     "JoinStatus",
     "Joins",
     "Ledger",
+    "LedgerClaims",
     "LedgerEntry",
     "ParkedRun",
     "ParkedRuns",
