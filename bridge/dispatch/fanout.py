@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, cast
 
 from bridge.dispatch.attempts import Runner
@@ -75,7 +75,7 @@ class FanOut:
         bound = [s.target for s in subs]
         keys = [(b.id, b.key(event)) for b in bound]
         if not self.config.ledger:
-            return await self._dispatch(event, bound, keys, {}, {}, connector, replay, resume)
+            return await self._dispatch(event, bound, keys, {}, {}, {}, connector, replay, resume)
         flight = self._flight
         mine: dict[tuple[str, str], asyncio.Future[str | None]] = {}
         leaders: dict[tuple[str, str], asyncio.Future[str | None]] = {}
@@ -86,18 +86,43 @@ class FanOut:
                 leaders[pair] = leader
             elif pair not in mine:
                 mine[pair] = flight[pair] = loop.create_future()
-        runs: list[Run] = []
         try:
             final = await self._final(event, bound, keys)
-            runs = await self._dispatch(
-                event, bound, keys, final, leaders, connector, replay, resume
+            return await self._dispatch(
+                event, bound, keys, final, leaders, mine, connector, replay, resume
             )
-            return runs
         finally:
-            ended = {r.handler: r.status for r in runs}
-            for pair, future in mine.items():
-                del flight[pair]
-                future.set_result(ended.get(pair[0]))
+            for pair in list(mine):  # those whose branch never started (a store fault)
+                self._resolve(mine, pair, None)
+
+    def _resolve(
+        self,
+        mine: dict[tuple[str, str], asyncio.Future[str | None]],
+        pair: tuple[str, str],
+        status: str | None,
+    ) -> None:
+        """End this fan-out's lead of ``pair``: its duplicates waiting get ``status``."""
+        future = mine.pop(pair, None)
+        if future is not None:
+            if self._flight.get(pair) is future:
+                del self._flight[pair]
+            future.set_result(status)
+
+    async def _led(
+        self,
+        mine: dict[tuple[str, str], asyncio.Future[str | None]],
+        pair: tuple[str, str],
+        coro: Coroutine[Any, Any, Run],
+    ) -> Run:
+        """Run a branch this fan-out leads; its duplicates are let go as soon as it ends,
+        not when its slowest sibling does (a parked retry of it may be due before then)."""
+        status = None
+        try:
+            run = await coro
+            status = run.status
+            return run
+        finally:
+            self._resolve(mine, pair, status)
 
     async def _final(
         self, event: Event[Any], bound: Sequence[BoundHandler], keys: Sequence[tuple[str, str]]
@@ -142,8 +167,10 @@ class FanOut:
         flight = self._flight
         while True:
             status = await asyncio.shield(leader)
-            if status in ("succeeded", "parked") or (status == "dead_lettered" and not replay):
+            if status == "succeeded" or (status == "dead_lettered" and not replay):
                 return Run(b.id, "skipped")
+            if status == "parked" and resume is None:
+                return Run(b.id, "skipped")  # its parked retry will run it, not this copy
             current = flight.get(pair)
             if current is None:
                 break
@@ -205,6 +232,7 @@ class FanOut:
         keys: Sequence[tuple[str, str]],
         final: Mapping[tuple[str, str], str],
         leaders: Mapping[tuple[str, str], asyncio.Future[str | None]],
+        mine: dict[tuple[str, str], asyncio.Future[str | None]],
         connector: str,
         replay: bool,
         resume: Resume | None,
@@ -220,17 +248,24 @@ class FanOut:
                 continue
             status = final.get(pair)
             if status in ("claimed", "running"):
-                coros.append(self._one(event, b, pair, status, connector, replay, resume))
+                one = self._one(event, b, pair, status, connector, replay, resume)
+                coros.append(self._led(mine, pair, one))
                 continue
-            if resume is not None and status is not None and await self._ended(pair, resume):
+            if (
+                resume is not None
+                and status is not None
+                and await self._ended(pair, b.legacy_key(event), resume)
+            ):
                 # The run became final but the process died before forgetting it as parked.
                 await store.parked_done([parked_run_id(event.id, b.id)])
                 runs.append(Run(b.id, "skipped"))
+                self._resolve(mine, pair, "skipped")
                 continue
             if status == "succeeded" or (status == "dead_lettered" and not replay):
                 runs.append(Run(b.id, "skipped"))
+                self._resolve(mine, pair, "skipped")
                 continue
-            coros.append(run(event, b, pair[1], connector, resume))
+            coros.append(self._led(mine, pair, run(event, b, pair[1], connector, resume)))
         if not coros:
             return runs
         # The first run goes inline in this task; only its siblings need tasks of their own.
@@ -263,10 +298,13 @@ class FanOut:
             raise failure
         return runs
 
-    async def _ended(self, pair: tuple[str, str], resume: Resume) -> bool:
+    async def _ended(self, pair: tuple[str, str], legacy: str | None, resume: Resume) -> bool:
         """Whether a parked run's ledger entry records its end, not an earlier one (a dead
-        letter that was replayed, and whose replay was parked, is not this run's end)."""
-        entry = (await self.env.store.ledger_get([pair])).get(pair)
+        letter that was replayed, and whose replay was parked, is not this run's end).
+        ``legacy`` is the key of before the upgrade, if the handler has the default one."""
+        old = (pair[0], legacy) if legacy is not None else None
+        found = await self.env.store.ledger_get([pair] if old is None else [pair, old])
+        entry = found.get(pair) or (found.get(old) if old is not None else None)
         if entry is None:
             return False
         if entry.status == "succeeded":
