@@ -148,7 +148,7 @@ class FanOut:
             if done:  # ran before the upgrade: not to run, so not to hold
                 await claims.ledger_release(done, self._owner)
         for pair, old_pair in legacy.items():
-            if pair not in found and old_pair in found:
+            if found.get(pair) in (None, "claimed") and old_pair in found:
                 found[pair] = found[old_pair]
         return found
 

@@ -195,3 +195,35 @@ async def test_run_claims_hold_lapse_release_and_give_way_to_the_end(
     await store.ledger_record([LedgerEntry("h", "1", "1", "succeeded")])
     found = await store.ledger_claim([k], [old], "1", "D", 400.0, 500.0)
     assert found == {k: "succeeded", old: "succeeded"}
+
+
+async def test_a_replica_skips_a_run_recorded_under_the_key_of_before(postgres: str) -> None:
+    """After an upgrade on a shared store: the run recorded under the event id alone counts,
+    and the claim taken on its new key is let go."""
+    from bridge.app import load_config_text
+    from bridge.app.runtime import Runtime
+    from bridge.transport import Settlement
+    from tests.unit import test_identity
+    from tests.unit.test_dispatch import HEAD, FakeClock, process
+    from tests.unit.test_identity import HANDLERS, delivery
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    url = f"{POSTGRES_URL}?schema={schema}"
+    store = PostgresStore(url)
+    await store.open()
+    text = HEAD.replace("memory://", f"'{url}'") + "".join(
+        f"  {line}\n" for line in HANDLERS.strip().splitlines()
+    )
+    runtime = Runtime(load_config_text(text, {}), store=store, clock=FakeClock())
+    runtime.build()
+    test_identity.RUNS.clear()
+    try:
+        await store.ledger_record([LedgerEntry("a", "1", "1", "succeeded")])
+        assert await process(runtime, delivery("1", "p")[0]) is Settlement.ACK
+        assert test_identity.RUNS == {"b:p:1": 1}
+        assert await store.ledger_claim([("a", "p\x1f1")], [], "1", "X", 0.0, 1.0) == {
+            ("a", "p\x1f1"): "claimed"
+        }
+    finally:
+        await store.close()
+        await drop_schema(schema)
