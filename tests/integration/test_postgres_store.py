@@ -227,3 +227,25 @@ async def test_a_replica_skips_a_run_recorded_under_the_key_of_before(postgres: 
     finally:
         await store.close()
         await drop_schema(schema)
+
+
+async def test_dead_letter_final_writes_both_or_neither(store: PostgresStore) -> None:
+    import asyncpg
+
+    from bridge.store import StoreError
+    from bridge.store.contracts import DeadLetter
+
+    conn = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": store.schema})
+    try:
+        # A ledger that refuses every write: the letter written first must not stay.
+        await conn.execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'no ledger'; END $$;"
+            " CREATE TRIGGER no_ledger BEFORE INSERT ON ledger EXECUTE FUNCTION refuse()"
+        )
+    finally:
+        await conn.close()
+    letter = DeadLetter(reason="r", connector="c", handler="h", event_id="e")
+    with pytest.raises(StoreError):
+        await store.dead_letter_final(letter, LedgerEntry("h", "k", "e", "dead_lettered"))
+    assert await store.dead_letter_get(letter.id) is None
