@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from bridge.transport import Background, Publisher
 
 
+DEFAULT_IDEMPOTENCY_KEY = "{source}\x1f{id}"
+"""The default ledger key: an event's ``source`` and ``id``, which together identify it."""
+
+
 class DeadLetterTarget(BaseModel):
     """Where a dead-lettered run is also published, besides the store."""
 
@@ -77,9 +81,11 @@ class HandlerConfig(BaseModel):
         "retries beyond it are delayed, not dropped.",
     )
     idempotency_key: str = Field(
-        "{id}",
+        DEFAULT_IDEMPOTENCY_KEY,
         description="Template of the ledger key; a redelivered event with the same key "
-        "does not run a handler that already succeeded.",
+        "does not run a handler that already succeeded. The default is the event's "
+        "identity as CloudEvents defines it: its `source` and `id` (joined by the "
+        "unit separator, U+001F).",
     )
     dead_letter: DeadLetterTarget | None = Field(
         None, description="Also publish dead letters here."

@@ -38,7 +38,8 @@ class Inbox:
         self.wakeup = asyncio.Event()
 
     async def put(self, entries: Sequence[InboxEntry]) -> list[bool]:
-        """Store entries durably; True for each that was new (False: a duplicate id)."""
+        """Store entries durably; True for each that was new (False: a duplicate, with the
+        event ``source`` and ``id`` of one already there)."""
         fresh = await self.store.inbox_put(entries)
         if any(fresh):
             self.wakeup.set()
@@ -47,7 +48,10 @@ class Inbox:
     async def put_events(self, events: Sequence[Event[Any]], source: str) -> list[bool]:
         """Store events as structured CloudEvents."""
         return await self.put(
-            [InboxEntry(id=e.id, body=e.to_json(), source=source) for e in events]
+            [
+                InboxEntry(id=e.id, body=e.to_json(), source=source, event_source=e.source)
+                for e in events
+            ]
         )
 
 

@@ -321,7 +321,11 @@ class Server:
             if refusal is not None:
                 errors.append({"index": index, "type": event_type, **refusal})
                 continue
-            entries.append(InboxEntry(id=event["id"], body=body, source="api"))
+            entries.append(
+                InboxEntry(
+                    id=event["id"], body=body, source="api", event_source=str(event["source"])
+                )
+            )
         return entries, errors
 
     def _unstorable(self, body: bytes) -> dict[str, Any] | None:

@@ -89,6 +89,39 @@ class StoreContract:
         assert await store.inbox_purge(time.time() + 1) == 1
         assert await store.inbox_put([InboxEntry("a", b"after purge")]) == [True]
 
+    async def test_inbox_identity_is_the_event_source_and_id(self, store: Store) -> None:
+        # CloudEvents: source + id identify an event; two producers may both send id 1.
+        first = [InboxEntry("1", b"a", event_source="producer-a")]
+        assert await store.inbox_put(first) == [True]
+        assert await store.inbox_put([InboxEntry("1", b"b", event_source="producer-b")]) == [True]
+        assert await store.inbox_put([InboxEntry("1", b"c", event_source="producer-a")]) == [False]
+        both = [InboxEntry("2", b"x", event_source="s"), InboxEntry("2", b"x", event_source="s")]
+        assert await store.inbox_put(both) == [True, False]
+        pending = await store.inbox_pending(0, 10)
+        assert [(e.id, e.body) for e in pending] == [("1", b"a"), ("1", b"b"), ("2", b"x")]
+        await store.inbox_done([pending[0].seq])
+        # Still known once finished: a late copy is a duplicate.
+        again = [InboxEntry("1", b"d", event_source="producer-a")]
+        assert await store.inbox_put(again) == [False]
+
+    async def test_dead_letter_final_writes_the_letter_and_its_ledger_entry(
+        self, store: Store
+    ) -> None:
+        letter = DeadLetter(reason="boom", connector="c", handler="h", event_id="e")
+        await store.dead_letter_final(letter, LedgerEntry("h", "k", "e", "dead_lettered", "boom"))
+        assert (await store.dead_letter_get(letter.id)) is not None
+        assert await store.ledger_final([("h", "k")]) == {("h", "k"): "dead_lettered"}
+        # Never over a success; without a ledger entry (ledger off), the letter alone.
+        await store.ledger_record([LedgerEntry("h", "k2", "e", "succeeded")])
+        await store.dead_letter_final(
+            DeadLetter(reason="late", connector="c", handler="h"),
+            LedgerEntry("h", "k2", "e", "dead_lettered"),
+        )
+        assert await store.ledger_final([("h", "k2")]) == {("h", "k2"): "succeeded"}
+        alone = DeadLetter(reason="x", connector="c", handler="h")
+        await store.dead_letter_final(alone, None)
+        assert (await store.dead_letter_get(alone.id)) is not None
+
     async def test_replay_entries_carry_their_handler(self, store: Store) -> None:
         await store.inbox_put([InboxEntry("r1", b"{}", source="replay", handler="h7")])
         (entry,) = await store.inbox_pending(0, 10)

@@ -154,12 +154,12 @@ class Endings:
             detail=getattr(error, "detail", None),
             key=run.key,
         )
-        store = self.env.store
-        await store.dead_letter_add(letter)
+        # r17 (7a): the letter and its ledger entry in one transaction, so a fault between
+        # them can neither re-run every attempt nor file a second letter.
+        entry = None
         if self.config.ledger:
-            await store.ledger_record(
-                [LedgerEntry(bh.id, run.key, event.id, "dead_lettered", reason)]
-            )
+            entry = LedgerEntry(bh.id, run.key, event.id, "dead_lettered", reason)
+        await self.env.store.dead_letter_final(letter, entry)
         self.env.metrics.inc("bridge_dead_letters_total", (("handler", bh.id),))
         log.error(
             "run dead-lettered",

@@ -4,19 +4,39 @@ The ledger is read first: a branch that already succeeded (or was dead-lettered,
 unless this is a replay) is skipped, so a redelivered message re-runs only the
 branches that had not finished. A failure of one run never cancels its
 siblings; it is raised once they have all ended.
+
+With the ledger on, the same (handler, key) never runs twice at once in this
+process: a duplicate that arrives while the first is in flight waits for that
+fan-out to end, then skips the branch if it ended (succeeded, dead-lettered or
+parked), and otherwise reads the ledger and runs it. This costs no store call:
+a single-flight map of futures, taken before the ledger is read.
+
+On a store that replicas share (PostgreSQL), the ledger read also claims the
+branches it finds unfinished, in the same statement (``LedgerClaims``): a branch
+another replica holds is not run here; this fan-out polls the ledger until that
+run is final (then skips it) or its claim lapses or is released (then claims and
+runs it), so the duplicate's delivery settles once the run is final. A claim
+lasts the handler's longest run in process (attempts x timeout + backoffs, plus
+a minute); a run that is parked for a later retry releases its claim.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from typing import Any
+import logging
+import uuid
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import Any, cast
 
 from bridge.dispatch.attempts import Runner
 from bridge.dispatch.env import DispatchConfig, DispatchEnv
 from bridge.dispatch.runs import BoundHandler, Resume, Run, parked_run_id
 from bridge.events import Event
 from bridge.routing import Subscription
+from bridge.store.contracts import LedgerClaims
+
+log = logging.getLogger("bridge.dispatch")
+_FINAL = ("succeeded", "dead_lettered")
 
 
 class FanOut:
@@ -32,6 +52,11 @@ class FanOut:
         self.config = config
         self.env = env
         self.runner = runner
+        # (handler, key) -> resolved with the branch's status when the fan-out leading it ends
+        self._flight: dict[tuple[str, str], asyncio.Future[str | None]] = {}
+        store = env.store
+        self._claims = cast(LedgerClaims, store) if getattr(store, "shared", False) else None
+        self._owner = uuid.uuid4().hex  # this process, as the owner of its claims
 
     async def dispatch(
         self,
@@ -47,26 +72,200 @@ class FanOut:
         Raises:
             StoreError: a result could not be recorded (the message must not be acked).
         """
-        store = self.env.store
         bound = [s.target for s in subs]
         keys = [(b.id, b.key(event)) for b in bound]
-        final: Mapping[tuple[str, str], str] = {}
-        if self.config.ledger:
-            final = await store.ledger_final(keys)
+        if not self.config.ledger:
+            return await self._dispatch(event, bound, keys, {}, {}, {}, connector, replay, resume)
+        flight = self._flight
+        mine: dict[tuple[str, str], asyncio.Future[str | None]] = {}
+        leaders: dict[tuple[str, str], asyncio.Future[str | None]] = {}
+        loop = asyncio.get_running_loop()
+        for pair in keys:
+            leader = flight.get(pair)
+            if leader is not None:
+                leaders[pair] = leader
+            elif pair not in mine:
+                mine[pair] = flight[pair] = loop.create_future()
+        try:
+            final = await self._final(event, bound, keys)
+            return await self._dispatch(
+                event, bound, keys, final, leaders, mine, connector, replay, resume
+            )
+        finally:
+            for pair in list(mine):  # those whose branch never started (a store fault)
+                self._resolve(mine, pair, None)
+
+    def _resolve(
+        self,
+        mine: dict[tuple[str, str], asyncio.Future[str | None]],
+        pair: tuple[str, str],
+        status: str | None,
+    ) -> None:
+        """End this fan-out's lead of ``pair``: its duplicates waiting get ``status``."""
+        future = mine.pop(pair, None)
+        if future is not None:
+            if self._flight.get(pair) is future:
+                del self._flight[pair]
+            future.set_result(status)
+
+    async def _led(
+        self,
+        mine: dict[tuple[str, str], asyncio.Future[str | None]],
+        pair: tuple[str, str],
+        coro: Coroutine[Any, Any, Run],
+    ) -> Run:
+        """Run a branch this fan-out leads; its duplicates are let go as soon as it ends,
+        not when its slowest sibling does (a parked retry of it may be due before then)."""
+        status = None
+        try:
+            run = await coro
+            status = run.status
+            return run
+        finally:
+            self._resolve(mine, pair, status)
+
+    async def _final(
+        self, event: Event[Any], bound: Sequence[BoundHandler], keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], str]:
+        """The ledger's final statuses of ``keys``, in one store call; a run recorded under
+        the default key of before (the event id alone, see ``BoundHandler.legacy_key``)
+        counts for its handler, so an upgrade runs nothing twice."""
+        legacy = {}
+        for b, pair in zip(bound, keys, strict=True):
+            old = b.legacy_key(event)
+            if old is not None:
+                legacy[pair] = (b.id, old)
+        claims = self._claims
+        if claims is None:
+            found = await self.env.store.ledger_final([*keys, *legacy.values()])
+        else:
+            now = self.env.wall()
+            lease = max(_longest_run(b) for b in bound)
+            found = await claims.ledger_claim(
+                keys, list(legacy.values()), event.id, self._owner, now, now + lease
+            )
+            done = [p for p, o in legacy.items() if found.get(p) == "claimed" and o in found]
+            if done:  # ran before the upgrade: not to run, so not to hold
+                await claims.ledger_release(done, self._owner)
+        for pair, old_pair in legacy.items():
+            if found.get(pair) in (None, "claimed") and old_pair in found:
+                found[pair] = found[old_pair]
+        return found
+
+    async def _follow(
+        self,
+        event: Event[Any],
+        b: BoundHandler,
+        pair: tuple[str, str],
+        leader: asyncio.Future[str | None],
+        connector: str,
+        replay: bool,
+        resume: Resume | None,
+    ) -> Run:
+        """A duplicate's branch: wait for the run in flight, then skip it if it ended, else
+        read the ledger and run it (leading it in turn)."""
+        flight = self._flight
+        while True:
+            status = await asyncio.shield(leader)
+            if status == "succeeded" or (status == "dead_lettered" and not replay):
+                return Run(b.id, "skipped")
+            if status == "parked" and resume is None:
+                return Run(b.id, "skipped")  # its parked retry will run it, not this copy
+            current = flight.get(pair)
+            if current is None:
+                break
+            leader = current
+        mine: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        flight[pair] = mine
+        ended: str | None = None
+        try:
+            status = (await self._final(event, [b], [pair])).get(pair)
+            run = await self._one(event, b, pair, status, connector, replay, resume)
+            ended = run.status
+            return run
+        finally:
+            del flight[pair]
+            mine.set_result(ended)
+
+    async def _one(
+        self,
+        event: Event[Any],
+        b: BoundHandler,
+        pair: tuple[str, str],
+        status: str | None,
+        connector: str,
+        replay: bool,
+        resume: Resume | None,
+    ) -> Run:
+        """Run one branch given its ledger status: skip it if final; run it if unclaimed
+        or claimed here (releasing a claim its run did not end); if another replica
+        holds it, poll until it is final or the claim can be taken."""
+        delay = 0.05
+        while status == "running":
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            status = (await self._final(event, [b], [pair])).get(pair)
+        if status == "succeeded" or (status == "dead_lettered" and not replay):
+            return Run(b.id, "skipped")
+        if status != "claimed":
+            return await self.runner.run(event, b, pair[1], connector, resume)
+        claims = self._claims
+        assert claims is not None  # only a shared store answers "claimed"
+        run: Run | None = None
+        try:
+            run = await self.runner.run(event, b, pair[1], connector, resume)
+            return run
+        finally:
+            if run is None or run.status not in _FINAL:
+                try:
+                    await claims.ledger_release([pair], self._owner)
+                except Exception as exc:  # it lapses at its deadline instead
+                    log.warning(
+                        "could not release a run claim",
+                        extra={"handler": b.id, "event_id": event.id, "error": str(exc)},
+                    )
+
+    async def _dispatch(
+        self,
+        event: Event[Any],
+        bound: Sequence[BoundHandler],
+        keys: Sequence[tuple[str, str]],
+        final: Mapping[tuple[str, str], str],
+        leaders: Mapping[tuple[str, str], asyncio.Future[str | None]],
+        mine: dict[tuple[str, str], asyncio.Future[str | None]],
+        connector: str,
+        replay: bool,
+        resume: Resume | None,
+    ) -> list[Run]:
+        store = self.env.store
         coros = []
         runs: list[Run] = []
         run = self.runner.run
         for b, pair in zip(bound, keys, strict=True):
+            leader = leaders.get(pair)
+            if leader is not None:
+                coros.append(self._follow(event, b, pair, leader, connector, replay, resume))
+                continue
             status = final.get(pair)
-            if resume is not None and status is not None and await self._ended(pair, resume):
+            if status in ("claimed", "running"):
+                one = self._one(event, b, pair, status, connector, replay, resume)
+                coros.append(self._led(mine, pair, one))
+                continue
+            if (
+                resume is not None
+                and status is not None
+                and await self._ended(pair, b.legacy_key(event), resume)
+            ):
                 # The run became final but the process died before forgetting it as parked.
                 await store.parked_done([parked_run_id(event.id, b.id)])
                 runs.append(Run(b.id, "skipped"))
+                self._resolve(mine, pair, "skipped")
                 continue
             if status == "succeeded" or (status == "dead_lettered" and not replay):
                 runs.append(Run(b.id, "skipped"))
+                self._resolve(mine, pair, "skipped")
                 continue
-            coros.append(run(event, b, pair[1], connector, resume))
+            coros.append(self._led(mine, pair, run(event, b, pair[1], connector, resume)))
         if not coros:
             return runs
         # The first run goes inline in this task; only its siblings need tasks of their own.
@@ -99,10 +298,13 @@ class FanOut:
             raise failure
         return runs
 
-    async def _ended(self, pair: tuple[str, str], resume: Resume) -> bool:
+    async def _ended(self, pair: tuple[str, str], legacy: str | None, resume: Resume) -> bool:
         """Whether a parked run's ledger entry records its end, not an earlier one (a dead
-        letter that was replayed, and whose replay was parked, is not this run's end)."""
-        entry = (await self.env.store.ledger_get([pair])).get(pair)
+        letter that was replayed, and whose replay was parked, is not this run's end).
+        ``legacy`` is the key of before the upgrade, if the handler has the default one."""
+        old = (pair[0], legacy) if legacy is not None else None
+        found = await self.env.store.ledger_get([pair] if old is None else [pair, old])
+        entry = found.get(pair) or (found.get(old) if old is not None else None)
         if entry is None:
             return False
         if entry.status == "succeeded":
@@ -117,3 +319,10 @@ async def _cancel_all(tasks: Sequence[asyncio.Task[Any]]) -> None:
         task.cancel()
     if tasks:
         await asyncio.wait(tasks)
+
+
+def _longest_run(b: BoundHandler) -> float:
+    """How long a claim on ``b``'s run lasts: its attempts, their timeouts and the
+    backoffs between them, plus a minute."""
+    retry = b.retry
+    return retry.attempts * b.timeout + (retry.attempts - 1) * retry.max_delay + 60.0

@@ -16,7 +16,7 @@ import orjson
 
 from bridge.events import Event, jsonable
 from bridge.flow import HandlerFlow
-from bridge.handling import DeadLetterTarget, Handler
+from bridge.handling import DEFAULT_IDEMPOTENCY_KEY, DeadLetterTarget, Handler
 from bridge.retry import RetryPolicy
 from bridge.store.contracts import Attempt
 from bridge.templates import Template, TemplateError, event_scope
@@ -64,12 +64,23 @@ class BoundHandler:
 
     def key(self, event: Event[Any]) -> str:
         """The ledger key of this handler's run for ``event``."""
-        if self.idempotency_key.source == "{id}":
+        source = self.idempotency_key.source
+        if source == DEFAULT_IDEMPOTENCY_KEY:
+            return f"{event.source}\x1f{event.id}"
+        if source == "{id}":
             return event.id
         try:
             return self.idempotency_key.render_str(event_scope(event))
         except TemplateError:
             return event.id
+
+    def legacy_key(self, event: Event[Any]) -> str | None:
+        """The key the default template gave before events were identified by source and
+        id (the id alone), so that runs recorded before an upgrade still count; None for
+        a handler with a template of its own."""
+        if self.idempotency_key.source == DEFAULT_IDEMPOTENCY_KEY:
+            return event.id
+        return None
 
 
 @dataclass(slots=True)

@@ -65,6 +65,15 @@ class MemoryStore:
     async def dead_letter_add(self, letter: DeadLetter) -> None:
         self.letters[letter.id] = letter
 
+    async def dead_letter_final(self, letter: DeadLetter, entry: LedgerEntry | None) -> None:
+        # Both written here, with no await and no other store call between them: a
+        # subclass that makes one of those calls fail cannot split them.
+        self.letters[letter.id] = letter
+        if entry is not None:
+            current = self.ledger.get((entry.handler, entry.key))
+            if current is None or current.status != "succeeded":
+                self.ledger[(entry.handler, entry.key)] = entry
+
     async def dead_letters(
         self,
         *,
@@ -99,11 +108,12 @@ class MemoryStore:
     async def inbox_put(self, entries: Sequence[InboxEntry]) -> list[bool]:
         out = []
         for entry in entries:
-            if entry.id in self.inbox or entry.id in self._done:
+            identity = "\x1f".join(entry.identity)
+            if identity in self.inbox or identity in self._done:
                 out.append(False)
                 continue
             entry.seq = next(self._seq)
-            self.inbox[entry.id] = entry
+            self.inbox[identity] = entry
             out.append(True)
         return out
 

@@ -307,7 +307,9 @@ class UiApi:
         }
         if body.get("correlationid"):
             event["correlationid"] = body["correlationid"]
-        entry = InboxEntry(id=event["id"], body=orjson.dumps(event), source="ui")
+        entry = InboxEntry(
+            id=event["id"], body=orjson.dumps(event), source="ui", event_source="bridge://ui"
+        )
         (fresh,) = await self.runtime.inbox.put([entry])
         return _json({"id": event["id"], "duplicate": not fresh}, 202)
 

@@ -241,7 +241,9 @@ class JoinHandler:
             traceparent=start.get("traceparent"),
             parentid=start.get("id"),
         )
-        return InboxEntry(id=event.id, body=event.to_json(), source="join")
+        return InboxEntry(
+            id=event.id, body=event.to_json(), source="join", event_source=event.source
+        )
 
     def _missing(self, join: Join, members: list[dict[str, Any]]) -> Any:
         expected = join.expected or 1

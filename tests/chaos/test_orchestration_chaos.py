@@ -144,7 +144,11 @@ class StoreView:
             await conn.close()
 
     async def ledger(self) -> dict[Branch, str]:
-        rows = await self.query("SELECT handler, key, status FROM ledger")
+        # (handler, event id): the ledger key holds the event's source too; a 'running'
+        # row is a replica's claim on a run in progress, not an end.
+        rows = await self.query(
+            "SELECT handler, event_id, status FROM ledger WHERE status <> 'running'"
+        )
         return {(h, k): s for h, k, s in rows}
 
     async def steps(self) -> set[tuple[str, str, str]]:

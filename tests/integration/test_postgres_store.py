@@ -86,7 +86,7 @@ async def test_a_bridge_runs_on_the_postgres_store(postgres: str) -> None:
         async with aiohttp.ClientSession() as session:
             status, body = await post_events(session, f"http://127.0.0.1:{port}", events)
         assert status == 202 and len(body["accepted"]) == 50
-        keys = [(h, f"e{i}") for h in "ab" for i in range(50)]
+        keys = [(h, f"bridge://api\x1fe{i}") for h in "ab" for i in range(50)]
         for _ in range(200):
             if len(await runtime.store.ledger_final(keys)) == 100:
                 break
@@ -96,3 +96,156 @@ async def test_a_bridge_runs_on_the_postgres_store(postgres: str) -> None:
         runtime.request_stop()
         await task
         await drop_schema(schema)
+
+
+async def test_a_schema_of_before_event_identity_keeps_its_data(postgres: str) -> None:
+    import asyncpg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    before = next(i for i, m in enumerate(MIGRATIONS) if "inbox_identity" in m)
+    dsn = POSTGRES_URL.split("?")[0]
+    conn = await asyncpg.connect(dsn)
+    try:
+        # The schema as the version before created it: every migration up to this one.
+        await conn.execute(f'CREATE SCHEMA "{schema}"; SET search_path TO "{schema}"')
+        await conn.execute("CREATE TABLE bridge_schema (version INTEGER NOT NULL)")
+        for number, script in enumerate(MIGRATIONS[:before], start=1):
+            await conn.execute(script)
+            await conn.execute("INSERT INTO bridge_schema (version) VALUES ($1)", number)
+        await conn.execute(
+            "INSERT INTO inbox (id, source, body, created_at) VALUES ('1', 'api', '{}', 1)"
+        )
+        await conn.execute(
+            "INSERT INTO ledger (handler, key, event_id, status, finished_at)"
+            " VALUES ('h', '1', '1', 'succeeded', 1)"
+        )
+    finally:
+        await conn.close()
+    store = PostgresStore(f"{POSTGRES_URL}?schema={schema}")
+    await store.open()
+    try:
+        pending = await store.inbox_pending(0, 10)
+        assert [(e.id, e.source, e.body) for e in pending] == [("1", "api", b"{}")]
+        assert await store.ledger_final([("h", "1")]) == {("h", "1"): "succeeded"}
+        assert await store.inbox_put([InboxEntry("1", b"{}")]) == [False]
+        fresh = [InboxEntry("1", b"{}", event_source="s"), InboxEntry("1", b"{}", event_source="s")]
+        assert await store.inbox_put(fresh) == [True, False]
+    finally:
+        await store.close()
+        await drop_schema(schema)
+
+
+async def test_two_replicas_given_the_same_event_at_once_run_it_once(postgres: str) -> None:
+    """Two runtimes (two replicas: no memory shared) on one schema, each handed every
+    event at the same moment: each branch runs once, and both deliveries settle."""
+    import asyncio
+
+    from bridge.app import load_config_text
+    from bridge.app.runtime import Runtime
+    from bridge.transport import Settlement
+    from tests.unit import test_identity
+    from tests.unit.test_dispatch import HEAD, FakeClock, process
+    from tests.unit.test_identity import HANDLERS, delivery
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    url = f"{POSTGRES_URL}?schema={schema}"
+    replicas = []
+    for _ in range(2):
+        store = PostgresStore(url)
+        await store.open()
+        text = HEAD.replace("memory://", f"'{url}'") + "".join(
+            f"  {line}\n" for line in HANDLERS.strip().splitlines()
+        )
+        runtime = Runtime(load_config_text(text, {}), store=store, clock=FakeClock())
+        runtime.build()
+        replicas.append((runtime, store))
+    test_identity.RUNS.clear()
+    try:
+        n = 30
+        outcomes = await asyncio.gather(
+            *(process(r, delivery(f"e{i}", "src")[0]) for i in range(n) for r, _ in replicas)
+        )
+        assert outcomes == [Settlement.ACK] * (2 * n)
+        assert sum(test_identity.RUNS.values()) == 2 * n, test_identity.RUNS
+        assert set(test_identity.RUNS.values()) == {1}
+        keys = [(h, f"src\x1fe{i}") for h in "ab" for i in range(n)]
+        final = await replicas[0][1].ledger_final(keys)
+        assert set(final.values()) == {"succeeded"} and len(final) == 2 * n
+    finally:
+        for _, store in replicas:
+            await store.close()
+        await drop_schema(schema)
+
+
+async def test_run_claims_hold_lapse_release_and_give_way_to_the_end(
+    store: PostgresStore,
+) -> None:
+    k = ("h", "s\x1f1")
+    assert await store.ledger_claim([k], [], "1", "A", 100.0, 200.0) == {k: "claimed"}
+    assert await store.ledger_claim([k], [], "1", "B", 150.0, 250.0) == {k: "running"}
+    assert await store.ledger_final([k]) == {} and await store.ledger_get([k]) == {}
+    # A claim past its deadline (its replica died) is taken by another.
+    assert await store.ledger_claim([k], [], "1", "B", 201.0, 300.0) == {k: "claimed"}
+    await store.ledger_release([k], "A")  # not A's any more: stays
+    assert await store.ledger_claim([k], [], "1", "C", 250.0, 350.0) == {k: "running"}
+    await store.ledger_release([k], "B")
+    assert await store.ledger_claim([k], [], "1", "C", 250.0, 350.0) == {k: "claimed"}
+    await store.ledger_record([LedgerEntry("h", k[1], "1", "succeeded", {"ok": 1})])
+    old = ("h", "1")  # the key of before the upgrade, read only
+    await store.ledger_record([LedgerEntry("h", "1", "1", "succeeded")])
+    found = await store.ledger_claim([k], [old], "1", "D", 400.0, 500.0)
+    assert found == {k: "succeeded", old: "succeeded"}
+
+
+async def test_a_replica_skips_a_run_recorded_under_the_key_of_before(postgres: str) -> None:
+    """After an upgrade on a shared store: the run recorded under the event id alone counts,
+    and the claim taken on its new key is let go."""
+    from bridge.app import load_config_text
+    from bridge.app.runtime import Runtime
+    from bridge.transport import Settlement
+    from tests.unit import test_identity
+    from tests.unit.test_dispatch import HEAD, FakeClock, process
+    from tests.unit.test_identity import HANDLERS, delivery
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    url = f"{POSTGRES_URL}?schema={schema}"
+    store = PostgresStore(url)
+    await store.open()
+    text = HEAD.replace("memory://", f"'{url}'") + "".join(
+        f"  {line}\n" for line in HANDLERS.strip().splitlines()
+    )
+    runtime = Runtime(load_config_text(text, {}), store=store, clock=FakeClock())
+    runtime.build()
+    test_identity.RUNS.clear()
+    try:
+        await store.ledger_record([LedgerEntry("a", "1", "1", "succeeded")])
+        assert await process(runtime, delivery("1", "p")[0]) is Settlement.ACK
+        assert test_identity.RUNS == {"b:p:1": 1}
+        assert await store.ledger_claim([("a", "p\x1f1")], [], "1", "X", 0.0, 1.0) == {
+            ("a", "p\x1f1"): "claimed"
+        }
+    finally:
+        await store.close()
+        await drop_schema(schema)
+
+
+async def test_dead_letter_final_writes_both_or_neither(store: PostgresStore) -> None:
+    import asyncpg
+
+    from bridge.store import StoreError
+    from bridge.store.contracts import DeadLetter
+
+    conn = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": store.schema})
+    try:
+        # A ledger that refuses every write: the letter written first must not stay.
+        await conn.execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'no ledger'; END $$;"
+            " CREATE TRIGGER no_ledger BEFORE INSERT ON ledger EXECUTE FUNCTION refuse()"
+        )
+    finally:
+        await conn.close()
+    letter = DeadLetter(reason="r", connector="c", handler="h", event_id="e")
+    with pytest.raises(StoreError):
+        await store.dead_letter_final(letter, LedgerEntry("h", "k", "e", "dead_lettered"))
+    assert await store.dead_letter_get(letter.id) is None

@@ -171,8 +171,8 @@ async def test_retries_follow_the_policy_on_the_clock_then_succeed() -> None:
     assert await process(runtime, d) is Settlement.ACK
     assert clock.sleeps == [1.0, 2.0]
     assert CALLS["h:e1"] == 3
-    assert store.ledger[("h", "e1")].status == "succeeded"
-    assert store.ledger[("h", "e1")].result == "recovered"
+    assert store.ledger[("h", "t\x1fe1")].status == "succeeded"
+    assert store.ledger[("h", "t\x1fe1")].result == "recovered"
     assert runtime.metrics.value("bridge_retries_total", handler="h") == 2
 
 
@@ -249,7 +249,7 @@ async def test_a_failing_handler_never_holds_up_its_siblings() -> None:
     results = await asyncio.gather(*tasks)
     assert results == [Settlement.ACK] * n
     assert len(store.letters) == n
-    assert all(store.ledger[("failing", f"e{i}")].status == "dead_lettered" for i in range(n))
+    assert all(store.ledger[("failing", f"t\x1fe{i}")].status == "dead_lettered" for i in range(n))
 
 
 async def test_redelivery_reruns_only_the_branches_that_did_not_succeed() -> None:
@@ -262,7 +262,7 @@ async def test_redelivery_reruns_only_the_branches_that_did_not_succeed() -> Non
     )
     first, _ = delivery("e1")
     await process(runtime, first)
-    assert store.ledger[("flaky", "e1")].status == "dead_lettered"
+    assert store.ledger[("flaky", "t\x1fe1")].status == "dead_lettered"
     again, _ = delivery("e1")
     await process(runtime, again)
     assert (CALLS["good:e1"], CALLS["flaky:e1"]) == (1, 1)  # neither branch runs twice
@@ -272,7 +272,7 @@ async def test_redelivery_reruns_only_the_branches_that_did_not_succeed() -> Non
     replay = Delivery(replay.body, {}, {"replay_handler": "flaky"}, replay.settle, "api")
     await process(runtime, replay)
     assert (CALLS["good:e1"], CALLS["flaky:e1"]) == (1, 2)
-    assert store.ledger[("flaky", "e1")].status == "succeeded"
+    assert store.ledger[("flaky", "t\x1fe1")].status == "succeeded"
 
 
 async def test_idempotency_key_template_dedupes_across_event_ids() -> None:
@@ -318,7 +318,7 @@ async def test_sync_function_runs_and_result_is_kept() -> None:
         "- {id: h, on: test/event, type: python, function: 'tests.unit.test_dispatch:sync_handler'}"
     )
     await process(runtime, delivery("e1", {"values": [1, 2, 3]})[0])
-    assert store.ledger[("h", "e1")].result == {"sum": 6}
+    assert store.ledger[("h", "t\x1fe1")].result == {"sum": 6}
 
 
 async def test_emits_are_sent_only_when_the_attempt_succeeds_with_stable_ids() -> None:

@@ -179,10 +179,12 @@ def event(event_id: str, type_: str, **data: Any) -> dict[str, Any]:
 
 
 async def final(runtime: Runtime, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """The final statuses of (handler, event id) pairs, events of source ``test``."""
+    ledger_keys = [(h, f"test\x1f{i}") for h, i in keys]
     for _ in range(500):
-        done = await runtime.store.ledger_final(keys)
+        done = await runtime.store.ledger_final(ledger_keys)
         if len(done) == len(keys):
-            return done
+            return {(h, k.split("\x1f", 1)[1]): s for (h, k), s in done.items()}
         await asyncio.sleep(0.02)
     raise AssertionError(f"runs did not finish: {keys}")
 

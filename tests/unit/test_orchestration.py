@@ -100,16 +100,16 @@ async def test_a_long_retry_is_parked_the_message_settled_and_the_scheduler_resu
     assert [(p.handler, p.attempt, p.due_at) for p in parked] == [("slow-partner", 2, 1_120.0)]
     assert [a.number for a in parked[0].attempts] == [1]
     assert "come back" in (parked[0].attempts[0].error or "")
-    assert await store.ledger_final([("slow-partner", "e1")]) == {}  # not final yet
-    assert await store.ledger_final([("quick", "e1")]) == {("quick", "e1"): "succeeded"}
+    assert await store.ledger_final([("slow-partner", "t\x1fe1")]) == {}  # not final yet
+    assert await store.ledger_final([("quick", "t\x1fe1")]) == {("quick", "t\x1fe1"): "succeeded"}
     assert await store.dead_letters() == []
 
     assert await run_due(runtime, 1_119.0) == []  # not due yet
     assert await run_due(runtime, 1_121.0) == [Settlement.ACK]
     assert CALLS == {"slow-partner:1": 1, "slow-partner:2": 1, "quick": 1}
     assert await store.parked_list() == []
-    entries = await store.ledger_get([("slow-partner", "e1")])
-    assert entries[("slow-partner", "e1")].result == {"attempt": 2}
+    entries = await store.ledger_get([("slow-partner", "t\x1fe1")])
+    assert entries[("slow-partner", "t\x1fe1")].result == {"attempt": 2}
     assert await run_due(runtime, 2_000.0) == []  # nothing runs twice
 
 
@@ -167,8 +167,8 @@ async def test_a_durable_step_runs_once_across_retries_and_returns_its_kept_resu
     )
     await process(runtime, delivery("order-1")[0])
     assert SIDE_EFFECTS == {"order-1": 1}  # the retry did not charge again
-    entries = await store.ledger_get([("checkout", "order-1")])
-    assert entries[("checkout", "order-1")].result == {"charge_id": "ch-order-1", "calls": 1}
+    entries = await store.ledger_get([("checkout", "t\x1forder-1")])
+    assert entries[("checkout", "t\x1forder-1")].result == {"charge_id": "ch-order-1", "calls": 1}
     # A redelivery after success skips the run; a new event charges once more.
     await process(runtime, delivery("order-1")[0])
     await process(runtime, delivery("order-2")[0])

@@ -31,6 +31,48 @@ class TestSqliteStore(StoreContract):
         await store.close()
 
 
+async def test_a_store_of_the_schema_before_event_identity_keeps_its_data(tmp_path: Path) -> None:
+    import sqlite3
+
+    from bridge.store.sqlite.migrations import _inbox_identity
+
+    # The store as the version before created it: every migration up to the inbox rebuild.
+    before = MIGRATIONS[: MIGRATIONS.index(_inbox_identity)]
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for number, script in enumerate(before, start=1):
+        assert isinstance(script, str)
+        conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+    conn.execute(
+        "INSERT INTO inbox (id, source, body, created_at) VALUES ('1', 'api', X'7B7D', 1.0)"
+    )
+    conn.execute(
+        "INSERT INTO inbox (id, source, body, created_at, done_at) VALUES ('2', 'api', NULL, 1, 2)"
+    )
+    conn.execute(
+        "INSERT INTO ledger (handler, key, event_id, status, finished_at)"
+        " VALUES ('h', '1', '1', 'succeeded', 1.0)"
+    )
+    conn.close()
+    store = SqliteStore(f"sqlite:///{path}")
+    await store.open()
+    try:
+        pending = await store.inbox_pending(0, 10)
+        assert [(e.id, e.source, e.body) for e in pending] == [("1", "api", b"{}")]
+        assert await store.ledger_final([("h", "1")]) == {("h", "1"): "succeeded"}
+        # Entries from before have an empty event source; new ones are unique by (source, id).
+        assert await store.inbox_put([InboxEntry("1", b"{}")]) == [False]
+        fresh = [InboxEntry("1", b"{}", event_source="s"), InboxEntry("1", b"{}", event_source="s")]
+        assert await store.inbox_put(fresh) == [True, False]
+        assert fresh[0].seq > pending[0].seq  # seq keeps growing past the old entries
+        await store.inbox_done([pending[0].seq])
+        assert [e.id for e in await store.inbox_pending(0, 10)] == ["1"]
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+
 async def test_sqlite_state_survives_reopen_and_migrations_are_versioned(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/state.db"
     store = SqliteStore(url)

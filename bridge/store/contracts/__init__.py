@@ -27,7 +27,7 @@ from bridge.store.contracts.history import (
 )
 from bridge.store.contracts.inbox import InboxEntry, InboxStore
 from bridge.store.contracts.joins import Join, Joins, JoinStatus
-from bridge.store.contracts.ledger import Ledger, LedgerEntry
+from bridge.store.contracts.ledger import Ledger, LedgerClaims, LedgerEntry
 from bridge.store.contracts.parked import ParkedRun, ParkedRuns
 from bridge.store.contracts.steps import Steps
 from bridge.store.contracts.store import Store
@@ -46,6 +46,7 @@ __all__ = [
     "JoinStatus",
     "Joins",
     "Ledger",
+    "LedgerClaims",
     "LedgerEntry",
     "ParkedRun",
     "ParkedRuns",

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
 from bridge.store.contracts.attempts import Attempt
+from bridge.store.contracts.ledger import LedgerEntry
 
 DeadLetterStatus = Literal["pending", "replayed", "discarded"]
 
@@ -55,6 +56,11 @@ class DeadLetters(Protocol):
 
     async def dead_letter_add(self, letter: DeadLetter) -> None:
         """Store a dead letter; returns once committed."""
+
+    async def dead_letter_final(self, letter: DeadLetter, entry: LedgerEntry | None) -> None:
+        """Store a run's dead letter and its ledger entry (if any) in one transaction:
+        both or neither, so a fault between them can neither lose the run's end nor,
+        on the run's retry, file a second letter. Returns once committed."""
 
     async def dead_letters(
         self,

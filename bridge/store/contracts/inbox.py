@@ -12,6 +12,10 @@ from typing import Protocol
 class InboxEntry:
     """An event accepted over HTTP (or emitted by a handler, or replayed), waiting to be processed.
 
+    ``source`` is where the entry came from (``api``, ``ui``, ``emit``, ``replay``,
+    ``join``), not the event's CloudEvents ``source``: that is ``event_source``.
+    An entry's identity is (``event_source``, ``id``), as CloudEvents defines an
+    event's uniqueness: two producers may both send id ``1``.
     ``handler`` limits processing to one handler (a dead-letter replay).
     ``seq`` is assigned by the store and orders the inbox.
     """
@@ -22,13 +26,20 @@ class InboxEntry:
     handler: str | None = None
     created_at: float = field(default_factory=time.time)
     seq: int = 0
+    event_source: str = ""
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        """What makes the entry unique: (the event's CloudEvents ``source``, its ``id``)."""
+        return (self.event_source, self.id)
 
 
 class InboxStore(Protocol):
     """The inbox's entries: put, read in order or claim under a lease, finish, purge."""
 
     async def inbox_put(self, entries: Sequence[InboxEntry]) -> list[bool]:
-        """Add entries; for each, True if new, False if its id was already there. Durable on return."""
+        """Add entries; for each, True if new, False if its identity (``event_source``, ``id``)
+        was already there. Durable on return."""
 
     async def inbox_pending(self, after_seq: int, limit: int) -> list[InboxEntry]:
         """Unfinished entries with ``seq`` above ``after_seq``, oldest first."""

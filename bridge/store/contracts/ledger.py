@@ -33,3 +33,33 @@ class Ledger(Protocol):
         self, keys: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], LedgerEntry]:
         """Of the (handler, key) pairs, the final ledger entries, with their results."""
+
+
+class LedgerClaims(Protocol):
+    """Run claims on a ledger that replicas share (``shared`` stores): the same (handler,
+    key) never runs on two replicas at once.
+
+    A claim is a ledger row with status ``running``, its owner and a deadline; it is not
+    a final run (``ledger_final`` and ``ledger_get`` never return it). The run's end
+    (``ledger_record``, ``dead_letter_final``) replaces it; a claim past its deadline
+    (its replica died) may be taken by another.
+    """
+
+    async def ledger_claim(
+        self,
+        keys: Sequence[tuple[str, str]],
+        read: Sequence[tuple[str, str]],
+        event_id: str,
+        owner: str,
+        now: float,
+        until: float,
+    ) -> dict[tuple[str, str], str]:
+        """Claim ``keys`` that have no entry (or an expired claim) until ``until``, in one
+        statement; also read the final statuses of ``read`` (claimed never).
+
+        Returns, for each of ``keys``: ``claimed`` (by ``owner`` now), ``running`` (held
+        by another claim) or its final status; for ``read``, its final status if any.
+        """
+
+    async def ledger_release(self, keys: Sequence[tuple[str, str]], owner: str) -> None:
+        """Drop ``owner``'s claims on ``keys`` (its run was parked or failed unrecorded)."""

@@ -19,23 +19,25 @@ class PostgresInbox(PostgresConnection):
             return []
         found = await self._run(
             "fetch",
-            "INSERT INTO inbox (id, source, handler, body, created_at)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::float8[])"
-            " ON CONFLICT (id) DO NOTHING RETURNING id, seq",
+            "INSERT INTO inbox (id, source, handler, body, created_at, event_source)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::float8[],"
+            " $6::text[]) ON CONFLICT (event_source, id) DO NOTHING RETURNING id, event_source, seq",
             [e.id for e in entries],
             [e.source for e in entries],
             [e.handler for e in entries],
             [e.body for e in entries],
             [e.created_at for e in entries],
+            [e.event_source for e in entries],
         )
-        fresh = {r["id"]: r["seq"] for r in found}
+        fresh = {(r["event_source"], r["id"]): r["seq"] for r in found}
         out = []
-        seen: set[str] = set()
+        seen: set[tuple[str, str]] = set()
         for entry in entries:
-            new = entry.id in fresh and entry.id not in seen
-            seen.add(entry.id)
+            identity = entry.identity
+            new = identity in fresh and identity not in seen
+            seen.add(identity)
             if new:
-                entry.seq = fresh[entry.id]
+                entry.seq = fresh[identity]
             out.append(new)
         return out
 
@@ -87,19 +89,20 @@ class PostgresInbox(PostgresConnection):
 
 
 async def inbox_insert(conn: Any, entry: InboxEntry) -> None:
-    """Insert ``entry`` unless its id is known, setting its ``seq`` if new.
+    """Insert ``entry`` unless its (event source, id) is known, setting its ``seq`` if new.
 
     Runs on the caller's connection, in its transaction (a join's close puts its
     outcome this way).
     """
     seq = await conn.fetchval(
-        "INSERT INTO inbox (id, source, handler, body, created_at)"
-        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING RETURNING seq",
+        "INSERT INTO inbox (id, source, handler, body, created_at, event_source)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_source, id) DO NOTHING RETURNING seq",
         entry.id,
         entry.source,
         entry.handler,
         entry.body,
         entry.created_at,
+        entry.event_source,
     )
     if seq is not None:
         entry.seq = seq

@@ -121,6 +121,13 @@ MIGRATIONS: list[str] = [
     CREATE INDEX IF NOT EXISTS dead_letters_by_event ON dead_letters (event_id);
     CREATE INDEX IF NOT EXISTS dead_letters_by_type ON dead_letters (event_type, created_at DESC);
     """,
+    # inbox identity: unique on (the event's CloudEvents source, id), no longer on id alone.
+    # Entries stored before keep an empty event_source (see the SQLite migration).
+    """
+    ALTER TABLE inbox ADD COLUMN IF NOT EXISTS event_source TEXT NOT NULL DEFAULT '';
+    ALTER TABLE inbox DROP CONSTRAINT IF EXISTS inbox_id_key;
+    CREATE UNIQUE INDEX IF NOT EXISTS inbox_identity ON inbox (event_source, id);
+    """,
 ]
 
 

@@ -69,16 +69,17 @@ class SqliteInbox(SqliteConnection):
 
 
 def inbox_insert(conn: sqlite3.Connection, entries: Sequence[InboxEntry]) -> list[bool]:
-    """Insert entries not yet known by id, setting their ``seq``; True for each new one.
+    """Insert entries not yet known by (event source, id), setting their ``seq``; True for
+    each new one.
 
     Runs inside the caller's transaction (a join's close puts its outcome this way).
     """
     out = []
     for e in entries:
         cur = conn.execute(
-            "INSERT OR IGNORE INTO inbox (id, source, handler, body, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (e.id, e.source, e.handler, e.body, e.created_at),
+            "INSERT OR IGNORE INTO inbox (id, event_source, source, handler, body, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (e.id, e.event_source, e.source, e.handler, e.body, e.created_at),
         )
         if cur.rowcount:
             e.seq = cur.lastrowid or 0

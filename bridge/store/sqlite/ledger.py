@@ -9,6 +9,25 @@ from bridge.store import rows
 from bridge.store.contracts import LedgerEntry
 from bridge.store.sqlite.connection import SqliteConnection
 
+_RECORD = (
+    "INSERT INTO ledger (handler, key, event_id, status, result, finished_at)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (handler, key) DO UPDATE SET"
+    " status = excluded.status, result = excluded.result,"
+    " finished_at = excluded.finished_at, event_id = excluded.event_id"
+    " WHERE ledger.status != 'succeeded'"
+)
+
+
+def ledger_insert(conn: sqlite3.Connection, entries: Sequence[LedgerEntry]) -> None:
+    """Record final runs inside the caller's transaction; ``succeeded`` is never overwritten."""
+    conn.executemany(
+        _RECORD,
+        [
+            (e.handler, e.key, e.event_id, e.status, rows.encode(e.result), e.finished_at)
+            for e in entries
+        ],
+    ).close()
+
 
 class SqliteLedger(SqliteConnection):
     """``Ledger`` on SQLite: final runs by (handler, key)."""
@@ -30,20 +49,7 @@ class SqliteLedger(SqliteConnection):
         return await self._call(read)
 
     async def ledger_record(self, entries: Sequence[LedgerEntry]) -> None:
-        params = [
-            (e.handler, e.key, e.event_id, e.status, rows.encode(e.result), e.finished_at)
-            for e in entries
-        ]
-        await self._call(
-            lambda c: c.executemany(
-                "INSERT INTO ledger (handler, key, event_id, status, result, finished_at)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (handler, key) DO UPDATE SET"
-                " status = excluded.status, result = excluded.result,"
-                " finished_at = excluded.finished_at, event_id = excluded.event_id"
-                " WHERE ledger.status != 'succeeded'",
-                params,
-            )
-        )
+        await self._call(lambda c: ledger_insert(c, entries))
 
     async def ledger_entries(self, limit: int = 1000) -> list[LedgerEntry]:
         """Recent ledger entries (for tests and the UI)."""

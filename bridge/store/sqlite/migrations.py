@@ -3,8 +3,38 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
-MIGRATIONS: list[str] = [
+
+def _inbox_identity(conn: sqlite3.Connection) -> None:
+    """Rebuild the inbox unique on (event_source, id) instead of id alone.
+
+    SQLite cannot drop a column's UNIQUE constraint, so the table is copied,
+    with whatever columns it has by now (other migrations may have added some).
+    Entries stored before keep an empty ``event_source``: a later copy of one of
+    them is accepted again, and the ledger's fallback to the key of before
+    (``bridge.dispatch.runs.BoundHandler.keys``) keeps it from running again.
+    """
+    info = conn.execute("PRAGMA table_info(inbox)").fetchall()
+    columns = [(row[1], row[2], row[3], row[4]) for row in info if row[1] not in ("seq", "id")]
+    defs = []
+    for name, kind, notnull, default in columns:
+        text = f"{name} {kind}" + (" NOT NULL" if notnull else "")
+        defs.append(text + (f" DEFAULT {default}" if default is not None else ""))
+    names = ", ".join(["seq", "id", *(c[0] for c in columns)])
+    conn.execute(
+        "CREATE TABLE inbox_by_identity (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        f" id TEXT NOT NULL, {', '.join(defs)}, event_source TEXT NOT NULL DEFAULT '',"
+        " UNIQUE (event_source, id))"
+    )
+    conn.execute(f"INSERT INTO inbox_by_identity ({names}) SELECT {names} FROM inbox")
+    conn.execute("DROP TABLE inbox")
+    conn.execute("ALTER TABLE inbox_by_identity RENAME TO inbox")
+    conn.execute("CREATE INDEX inbox_pending ON inbox (seq) WHERE done_at IS NULL")
+    conn.execute("CREATE INDEX inbox_done ON inbox (done_at) WHERE done_at IS NOT NULL")
+
+
+MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # 1: ledger, dead letters, inbox
     """
     CREATE TABLE ledger (
@@ -115,11 +145,28 @@ MIGRATIONS: list[str] = [
     CREATE INDEX dead_letters_by_event ON dead_letters (event_id);
     CREATE INDEX dead_letters_by_type ON dead_letters (event_type, created_at DESC);
     """,
+    # inbox identity: unique on (the event's CloudEvents source, id), no longer on id alone
+    _inbox_identity,
 ]
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Apply the migrations this database has not seen, each in its own transaction."""
+    """Apply the migrations this database has not seen, each in its own transaction.
+
+    A migration is a script, or a function given the connection inside the transaction.
+    """
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-        conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+        if isinstance(script, str):
+            conn.executescript(
+                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
+            )
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            script(conn)
+            conn.execute(f"PRAGMA user_version = {number}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")

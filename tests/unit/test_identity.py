@@ -1,0 +1,199 @@
+"""An event's identity is its (source, id); a (handler, key) never runs twice at once;
+a dead letter and its ledger entry are one write (issue 17, items 5, 6 and 7a)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from bridge import Context, Event
+from bridge.app import load_config_text
+from bridge.app.runtime import Runtime
+from bridge.errors import StoreError
+from bridge.store import MemoryStore
+from bridge.store.contracts import DeadLetter, LedgerEntry
+from bridge.store.sqlite import SqliteStore
+from bridge.transport import Delivery, Settlement
+from tests.unit.test_dispatch import HEAD, FakeClock, make, process
+
+RUNS: Counter[str] = Counter()
+HERE = "tests.unit.test_identity"
+
+
+async def counted(event: Event[Any], ctx: Context) -> str:
+    RUNS[f"{ctx.handler_id}:{event.source}:{event.id}"] += 1
+    await asyncio.sleep(0.05)  # long enough for a duplicate to arrive while it runs
+    return "ok"
+
+
+async def broken(event: Event[Any], ctx: Context) -> None:
+    RUNS[f"{ctx.handler_id}:{event.source}:{event.id}"] += 1
+    raise ConnectionError("downstream is down")
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    RUNS.clear()
+
+
+def delivery(event_id: str, source: str) -> tuple[Delivery, list[Settlement]]:
+    settled: list[Settlement] = []
+
+    async def settle(outcome: Settlement) -> None:
+        settled.append(outcome)
+
+    body = orjson.dumps(
+        {"specversion": "1.0", "id": event_id, "source": source, "type": "test/event", "data": {}}
+    )
+    return Delivery(body, {}, {}, settle, "test"), settled
+
+
+HANDLERS = f"""
+- {{id: a, on: test/event, type: python, function: '{HERE}:counted'}}
+- {{id: b, on: test/event, type: python, function: '{HERE}:counted'}}
+"""
+
+
+async def test_same_id_from_two_sources_runs_for_each_and_a_true_duplicate_does_not() -> None:
+    runtime, _, _ = make(HANDLERS)
+    for source in ("producer-a", "producer-b", "producer-a"):
+        assert await process(runtime, delivery("1", source)[0]) is Settlement.ACK
+    assert RUNS == {
+        "a:producer-a:1": 1,
+        "b:producer-a:1": 1,
+        "a:producer-b:1": 1,
+        "b:producer-b:1": 1,
+    }
+
+
+async def test_a_duplicate_in_flight_waits_for_the_run_and_does_not_run_again() -> None:
+    runtime, store, _ = make(HANDLERS)
+    pairs = [delivery(f"e{i}", "src") for i in range(20)]
+    twins = [delivery(f"e{i}", "src") for i in range(20)]
+    outcomes = await asyncio.gather(*(process(runtime, d) for d, _ in [*pairs, *twins]))
+    assert outcomes == [Settlement.ACK] * 40  # the duplicate still settles, once the run is final
+    assert sum(RUNS.values()) == 40 and set(RUNS.values()) == {1}  # 20 events x 2 handlers
+    assert len(store.ledger) == 40
+
+
+async def test_a_duplicate_in_flight_of_a_dead_lettered_run_files_no_second_letter() -> None:
+    runtime, store, _ = make(
+        f"""
+        - {{id: a, on: test/event, type: python, function: '{HERE}:broken', retry: {{attempts: 2}}}}
+        """
+    )
+    outcomes = await asyncio.gather(*(process(runtime, delivery("x", "s")[0]) for _ in range(3)))
+    assert outcomes == [Settlement.ACK] * 3
+    assert RUNS == {"a:s:x": 2} and len(store.letters) == 1
+
+
+class LedgerFailsAfterLetter(MemoryStore):
+    """A store whose ledger write of a dead-lettered run fails once: the fault between
+    the letter and its ledger entry, when they were two writes."""
+
+    failed = False
+
+    async def ledger_record(self, entries: Any) -> None:
+        if not self.failed and any(e.status == "dead_lettered" for e in entries):
+            self.failed = True
+            raise StoreError("connection lost")
+        await super().ledger_record(entries)
+
+
+async def test_a_store_fault_after_the_dead_letter_neither_reruns_nor_files_a_second() -> None:
+    handlers = f"- {{id: a, on: test/event, type: python, function: '{HERE}:broken'}}\n"
+    store = LedgerFailsAfterLetter()
+    runtime = Runtime(load_config_text(HEAD + "  " + handlers, {}), store=store, clock=FakeClock())
+    runtime.build()
+    for _ in range(3):  # the broker redelivers what was not acked
+        d, _ = delivery("x", "s")
+        if await process(runtime, d) is Settlement.ACK:
+            break
+    assert RUNS == {"a:s:x": 3}  # three attempts, not six
+    assert len(store.letters) == 1
+    assert store.ledger[("a", "s\x1fx")].status == "dead_lettered"
+
+
+async def test_dead_letter_final_writes_both_or_neither_on_sqlite(tmp_path: Path) -> None:
+    store = SqliteStore(f"sqlite:///{tmp_path / 'b.db'}")
+    await store.open()
+    try:
+        letter = DeadLetter(reason="r", connector="c", handler="h", event_id="e")
+        await store.dead_letter_final(letter, LedgerEntry("h", "k", "e", "dead_lettered", "r"))
+        assert (await store.dead_letter_get(letter.id)) is not None
+        assert await store.ledger_final([("h", "k")]) == {("h", "k"): "dead_lettered"}
+    finally:
+        await store.close()
+    # A transaction that fails at its ledger write leaves no letter either.
+    conn = sqlite3.connect(tmp_path / "b.db")
+    conn.execute(
+        "CREATE TRIGGER no_ledger BEFORE INSERT ON ledger BEGIN SELECT RAISE(ABORT, 'x'); END"
+    )
+    conn.commit()
+    conn.close()
+    store = SqliteStore(f"sqlite:///{tmp_path / 'b.db'}")
+    await store.open()
+    try:
+        other = DeadLetter(reason="r", connector="c", handler="h", event_id="e2")
+        with pytest.raises(StoreError):
+            await store.dead_letter_final(other, LedgerEntry("h", "k2", "e2", "dead_lettered"))
+        assert await store.dead_letter_get(other.id) is None
+    finally:
+        await store.close()
+
+
+async def test_runs_recorded_under_the_key_of_before_the_upgrade_do_not_run_again() -> None:
+    runtime, store, _ = make(HANDLERS)
+    # Written by the version that keyed the ledger by the event id alone.
+    await store.ledger_record([LedgerEntry("a", "1", "1", "succeeded")])
+    assert await process(runtime, delivery("1", "producer-a")[0]) is Settlement.ACK
+    assert RUNS == {"b:producer-a:1": 1}
+
+
+async def test_a_template_of_the_users_own_is_kept_as_is() -> None:
+    runtime, store, _ = make(
+        f"""
+        - {{id: a, on: test/event, type: python, function: '{HERE}:counted', idempotency_key: '{{id}}'}}
+        """
+    )
+    for source in ("producer-a", "producer-b"):
+        assert await process(runtime, delivery("1", source)[0]) is Settlement.ACK
+    assert RUNS == {"a:producer-a:1": 1} and set(store.ledger) == {("a", "1")}
+
+
+async def test_the_event_api_takes_the_same_id_from_two_sources_and_dedupes_a_true_copy(
+    tmp_path: Path,
+) -> None:
+    import aiohttp
+
+    from tests.support import cloudevent, free_port, post_events, until
+
+    port = free_port()
+    text = (
+        f"version: 1\nstore: 'sqlite:///{tmp_path}/state.db'\n"
+        f"server: {{listen: '127.0.0.1:{port}'}}\nevents: {{'test/*': {{schema: none}}}}\n"
+        f"handlers:\n  - {{id: a, on: test/event, type: python, function: '{HERE}:counted'}}\n"
+    )
+    runtime = Runtime(load_config_text(text, {}))
+    task = asyncio.create_task(runtime.run())
+    try:
+        await until(lambda: runtime.ready, 10, "the bridge ready")
+        url = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session:
+            sent = [cloudevent("1", "test/event", {}, source=s) for s in ("p-a", "p-b")]
+            status, body = await post_events(session, url, sent)
+            assert status == 202 and body["duplicates"] == [], body
+            status, body = await post_events(session, url, sent[:1])
+            assert status == 202 and body["duplicates"] == ["1"], body
+        await until(lambda: sum(RUNS.values()) == 2, 10, "both events ran")
+        await asyncio.sleep(0.2)  # the true copy would run by now if it were taken
+        assert RUNS == {"a:p-a:1": 1, "a:p-b:1": 1}
+    finally:
+        runtime.request_stop()
+        await asyncio.wait([task], timeout=10)
