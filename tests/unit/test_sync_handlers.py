@@ -91,7 +91,7 @@ async def test_a_retry_never_overlaps_the_thread_of_its_timed_out_attempt() -> N
     assert [(e, a) for e, a, *_ in sorted(CALLS, key=lambda c: c[2])] == [("e1", 1), ("e1", 2)]
     assert overlapping(CALLS) == []
     # The first attempt counted as timed out at its deadline; the second succeeded.
-    (entry,) = (await store.ledger_get([("h", "e1")])).values()
+    (entry,) = (await store.ledger_get([("h", "t\x1fe1")])).values()
     assert entry.status == "succeeded"
     assert not store.letters
 
