@@ -1,16 +1,20 @@
 """The bridge's HTTP face: health, readiness, metrics, the event API and dead letters.
 
 ``POST /v1/events`` accepts one structured CloudEvent, a JSON array of them
-(``application/cloudevents-batch+json`` or ``application/json``), or plain JSON
-in CloudEvents binary mode (``ce-type`` header, optional ``ce-id``, ``ce-source``).
-Each event's type and data are validated against the catalog first (422 with the
-errors, nothing stored); then the events are committed to the inbox and the
-answer is 202 with their ids. A repeated event id is accepted again as a no-op.
+(``application/cloudevents-batch+json`` or ``application/json``), or data in
+CloudEvents binary mode (``ce-type`` header, optional ``ce-id``, ``ce-source``;
+values percent-decoded; data JSON, text or bytes by its content type, as
+``bridge.normalize.binary_data`` reads it). Each event's attributes, type and data
+are validated first (422 with the errors, nothing stored); then the events are
+committed to the inbox (bytes as ``data_base64``) and the answer is 202 with their
+ids. A repeated event id is accepted again as a no-op. ``traceparent``,
+``tracestate`` and ``baggage`` headers go with the events that carry none.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -30,10 +34,19 @@ from bridge.admission import (
     token_login,
     under,
 )
+from bridge.attributes import SPECVERSION, check_attributes, structured_data
 from bridge.deadletters import ReplayError, discard, replay
 from bridge.errors import InvalidEvent, StoreError
-from bridge.events import SPECVERSION, new_id, now_iso
-from bridge.normalize import MAX_JSON_DEPTH, binary_attributes, decode_json, text_headers
+from bridge.events import new_id, now_iso
+from bridge.normalize import (
+    MAX_JSON_DEPTH,
+    binary_attributes,
+    binary_data,
+    decode_json,
+    header,
+    text_headers,
+    trace_headers,
+)
 from bridge.store.contracts import DeadLetterStatus, InboxEntry
 
 if TYPE_CHECKING:
@@ -250,11 +263,18 @@ class Server:
         headers = text_headers(request.headers)
         # Binary mode; the event API is lenient: ce-type alone is enough.
         attrs = binary_attributes(headers, required="type")
-        payload = decode_json(body)
         if attrs is not None:
             event: dict[str, Any] = dict(attrs)
-            event["data"] = payload
+            content_type = attrs.get("datacontenttype") or header(headers, "content-type")
+            if content_type:
+                event["datacontenttype"] = content_type
+            data = binary_data(body, content_type)
+            if isinstance(data, bytes):
+                event["data_base64"] = base64.b64encode(data).decode("ascii")
+            else:
+                event["data"] = data
             return [event]
+        payload = decode_json(body)
         if isinstance(payload, list):
             if not payload:
                 raise InvalidEvent("empty_batch", "the batch holds no events")
@@ -281,7 +301,9 @@ class Server:
         catalog = self.runtime.catalog
         headers = text_headers(request.headers)  # values that JSON can hold
         correlation = headers.get("x-correlation-id")
-        traceparent = headers.get("traceparent")
+        trace = dict(
+            zip(("traceparent", "tracestate", "baggage"), trace_headers(headers), strict=True)
+        )
         entries: list[InboxEntry] = []
         errors: list[dict[str, Any]] = []
         for index, raw in enumerate(raw_events):
@@ -303,14 +325,22 @@ class Server:
             event.setdefault("time", now_iso())
             if correlation and "correlationid" not in event:
                 event["correlationid"] = correlation
-            if traceparent and "traceparent" not in event:
-                event["traceparent"] = traceparent
+            if trace["traceparent"] and "traceparent" not in event:
+                event.update((k, v) for k, v in trace.items() if v and k not in event)
+            try:
+                event = check_attributes(event)
+                data = structured_data(event)
+            except InvalidEvent as exc:
+                errors.append(
+                    {"index": index, "type": event_type, "error": exc.reason, "details": exc.detail}
+                )
+                continue
             schema = catalog.resolve(event_type)
             if schema is None:
                 errors.append({"index": index, "type": event_type, "error": "unknown event type"})
                 continue
             try:
-                schema.validate(event.get("data"))
+                schema.validate(data)
             except InvalidEvent as exc:
                 errors.append(
                     {"index": index, "type": event_type, "error": "schema", "details": exc.detail}
