@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
 
@@ -41,6 +41,7 @@ def header_text(value: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CE_TIME = ("cloudevents:time", "cloudevents_time", "ce-time", "ce_time")
 
 
@@ -53,8 +54,8 @@ def ce_time_text(value: Any) -> str:
     """
     if isinstance(value, int) and not isinstance(value, bool):
         try:
-            moment = datetime.fromtimestamp(value / 1000, UTC)
-        except (OverflowError, OSError, ValueError):
+            moment = _EPOCH + timedelta(milliseconds=value)  # exact: no float rounding
+        except OverflowError:
             return str(value)
     elif isinstance(value, datetime):
         moment = value if value.tzinfo else value.replace(tzinfo=UTC)
