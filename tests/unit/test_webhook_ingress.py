@@ -361,9 +361,7 @@ async def test_bad_bodies_are_400_or_422_and_store_nothing(bridge: Bridge) -> No
         "ce-time": "yesterday",
         "content-type": "image/png",
     }
-    status, answer = await bridge.post(
-        "/hooks/ce", b"\x89PNG", {**bad_time, **hub(b"\x89PNG")}
-    )
+    status, answer = await bridge.post("/hooks/ce", b"\x89PNG", {**bad_time, **hub(b"\x89PNG")})
     assert (status, answer["details"][0]["error"]) == (422, "invalid_attribute")
     assert bridge.stored() == 0
     assert await bridge.healthy()
