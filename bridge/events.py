@@ -30,9 +30,13 @@ from typing import Any, Generic, TypeVar
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from bridge.attributes import (  # SPECVERSION, CONTEXT_ATTRIBUTES: re-exported, as before
+    CONTEXT_ATTRIBUTES as CONTEXT_ATTRIBUTES,
+)
 from bridge.attributes import (
-    CONTEXT_ATTRIBUTES,
-    SPECVERSION,
+    SPECVERSION as SPECVERSION,
+)
+from bridge.attributes import (
     attribute_text,
     check_attributes,
     is_json_type,
