@@ -38,6 +38,9 @@ pytestmark = pytest.mark.integration
 
 FORMAT = JSONFormat()
 SEEN: dict[str, Event[Any]] = {}
+LETTERS: list[str] = []
+# One more message per broker, whose time is not RFC 3339: dead-lettered with the reason.
+BAD_TIME = "last tuesday"
 TRACE = {
     "traceparent": "00-5b8aa5a2d2c872e8321cf37308d69df2-051581bf3cb55c13-01",
     "tracestate": "vendor=abc,other=1",
@@ -107,12 +110,19 @@ async def run_bridge(
     read_outputs: Callable[[], Awaitable[dict[str, list[CloudEvent]]]],
 ) -> dict[str, list[CloudEvent]]:
     SEEN.clear()
+    LETTERS.clear()
     runtime = Runtime(load_config_text(config, env))
     task = asyncio.create_task(runtime.run())
     try:
         await until(lambda: task.done() or set(sent) <= set(SEEN), 30, "every event at the handler")
         if task.done():
             task.result()
+
+        async def refused() -> bool:
+            LETTERS[:] = [d.reason for d in await runtime.store.dead_letters(limit=10)]
+            return bool(LETTERS)
+
+        await until(refused, 10, "the invalid message's dead letter")
         return await read_outputs()
     finally:
         runtime.request_stop()
@@ -132,6 +142,8 @@ def check(
         assert set(by_id) == set(sent), mode  # every event, parsed by the SDK
         for event_id, (_, event) in sent.items():
             same(event, by_id[event_id], f"{mode} {event_id}")
+    assert len(LETTERS) == 1 and LETTERS[0].startswith("invalid_attribute"), LETTERS
+    assert "time must be an RFC 3339" in LETTERS[0]
     traced = SEEN[trace_id]
     assert (traced.traceparent, traced.tracestate) == (TRACE["traceparent"], TRACE["tracestate"])
 
@@ -150,6 +162,8 @@ async def test_kafka_sdk_in_and_out(kafka: KafkaAdmin) -> None:
         if event_id == "k-binary-json":
             headers.update(TRACE)
         messages.append((None, msg.value, headers))
+    bad = {"ce_specversion": "1.0", "ce_id": "k-bad", "ce_source": "s", "ce_type": "sdk/ok"}
+    messages.append((None, b"{}", {**bad, "ce_time": BAD_TIME}))
     await kafka.produce(topic_in, messages)
     config = f"""\
 version: 1
@@ -215,6 +229,8 @@ async def test_rabbitmq_sdk_amqp_binding_in_and_out(rabbit: RabbitAdmin, rabbitm
         await rabbit.publish(
             q_in, msg.application_data, headers=headers, content_type=msg.properties["content-type"]
         )
+    bad = {"cloudEvents:specversion": "1.0", "cloudEvents:id": "r-bad", "cloudEvents:type": "t"}
+    await rabbit.publish(q_in, b"{}", headers={**bad, "cloudEvents:time": BAD_TIME})
     config = f"""\
 version: 1
 store: memory://
@@ -263,6 +279,8 @@ async def test_sqs_sdk_in_and_out(sqs: SqsKit) -> None:
         if event_id == "s-binary-json":
             attributes.update(TRACE)
         await sqs.send(q_in, [msg.body.decode()], attributes)
+    bad = {"ce-specversion": "1.0", "ce-id": "s-bad", "ce-source": "s", "ce-type": "sdk/ok"}
+    await sqs.send(q_in, ["{}"], {**bad, "ce-time": BAD_TIME})
     config = f"""\
 version: 1
 store: memory://
