@@ -46,6 +46,10 @@ async def fragile(event: Event[Any], ctx: Context) -> None:
     SEEN[f"replayed:{event.id}"] = event
 
 
+async def emit_bytes(event: Event[Any], ctx: Context) -> None:
+    ctx.emit("sdk/child", bytes(event.data) + b"\x00child")
+
+
 CONFIG = """\
 version: 1
 store: sqlite:///{db}
@@ -62,6 +66,8 @@ handlers:
     mode: structured
     url: "http://127.0.0.1:{app}/structured"
   - {{id: fragile, on: "sdk/fail", type: python, function: "tests.unit.test_cloudevents_http:fragile"}}
+  - {{id: emits, on: "sdk/emit", type: python, function: "tests.unit.test_cloudevents_http:emit_bytes"}}
+  - {{id: child, on: "sdk/child", type: python, function: "tests.unit.test_cloudevents_http:remember"}}
 """
 
 
@@ -261,3 +267,32 @@ async def test_invalid_attributes_are_refused_with_a_reason(setup: Setup, path: 
     async with setup.session.post(f"{setup.url}{path}", data=b"{}", headers=headers) as resp:
         assert resp.status == 422
         assert "invalid_attribute" in await resp.text()
+
+
+async def test_a_python_handler_emits_bytes_and_the_next_one_gets_bytes(setup: Setup) -> None:
+    event = CloudEvent(
+        {**ATTRS, "type": "sdk/emit", "id": "parent", "datacontenttype": "image/png"}, b"\xff"
+    )
+    msg = ce_http.to_binary(event, FORMAT)
+    status = await setup.send(
+        "/v1/events",
+        ce_http.HTTPMessage(
+            {
+                **msg.headers,
+                "baggage": "k=v",
+                "traceparent": "00-5b8aa5a2d2c872e8321cf37308d69df2-051581bf3cb55c13-01",
+            },
+            msg.body,
+        ),
+    )
+    assert status == 202
+
+    def child() -> Event[Any] | None:
+        return next((e for e in SEEN.values() if e.type == "sdk/child"), None)
+
+    await until(lambda: child() is not None, 10, "the child event")
+    got = child()
+    assert got is not None
+    assert got.data == b"\xff\x00child"
+    assert got.datacontenttype == "application/octet-stream"
+    assert got.extensions.get("baggage") == "k=v"
