@@ -204,6 +204,8 @@ def event_from_dict(
         raise InvalidEvent("invalid_cloudevent", "attribute 'id' must be a non-empty string")
     if not isinstance(event_type, str) or not event_type:
         raise InvalidEvent("invalid_cloudevent", "attribute 'type' must be a non-empty string")
+    if raw.get("source") in (None, ""):  # no source of its own: the connector's (bridge://<name>)
+        raw = {**raw, "source": source}
     raw = check_attributes(raw)
     extensions = None
     for key in raw:
