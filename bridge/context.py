@@ -109,26 +109,35 @@ class Context:
         subject: str | None = None,
         source: str | None = None,
         extensions: Mapping[str, Any] | None = None,
+        datacontenttype: str | None = None,
     ) -> Event[Any]:
         """Emit a child event; it is sent only if this attempt succeeds.
 
-        The child keeps the correlation id and trace of this event, names it as
-        its parent, and has a deterministic id, so a retried attempt does not
-        create it twice.
+        The child keeps the correlation id and trace of this event (``traceparent``,
+        ``tracestate``, ``baggage``), names it as its parent, and has a deterministic
+        id, so a retried attempt does not create it twice. ``data`` may be bytes
+        (``datacontenttype`` then defaults to ``application/octet-stream``) or text
+        with a text ``datacontenttype``.
         """
+        if datacontenttype is None:
+            binary = isinstance(data, bytes | bytearray)
+            datacontenttype = "application/octet-stream" if binary else "application/json"
+        inherited = {"baggage": self.event.extensions.get("baggage")}
+        extensions = {**{k: v for k, v in inherited.items() if v}, **(extensions or {})}
         self._seq += 1
         child: Event[Any] = Event(
             id=child_event_id(self.event.id, self.handler_id, self._seq),
             source=source or f"bridge://handler/{self.handler_id}",
             type=type,
-            data=jsonable(data),
+            data=bytes(data) if isinstance(data, bytearray) else jsonable(data),
             time=now_iso(),
             subject=subject,
+            datacontenttype=datacontenttype,
             correlationid=self.event.correlationid or self.event.id,
             traceparent=current_traceparent() or self.event.traceparent,
             tracestate=self.event.tracestate,
             parentid=self.event.id,
-            extensions=dict(extensions) if extensions else {},
+            extensions=extensions,
         )
         self.emitted.append(child)
         return child

@@ -1,13 +1,21 @@
 """The event envelope (CloudEvents 1.0) and the typed event catalog.
 
 ``Event[T]`` is immutable. ``data`` is the validated payload: an instance of the
-catalog's pydantic model for the type, or plain JSON values when the type has
-no schema. Transport metadata is exposed read-only in ``transport`` with keys
+catalog's pydantic model for the type, plain JSON values when the type has no
+schema, ``str`` for text data (``text/*``, XML ...) and ``bytes`` for any other
+non-JSON data. Transport metadata is exposed read-only in ``transport`` with keys
 prefixed by the transport (``kafka.partition``, ``amqp.routing_key``).
+
+Stored form: wherever the bridge keeps an event (inbox, ledger, dead letters,
+parked retries) it keeps the structured-mode JSON of ``to_dict``: bytes data as
+``data_base64``, so every byte comes back on replay.
+
+Attributes are checked as CloudEvents 1.0.2 writes them: see ``bridge.attributes``.
 """
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import importlib
 import json
@@ -22,31 +30,24 @@ from typing import Any, Generic, TypeVar
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from bridge.attributes import (  # SPECVERSION, CONTEXT_ATTRIBUTES: re-exported, as before
+    CONTEXT_ATTRIBUTES as CONTEXT_ATTRIBUTES,
+)
+from bridge.attributes import (
+    SPECVERSION as SPECVERSION,
+)
+from bridge.attributes import (
+    attribute_text,
+    check_attributes,
+    is_json_type,
+    percent_encode,
+    structured_data,
+)
 from bridge.errors import InvalidEvent
 
 T = TypeVar("T")
 
-SPECVERSION = "1.0"
 EMPTY: Mapping[str, Any] = MappingProxyType({})
-# Attributes of the envelope itself; anything else in a structured CloudEvent is an extension.
-CONTEXT_ATTRIBUTES = frozenset(
-    {
-        "id",
-        "source",
-        "type",
-        "specversion",
-        "time",
-        "subject",
-        "datacontenttype",
-        "dataschema",
-        "data",
-        "data_base64",
-        "correlationid",
-        "traceparent",
-        "tracestate",
-        "parentid",
-    }
-)
 
 
 def now_iso() -> str:
@@ -87,8 +88,22 @@ class Event(Generic[T]):
     transport: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
 
     def data_json(self) -> Any:
-        """``data`` as plain JSON values (models dumped in JSON mode)."""
+        """``data`` as plain JSON values (models dumped in JSON mode; bytes as base64 text)."""
+        if isinstance(self.data, bytes | bytearray):
+            return base64.b64encode(self.data).decode("ascii")
         return jsonable(self.data)
+
+    def data_bytes(self) -> bytes:
+        """``data`` as the body of a binary-mode message: bytes as they are, text as
+        UTF-8, anything else as JSON (also a string whose content type is JSON)."""
+        data = self.data
+        if isinstance(data, bytes | bytearray):
+            return bytes(data)
+        if data is None:
+            return b""
+        if isinstance(data, str) and not is_json_type(self.datacontenttype):
+            return data.encode("utf-8")
+        return orjson.dumps(jsonable(data))
 
     def to_dict(self) -> dict[str, Any]:
         """The structured-mode CloudEvent as a JSON-ready dict."""
@@ -109,18 +124,35 @@ class Event(Generic[T]):
             if value:
                 out[name] = value
         for key, value in self.extensions.items():
-            out.setdefault(key, value)
-        out["data"] = self.data_json()
+            if value is not None:
+                out.setdefault(key, value)
+        if isinstance(self.data, bytes | bytearray):
+            out["data_base64"] = base64.b64encode(self.data).decode("ascii")
+        else:
+            out["data"] = self.data_json()
         return out
 
     def to_json(self) -> bytes:
         """The structured-mode CloudEvent serialized as JSON bytes."""
         return orjson.dumps(self.to_dict())
 
-    def binary_headers(self, prefix: str = "ce-") -> dict[str, str]:
-        """CloudEvents binary-mode headers (``ce-id``, ``ce-type`` ...) for this event."""
-        headers = {f"{prefix}{k}": str(v) for k, v in self.to_dict().items() if k != "data"}
-        headers.pop(f"{prefix}datacontenttype", None)
+    def binary_headers(self, prefix: str = "ce-", *, percent: bool | None = None) -> dict[str, str]:
+        """CloudEvents binary-mode headers (``ce-id``, ``ce-type`` ...) for this event.
+
+        Values are the attributes' canonical strings (booleans ``true``/``false``).
+        With ``percent`` (the default for the ``ce-`` prefix: the HTTP binding, spec
+        3.1.3.2) space, ``"``, ``%`` and every character outside printable ASCII are
+        percent-encoded as UTF-8; the Kafka (``ce_``) and AMQP bindings carry the
+        text as it is. ``datacontenttype`` is left out: it is the content type.
+        """
+        if percent is None:
+            percent = prefix == "ce-"
+        headers: dict[str, str] = {}
+        for key, value in self.to_dict().items():
+            if key in ("data", "data_base64", "datacontenttype"):
+                continue
+            text = attribute_text(value)
+            headers[f"{prefix}{key}"] = percent_encode(text) if percent else text
         return headers
 
     def replace(self, **changes: Any) -> Event[Any]:
@@ -158,11 +190,13 @@ def event_from_dict(
 ) -> Event[Any]:
     """Build an ``Event`` from a structured CloudEvent mapping.
 
-    ``data`` (already validated) replaces ``raw["data"]``; the keyword attributes
-    replace the mapping's when given.
+    ``data`` (already validated) replaces ``raw["data"]`` (or ``data_base64``); the
+    keyword attributes replace the mapping's when given.
 
     Raises:
-        InvalidEvent: a required attribute is missing or not a string.
+        InvalidEvent: a required attribute is missing or not a string
+            (``invalid_cloudevent``), or an attribute breaks the spec
+            (``invalid_attribute``, see ``check_attributes``).
     """
     event_id = raw.get("id")
     event_type = raw.get("type")
@@ -170,6 +204,9 @@ def event_from_dict(
         raise InvalidEvent("invalid_cloudevent", "attribute 'id' must be a non-empty string")
     if not isinstance(event_type, str) or not event_type:
         raise InvalidEvent("invalid_cloudevent", "attribute 'type' must be a non-empty string")
+    if raw.get("source") in (None, ""):  # no source of its own: the connector's (bridge://<name>)
+        raw = {**raw, "source": source}
+    raw = check_attributes(raw)
     extensions = None
     for key in raw:
         if key not in CONTEXT_ATTRIBUTES:
@@ -180,15 +217,18 @@ def event_from_dict(
         found = raw.get("correlationid")
         correlationid = str(found) if found else ""
     get = raw.get
+    if data is _UNSET:
+        data = structured_data(raw)
+    default_type = "application/octet-stream" if isinstance(data, bytes) else "application/json"
     return Event(
         id=event_id,
         source=str(get("source") or source),
         type=event_type,
-        data=get("data") if data is _UNSET else data,
+        data=data,
         specversion=str(get("specversion") or SPECVERSION),
         time=_opt_str(get("time")),
         subject=_opt_str(get("subject")),
-        datacontenttype=_opt_str(get("datacontenttype")) or "application/json",
+        datacontenttype=_opt_str(get("datacontenttype")) or default_type,
         dataschema=_opt_str(get("dataschema")),
         correlationid=correlationid,
         traceparent=traceparent or _opt_str(get("traceparent")),

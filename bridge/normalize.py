@@ -1,9 +1,14 @@
 """Delivery -> Event.
 
 In order: the size limit; CloudEvents binary mode (``ce-``/``ce_``/
-``cloudEvents:``/``cloudEvents_`` headers); JSON decoding (one pass, with
+``cloudEvents:``/``cloudEvents_`` headers; ``ce-`` values are percent-decoded as
+the HTTP binding writes them, except on AMQP whose SDK binding writes them raw;
+the data is JSON for a JSON content type or none, text for ``text/*``, XML or a
+charset, else bytes: see ``binary_data``); JSON decoding (one pass, with
 orjson); structured CloudEvents (recognized by ``specversion``, ``id`` and
-``type`` in the body); otherwise the connector's ``event:`` mapping. Then the
+``type`` in the body; ``data_base64`` gives bytes); otherwise the connector's
+``event:`` mapping. W3C ``traceparent``, ``tracestate`` and ``baggage`` headers
+go with the event (``baggage`` as the extension of that name). Then the
 catalog validates ``data`` for the type, and the correlation id is fixed:
 configured headers/fields, else the inbound ``correlationid``, else the event id.
 
@@ -24,9 +29,11 @@ import uuid
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 
+from bridge.attributes import is_json_type, is_text_type, structured_data
 from bridge.errors import InvalidEvent
 from bridge.events import EMPTY, Event, EventCatalog, event_from_dict
 from bridge.formats import Tombstones, format_for
@@ -35,7 +42,6 @@ from bridge.templates import DELIVERY_ROOTS, Template, TemplateError, lookup
 from bridge.transport import Delivery, EventMapping
 
 _CE_PREFIXES = ("ce-", "ce_", "cloudevents:", "cloudevents_")
-_JSON_TYPES = ("json", "+json")
 
 
 def decode_json(body: bytes) -> Any:
@@ -104,9 +110,13 @@ def text_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
 
 
 def binary_attributes(
-    headers: Mapping[str, str], *, required: str = "specversion"
+    headers: Mapping[str, str], *, required: str = "specversion", percent: bool = True
 ) -> dict[str, str] | None:
-    """CloudEvents attributes from binary-mode headers, or None when ``required`` is absent."""
+    """CloudEvents attributes from binary-mode headers, or None when ``required`` is absent.
+
+    With ``percent``, ``ce-`` values are percent-decoded (UTF-8), as the HTTP
+    binding requires (spec 3.1.3.2); other prefixes are taken as they are.
+    """
     attrs: dict[str, str] | None = None
     for key, value in headers.items():
         lowered = key.lower()
@@ -114,11 +124,43 @@ def binary_attributes(
             if lowered.startswith(prefix):
                 if attrs is None:
                     attrs = {}
+                if percent and prefix == "ce-" and "%" in value:
+                    value = unquote(value, errors="replace")
                 attrs[lowered[len(prefix) :]] = value
                 break
     if attrs is None or required not in attrs:
         return None
     return attrs
+
+
+def binary_data(body: bytes, content_type: str | None) -> Any:
+    """The data of a binary-mode message, never refused for its content type.
+
+    Empty: None. JSON content type (or none): decoded JSON. Text (``text/*``,
+    XML, form data, a ``charset``): ``str`` when it is UTF-8, else the bytes.
+    Anything else: the bytes as they are.
+
+    Raises:
+        InvalidEvent: a JSON content type whose body is not JSON (``malformed_json``...).
+    """
+    if not body:
+        return None
+    if is_json_type(content_type):
+        return decode_json(body)
+    if is_text_type(content_type):
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError:
+            return body
+    return body
+
+
+def trace_headers(headers: Mapping[str, str]) -> tuple[str | None, str | None, str | None]:
+    """(traceparent, tracestate, baggage) from W3C headers; the last two only with the first."""
+    traceparent = header(headers, "traceparent")
+    if not traceparent:
+        return None, None, None
+    return traceparent, header(headers, "tracestate"), header(headers, "baggage")
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
@@ -197,7 +239,7 @@ class Normalizer:
         if headers is not delivery.headers:  # rare: a header that is not UTF-8
             delivery = dataclasses.replace(delivery, headers=headers)
         meta = delivery.meta
-        attrs = binary_attributes(headers) if headers else None
+        attrs = binary_attributes(headers, percent=self.transport != "amqp") if headers else None
         raw: dict[str, Any]
         if (meta and meta.get("tombstone")) or self._reader is not None:
             raw, data = self._formatted(delivery, headers)
@@ -209,7 +251,7 @@ class Normalizer:
             payload = decode_json(body)
             if is_structured(payload):
                 raw = payload
-                data = payload.get("data")
+                data = structured_data(payload)
             else:
                 raw, data = self._mapped(payload, delivery)
         event_type = raw.get("type")
@@ -221,8 +263,9 @@ class Normalizer:
         valid = schema.validate(data)
         traceparent = tracestate = None
         if headers and "traceparent" not in raw:
-            traceparent = header(headers, "traceparent")
-            tracestate = header(headers, "tracestate") if traceparent else None
+            traceparent, tracestate, baggage = trace_headers(headers)
+            if baggage and "baggage" not in raw:
+                raw = {**raw, "baggage": baggage}
         return event_from_dict(
             raw,
             valid,
@@ -243,14 +286,7 @@ class Normalizer:
         content_type = attrs.get("datacontenttype") or header(headers, "content-type") or ""
         if content_type:
             attrs["datacontenttype"] = content_type
-        if not body:
-            return None
-        if not content_type or any(content_type.split(";")[0].endswith(t) for t in _JSON_TYPES):
-            return decode_json(body)
-        try:
-            return body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidEvent("invalid_utf8", f"body is not UTF-8 at byte {exc.start}") from None
+        return binary_data(body, content_type)
 
     def _formatted(
         self, delivery: Delivery, headers: Mapping[str, str]
@@ -303,7 +339,7 @@ class Normalizer:
                 "source": self._source.render_str(scope) if self._source else self._default_source,
             }
             if self._subject is not None:
-                raw["subject"] = self._subject.render_str(scope)
+                raw["subject"] = self._subject.render_str(scope) or None  # empty: no subject
             data = payload
             if self._data_path:
                 data = lookup({"data": payload}, f"data.{self._data_path}")

@@ -1,20 +1,24 @@
 """The bridge's HTTP face: health, readiness, metrics, the event API and dead letters.
 
 ``POST /v1/events`` accepts one structured CloudEvent, a JSON array of them
-(``application/cloudevents-batch+json`` or ``application/json``), or plain JSON
-in CloudEvents binary mode (``ce-type`` header, optional ``ce-id``, ``ce-source``).
-Each event's type and data are validated against the catalog first (422 with the
-errors, nothing stored); then the events are committed to the inbox and the
-answer is 202 with their ids. A repeated event id is accepted again as a no-op.
+(``application/cloudevents-batch+json`` or ``application/json``), or data in
+CloudEvents binary mode (``ce-type`` header, optional ``ce-id``, ``ce-source``;
+values percent-decoded; data JSON, text or bytes by its content type, as
+``bridge.normalize.binary_data`` reads it). Each event's attributes, type and data
+are validated first (422 with the errors, nothing stored); then the events are
+committed to the inbox (bytes as ``data_base64``) and the answer is 202 with their
+ids. A repeated event id is accepted again as a no-op. ``traceparent``,
+``tracestate`` and ``baggage`` headers go with the events that carry none.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
@@ -30,11 +34,20 @@ from bridge.admission import (
     token_login,
     under,
 )
-from bridge.deadletters import ReplayError, discard, force_flag, handler_keys, replay
+from bridge.attributes import SPECVERSION, check_attributes, structured_data
+from bridge.deadletter_api import DeadLetterApi, problem
 from bridge.errors import InvalidEvent, StoreError
-from bridge.events import SPECVERSION, new_id, now_iso
-from bridge.normalize import MAX_JSON_DEPTH, binary_attributes, decode_json, text_headers
-from bridge.store.contracts import DeadLetterStatus, InboxEntry
+from bridge.events import new_id, now_iso
+from bridge.normalize import (
+    MAX_JSON_DEPTH,
+    binary_attributes,
+    binary_data,
+    decode_json,
+    header,
+    text_headers,
+    trace_headers,
+)
+from bridge.store.contracts import InboxEntry
 
 if TYPE_CHECKING:
     from bridge.running import RunningBridge
@@ -74,15 +87,6 @@ def redact(text: str) -> str:
     return _URL_PASSWORD.sub(r"\g<head>***@", text)
 
 
-def problem(status: int, message: str, **extra: Any) -> web.Response:
-    """A JSON error answer: ``{"error": message, ...}``."""
-    return web.json_response({"error": message, **extra}, status=status, dumps=_dumps)
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value, default=str).decode()
-
-
 class Server:
     """The aiohttp application bound to a runtime."""
 
@@ -101,10 +105,7 @@ class Server:
         self.app.router.add_get("/metrics", self.metrics)
         if cfg.server.api.enabled:
             self.app.router.add_post("/v1/events", self.post_events)
-        self.app.router.add_get("/v1/dead-letters", self.list_dead_letters)
-        self.app.router.add_get("/v1/dead-letters/{id}", self.get_dead_letter)
-        self.app.router.add_post("/v1/dead-letters/{id}/replay", self.replay_dead_letter)
-        self.app.router.add_post("/v1/dead-letters/{id}/discard", self.discard_dead_letter)
+        self.app.router.add_routes(DeadLetterApi(runtime).routes())
         for ingress in runtime.ingresses.values():
             self.app.router.add_routes(ingress.routes())
         if cfg.server.ui.enabled:
@@ -250,11 +251,18 @@ class Server:
         headers = text_headers(request.headers)
         # Binary mode; the event API is lenient: ce-type alone is enough.
         attrs = binary_attributes(headers, required="type")
-        payload = decode_json(body)
         if attrs is not None:
             event: dict[str, Any] = dict(attrs)
-            event["data"] = payload
+            content_type = attrs.get("datacontenttype") or header(headers, "content-type")
+            if content_type:
+                event["datacontenttype"] = content_type
+            data = binary_data(body, content_type)
+            if isinstance(data, bytes):
+                event["data_base64"] = base64.b64encode(data).decode("ascii")
+            else:
+                event["data"] = data
             return [event]
+        payload = decode_json(body)
         if isinstance(payload, list):
             if not payload:
                 raise InvalidEvent("empty_batch", "the batch holds no events")
@@ -281,7 +289,9 @@ class Server:
         catalog = self.runtime.catalog
         headers = text_headers(request.headers)  # values that JSON can hold
         correlation = headers.get("x-correlation-id")
-        traceparent = headers.get("traceparent")
+        trace = dict(
+            zip(("traceparent", "tracestate", "baggage"), trace_headers(headers), strict=True)
+        )
         entries: list[InboxEntry] = []
         errors: list[dict[str, Any]] = []
         for index, raw in enumerate(raw_events):
@@ -303,14 +313,22 @@ class Server:
             event.setdefault("time", now_iso())
             if correlation and "correlationid" not in event:
                 event["correlationid"] = correlation
-            if traceparent and "traceparent" not in event:
-                event["traceparent"] = traceparent
+            if trace["traceparent"] and "traceparent" not in event:
+                event.update((k, v) for k, v in trace.items() if v and k not in event)
+            try:
+                event = check_attributes(event)
+                data = structured_data(event)
+            except InvalidEvent as exc:
+                errors.append(
+                    {"index": index, "type": event_type, "error": exc.reason, "details": exc.detail}
+                )
+                continue
             schema = catalog.resolve(event_type)
             if schema is None:
                 errors.append({"index": index, "type": event_type, "error": "unknown event type"})
                 continue
             try:
-                schema.validate(event.get("data"))
+                schema.validate(data)
             except InvalidEvent as exc:
                 errors.append(
                     {"index": index, "type": event_type, "error": "schema", "details": exc.detail}
@@ -344,63 +362,6 @@ class Server:
             except InvalidEvent as exc:
                 return {"error": exc.reason, "details": str(exc.detail)}
         return None
-
-    # ------------------------------------------------------------------ dead letters
-
-    async def list_dead_letters(self, request: web.Request) -> web.Response:
-        status = request.query.get("status")
-        if status not in (None, "pending", "replayed", "discarded"):
-            return problem(400, "status is pending, replayed or discarded")
-        try:
-            limit = min(int(request.query.get("limit", "100")), 1000)
-            offset = int(request.query.get("offset", "0"))
-        except ValueError:
-            return problem(400, "limit and offset are integers")
-        letters = await self.runtime.store.dead_letters(
-            status=cast("DeadLetterStatus | None", status),
-            handler=request.query.get("handler"),
-            limit=limit,
-            offset=offset,
-        )
-        return web.json_response({"items": [d.to_dict() for d in letters]}, dumps=_dumps)
-
-    async def get_dead_letter(self, request: web.Request) -> web.Response:
-        letter = await self.runtime.store.dead_letter_get(request.match_info["id"])
-        if letter is None:
-            return problem(404, "no such dead letter")
-        return web.json_response(letter.to_dict(), dumps=_dumps)
-
-    async def replay_dead_letter(self, request: web.Request) -> web.Response:
-        """``?handler=`` replays to another handler; ``?force=true`` replays a discarded letter.
-
-        202 once queued; 409 when it would run nothing (the handler already
-        succeeded for the event) or was discarded, with the letter unchanged.
-        """
-        handler = request.query.get("handler")
-        if handler is not None and handler not in self.runtime.handlers:
-            return problem(400, f"no handler {handler!r}")
-        try:
-            entry = await replay(
-                self.runtime.store,
-                request.match_info["id"],
-                handler,
-                force=force_flag(request.query.get("force")),
-                key_of=handler_keys(self.runtime.handlers),
-            )
-        except ReplayError as exc:
-            return problem(exc.status, str(exc))
-        self.runtime.inbox.wakeup.set()
-        return web.json_response(
-            {"replayed": request.match_info["id"], "inbox_id": entry.id, "handler": entry.handler},
-            status=202,
-        )
-
-    async def discard_dead_letter(self, request: web.Request) -> web.Response:
-        try:
-            await discard(self.runtime.store, request.match_info["id"])
-        except ReplayError as exc:
-            return problem(exc.status, str(exc))
-        return web.json_response({"discarded": request.match_info["id"]})
 
 
 async def wait_until_serving(url: str, timeout: float = 10.0) -> None:

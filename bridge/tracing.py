@@ -80,6 +80,15 @@ def current_traceparent() -> str | None:
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
 
 
+def _event_trace(event: Event[Any]) -> dict[str, str]:
+    """The W3C trace headers an event carries as attributes (baggage as its extension)."""
+    carrier = {"traceparent": event.traceparent or "", "tracestate": event.tracestate or ""}
+    baggage = event.extensions.get("baggage")
+    if isinstance(baggage, str):
+        carrier["baggage"] = baggage
+    return carrier
+
+
 def inject(headers: MutableMapping[str, str]) -> None:
     """Write the current trace context (and baggage) into outgoing headers, if a span is active."""
     if trace.get_current_span().get_span_context().is_valid:
@@ -194,11 +203,9 @@ class Tracing:
         if headers:
             parent = PROPAGATOR.extract(headers, getter=GETTER)
             if not trace.get_current_span(parent).get_span_context().is_valid and event.traceparent:
-                parent = PROPAGATOR.extract({"traceparent": event.traceparent}, context=parent)
+                parent = PROPAGATOR.extract(_event_trace(event), context=parent)
         elif event.traceparent:
-            parent = PROPAGATOR.extract(
-                {"traceparent": event.traceparent, "tracestate": event.tracestate or ""}
-            )
+            parent = PROPAGATOR.extract(_event_trace(event))
         parent_span = (
             trace.get_current_span(parent).get_span_context() if parent is not None else None
         )

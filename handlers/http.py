@@ -1,10 +1,12 @@
 """``type: http``: deliver each event to the application over HTTP, the way a sidecar does.
 
 One request per attempt (POST by default) to ``url`` (a template over the event).
-CloudEvents binary mode by default: the attributes travel as ``ce-`` headers and
-the body is the data (JSON, or the text itself for a text content type);
-``mode: structured`` sends the whole envelope as ``application/cloudevents+json``.
-``traceparent``/``tracestate`` and ``x-correlation-id`` always go along, plus the
+CloudEvents binary mode by default: the attributes travel as ``ce-`` headers
+(percent-encoded as the HTTP binding requires) and the body is the data (JSON,
+the text itself for a text content type, bytes as they are); ``mode: structured``
+sends the whole envelope as ``application/cloudevents+json`` (bytes as
+``data_base64``). ``traceparent``/``tracestate``/``baggage`` and
+``x-correlation-id`` always go along, plus the
 ``headers`` templates and the optional ``auth`` header. Each handler has its own
 connection pool (``max_connections``), opened on first use and closed at shutdown.
 Redirects are not followed.
@@ -156,7 +158,7 @@ class HttpHandler:
             raise Fatal(f"cannot build the request: {exc}") from None
         if self.cfg.auth is not None:
             headers[self.cfg.auth.header] = self.cfg.auth.value
-        body = event.to_json() if self.cfg.mode == "structured" else _data_body(event)
+        body = event.to_json() if self.cfg.mode == "structured" else event.data_bytes()
         method = self.cfg.method
         where = f"{method} {_safe(url)}"
         try:
@@ -206,14 +208,6 @@ class HttpHandler:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
-
-
-def _data_body(event: Event[Any]) -> bytes:
-    data = event.data_json()
-    content_type = (event.datacontenttype or "application/json").split(";")[0].strip()
-    if isinstance(data, str) and not content_type.endswith("json"):
-        return data.encode()
-    return orjson.dumps(data)
 
 
 async def _read_up_to(resp: aiohttp.ClientResponse, size: int) -> bytes:

@@ -2,8 +2,10 @@
 
 Transport-agnostic: the runtime hands over the connector's ``Publisher`` by name.
 CloudEvents binary mode by default (attributes as headers with the publisher's
-prefix: ``ce_`` for Kafka, ``cloudEvents:`` for AMQP, ``ce-`` otherwise; the body is
-the data), or structured mode (the whole envelope as JSON). ``traceparent`` and
+prefix: ``ce_`` for Kafka, ``cloudEvents:`` for AMQP, ``ce-`` otherwise, where the
+values are percent-encoded as the HTTP binding writes them; the body is the data:
+JSON, text as UTF-8, bytes as they are), or structured mode (the whole envelope as
+JSON, bytes as ``data_base64``). ``traceparent``, ``tracestate``, ``baggage`` and
 the correlation id always travel in the headers.
 """
 
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import orjson
 from opentelemetry import trace
 from pydantic import Field
 
@@ -68,7 +69,7 @@ class PublishHandler:
         if self.cfg.mode == "structured":
             body = event.to_json()
         else:
-            body = orjson.dumps(event.data_json())
+            body = event.data_bytes()
         await self.publisher.publish(destination, body, headers, key)
         return {"destination": destination}
 
@@ -86,6 +87,9 @@ def message_headers(event: Event[Any], mode: str, prefix: str) -> dict[str, str]
         headers["traceparent"] = event.traceparent
         if event.tracestate:
             headers["tracestate"] = event.tracestate
+    baggage = event.extensions.get("baggage")
+    if "baggage" not in headers and isinstance(baggage, str) and baggage:
+        headers["baggage"] = baggage  # the producer's baggage, when no context carried it
     headers["x-correlation-id"] = event.correlationid or event.id
     return headers
 

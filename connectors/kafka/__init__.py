@@ -37,7 +37,9 @@ Delivery semantics (DESIGN §6), consuming:
 
 Publishing: ``acks=all``, no idempotent producer (so it works with brokers that lack
 it), optional compression and linger. ``publish()`` returns once the broker has the
-message. The ``publish`` handler sends CloudEvents in binary mode with ``ce_`` headers.
+message. The ``publish`` handler sends CloudEvents in binary mode with ``ce_`` headers
+(UTF-8 text, no percent-encoding: the Kafka binding), the data as the value (JSON,
+text as UTF-8, bytes as they are), or in structured mode.
 
 Security: TLS (CA, client certificate and key) and SASL (PLAIN, SCRAM-SHA-256/512,
 OAUTHBEARER through a token provider). Secrets come from ``${VAR}`` or ``${file:PATH}``.

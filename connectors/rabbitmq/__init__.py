@@ -36,7 +36,11 @@ Consume:
       are in ``meta`` (event attributes ``amqp.*``); the headers table is in
       ``headers``, values as text, plus ``content-type`` from the property (the
       CloudEvents AMQP binding: ``cloudEvents:``/``cloudEvents_`` application
-      properties carry the attributes, content-type the ``datacontenttype``).
+      properties carry the attributes, content-type the ``datacontenttype``;
+      a ``time`` sent as an AMQP timestamp, an integer of milliseconds as the
+      CloudEvents SDKs write it or a timestamp field, becomes RFC 3339 in UTC;
+      ``ce-`` headers, as the SDK's RabbitMQ binding writes them, are read as
+      they are, without percent-decoding).
       Unless ``event.correlation_id`` is configured, the correlation id is the
       ``correlation_id`` property, else the ``x-correlation-id`` header.
     * ``status().lag`` is the queue's depth (messages ready), for metrics.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
 
@@ -41,10 +41,39 @@ def header_text(value: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CE_TIME = ("cloudevents:time", "cloudevents_time", "ce-time", "ce_time")
+
+
+def ce_time_text(value: Any) -> str:
+    """A CloudEvents ``time`` from AMQP as RFC 3339 (UTC, ``Z``).
+
+    The AMQP binding lets a sender write it as an AMQP timestamp: an integer of
+    milliseconds since the epoch (what the CloudEvents SDKs send), or a timestamp
+    field, which arrives as a datetime without a zone (UTC). Text passes unchanged.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            moment = _EPOCH + timedelta(milliseconds=value)  # exact: no float rounding
+        except OverflowError:
+            return str(value)
+    elif isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+    else:
+        return header_text(value)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def amqp_headers(message: DeliveredMessage) -> dict[str, str]:
-    """The headers table as text, plus ``content-type`` from the property."""
+    """The headers table as text, plus ``content-type`` from the property.
+
+    A CloudEvents ``time`` sent as an AMQP timestamp becomes RFC 3339 (``ce_time_text``).
+    """
     props = message.header.properties
-    headers = {key: header_text(value) for key, value in (props.headers or {}).items()}
+    headers = {
+        key: ce_time_text(value) if key.lower() in _CE_TIME else header_text(value)
+        for key, value in (props.headers or {}).items()
+    }
     if props.content_type and "content-type" not in headers:
         headers["content-type"] = props.content_type
     return headers

@@ -16,21 +16,42 @@ Headers become String message attributes, by name:
   ``content-type: application/cloudevents+json``, the other headers kept. If the
   non-CloudEvents headers alone are more than 10, ``publish`` fails
   (non-retriable ``ConnectorError``).
+* SQS bodies are text (XML characters): binary-mode data that is not (bytes, or
+  text with control characters) goes in structured mode too, as ``data_base64``,
+  so every byte arrives.
+
+``ce-`` values are percent-encoded as in the HTTP binding (the bridge's publish
+handler writes them so, and its SQS source decodes them); the structured
+fallback writes the decoded values.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 
+from bridge.attributes import is_json_type, is_text_type
 from bridge.errors import ConnectorError
 
 MAX_ATTRIBUTES = 10
 _BAD_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.\-]")
 _CE_COPIES = (("traceparent", "traceparent"), ("tracestate", "tracestate"))
+# What an SQS body may hold: the XML 1.0 characters.
+_NOT_SQS_TEXT = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def sqs_text(body: bytes) -> str | None:
+    """``body`` as text an SQS message can hold, or None when it cannot."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return None if _NOT_SQS_TEXT.search(text) else text
 
 
 def message_attributes(
@@ -42,6 +63,8 @@ def message_attributes(
         ConnectorError: (not retriable) more than 10 headers that are not CloudEvents attributes.
     """
     attrs = {attribute_name(k): v for k, v in headers.items() if v != ""}
+    if sqs_text(body) is None and prefix + "specversion" in attrs:
+        return _structured(attrs, body, prefix)
     if len(attrs) <= MAX_ATTRIBUTES:
         return attrs, body
     compact = dict(attrs)
@@ -73,21 +96,21 @@ def _structured(attrs: dict[str, str], body: bytes, prefix: str) -> tuple[dict[s
     rest: dict[str, str] = {}
     for name, value in attrs.items():
         if name.startswith(prefix):
-            envelope[name[len(prefix) :]] = value
+            envelope[name[len(prefix) :]] = unquote(value) if prefix == "ce-" else value
         else:
             rest[name] = value
     content_type = rest.pop("content-type", "") or "application/json"
     envelope["datacontenttype"] = content_type
     if body:
-        base = content_type.split(";")[0].strip()
+        text = sqs_text(body)
         try:
-            if base.endswith("json"):
+            if text is not None and is_json_type(content_type):
                 envelope["data"] = orjson.loads(body)
+            elif text is not None and is_text_type(content_type):
+                envelope["data"] = text
             else:
-                envelope["data"] = body.decode("utf-8")
-        except (orjson.JSONDecodeError, UnicodeDecodeError):
-            import base64
-
+                envelope["data_base64"] = base64.b64encode(body).decode("ascii")
+        except orjson.JSONDecodeError:
             envelope["data_base64"] = base64.b64encode(body).decode("ascii")
     rest["content-type"] = "application/cloudevents+json"
     if len(rest) > MAX_ATTRIBUTES:

@@ -12,8 +12,7 @@ ids). A request is checked in this order, and nothing is stored unless it passes
   connection is closed);
 * 401: an HMAC or Standard Webhooks signature does not match;
 * 400: the body is empty, not JSON, or not UTF-8;
-* 415: CloudEvents binary-mode data that is neither JSON nor text;
-* 422: not the provider's shape, a template fails, the type is not in the
+* 422: not the provider's shape, a CloudEvents attribute breaks the spec, a template fails, the type is not in the
   catalog, or the data fails its schema (``details`` lists every problem; one
   bad event refuses the whole request). A Debezium record kind with a type of its
   own (heartbeat, transaction boundary, schema change, message, notification,

@@ -4,9 +4,10 @@ A parser takes the raw body and headers of one request and returns ``Parsed``:
 the candidate events it holds (data, provider id, time), or a reason to ignore
 the request (a Debezium tombstone). It raises ``InvalidEvent``: reasons
 ``empty_body``, ``malformed_json`` and ``invalid_utf8`` mean the request could
-not be read (400); ``unsupported_data`` is a CloudEvents binary body that is
-neither JSON nor text (415); every other reason means well-formed JSON that is
-not what the provider sends (422), with the problems in ``detail``.
+not be read (400); every other reason means well-formed JSON that is not what
+the provider sends (422), with the problems in ``detail``. CloudEvents data of
+any content type is kept: JSON, text (``str``) or bytes (binary mode, or
+``data_base64``), as ``bridge.normalize.binary_data`` reads it.
 
 The database providers, ``supabase`` and ``debezium``, are the payload formats of
 ``bridge.formats`` (the same ones ``consume.format`` gives Kafka, RabbitMQ and SQS):
@@ -29,8 +30,6 @@ Event ids (so that a provider's retry of the same change is recognised):
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -38,6 +37,7 @@ from typing import Any, Literal
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from bridge import normalize  # a module reference: bridge.normalize imports bridge.transport
+from bridge.attributes import structured_data
 from bridge.errors import InvalidEvent
 from bridge.formats import Candidate, DebeziumFormat, Parsed, SupabaseFormat, Tombstones
 from bridge.formats.candidates import iso_from_epoch
@@ -147,7 +147,6 @@ def _planetscale(body: bytes, headers: Mapping[str, str]) -> Parsed:
 # --------------------------------------------------------------------------- cloudevents
 
 _REQUIRED = ("id", "source", "type")
-_JSON_SUFFIXES = ("/json", "+json")
 
 
 def _cloudevents(body: bytes, headers: Mapping[str, str]) -> Parsed:
@@ -186,9 +185,10 @@ def _structured(item: Any, where: str) -> Candidate:
     if problems:
         raise InvalidEvent("not_cloudevent", problems)
     attrs = {k: v for k, v in item.items() if k not in ("data", "data_base64")}
-    data = item.get("data")
-    if "data_base64" in item:
-        data = _base64_data(item["data_base64"], attrs.get("datacontenttype"), where)
+    try:
+        data = structured_data(item)
+    except InvalidEvent as exc:
+        raise InvalidEvent("not_cloudevent", [f"{where}{exc.detail}"]) from None
     return Candidate(data, item, native_id=item["id"], time=_opt_str(item.get("time")), attrs=attrs)
 
 
@@ -199,34 +199,9 @@ def _binary(attrs: dict[str, Any], body: bytes, headers: Mapping[str, str]) -> C
     content_type = attrs.get("datacontenttype") or header(headers, "content-type") or ""
     if content_type:
         attrs["datacontenttype"] = content_type
-    data = _typed_data(body, content_type, "") if body else None
-    return Candidate(data, data, native_id=attrs["id"], time=attrs.get("time"), attrs=attrs)
-
-
-def _typed_data(raw: bytes, content_type: str, where: str) -> Any:
-    base = content_type.split(";")[0].strip().lower()
-    if not base or base.endswith(_JSON_SUFFIXES):
-        return normalize.decode_json(raw)
-    if base.startswith("text/") or base in ("application/xml", "application/x-www-form-urlencoded"):
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidEvent(
-                "invalid_utf8", f"{where}data is not UTF-8 at byte {exc.start}"
-            ) from None
-    raise InvalidEvent(
-        "unsupported_data", f"{where}data of type {base!r}: only JSON and text data are accepted"
-    )
-
-
-def _base64_data(value: Any, content_type: Any, where: str) -> Any:
-    if not isinstance(value, str):
-        raise InvalidEvent("not_cloudevent", [f"{where}data_base64 must be a string"])
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidEvent("not_cloudevent", [f"{where}data_base64 is not base64"]) from None
-    return _typed_data(raw, content_type if isinstance(content_type, str) else "", where)
+    data = normalize.binary_data(body, content_type)
+    body_root = data if not isinstance(data, bytes) else None  # templates read JSON or text
+    return Candidate(data, body_root, native_id=attrs["id"], time=attrs.get("time"), attrs=attrs)
 
 
 def _opt_str(value: Any) -> str | None:

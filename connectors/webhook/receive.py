@@ -175,8 +175,6 @@ class WebhookIngress:
     def _invalid(self, exc: InvalidEvent) -> web.Response:
         if exc.reason in UNREADABLE:
             return self._reject(400, exc.reason, str(exc))
-        if exc.reason == "unsupported_data":
-            return self._reject(415, exc.reason, str(exc.detail))
         details = exc.detail if isinstance(exc.detail, list) else [exc.detail]
         return self._reject(
             422,
@@ -197,8 +195,7 @@ class WebhookIngress:
         """
         webhook_id = header(headers, "webhook-id")
         meta = {"provider": self.cfg.provider, "webhook_id": webhook_id}
-        traceparent = header(headers, "traceparent")
-        tracestate = header(headers, "tracestate") if traceparent else None
+        traceparent, tracestate, baggage = normalize.trace_headers(headers)
         correlation = header(headers, "x-correlation-id")
         single = len(candidates) == 1
         events: list[Event[Any]] = []
@@ -225,6 +222,8 @@ class WebhookIngress:
                 else:
                     raise InvalidEvent("unknown_type", "the event type is not in the catalog")
                 raw.setdefault("time", candidate.time or now_iso())
+                if baggage and not raw.get("traceparent"):
+                    raw.setdefault("baggage", baggage)
                 events.append(
                     event_from_dict(
                         raw,
@@ -296,7 +295,7 @@ class WebhookIngress:
                 "source": self._source.render_str(scope) if self._source else self._default_source,
             }
             if self._subject is not None:
-                raw["subject"] = self._subject.render_str(scope)
+                raw["subject"] = self._subject.render_str(scope) or None  # empty: no subject
             data = candidate.data
             if self._data_path:
                 data = lookup({"data": data}, f"data.{self._data_path}")
