@@ -115,6 +115,12 @@ MIGRATIONS: list[str] = [
     CREATE INDEX dead_letters_by_event ON dead_letters (event_id);
     CREATE INDEX dead_letters_by_type ON dead_letters (event_type, created_at DESC);
     """,
+    # lease owners on inbox entries and parked runs: a holder whose lease was taken over
+    # neither renews, finishes nor releases it
+    """
+    ALTER TABLE inbox ADD COLUMN lease_owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE parked ADD COLUMN lease_owner TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 
