@@ -1,23 +1,34 @@
 """The PostgreSQL connection pool: opening (with migrations), one-statement calls, transactions.
 
+Every call has a deadline (``bridge.store.deadlines``: the URL's ``timeout``, default
+5 s; ``ping_timeout`` for the ping, default 2 s): getting a pool connection and the
+statements together must answer within it, else ``StoreError``. Inside that bound
+asyncpg's ``command_timeout`` cancels a statement the server does not answer, and the
+server's own ``statement_timeout`` and ``lock_timeout`` (startup parameters of every
+pool connection) end a statement that runs or waits for a lock too long.
+Migrations run on a connection of their own, without these limits.
+
 asyncpg is imported here and in the other modules of this package only, and only
 when a store is used, so the bridge runs without it on SQLite.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from bridge.errors import StoreError
+from bridge.store.deadlines import take_deadlines
 from bridge.store.postgres.migrations import migrate
 
 
 def split_url(url: str) -> tuple[str, str]:
-    """(asyncpg DSN, schema) from ``postgresql://...?schema=NAME``."""
+    """(asyncpg DSN, schema) from ``postgresql://...?schema=NAME`` (deadlines left out)."""
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
+    take_deadlines(query)
     schema = query.pop("schema", "public")
     if not schema.replace("_", "").isalnum():
         raise StoreError(f"invalid schema name {schema!r}")
@@ -41,6 +52,7 @@ class PostgresConnection:
         self.url = url
         self.shared = True
         self.dsn, self.schema = split_url(url)
+        self.deadlines = take_deadlines(dict(parse_qsl(urlsplit(url).query)))
         self.pool_size = pool_size
         self._pool: Any = None
 
@@ -55,17 +67,31 @@ class PostgresConnection:
         if self._pool is not None:
             return
         schema = self.schema
+        call = self.deadlines.call
+        millis = str(max(1, round(call * 1000)))
         try:
-            # A startup parameter, not a SET: the pool's RESET ALL on release keeps it.
+            # Migrations may take long (an index on a big table): their own connection,
+            # without the per-call limits.
+            conn = await asyncpg.connect(self.dsn, server_settings={"search_path": f'"{schema}"'})
+            try:
+                async with conn.transaction():
+                    await migrate(conn, schema)
+            finally:
+                await conn.close()
+            # Startup parameters, not SETs: the pool's RESET ALL on release keeps them.
             self._pool = await asyncpg.create_pool(
                 self.dsn,
                 min_size=1,
                 max_size=self.pool_size,
-                server_settings={"search_path": f'"{schema}"'},
+                timeout=call,
+                command_timeout=call,
+                server_settings={
+                    "search_path": f'"{schema}"',
+                    "statement_timeout": millis,
+                    "lock_timeout": millis,
+                },
             )
-            async with self._pool.acquire() as conn, conn.transaction():
-                await migrate(conn, schema)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
             if self._pool is not None:
                 await self._pool.close()
                 self._pool = None
@@ -78,30 +104,41 @@ class PostgresConnection:
             await pool.close()
 
     async def ping(self) -> bool:
-        """True when the database answers."""
+        """True when the database answers within the ping deadline."""
         try:
-            return bool(await self._run("fetchval", "SELECT 1"))
+            return bool(await self._run("fetchval", "SELECT 1", deadline=self.deadlines.ping))
         except StoreError:
             return False
 
-    async def _run(self, method: str, sql: str, *args: Any) -> Any:
+    async def _run(self, method: str, sql: str, *args: Any, deadline: float | None = None) -> Any:
+        """One statement on a pool connection, answered within ``deadline`` (default: the
+        call deadline) or ``StoreError``."""
         import asyncpg
 
         if self._pool is None:
             raise StoreError("the store is not open")
+        seconds = deadline or self.deadlines.call
         try:
-            return await getattr(self._pool, method)(sql, *args)
+            async with asyncio.timeout(seconds):
+                async with self._pool.acquire(timeout=seconds) as conn:
+                    return await getattr(conn, method)(sql, *args, timeout=seconds)
+        except TimeoutError as exc:
+            raise StoreError(f"postgresql: no answer within {seconds:g}s") from exc
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"postgresql: {exc}") from exc
 
     async def _tx(self, fn: Callable[[Any], Awaitable[Any]]) -> Any:
-        """Run ``fn(connection)`` in one transaction."""
+        """Run ``fn(connection)`` in one transaction, within the call deadline or ``StoreError``."""
         import asyncpg
 
         if self._pool is None:
             raise StoreError("the store is not open")
+        seconds = self.deadlines.call
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                return await fn(conn)
+            async with asyncio.timeout(seconds):
+                async with self._pool.acquire(timeout=seconds) as conn, conn.transaction():
+                    return await fn(conn)
+        except TimeoutError as exc:
+            raise StoreError(f"postgresql: no answer within {seconds:g}s") from exc
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"postgresql: {exc}") from exc
