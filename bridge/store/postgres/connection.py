@@ -104,11 +104,13 @@ class PostgresConnection:
             await pool.close()
 
     async def ping(self) -> bool:
-        """True when the database answers within the ping deadline."""
+        """True when the database answers within the ping deadline and its ledger (read by
+        every delivery) can be read: a table another session locks counts as not ready."""
         try:
-            return bool(await self._run("fetchval", "SELECT 1", deadline=self.deadlines.ping))
+            await self._run("execute", "SELECT 1 FROM ledger LIMIT 0", deadline=self.deadlines.ping)
         except StoreError:
             return False
+        return True
 
     async def _run(self, method: str, sql: str, *args: Any, deadline: float | None = None) -> Any:
         """One statement on a pool connection, answered within ``deadline`` (default: the
