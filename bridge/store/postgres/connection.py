@@ -15,6 +15,7 @@ when a store is used, so the bridge runs without it on SQLite.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -115,32 +116,60 @@ class PostgresConnection:
     async def _run(self, method: str, sql: str, *args: Any, deadline: float | None = None) -> Any:
         """One statement on a pool connection, answered within ``deadline`` (default: the
         call deadline) or ``StoreError``."""
-        import asyncpg
-
-        if self._pool is None:
-            raise StoreError("the store is not open")
-        seconds = deadline or self.deadlines.call
-        try:
-            async with asyncio.timeout(seconds):
-                async with self._pool.acquire(timeout=seconds) as conn:
-                    return await getattr(conn, method)(sql, *args, timeout=seconds)
-        except TimeoutError as exc:
-            raise StoreError(f"postgresql: no answer within {seconds:g}s") from exc
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise StoreError(f"postgresql: {exc}") from exc
+        return await self._bounded(lambda conn: getattr(conn, method)(sql, *args), deadline)
 
     async def _tx(self, fn: Callable[[Any], Awaitable[Any]]) -> Any:
         """Run ``fn(connection)`` in one transaction, within the call deadline or ``StoreError``."""
+
+        async def tx(conn: Any) -> Any:
+            async with conn.transaction():
+                return await fn(conn)
+
+        return await self._bounded(tx, None)
+
+    async def _bounded(self, use: Callable[[Any], Awaitable[Any]], deadline: float | None) -> Any:
+        """``use(connection)`` on a pool connection: acquiring, using and releasing it end
+        within ``deadline`` (default: the call deadline), else ``StoreError``.
+
+        At the deadline the connection is terminated rather than cancelled politely: a
+        cancel request and the rollback that follows would wait on the same silent
+        network. The pool opens a new connection when it needs one.
+        """
         import asyncpg
 
-        if self._pool is None:
+        pool = self._pool
+        if pool is None:
             raise StoreError("the store is not open")
-        seconds = self.deadlines.call
+        seconds = deadline or self.deadlines.call
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + seconds
         try:
             async with asyncio.timeout(seconds):
-                async with self._pool.acquire(timeout=seconds) as conn, conn.transaction():
-                    return await fn(conn)
+                conn = await pool.acquire(timeout=seconds)
         except TimeoutError as exc:
-            raise StoreError(f"postgresql: no answer within {seconds:g}s") from exc
+            raise StoreError(f"postgresql: no connection within {seconds:g}s") from exc
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"postgresql: {exc}") from exc
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            conn.terminate()  # the statement waiting on it fails at once
+
+        timer = loop.call_at(ends, expire)
+        try:
+            return await use(conn)
+        except Exception as exc:
+            if expired or isinstance(exc, TimeoutError):
+                raise StoreError(f"postgresql: no answer within {seconds:g}s") from exc
+            if isinstance(exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError):
+                raise StoreError(f"postgresql: {exc}") from exc
+            raise
+        finally:
+            try:
+                # Terminated or broken: the pool opens a new one when it needs it.
+                with contextlib.suppress(Exception):
+                    await pool.release(conn)
+            finally:
+                timer.cancel()
