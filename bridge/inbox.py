@@ -112,14 +112,14 @@ class InboxSource:
         return self._claimed() if self.shared else self._pending()
 
     async def _claimed(self) -> AsyncIterator[Delivery]:
-        async for entry, owner in self._claims.claimed(self._stopped, self.inbox.wakeup):
-            yield self._delivery(entry, owner)
+        async for entry, ticket in self._claims.claimed(self._stopped, self.inbox.wakeup):
+            yield self._delivery(entry, ticket)
 
-    def _delivery(self, entry: InboxEntry, owner: str = "") -> Delivery:
+    def _delivery(self, entry: InboxEntry, ticket: int = 0) -> Delivery:
         meta: dict[str, Any] = {"message_id": entry.id, "seq": entry.seq, "source": entry.source}
         if entry.handler:
             meta["replay_handler"] = entry.handler
-        return Delivery(entry.body, _CE_JSON, meta, partial(self._settle, entry, owner), self.name)
+        return Delivery(entry.body, _CE_JSON, meta, partial(self._settle, entry, ticket), self.name)
 
     async def _pending(self) -> AsyncIterator[Delivery]:
         store = self.inbox.store
@@ -158,9 +158,9 @@ class InboxSource:
             waiter.cancel()
             stopper.cancel()
 
-    async def _settle(self, entry: InboxEntry, owner: str, outcome: Settlement) -> None:
+    async def _settle(self, entry: InboxEntry, ticket: int, outcome: Settlement) -> None:
         if self.shared:
-            await self._claims.settle(entry, owner, outcome)
+            await self._claims.settle(entry, ticket, outcome)
             return
         seq = entry.seq
         try:

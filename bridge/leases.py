@@ -7,12 +7,14 @@ claimed and not yet handed out. On settling it finishes an item (ACK) or release
 it at once (RETRY_LATER) so that this or another process takes it again. An item
 whose holder died is claimed again once its lease runs out.
 
-Each claim leases its items to a fresh owner token. Renewing, finishing and
-releasing act only where the store still names that token, so a holder whose lease
-lapsed (renewals failed for a whole lease: the store was unreachable, the process
-stalled) and was taken over by another holder finds out: it stops renewing, and its
-late result is not settled over the new holder's (logged and counted in
-``bridge_lease_lost_total``). Failed renewals are logged and counted in
+Each source leases its items to an owner token of its own (random, per source
+instance). Renewing, finishing and releasing act only where the store still names
+that token, so a holder whose lease lapsed (renewals failed for a whole lease: the
+store was unreachable, the process stalled) and was taken over by another holder
+finds out: it stops renewing, and its late result is not settled over the new
+holder's (logged and counted in ``bridge_lease_lost_total``). An item the source
+claims again itself after its lease lapsed supersedes the earlier claim the same
+way (each claim has a ticket). Failed renewals are logged and counted in
 ``bridge_lease_renewal_failures_total``.
 
 The inbox and the parked runs both work this way; each supplies only its store
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Hashable
@@ -99,20 +102,23 @@ class LeasedClaims(Generic[Item, Key]):
         self.log = log
         self.failure = failure
         self.metrics = metrics or Metrics()
-        self.held: dict[Key, str] = {}
-        """Items claimed and not yet settled (handed out or not): key -> owner token."""
-        self.lost: set[tuple[Key, str]] = set()
+        self.token = uuid.uuid4().hex
+        """The owner token of this holder's leases."""
+        self.held: dict[Key, int] = {}
+        """Items claimed and not yet settled (handed out or not): key -> ticket of the claim."""
+        self.lost: set[tuple[Key, int]] = set()
         """Held items whose lease could not be renewed any more (no longer renewed)."""
         self.connected = True
         """False while claims fail (the store is down)."""
+        self._tickets = itertools.count(1)
         self._freed = asyncio.Event()
         self._renewer: asyncio.Task[None] | None = None
         self._labels = (("source", name),)
 
     async def claimed(
         self, stopped: asyncio.Event, wakeup: asyncio.Event | None = None
-    ) -> AsyncIterator[tuple[Item, str]]:
-        """Claimed items with their owner token, until ``stopped`` is set.
+    ) -> AsyncIterator[tuple[Item, int]]:
+        """Claimed items with the ticket of their claim (for ``settle``), until ``stopped``.
 
         Claims no more than the free capacity; while none is free, waits for a settle.
         After a claim that found less than it asked for, waits ``poll_interval`` for
@@ -120,8 +126,7 @@ class LeasedClaims(Generic[Item, Key]):
         logged and tried again after the wait; it never ends the iteration. Items
         claimed and not handed out when the iteration ends are released.
         """
-        pending: list[Item] = []
-        owner = ""
+        pending: list[tuple[Item, int]] = []
         try:
             while not stopped.is_set():
                 if wakeup is not None:
@@ -131,39 +136,42 @@ class LeasedClaims(Generic[Item, Key]):
                     self._freed.clear()
                     await _wait(stopped, self._freed, self.poll_interval)
                     continue
-                owner = uuid.uuid4().hex
                 try:
-                    items = await self.claims.claim(self.wall(), free, self.lease, owner)
+                    items = await self.claims.claim(self.wall(), free, self.lease, self.token)
                     self.connected = True
                 except Exception as exc:  # the store may be down; keep trying, report not ready
                     self.connected = False
                     self.log.error(self.failure, extra={"error": str(exc)})
                     items = []
                 for item in items:
-                    self.held[self.claims.key(item)] = owner
+                    ticket = next(self._tickets)
+                    self.held[self.claims.key(item)] = ticket  # supersedes an earlier claim
+                    pending.append((item, ticket))
                 self._renew_while_held()
-                pending = list(reversed(items))
+                pending.reverse()
                 while pending and not stopped.is_set():
-                    yield pending.pop(), owner
+                    yield pending.pop()
                 if len(items) < free:
                     await _wait(stopped, wakeup, self.poll_interval)
         finally:
             if pending:
-                await self._release_unsent(pending, owner)
+                await self._release_unsent(pending)
 
-    async def settle(self, item: Item, owner: str, outcome: Settlement) -> None:
-        """Stop renewing ``item``'s lease, then finish it (ACK) or release it, if ``owner``
+    async def settle(self, item: Item, ticket: int, outcome: Settlement) -> None:
+        """Stop renewing ``item``'s lease, then finish it (ACK) or release it, if this claim
         still holds it; a lost lease is logged and counted, and nothing is settled."""
         key = self.claims.key(item)
-        if self.held.get(key) == owner:
+        known = (key, ticket) in self.lost
+        self.lost.discard((key, ticket))
+        if self.held.get(key) != ticket:  # claimed again since, by this holder: superseded
+            kept = False
+        else:
             del self.held[key]
             self._freed.set()
-        known = (key, owner) in self.lost
-        self.lost.discard((key, owner))
-        if outcome is Settlement.ACK:
-            kept = await self.claims.finish(item, owner)
-        else:
-            kept = bool(await self.claims.renew([key], 0.0, owner))
+            if outcome is Settlement.ACK:
+                kept = await self.claims.finish(item, self.token)
+            else:
+                kept = bool(await self.claims.renew([key], 0.0, self.token))
         if not kept and self.claims.exclusive:
             if not known:
                 self._count_lost(key)
@@ -185,26 +193,25 @@ class LeasedClaims(Generic[Item, Key]):
         """
         while self.held:
             await asyncio.sleep(self.lease / 3)
-            owners: dict[str, list[Key]] = {}
-            for key, owner in list(self.held.items()):
-                if (key, owner) not in self.lost:
-                    owners.setdefault(owner, []).append(key)
-            until = self.wall() + self.lease
-            for owner, keys in owners.items():
-                try:
-                    kept = set(await self.claims.renew(keys, until, owner))
-                except Exception as exc:  # the store may be down: next tick
-                    self.metrics.inc("bridge_lease_renewal_failures_total", self._labels)
-                    self.log.error(
-                        "cannot renew leases",
-                        extra={"source": self.name, "count": len(keys), "error": str(exc)},
-                    )
-                    continue
-                for key in keys:
-                    if key not in kept and self.held.get(key) == owner:
-                        self.lost.add((key, owner))
-                        if self.claims.exclusive:
-                            self._count_lost(key)
+            held = {k: t for k, t in self.held.items() if (k, t) not in self.lost}
+            if not held:
+                continue
+            try:
+                kept = set(
+                    await self.claims.renew(list(held), self.wall() + self.lease, self.token)
+                )
+            except Exception as exc:  # the store may be down: next tick
+                self.metrics.inc("bridge_lease_renewal_failures_total", self._labels)
+                self.log.error(
+                    "cannot renew leases",
+                    extra={"source": self.name, "count": len(held), "error": str(exc)},
+                )
+                continue
+            for key, ticket in held.items():
+                if key not in kept and self.held.get(key) == ticket:
+                    self.lost.add((key, ticket))
+                    if self.claims.exclusive:
+                        self._count_lost(key)
 
     def _count_lost(self, key: Key) -> None:
         self.metrics.inc("bridge_lease_lost_total", self._labels)
@@ -212,14 +219,17 @@ class LeasedClaims(Generic[Item, Key]):
             "lease lost to another holder", extra={"source": self.name, "item": str(key)}
         )
 
-    async def _release_unsent(self, pending: list[Item], owner: str) -> None:
+    async def _release_unsent(self, pending: list[tuple[Item, int]]) -> None:
         """Give back items claimed and never handed out, so they need not wait for the lease."""
-        keys = [self.claims.key(item) for item in pending]
-        for key in keys:
-            if self.held.get(key) == owner:
+        keys = []
+        for item, ticket in pending:
+            key = self.claims.key(item)
+            if self.held.get(key) == ticket:
                 del self.held[key]
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.claims.renew(keys, 0.0, owner), self.lease / 3)
+                keys.append(key)
+        if keys:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.claims.renew(keys, 0.0, self.token), self.lease / 3)
 
 
 async def _wait(stopped: asyncio.Event, wakeup: asyncio.Event | None, timeout: float) -> None:

@@ -112,10 +112,10 @@ class ParkedSource:
             self._released = True
 
     async def deliveries(self) -> AsyncIterator[Delivery]:
-        async for run, owner in self._claims.claimed(self._stopped):
-            yield self._delivery(run, owner)
+        async for run, ticket in self._claims.claimed(self._stopped):
+            yield self._delivery(run, ticket)
 
-    def _delivery(self, run: ParkedRun, owner: str) -> Delivery:
+    def _delivery(self, run: ParkedRun, ticket: int = 0) -> Delivery:
         meta: dict[str, Any] = {
             "message_id": run.event.get("id"),
             "replay_handler": run.handler,
@@ -125,11 +125,11 @@ class ParkedSource:
             "parked_id": run.id,
         }
         return Delivery(
-            orjson.dumps(run.event), _CE_JSON, meta, partial(self._settle, run, owner), self.name
+            orjson.dumps(run.event), _CE_JSON, meta, partial(self._settle, run, ticket), self.name
         )
 
-    async def _settle(self, run: ParkedRun, owner: str, outcome: Settlement) -> None:
-        await self._claims.settle(run, owner, outcome)
+    async def _settle(self, run: ParkedRun, ticket: int, outcome: Settlement) -> None:
+        await self._claims.settle(run, ticket, outcome)
 
     async def stop(self, deadline: float) -> None:
         self._stopped.set()

@@ -225,3 +225,30 @@ async def test_claims_no_more_than_the_free_slots(store: Store) -> None:
         await d.settle(Settlement.ACK)
     await deliveries.aclose()  # type: ignore[attr-defined]
     assert await store.inbox_pending(0, 100) == []
+
+
+async def test_an_entry_claimed_again_by_its_own_holder_is_settled_once(store: Store) -> None:
+    """A holder whose lease lapsed (its clock jumped, say) and that claims the entry again
+    settles it through the newer claim only."""
+    inbox = Inbox(store)
+    await inbox.put([InboxEntry(id="y", body=b"{}")])
+    skew = [0.0]
+    metrics = Metrics()
+    source = InboxSource(
+        inbox, name="one", poll_interval=0.05, metrics=metrics, wall=lambda: time.time() + skew[0]
+    )
+    await source.start()
+    deliveries = source.deliveries().__aiter__()
+    first = await deliveries.__anext__()
+    skew[0] = 100.0  # its own lease has run out, as it sees it
+    second = await asyncio.wait_for(deliveries.__anext__(), 5.0)
+    assert first.meta["message_id"] == second.meta["message_id"] == "y"
+    await first.settle(Settlement.RETRY_LATER)  # late: must not release the newer claim
+    assert metrics.counters[("bridge_lease_lost_total", (("source", "one"),))] == 1
+    other = InboxSource(inbox, name="two", poll_interval=0.05)
+    await other.start()
+    with pytest.raises(TimeoutError):
+        await take(other, 1, within=0.3)
+    await second.settle(Settlement.ACK)
+    await deliveries.aclose()  # type: ignore[attr-defined]
+    assert await store.inbox_pending(0, 10) == []
