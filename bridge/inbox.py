@@ -181,6 +181,7 @@ class InboxSource:
 
     async def stop(self, deadline: float) -> None:
         self._stopped.set()
+        self._claims.stop()
 
     def status(self) -> ConnectorStatus:
         if self.shared:

@@ -180,6 +180,13 @@ class LeasedClaims(Generic[Item, Key]):
                 extra={"source": self.name, "item": str(key), "outcome": outcome.name},
             )
 
+    def stop(self) -> None:
+        """The source stopped: end the renewals now if nothing is held (else they end when
+        the last held item is settled: deliveries still running keep their leases)."""
+        if not self.held and self._renewer is not None:
+            self._renewer.cancel()
+            self._renewer = None
+
     def _renew_while_held(self) -> None:
         if self.held and (self._renewer is None or self._renewer.done()):
             self._renewer = asyncio.create_task(self._renew(), name=f"{self.name}-leases")

@@ -133,6 +133,7 @@ class ParkedSource:
 
     async def stop(self, deadline: float) -> None:
         self._stopped.set()
+        self._claims.stop()
 
     def status(self) -> ConnectorStatus:
         return ConnectorStatus(

@@ -115,15 +115,16 @@ class SqliteConnection:
         deadline), else ``StoreError``."""
         if self._thread is None or self._closed:
             raise StoreError("the store is not open")
-        op = _Op(fn, asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        op = _Op(fn, loop)
         self._queue.put(op)
         seconds = deadline or self.deadlines.call
+        # A timer rather than wait_for: no task per call on the hot path.
+        timer = loop.call_later(seconds, _expire, op, seconds)
         try:
-            result: R = await asyncio.wait_for(asyncio.shield(op.future), seconds)
-        except TimeoutError as exc:
-            op.abandoned = True
-            op.future.add_done_callback(_retrieve)  # answered late (or not): nobody waits
-            raise StoreError(f"sqlite: no answer within {seconds:g}s") from exc
+            result: R = await op.future
+        finally:
+            timer.cancel()
         return result
 
     def _serve(self, ready: queue.SimpleQueue[BaseException | None]) -> None:
@@ -200,6 +201,9 @@ def _resolve(future: asyncio.Future[Any], value: Any, error: BaseException | Non
         future.set_result(value)
 
 
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
+def _expire(op: _Op, seconds: float) -> None:
+    """The caller's deadline passed: answer ``StoreError``; the thread skips the call if it
+    has not started it (an answer that comes later is dropped)."""
+    op.abandoned = True
+    if not op.future.done():
+        op.future.set_exception(StoreError(f"sqlite: no answer within {seconds:g}s"))
