@@ -9,8 +9,9 @@ Query parameters (seconds, decimals allowed), removed from the URL before it rea
 the driver:
 
 * ``timeout`` (default 5): each call, from asking for a connection to its answer.
-  On PostgreSQL it is also asyncpg's ``command_timeout`` and the server's
-  ``statement_timeout`` and ``lock_timeout``; on SQLite also ``busy_timeout``.
+  On PostgreSQL it also sets asyncpg's ``command_timeout``, the pool's acquire
+  timeout, and the server's ``statement_timeout`` and ``lock_timeout`` (80% of it);
+  on SQLite also ``busy_timeout``.
 * ``ping_timeout`` (default 2): the ``/readyz`` ping.
 
 For example ``postgresql://db/bridge?schema=bridge&timeout=10&ping_timeout=1``.

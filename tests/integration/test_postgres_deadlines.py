@@ -107,3 +107,14 @@ async def test_a_locked_ledger_fails_calls_in_time(
     assert await store.ping() is True
     await store.ledger_record([LedgerEntry("h", "k1", "e1")])
     assert await store.ledger_final([("h", "k1")]) == {("h", "k1"): "succeeded"}
+
+
+async def test_closing_a_black_holed_store_ends_in_time(
+    proxied: tuple[PostgresStore, TcpProxy, str],
+) -> None:
+    store, proxy, _ = proxied
+    await store.ledger_record([LedgerEntry("h", "k0", "e0")])
+    proxy.black_hole()
+    started = time.monotonic()
+    await asyncio.wait_for(store.close(), 30.0)
+    assert time.monotonic() - started < TIMEOUT + SLACK

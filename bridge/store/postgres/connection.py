@@ -2,10 +2,11 @@
 
 Every call has a deadline (``bridge.store.deadlines``: the URL's ``timeout``, default
 5 s; ``ping_timeout`` for the ping, default 2 s): getting a pool connection and the
-statements together must answer within it, else ``StoreError``. Inside that bound
-asyncpg's ``command_timeout`` cancels a statement the server does not answer, and the
-server's own ``statement_timeout`` and ``lock_timeout`` (startup parameters of every
-pool connection) end a statement that runs or waits for a lock too long.
+statements together must answer within it, else ``StoreError`` (at the deadline the
+connection is cut). Inside that bound the server's own ``statement_timeout`` and
+``lock_timeout`` (80% of it; startup parameters of every pool connection) end a
+statement that runs or waits for a lock too long, and asyncpg's ``command_timeout``
+cancels one the server does not answer.
 Migrations run on a connection of their own, without these limits.
 
 asyncpg is imported here and in the other modules of this package only, and only
@@ -23,6 +24,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from bridge.errors import StoreError
 from bridge.store.deadlines import take_deadlines
 from bridge.store.postgres.migrations import migrate
+
+_SERVER_SHARE = 0.8  # of the call deadline, for statement_timeout and lock_timeout
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -69,7 +72,9 @@ class PostgresConnection:
             return
         schema = self.schema
         call = self.deadlines.call
-        millis = str(max(1, round(call * 1000)))
+        # The server gives up a little before the client does: a statement it cancels
+        # leaves a healthy connection, one the client cuts at the deadline does not.
+        millis = str(max(1, round(call * 1000 * _SERVER_SHARE)))
         try:
             # Migrations may take long (an index on a big table): their own connection,
             # without the per-call limits.
@@ -99,10 +104,13 @@ class PostgresConnection:
             raise StoreError(f"cannot open the PostgreSQL store: {exc}") from exc
 
     async def close(self) -> None:
-        """Close the pool. Idempotent."""
+        """Close the pool, within the call deadline (then its connections are cut). Idempotent."""
         pool, self._pool = self._pool, None
         if pool is not None:
-            await pool.close()
+            try:
+                await asyncio.wait_for(pool.close(), self.deadlines.call)
+            except TimeoutError:
+                pool.terminate()
 
     async def ping(self) -> bool:
         """True when the database answers within the ping deadline and its ledger (read by
