@@ -13,15 +13,16 @@ import contextlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 
 import pytest
 
+from bridge.errors import StoreError
 from bridge.inbox import Inbox, InboxSource
 from bridge.metrics import Metrics
 from bridge.scheduler import ParkedSource
-from bridge.store import SqliteStore, Store
+from bridge.store import MemoryStore, SqliteStore, Store
 from bridge.store.contracts import InboxEntry, ParkedRun
 from bridge.transport import Delivery, Settlement, Source
 from tests.contract import take
@@ -252,3 +253,33 @@ async def test_an_entry_claimed_again_by_its_own_holder_is_settled_once(store: S
     await second.settle(Settlement.ACK)
     await deliveries.aclose()  # type: ignore[attr-defined]
     assert await store.inbox_pending(0, 10) == []
+
+
+class _RenewalsFail(MemoryStore):
+    """An in-memory store whose lease renewals fail (the store went away)."""
+
+    async def inbox_renew(self, seqs: Iterable[int], until: float, owner: str) -> list[int]:
+        raise StoreError("the store is down")
+
+
+async def test_failed_renewals_are_counted_and_the_entry_is_taken_over_once() -> None:
+    store = _RenewalsFail()
+    store.shared = True  # as replicas sharing it
+    inbox = Inbox(store)
+    await inbox.put([InboxEntry(id="z", body=b"{}")])
+    metrics = Metrics()
+    old = InboxSource(inbox, name="old", poll_interval=0.05, lease=LEASE, metrics=metrics)
+    new = InboxSource(inbox, name="new", poll_interval=0.05, lease=LEASE)
+    await old.start()
+    await new.start()
+    [late] = await take(old, 1)
+    [current] = await take(new, 1, within=10 * LEASE)  # the old lease lapsed unrenewed
+    labels = (("source", "old"),)
+    assert metrics.counters[("bridge_lease_renewal_failures_total", labels)] >= 1
+    await late.settle(Settlement.ACK)
+    assert metrics.counters[("bridge_lease_lost_total", labels)] == 1
+    assert [e.id for e in await store.inbox_pending(0, 10)] == ["z"]  # the new holder's
+    await current.settle(Settlement.ACK)
+    assert await store.inbox_pending(0, 10) == []
+    await old.stop(0.0)
+    await new.stop(0.0)
