@@ -7,9 +7,11 @@ source is woken at once by puts in this process and polls for entries written by
 other processes (``bridge dlq replay``, other replicas).
 
 On a store that several replicas share (PostgreSQL), each replica claims the
-entries it processes with a lease that it renews while they run; an entry whose
-holder died is claimed by another replica once the lease runs out. On a store of
-one process (SQLite), a cursor over pending entries is enough.
+entries it processes, no more than its free in-flight slots, with a lease that it
+renews while it holds them (``bridge.leases``); an entry whose holder died is
+claimed by another replica once the lease runs out, and a holder that lost its
+lease does not settle the entry over the new holder. On a store of one process
+(SQLite), a cursor over pending entries is enough.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from typing import Any
 
 from bridge.events import Event
 from bridge.leases import LeasedClaims
+from bridge.metrics import Metrics
 from bridge.store.contracts import InboxEntry, InboxStore
 from bridge.transport import ConnectorStatus, Delivery, Settlement
 
@@ -56,7 +59,19 @@ class Inbox:
 
 
 class InboxSource:
-    """Yields pending inbox entries as deliveries."""
+    """Yields pending inbox entries as deliveries.
+
+    Args:
+        inbox: the inbox to read.
+        name: the source's name (metrics, logs).
+        poll_interval: seconds between looks for entries written by other processes.
+        batch: most entries read or claimed at once.
+        lease: seconds a claimed entry stays reserved for this process (shared store).
+        capacity: most entries claimed and not yet settled (shared store): the
+            consumer's ``max_in_flight``. Default: ``batch``.
+        metrics: where lost leases and failed renewals are counted.
+        wall: wall-clock time (epoch seconds), for claims and renewals.
+    """
 
     def __init__(
         self,
@@ -66,6 +81,9 @@ class InboxSource:
         poll_interval: float = 1.0,
         batch: int = 256,
         lease: float = 30.0,
+        capacity: int | None = None,
+        metrics: Metrics | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.inbox = inbox
         self.name = name
@@ -80,13 +98,15 @@ class InboxSource:
         self.shared = bool(getattr(inbox.store, "shared", False))
         self._claims = LeasedClaims(
             _InboxClaims(inbox.store),
-            name=f"inbox-leases:{name}",
+            name=name,
             batch=batch,
+            capacity=capacity,
             lease=lease,
             poll_interval=poll_interval,
-            wall=time.time,
+            wall=wall,
             log=log,
             failure="cannot claim inbox entries",
+            metrics=metrics,
         )
 
     async def start(self) -> None:
@@ -96,14 +116,14 @@ class InboxSource:
         return self._claimed() if self.shared else self._pending()
 
     async def _claimed(self) -> AsyncIterator[Delivery]:
-        async for entry in self._claims.claimed(self._stopped, self.inbox.wakeup):
-            yield self._delivery(entry)
+        async for entry, ticket in self._claims.claimed(self._stopped, self.inbox.wakeup):
+            yield self._delivery(entry, ticket)
 
-    def _delivery(self, entry: InboxEntry) -> Delivery:
+    def _delivery(self, entry: InboxEntry, ticket: int = 0) -> Delivery:
         meta: dict[str, Any] = {"message_id": entry.id, "seq": entry.seq, "source": entry.source}
         if entry.handler:
             meta["replay_handler"] = entry.handler
-        return Delivery(entry.body, _CE_JSON, meta, partial(self._settle, entry), self.name)
+        return Delivery(entry.body, _CE_JSON, meta, partial(self._settle, entry, ticket), self.name)
 
     async def _pending(self) -> AsyncIterator[Delivery]:
         store = self.inbox.store
@@ -142,9 +162,9 @@ class InboxSource:
             waiter.cancel()
             stopper.cancel()
 
-    async def _settle(self, entry: InboxEntry, outcome: Settlement) -> None:
+    async def _settle(self, entry: InboxEntry, ticket: int, outcome: Settlement) -> None:
         if self.shared:
-            await self._claims.settle(entry, outcome)
+            await self._claims.settle(entry, ticket, outcome)
             return
         seq = entry.seq
         try:
@@ -165,6 +185,7 @@ class InboxSource:
 
     async def stop(self, deadline: float) -> None:
         self._stopped.set()
+        self._claims.stop()
 
     def status(self) -> ConnectorStatus:
         if self.shared:
@@ -181,21 +202,19 @@ class InboxSource:
 class _InboxClaims:
     """The inbox's store calls for ``LeasedClaims``: entries by ``seq``."""
 
+    exclusive = True  # only its holder changes an entry's lease
+
     def __init__(self, store: InboxStore) -> None:
         self.store = store
 
     def key(self, item: InboxEntry) -> int:
         return item.seq
 
-    async def claim(self, now: float, limit: int, lease: float) -> list[InboxEntry]:
-        return await self.store.inbox_claim(now, limit, lease)
+    async def claim(self, now: float, limit: int, lease: float, owner: str) -> list[InboxEntry]:
+        return await self.store.inbox_claim(now, limit, lease, owner)
 
-    async def renew(self, keys: list[int], until: float) -> None:
-        await self.store.inbox_lease(keys, until)
+    async def renew(self, keys: list[int], until: float, owner: str) -> list[int]:
+        return await self.store.inbox_renew(keys, until, owner)
 
-    async def finish(self, item: InboxEntry) -> None:
-        await self.store.inbox_done([item.seq])
-
-    async def release(self, item: InboxEntry) -> None:
-        # Give it back at once: this or another replica takes it again.
-        await self.store.inbox_lease([item.seq], 0.0)
+    async def finish(self, item: InboxEntry, owner: str) -> bool:
+        return bool(await self.store.inbox_finish([item.seq], owner))

@@ -28,6 +28,15 @@ _HELP = {
     ),
     "bridge_dead_letters_total": ("counter", "Dead letters stored."),
     "bridge_filter_errors_total": ("counter", "Filters that failed at run time (no match)."),
+    "bridge_lease_lost_total": (
+        "counter",
+        "Leased inbox entries taken over by another holder; their late result was not settled.",
+    ),
+    "bridge_lease_renewal_failures_total": (
+        "counter",
+        "Lease renewals (inbox entries, parked runs) that failed; tried again a third of a "
+        "lease later.",
+    ),
     "bridge_in_flight": ("gauge", "Deliveries being processed."),
     "bridge_source_lag": ("gauge", "Backlog of a source (lag or queue depth)."),
     "bridge_event_loop_lag_seconds": ("gauge", "How late the event loop woke a 1 s sleeper."),

@@ -373,6 +373,49 @@ class StoreContract:
         await store.parked_lease(["p1"], now + 100)
         assert [r.id for r in await store.parked_claim(now, 10, 30.0)] == ["p1"]
 
+    async def test_inbox_leases_act_only_for_their_owner(self, store: Store) -> None:
+        """Renew, release and finish act where the claim's owner token still holds the lease."""
+        await store.inbox_put([InboxEntry(f"o{n}", b"x") for n in range(3)])
+        now = time.time()
+        mine = {e.id: e.seq for e in await store.inbox_claim(now, 3, 30.0, "a")}
+        seqs = sorted(mine.values())
+        assert sorted(await store.inbox_renew(seqs, now + 30.0, "a")) == seqs
+        assert await store.inbox_renew(seqs, now + 30.0, "b") == []  # not b's
+        assert await store.inbox_finish([mine["o0"]], "b") == []
+        assert len(await store.inbox_pending(0, 10)) == 3
+        # o0's lease runs out and b takes it: a's renewals, finish and release miss it now
+        taken = await store.inbox_claim(now + 61, 1, 30.0, "b")
+        assert [e.id for e in taken] == ["o0"]
+        stolen = taken[0].seq
+        assert stolen not in await store.inbox_renew(seqs, now + 90.0, "a")
+        assert await store.inbox_finish([stolen], "a") == []
+        assert await store.inbox_renew([stolen], 0.0, "a") == []  # a late release
+        assert await store.inbox_claim(now + 62, 10, 30.0, "c") == []  # b still holds it
+        assert await store.inbox_finish([stolen], "b") == [stolen]
+        assert await store.inbox_renew([stolen], now + 90.0, "b") == []  # finished
+        # a releases one of its own: claimable at once
+        [own] = [s for s in seqs if s != stolen][:1]
+        assert await store.inbox_renew([own], 0.0, "a") == [own]
+        assert [e.seq for e in await store.inbox_claim(now + 1, 10, 30.0, "c")] == [own]
+
+    async def test_parked_leases_act_only_for_their_owner(self, store: Store) -> None:
+        now = time.time()
+        await store.parked_put(
+            [ParkedRun(f"q{i}", "h", {"id": f"e{i}"}, "c", 2, now - 1) for i in range(2)]
+        )
+        assert len(await store.parked_claim(now, 10, 30.0, "a")) == 2
+        assert sorted(await store.parked_renew(["q0", "q1"], now + 30.0, "a")) == ["q0", "q1"]
+        assert await store.parked_renew(["q0", "q1"], now + 30.0, "b") == []
+        # q0's lease runs out and b takes it: a's renewal and late release miss it
+        assert [r.id for r in await store.parked_claim(now + 61, 1, 30.0, "b")] == ["q0"]
+        assert await store.parked_renew(["q0", "q1"], now + 90.0, "a") == ["q1"]
+        assert await store.parked_renew(["q0"], 0.0, "a") == []
+        assert await store.parked_claim(now + 62, 10, 30.0, "c") == []
+        # parked again (the dispatcher): its lease is released, no renewal holds it again
+        await store.parked_put([ParkedRun("q1", "h", {"id": "e1"}, "c", 3, now - 1)])
+        assert await store.parked_renew(["q1"], now + 90.0, "a") == []
+        assert [r.id for r in await store.parked_claim(now + 1, 10, 30.0, "c")] == ["q1"]
+
     async def test_concurrent_join_adds_see_each_other(self, store: Store) -> None:
         now = time.time()
         for n in range(20):

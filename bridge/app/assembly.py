@@ -36,6 +36,8 @@ from bridge.transport import (
     Source,
 )
 
+_PARKED_SLOTS = 100  # parked runs resumed at once
+
 
 @dataclass(eq=False)
 class SourceSlot:
@@ -193,12 +195,15 @@ class Assembly:
 
         name = "api" if self.cfg.server.enabled and self.cfg.server.api.enabled else "inbox"
         normalizer = Normalizer(name, "inbox", EventMapping(), self.catalog, limit)
-        source = InboxSource(self.inbox, name=name)
-        self.slots.append(SourceSlot(name, source, normalizer, self.cfg.server.api.max_in_flight))
+        # The leased sources claim no more than their slot's max_in_flight: what they
+        # claim and cannot start yet would wait, leased, for a slot.
+        slots = self.cfg.server.api.max_in_flight
+        source = InboxSource(self.inbox, name=name, capacity=slots, metrics=self.metrics)
+        self.slots.append(SourceSlot(name, source, normalizer, slots))
         # Parked retries come back through the scheduler when they are due.
         normalizer = Normalizer("scheduler", "inbox", EventMapping(), self.catalog, limit)
-        parked = ParkedSource(self.store)
-        self.slots.append(SourceSlot("scheduler", parked, normalizer, 100))
+        parked = ParkedSource(self.store, capacity=_PARKED_SLOTS, metrics=self.metrics)
+        self.slots.append(SourceSlot("scheduler", parked, normalizer, _PARKED_SLOTS))
 
     def _build_ingresses(self, kinds: Mapping[str, Any], limit: int) -> None:
         for name, conn in self.cfg.connectors.items():

@@ -29,12 +29,14 @@ class MemoryStore:
         self.url = url
         self.shared = False
         self._inbox_leases: dict[int, float] = {}
+        self._inbox_owners: dict[int, str] = {}
         self.ledger: dict[tuple[str, str], LedgerEntry] = {}
         self.letters: dict[str, DeadLetter] = {}
         self.inbox: dict[str, InboxEntry] = {}
         self._done: dict[str, float] = {}
         self._seq = itertools.count(1)
         self.parked: dict[str, tuple[ParkedRun, float]] = {}  # id -> (run, leased until)
+        self._parked_owners: dict[str, str] = {}
         self.steps: dict[tuple[str, str, str], Any] = {}
         self.joins: dict[str, Join] = {}
         self._join_closed: dict[str, float] = {}
@@ -129,18 +131,36 @@ class MemoryStore:
                 del self.inbox[entry_id]
                 self._done[entry_id] = now
 
-    async def inbox_claim(self, now: float, limit: int, lease: float) -> list[InboxEntry]:
+    async def inbox_claim(
+        self, now: float, limit: int, lease: float, owner: str = ""
+    ) -> list[InboxEntry]:
         leases = self._inbox_leases
         found = sorted(
             (e for e in self.inbox.values() if leases.get(e.seq, 0.0) < now), key=lambda e: e.seq
         )[:limit]
         for entry in found:
             leases[entry.seq] = now + lease
+            self._inbox_owners[entry.seq] = owner
         return found
 
     async def inbox_lease(self, seqs: Iterable[int], until: float) -> None:
         for seq in seqs:
             self._inbox_leases[seq] = until
+
+    def _inbox_held(self, seqs: Iterable[int], owner: str) -> list[int]:
+        pending = {e.seq for e in self.inbox.values()}
+        return [s for s in seqs if s in pending and self._inbox_owners.get(s) == owner]
+
+    async def inbox_renew(self, seqs: Iterable[int], until: float, owner: str) -> list[int]:
+        held = self._inbox_held(seqs, owner)
+        for seq in held:
+            self._inbox_leases[seq] = until
+        return held
+
+    async def inbox_finish(self, seqs: Iterable[int], owner: str) -> list[int]:
+        held = self._inbox_held(seqs, owner)
+        await self.inbox_done(held)
+        return held
 
     async def inbox_purge(self, older_than: float) -> int:
         old = [k for k, t in self._done.items() if t < older_than]
@@ -158,14 +178,18 @@ class MemoryStore:
     async def parked_put(self, runs: Sequence[ParkedRun]) -> None:
         for run in runs:
             self.parked[run.id] = (copy.deepcopy(run), 0.0)
+            self._parked_owners.pop(run.id, None)
 
-    async def parked_claim(self, now: float, limit: int, lease: float) -> list[ParkedRun]:
+    async def parked_claim(
+        self, now: float, limit: int, lease: float, owner: str = ""
+    ) -> list[ParkedRun]:
         due = sorted(
             (r for r, until in self.parked.values() if r.due_at <= now and until < now),
             key=lambda r: r.due_at,
         )[:limit]
         for run in due:
             self.parked[run.id] = (run, now + lease)
+            self._parked_owners[run.id] = owner
         return [copy.deepcopy(r) for r in due]
 
     async def parked_done(self, ids: Iterable[str]) -> None:
@@ -176,6 +200,16 @@ class MemoryStore:
         for run_id in list(self.parked) if ids is None else ids:
             if run_id in self.parked and (until == 0.0 or self.parked[run_id][1] > 0.0):
                 self.parked[run_id] = (self.parked[run_id][0], until)
+
+    async def parked_renew(self, ids: Iterable[str], until: float, owner: str) -> list[str]:
+        held = [
+            i
+            for i in ids
+            if i in self.parked and self.parked[i][1] > 0.0 and self._parked_owners.get(i) == owner
+        ]
+        for run_id in held:
+            self.parked[run_id] = (self.parked[run_id][0], until)
+        return held
 
     async def parked_list(self, limit: int = 100) -> list[ParkedRun]:
         runs = sorted((r for r, _ in self.parked.values()), key=lambda r: r.due_at)

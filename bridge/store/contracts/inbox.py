@@ -50,10 +50,21 @@ class InboxStore(Protocol):
     async def inbox_purge(self, older_than: float) -> int:
         """Forget finished entries finished before ``older_than`` (epoch); returns how many."""
 
-    async def inbox_claim(self, now: float, limit: int, lease: float) -> list[InboxEntry]:
+    async def inbox_claim(
+        self, now: float, limit: int, lease: float, owner: str = ""
+    ) -> list[InboxEntry]:
         """Claim up to ``limit`` unfinished entries that no live lease holds, oldest first,
-        leasing them until ``now + lease``: replicas sharing a store never take the same
-        entry while its lease holds."""
+        leasing them to ``owner`` until ``now + lease``: replicas sharing a store never take
+        the same entry while its lease holds."""
 
     async def inbox_lease(self, seqs: Iterable[int], until: float) -> None:
-        """Extend (or, with ``until=0``, release) the leases of claimed entries."""
+        """Extend (or, with ``until=0``, release) the leases of claimed entries, whoever holds them."""
+
+    async def inbox_renew(self, seqs: Iterable[int], until: float, owner: str) -> list[int]:
+        """Extend (or, with ``until=0``, release) the leases of the unfinished entries that
+        ``owner`` still holds; returns their seqs. An entry another owner claimed since is
+        left alone: ``owner`` lost it."""
+
+    async def inbox_finish(self, seqs: Iterable[int], owner: str) -> list[int]:
+        """``inbox_done`` for the entries ``owner`` still holds; returns their seqs.
+        Durable on return."""

@@ -34,9 +34,12 @@ class ParkedRuns(Protocol):
     async def parked_put(self, runs: Sequence[ParkedRun]) -> None:
         """Park runs (replacing any with the same id, lease released); durable on return."""
 
-    async def parked_claim(self, now: float, limit: int, lease: float) -> list[ParkedRun]:
-        """Claim up to ``limit`` runs due at ``now`` that no live lease holds, leasing them
-        for ``lease`` seconds: two replicas never claim the same run while its lease holds."""
+    async def parked_claim(
+        self, now: float, limit: int, lease: float, owner: str = ""
+    ) -> list[ParkedRun]:
+        """Claim up to ``limit`` runs due at ``now`` that no live lease holds, leasing them to
+        ``owner`` for ``lease`` seconds: two replicas never claim the same run while its
+        lease holds."""
 
     async def parked_done(self, ids: Iterable[str]) -> None:
         """Forget parked runs that ran to a final state."""
@@ -48,3 +51,8 @@ class ParkedRuns(Protocol):
         """Extend (or, with ``until=0``, release) leases of claimed runs; ``None``: every run.
 
         Extending skips runs whose lease was released meanwhile (parked again: due anew)."""
+
+    async def parked_renew(self, ids: Iterable[str], until: float, owner: str) -> list[str]:
+        """Extend (or, with ``until=0``, release) the leases of the runs ``owner`` still
+        holds; returns their ids. A run parked again since (lease released), forgotten, or
+        claimed by another owner is left alone."""

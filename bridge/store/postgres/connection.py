@@ -1,23 +1,38 @@
 """The PostgreSQL connection pool: opening (with migrations), one-statement calls, transactions.
 
+Every call has a deadline (``bridge.store.deadlines``: the URL's ``timeout``, default
+5 s; ``ping_timeout`` for the ping, default 2 s): getting a pool connection and the
+statements together must answer within it, else ``StoreError`` (at the deadline the
+connection is cut). Inside that bound the server's own ``statement_timeout`` and
+``lock_timeout`` (80% of it; startup parameters of every pool connection) end a
+statement that runs or waits for a lock too long, and asyncpg's ``command_timeout``
+cancels one the server does not answer.
+Migrations run on a connection of their own, without these limits.
+
 asyncpg is imported here and in the other modules of this package only, and only
 when a store is used, so the bridge runs without it on SQLite.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from bridge.errors import StoreError
+from bridge.store.deadlines import take_deadlines
 from bridge.store.postgres.migrations import migrate
+
+_SERVER_SHARE = 0.8  # of the call deadline, for statement_timeout and lock_timeout
 
 
 def split_url(url: str) -> tuple[str, str]:
-    """(asyncpg DSN, schema) from ``postgresql://...?schema=NAME``."""
+    """(asyncpg DSN, schema) from ``postgresql://...?schema=NAME`` (deadlines left out)."""
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
+    take_deadlines(query)
     schema = query.pop("schema", "public")
     if not schema.replace("_", "").isalnum():
         raise StoreError(f"invalid schema name {schema!r}")
@@ -41,6 +56,7 @@ class PostgresConnection:
         self.url = url
         self.shared = True
         self.dsn, self.schema = split_url(url)
+        self.deadlines = take_deadlines(dict(parse_qsl(urlsplit(url).query)))
         self.pool_size = pool_size
         self._pool: Any = None
 
@@ -55,53 +71,113 @@ class PostgresConnection:
         if self._pool is not None:
             return
         schema = self.schema
+        call = self.deadlines.call
+        # The server gives up a little before the client does: a statement it cancels
+        # leaves a healthy connection, one the client cuts at the deadline does not.
+        millis = str(max(1, round(call * 1000 * _SERVER_SHARE)))
         try:
-            # A startup parameter, not a SET: the pool's RESET ALL on release keeps it.
+            # Migrations may take long (an index on a big table): their own connection,
+            # without the per-call limits.
+            conn = await asyncpg.connect(self.dsn, server_settings={"search_path": f'"{schema}"'})
+            try:
+                async with conn.transaction():
+                    await migrate(conn, schema)
+            finally:
+                await conn.close()
+            # Startup parameters, not SETs: the pool's RESET ALL on release keeps them.
             self._pool = await asyncpg.create_pool(
                 self.dsn,
                 min_size=1,
                 max_size=self.pool_size,
-                server_settings={"search_path": f'"{schema}"'},
+                timeout=call,
+                command_timeout=call,
+                server_settings={
+                    "search_path": f'"{schema}"',
+                    "statement_timeout": millis,
+                    "lock_timeout": millis,
+                },
             )
-            async with self._pool.acquire() as conn, conn.transaction():
-                await migrate(conn, schema)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
             if self._pool is not None:
                 await self._pool.close()
                 self._pool = None
             raise StoreError(f"cannot open the PostgreSQL store: {exc}") from exc
 
     async def close(self) -> None:
-        """Close the pool. Idempotent."""
+        """Close the pool, within the call deadline (then its connections are cut). Idempotent."""
         pool, self._pool = self._pool, None
         if pool is not None:
-            await pool.close()
+            try:
+                await asyncio.wait_for(pool.close(), self.deadlines.call)
+            except TimeoutError:
+                pool.terminate()
 
     async def ping(self) -> bool:
-        """True when the database answers."""
+        """True when the database answers within the ping deadline and its ledger (read by
+        every delivery) can be read: a table another session locks counts as not ready."""
         try:
-            return bool(await self._run("fetchval", "SELECT 1"))
+            await self._run("execute", "SELECT 1 FROM ledger LIMIT 0", deadline=self.deadlines.ping)
         except StoreError:
             return False
+        return True
 
-    async def _run(self, method: str, sql: str, *args: Any) -> Any:
-        import asyncpg
-
-        if self._pool is None:
-            raise StoreError("the store is not open")
-        try:
-            return await getattr(self._pool, method)(sql, *args)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise StoreError(f"postgresql: {exc}") from exc
+    async def _run(self, method: str, sql: str, *args: Any, deadline: float | None = None) -> Any:
+        """One statement on a pool connection, answered within ``deadline`` (default: the
+        call deadline) or ``StoreError``."""
+        return await self._bounded(lambda conn: getattr(conn, method)(sql, *args), deadline)
 
     async def _tx(self, fn: Callable[[Any], Awaitable[Any]]) -> Any:
-        """Run ``fn(connection)`` in one transaction."""
+        """Run ``fn(connection)`` in one transaction, within the call deadline or ``StoreError``."""
+
+        async def tx(conn: Any) -> Any:
+            async with conn.transaction():
+                return await fn(conn)
+
+        return await self._bounded(tx, None)
+
+    async def _bounded(self, use: Callable[[Any], Awaitable[Any]], deadline: float | None) -> Any:
+        """``use(connection)`` on a pool connection: acquiring, using and releasing it end
+        within ``deadline`` (default: the call deadline), else ``StoreError``.
+
+        At the deadline the connection is terminated rather than cancelled politely: a
+        cancel request and the rollback that follows would wait on the same silent
+        network. The pool opens a new connection when it needs one.
+        """
         import asyncpg
 
-        if self._pool is None:
+        pool = self._pool
+        if pool is None:
             raise StoreError("the store is not open")
+        seconds = deadline or self.deadlines.call
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + seconds
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                return await fn(conn)
+            async with asyncio.timeout(seconds):
+                conn = await pool.acquire(timeout=seconds)
+        except TimeoutError as exc:
+            raise StoreError(f"postgresql: no connection within {seconds:g}s") from exc
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"postgresql: {exc}") from exc
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            conn.terminate()  # the statement waiting on it fails at once
+
+        timer = loop.call_at(ends, expire)
+        try:
+            return await use(conn)
+        except Exception as exc:
+            if expired or isinstance(exc, TimeoutError):
+                raise StoreError(f"postgresql: no answer within {seconds:g}s") from exc
+            if isinstance(exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError):
+                raise StoreError(f"postgresql: {exc}") from exc
+            raise
+        finally:
+            try:
+                # Terminated or broken: the pool opens a new one when it needs it.
+                with contextlib.suppress(Exception):
+                    await pool.release(conn)
+            finally:
+                timer.cancel()

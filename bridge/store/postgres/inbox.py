@@ -59,16 +59,19 @@ class PostgresInbox(PostgresConnection):
             list(seqs),
         )
 
-    async def inbox_claim(self, now: float, limit: int, lease: float) -> list[InboxEntry]:
+    async def inbox_claim(
+        self, now: float, limit: int, lease: float, owner: str = ""
+    ) -> list[InboxEntry]:
         found = await self._run(
             "fetch",
-            "UPDATE inbox SET leased_until = $2 WHERE seq IN ("
+            "UPDATE inbox SET leased_until = $2, lease_owner = $4 WHERE seq IN ("
             " SELECT seq FROM inbox WHERE done_at IS NULL AND leased_until < $1"
             " ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED)"
             f" RETURNING {rows.INBOX_COLUMNS}",
             now,
             now + lease,
             limit,
+            owner,
         )
         entries = [rows.inbox_entry(r) for r in found]
         return sorted(entries, key=lambda e: e.seq)
@@ -80,6 +83,28 @@ class PostgresInbox(PostgresConnection):
             until,
             list(seqs),
         )
+
+    async def inbox_renew(self, seqs: Iterable[int], until: float, owner: str) -> list[int]:
+        found = await self._run(
+            "fetch",
+            "UPDATE inbox SET leased_until = $1 WHERE seq = ANY($2::bigint[])"
+            " AND lease_owner = $3 AND done_at IS NULL RETURNING seq",
+            until,
+            list(seqs),
+            owner,
+        )
+        return [r["seq"] for r in found]
+
+    async def inbox_finish(self, seqs: Iterable[int], owner: str) -> list[int]:
+        found = await self._run(
+            "fetch",
+            "UPDATE inbox SET done_at = $1, body = NULL WHERE seq = ANY($2::bigint[])"
+            " AND lease_owner = $3 AND done_at IS NULL RETURNING seq",
+            time.time(),
+            list(seqs),
+            owner,
+        )
+        return [r["seq"] for r in found]
 
     async def inbox_purge(self, older_than: float) -> int:
         result = await self._run(

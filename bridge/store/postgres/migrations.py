@@ -121,12 +121,18 @@ MIGRATIONS: list[str] = [
     CREATE INDEX IF NOT EXISTS dead_letters_by_event ON dead_letters (event_id);
     CREATE INDEX IF NOT EXISTS dead_letters_by_type ON dead_letters (event_type, created_at DESC);
     """,
-    # inbox identity: unique on (the event's CloudEvents source, id), no longer on id alone.
+    # 6: inbox identity: unique on (the event's CloudEvents source, id), no longer on id alone.
     # Entries stored before keep an empty event_source (see the SQLite migration).
     """
     ALTER TABLE inbox ADD COLUMN IF NOT EXISTS event_source TEXT NOT NULL DEFAULT '';
     ALTER TABLE inbox DROP CONSTRAINT IF EXISTS inbox_id_key;
     CREATE UNIQUE INDEX IF NOT EXISTS inbox_identity ON inbox (event_source, id);
+    """,
+    # 7: lease owners on inbox entries and parked runs: a holder whose lease was taken over
+    # neither renews, finishes nor releases it
+    """
+    ALTER TABLE inbox ADD COLUMN IF NOT EXISTS lease_owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE parked ADD COLUMN IF NOT EXISTS lease_owner TEXT NOT NULL DEFAULT '';
     """,
 ]
 

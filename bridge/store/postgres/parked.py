@@ -16,25 +16,40 @@ class PostgresParked(PostgresConnection):
     async def parked_put(self, runs: Sequence[ParkedRun]) -> None:
         await self._run(
             "executemany",
-            "INSERT INTO parked (id, handler, due_at, leased_until, record)"
-            " VALUES ($1, $2, $3, 0, $4::jsonb) ON CONFLICT (id) DO UPDATE SET"
+            "INSERT INTO parked (id, handler, due_at, leased_until, lease_owner, record)"
+            " VALUES ($1, $2, $3, 0, '', $4::jsonb) ON CONFLICT (id) DO UPDATE SET"
             " handler = excluded.handler, due_at = excluded.due_at, leased_until = 0,"
-            " record = excluded.record",
+            " lease_owner = '', record = excluded.record",
             [(r.id, r.handler, r.due_at, rows.encode_text(asdict(r))) for r in runs],
         )
 
-    async def parked_claim(self, now: float, limit: int, lease: float) -> list[ParkedRun]:
+    async def parked_claim(
+        self, now: float, limit: int, lease: float, owner: str = ""
+    ) -> list[ParkedRun]:
         found = await self._run(
             "fetch",
-            "UPDATE parked SET leased_until = $2 WHERE id IN ("
+            "UPDATE parked SET leased_until = $2, lease_owner = $4 WHERE id IN ("
             " SELECT id FROM parked WHERE due_at <= $1 AND leased_until < $1"
             " ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING record",
             now,
             now + lease,
             limit,
+            owner,
         )
         runs = [rows.parked_run(r["record"]) for r in found]
         return sorted(runs, key=lambda r: r.due_at)
+
+    async def parked_renew(self, ids: Iterable[str], until: float, owner: str) -> list[str]:
+        # A run parked again has its lease released (0): it is due anew, not held.
+        found = await self._run(
+            "fetch",
+            "UPDATE parked SET leased_until = $1 WHERE id = ANY($2::text[])"
+            " AND lease_owner = $3 AND leased_until > 0 RETURNING id",
+            until,
+            list(ids),
+            owner,
+        )
+        return [r["id"] for r in found]
 
     async def parked_done(self, ids: Iterable[str]) -> None:
         await self._run("execute", "DELETE FROM parked WHERE id = ANY($1::text[])", list(ids))

@@ -25,6 +25,7 @@ class PostgresStore(
     """The store contract on PostgreSQL.
 
     Args:
-        url: ``postgresql://...``, with an optional ``schema`` query parameter.
+        url: ``postgresql://...``, with optional query parameters ``schema`` and the
+            deadlines ``timeout`` and ``ping_timeout`` (``bridge.store.deadlines``).
         pool_size: most connections in the pool.
     """

@@ -3,6 +3,11 @@
 Operations queue up for the thread, which runs them in batches of up to ``_BATCH``,
 one transaction per batch: under load, hundreds of ledger writes share one commit.
 Each operation runs in a savepoint, so one that fails does not sink its batch.
+
+Every call has a deadline (``bridge.store.deadlines``: the URL's ``timeout``, default
+5 s, also SQLite's ``busy_timeout``; ``ping_timeout`` for the ping, default 2 s): a
+call whose answer does not come back from the thread in time raises ``StoreError``,
+and is skipped if the thread has not started it yet.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 from bridge.errors import StoreError
+from bridge.store.deadlines import Deadlines, take_deadlines
 from bridge.store.sqlite.migrations import migrate
 
 R = TypeVar("R")
@@ -23,17 +30,23 @@ _BATCH = 512
 
 
 def sqlite_path(url: str) -> str:
-    """``sqlite:///rel/path.db`` -> ``rel/path.db``; ``sqlite:////abs.db`` -> ``/abs.db``."""
+    """``sqlite:///rel/path.db`` -> ``rel/path.db``; ``sqlite:////abs.db`` -> ``/abs.db``
+    (a ``?query`` of deadlines left out)."""
     if not url.startswith("sqlite://"):
         raise StoreError(f"not a sqlite URL: {url!r}")
-    rest = url[len("sqlite://") :]
+    rest = url[len("sqlite://") :].partition("?")[0]
     if rest.startswith("/"):
         rest = rest[1:]
     return rest or ":memory:"
 
 
+def sqlite_deadlines(url: str) -> Deadlines:
+    """The deadlines in a SQLite URL's query (``?timeout=5&ping_timeout=2``)."""
+    return take_deadlines(dict(parse_qsl(url.partition("?")[2])))
+
+
 class _Op:
-    __slots__ = ("fn", "future", "loop")
+    __slots__ = ("abandoned", "fn", "future", "loop")
 
     def __init__(
         self, fn: Callable[[sqlite3.Connection], Any], loop: asyncio.AbstractEventLoop
@@ -41,6 +54,8 @@ class _Op:
         self.fn = fn
         self.loop = loop
         self.future: asyncio.Future[Any] = loop.create_future()
+        self.abandoned = False
+        """Set when the caller stopped waiting: the thread skips it if not yet started."""
 
 
 class SqliteConnection:
@@ -54,6 +69,7 @@ class SqliteConnection:
         self.url = url
         self.shared = False
         self.path = sqlite_path(url)
+        self.deadlines = sqlite_deadlines(url)
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -87,19 +103,28 @@ class SqliteConnection:
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
 
     async def ping(self) -> bool:
-        """True when the database answers."""
+        """True when the database answers within the ping deadline."""
         try:
-            await self._call(lambda c: c.execute("SELECT 1").fetchone())
+            await self._call(lambda c: c.execute("SELECT 1").fetchone(), self.deadlines.ping)
         except StoreError:
             return False
         return True
 
-    async def _call(self, fn: Callable[[sqlite3.Connection], R]) -> R:
+    async def _call(self, fn: Callable[[sqlite3.Connection], R], deadline: float = 0.0) -> R:
+        """Run ``fn`` on the thread; its result within ``deadline`` (default: the call
+        deadline), else ``StoreError``."""
         if self._thread is None or self._closed:
             raise StoreError("the store is not open")
-        op = _Op(fn, asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        op = _Op(fn, loop)
         self._queue.put(op)
-        result: R = await op.future
+        seconds = deadline or self.deadlines.call
+        # A timer rather than wait_for: no task per call on the hot path.
+        timer = loop.call_later(seconds, _expire, op, seconds)
+        try:
+            result: R = await op.future
+        finally:
+            timer.cancel()
         return result
 
     def _serve(self, ready: queue.SimpleQueue[BaseException | None]) -> None:
@@ -107,7 +132,7 @@ class SqliteConnection:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute(f"PRAGMA busy_timeout={max(1, round(self.deadlines.call * 1000))}")
             migrate(conn)
         except BaseException as exc:  # reported to open(), which raises StoreError
             ready.put(exc)
@@ -128,7 +153,10 @@ class SqliteConnection:
                         self._queue.put(None)
                         break
                     batch.append(nxt)
-                self._run_batch(conn, batch)
+                # A call whose caller stopped waiting was answered StoreError: not run.
+                batch = [o for o in batch if not o.abandoned]
+                if batch:
+                    self._run_batch(conn, batch)
         finally:
             conn.close()
 
@@ -171,3 +199,11 @@ def _resolve(future: asyncio.Future[Any], value: Any, error: BaseException | Non
         future.set_exception(error)
     else:
         future.set_result(value)
+
+
+def _expire(op: _Op, seconds: float) -> None:
+    """The caller's deadline passed: answer ``StoreError``; the thread skips the call if it
+    has not started it (an answer that comes later is dropped)."""
+    op.abandoned = True
+    if not op.future.done():
+        op.future.set_exception(StoreError(f"sqlite: no answer within {seconds:g}s"))

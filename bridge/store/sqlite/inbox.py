@@ -36,7 +36,9 @@ class SqliteInbox(SqliteConnection):
             )
         )
 
-    async def inbox_claim(self, now: float, limit: int, lease: float) -> list[InboxEntry]:
+    async def inbox_claim(
+        self, now: float, limit: int, lease: float, owner: str = ""
+    ) -> list[InboxEntry]:
         def claim(conn: sqlite3.Connection) -> list[InboxEntry]:
             found = conn.execute(
                 f"SELECT {rows.INBOX_COLUMNS} FROM inbox"
@@ -44,8 +46,8 @@ class SqliteInbox(SqliteConnection):
                 (now, limit),
             ).fetchall()
             conn.executemany(
-                "UPDATE inbox SET leased_until = ? WHERE seq = ?",
-                [(now + lease, r[0]) for r in found],
+                "UPDATE inbox SET leased_until = ?, lease_owner = ? WHERE seq = ?",
+                [(now + lease, owner, r[0]) for r in found],
             )
             return [rows.inbox_entry(r) for r in found]
 
@@ -56,6 +58,39 @@ class SqliteInbox(SqliteConnection):
         await self._call(
             lambda c: c.executemany("UPDATE inbox SET leased_until = ? WHERE seq = ?", params)
         )
+
+    async def inbox_renew(self, seqs: Iterable[int], until: float, owner: str) -> list[int]:
+        wanted = list(seqs)
+
+        def renew(conn: sqlite3.Connection) -> list[int]:
+            return [
+                s
+                for s in wanted
+                if conn.execute(
+                    "UPDATE inbox SET leased_until = ? WHERE seq = ? AND lease_owner = ?"
+                    " AND done_at IS NULL",
+                    (until, s, owner),
+                ).rowcount
+            ]
+
+        return await self._call(renew)
+
+    async def inbox_finish(self, seqs: Iterable[int], owner: str) -> list[int]:
+        wanted = list(seqs)
+        now = time.time()
+
+        def finish(conn: sqlite3.Connection) -> list[int]:
+            return [
+                s
+                for s in wanted
+                if conn.execute(
+                    "UPDATE inbox SET done_at = ?, body = NULL WHERE seq = ? AND lease_owner = ?"
+                    " AND done_at IS NULL",
+                    (now, s, owner),
+                ).rowcount
+            ]
+
+        return await self._call(finish)
 
     async def inbox_purge(self, older_than: float) -> int:
         count: int = await self._call(

@@ -145,8 +145,14 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     CREATE INDEX dead_letters_by_event ON dead_letters (event_id);
     CREATE INDEX dead_letters_by_type ON dead_letters (event_type, created_at DESC);
     """,
-    # inbox identity: unique on (the event's CloudEvents source, id), no longer on id alone
+    # 6: inbox identity: unique on (the event's CloudEvents source, id), no longer on id alone
     _inbox_identity,
+    # 7: lease owners on inbox entries and parked runs: a holder whose lease was taken over
+    # neither renews, finishes nor releases it
+    """
+    ALTER TABLE inbox ADD COLUMN lease_owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE parked ADD COLUMN lease_owner TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 

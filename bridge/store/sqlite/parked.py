@@ -18,13 +18,16 @@ class SqliteParked(SqliteConnection):
         params = [(r.id, r.handler, r.due_at, rows.encode(asdict(r))) for r in runs]
         await self._call(
             lambda c: c.executemany(
-                "INSERT OR REPLACE INTO parked (id, handler, due_at, leased_until, record)"
-                " VALUES (?, ?, ?, 0, ?)",
+                "INSERT OR REPLACE INTO parked"
+                " (id, handler, due_at, leased_until, lease_owner, record)"
+                " VALUES (?, ?, ?, 0, '', ?)",
                 params,
             )
         )
 
-    async def parked_claim(self, now: float, limit: int, lease: float) -> list[ParkedRun]:
+    async def parked_claim(
+        self, now: float, limit: int, lease: float, owner: str = ""
+    ) -> list[ParkedRun]:
         def claim(conn: sqlite3.Connection) -> list[ParkedRun]:
             found = conn.execute(
                 "SELECT id, record FROM parked WHERE due_at <= ? AND leased_until < ?"
@@ -32,12 +35,29 @@ class SqliteParked(SqliteConnection):
                 (now, now, limit),
             ).fetchall()
             conn.executemany(
-                "UPDATE parked SET leased_until = ? WHERE id = ?",
-                [(now + lease, r[0]) for r in found],
+                "UPDATE parked SET leased_until = ?, lease_owner = ? WHERE id = ?",
+                [(now + lease, owner, r[0]) for r in found],
             )
             return [rows.parked_run(r[1]) for r in found]
 
         return await self._call(claim)
+
+    async def parked_renew(self, ids: Iterable[str], until: float, owner: str) -> list[str]:
+        wanted = list(ids)
+
+        def renew(conn: sqlite3.Connection) -> list[str]:
+            # A run parked again has its lease released (0): it is due anew, not held.
+            return [
+                i
+                for i in wanted
+                if conn.execute(
+                    "UPDATE parked SET leased_until = ? WHERE id = ? AND lease_owner = ?"
+                    " AND leased_until > 0",
+                    (until, i, owner),
+                ).rowcount
+            ]
+
+        return await self._call(renew)
 
     async def parked_done(self, ids: Iterable[str]) -> None:
         params = [(i,) for i in ids]
