@@ -8,7 +8,7 @@ import contextlib
 import logging
 import textwrap
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -21,7 +21,8 @@ from bridge.app import load_config_text
 from bridge.app.runtime import Runtime
 from bridge.dispatch.storable import TRACEBACK_BYTES, check_result
 from bridge.errors import Fatal
-from bridge.store.contracts import DeadLetter
+from bridge.store import MemoryStore
+from bridge.store.contracts import DeadLetter, LedgerEntry
 from tests.support import until
 
 CALLS: Counter[str] = Counter()
@@ -282,3 +283,82 @@ def test_unstorable_results_are_named_by_path_and_type(value: Any, where: str) -
     with pytest.raises(Fatal) as caught:
         check_result(value)
     assert str(caught.value).startswith(where), str(caught.value)
+
+
+class LedgerBug(MemoryStore):
+    """A store whose ledger write fails with an unexpected error (not ``StoreError``) for
+    handler ``broken``, the first ``times`` times: an engine fault the run cannot own."""
+
+    def __init__(self, times: int) -> None:
+        super().__init__()
+        self.times = times
+
+    async def ledger_record(self, entries: Sequence[LedgerEntry]) -> None:
+        if any(e.handler == "broken" for e in entries) and self.times > 0:
+            self.times -= 1
+            raise ZeroDivisionError("a bug in the ledger write")
+        await super().ledger_record(entries)
+
+
+async def counted(event: Event[Any], ctx: Context) -> Any:
+    CALLS[f"{ctx.handler_id}:{event.id}"] += 1
+    return "ok"
+
+
+POISON = """\
+version: 1
+store: memory://
+server: {enabled: false}
+limits: {poison_limit: 3}
+events: {"t/*": {schema: none}}
+handlers:
+  - {id: broken, on: "t/e", type: python, function: "tests.unit.test_run_boundary:counted"}
+  - {id: sibling, on: "t/e", type: python, function: "tests.unit.test_run_boundary:counted"}
+"""
+
+
+async def _poisoned(times: int, events: int) -> tuple[Runtime, list[DeadLetter]]:
+    store = LedgerBug(times)
+    runtime = Runtime(load_config_text(POISON, {}), store=store)
+    task = asyncio.create_task(runtime.run())
+    try:
+        await until(lambda: _ready(runtime, task), 60, "bridge ready")
+        await runtime.inbox.put_events(
+            [Event(id=f"p{i}", source="test", type="t/e", data={}) for i in range(events)], "api"
+        )
+
+        async def settled() -> bool:
+            pending = await store.inbox_pending(0, 1)
+            return not pending and not any(s.tasks for s in runtime.slots)
+
+        # poison_limit 3: tries 0.5 s then 1 s apart, all events side by side
+        await until(settled, 60, "every event settled")
+        await asyncio.sleep(0.3)
+        return runtime, list(store.letters.values())
+    finally:
+        runtime.request_stop()
+        runtime.request_stop()
+        await task
+
+
+async def test_an_engine_fault_is_retried_up_to_the_poison_limit_then_dead_lettered_and_acked() -> (
+    None
+):
+    """Before: the delivery was handed back RETRY_LATER without end (a hot loop)."""
+    runtime, letters = await _poisoned(times=1_000, events=2)
+    assert CALLS == {"broken:p0": 3, "broken:p1": 3, "sibling:p0": 1, "sibling:p1": 1}
+    assert len(letters) == 2
+    for letter in letters:
+        assert letter.reason == "internal_error: ZeroDivisionError: a bug in the ledger write"
+        assert letter.event is not None and letter.event_id in ("p0", "p1")
+        assert [a.number for a in letter.attempts] == [1, 2, 3]
+        assert all("in ledger_record" in (a.traceback or "") for a in letter.attempts)
+    assert runtime.metrics.value("bridge_internal_errors_total") == 6
+    assert runtime.metrics.value("bridge_dead_letters_total") == 2
+
+
+async def test_an_engine_fault_that_passes_is_retried_without_a_dead_letter() -> None:
+    runtime, letters = await _poisoned(times=2, events=1)
+    assert letters == []
+    assert CALLS == {"broken:p0": 3, "sibling:p0": 1}
+    assert runtime.metrics.value("bridge_internal_errors_total") == 2
