@@ -6,6 +6,14 @@ handler's concurrency limit, and is cancelled at its timeout. A failed attempt
 is retried after the policy's delay (at least a ``RetryAfter``'s); a delay longer
 than the connector's inline limit parks the run instead. ``Fatal``, or the last
 attempt failing, dead-letters it.
+
+Whatever the handler raises is the attempt's failure, ``BaseException`` included:
+a ``KeyboardInterrupt``, ``SystemExit`` or ``GeneratorExit`` raised by handler code
+fails the attempt (and is retried per policy) rather than stopping the bridge, and
+so does a ``CancelledError`` the handler raises while nothing cancelled its run.
+A result the ledger cannot write or a child the inbox cannot hold is checked here,
+inside the attempt, and dead-letters the run at once (``bridge.dispatch.storable``).
+Each failed attempt keeps its traceback (last 50 frames, at most 8 KB).
 """
 
 from __future__ import annotations
