@@ -26,13 +26,14 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import example, given
 
 from bridge.app import load_config_text
 from bridge.app.runtime import Runtime
@@ -52,6 +53,13 @@ BOUND = ATTEMPTS * (TIMEOUT + MAX_DELAY) + 20.0
 _OVERRIDE = os.environ.get("BRIDGE_FUZZ_EXAMPLES")
 INBOX_EXAMPLES = int(_OVERRIDE) if _OVERRIDE else 300 if CHAOS_FULL else 6
 KAFKA_EXAMPLES = int(_OVERRIDE) if _OVERRIDE else 150 if CHAOS_FULL else 3
+# The issue's cases, run every time: a poison result, an interrupt then a poison child,
+# a sync handler blocking past its timeout twice then succeeding.
+ISSUE_CASES = {
+    "a1": [Act("return", {1: "x"}, storable=False)],
+    "a2": [Act("raise", raises="KeyboardInterrupt"), Act("emit", {"p": Decimal("1.5")}, False)],
+    "s1": [Act("sleep"), Act("sleep"), Act("return", {2, 3})],
+}
 WELL_BEHAVED = {h: [Act("return", "fine")] for h in HANDLERS}
 
 
@@ -167,6 +175,7 @@ class Harness:
 def check_boundary(harness: Harness, examples: int) -> None:
     @fuzz_settings(examples)
     @given(acts=boundary.plans)
+    @example(acts=ISSUE_CASES)
     def each(acts: dict[str, list[Act]]) -> None:
         harness.message(acts)
         harness.message(WELL_BEHAVED)  # the next message (same key on Kafka) flows
