@@ -27,6 +27,10 @@ _HELP = {
         "Retries parked in the store because their delay was past the inline limit.",
     ),
     "bridge_dead_letters_total": ("counter", "Dead letters stored."),
+    "bridge_internal_errors_total": (
+        "counter",
+        "Unexpected engine failures on a delivery; each is retried up to limits.poison_limit.",
+    ),
     "bridge_filter_errors_total": ("counter", "Filters that failed at run time (no match)."),
     "bridge_lease_lost_total": (
         "counter",

@@ -64,7 +64,9 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     dlist.add_argument("--handler")
     dlist.add_argument("--limit", type=int, default=50)
     dlist.add_argument("--json", action="store_true", help="one JSON object per line")
-    dshow = dsub.add_parser("show", help="one dead letter in full, as JSON")
+    dshow = dsub.add_parser(
+        "show", help="one dead letter in full, as JSON (tracebacks also as text on stderr)"
+    )
     dshow.add_argument("id")
     dreplay = dsub.add_parser("replay", help="send the event again to its handler (or --handler)")
     dreplay.add_argument("id")
@@ -297,6 +299,11 @@ async def _dlq(args: argparse.Namespace) -> int:
                 print(f"error: no dead letter {args.id!r}", file=sys.stderr)
                 return 1
             print(json.dumps(letter.to_dict(), indent=2, default=str))
+            # stdout stays one JSON document; the tracebacks, readable, go to stderr.
+            for attempt in letter.attempts:
+                if attempt.traceback:
+                    print(f"\nattempt {attempt.number} traceback:", file=sys.stderr)
+                    print(attempt.traceback.rstrip(), file=sys.stderr)
             return 0
         if args.action == "replay":
             if args.handler and args.handler not in {h.id for h in cfg.handlers}:

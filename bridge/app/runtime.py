@@ -17,15 +17,20 @@ import contextlib
 import gc
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Mapping
 from typing import Any, cast
 
 from bridge.app.assembly import Assembly, SourceSlot
 from bridge.clock import Clock
 from bridge.config import BridgeConfig, Kinds
+from bridge.dispatch import Dispatcher
+from bridge.dispatch.storable import describe, format_traceback
 from bridge.errors import ConnectorError
 from bridge.inbox import InboxSource
+from bridge.normalize import Normalizer
 from bridge.store import Store
+from bridge.store.contracts import Attempt
 from bridge.transport import (
     Background,
     ConnectorStatus,
@@ -224,27 +229,10 @@ class Runtime(Assembly):
             metrics.add("bridge_in_flight", in_flight, 1)
             outcome = Settlement.RETRY_LATER
             try:
-                outcome = await dispatcher.process(delivery, normalizer)
-                # RETRY_LATER from the dispatcher means the store failed. Handing the message
-                # back at once would have the broker redeliver it at once, again and again,
-                # burning its delivery limit: hold it (its slot too, so intake pauses) and
-                # try again when the store may answer; only a shutdown gives it back.
-                pause = 0.5
-                while outcome is Settlement.RETRY_LATER and not self._stop.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stop.wait(), pause)
-                    if self._stop.is_set():
-                        break
-                    pause = min(pause * 2, 10.0)
-                    outcome = await dispatcher.process(delivery, normalizer)
+                outcome = await self._outcome(dispatcher, delivery, normalizer, slot.name)
             except asyncio.CancelledError:
                 outcome = Settlement.RETRY_LATER
                 raise
-            except Exception:
-                log.exception(
-                    "delivery failed unexpectedly; left for redelivery",
-                    extra={"connector": slot.name},
-                )
             finally:
                 limit.release()
                 metrics.add("bridge_in_flight", in_flight, -1)
@@ -265,6 +253,51 @@ class Runtime(Assembly):
             if aclose is not None:
                 with contextlib.suppress(Exception):
                     await aclose()
+
+    async def _outcome(
+        self, dispatcher: Dispatcher, delivery: Delivery, normalizer: Normalizer, connector: str
+    ) -> Settlement:
+        """How to settle ``delivery``: processed, held through a store outage, or, after
+        ``limits.poison_limit`` unexpected failures, dead-lettered as an internal error.
+
+        Handing a message back at once would have the broker redeliver it at once, again
+        and again (a hot loop, a stalled partition): a delivery that the store failed
+        (RETRY_LATER) or that the engine failed on is held, its slot too so intake
+        pauses, and tried again after a backoff; only a shutdown gives it back.
+        """
+        limit = self.cfg.limits.poison_limit
+        failures: list[Attempt] = []
+        clock = asyncio.get_running_loop().time
+        pause = 0.5
+        while True:
+            began, t0 = time.time(), clock()
+            try:
+                outcome = await dispatcher.process(delivery, normalizer)
+            except Exception as exc:  # an engine bug must not loop nor stall the source
+                number = len(failures) + 1
+                trace = format_traceback(exc)
+                failures.append(Attempt(number, began, clock() - t0, describe(exc), trace))
+                self.metrics.inc("bridge_internal_errors_total", (("connector", connector),))
+                log.error(
+                    "delivery failed unexpectedly"
+                    + ("; dead-lettering it" if number >= limit else "; trying it again"),
+                    extra={
+                        "connector": connector,
+                        "attempt": number,
+                        "error": failures[-1].error,
+                        "traceback": trace,
+                    },
+                )
+                outcome = Settlement.RETRY_LATER
+                if number >= limit:
+                    outcome = await dispatcher.internal_error(delivery, normalizer, failures)
+            if outcome is not Settlement.RETRY_LATER or self._stop.is_set():
+                return outcome
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), pause)
+            if self._stop.is_set():
+                return Settlement.RETRY_LATER
+            pause = min(pause * 2, 10.0)
 
     async def _drain(self, intake_stopping: asyncio.Future[None]) -> None:
         loop = asyncio.get_running_loop()

@@ -187,6 +187,15 @@ class Limits(BaseModel):
     max_body_bytes: int = Field(
         1_048_576, ge=1, description="Larger messages are dead-lettered / 413."
     )
+    poison_limit: int = Field(
+        5,
+        ge=1,
+        description="How many times one delivery is tried when the engine itself fails on it "
+        "(an internal error, not a handler's failure: those follow the handler's `retry`). The "
+        "tries are spaced 0.5 s, 1 s, 2 s ... (at most 10 s); after the last one the message is "
+        "dead-lettered with reason `internal_error` and its traceback, counted in "
+        "`bridge_internal_errors_total`, and acked, so it never blocks its source.",
+    )
 
 
 class BridgeConfigBase(BaseModel):

@@ -10,7 +10,10 @@ source's inline limit is parked in the store (the scheduler brings it back when
 due) and counts as final for the delivery. The returned ``Settlement`` is ACK
 only when every run is final (or parked) and recorded; a store failure means
 RETRY_LATER. When an event type has ``on_complete``, the event that lists every
-branch's outcome is emitted once all of its runs are final.
+branch's outcome is emitted once all of its runs are final. Anything else that
+escapes ``Dispatcher.process`` is an internal error: the runtime tries the delivery
+again up to ``limits.poison_limit`` times, then files it with
+``Dispatcher.internal_error`` (reason ``internal_error``) and acks it.
 
 The parts, each in its own module:
 
@@ -20,6 +23,7 @@ The parts, each in its own module:
 * ``attempts``: ``Runner``, one run's attempts (flow control, timeout, retry);
 * ``endings``: ``Endings``, how a run ends (ledger, dead letter, parked retry);
 * ``completion``: ``Completions``, the ``on_complete`` events;
+* ``storable``: what a run may hand to the store, and failures made storable;
 * ``runs`` and ``env``: the values they share (``BoundHandler``, ``Run``,
   ``DispatchConfig``, ``DispatchEnv``).
 

@@ -6,6 +6,14 @@ handler's concurrency limit, and is cancelled at its timeout. A failed attempt
 is retried after the policy's delay (at least a ``RetryAfter``'s); a delay longer
 than the connector's inline limit parks the run instead. ``Fatal``, or the last
 attempt failing, dead-letters it.
+
+Whatever the handler raises is the attempt's failure, ``BaseException`` included:
+a ``KeyboardInterrupt``, ``SystemExit`` or ``GeneratorExit`` raised by handler code
+fails the attempt (and is retried per policy) rather than stopping the bridge, and
+so does a ``CancelledError`` the handler raises while nothing cancelled its run.
+A result the ledger cannot write or a child the inbox cannot hold is checked here,
+inside the attempt, and dead-letters the run at once (``bridge.dispatch.storable``).
+Each failed attempt keeps its traceback (last 50 frames, at most 8 KB).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from bridge.deadlines import Watchdog
 from bridge.dispatch.endings import Endings
 from bridge.dispatch.env import DispatchConfig, DispatchEnv
 from bridge.dispatch.runs import BoundHandler, Resume, Run, RunState
+from bridge.dispatch.storable import check_children, check_result, describe, format_traceback
 from bridge.errors import Fatal, RetryAfter, StoreError
 from bridge.events import Event
 from bridge.store.contracts import Attempt, RunRecord
@@ -103,7 +112,9 @@ class Runner:
                 error = TimeoutError(f"attempt timed out after {bh.timeout:g}s")
             except (asyncio.CancelledError, StoreError):
                 raise
-            except Exception as exc:  # any handler failure is the run's business
+            except BaseException as exc:  # any handler failure is the run's business
+                # KeyboardInterrupt or SystemExit raised by a handler is its failure, not a
+                # signal to the bridge (a signal reaches the bridge through its handlers).
                 error = exc
             emitted = ctx.emitted
             max_fanout = self.config.max_fanout
@@ -113,11 +124,15 @@ class Runner:
                     " nothing was emitted"
                 )
             if error is None:
+                error = self._unstorable(result, emitted)
+            if error is None:
                 return await endings.succeeded(run, result, emitted)
-            text = _describe(error)
+            text = describe(error)
             now = clock.time()
             t0 = run.began
-            attempts.append(Attempt(number, time.time() - (now - t0), now - t0, text))
+            attempts.append(
+                Attempt(number, time.time() - (now - t0), now - t0, text, format_traceback(error))
+            )
             if isinstance(error, Fatal) or number >= policy.attempts:
                 return await endings.dead_lettered(run, text, error)
             delay = policy.delay(number, env.rng)
@@ -143,6 +158,18 @@ class Runner:
             await clock.sleep(delay)
             run.began = clock.time()
 
+    def _unstorable(self, result: Any, emitted: list[Event[Any]]) -> Fatal | None:
+        """The value that the store could not write, as the attempt's failure (the same
+        value would come back on every retry, so it dead-letters the run at once)."""
+        try:
+            if self.config.ledger:
+                check_result(result)
+            if emitted:
+                check_children(emitted)
+        except Fatal as exc:
+            return exc
+        return None
+
     async def _attempt(self, bh: BoundHandler, event: Event[Any], ctx: Context) -> Any:
         deadline = self.watchdog.arm(bh.timeout)
         run_token = CURRENT_RUN.set(ctx)
@@ -160,10 +187,17 @@ class Runner:
                 if span is not None:
                     Tracing.fail(span, exc, f"timed out after {bh.timeout:g}s")
                 raise TimeoutError from None
+            current = asyncio.current_task()
+            if current is not None and current.cancelling() == 0:
+                # Nobody cancelled this task: the handler raised CancelledError itself.
+                error = HandlerCancelled("the handler raised CancelledError")
+                if span is not None:
+                    Tracing.fail(span, error, describe(error))
+                raise error from exc
             raise
-        except Exception as exc:
+        except BaseException as exc:
             if span is not None:
-                Tracing.fail(span, exc, _describe(exc))
+                Tracing.fail(span, exc, describe(exc))
             raise
         finally:
             deadline.finish()
@@ -172,7 +206,5 @@ class Runner:
                 Tracing.end(span, token)
 
 
-def _describe(error: BaseException) -> str:
-    text = str(error)
-    name = type(error).__name__
-    return f"{name}: {text}" if text else name
+class HandlerCancelled(Exception):
+    """A handler raised ``CancelledError`` while nothing cancelled its run: a failed attempt."""

@@ -22,6 +22,7 @@ from bridge.dispatch.completion import Completions
 from bridge.dispatch.env import DispatchConfig, DispatchEnv
 from bridge.dispatch.fanout import FanOut
 from bridge.dispatch.runs import BoundHandler, Emitter, Resume, Run, trace_id
+from bridge.dispatch.storable import escape_surrogates
 from bridge.errors import InvalidEvent, Skipped, StoreError
 from bridge.events import Event
 from bridge.normalize import Normalizer
@@ -160,6 +161,65 @@ class Dispatcher:
         finally:
             tracing.end(span, token)
 
+    async def internal_error(
+        self, delivery: Delivery, normalizer: Normalizer, attempts: Sequence[Attempt]
+    ) -> Settlement:
+        """Dead-letter a delivery that ``process`` failed on unexpectedly, every time.
+
+        The letter's reason is ``internal_error: <the last failure>``; its attempts hold
+        each failure with its traceback; it holds the event when the message still
+        normalizes (replaying it routes it again; the ledger skips finished branches),
+        else the raw message. ACK once stored; RETRY_LATER when the store fails.
+        """
+        env = self.env
+        connector = delivery.connector or normalizer.connector
+        meta = delivery.meta or {}
+        event: Event[Any] | None = None
+        try:
+            event = normalizer(delivery)
+        except Exception:  # the message may not normalize at all: keep its raw body
+            event = None
+        last = attempts[-1].error if attempts else None
+        letter = DeadLetter(
+            reason=f"internal_error: {last}" if last else "internal_error",
+            connector=connector,
+            handler=meta.get("replay_handler"),
+            event=event.to_dict() if event is not None else None,
+            body=None if event is not None else _kept_body(delivery.body),
+            headers={k: _plain(v) for k, v in delivery.headers.items()},
+            meta={k: _plain(v) for k, v in meta.items()},
+            attempts=list(attempts),
+            event_id=event.id if event is not None else None,
+            event_type=event.type if event is not None else None,
+            correlation_id=event.correlationid if event is not None else None,
+            trace_id=trace_id(event.traceparent) if event is not None else None,
+        )
+        try:
+            try:
+                await env.store.dead_letter_add(letter)
+            except (TypeError, ValueError):  # the message itself cannot be written: keep less
+                letter.event, letter.headers, letter.meta = None, {}, {}
+                letter.body = _kept_body(delivery.body)
+                await env.store.dead_letter_add(letter)
+            parked = meta.get("parked_id")
+            if parked:
+                await env.store.parked_done([parked])
+        except StoreError:
+            return Settlement.RETRY_LATER
+        env.metrics.inc("bridge_dead_letters_total", (("handler", ""),))
+        log.error(
+            "delivery dead-lettered after repeated internal errors",
+            extra={
+                "connector": connector,
+                "event_id": letter.event_id,
+                "correlation_id": letter.correlation_id,
+                "dead_letter_id": letter.id,
+                "attempt": len(attempts),
+                "error": letter.reason,
+            },
+        )
+        return Settlement.ACK
+
     async def _settle_runs(
         self,
         event: Event[Any],
@@ -276,8 +336,10 @@ def _kept_body(body: bytes) -> str:
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, str | int | float | bool) or value is None:
+    if isinstance(value, str):
+        return escape_surrogates(value)
+    if isinstance(value, int | float | bool) or value is None:
         return value
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
-    return str(value)
+    return escape_surrogates(str(value))

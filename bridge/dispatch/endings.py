@@ -23,6 +23,7 @@ from bridge.dispatch.runs import (
     parked_run_id,
     trace_id,
 )
+from bridge.dispatch.storable import storable_detail
 from bridge.events import Event
 from bridge.handling import DeadLetterTarget
 from bridge.store.contracts import Attempt, DeadLetter, LedgerEntry, ParkedRun, RunRecord
@@ -151,7 +152,7 @@ class Endings:
             event_type=event.type,
             correlation_id=event.correlationid,
             trace_id=trace_id(event.traceparent),
-            detail=getattr(error, "detail", None),
+            detail=_detail(error),
             key=run.key,
         )
         # r17 (7a): the letter and its ledger entry in one transaction, so a fault between
@@ -171,6 +172,7 @@ class Endings:
                 "attempt": len(attempts),
                 "dead_letter_id": letter.id,
                 "error": reason,
+                "traceback": attempts[-1].traceback if attempts else None,
             },
         )
         if bh.dead_letter is not None:
@@ -198,3 +200,12 @@ class Endings:
                     "error": str(exc),
                 },
             )
+
+
+def _detail(error: BaseException) -> Any:
+    """The error's ``detail`` attribute as the store can write it."""
+    try:
+        detail = getattr(error, "detail", None)
+    except Exception:  # a property of the handler's exception may raise anything
+        return None
+    return storable_detail(detail)

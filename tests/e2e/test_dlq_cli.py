@@ -64,6 +64,10 @@ async def test_dead_letters_are_listed_and_replayed_into_the_running_bridge(tmp_
         assert all(len(d["attempts"]) == 2 for d in letters)
         shown = dlq(config, "show", letters[0]["id"])
         assert json.loads(shown.stdout)["reason"] == "RuntimeError: the gate is closed"
+        # Every failed attempt keeps its stack trace: in the JSON, and readable on stderr.
+        gate_line = 'raise RuntimeError("the gate is closed")'
+        assert all(gate_line in a["traceback"] for a in json.loads(shown.stdout)["attempts"])
+        assert "attempt 1 traceback:" in shown.stderr and gate_line in shown.stderr
 
         gate.unlink()  # the downstream is fixed
         by_event = {d["event_id"]: d["id"] for d in letters}

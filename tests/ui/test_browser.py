@@ -161,6 +161,12 @@ async def test_send_watch_open_tree_and_replay_a_dead_letter(
         attempts = gated.locator("tr.attempt")
         await expect(attempts).to_have_count(2)
         await expect(attempts.nth(1)).to_contain_text("RuntimeError: the gate is closed")
+        # Each failed attempt keeps its stack trace, folded until asked for.
+        trace = attempts.nth(1).locator("details.traceback")
+        await trace.locator("summary").click()
+        await expect(trace.locator("pre")).to_contain_text(
+            'raise RuntimeError("the gate is closed")'
+        )
         await expect(page.locator('.run[data-handler="steady"]')).to_have_attribute(
             "data-status", "succeeded"
         )

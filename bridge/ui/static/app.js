@@ -224,7 +224,9 @@ function renderRun(run) {
         h("thead", {}, h("tr", {}, ["#", "Started", "Duration", "Error"].map((c) => h("th", {}, c)))),
         h("tbody", {}, run.attempts.map((a) => h("tr", { class: "attempt" },
           h("td", {}, a.number), h("td", { class: "mono" }, when(a.started_at)), h("td", {}, ms(a.duration)),
-          h("td", { class: a.error ? "error mono" : "mono" }, a.error || "ok")))))
+          h("td", { class: a.error ? "error mono" : "mono" }, a.error || "ok",
+            a.traceback ? h("details", { class: "traceback", "data-key": "tb-" + run.handler + "-" + a.number },
+              h("summary", {}, "traceback"), h("pre", { class: "mono" }, a.traceback)) : null)))))
     : h("p", { class: "muted" }, run.status === "succeeded" ? "Succeeded on the first attempt." : "No failed attempts.");
   return h("div", { class: "panel run " + run.status, "data-handler": run.handler, "data-status": run.status },
     h("h3", {}, run.handler, badge(run.status), replayBtn,
