@@ -44,6 +44,7 @@ class Plan:
 
     acts: dict[str, list[Act]]
     event_id: str = ""
+    event_source: str = ""
     calls: Counter[str] = field(default_factory=Counter)
 
 
@@ -118,7 +119,7 @@ def _perform(plan: Plan, ctx: Context) -> tuple[Act, bool]:
 async def act(event: Event[Any], ctx: Context) -> Any:
     """The async handler: does what its plan says for this attempt."""
     plan = PLANS[event.data["plan"]]
-    plan.event_id = event.id
+    plan.event_id, plan.event_source = event.id, event.source
     step, sleeps = _perform(plan, ctx)
     if sleeps:
         await asyncio.sleep(TIMEOUT * 2)
@@ -132,7 +133,7 @@ def act_sync(event: Event[Any], ctx: Context) -> Any:
         _sync_active += 1
     try:
         plan = PLANS[event.data["plan"]]
-        plan.event_id = event.id
+        plan.event_id, plan.event_source = event.id, event.source
         step, sleeps = _perform(plan, ctx)
         if sleeps:
             time.sleep(TIMEOUT + 0.1)

@@ -146,7 +146,8 @@ class Harness:
         async def final() -> bool:
             if not plan.event_id:
                 return False
-            ledger = await store.ledger_get([(h, plan.event_id) for h in HANDLERS])
+            key = f"{plan.event_source}\x1f{plan.event_id}"  # the default idempotency key
+            ledger = await store.ledger_get([(h, key) for h in HANDLERS])
             if len(ledger) < len(HANDLERS):
                 return False
             letters = {
