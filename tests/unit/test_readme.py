@@ -32,3 +32,20 @@ def test_every_yaml_block_in_the_readme_loads(tmp_path: Path) -> None:
             text = "version: 1\nstore: memory://\n" + text
         # Handler modules of the README's main example live in examples/newsletter.
         load_config_text(text, ENV, base_dir=ROOT / "examples" / "newsletter", check=False)
+
+
+def test_every_test_the_readme_names_as_proof_exists() -> None:
+    """A guarantee's proof that was renamed or deleted fails here, not in a reader's hands."""
+    text = (ROOT / "README.md").read_text()
+    named = 0
+    for cell in re.findall(r"`(tests/[^`]+|::[^`]+)`", text):
+        path, _, rest = cell.partition("::")
+        if path:
+            current = ROOT / path.split(" ")[0]
+            assert current.exists(), f"README names {path}, which does not exist"
+        if rest:
+            name = rest.split("[")[0].strip()
+            source = current.read_text()
+            assert re.search(rf"def {re.escape(name)}\b", source), f"{current} has no {name}"
+            named += 1
+    assert named >= 20
