@@ -83,7 +83,7 @@ class Fetcher:
 
         intake = self.intake
         tp = state.tp
-        while True:
+        while not state.draining:  # a partition revoked meanwhile is left to its next owner
             room = intake.limit - intake.buffered - intake.in_flight - sum(map(len, batch.values()))
             most = 1 if state.stepping else max(room, 1)
             try:
