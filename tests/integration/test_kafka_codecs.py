@@ -128,3 +128,24 @@ async def test_an_undecodable_batch_blocks_only_its_partition(
             await delivery.settle(Settlement.ACK)
         assert await nothing_within(again, 1.0)
     assert await kafka.committed(group, mixed, 1) == {0: 20}
+
+
+async def test_a_lone_topic_that_cannot_be_decoded_is_blocked_not_failed(
+    kafka: KafkaAdmin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Here the first call to see the batch is the one waiting over every partition.
+    topic = await kafka.new_topic()
+    await asyncio.to_thread(
+        librdkafka.produce, kafka.bootstrap, topic, [(None, b'{"n": 1}')] * 5, "lz4"
+    )
+    monkeypatch.setattr(aiokafka.codec, "has_lz4", lambda: False)
+    cfg = kafka_config(kafka.bootstrap, topic)
+    source = KafkaSource(cfg, "k")
+    async with running(source):
+        await until(lambda: "blocked" in source.status().detail, 15, "the partition blocked")
+        assert await nothing_within(source, 1.0)  # and no ConnectorError either
+        status = source.status()
+        assert status.connected, status
+        assert f"{topic}/0: batch at offset 0 cannot be decoded" in status.detail, status
+        assert "lz4" in status.detail, status
+    assert await kafka.committed(cfg.consume.group_id, topic, 1) == {0: None}  # type: ignore[union-attr]
