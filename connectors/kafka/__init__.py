@@ -47,7 +47,8 @@ OAUTHBEARER through a token provider). Secrets come from ``${VAR}`` or ``${file:
 Modules, each importing only those before it: ``config`` (the pydantic models),
 ``client`` (connection options shared by consumer, producer and admin client, and
 which errors are retriable), ``intake`` (the source's bookkeeping, without I/O),
-``commit`` (the source's offset commits), ``consume`` (``KafkaSource``),
+``commit`` (the source's offset commits), ``fetch`` (its fetch rounds, which block a
+partition whose batch cannot be decoded), ``consume`` (``KafkaSource``),
 ``publish`` (``KafkaPublisher``) and ``embedded`` (the broker ``bridge dev``
 starts). aiokafka is imported lazily, so the config schema needs no Kafka client.
 """

@@ -126,7 +126,8 @@ class KafkaPublishConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
-        "none", description="Batch compression (snappy, lz4 and zstd need the `cramjam` package)."
+        "none",
+        description="Batch compression (the `kafka` extra installs every codec).",
     )
     linger: Duration = Field(
         0.0, description="How long a message may wait for others to fill its batch."

@@ -5,10 +5,11 @@ backpressure, committable prefixes) lives in ``connectors.kafka.intake`` and the
 commit requests in ``connectors.kafka.commit``. This module is the I/O around them,
 in three tasks owned by the source:
 
-* the fetch loop feeds the intake from ``getmany``. While the partitions are paused it
-  waits for room (so that records aiokafka has prefetched are not dropped) but polls
-  at least every half ``max_poll_interval``, so a slow handler never costs the
-  member its place in the group;
+* the fetch loop feeds the intake from ``getmany``, partition by partition
+  (``connectors.kafka.fetch``: a batch that cannot be decoded blocks its partition
+  only). While the partitions are paused it waits for room (so that records aiokafka
+  has prefetched are not dropped) but polls at least every half ``max_poll_interval``,
+  so a slow handler never costs the member its place in the group;
 * the commit loop commits every ``commit_interval`` and refreshes end offsets for lag;
 * aiokafka's coordinator calls the rebalance listener: on revoke the partitions
   drain (up to ``revoke_timeout``), their finished prefix is committed and they are
@@ -28,6 +29,7 @@ from bridge.transport import ConnectorStatus, Delivery, Settlement
 from connectors.kafka.client import connection_options, milliseconds, retriable
 from connectors.kafka.commit import Commits, generation
 from connectors.kafka.config import KafkaConfig
+from connectors.kafka.fetch import Fetcher
 from connectors.kafka.intake import Intake, PartitionState
 
 log = logging.getLogger("connectors.kafka")
@@ -170,7 +172,10 @@ class KafkaSource:
                 )
 
     def status(self) -> ConnectorStatus:
-        """Connected once started; lag per ``topic/partition``: end offset minus committed."""
+        """Connected once started; lag per ``topic/partition``: end offset minus committed.
+
+        The detail names each blocked partition (a batch it cannot decode) and why.
+        """
         if self._consumer is None:
             return ConnectorStatus(False, "not started")
         if self._failure is not None:
@@ -181,6 +186,10 @@ class KafkaSource:
             f"partitions={len(live)} in_flight={intake.in_flight} buffered={intake.buffered}"
             f" paused={intake.paused_all} commits={self.commits}"
         )
+        # Still connected: the other partitions flow, and a restart would not help.
+        blocked = [f"{s.label}: {s.blocked}" for s in intake.blocked()]
+        if blocked:
+            detail += " blocked: " + "; ".join(blocked)
         return ConnectorStatus(True, detail, {s.label: s.lag() for s in live})
 
     # ------------------------------------------------------------------ intake
@@ -254,14 +263,14 @@ class KafkaSource:
         # is not called (a call on a paused partition drops them, to be fetched again).
         # So wait for room, but call it (paused) within max_poll_interval all the same.
         budget = min(self.consume.max_poll_interval / 2, 30.0)
+        fetcher = Fetcher(self.name, intake)
         try:
             while True:
                 if intake.paused_all:
                     self._room.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._room.wait(), budget)
-                room = intake.limit - intake.buffered - intake.in_flight
-                batch = await consumer.getmany(timeout_ms=1000, max_records=max(room, 1))
+                batch = await fetcher.round(consumer)
                 if batch:
                     intake.accept(batch, consumer.highwater)
                     self._wakeup.set()

@@ -13,6 +13,10 @@ behind its oldest unfinished one, and resumes at half of that.
 A partition being revoked is *draining* (nothing more of it is handed out; its
 in-flight records may still finish) and then *released* (nothing of it is settled
 or committed any more). States are never reused: a reassigned partition gets a new one.
+
+A partition whose next batch cannot be decoded (``connectors.kafka.fetch``) is
+*blocked*: paused and never resumed by backpressure, its commit point held before
+that batch, until the partition is assigned afresh.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ class PartitionState:
     draining: bool = False
     released: bool = False
     window_paused: bool = False
+    stepping: bool = False  # fetched one record per call: a batch of it failed to decode
+    blocked: str | None = None  # why fetching stopped (a batch that cannot be decoded)
 
     @property
     def label(self) -> str:
@@ -153,6 +159,8 @@ class Intake:
             self.partitions[tp] = PartitionState(tp)
         if self.paused_all:
             self.pause(fresh)
+        # kept across the assignment: the consumer may have forgotten the pause
+        self.pause([s.tp for s in self.partitions.values() if s.blocked is not None])
 
     def drain(self, states: Iterable[PartitionState]) -> None:
         """Hand out nothing more of ``states``; drop what they had buffered."""
@@ -181,6 +189,21 @@ class Intake:
     def live(self) -> list[PartitionState]:
         """States of the owned partitions that are not being revoked."""
         return [s for s in self.partitions.values() if not s.draining]
+
+    def fetchable(self) -> list[PartitionState]:
+        """States of the live partitions that are not paused (nor blocked)."""
+        if self.paused_all:
+            return []
+        return [s for s in self.live() if not s.window_paused and s.blocked is None]
+
+    def block(self, state: PartitionState, reason: str) -> None:
+        """Stop fetching ``state`` for good (until it is assigned afresh), saying why."""
+        state.blocked = reason
+        self.pause([state.tp])
+
+    def blocked(self) -> list[PartitionState]:
+        """The live partitions that are blocked."""
+        return [s for s in self.live() if s.blocked is not None]
 
     # ------------------------------------------------------------------ flow
 
@@ -269,10 +292,10 @@ class Intake:
     def _flow(self, state: PartitionState | None) -> None:
         if self.paused_all and self.buffered + self.in_flight <= self.limit // 2:
             self.paused_all = False
-            self.resume([s.tp for s in self.live() if not s.window_paused])
+            self.resume([s.tp for s in self.live() if not s.window_paused and s.blocked is None])
         if state is not None and state.window_paused and len(state.fetched) <= self.window // 2:
             state.window_paused = False
-            if not self.paused_all and not state.draining:
+            if not self.paused_all and not state.draining and state.blocked is None:
                 self.resume([state.tp])
 
     # ------------------------------------------------------------------ commits
