@@ -3,7 +3,7 @@
 The engine knows no connector or handler kind by name: the wiring hands it a
 ``Kinds`` value (built-ins plus entry-point plug-ins, see ``bridge.app.kinds``),
 and the config model is one discriminated union per registry over the kinds'
-config models, built once per ``Kinds`` value.
+config models, built once per ``Kinds`` value (its JSON Schema: ``bridge.config.schema``).
 """
 
 from __future__ import annotations
@@ -61,12 +61,3 @@ def config_model(kinds: Kinds) -> type[BridgeConfig]:
         )
         _models[kinds] = model
     return model
-
-
-def json_schema(kinds: Kinds) -> dict[str, Any]:
-    """JSON Schema of the config file with every kind of ``kinds``, for editors."""
-    schema = config_model(kinds).model_json_schema(by_alias=True)
-    schema["properties"].pop("base_dir", None)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "fan-out bridge config"
-    return schema
