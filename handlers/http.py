@@ -66,7 +66,7 @@ class HttpAuth(BaseModel):
 class HttpHandlerConfig(HandlerConfig):
     """Send each event to an HTTP endpoint of the application."""
 
-    type: Literal["http"] = "http"
+    type: Literal["http"] = Field("http", description="Handler kind: deliver the event over HTTP.")
     url: str = Field(description="Endpoint URL (a template over the event, e.g. `.../{type}`).")
     method: Literal["POST", "PUT", "PATCH"] = Field("POST", description="HTTP method.")
     mode: Literal["binary", "structured"] = Field("binary", description="CloudEvents content mode.")

@@ -45,7 +45,7 @@ from bridge.handling import HandlerConfig, HandlerEnv
 class PythonHandlerConfig(HandlerConfig):
     """Run a Python function for each event."""
 
-    type: Literal["python"] = "python"
+    type: Literal["python"] = Field("python", description="Handler kind: call a Python function.")
     function: str = Field(description="Import path `package.module:function`.")
     workers: int | None = Field(
         None,

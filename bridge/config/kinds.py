@@ -16,7 +16,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, Field, create_model
 
-from bridge.config.models import BridgeConfig
+from bridge.config.models import CONNECTORS_DESCRIPTION, HANDLERS_DESCRIPTION, BridgeConfig
 from bridge.handling import HandlerKind
 from bridge.transport import ConnectorKind
 
@@ -56,8 +56,11 @@ def config_model(kinds: Kinds) -> type[BridgeConfig]:
         model = create_model(
             "BridgeConfig",
             __base__=BridgeConfig,
-            connectors=(connectors, Field(default_factory=dict)),
-            handlers=(handlers, Field(default_factory=list)),
+            connectors=(
+                connectors,
+                Field(default_factory=dict, description=CONNECTORS_DESCRIPTION),
+            ),
+            handlers=(handlers, Field(default_factory=list, description=HANDLERS_DESCRIPTION)),
         )
         _models[kinds] = model
     return model

@@ -145,7 +145,7 @@ class KafkaPublishConfig(BaseModel):
 class KafkaConfig(ConnectorConfig):
     """A Kafka cluster (any broker speaking the Kafka protocol)."""
 
-    type: Literal["kafka"] = "kafka"
+    type: Literal["kafka"] = Field("kafka", description="Connector kind: Apache Kafka.")
     bootstrap_servers: list[str] = Field(
         min_length=1,
         description="`host:port` of one or more brokers (a list or comma-separated).",

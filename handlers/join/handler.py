@@ -47,7 +47,9 @@ class JoinHandlerConfig(HandlerConfig):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_on_optional)
 
-    type: Literal["join"] = "join"
+    type: Literal["join"] = Field(
+        "join", description="Handler kind: wait for other events, then emit one."
+    )
     start: EventTypes = Field(
         description="Event type (or glob), or a list of them, that opens a join; the handler "
         "subscribes to them itself."
