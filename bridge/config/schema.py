@@ -10,6 +10,7 @@ one-or-many lists carry their own widened schema (``bridge.duration``,
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from bridge.config.kinds import Kinds, config_model
@@ -38,6 +39,11 @@ def json_schema(kinds: Kinds) -> dict[str, Any]:
         "title": "fan-out bridge config",
         **{k: v for k, v in schema.items() if k not in ("$schema", "title")},
     }
+
+
+def schema_text(schema: dict[str, Any]) -> str:
+    """The schema as ``bridge schema`` prints it: two-space JSON, keys in model order."""
+    return json.dumps(schema, indent=2) + "\n"
 
 
 def _widen(node: Any) -> Any:
