@@ -85,7 +85,9 @@ class HandlerConfig(BaseModel):
         description="Event type or glob (`db/*`), or a list of them, this handler subscribes to."
     )
     filter: str | None = Field(
-        None, description="CEL expression over `event`; the handler runs only when it is true."
+        None,
+        description="CEL expression over `event`; the handler runs only when it is true.",
+        examples=["event.data.source != 'test'", "event.data.total > 100"],
     )
     retry: RetryPolicy | None = Field(
         None, description="Retry policy; default from `defaults.retry`."

@@ -233,6 +233,11 @@ class BridgeConfigBase(BaseModel):
     store: str = Field(
         "sqlite:///.bridge/state.db",
         description="State store URL: sqlite:///PATH, memory://, or postgresql://...",
+        examples=[
+            "sqlite:///.bridge/state.db",
+            "memory://",
+            "postgresql://bridge:${PGPASSWORD}@db:5432/bridge",
+        ],
     )
 
     @field_validator("store")
