@@ -56,4 +56,19 @@ def _widen(node: Any) -> Any:
     if out.get("type") in ("number", "integer", "boolean") or isinstance(out.get("enum"), list):
         kept = {k: out.pop(k) for k in _ANNOTATIONS if k in out}
         return {"anyOf": [out, copy.deepcopy(INTERPOLATED)], **kept}
+    if isinstance(out.get("anyOf"), list):
+        out["anyOf"] = _flat(out["anyOf"])
     return out
+
+
+def _flat(branches: list[Any]) -> list[Any]:
+    """Branches with nested bare ``anyOf`` lifted and ``INTERPOLATED`` kept once, last
+    but before ``null`` (``int | None`` reads ``integer | ${...} | null``)."""
+    flat: list[Any] = []
+    for branch in branches:
+        nested = branch.get("anyOf") if isinstance(branch, dict) and len(branch) == 1 else None
+        flat.extend(nested if isinstance(nested, list) else [branch])
+    rest = [b for b in flat if b != INTERPOLATED and b != {"type": "null"}]
+    if len(rest) < len(flat) - flat.count({"type": "null"}):
+        rest.append(copy.deepcopy(INTERPOLATED))
+    return rest + [{"type": "null"}] * ({"type": "null"} in flat)
