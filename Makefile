@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= examples/newsletter/bridge.yaml
 
-.PHONY: run dev browser test test-unit test-integration lint format typecheck bench chaos clean
+.PHONY: run dev browser test test-unit test-integration lint format typecheck bench chaos clean schema
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -45,6 +45,11 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# The shipped JSON Schema (schema/bridge.schema.json) and the config reference
+# (docs/config.md), both generated from the config models; tests fail when stale.
+schema: install
+	$(BIN)/python -m bridge.app.reference
 
 format: install
 	$(BIN)/ruff format .

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, WithJsonSchema
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+DURATION_PATTERN = r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$"
+"""What ``parse_duration`` accepts as a string (also the JSON Schema's ``pattern``)."""
+_PATTERN = re.compile(DURATION_PATTERN)
 
 
 def parse_duration(value: Any) -> float:
@@ -30,4 +32,15 @@ def parse_duration(value: Any) -> float:
     raise ValueError(f"invalid duration {value!r}: use e.g. 250ms, 10s, 5m, 1h")
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+DURATION_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "number", "minimum": 0},
+        {"type": "string", "pattern": DURATION_PATTERN},
+    ],
+    "examples": ["250ms", "10s", "5m", "1h"],
+}
+"""The JSON Schema of a ``Duration``: seconds as a number, or a string with a unit."""
+
+Duration = Annotated[
+    float, BeforeValidator(parse_duration), WithJsonSchema(DURATION_SCHEMA, mode="validation")
+]

@@ -13,9 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidatorFunctionWrapHandler,
+    WithJsonSchema,
+    field_validator,
+)
 
 from bridge.duration import Duration
 from bridge.limits import RateLimit, RetryBudgetConfig
@@ -30,6 +38,27 @@ if TYPE_CHECKING:
 
 DEFAULT_IDEMPOTENCY_KEY = "{source}\x1f{id}"
 """The default ledger key: an event's ``source`` and ``id``, which together identify it."""
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+EventTypes = Annotated[
+    list[str],
+    BeforeValidator(_one_or_many),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string"},
+                {"type": "array", "items": {"type": "string"}},
+            ],
+            "examples": ["order/placed", ["db/*", "order/paid"]],
+        },
+        mode="validation",
+    ),
+]
+"""Event types or globs: one string, or a list of them (read as a list)."""
 
 
 class DeadLetterTarget(BaseModel):
@@ -51,10 +80,14 @@ class HandlerConfig(BaseModel):
     id: str = Field(
         description="Unique handler id; names its runs, ledger entries and dead letters."
     )
-    type: str
-    on: list[str] = Field(description="Event types or globs (`db/*`) this handler subscribes to.")
+    type: str = Field(description="The handler kind.")
+    on: EventTypes = Field(
+        description="Event type or glob (`db/*`), or a list of them, this handler subscribes to."
+    )
     filter: str | None = Field(
-        None, description="CEL expression over `event`; the handler runs only when it is true."
+        None,
+        description="CEL expression over `event`; the handler runs only when it is true.",
+        examples=["event.data.source != 'test'", "event.data.total > 100"],
     )
     retry: RetryPolicy | None = Field(
         None, description="Retry policy; default from `defaults.retry`."
@@ -90,11 +123,6 @@ class HandlerConfig(BaseModel):
     dead_letter: DeadLetterTarget | None = Field(
         None, description="Also publish dead letters here."
     )
-
-    @field_validator("on", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
 
     @field_validator("concurrency_key")
     @classmethod

@@ -208,7 +208,11 @@ class ConsumeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    event: EventMapping = Field(default_factory=EventMapping)
+    event: EventMapping = Field(
+        default_factory=EventMapping,
+        description="How a message that is not a CloudEvent becomes an event: type, id, "
+        "source, subject, correlation id and data templates.",
+    )
     max_in_flight: int = Field(
         1000, ge=1, description="Most deliveries being processed at once (backpressure)."
     )
@@ -245,7 +249,7 @@ class ConnectorConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: str
+    type: str = Field(description="The connector kind.")
     consume: ConsumeConfig | None = Field(
         None, description="Consume from this connector; without it it is a publish target only."
     )

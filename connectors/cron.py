@@ -80,14 +80,16 @@ class CronEventSpec(BaseModel):
 class CronConfig(ConnectorConfig):
     """Fire one event per tick of a cron schedule."""
 
-    type: Literal["cron"] = "cron"
+    type: Literal["cron"] = Field("cron", description="Connector kind: a cron schedule.")
     schedule: str = Field(
         description="Cron expression: 5 fields, or 6 with seconds last (`* * * * * */10`), "
         "or `@hourly`, `@daily` ...",
         examples=["0 9 * * mon-fri", "*/15 * * * *", "* * * * * */30"],
     )
     timezone: str = Field("UTC", description="IANA time zone of the schedule, e.g. Europe/Berlin.")
-    event: CronEventSpec = Field(description="The event each tick fires.")
+    event: CronEventSpec = Field(
+        description="The event each tick fires: its type, static data, source and subject."
+    )
     misfire: Literal["skip", "fire_once"] = Field(
         "skip",
         description="Ticks missed while the bridge was down: `skip` them, or `fire_once` "

@@ -22,7 +22,7 @@ from bridge.transport import ConnectorConfig, ConnectorStatus, Delivery, Settlem
 class MemoryConfig(ConnectorConfig):
     """An in-process topic."""
 
-    type: Literal["memory"] = "memory"
+    type: Literal["memory"] = Field("memory", description="Connector kind: an in-process topic.")
     topic: str | None = Field(None, description="Topic to consume; default the connector's name.")
 
 

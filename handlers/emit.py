@@ -24,7 +24,9 @@ from bridge.templates import EVENT_ROOTS, Template, TemplateError, event_scope
 class EmitHandlerConfig(HandlerConfig):
     """Emit child events from an event."""
 
-    type: Literal["emit"] = "emit"
+    type: Literal["emit"] = Field(
+        "emit", description="Handler kind: emit new events from the event."
+    )
     emit: str = Field(description="Type of the child events (a template).")
     items: str | None = Field(
         None, description="Path of a list in the event, e.g. `data.report_ids`."

@@ -66,8 +66,11 @@ class HttpAuth(BaseModel):
 class HttpHandlerConfig(HandlerConfig):
     """Send each event to an HTTP endpoint of the application."""
 
-    type: Literal["http"] = "http"
-    url: str = Field(description="Endpoint URL (a template over the event, e.g. `.../{type}`).")
+    type: Literal["http"] = Field("http", description="Handler kind: deliver the event over HTTP.")
+    url: str = Field(
+        description="Endpoint URL (a template over the event, e.g. `.../{type}`).",
+        examples=["http://127.0.0.1:8080/events", "http://app:8080/hooks/{type}"],
+    )
     method: Literal["POST", "PUT", "PATCH"] = Field("POST", description="HTTP method.")
     mode: Literal["binary", "structured"] = Field("binary", description="CloudEvents content mode.")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra headers (templates).")

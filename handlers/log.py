@@ -15,8 +15,10 @@ from bridge.handling import HandlerConfig, HandlerEnv
 class LogHandlerConfig(HandlerConfig):
     """Log each event (envelope, and data when ``data: true``)."""
 
-    type: Literal["log"] = "log"
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    type: Literal["log"] = Field("log", description="Handler kind: log the event.")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Level of the log line."
+    )
     data: bool = Field(True, description="Include the event data in the line.")
 
 

@@ -27,7 +27,9 @@ from bridge.transport import Publisher
 class PublishHandlerConfig(HandlerConfig):
     """Publish each event to a connector's destination."""
 
-    type: Literal["publish"] = "publish"
+    type: Literal["publish"] = Field(
+        "publish", description="Handler kind: publish the event to a connector."
+    )
     connector: str = Field(description="Name of the connector to publish through.")
     destination: str = Field(description="Topic, queue URL, `exchange/routing-key` (a template).")
     key: str | None = Field(None, description="Message key template (Kafka key, SQS group id).")

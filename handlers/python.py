@@ -45,8 +45,11 @@ from bridge.handling import HandlerConfig, HandlerEnv
 class PythonHandlerConfig(HandlerConfig):
     """Run a Python function for each event."""
 
-    type: Literal["python"] = "python"
-    function: str = Field(description="Import path `package.module:function`.")
+    type: Literal["python"] = Field("python", description="Handler kind: call a Python function.")
+    function: str = Field(
+        description="Import path `package.module:function`.",
+        examples=["newsletter:send_welcome_email"],
+    )
     workers: int | None = Field(
         None,
         ge=1,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.app.config import json_schema, load_config, print_config_error
 from bridge.config import BridgeConfig
+from bridge.config.schema import schema_text
 from bridge.errors import BridgeError, ConfigError
 from bridge.settings import Settings
 
@@ -143,12 +144,12 @@ def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    text = json.dumps(json_schema(), indent=2)
+    text = schema_text(json_schema())
     if args.output:
         with open(args.output, "w") as fh:
-            fh.write(text + "\n")
+            fh.write(text)
     else:
-        print(text)
+        sys.stdout.write(text)
     return 0
 
 

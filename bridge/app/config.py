@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.app.kinds import default_kinds
-from bridge.config import BridgeConfig, kinds, loading
+from bridge.config import BridgeConfig, kinds, loading, schema
 from bridge.errors import ConfigError
 
 
@@ -49,7 +49,7 @@ def config_model() -> type[BridgeConfig]:
 
 def json_schema() -> dict[str, Any]:
     """JSON Schema of the config file with the default kinds (``bridge schema``)."""
-    return kinds.json_schema(default_kinds())
+    return schema.json_schema(default_kinds())
 
 
 def print_config_error(exc: ConfigError) -> None:

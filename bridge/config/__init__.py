@@ -11,7 +11,8 @@ The parts:
 * ``yamlfile``: YAML with the line of every path,
 * ``interpolation``: ``${VAR}``, ``${VAR:-default}``, ``${file:PATH}``,
 * ``kinds``: ``Kinds``, the registries of connector and handler kinds, and the
-  config model and JSON Schema they make,
+  config model they make,
+* ``schema``: that model's JSON Schema, widened to what the loader accepts,
 * ``loading``: ``load_config`` and ``load_config_text``.
 
 The engine takes the kinds as a value; the wiring (``bridge.app``) supplies the
@@ -21,7 +22,7 @@ built-ins plus the entry-point plug-ins and offers ``load_config(path)`` with th
 from __future__ import annotations
 
 from bridge.config.interpolation import interpolate
-from bridge.config.kinds import Kinds, config_model, json_schema
+from bridge.config.kinds import Kinds, config_model
 from bridge.config.loading import load_config, load_config_text
 from bridge.config.models import (
     AdminConfig,
@@ -38,6 +39,7 @@ from bridge.config.models import (
     TelemetryConfig,
     UiConfig,
 )
+from bridge.config.schema import json_schema
 from bridge.config.yamlfile import format_path, line_of
 from bridge.tracing import TracesConfig
 

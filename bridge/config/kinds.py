@@ -3,7 +3,7 @@
 The engine knows no connector or handler kind by name: the wiring hands it a
 ``Kinds`` value (built-ins plus entry-point plug-ins, see ``bridge.app.kinds``),
 and the config model is one discriminated union per registry over the kinds'
-config models, built once per ``Kinds`` value.
+config models, built once per ``Kinds`` value (its JSON Schema: ``bridge.config.schema``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, Field, create_model
 
-from bridge.config.models import BridgeConfig
+from bridge.config.models import CONNECTORS_DESCRIPTION, HANDLERS_DESCRIPTION, BridgeConfig
 from bridge.handling import HandlerKind
 from bridge.transport import ConnectorKind
 
@@ -56,17 +56,11 @@ def config_model(kinds: Kinds) -> type[BridgeConfig]:
         model = create_model(
             "BridgeConfig",
             __base__=BridgeConfig,
-            connectors=(connectors, Field(default_factory=dict)),
-            handlers=(handlers, Field(default_factory=list)),
+            connectors=(
+                connectors,
+                Field(default_factory=dict, description=CONNECTORS_DESCRIPTION),
+            ),
+            handlers=(handlers, Field(default_factory=list, description=HANDLERS_DESCRIPTION)),
         )
         _models[kinds] = model
     return model
-
-
-def json_schema(kinds: Kinds) -> dict[str, Any]:
-    """JSON Schema of the config file with every kind of ``kinds``, for editors."""
-    schema = config_model(kinds).model_json_schema(by_alias=True)
-    schema["properties"].pop("base_dir", None)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "fan-out bridge config"
-    return schema

@@ -30,7 +30,9 @@ class EventTypeSpec(BaseModel):
         alias="schema",
         description="`none`, a pydantic model `package.module:Model`, or a JSON Schema file path.",
     )
-    description: str | None = None
+    description: str | None = Field(
+        None, description="What events of this type mean (shown in the developer UI's catalog)."
+    )
     on_complete: str | None = Field(
         None,
         description="When every run of an event of this type is final, emit an event of this "
@@ -83,11 +85,24 @@ class ServerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = True
-    listen: str = Field("127.0.0.1:8787", description="host:port to listen on.")
-    api: ApiConfig = Field(default_factory=ApiConfig)
-    admin: AdminConfig = Field(default_factory=AdminConfig)
-    ui: UiConfig = Field(default_factory=UiConfig)
+    enabled: bool = Field(
+        True,
+        description="Run the HTTP server (health, metrics, event API, webhooks, admin); "
+        "webhook connectors need it.",
+    )
+    listen: str = Field(
+        "127.0.0.1:8787",
+        description="host:port to listen on.",
+        examples=["127.0.0.1:8787", "0.0.0.0:8787", "[::1]:8787"],
+    )
+    api: ApiConfig = Field(
+        default_factory=ApiConfig, description="The event API, `POST /v1/events`."
+    )
+    admin: AdminConfig = Field(
+        default_factory=AdminConfig,
+        description="Who may use the dead-letter endpoints, the UI and, optionally, /metrics.",
+    )
+    ui: UiConfig = Field(default_factory=UiConfig, description="The developer UI at `/ui`.")
     body_timeout: Duration = Field(
         30.0,
         gt=0,
@@ -127,7 +142,9 @@ class LogConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format: Literal["json", "console"] = Field("json", description="JSON lines, or readable text.")
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Least severe level logged, for every logger not in `levels`."
+    )
     levels: dict[str, Literal["DEBUG", "INFO", "WARNING", "ERROR"]] = Field(
         default_factory=dict, description="Level per logger name, e.g. `aiokafka: WARNING`."
     )
@@ -146,10 +163,16 @@ class TelemetryConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    service_name: str = "bridge"
-    logs: LogConfig = Field(default_factory=LogConfig)
-    traces: TracesConfig = Field(default_factory=TracesConfig)
-    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    service_name: str = Field(
+        "bridge", description="`service.name` of traces and metrics (OpenTelemetry resource)."
+    )
+    logs: LogConfig = Field(default_factory=LogConfig, description="Log format and levels.")
+    traces: TracesConfig = Field(
+        default_factory=TracesConfig, description="OpenTelemetry traces: exporter and sampling."
+    )
+    metrics: MetricsConfig = Field(
+        default_factory=MetricsConfig, description="Metrics: the Prometheus endpoint."
+    )
 
 
 class Defaults(BaseModel):
@@ -157,7 +180,10 @@ class Defaults(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    retry: RetryPolicy = Field(
+        default_factory=RetryPolicy,
+        description="Retry policy of every handler that sets no `retry` of its own.",
+    )
     timeout: Duration = Field(30.0, description="Per-attempt timeout.")
     inline_retry_limit: Duration = Field(
         30.0,
@@ -207,6 +233,11 @@ class BridgeConfigBase(BaseModel):
     store: str = Field(
         "sqlite:///.bridge/state.db",
         description="State store URL: sqlite:///PATH, memory://, or postgresql://...",
+        examples=[
+            "sqlite:///.bridge/state.db",
+            "memory://",
+            "postgresql://bridge:${PGPASSWORD}@db:5432/bridge",
+        ],
     )
 
     @field_validator("store")
@@ -221,15 +252,29 @@ class BridgeConfigBase(BaseModel):
             )
         return value
 
-    server: ServerConfig = Field(default_factory=ServerConfig)
-    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
-    limits: Limits = Field(default_factory=Limits)
-    defaults: Defaults = Field(default_factory=Defaults)
+    server: ServerConfig = Field(
+        default_factory=ServerConfig,
+        description="The HTTP server: health, metrics, event API, webhooks, admin, UI.",
+    )
+    telemetry: TelemetryConfig = Field(
+        default_factory=TelemetryConfig,
+        description="Logs (format, levels), traces (OpenTelemetry) and metrics (Prometheus).",
+    )
+    limits: Limits = Field(
+        default_factory=Limits, description="Input limits: body size, poison deliveries."
+    )
+    defaults: Defaults = Field(
+        default_factory=Defaults,
+        description="Retry policy, timeout and inline retry limit of handlers that set none.",
+    )
     retry_budgets: dict[str, RetryBudgetConfig] = Field(
         default_factory=dict,
         description="Retry budgets by name, shared by the handlers whose `retry_budget` names them.",
     )
-    history: HistoryConfig = Field(default_factory=HistoryConfig)
+    history: HistoryConfig = Field(
+        default_factory=HistoryConfig,
+        description="Run history for the developer UI: events, runs and attempts.",
+    )
     max_fanout: int = Field(
         10_000, ge=1, description="Most child events one handler attempt may emit (`ctx.emit`)."
     )
@@ -249,9 +294,21 @@ class BridgeConfigBase(BaseModel):
     )
 
 
+CONNECTORS_DESCRIPTION = (
+    "Connectors by name: where events come from (`consume`) and where `publish` handlers "
+    "and dead-letter copies go; one kind per `type`."
+)
+HANDLERS_DESCRIPTION = (
+    "Handlers: each runs on the events its `on` (and `filter`) selects, independently of "
+    "the others, with its own retries; one kind per `type`."
+)
+
+
 # No docstring: it would become the schema's description. The model that validates a file
 # is built from this one by bridge.config.kinds.config_model, per registry of kinds.
 class BridgeConfig(BridgeConfigBase):
-    connectors: dict[str, ConnectorConfig] = Field(default_factory=dict)
-    handlers: list[HandlerConfig] = Field(default_factory=list)
+    connectors: dict[str, ConnectorConfig] = Field(
+        default_factory=dict, description=CONNECTORS_DESCRIPTION
+    )
+    handlers: list[HandlerConfig] = Field(default_factory=list, description=HANDLERS_DESCRIPTION)
     base_dir: Path = Field(default=Path("."), exclude=True)

@@ -13,6 +13,13 @@ from bridge.duration import Duration
 from bridge.transport import ConnectorConfig, ConsumeConfig
 
 
+def _servers_schema(schema: dict[str, Any]) -> None:
+    # The validator below also takes one comma-separated string.
+    listed = {k: schema.pop(k) for k in ("type", "items", "minItems") if k in schema}
+    schema["anyOf"] = [{"type": "string", "minLength": 1}, listed]
+    schema["examples"] = ["kafka-1:9092,kafka-2:9092", ["kafka-1:9092", "kafka-2:9092"]]
+
+
 class KafkaTLS(BaseModel):
     """TLS to the brokers (``SSL`` or ``SASL_SSL``)."""
 
@@ -139,9 +146,11 @@ class KafkaPublishConfig(BaseModel):
 class KafkaConfig(ConnectorConfig):
     """A Kafka cluster (any broker speaking the Kafka protocol)."""
 
-    type: Literal["kafka"] = "kafka"
+    type: Literal["kafka"] = Field("kafka", description="Connector kind: Apache Kafka.")
     bootstrap_servers: list[str] = Field(
-        min_length=1, description="`host:port` of one or more brokers (a list or comma-separated)."
+        min_length=1,
+        description="`host:port` of one or more brokers (a list or comma-separated).",
+        json_schema_extra=_servers_schema,
     )
     client_id: str = Field("bridge", description="Client id the brokers see.")
     tls: KafkaTLS | None = Field(None, description="Connect with TLS.")

@@ -118,7 +118,9 @@ class RabbitMQConsumeConfig(ConsumeConfig):
 class RabbitMQConfig(ConnectorConfig):
     """A RabbitMQ broker: consume a queue, publish to exchanges."""
 
-    type: Literal["rabbitmq"] = "rabbitmq"
+    type: Literal["rabbitmq"] = Field(
+        "rabbitmq", description="Connector kind: RabbitMQ (AMQP 0-9-1)."
+    )
     url: str = Field(
         "amqp://guest:guest@127.0.0.1:5672/",
         description="amqp:// or amqps:// URL with credentials and vhost (use ${ENV} for secrets).",

@@ -100,7 +100,9 @@ class SqsConfig(ConnectorConfig):
     Credentials come from the standard AWS chain, never from this file.
     """
 
-    type: Literal["sqs"] = "sqs"
+    type: Literal["sqs"] = Field(
+        "sqs", description="Connector kind: Amazon SQS (or a compatible endpoint)."
+    )
     region: str | None = Field(
         None,
         description="AWS region. Default: AWS_REGION / AWS_DEFAULT_REGION / the profile, "

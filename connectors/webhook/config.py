@@ -17,7 +17,9 @@ _RESERVED = ("/v1/", "/healthz", "/readyz", "/metrics")
 class WebhookConfig(ConnectorConfig):
     """Receive webhooks on the bridge's HTTP server and store them as events."""
 
-    type: Literal["webhook"] = "webhook"
+    type: Literal["webhook"] = Field(
+        "webhook", description="Connector kind: webhooks on the bridge's HTTP server."
+    )
     provider: Provider = Field(
         description="What sends the webhooks: supabase, debezium, planetscale, cloudevents, json."
     )

@@ -24,24 +24,36 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import orjson
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from bridge.context import Context
 from bridge.duration import Duration
 from bridge.errors import Fatal
 from bridge.events import Event, now_iso
-from bridge.handling import HandlerConfig, HandlerEnv
+from bridge.handling import EventTypes, HandlerConfig, HandlerEnv
 from bridge.routing import compile_filter
 from bridge.store.contracts import InboxEntry, Join, Store
 
 _JOIN_NAMESPACE = uuid.UUID("3d0c7c1a-8f5e-4b2d-9c6a-1e2f3a4b5c6d")
 
 
+def _on_optional(schema: dict[str, Any]) -> None:
+    # `start` is added to `on` before validation, so a join may leave `on` out.
+    schema["required"] = [name for name in schema.get("required", []) if name != "on"]
+
+
 class JoinHandlerConfig(HandlerConfig):
     """Wait for member events that match a start event; emit what was collected."""
 
-    type: Literal["join"] = "join"
-    start: list[str] = Field(description="Event types (or globs) that open a join.")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_on_optional)
+
+    type: Literal["join"] = Field(
+        "join", description="Handler kind: wait for other events, then emit one."
+    )
+    start: EventTypes = Field(
+        description="Event type (or glob), or a list of them, that opens a join; the handler "
+        "subscribes to them itself."
+    )
     match: str = Field(
         description="CEL over `event` (a member) and `start`: does this member belong to "
         "this join? e.g. `event.data.batch_id == start.data.batch_id`."
