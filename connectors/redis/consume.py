@@ -296,7 +296,7 @@ class RedisSource:
             return
         idle = int(self.consume.claim_idle * 1000)
         await redis.xclaim(
-            self.stream, self.group, self.consumer, 0, tuple(ids), idle=idle, justid=True
+            self.stream, self.group, self.consumer, 0, _ids(ids), idle=idle, justid=True
         )
         self._claim_at = 0.0  # ours too: claim them back at the next turn
 
@@ -316,7 +316,7 @@ class RedisSource:
                         self.group,
                         self.consumer,
                         0,
-                        tuple(mine[start : start + 1000]),
+                        _ids(mine[start : start + 1000]),
                         justid=True,
                     )
                 await self._refresh_lag(redis)
@@ -381,6 +381,10 @@ class RedisSource:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(remaining):
                     await redis.aclose()
+
+
+def _ids(ids: Iterable[bytes]) -> list[Any]:
+    return list(ids)
 
 
 def _as_bytes(value: Any) -> bytes:
