@@ -131,6 +131,11 @@ class RedisConfig(ConnectorConfig):
     command_timeout: Duration = Field(
         10.0, gt=0, description="Timeout of one command (besides the XREADGROUP block)."
     )
+    max_connections: int = Field(
+        50,
+        ge=2,
+        description="Connections of one client (pool); more concurrent commands wait for one.",
+    )
     publish: RedisPublishConfig = Field(
         default_factory=RedisPublishConfig, description="XADD options."
     )

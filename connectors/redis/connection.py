@@ -39,7 +39,7 @@ def client(cfg: RedisConfig, name: str, *, blocking: float = 0.0) -> Redis:
     Raises:
         ConnectorError: the URL or the TLS settings are unusable.
     """
-    from redis.asyncio import Redis
+    from redis.asyncio import BlockingConnectionPool, Redis
     from redis.asyncio.cluster import RedisCluster
     from redis.asyncio.sentinel import Sentinel
 
@@ -75,7 +75,11 @@ def client(cfg: RedisConfig, name: str, *, blocking: float = 0.0) -> Redis:
             )
             master: Redis = sentinel.master_for(cfg.sentinel.service)
             return master
-        return Redis.from_url(cfg.url, **options)
+        # Blocking: concurrent publishes wait for a free connection instead of failing.
+        pool = BlockingConnectionPool.from_url(
+            cfg.url, max_connections=cfg.max_connections, timeout=cfg.command_timeout, **options
+        )
+        return Redis(connection_pool=pool)
     except (ValueError, TypeError) as exc:
         raise ConnectorError(
             f"redis {name}: bad connection settings: {exc}", retriable=False
