@@ -5,7 +5,8 @@ Every variant drains a freshly filled stream through a consumer group created at
 (``bench.payload.work``: decode, validate, 4 handlers) and acks each entry after it:
 
 * ``raw``: XREADGROUP batches (COUNT up to the free slots), a task per entry doing
-  the work, then XACK of that entry.
+  the work, then XACK of that entry (a pool of redis-py's default 100 connections,
+  waiting for a free one).
 * ``faststream``: a ``RedisBroker`` stream subscriber in the group (pydantic-validated
   argument, ``asyncio.gather`` of the 4 handlers), ``AckPolicy.ACK`` (XACK after the
   work), ``max_records=IN_FLIGHT``.
@@ -56,7 +57,7 @@ async def new_stream(admin: Redis, count: int) -> str:
 
 async def raw(url: str, stream: str, events: int) -> Tally:
     tally = reset(events * 4)
-    client = Redis(connection_pool=BlockingConnectionPool.from_url(url, max_connections=50))
+    client = Redis(connection_pool=BlockingConnectionPool.from_url(url, max_connections=100))
     slots = asyncio.Semaphore(IN_FLIGHT)
     tasks: set[asyncio.Task[None]] = set()
 
