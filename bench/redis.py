@@ -58,6 +58,7 @@ async def new_stream(admin: Redis, count: int) -> str:
 async def raw(url: str, stream: str, events: int) -> Tally:
     tally = reset(events * 4)
     client = Redis(connection_pool=BlockingConnectionPool.from_url(url, max_connections=100))
+    client.auto_close_connection_pool = True
     slots = asyncio.Semaphore(IN_FLIGHT)
     tasks: set[asyncio.Task[None]] = set()
 

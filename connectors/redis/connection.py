@@ -79,7 +79,9 @@ def client(cfg: RedisConfig, name: str, *, blocking: float = 0.0) -> Redis:
         pool = BlockingConnectionPool.from_url(
             cfg.url, max_connections=cfg.max_connections, timeout=cfg.command_timeout, **options
         )
-        return Redis(connection_pool=pool)
+        redis = Redis(connection_pool=pool)
+        redis.auto_close_connection_pool = True  # aclose() closes the pool too, as from_url's
+        return redis
     except (ValueError, TypeError) as exc:
         raise ConnectorError(
             f"redis {name}: bad connection settings: {exc}", retriable=False

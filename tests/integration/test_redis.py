@@ -300,3 +300,31 @@ def test_config_validation() -> None:
         RedisConfig.model_validate({"url": "redis://x", "nope": 1})
     cfg = redis_config("redis://x", "s", max_in_flight=2000)
     assert cfg.consume is not None and cfg.consume.read_count == 500
+
+
+async def test_acl_user_and_password(redis_admin: RedisAdmin) -> None:
+    user = f"bridge-test-{redis_admin.token}"
+    stream = redis_admin.stream()
+    await redis_admin.client.execute_command(
+        "ACL", "SETUSER", user, "on", ">s3cret", "~test.*", "+@all"
+    )
+    try:
+        cfg = redis_config(redis_admin.url, stream)
+        good = cfg.model_copy(update={"username": user, "password": "s3cret"})
+        await redis_admin.add(stream, b"acl")
+        async with running(RedisSource(good, "redis")) as source:
+            (got,) = await take(source, 1)
+            await got.settle(Settlement.ACK)
+        assert got.body == b"acl"
+        bad = cfg.model_copy(update={"username": user, "password": "wrong"})
+        with pytest.raises(ConnectorError, match="login refused") as info:
+            await RedisSource(bad, "redis").start()
+        assert not info.value.retriable
+    finally:
+        await redis_admin.client.execute_command("ACL", "DELUSER", user)
+
+
+def test_tls_needs_a_rediss_url() -> None:
+    cfg = RedisConfig.model_validate({"url": "redis://127.0.0.1:6379", "tls": {"verify": True}})
+    with pytest.raises(ConnectorError, match="rediss://"):
+        RedisPublisher(cfg, "redis")._client()
