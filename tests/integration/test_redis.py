@@ -328,3 +328,30 @@ def test_tls_needs_a_rediss_url() -> None:
     cfg = RedisConfig.model_validate({"url": "redis://127.0.0.1:6379", "tls": {"verify": True}})
     with pytest.raises(ConnectorError, match="rediss://"):
         RedisPublisher(cfg, "redis")._client()
+
+
+async def test_connections_killed_by_the_server_are_reopened(redis_admin: RedisAdmin) -> None:
+    stream = redis_admin.stream()
+    name = f"kill-{redis_admin.token}"
+    cfg = redis_config(redis_admin.url, stream, claim_interval="100ms", claim_idle="1s")
+    async with running(RedisSource(cfg, name)) as source:
+        await redis_admin.add(stream, b"before")
+        (first,) = await take(source, 1)
+        await first.settle(Settlement.ACK)
+        clients = await redis_admin.client.client_list()
+        ours = [c["id"] for c in clients if c.get("name") == f"bridge-{name}"]
+        assert ours, "the source has no connection to kill"
+        for client_id in ours:
+            await redis_admin.client.client_kill_filter(_id=client_id)
+        for i in range(5):
+            await redis_admin.add(stream, f"after-{i}".encode())
+        got = await take(source, 5, within=15)
+        for d in got:
+            await d.settle(Settlement.ACK)
+        await until(lambda: source.status().connected, 5, "connected again")
+    assert sorted(bytes(d.body) for d in got) == [f"after-{i}".encode() for i in range(5)]
+
+    async def nothing_pending() -> bool:
+        return await redis_admin.pending(stream) == 0
+
+    await until(nothing_pending, 5, "every entry acked")
