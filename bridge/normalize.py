@@ -230,15 +230,18 @@ class Normalizer:
         """Normalize one delivery.
 
         Raises:
-            InvalidEvent: too large, undecodable, not a valid event, unknown type, schema failure.
+            InvalidEvent: too large, undecodable, not a valid event, unknown type, schema failure;
+                or the reason the transport put in ``meta["reject_reason"]``.
         """
         body = delivery.body
+        meta = delivery.meta
+        if meta and "reject_reason" in meta:  # the transport gave up on it (delivery limit)
+            raise InvalidEvent(str(meta["reject_reason"]), meta.get("reject_detail"))
         if len(body) > self.max_body_bytes:
             raise InvalidEvent("too_large", f"{len(body)} bytes, limit {self.max_body_bytes}")
         headers = text_headers(delivery.headers) if delivery.headers else delivery.headers
         if headers is not delivery.headers:  # rare: a header that is not UTF-8
             delivery = dataclasses.replace(delivery, headers=headers)
-        meta = delivery.meta
         attrs = binary_attributes(headers, percent=self.transport != "amqp") if headers else None
         raw: dict[str, Any]
         if (meta and meta.get("tombstone")) or self._reader is not None:

@@ -17,6 +17,11 @@ Contract of a Source:
       deliveries are settled (or abandoned at the drain deadline); it closes the
       transport. It is idempotent.
 
+Giving up: a source that must not deliver a message again (over the transport's
+delivery limit, as counted by a broker without dead-lettering of its own) sets
+``meta["reject_reason"]`` (and optionally ``meta["reject_detail"]``): the message is
+then dead-lettered with that reason, runs nothing, and is settled ``ACK``.
+
 Stable ids: a source puts a transport message id in ``meta["message_id"]``
 when the transport has one that survives redelivery (SQS MessageId, AMQP
 message_id, Kafka ``topic-partition-offset``). Normalization uses it as the

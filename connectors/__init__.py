@@ -1,7 +1,7 @@
 """Connector kinds. ``KINDS`` is the explicit registry; plugins add kinds through the
 ``bridge.connectors`` entry-point group (each entry point names a ``ConnectorKind``).
 
-A connector is a subpackage (``kafka``, ``rabbitmq``, ``sqs``, ``webhook``) or, when
+A connector is a subpackage (``kafka``, ``rabbitmq``, ``redis``, ``sqs``, ``webhook``) or, when
 small, one module (``cron``, ``memory``). It must import its broker SDK lazily
 (inside the Source, the Publisher or the dev-mode ``embedded`` hook), so the config
 schema knows every kind even without its extra installed.
@@ -17,7 +17,7 @@ from bridge.transport import (
     Settlement,
     Source,
 )
-from connectors import cron, kafka, memory, rabbitmq, sqs, webhook
+from connectors import cron, kafka, memory, rabbitmq, redis, sqs, webhook
 
 KINDS: dict[str, ConnectorKind] = {
     "memory": ConnectorKind(memory.MemoryConfig, "memory", memory.source, memory.publisher),
@@ -27,6 +27,9 @@ KINDS: dict[str, ConnectorKind] = {
     "rabbitmq": ConnectorKind(rabbitmq.RabbitMQConfig, "amqp", rabbitmq.source, rabbitmq.publisher),
     "sqs": ConnectorKind(
         sqs.SqsConfig, "sqs", sqs.source, sqs.publisher, embedded=sqs.embedded_broker
+    ),
+    "redis": ConnectorKind(
+        redis.RedisConfig, "redis", redis.source, redis.publisher, embedded=redis.check_reachable
     ),
     "webhook": ConnectorKind(
         webhook.WebhookConfig, "webhook", ingress=webhook.ingress, needs_server=True

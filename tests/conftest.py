@@ -9,6 +9,7 @@ import os
 pytest_plugins = [
     "tests.fixtures.kafka",
     "tests.fixtures.rabbitmq",
+    "tests.fixtures.redis",
     "tests.fixtures.sqs",
     "tests.fixtures.postgres",
 ]

@@ -15,7 +15,17 @@ from tests.support import ROOT
 
 pytestmark = pytest.mark.integration
 
-SCENARIOS = {"kafka", "rabbitmq", "sqs", "webhook", "latency", "tracing", "memory", "width"}
+SCENARIOS = {
+    "kafka",
+    "rabbitmq",
+    "redis",
+    "sqs",
+    "webhook",
+    "latency",
+    "tracing",
+    "memory",
+    "width",
+}
 
 
 @pytest.mark.timeout(240)
@@ -46,6 +56,7 @@ def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
         ("kafka", {"raw", "bridge", "faststream"}),
         ("rabbitmq", {"raw", "bridge", "faststream"}),
         ("sqs", {"raw", "bridge"}),
+        ("redis", {"raw", "bridge", "faststream"}),
         ("tracing", {"off", "sampled_10pct", "sampled_100pct"}),
         ("width", {f"{side}_w{w}" for side in ("bare", "bridge") for w in (1, 4, 16, 64)}),
     ):

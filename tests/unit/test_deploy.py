@@ -35,6 +35,7 @@ from bridge.store import MemoryStore
 from bridge.store.sqlite import sqlite_path
 from connectors.kafka import KafkaConfig
 from connectors.rabbitmq import RabbitMQConfig
+from connectors.redis import RedisConfig
 from connectors.sqs import SqsConfig
 from handlers.http import HttpHandlerConfig
 
@@ -378,6 +379,7 @@ KEDA_METADATA = {
     "kafka": {"bootstrapServers", "consumerGroup", "topic", "lagThreshold"},
     "rabbitmq": {"queueName", "mode", "value"},
     "aws-sqs-queue": {"queueURL", "queueLength", "awsRegion"},
+    "redis-streams": {"address", "stream", "consumerGroup", "lagCount"},
 }
 
 KEDA_SASL = {"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512"}
@@ -424,6 +426,14 @@ def test_keda_scaled_objects(tmp_path: Path) -> None:
     meta = triggers["aws-sqs-queue"]["metadata"]
     assert meta["queueURL"] == sqs.consume.queue
     assert meta["awsRegion"] == sqs.region == str(urlsplit(meta["queueURL"]).hostname).split(".")[1]
+    redis = consumer(cfg, RedisConfig)
+    assert redis.consume is not None
+    meta = triggers["redis-streams"]["metadata"]
+    url = urlsplit(redis.url)
+    assert meta["address"] == f"{url.hostname}:{url.port}"
+    assert meta["stream"] == redis.consume.stream
+    assert meta["consumerGroup"] == redis.consume.group
+    assert (meta["enableTLS"] == "true") == (url.scheme == "rediss")
 
 
 # --------------------------------------------------------------------------- the image
