@@ -7,7 +7,12 @@ issue may export the same figures through OpenTelemetry; the names stay.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
 Labels = tuple[tuple[str, str], ...]
 _BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -41,12 +46,26 @@ _HELP = {
         "Lease renewals (inbox entries, parked runs) that failed; tried again a third of a "
         "lease later.",
     ),
+    "bridge_store_errors_total": ("counter", "Store calls that failed (StoreError) by operation."),
     "bridge_in_flight": ("gauge", "Deliveries being processed."),
+    "bridge_ready": ("gauge", "1 while the bridge is ready (started, store and sources up)."),
+    "bridge_store_up": ("gauge", "1 while the store answers its ping, checked every 5 s."),
+    "bridge_connector_up": ("gauge", "1 while a source's connector is connected."),
     "bridge_source_lag": ("gauge", "Backlog of a source (lag or queue depth)."),
     "bridge_event_loop_lag_seconds": ("gauge", "How late the event loop woke a 1 s sleeper."),
     "bridge_fanout_width": ("histogram", "Handlers matched per event."),
     "bridge_run_duration_seconds": ("histogram", "Run duration, all attempts included."),
+    "bridge_store_seconds": ("histogram", "Store call duration by operation."),
 }
+
+# Reasons an input is invalid that every source can meet; their series exist from
+# start-up so a rate over them is 0 rather than absent.
+INVALID_REASONS = ("malformed_json", "invalid_cloudevent", "unknown_type", "mapping", "schema")
+# Process and Python runtime metrics, named as prometheus_client names them.
+_RUNTIME = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=_RUNTIME)
+PlatformCollector(registry=_RUNTIME)
+GCCollector(registry=_RUNTIME)
 
 
 class Metrics:
@@ -60,6 +79,18 @@ class Metrics:
 
     def inc(self, name: str, labels: Labels = (), value: float = 1.0) -> None:
         self.counters[(name, labels)] += value
+
+    def zero(self, name: str, labels: Labels = ()) -> None:
+        """Export counter ``name`` with ``labels`` at 0 until it first moves."""
+        self.counters[(name, labels)] += 0.0
+
+    def declare(
+        self, name: str, labels: Labels = (), buckets: tuple[float, ...] = _BUCKETS
+    ) -> None:
+        """Export histogram ``name`` with ``labels`` empty until its first observation."""
+        if (name, labels) not in self._hist:
+            self._hist[(name, labels)] = [0.0] * (len(buckets) + 2)
+            self._bounds[name] = buckets
 
     def set(self, name: str, labels: Labels, value: float) -> None:
         self.gauges[(name, labels)] = value
@@ -95,7 +126,7 @@ class Metrics:
 
     def render(self) -> str:
         """The Prometheus text exposition format."""
-        return "".join(self._lines())
+        return "".join(self._lines()) + generate_latest(_RUNTIME).decode()
 
     def _lines(self) -> Iterator[str]:
         names = sorted({n for n, _ in [*self.counters, *self.gauges, *self._hist]})
@@ -130,3 +161,47 @@ def _fmt(labels: Labels) -> str:
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def preset(
+    metrics: Metrics,
+    *,
+    handlers: Iterable[str],
+    sources: Iterable[str],
+    leased: Iterable[str],
+    operations: Iterable[str],
+) -> None:
+    """Export every counter at 0 with the label sets the config makes known.
+
+    Rates and alerts then work before the first failure: ``rate(x[5m])`` is 0, not
+    empty, and ``increase`` sees the first increment.
+    """
+    for handler in handlers:
+        h = (("handler", handler),)
+        for outcome in ("succeeded", "dead_lettered"):
+            metrics.zero("bridge_runs_total", (*h, ("outcome", outcome)))
+        for name in (
+            "bridge_retries_total",
+            "bridge_runs_parked_total",
+            "bridge_dead_letters_total",
+            "bridge_filter_errors_total",
+        ):
+            metrics.zero(name, h)
+        metrics.declare("bridge_run_duration_seconds", h)
+    metrics.zero("bridge_dead_letters_total", (("handler", ""),))
+    for source in sources:
+        c = (("connector", source),)
+        for name in (
+            "bridge_events_received_total",
+            "bridge_events_unrouted_total",
+            "bridge_internal_errors_total",
+        ):
+            metrics.zero(name, c)
+        for reason in INVALID_REASONS:
+            metrics.zero("bridge_events_invalid_total", (*c, ("reason", reason)))
+        metrics.set("bridge_in_flight", c, 0.0)
+    for source in leased:
+        for name in ("bridge_lease_lost_total", "bridge_lease_renewal_failures_total"):
+            metrics.zero(name, (("source", source),))
+    for operation in operations:
+        metrics.zero("bridge_store_errors_total", (("operation", operation),))

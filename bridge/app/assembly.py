@@ -19,11 +19,12 @@ from bridge.flow import Budgets, HandlerFlow
 from bridge.handling import HandlerEnv
 from bridge.history import HistoryRecorder
 from bridge.inbox import Inbox, InboxSource
-from bridge.metrics import Metrics
+from bridge.metrics import Metrics, preset
 from bridge.normalize import Normalizer
 from bridge.routing import Router, Subscription, compile_filter
 from bridge.scheduler import ParkedSource
 from bridge.store import Store, create_store
+from bridge.store.instrumented import instrument_store
 from bridge.templates import EVENT_ROOTS, Template
 from bridge.tracing import Tracing
 from bridge.transport import (
@@ -247,6 +248,13 @@ class Assembly:
             publishers=self.publishers,
         )
         self.dispatcher = Dispatcher(DispatchConfig.from_config(cfg), router, env)
+        preset(
+            self.metrics,
+            handlers=self.handlers,
+            sources=[s.name for s in self.slots],
+            leased=[s.name for s in self.slots if isinstance(s.source, InboxSource | ParkedSource)],
+            operations=instrument_store(self.store, self.metrics),
+        )
 
     async def emit(self, events: list[Event[Any]] | Any) -> None:
         """Durably queue events emitted by handlers (deduplicated by id)."""

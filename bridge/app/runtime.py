@@ -370,6 +370,12 @@ class Runtime(Assembly):
 
     async def _housekeeping(self) -> None:
         while True:
+            # The figures /readyz answers with, for alerts on readiness flapping.
+            store_ok = await self.store.ping()  # also sets bridge_store_up
+            self.metrics.set("bridge_ready", (), 1.0 if self.ready and store_ok else 0.0)
+            for slot in self.slots:
+                up = 1.0 if slot.status().connected else 0.0
+                self.metrics.set("bridge_connector_up", (("connector", slot.name),), up)
             for slot in self.slots:
                 if isinstance(slot.source, InboxSource):
                     with contextlib.suppress(Exception):
