@@ -7,7 +7,7 @@ issue may export the same figures through OpenTelemetry; the names stay.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.gc_collector import GCCollector
@@ -17,7 +17,7 @@ from prometheus_client.process_collector import ProcessCollector
 Labels = tuple[tuple[str, str], ...]
 _BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
-_HELP = {
+HELP = {
     "bridge_events_received_total": ("counter", "Messages received from sources."),
     "bridge_events_invalid_total": ("counter", "Messages that could not become events."),
     "bridge_events_unrouted_total": ("counter", "Events that no handler subscribes to."),
@@ -76,6 +76,8 @@ class Metrics:
         self.gauges: dict[tuple[str, Labels], float] = {}
         self._hist: dict[tuple[str, Labels], list[float]] = {}
         self._bounds: dict[str, tuple[float, ...]] = {}
+        # Called with every observation when histograms are also exported elsewhere (OTLP).
+        self.on_observe: Callable[[str, Labels, float, tuple[float, ...]], None] | None = None
 
     def inc(self, name: str, labels: Labels = (), value: float = 1.0) -> None:
         self.counters[(name, labels)] += value
@@ -102,6 +104,8 @@ class Metrics:
     def observe(
         self, name: str, labels: Labels, value: float, buckets: tuple[float, ...] = _BUCKETS
     ) -> None:
+        if self.on_observe is not None:
+            self.on_observe(name, labels, value, buckets)
         key = (name, labels)
         hist = self._hist.get(key)
         if hist is None:
@@ -131,7 +135,7 @@ class Metrics:
     def _lines(self) -> Iterator[str]:
         names = sorted({n for n, _ in [*self.counters, *self.gauges, *self._hist]})
         for name in names:
-            kind, text = _HELP.get(name, ("untyped", name))
+            kind, text = HELP.get(name, ("untyped", name))
             yield f"# HELP {name} {text}\n# TYPE {name} {kind}\n"
             for (n, labels), value in sorted(self.counters.items()):
                 if n == name:

@@ -21,6 +21,7 @@ from bridge.history import HistoryRecorder
 from bridge.inbox import Inbox, InboxSource
 from bridge.metrics import Metrics, preset
 from bridge.normalize import Normalizer
+from bridge.otlp_metrics import OtlpMetrics
 from bridge.routing import Router, Subscription, compile_filter
 from bridge.scheduler import ParkedSource
 from bridge.store import Store, create_store
@@ -96,6 +97,10 @@ class Assembly:
         telemetry = cfg.telemetry
         self.tracing = Tracing(telemetry.traces, telemetry.service_name, exporter=span_exporter)
         self.metrics = Metrics()
+        otlp = telemetry.metrics.otlp
+        self.otlp_metrics = (
+            OtlpMetrics(self.metrics, otlp, telemetry.service_name) if otlp is not None else None
+        )
         self.store: Store = store or create_store(cfg.store)
         self.catalog = EventCatalog(
             {name: load_schema(spec.schema_, cfg.base_dir) for name, spec in cfg.events.items()}

@@ -357,6 +357,8 @@ class Runtime(Assembly):
                     await close()
         await self.store.close()
         self.tracing.shutdown()
+        if self.otlp_metrics is not None:  # its last push is a blocking HTTP call
+            await asyncio.to_thread(self.otlp_metrics.shutdown)
         log.info("bridge stopped")
 
     async def _watch_loop_lag(self) -> None:
