@@ -15,8 +15,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from grafana_foundation_sdk.builders import dashboard, prometheus, timeseries
+from grafana_foundation_sdk.builders import common, dashboard, prometheus, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.common import (
+    LegendDisplayMode,
+    LegendPlacement,
+    SortOrder,
+    TooltipDisplayMode,
+)
 from grafana_foundation_sdk.models.dashboard import DataSourceRef
 
 OUT = Path(__file__).with_name("bridge-dashboard.json")
@@ -156,7 +162,24 @@ def build() -> dict[str, Any]:
         )
     )
     for title, unit, queries in PANELS:
-        panel = timeseries.Panel().title(title).unit(unit).datasource(DS).height(8).span(12)
+        panel = (
+            timeseries.Panel()
+            .title(title)
+            .unit(unit)
+            .datasource(DS)
+            .height(8)
+            .span(12)
+            .legend(
+                common.VizLegendOptions()
+                .show_legend(True)
+                .display_mode(LegendDisplayMode.LIST)
+                .placement(LegendPlacement.BOTTOM)
+                .calcs([])
+            )
+            .tooltip(
+                common.VizTooltipOptions().mode(TooltipDisplayMode.MULTI).sort(SortOrder.DESCENDING)
+            )
+        )
         for i, (expr, legend) in enumerate(queries):
             panel = panel.with_target(
                 prometheus.Dataquery()
