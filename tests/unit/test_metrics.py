@@ -158,3 +158,40 @@ async def test_every_counter_is_exported_at_zero_before_anything_happens() -> No
     # Process and Python runtime metrics, as prometheus_client names them.
     assert {"process_cpu_seconds_total", "process_resident_memory_bytes"} <= names
     assert {"python_gc_collections_total", "python_info"} <= names
+
+
+async def test_events_the_api_refuses_are_counted_as_invalid() -> None:
+    port = free_port()
+    cfg = load_config_text(textwrap.dedent(CONFIG.format(port=port, topic="metrics-api")), {})
+    runtime = Runtime(cfg)
+    task = asyncio.create_task(runtime.run())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while not runtime.ready:
+            await asyncio.sleep(0.01)
+        async with aiohttp.ClientSession() as session:
+            batch = "application/cloudevents-batch+json"
+            refused = [
+                (b"{broken", "application/json"),
+                (orjson.dumps([{"type": 5, "data": {}}]), batch),
+                (orjson.dumps([{"type": "job/run", "id": "", "data": {}}]), batch),
+            ]
+            for body, content_type in refused:
+                async with session.post(
+                    f"{url}/v1/events", data=body, headers={"content-type": content_type}
+                ) as resp:
+                    assert 400 <= resp.status < 500, await resp.text()
+            async with session.get(f"{url}/metrics") as resp:
+                samples = parse(await resp.text())
+    finally:
+        runtime.request_stop()
+        await task
+    assert value(samples, "bridge_events_invalid_total", connector="api") == 3
+    assert (
+        value(samples, "bridge_events_invalid_total", connector="api", reason="malformed_json") == 1
+    )
+    api_invalid = value(
+        samples, "bridge_events_invalid_total", connector="api", reason="invalid_cloudevent"
+    )
+    assert api_invalid == 2  # a type that is no string, an empty id
+    assert value(samples, "bridge_dead_letters_total") == 0
