@@ -6,6 +6,7 @@ issue may export the same figures through OpenTelemetry; the names stay.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 
@@ -111,12 +112,7 @@ class Metrics:
         if hist is None:
             hist = self._hist[key] = [0.0] * (len(buckets) + 2)  # buckets..., +Inf, sum
             self._bounds[name] = buckets
-        for i, bound in enumerate(buckets):
-            if value <= bound:
-                hist[i] += 1
-                break
-        else:
-            hist[len(buckets)] += 1
+        hist[bisect_left(buckets, value)] += 1  # the first bound >= value; past them all: +Inf
         hist[-1] += value
 
     def value(self, name: str, **labels: str) -> float:
