@@ -373,7 +373,10 @@ class Runtime(Assembly):
     async def _housekeeping(self) -> None:
         while True:
             # The figures /readyz answers with, for alerts on readiness flapping.
-            store_ok = await self.store.ping()  # also sets bridge_store_up
+            try:
+                store_ok = await self.store.ping()  # also sets bridge_store_up
+            except Exception:  # a ping answers False when the store is down; never stop here
+                store_ok = False
             self.metrics.set("bridge_ready", (), 1.0 if self.ready and store_ok else 0.0)
             for slot in self.slots:
                 up = 1.0 if slot.status().connected else 0.0
