@@ -20,7 +20,10 @@ _BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 HELP = {
     "bridge_events_received_total": ("counter", "Messages received from sources."),
-    "bridge_events_invalid_total": ("counter", "Messages that could not become events."),
+    "bridge_events_invalid_total": (
+        "counter",
+        "Messages that could not become events, and events the event API refused, by reason.",
+    ),
     "bridge_events_unrouted_total": ("counter", "Events that no handler subscribes to."),
     "bridge_messages_skipped_total": (
         "counter",
@@ -32,7 +35,11 @@ HELP = {
         "counter",
         "Retries parked in the store because their delay was past the inline limit.",
     ),
-    "bridge_dead_letters_total": ("counter", "Dead letters stored."),
+    "bridge_dead_letters_total": (
+        "counter",
+        'Runs dead-lettered, by handler; handler="" for unrouted events and internal errors '
+        "(invalid input counts in bridge_events_invalid_total only).",
+    ),
     "bridge_internal_errors_total": (
         "counter",
         "Unexpected engine failures on a delivery; each is retried up to limits.poison_limit.",
