@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= examples/newsletter/bridge.yaml
 
-.PHONY: run dev browser test test-unit test-integration lint format typecheck bench chaos clean schema
+.PHONY: run dev browser prometheus test test-unit test-integration lint format typecheck bench chaos clean schema
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -35,7 +35,15 @@ browser:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
-test: install browser
+# The dashboard and alert tests run a real Prometheus and promtool, from Debian's
+# `prometheus` package; install it when it is missing.
+prometheus:
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; }
+
+test: install browser prometheus
 	$(BIN)/pytest -q
 
 test-unit: install

@@ -6,15 +6,24 @@ issue may export the same figures through OpenTelemetry; the names stay.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
 Labels = tuple[tuple[str, str], ...]
 _BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
-_HELP = {
+HELP = {
     "bridge_events_received_total": ("counter", "Messages received from sources."),
-    "bridge_events_invalid_total": ("counter", "Messages that could not become events."),
+    "bridge_events_invalid_total": (
+        "counter",
+        "Messages that could not become events, and events the event API refused, by reason.",
+    ),
     "bridge_events_unrouted_total": ("counter", "Events that no handler subscribes to."),
     "bridge_messages_skipped_total": (
         "counter",
@@ -26,7 +35,11 @@ _HELP = {
         "counter",
         "Retries parked in the store because their delay was past the inline limit.",
     ),
-    "bridge_dead_letters_total": ("counter", "Dead letters stored."),
+    "bridge_dead_letters_total": (
+        "counter",
+        'Runs dead-lettered, by handler; handler="" for unrouted events and internal errors '
+        "(invalid input counts in bridge_events_invalid_total only).",
+    ),
     "bridge_internal_errors_total": (
         "counter",
         "Unexpected engine failures on a delivery; each is retried up to limits.poison_limit.",
@@ -41,12 +54,26 @@ _HELP = {
         "Lease renewals (inbox entries, parked runs) that failed; tried again a third of a "
         "lease later.",
     ),
+    "bridge_store_errors_total": ("counter", "Store calls that failed (StoreError) by operation."),
     "bridge_in_flight": ("gauge", "Deliveries being processed."),
+    "bridge_ready": ("gauge", "1 while the bridge is ready (started, store and sources up)."),
+    "bridge_store_up": ("gauge", "1 while the store answers its ping, checked every 5 s."),
+    "bridge_connector_up": ("gauge", "1 while a source's connector is connected."),
     "bridge_source_lag": ("gauge", "Backlog of a source (lag or queue depth)."),
     "bridge_event_loop_lag_seconds": ("gauge", "How late the event loop woke a 1 s sleeper."),
     "bridge_fanout_width": ("histogram", "Handlers matched per event."),
     "bridge_run_duration_seconds": ("histogram", "Run duration, all attempts included."),
+    "bridge_store_seconds": ("histogram", "Store call duration by operation."),
 }
+
+# Reasons an input is invalid that every source can meet; their series exist from
+# start-up so a rate over them is 0 rather than absent.
+INVALID_REASONS = ("malformed_json", "invalid_cloudevent", "unknown_type", "mapping", "schema")
+# Process and Python runtime metrics, named as prometheus_client names them.
+_RUNTIME = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=_RUNTIME)
+PlatformCollector(registry=_RUNTIME)
+GCCollector(registry=_RUNTIME)
 
 
 class Metrics:
@@ -57,9 +84,23 @@ class Metrics:
         self.gauges: dict[tuple[str, Labels], float] = {}
         self._hist: dict[tuple[str, Labels], list[float]] = {}
         self._bounds: dict[str, tuple[float, ...]] = {}
+        # Called with every observation when histograms are also exported elsewhere (OTLP).
+        self.on_observe: Callable[[str, Labels, float, tuple[float, ...]], None] | None = None
 
     def inc(self, name: str, labels: Labels = (), value: float = 1.0) -> None:
         self.counters[(name, labels)] += value
+
+    def zero(self, name: str, labels: Labels = ()) -> None:
+        """Export counter ``name`` with ``labels`` at 0 until it first moves."""
+        self.counters[(name, labels)] += 0.0
+
+    def declare(
+        self, name: str, labels: Labels = (), buckets: tuple[float, ...] = _BUCKETS
+    ) -> None:
+        """Export histogram ``name`` with ``labels`` empty until its first observation."""
+        if (name, labels) not in self._hist:
+            self._hist[(name, labels)] = [0.0] * (len(buckets) + 2)
+            self._bounds[name] = buckets
 
     def set(self, name: str, labels: Labels, value: float) -> None:
         self.gauges[(name, labels)] = value
@@ -71,17 +112,14 @@ class Metrics:
     def observe(
         self, name: str, labels: Labels, value: float, buckets: tuple[float, ...] = _BUCKETS
     ) -> None:
+        if self.on_observe is not None:
+            self.on_observe(name, labels, value, buckets)
         key = (name, labels)
         hist = self._hist.get(key)
         if hist is None:
             hist = self._hist[key] = [0.0] * (len(buckets) + 2)  # buckets..., +Inf, sum
             self._bounds[name] = buckets
-        for i, bound in enumerate(buckets):
-            if value <= bound:
-                hist[i] += 1
-                break
-        else:
-            hist[len(buckets)] += 1
+        hist[bisect_left(buckets, value)] += 1  # the first bound >= value; past them all: +Inf
         hist[-1] += value
 
     def value(self, name: str, **labels: str) -> float:
@@ -95,12 +133,12 @@ class Metrics:
 
     def render(self) -> str:
         """The Prometheus text exposition format."""
-        return "".join(self._lines())
+        return "".join(self._lines()) + generate_latest(_RUNTIME).decode()
 
     def _lines(self) -> Iterator[str]:
         names = sorted({n for n, _ in [*self.counters, *self.gauges, *self._hist]})
         for name in names:
-            kind, text = _HELP.get(name, ("untyped", name))
+            kind, text = HELP.get(name, ("untyped", name))
             yield f"# HELP {name} {text}\n# TYPE {name} {kind}\n"
             for (n, labels), value in sorted(self.counters.items()):
                 if n == name:
@@ -130,3 +168,47 @@ def _fmt(labels: Labels) -> str:
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def preset(
+    metrics: Metrics,
+    *,
+    handlers: Iterable[str],
+    sources: Iterable[str],
+    leased: Iterable[str],
+    operations: Iterable[str],
+) -> None:
+    """Export every counter at 0 with the label sets the config makes known.
+
+    Rates and alerts then work before the first failure: ``rate(x[5m])`` is 0, not
+    empty, and ``increase`` sees the first increment.
+    """
+    for handler in handlers:
+        h = (("handler", handler),)
+        for outcome in ("succeeded", "dead_lettered"):
+            metrics.zero("bridge_runs_total", (*h, ("outcome", outcome)))
+        for name in (
+            "bridge_retries_total",
+            "bridge_runs_parked_total",
+            "bridge_dead_letters_total",
+            "bridge_filter_errors_total",
+        ):
+            metrics.zero(name, h)
+        metrics.declare("bridge_run_duration_seconds", h)
+    metrics.zero("bridge_dead_letters_total", (("handler", ""),))
+    for source in sources:
+        c = (("connector", source),)
+        for name in (
+            "bridge_events_received_total",
+            "bridge_events_unrouted_total",
+            "bridge_internal_errors_total",
+        ):
+            metrics.zero(name, c)
+        for reason in INVALID_REASONS:
+            metrics.zero("bridge_events_invalid_total", (*c, ("reason", reason)))
+        metrics.set("bridge_in_flight", c, 0.0)
+    for source in leased:
+        for name in ("bridge_lease_lost_total", "bridge_lease_renewal_failures_total"):
+            metrics.zero(name, (("source", source),))
+    for operation in operations:
+        metrics.zero("bridge_store_errors_total", (("operation", operation),))

@@ -17,7 +17,7 @@ import asyncio
 import base64
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -234,9 +234,11 @@ class Server:
         try:
             raw_events = self._parse(body, request)
         except InvalidEvent as exc:
+            self._count_invalid([exc.reason])
             return problem(400, str(exc))
         entries, errors = self._validate(raw_events, request)
         if errors:
+            self._count_invalid(str(e["error"]) for e in errors)
             status = 413 if all(e["error"] == "too_large" for e in errors) else 422
             return problem(status, "invalid events; none was accepted", details=errors)
         fresh = await self.runtime.inbox.put(entries)
@@ -246,6 +248,17 @@ class Server:
             {"ids": [e.id for e in entries], "accepted": accepted, "duplicates": duplicates},
             status=202,
         )
+
+    def _count_invalid(self, reasons: Iterable[str]) -> None:
+        """Count refused events in ``bridge_events_invalid_total{connector="api"}``."""
+        for reason in reasons:
+            if reason == "unknown event type":
+                reason = "unknown_type"
+            elif not reason.isidentifier():  # "type must be a non-empty string", ...
+                reason = "invalid_cloudevent"
+            self.runtime.metrics.inc(
+                "bridge_events_invalid_total", (("connector", "api"), ("reason", reason))
+            )
 
     def _parse(self, body: bytes, request: web.Request) -> list[dict[str, Any]]:
         headers = text_headers(request.headers)

@@ -19,11 +19,13 @@ from bridge.flow import Budgets, HandlerFlow
 from bridge.handling import HandlerEnv
 from bridge.history import HistoryRecorder
 from bridge.inbox import Inbox, InboxSource
-from bridge.metrics import Metrics
+from bridge.metrics import Metrics, preset
 from bridge.normalize import Normalizer
+from bridge.otlp_metrics import OtlpMetrics
 from bridge.routing import Router, Subscription, compile_filter
 from bridge.scheduler import ParkedSource
 from bridge.store import Store, create_store
+from bridge.store.instrumented import instrument_store
 from bridge.templates import EVENT_ROOTS, Template
 from bridge.tracing import Tracing
 from bridge.transport import (
@@ -95,6 +97,10 @@ class Assembly:
         telemetry = cfg.telemetry
         self.tracing = Tracing(telemetry.traces, telemetry.service_name, exporter=span_exporter)
         self.metrics = Metrics()
+        otlp = telemetry.metrics.otlp
+        self.otlp_metrics = (
+            OtlpMetrics(self.metrics, otlp, telemetry.service_name) if otlp is not None else None
+        )
         self.store: Store = store or create_store(cfg.store)
         self.catalog = EventCatalog(
             {name: load_schema(spec.schema_, cfg.base_dir) for name, spec in cfg.events.items()}
@@ -247,6 +253,13 @@ class Assembly:
             publishers=self.publishers,
         )
         self.dispatcher = Dispatcher(DispatchConfig.from_config(cfg), router, env)
+        preset(
+            self.metrics,
+            handlers=self.handlers,
+            sources=[s.name for s in self.slots],
+            leased=[s.name for s in self.slots if isinstance(s.source, InboxSource | ParkedSource)],
+            operations=instrument_store(self.store, self.metrics),
+        )
 
     async def emit(self, events: list[Event[Any]] | Any) -> None:
         """Durably queue events emitted by handlers (deduplicated by id)."""

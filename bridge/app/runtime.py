@@ -357,6 +357,8 @@ class Runtime(Assembly):
                     await close()
         await self.store.close()
         self.tracing.shutdown()
+        if self.otlp_metrics is not None:  # its last push is a blocking HTTP call
+            await asyncio.to_thread(self.otlp_metrics.shutdown)
         log.info("bridge stopped")
 
     async def _watch_loop_lag(self) -> None:
@@ -370,6 +372,15 @@ class Runtime(Assembly):
 
     async def _housekeeping(self) -> None:
         while True:
+            # The figures /readyz answers with, for alerts on readiness flapping.
+            try:
+                store_ok = await self.store.ping()  # also sets bridge_store_up
+            except Exception:  # a ping answers False when the store is down; never stop here
+                store_ok = False
+            self.metrics.set("bridge_ready", (), 1.0 if self.ready and store_ok else 0.0)
+            for slot in self.slots:
+                up = 1.0 if slot.status().connected else 0.0
+                self.metrics.set("bridge_connector_up", (("connector", slot.name),), up)
             for slot in self.slots:
                 if isinstance(slot.source, InboxSource):
                     with contextlib.suppress(Exception):

@@ -150,12 +150,29 @@ class LogConfig(BaseModel):
     )
 
 
+class OtlpMetricsConfig(BaseModel):
+    """Push the same metrics over OTLP/HTTP (protobuf) through the OpenTelemetry SDK."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP metrics URL, e.g. `http://collector:4318/v1/metrics`; default "
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT + `/v1/metrics`.",
+    )
+    interval: Duration = Field(60.0, gt=0, description="How often the metrics are pushed.")
+    headers: dict[str, str] = Field(default_factory=dict, description="OTLP headers (e.g. auth).")
+
+
 class MetricsConfig(BaseModel):
-    """Metrics: Prometheus text on /metrics."""
+    """Metrics: Prometheus text on /metrics, and optionally pushed over OTLP."""
 
     model_config = ConfigDict(extra="forbid")
 
     prometheus: bool = Field(True, description="Serve /metrics in the Prometheus text format.")
+    otlp: OtlpMetricsConfig | None = Field(
+        None, description="Also push the metrics over OTLP/HTTP (off unless set)."
+    )
 
 
 class TelemetryConfig(BaseModel):

@@ -285,7 +285,7 @@ class Dispatcher:
             await self.env.store.dead_letter_add(letter)
         except StoreError:
             return Settlement.RETRY_LATER
-        metrics.inc("bridge_dead_letters_total", (("handler", ""),))
+        # Counted in bridge_events_invalid_total above, not as a handler's dead letter.
         log.warning(
             "invalid message dead-lettered",
             extra={"connector": connector, "dead_letter_id": letter.id, "error": letter.reason},

@@ -100,9 +100,98 @@ async def test_counters_move_with_what_happens() -> None:
     assert value(samples, "bridge_retries_total", handler="lucky") == 5
     assert value(samples, "bridge_retries_total", handler="doomed") == 10
     assert value(samples, "bridge_dead_letters_total", handler="doomed") == 5
-    assert value(samples, "bridge_dead_letters_total", handler="") == 1  # the broken message
+    # The broken message is invalid input, counted as such and not as a dead letter.
+    assert value(samples, "bridge_dead_letters_total", handler="") == 0
     assert value(samples, "bridge_in_flight", connector="in") == 0
     assert value(samples, "bridge_run_duration_seconds_count", handler="ok") == 5
     assert value(samples, "bridge_fanout_width_count") == 5
     assert value(samples, "bridge_fanout_width_bucket", le="2.0") == 0
     assert value(samples, "bridge_fanout_width_bucket", le="4.0") == 5
+
+
+async def scrape_idle(port: int, topic: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    cfg = load_config_text(textwrap.dedent(CONFIG.format(port=port, topic=topic)), {})
+    runtime = Runtime(cfg)
+    task = asyncio.create_task(runtime.run())
+    try:
+        while not runtime.ready:
+            await asyncio.sleep(0.01)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/metrics") as resp,
+        ):
+            assert resp.status == 200
+            text = await resp.text()
+    finally:
+        runtime.request_stop()
+        await task
+    return parse(text)
+
+
+async def test_every_counter_is_exported_at_zero_before_anything_happens() -> None:
+    samples = await scrape_idle(free_port(), "metrics-idle")
+    names = {name for name, _ in samples}
+    for handler in ("ok", "lucky", "doomed"):
+        for outcome in ("succeeded", "dead_lettered"):
+            assert (
+                samples[
+                    ("bridge_runs_total", frozenset({("handler", handler), ("outcome", outcome)}))
+                ]
+                == 0
+            )
+        for name in (
+            "bridge_retries_total",
+            "bridge_dead_letters_total",
+            "bridge_runs_parked_total",
+        ):
+            assert samples[(name, frozenset({("handler", handler)}))] == 0
+        assert (
+            samples[("bridge_run_duration_seconds_count", frozenset({("handler", handler)}))] == 0
+        )
+    for name in ("bridge_events_received_total", "bridge_internal_errors_total"):
+        assert samples[(name, frozenset({("connector", "in")}))] == 0
+    invalid = frozenset({("connector", "in"), ("reason", "malformed_json")})
+    assert samples[("bridge_events_invalid_total", invalid)] == 0
+    assert (
+        samples[("bridge_store_errors_total", frozenset({("operation", "dead_letter_add")}))] == 0
+    )
+    # Process and Python runtime metrics, as prometheus_client names them.
+    assert {"process_cpu_seconds_total", "process_resident_memory_bytes"} <= names
+    assert {"python_gc_collections_total", "python_info"} <= names
+
+
+async def test_events_the_api_refuses_are_counted_as_invalid() -> None:
+    port = free_port()
+    cfg = load_config_text(textwrap.dedent(CONFIG.format(port=port, topic="metrics-api")), {})
+    runtime = Runtime(cfg)
+    task = asyncio.create_task(runtime.run())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while not runtime.ready:
+            await asyncio.sleep(0.01)
+        async with aiohttp.ClientSession() as session:
+            batch = "application/cloudevents-batch+json"
+            refused = [
+                (b"{broken", "application/json"),
+                (orjson.dumps([{"type": 5, "data": {}}]), batch),
+                (orjson.dumps([{"type": "job/run", "id": "", "data": {}}]), batch),
+            ]
+            for body, content_type in refused:
+                async with session.post(
+                    f"{url}/v1/events", data=body, headers={"content-type": content_type}
+                ) as resp:
+                    assert 400 <= resp.status < 500, await resp.text()
+            async with session.get(f"{url}/metrics") as resp:
+                samples = parse(await resp.text())
+    finally:
+        runtime.request_stop()
+        await task
+    assert value(samples, "bridge_events_invalid_total", connector="api") == 3
+    assert (
+        value(samples, "bridge_events_invalid_total", connector="api", reason="malformed_json") == 1
+    )
+    api_invalid = value(
+        samples, "bridge_events_invalid_total", connector="api", reason="invalid_cloudevent"
+    )
+    assert api_invalid == 2  # a type that is no string, an empty id
+    assert value(samples, "bridge_dead_letters_total") == 0
