@@ -13,6 +13,7 @@ ENV = {
     "RABBIT_PASSWORD": "x",
     "SUPABASE_WEBHOOK_SECRET": "s",
     "API_TOKEN": "t",
+    "REDIS_PASSWORD": "r",
 }
 
 
