@@ -31,6 +31,7 @@ from bridge.inbox import InboxSource
 from bridge.normalize import Normalizer
 from bridge.store import Store
 from bridge.store.contracts import Attempt
+from bridge.store.sqlite.connection import SqliteConnection
 from bridge.transport import (
     Background,
     ConnectorStatus,
@@ -104,6 +105,8 @@ class Runtime(Assembly):
         """
         if self.dispatcher is None:
             self.build()
+        if isinstance(self.store, SqliteConnection):
+            self.store.exclusive()  # one bridge per SQLite file: a second one refuses to start
         await self.store.open()
         try:
             await self._start_publishers()
