@@ -74,7 +74,12 @@ class Runtime(Assembly):
 
     @property
     def ready(self) -> bool:
-        return self._ready and all(s.status().connected for s in self.slots)
+        """Running, and every source that ``readiness.connectors`` names connected."""
+        named = self.cfg.readiness.connectors
+        counted = [
+            s for s in self.slots if named == "all" or (isinstance(named, list) and s.name in named)
+        ]
+        return self._ready and all(s.status().connected for s in counted)
 
     def statuses(self) -> Mapping[str, ConnectorStatus]:
         return {s.name: s.status() for s in self.slots}
