@@ -255,7 +255,10 @@ class BridgeConfigBase(BaseModel):
         return value
 
     server: ServerConfig = Field(default_factory=ServerConfig)
-    readiness: ReadinessConfig = Field(default_factory=ReadinessConfig)
+    readiness: ReadinessConfig = Field(
+        default_factory=ReadinessConfig,
+        description="What /readyz waits for: the store always, and the connectors named here.",
+    )
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     limits: Limits = Field(default_factory=Limits)
     defaults: Defaults = Field(default_factory=Defaults)
