@@ -23,7 +23,20 @@ Problem = tuple[tuple[Any, ...], str]
 
 def cross_check(cfg: BridgeConfig, kinds: Mapping[str, ConnectorKind]) -> list[Problem]:
     """Every cross-reference problem of ``cfg``, whose connectors are of ``kinds``."""
-    return [*_catalog(cfg), *_connectors(cfg, kinds), *_handlers(cfg, kinds)]
+    return [
+        *_catalog(cfg),
+        *_connectors(cfg, kinds),
+        *_handlers(cfg, kinds),
+        *_readiness(cfg),
+    ]
+
+
+def _readiness(cfg: BridgeConfig) -> Iterator[Problem]:
+    named = cfg.readiness.connectors
+    if isinstance(named, list):
+        for index, name in enumerate(named):
+            if name not in cfg.connectors:
+                yield ("readiness", "connectors", index), f"no connector {name!r}"
 
 
 def _catalog(cfg: BridgeConfig) -> Iterator[Problem]:

@@ -56,7 +56,7 @@ class RunningBridge(Protocol):
 
     @property
     def ready(self) -> bool:
-        """Every source connected and the bridge running."""
+        """The bridge running, and every source that ``readiness.connectors`` names connected."""
 
     def statuses(self) -> Mapping[str, ConnectorStatus]:
         """Each source's health and backlog, by connector name."""

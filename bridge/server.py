@@ -9,6 +9,14 @@ are validated first (422 with the errors, nothing stored); then the events are
 committed to the inbox (bytes as ``data_base64``) and the answer is 202 with their
 ids. A repeated event id is accepted again as a no-op. ``traceparent``,
 ``tracestate`` and ``baggage`` headers go with the events that carry none.
+
+A browser next to a local bridge is kept out (``_browser``): a ``Host`` that is not
+loopback, an IP literal, the listen host or in ``server.allowed_hosts`` is refused 403
+(DNS rebinding); a request that may change state (not GET/HEAD/OPTIONS) from another
+site (``Sec-Fetch-Site``, or an ``Origin`` that is not the bridge's) is refused 403; the
+UI's own actions carry its per-process CSRF token; and the event API takes only JSON and
+CloudEvents content types (or binary mode with ``ce-`` headers), so no form or
+``text/plain`` "simple request" gets in without a CORS preflight (415 otherwise).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import asyncio
 import base64
 import logging
 import re
+import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +37,8 @@ from bridge import ui
 from bridge.admission import (
     ADMIN_PREFIXES,
     bearer_ok,
+    browser_refusal,
+    content_type_refusal,
     cookie_ok,
     denied,
     loopback,
@@ -96,9 +107,12 @@ class Server:
         self.token = cfg.server.api.token
         self.admin = cfg.server.admin
         self.admin_token = cfg.server.admin.token or cfg.server.api.token
+        self.allowed_hosts = (*cfg.server.allowed_hosts, cfg.server.host.lower())
+        # Per process: a page rendered by an earlier run is told to reload.
+        self.csrf_token = secrets.token_urlsafe(32)
         self.app = web.Application(
             client_max_size=cfg.limits.max_body_bytes,
-            middlewares=[self._errors, self._guard, self._body_deadline],
+            middlewares=[self._errors, self._browser, self._guard, self._body_deadline],
         )
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/readyz", self.readyz)
@@ -109,7 +123,7 @@ class Server:
         for ingress in runtime.ingresses.values():
             self.app.router.add_routes(ingress.routes())
         if cfg.server.ui.enabled:
-            self.app.router.add_routes(ui.routes(runtime))
+            self.app.router.add_routes(ui.routes(runtime, self.csrf_token))
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -142,6 +156,13 @@ class Server:
         except StoreError as exc:
             log.error("store unavailable", extra={"path": request.path, "error": str(exc)})
             return problem(503, "the store is unavailable; nothing was accepted, try again")
+
+    @web.middleware
+    async def _browser(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """What a web page in the user's browser could send is refused before anything
+        is read or done (``bridge.admission.browser_refusal``)."""
+        refusal = browser_refusal(request, self.allowed_hosts, self.csrf_token)
+        return refusal if refusal is not None else await handler(request)
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -228,6 +249,9 @@ class Server:
     # ------------------------------------------------------------------ event API
 
     async def post_events(self, request: web.Request) -> web.Response:
+        refusal = content_type_refusal(request)
+        if refusal is not None:
+            return problem(415, refusal)
         body = await request.read()
         if not body:
             return problem(400, "empty body")

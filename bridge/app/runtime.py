@@ -31,6 +31,7 @@ from bridge.inbox import InboxSource
 from bridge.normalize import Normalizer
 from bridge.store import Store
 from bridge.store.contracts import Attempt
+from bridge.store.sqlite.connection import SqliteConnection
 from bridge.transport import (
     Background,
     ConnectorStatus,
@@ -73,7 +74,12 @@ class Runtime(Assembly):
 
     @property
     def ready(self) -> bool:
-        return self._ready and all(s.status().connected for s in self.slots)
+        """Running, and every source that ``readiness.connectors`` names connected."""
+        named = self.cfg.readiness.connectors
+        counted = [
+            s for s in self.slots if named == "all" or (isinstance(named, list) and s.name in named)
+        ]
+        return self._ready and all(s.status().connected for s in counted)
 
     def statuses(self) -> Mapping[str, ConnectorStatus]:
         return {s.name: s.status() for s in self.slots}
@@ -104,6 +110,8 @@ class Runtime(Assembly):
         """
         if self.dispatcher is None:
             self.build()
+        if isinstance(self.store, SqliteConnection):
+            self.store.exclusive()  # one bridge per SQLite file: a second one refuses to start
         await self.store.open()
         try:
             await self._start_publishers()

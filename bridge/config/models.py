@@ -118,6 +118,14 @@ class ServerConfig(BaseModel):
     wedged_after: Duration = Field(
         10.0, description="/healthz fails when the event loop lags more than this."
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names the server answers besides loopback names (localhost), IP "
+        "literals and the `listen` host; any other `Host` header is refused (403), which "
+        "stops DNS rebinding. A name, `.example.com` for that domain and its subdomains, or "
+        "`*` for any. /healthz, /readyz and /metrics answer any Host.",
+        examples=[["bridge", ".svc.cluster.local", "bridge.example.com"]],
+    )
 
     @field_validator("listen")
     @classmethod
@@ -126,6 +134,17 @@ class ServerConfig(BaseModel):
         if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError("listen must be host:port, e.g. 127.0.0.1:8787")
         return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: list[str]) -> list[str]:
+        names = [v.strip().lower() for v in value]
+        for name in names:
+            if not name or any(ch in name for ch in "/: @"):
+                raise ValueError(
+                    f"{name!r} is not a host name: write the name alone (no scheme, no port)"
+                )
+        return names
 
     @property
     def host(self) -> str:
@@ -241,6 +260,20 @@ class Limits(BaseModel):
     )
 
 
+class ReadinessConfig(BaseModel):
+    """What ``/readyz`` waits for besides the store and a running bridge."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    connectors: Literal["all", "none"] | list[str] = Field(
+        "all",
+        description="Connectors whose health makes /readyz fail: `all`, `none`, or a list of "
+        "connector names. The others still show in /readyz details and in metrics. `none` "
+        "suits a sidecar, whose pod should not leave its Services when a broker is down.",
+        examples=["none", ["orders"]],
+    )
+
+
 class BridgeConfigBase(BaseModel):
     """The top level of the config file (connectors and handlers added per kind registry)."""
 
@@ -272,6 +305,10 @@ class BridgeConfigBase(BaseModel):
     server: ServerConfig = Field(
         default_factory=ServerConfig,
         description="The HTTP server: health, metrics, event API, webhooks, admin, UI.",
+    )
+    readiness: ReadinessConfig = Field(
+        default_factory=ReadinessConfig,
+        description="What /readyz waits for: the store always, and the connectors named here.",
     )
     telemetry: TelemetryConfig = Field(
         default_factory=TelemetryConfig,

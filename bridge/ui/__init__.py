@@ -3,7 +3,9 @@
 Plain HTML, CSS and JavaScript in ``bridge/ui/static`` (no CDN, no build step),
 and a JSON API under ``/ui/api`` (``bridge.ui.api``) that reads the run history,
 dead letters, the catalog and the connectors' status from the runtime. Access
-control is the server's: ``/ui`` is an admin prefix (``server.admin``).
+control is the server's: ``/ui`` is an admin prefix (``server.admin``). The page is
+rendered with the server's CSRF token, which the UI's JavaScript sends with every
+action (``X-CSRF-Token``); the server refuses an action without it.
 
 Pages (one document, switched by the URL fragment): events, one event's fan-out
 tree, dead letters, send a test event, status.
@@ -11,6 +13,7 @@ tree, dead letters, send a test event, status.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,15 +29,25 @@ __all__ = ["STATIC", "routes"]
 STATIC = Path(__file__).resolve().parent / "static"
 
 
-async def _index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
+def _page(csrf_token: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    text = (STATIC / "index.html").read_text().replace("{{csrf_token}}", csrf_token)
+
+    async def index(request: web.Request) -> web.Response:
+        # no-store: a page cached from an earlier run would carry a stale token.
+        return web.Response(
+            text=text, content_type="text/html", headers={"cache-control": "no-store"}
+        )
+
+    return index
 
 
-def routes(runtime: RunningBridge) -> list[web.AbstractRouteDef]:
-    """Every route of the UI: the page, its assets and its JSON API."""
+def routes(runtime: RunningBridge, csrf_token: str) -> list[web.AbstractRouteDef]:
+    """Every route of the UI: the page (rendered with ``csrf_token``), its assets and
+    its JSON API."""
+    index = _page(csrf_token)
     return [
-        web.get("/ui", _index),
-        web.get("/ui/", _index),
+        web.get("/ui", index),
+        web.get("/ui/", index),
         web.static("/ui/static", STATIC, append_version=False),
         *UiApi(runtime).routes(),
     ]

@@ -121,8 +121,13 @@ async def test_dev_mode_embeds_brokers_prints_urls_and_reloads_handlers(tmp_path
                 lambda: "devapp.py changed; reloading" in log_path.read_text(), 20, "reload"
             )
             await until(ready, 30, "ready again after the reload")
+            async with session.get(f"{url}/ui") as resp:  # the reloaded server's CSRF token
+                page = await resp.text()
+            token = page.split('name="bridge-csrf" content="', 1)[1].split('"', 1)[0]
             async with session.post(
-                f"{url}/ui/api/send", json={"type": "note/added", "data": {}, "id": "after"}
+                f"{url}/ui/api/send",
+                json={"type": "note/added", "data": {}, "id": "after"},
+                headers={"X-CSRF-Token": token},
             ) as resp:
                 assert resp.status == 202
             await until(lambda: "v2 after" in read_lines(record), 20, "the new handler code ran")

@@ -165,7 +165,7 @@ async def test_no_output_of_a_run_holds_a_secret(tmp_path: Path) -> None:
         # A request aiohttp cannot parse, with the token in the offending header line.
         reader, writer = await asyncio.open_connection("127.0.0.1", bridge.port)
         writer.write(
-            b"GET /v1/dead-letters HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            b"GET /v1/dead-letters HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer "
             + SECRETS["ADMIN_TOKEN"].encode()
             + b"\x01\r\n\r\n"
         )

@@ -110,7 +110,12 @@ class Bridge:
         raise AssertionError("the inbox did not drain")
 
     async def call(self, method: str, path: str) -> tuple[int, Any]:
-        async with self.session.request(method, f"{self.url}{path}") as resp:
+        headers = {}
+        if method != "GET" and path.startswith("/ui/"):  # the UI's actions carry its token
+            async with self.session.get(f"{self.url}/ui") as resp:
+                page = await resp.text()
+            headers["X-CSRF-Token"] = page.split('name="bridge-csrf" content="')[1].split('"')[0]
+        async with self.session.request(method, f"{self.url}{path}", headers=headers) as resp:
             return resp.status, await resp.json(content_type=None)
 
     async def letters(self) -> dict[tuple[str, str], dict[str, Any]]:

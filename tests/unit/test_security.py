@@ -277,7 +277,7 @@ async def test_a_body_that_stops_arriving_is_408_and_the_connection_freed(
         for stop_after in (0, 5, 20):  # nothing, a few bytes, most of the body
             reader, writer = await _open(bridge)
             writer.write(
-                f"POST {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: 100\r\n\r\n".encode()
+                f"POST {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Content-Length: 100\r\n\r\n".encode()
                 + b'{"kind": "a", "pad": "'[:stop_after]
             )
             await writer.drain()
@@ -302,7 +302,9 @@ async def test_a_trickling_body_is_cut_at_the_deadline(tmp_path: Path) -> None:
     async for bridge in running(tmp_path):
         before = bridge.connections()
         reader, writer = await _open(bridge)
-        writer.write(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        writer.write(
+            b"POST /v1/events HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+        )
         answered = asyncio.ensure_future(_answer(reader))
         sent = 0
         while not answered.done() and sent < 3000:  # one byte every 20 ms: a slowloris
@@ -332,7 +334,7 @@ async def test_a_trickling_body_is_cut_at_the_deadline(tmp_path: Path) -> None:
 async def test_headers_that_never_finish_are_dropped_after_idle_timeout(tmp_path: Path) -> None:
     async for bridge in running(tmp_path):
         reader, writer = await _open(bridge)
-        writer.write(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n")  # no blank line, ever
+        writer.write(b"POST /v1/events HTTP/1.1\r\nHost: localhost\r\n")  # no blank line, ever
         await writer.drain()
         rest = await asyncio.wait_for(reader.read(), 15)  # idle_timeout is 2 s
         writer.close()

@@ -22,7 +22,7 @@ from tests.unit.test_security import Bridge, _answer, running
 async def raw_post(bridge: Bridge, path: str, headers: bytes, body: bytes) -> tuple[int, bytes]:
     reader, writer = await asyncio.open_connection("127.0.0.1", bridge.port)
     writer.write(
-        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n".encode()
+        f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(body)}\r\n".encode()
         + headers
         + b"\r\n"
         + body
@@ -68,7 +68,8 @@ async def test_json_too_deep_to_store_is_refused_not_503(tmp_path: Path) -> None
         data = b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH
         status, answer = await raw_post(bridge, "/v1/events", b"ce-type: note/x\r\n", data)
         assert status == 422 and b"too_deep" in answer, answer
-        status, answer = await raw_post(bridge, "/v1/events", b"", deep)
+        json_type = b"Content-Type: application/json\r\n"
+        status, answer = await raw_post(bridge, "/v1/events", json_type, deep)
         assert status == 400 and b"too_deep" in answer, answer
         assert await bridge.runtime.store.inbox_pending(0, 10) == []
 

@@ -5,6 +5,7 @@ History rows are written straight into the store (``history_put``), as the recor
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -78,8 +79,17 @@ async def post(
     client: TestClient[Any, Any], path: str, body: Any = None, raw: bytes | None = None
 ) -> tuple[int, Any]:
     data = raw if raw is not None else orjson.dumps(body if body is not None else {})
-    resp = await client.post(path, data=data, headers={"content-type": "application/json"})
+    headers = {"content-type": "application/json", "x-csrf-token": await csrf_token(client)}
+    resp = await client.post(path, data=data, headers=headers)
     return resp.status, await resp.json()
+
+
+async def csrf_token(client: TestClient[Any, Any]) -> str:
+    """The CSRF token the UI page carries, read from the page as its JavaScript reads it."""
+    resp = await client.get("/ui")
+    match = re.search(r'<meta name="bridge-csrf" content="([^"]+)">', await resp.text())
+    assert match is not None
+    return match.group(1)
 
 
 def record(

@@ -8,13 +8,23 @@ Every call has a deadline (``bridge.store.deadlines``: the URL's ``timeout``, de
 5 s, also SQLite's ``busy_timeout``; ``ping_timeout`` for the ping, default 2 s): a
 call whose answer does not come back from the thread in time raises ``StoreError``,
 and is skipped if the thread has not started it yet.
+
+One process writes a database file at a time: ``exclusive()`` makes ``open`` take an
+``fcntl.flock`` on ``<db>.lock`` next to it (the holder's pid, host and command line
+written inside) and keep it until ``close`` or the process's end, so a second
+``bridge run`` on the same file refuses to start instead of sharing it silently. A lock
+file left by a process that died does not block: the kernel drops its lock with it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import queue
+import socket
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +55,57 @@ def sqlite_deadlines(url: str) -> Deadlines:
     return take_deadlines(dict(parse_qsl(url.partition("?")[2])))
 
 
+class WriterLock:
+    """An exclusive ``flock`` on ``<database>.lock``, naming its holder inside.
+
+    The file is never deleted (deleting a lock file races with the next taker); a
+    stale file is harmless, as only a live process holds a ``flock``.
+    """
+
+    def __init__(self, database: str) -> None:
+        self.path = f"{database}.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock without waiting.
+
+        Raises:
+            StoreError: another process holds it (its pid, host and command line in
+                the message), or the lock file cannot be opened.
+        """
+        if self._fd is not None:
+            return
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot open the lock file {self.path}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+            os.close(fd)
+            database = self.path.removesuffix(".lock")
+            raise StoreError(
+                f"{database} is in use by another bridge ({holder or 'pid unknown'}); "
+                "one process writes a SQLite store at a time: stop that one, or give this "
+                "one a store of its own (--store)"
+            ) from None
+        command = " ".join(sys.argv)[:200]
+        holder = f"pid {os.getpid()} on {socket.gethostname()}: {command}\n"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, holder.encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Drop the lock (and the holder's line). Idempotent."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
 class _Op:
     __slots__ = ("abandoned", "fn", "future", "loop")
 
@@ -73,17 +134,28 @@ class SqliteConnection:
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._lock: WriterLock | None = None
+
+    def exclusive(self) -> None:
+        """Make ``open`` take the database's writer lock and ``close`` release it: for
+        the process that runs the bridge. Tools that open the store briefly (``bridge
+        dlq``) do not call this, so they still work beside a running bridge."""
+        if self.path != ":memory:":
+            self._lock = WriterLock(self.path)
 
     async def open(self) -> None:
         """Start the thread, connect and migrate.
 
         Raises:
-            StoreError: the database cannot be opened or migrated.
+            StoreError: the database cannot be opened or migrated, or (after
+                ``exclusive()``) another process holds its writer lock.
         """
         if self._thread is not None:
             return
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        if self._lock is not None:
+            self._lock.acquire()
         ready: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
         self._thread = threading.Thread(
             target=self._serve, args=(ready,), name="sqlite-store", daemon=True
@@ -92,6 +164,8 @@ class SqliteConnection:
         error = await asyncio.get_running_loop().run_in_executor(None, ready.get)
         if error is not None:
             self._thread = None
+            if self._lock is not None:
+                self._lock.release()
             raise StoreError(f"cannot open {self.path}: {error}") from error
 
     async def close(self) -> None:
@@ -101,6 +175,8 @@ class SqliteConnection:
         self._closed = True
         self._queue.put(None)
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        if self._lock is not None:
+            self._lock.release()
 
     async def ping(self) -> bool:
         """True when the database answers within the ping deadline."""

@@ -4,6 +4,8 @@
 
 const API = "/ui/api";
 const POLL_MS = 2000;
+// The server refuses a UI action (POST) without this page's CSRF token in X-CSRF-Token.
+const CSRF = document.querySelector('meta[name="bridge-csrf"]').content;
 let timer = null;      // the current page's refresh loop
 let generation = 0;    // bumped on navigation, so a late answer never paints over a newer page
 
@@ -27,7 +29,7 @@ function h(tag, attrs, ...children) {
 async function api(path, options) {
   const resp = await fetch(API + path, {
     credentials: "same-origin",
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", "x-csrf-token": CSRF },
     ...options,
   });
   const text = await resp.text();
