@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench import core, kafka, memory, rabbitmq, redis, report, sqs, tracing, webhook
+from bench import core, kafka, memory, rabbitmq, redis, report, soak, sqs, tracing, webhook
 from bench.brokers import SQS_CREDENTIALS, Tansu, moto_server, rabbitmq_version
 from bench.common import RESULTS, Env, machine
 
@@ -37,6 +37,7 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "latency": ("Kafka produce-to-handler latency at 1,000 msg/s", kafka.latency),
     "tracing": ("Tracing: off / 10% / 100% sampling", tracing.sampling),
     "memory": ("Memory: RSS idle and under overload", memory.rss),
+    "soak": ("Soak: RSS with the UI and run history on, 50-event batches to /v1/events", soak.soak),
     "width": ("Width: handlers per event 1, 4, 16, 64", core.width),
 }
 NEEDS_KAFKA = {"kafka", "latency", "memory"}

@@ -135,11 +135,11 @@ def png(doc: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4 * rows), squeeze=False)
     for ax, (name, result) in zip(axes.flat, scenarios.items(), strict=False):
         ax.set_title(f"{name}", fontsize=10)
-        if name == "memory" and result.get("samples"):
+        if name in ("memory", "soak") and result.get("samples"):
             t = [s[0] for s in result["samples"]]
             ax.plot(t, [s[1] for s in result["samples"]], label="RSS (MB)")
             ax.axhline(result["rss_mb"]["idle"], linestyle="--", color="grey", label="idle")
-            ax.set_xlabel("seconds of overload")
+            ax.set_xlabel("seconds of load")
             ax.set_ylabel("MB")
             ax.legend(fontsize=8)
         elif name == "width":

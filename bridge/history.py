@@ -1,10 +1,17 @@
 """The run history: what the developer UI shows, written off the hot path.
 
 The dispatcher reports events and runs as they change; the recorder keeps only
-the latest state of each in memory and writes them in batches every
-``interval`` seconds, so a busy bridge pays a dict update per change, not a
-store write. History is best effort: a failed write is logged and dropped, it
-never holds up a delivery. Retention (age and count) is applied as it goes.
+the latest state of each, in memory, and writes them in batches (one store
+transaction per batch) every ``interval`` seconds, so a busy bridge pays a dict
+update per change, not a store write. An event is written once it is final (or
+parked), or once it has been running longer than ``hold`` seconds, so that a
+busy bridge writes most events once, with their final status.
+
+History is best effort and bounded: at most ``max_pending`` events (with their
+runs) wait in memory. When a new event arrives with the buffer full, the oldest
+pending event is dropped from the history (never from delivery) and counted in
+``bridge_history_dropped_total``; a failed write is logged and dropped. Neither
+ever holds up or slows a delivery. Retention (age and count) is applied as it goes.
 
 A delivery reports only the runs it made (a replay, one; a redelivery, those
 not already final), so the status it reports is a first guess: the store sets
@@ -19,45 +26,96 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.events import Event
+from bridge.metrics import Metrics
 from bridge.store.contracts import EventRecord, RunRecord, Store, event_status
 
-__all__ = ["HistoryRecorder", "event_status"]
+__all__ = ["DROPPED", "HistoryRecorder", "event_status"]
 
 log = logging.getLogger("bridge.history")
 
+DROPPED = "bridge_history_dropped_total"
+PURGE_EVERY = 5.0  # seconds between retention passes: each pass stays small under load
+
+
+@dataclass(slots=True)
+class _Pending:
+    """What waits to be written for one event id."""
+
+    id: str
+    since: float
+    event: Event[Any] | None = None  # serialised at write time, off the hot path
+    record: EventRecord | None = None  # its record, without the event's body yet
+    runs: dict[str, RunRecord] = field(default_factory=dict)
+    refresh: bool = False  # recompute the stored event's status from its stored runs
+
 
 class HistoryRecorder:
-    """Batches history writes to the store and applies retention.
+    """Batches history writes to the store, bounds what waits in memory, applies retention.
 
     Args:
         store: where the history lives.
         max_age: forget events older than this many seconds.
         max_events: keep at most this many events.
         interval: seconds between batched writes.
+        max_pending: most events (with their runs) waiting in memory; beyond it
+            the oldest is dropped from the history and counted in ``DROPPED``.
+        hold: an event still running is written after this many seconds (so the
+            UI shows it running); before that it waits to be written once, final.
+        metrics: where ``DROPPED`` is counted.
     """
 
     def __init__(
-        self, store: Store, *, max_age: float, max_events: int, interval: float = 0.5
+        self,
+        store: Store,
+        *,
+        max_age: float,
+        max_events: int,
+        interval: float = 0.5,
+        max_pending: int = 10_000,
+        hold: float = 2.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.max_age = max_age
         self.max_events = max_events
         self.interval = interval
-        self._events: dict[str, EventRecord] = {}
-        self._runs: dict[tuple[str, str], RunRecord] = {}
-        self._refresh: set[str] = set()
+        self.max_pending = max(1, max_pending)
+        self.hold = hold
+        self.metrics = metrics or Metrics()
+        self.metrics.inc(DROPPED, (), 0.0)  # shown from the start, at 0
+        self.dropped = 0
+        self._pending: dict[str, _Pending] = {}  # insertion order: oldest first
         self._task: asyncio.Task[None] | None = None
         self._last_purge = 0.0
+
+    @property
+    def pending(self) -> int:
+        """How many events wait in memory to be written (never above ``max_pending``)."""
+        return len(self._pending)
+
+    def _entry(self, event_id: str) -> _Pending:
+        entry = self._pending.get(event_id)
+        if entry is None:
+            if len(self._pending) >= self.max_pending:
+                # Full: the oldest waiting event leaves the history, so memory stays bounded.
+                del self._pending[next(iter(self._pending))]
+                self.dropped += 1
+                self.metrics.inc(DROPPED)
+            entry = self._pending[event_id] = _Pending(event_id, time.monotonic())
+        return entry
 
     # ------------------------------------------------------------------ reports (sync, cheap)
 
     def event_started(self, event: Event[Any], source: str, trace_id: str | None) -> None:
         """An event is about to run through its handlers."""
-        current = self._events.get(event.id)
-        self._events[event.id] = EventRecord(
+        entry = self._entry(event.id)
+        current = entry.record
+        entry.event = event
+        entry.record = EventRecord(
             id=event.id,
             type=event.type,
             source=source,
@@ -66,15 +124,15 @@ class HistoryRecorder:
             correlation_id=event.correlationid,
             parent_id=event.parentid,
             trace_id=trace_id,
-            event=event.to_dict(),
         )
 
     def event_finished(self, event: Event[Any], statuses: Sequence[str]) -> None:
         """Every run of this delivery is final (or parked); ``statuses`` are the runs'
         (the store then counts the event's other runs too)."""
-        record = self._events.get(event.id)
-        if record is None:  # already written: update it from the store at flush time
-            self._refresh.add(event.id)
+        entry = self._pending.get(event.id)
+        record = entry.record if entry is not None else None
+        if entry is None or record is None:  # already written: update it from the store
+            self._entry(event.id).refresh = True
             return
         record.status = event_status(statuses)
         if record.status != "running":
@@ -82,11 +140,11 @@ class HistoryRecorder:
 
     def run(self, record: RunRecord) -> None:
         """A run changed: an attempt failed, or it became final or parked."""
-        self._runs[(record.event_id, record.handler)] = record
+        self._entry(record.event_id).runs[record.handler] = record
 
     def refresh(self, event_id: str) -> None:
         """Recompute an event's status from its stored runs (a parked run finished)."""
-        self._refresh.add(event_id)
+        self._entry(event_id).refresh = True
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -101,25 +159,53 @@ class HistoryRecorder:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.flush()
+        await self.flush(everything=True)
 
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
             await self.flush()
 
-    async def flush(self) -> None:
-        """Write pending records now."""
-        events, self._events = list(self._events.values()), {}
-        runs, self._runs = list(self._runs.values()), {}
-        refresh, self._refresh = self._refresh, set()
+    def _take(self, everything: bool) -> list[_Pending]:
+        """Remove and return the entries due now: final, runs only, or held long enough."""
+        if everything:
+            taken, self._pending = list(self._pending.values()), {}
+            return taken
+        due = time.monotonic() - self.hold
+        taken = []
+        keep: dict[str, _Pending] = {}
+        for event_id, entry in self._pending.items():
+            record = entry.record
+            if record is None or record.status != "running" or entry.since <= due:
+                taken.append(entry)
+            else:
+                keep[event_id] = entry
+        self._pending = keep
+        return taken
+
+    async def flush(self, everything: bool = False) -> None:
+        """Write the pending records that are due (``everything``: all of them) now."""
+        taken = self._take(everything)
+        events: list[EventRecord] = []
+        runs: list[RunRecord] = []
+        refresh: list[str] = []
+        for entry in taken:
+            record = entry.record
+            if record is not None:
+                if entry.event is not None:
+                    record.event = entry.event.to_dict()
+                events.append(record)
+            runs.extend(entry.runs.values())
+            if entry.refresh:
+                refresh.append(entry.id)
+        del taken
         try:
             if events or runs:
                 await self.store.history_put(events, runs)
             if refresh:
                 await self._recompute(refresh)
             now = time.time()
-            if now - self._last_purge > 60.0:
+            if now - self._last_purge > PURGE_EVERY:
                 self._last_purge = now
                 await self.store.history_purge(now - self.max_age, self.max_events)
         except Exception as exc:  # best effort: history never holds up delivery

@@ -31,6 +31,10 @@ HELP = {
     ),
     "bridge_runs_total": ("counter", "Finished runs by handler and outcome."),
     "bridge_retries_total": ("counter", "Attempts retried after a failure."),
+    "bridge_history_dropped_total": (
+        "counter",
+        "Events left out of the run history because its write buffer was full.",
+    ),
     "bridge_runs_parked_total": (
         "counter",
         "Retries parked in the store because their delay was past the inline limit.",

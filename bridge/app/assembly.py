@@ -241,7 +241,11 @@ class Assembly:
         cfg = self.cfg
         if self.history_enabled():
             self.history = HistoryRecorder(
-                self.store, max_age=cfg.history.max_age, max_events=cfg.history.max_events
+                self.store,
+                max_age=cfg.history.max_age,
+                max_events=cfg.history.max_events,
+                max_pending=cfg.history.max_pending,
+                metrics=self.metrics,
             )
         env = DispatchEnv(
             self.store,

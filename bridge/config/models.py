@@ -239,6 +239,13 @@ class HistoryConfig(BaseModel):
     )
     max_age: Duration = Field(7 * 86_400.0, description="Forget events older than this.")
     max_events: int = Field(10_000, ge=1, description="Keep at most this many events.")
+    max_pending: int = Field(
+        5_000,
+        ge=1,
+        description="Most events (with their runs) waiting in memory to be written; when "
+        "full, the oldest is left out of the history and counted in "
+        "`bridge_history_dropped_total` (deliveries are never held up).",
+    )
 
 
 class Limits(BaseModel):

@@ -25,6 +25,7 @@ SCENARIOS = {
     "tracing",
     "memory",
     "width",
+    "soak",
 }
 
 

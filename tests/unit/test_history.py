@@ -1,0 +1,68 @@
+"""The run history recorder: bounded in memory, written in batches, best effort."""
+
+from __future__ import annotations
+
+from bridge import Event
+from bridge.history import DROPPED, HistoryRecorder
+from bridge.metrics import Metrics
+from bridge.store.contracts import Attempt, RunRecord
+from bridge.store.memory import MemoryStore
+
+HANDLERS = ("a", "b", "c")
+
+
+def report(recorder: HistoryRecorder, n: int) -> None:
+    """One event through 3 handlers, as the dispatcher reports it."""
+    event = Event(id=f"e{n}", source="test", type="test/event", data={"n": n}, correlationid="c")
+    recorder.event_started(event, "api", None)
+    for handler in HANDLERS:
+        recorder.run(RunRecord(event.id, handler, "succeeded", [Attempt(1, 0.0, 0.001)]))
+    recorder.event_finished(event, ["succeeded"] * len(HANDLERS))
+
+
+async def test_a_burst_never_holds_more_than_the_cap_and_drops_are_counted() -> None:
+    store, metrics = MemoryStore(), Metrics()
+    recorder = HistoryRecorder(
+        store, max_age=3600, max_events=10_000, max_pending=100, metrics=metrics
+    )
+    most = 0
+    for n in range(1_000):  # no write in between: the store is "slow"
+        report(recorder, n)
+        most = max(most, recorder.pending)
+    assert most == 100
+    assert recorder.dropped == 900
+    assert metrics.counters[(DROPPED, ())] == 900
+    await recorder.flush()
+    assert recorder.pending == 0
+    stored = await store.history_events(limit=1_000)
+    # The newest 100 are kept, whole: each with its 3 runs and final status.
+    assert sorted(int(r.id[1:]) for r in stored) == list(range(900, 1_000))
+    assert {r.status for r in stored} == {"succeeded"}
+    assert stored[0].event["data"] == {"n": int(stored[0].id[1:])}
+    assert [r.handler for r in await store.history_runs("e999")] == list(HANDLERS)
+
+
+async def test_an_event_is_written_once_final_and_a_long_run_shows_as_running() -> None:
+    store = MemoryStore()
+    recorder = HistoryRecorder(store, max_age=3600, max_events=100, hold=3600)
+    event = Event(id="slow", source="test", type="test/event", data={}, correlationid="c")
+    recorder.event_started(event, "api", None)
+    await recorder.flush()
+    assert await store.history_event("slow") is None  # still running, held in memory
+    recorder.event_finished(event, ["succeeded"])
+    await recorder.flush()
+    stored = await store.history_event("slow")
+    assert stored is not None and stored.status == "succeeded" and stored.finished_at
+
+    recorder.hold = 0.0  # running longer than hold: written as running, then updated
+    late = Event(id="late", source="test", type="test/event", data={}, correlationid="c")
+    recorder.event_started(late, "api", None)
+    recorder.run(RunRecord("late", "a", "running"))
+    await recorder.flush()
+    stored = await store.history_event("late")
+    assert stored is not None and stored.status == "running"
+    recorder.run(RunRecord("late", "a", "succeeded"))
+    recorder.event_finished(late, ["succeeded"])
+    await recorder.close()
+    stored = await store.history_event("late")
+    assert stored is not None and stored.status == "succeeded"
