@@ -9,6 +9,7 @@ import os
 pytest_plugins = [
     "tests.fixtures.kafka",
     "tests.fixtures.rabbitmq",
+    "tests.fixtures.nats",
     "tests.fixtures.sqs",
     "tests.fixtures.postgres",
 ]
