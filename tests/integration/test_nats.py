@@ -85,7 +85,10 @@ async def test_in_progress_acks_keep_a_long_run_from_redelivery(
     cfg = nats_config(jetstream.url, stream, subject, ack_wait=1.0)
     async with running(NatsSource(cfg, "nats")) as source:
         (held,) = await take(source, 1)
-        assert await nothing_within(source, 3.0)  # 3 x ack_wait: no second delivery
+        assert await nothing_within(source, 3.0)  # 3 x ack_wait
+        info = await jetstream.js.consumer_info(stream, "d")
+        assert info.delivered.consumer_seq == 1  # JetStream never delivered it again
+        assert info.num_redelivered == 0
         await held.settle(Settlement.ACK)
         await asyncio.sleep(0.3)
     assert held.meta["receive_count"] == 1
