@@ -111,7 +111,7 @@ async def test_a_crashed_consumers_messages_come_back_after_ack_wait(
     first = NatsSource(cfg, "nats")
     await first.start()
     got = await take(first, 5)
-    await first._nc.close()  # a crash: no acks, no naks  # noqa: SLF001
+    await first._nc.close()  # a crash: no acks, no naks
     async with running(NatsSource(cfg, "nats")) as source:
         again = await take(source, 5, within=10)
         for d in again:
