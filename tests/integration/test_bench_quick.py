@@ -15,7 +15,7 @@ from tests.support import ROOT
 
 pytestmark = pytest.mark.integration
 
-SCENARIOS = {"kafka", "rabbitmq", "sqs", "webhook", "latency", "tracing", "memory", "width"}
+SCENARIOS = {"kafka", "rabbitmq", "sqs", "nats", "webhook", "latency", "tracing", "memory", "width"}
 
 
 @pytest.mark.timeout(240)
