@@ -48,6 +48,7 @@ class NatsSource:
         self._ack_wait = self.consume.ack_wait
         self._tasks: list[asyncio.Task[None]] = []
         self._fetcher: asyncio.Task[None] | None = None
+        self._fetching = False  # a pull request is out
         self._intake_stopped = asyncio.Event()
         self._closed = asyncio.Event()
         self._failure: ConnectorError | None = None
@@ -155,8 +156,10 @@ class NatsSource:
             return
         self._intake_stopped.set()
         if self._fetcher is not None:
-            # A pull request in progress is let finish (what it brings is handed back below).
-            _, pending = await asyncio.wait([self._fetcher], timeout=self.consume.fetch_wait + 2)
+            # A pull request in progress is let finish (what it brings is handed back below);
+            # a fetcher waiting for free slots is cancelled at once.
+            grace = self.consume.fetch_wait + 2 if self._fetching else 0
+            _, pending = await asyncio.wait([self._fetcher], timeout=grace)
             await _cancel(pending)
         for held in self._book.take_undelivered():
             await self._nak(self._msgs.pop(held.message_id, None), 0.0)
@@ -210,13 +213,16 @@ class NatsSource:
         loop = asyncio.get_running_loop()
         backoff = 0.5
         while not self._intake_stopped.is_set():
-            want = await self._book.reserve(self.consume.fetch_batch)
+            want = await self._reserve()
             try:
+                self._fetching = True
                 msgs = await self._sub.fetch(want, timeout=self.consume.fetch_wait)
             except (NatsTimeout, TimeoutError):
+                self._fetching = False
                 self._book.release(want)
                 continue
             except Exception as exc:
+                self._fetching = False
                 self._book.release(want)
                 self._problem = repr(exc)
                 log.warning(
@@ -227,12 +233,27 @@ class NatsSource:
                     await asyncio.wait_for(self._intake_stopped.wait(), backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
+            self._fetching = False
             backoff = 0.5
             self._problem = ""
             self._book.release(want - len(msgs))
             expires = loop.time() + self._ack_wait
             for msg in msgs:
                 self._admit(msg, expires)
+
+    async def _reserve(self) -> int:
+        """Slots for one pull request: at least a quarter of ``max_in_flight`` (up to
+        ``fetch_batch``), so a busy source does not send one request per settled message."""
+        batch = self.consume.fetch_batch
+        low = min(batch, max(1, self.consume.max_in_flight // 4))
+        taken = await self._book.reserve(batch)
+        try:
+            while taken < low:
+                taken += await self._book.reserve(low - taken)
+        except BaseException:
+            self._book.release(taken)
+            raise
+        return taken
 
     def _admit(self, msg: Any, expires: float) -> None:
         meta = msg.metadata
