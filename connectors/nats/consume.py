@@ -331,7 +331,7 @@ class NatsSource:
         loop = asyncio.get_running_loop()
         tick = max(0.1, self._ack_wait / 4)
         margin = self._ack_wait / 2
-        while True:
+        while not self._closed.is_set():
             await asyncio.sleep(tick)
             now = loop.time()
             for held in self._book.expiring(now + margin):
@@ -350,7 +350,7 @@ class NatsSource:
 
     async def _poll_lag(self) -> None:
         c = self.consume
-        while True:
+        while not self._closed.is_set():
             await asyncio.sleep(c.health_interval)
             js = self._js
             if js is None:
@@ -376,9 +376,10 @@ class NatsSource:
 
 
 async def _cancel(tasks: Any) -> None:
+    # Bounded: nats-py turns a cancelled request into its own TimeoutError, so a task
+    # may swallow one cancellation; the loops also end on ``_closed``.
     tasks = list(tasks)
     for task in tasks:
         task.cancel()
-    for task in tasks:
-        with contextlib.suppress(BaseException):
-            await task
+    if tasks:
+        await asyncio.wait(tasks, timeout=2.0)
