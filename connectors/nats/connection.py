@@ -68,7 +68,11 @@ async def open_connection(cfg: NatsConfig, name: str) -> Any:
     async def _error(exc: Exception) -> None:
         log.warning("nats connection error", extra={"connector": name, "error": repr(exc)})
 
+    client: list[Any] = []
+
     async def _disconnected() -> None:
+        if client and client[0].is_closed:
+            return  # closed by us (stop, close): not worth a warning
         log.warning("nats disconnected", extra={"connector": name})
 
     async def _reconnected() -> None:
@@ -80,7 +84,7 @@ async def open_connection(cfg: NatsConfig, name: str) -> Any:
     # -1, so the first connect is bounded here.)
     try:
         async with asyncio.timeout(cfg.connect_timeout * 2 + cfg.reconnect_wait):
-            return await nats.connect(
+            nc = await nats.connect(
                 **options,
                 error_cb=_error,
                 disconnected_cb=_disconnected,
@@ -91,6 +95,8 @@ async def open_connection(cfg: NatsConfig, name: str) -> Any:
         raise ConnectorError(
             f"NATS {', '.join(cfg.servers)} could not be reached: {exc!r}", retriable=not auth
         ) from exc
+    client.append(nc)
+    return nc
 
 
 def _address(url: str) -> tuple[str, int]:

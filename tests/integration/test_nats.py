@@ -13,6 +13,7 @@ from bridge.transport import Settlement
 from connectors.nats import NatsConfig, NatsPublisher, NatsSource
 from tests.contract import PublisherContract, SourceContract, nothing_within, running, take
 from tests.fixtures.nats import JetStreamAdmin
+from tests.support import until
 
 pytestmark = pytest.mark.integration
 
@@ -198,3 +199,53 @@ async def test_bound_consumer_must_exist(jetstream: JetStreamAdmin) -> None:
     with pytest.raises(ConnectorError, match="does not exist") as caught:
         await NatsSource(cfg, "nats").start()
     assert caught.value.retriable is False
+
+
+async def test_reconnects_and_acks_what_it_held_across_a_dropped_connection(
+    jetstream: JetStreamAdmin,
+) -> None:
+    """The connection drops (every socket closed): the source reconnects by itself,
+    messages taken before the drop are still acked (acks belong to the consumer, not
+    the connection), and new messages flow; nothing is left pending."""
+    from tests.fixtures.tcp_proxy import TcpProxy
+
+    stream, subject = await jetstream.stream()
+    proxy = TcpProxy("127.0.0.1", 4222)
+    await proxy.start()
+    try:
+        for i in range(3):
+            await jetstream.publish(subject, f"before-{i}".encode())
+        cfg = nats_config(f"nats://127.0.0.1:{proxy.port}", stream, subject)
+        source = NatsSource(cfg, "nats")
+        async with running(source):
+            held = await take(source, 3)
+            for writer in list(proxy._writers):
+                writer.close()  # the network drops the connection
+            await until(lambda: not source.status().connected, 10, "the drop noticed")
+            await until(lambda: source.status().connected, 10, "reconnected")
+            for d in held:
+                await d.settle(Settlement.ACK)
+            for i in range(3):
+                await jetstream.publish(subject, f"after-{i}".encode())
+            after = await take(source, 3, within=15)
+            for d in after:
+                await d.settle(Settlement.ACK)
+            await until(lambda: _nothing_pending(jetstream, stream), 10, "all acked")
+    finally:
+        await proxy.close()
+    assert sorted(bytes(d.body) for d in after) == [f"after-{i}".encode() for i in range(3)]
+
+
+async def _nothing_pending(jetstream: JetStreamAdmin, stream: str) -> bool:
+    return await jetstream.pending(stream, "d") == (0, 0)
+
+
+async def test_unreachable_server_is_a_retriable_connector_error() -> None:
+    from bridge.errors import ConnectorError
+    from tests.support import free_port
+
+    cfg = nats_config(f"nats://127.0.0.1:{free_port()}", "S", "s")
+    cfg = cfg.model_copy(update={"connect_timeout": 0.5, "reconnect_wait": 0.1})
+    with pytest.raises(ConnectorError, match="could not be reached") as caught:
+        await NatsSource(cfg, "nats").start()
+    assert caught.value.retriable
