@@ -21,7 +21,12 @@ Consume:
       nor dead-lettered by the bridge; keep the default -1 unless that is wanted.
     * Ordering: ``key`` hands out one message per key at a time, in stream order;
       the key is the subject or ``header:NAME``. ``none`` (the default, since one
-      subject often carries every message): no ordering.
+      subject often carries every message): no ordering. After a crash the messages
+      the dead consumer held come back only when their ``ack_wait`` runs out, so under
+      ``key`` a source that finds unacked messages on the consumer at start waits
+      about ``ack_wait`` before its first pull: JetStream then hands the redeliveries
+      out before newer messages, and each key's order holds across the crash (one
+      replica; across replicas a key can run on two at once).
     * Ids: ``meta["message_id"]`` is the ``Nats-Msg-Id`` header, else
       ``<stream>-<sequence>``; normalization makes it the event id of a message that
       is not a CloudEvent, so a redelivery is recognized by the ledger.

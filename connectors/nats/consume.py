@@ -49,6 +49,7 @@ class NatsSource:
         self._tasks: list[asyncio.Task[None]] = []
         self._fetcher: asyncio.Task[None] | None = None
         self._fetching = False  # a pull request is out
+        self._hold = 0.0  # seconds to wait before the first pull (ordering after a crash)
         self._intake_stopped = asyncio.Event()
         self._closed = asyncio.Event()
         self._failure: ConnectorError | None = None
@@ -85,6 +86,12 @@ class NatsSource:
             raise
         self._nc, self._js = nc, js
         self._pending = float(info.num_pending)
+        self._hold = 0.0
+        if self._ordered and info.num_ack_pending:
+            # Messages a crashed predecessor held are redelivered only once their ack_wait
+            # runs out; JetStream hands redeliveries out before new messages, so waiting
+            # that long before the first pull keeps a key's order across the crash.
+            self._hold = self._ack_wait * 1.1 + 0.2
         self._fetcher = self._task(self._fetch(), f"nats-fetch:{self.name}")
         self._tasks = [
             self._task(self._heartbeat(), f"nats-heartbeat:{self.name}"),
@@ -212,6 +219,13 @@ class NatsSource:
 
         loop = asyncio.get_running_loop()
         backoff = 0.5
+        if self._hold:
+            log.info(
+                "nats: unacked messages of an earlier consumer; waiting ack_wait for them first",
+                extra={"connector": self.name, "seconds": round(self._hold, 2)},
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._intake_stopped.wait(), self._hold)
         while not self._intake_stopped.is_set():
             want = await self._reserve()
             try:

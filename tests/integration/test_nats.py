@@ -249,3 +249,25 @@ async def test_unreachable_server_is_a_retriable_connector_error() -> None:
     with pytest.raises(ConnectorError, match="could not be reached") as caught:
         await NatsSource(cfg, "nats").start()
     assert caught.value.retriable
+
+
+async def test_key_order_holds_across_a_crash(jetstream: JetStreamAdmin) -> None:
+    """A consumer dies holding a key's first messages; a message of that key published
+    after the crash still runs after them (the new source waits for the redeliveries)."""
+    stream, subject = await jetstream.stream()
+    for i in range(2):
+        await jetstream.publish(f"{subject}.a", f"a{i}".encode())
+    cfg = nats_config(jetstream.url, stream, subject, ordering="key", ack_wait=1.0)
+    first = NatsSource(cfg, "nats")
+    await first.start()
+    await take(first, 1)  # a0 out, a1 waiting in its lane
+    await first._nc.close()  # a crash: nothing acked
+    await jetstream.publish(f"{subject}.a", b"a2")
+    order = []
+    async with running(NatsSource(cfg, "nats")) as source:
+        for _ in range(3):
+            (d,) = await take(source, 1, within=10)
+            order.append(bytes(d.body))
+            await d.settle(Settlement.ACK)
+    await first.stop(asyncio.get_running_loop().time() + 1)
+    assert order == [b"a0", b"a1", b"a2"]
