@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench import core, kafka, memory, rabbitmq, redis, report, soak, sqs, tracing, webhook
+from bench import core, kafka, memory, nats, rabbitmq, redis, report, soak, sqs, tracing, webhook
 from bench.brokers import SQS_CREDENTIALS, Tansu, moto_server, rabbitmq_version
 from bench.common import RESULTS, Env, machine
 
@@ -33,6 +33,7 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "rabbitmq": ("RabbitMQ: bridge vs raw aio-pika vs FastStream", rabbitmq.throughput),
     "sqs": ("SQS (moto): bridge vs raw aiobotocore", sqs.throughput),
     "redis": ("Redis Streams: bridge vs raw redis-py vs FastStream", redis.throughput),
+    "nats": ("NATS JetStream: bridge vs raw nats-py vs FastStream", nats.throughput),
     "webhook": ("Webhook ingress: bridge inbox vs bare aiohttp", webhook.ingress),
     "latency": ("Kafka produce-to-handler latency at 1,000 msg/s", kafka.latency),
     "tracing": ("Tracing: off / 10% / 100% sampling", tracing.sampling),

@@ -17,7 +17,7 @@ from bridge.transport import (
     Settlement,
     Source,
 )
-from connectors import cron, kafka, memory, rabbitmq, redis, sqs, webhook
+from connectors import cron, kafka, memory, nats, rabbitmq, redis, sqs, webhook
 
 KINDS: dict[str, ConnectorKind] = {
     "memory": ConnectorKind(memory.MemoryConfig, "memory", memory.source, memory.publisher),
@@ -27,6 +27,9 @@ KINDS: dict[str, ConnectorKind] = {
     "rabbitmq": ConnectorKind(rabbitmq.RabbitMQConfig, "amqp", rabbitmq.source, rabbitmq.publisher),
     "sqs": ConnectorKind(
         sqs.SqsConfig, "sqs", sqs.source, sqs.publisher, embedded=sqs.embedded_broker
+    ),
+    "nats": ConnectorKind(
+        nats.NatsConfig, "nats", nats.source, nats.publisher, embedded=nats.check_reachable
     ),
     "redis": ConnectorKind(
         redis.RedisConfig, "redis", redis.source, redis.publisher, embedded=redis.check_reachable

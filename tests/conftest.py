@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.fixtures.kafka",
     "tests.fixtures.rabbitmq",
     "tests.fixtures.redis",
+    "tests.fixtures.nats",
     "tests.fixtures.sqs",
     "tests.fixtures.postgres",
 ]

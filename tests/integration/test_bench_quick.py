@@ -26,6 +26,7 @@ SCENARIOS = {
     "memory",
     "width",
     "soak",
+    "nats",
 }
 
 

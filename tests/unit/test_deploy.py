@@ -34,6 +34,7 @@ from bridge.server import Server
 from bridge.store import MemoryStore
 from bridge.store.sqlite import sqlite_path
 from connectors.kafka import KafkaConfig
+from connectors.nats import NatsConfig
 from connectors.rabbitmq import RabbitMQConfig
 from connectors.redis import RedisConfig
 from connectors.sqs import SqsConfig
@@ -380,6 +381,13 @@ KEDA_METADATA = {
     "rabbitmq": {"queueName", "mode", "value"},
     "aws-sqs-queue": {"queueURL", "queueLength", "awsRegion"},
     "redis-streams": {"address", "stream", "consumerGroup", "lagCount"},
+    "nats-jetstream": {
+        "natsServerMonitoringEndpoint",
+        "account",
+        "stream",
+        "consumer",
+        "lagThreshold",
+    },
 }
 
 KEDA_SASL = {"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512"}
@@ -406,6 +414,8 @@ def test_keda_scaled_objects(tmp_path: Path) -> None:
         meta = trigger["metadata"]
         assert KEDA_METADATA[kind] <= meta.keys(), kind
         assert all(isinstance(v, str) for v in meta.values()), f"{kind}: KEDA metadata are strings"
+        if "authenticationRef" not in trigger:
+            continue  # nats-jetstream reads the unauthenticated monitoring port
         auth = auths[trigger["authenticationRef"]["name"]]["spec"]
         for ref in auth.get("secretTargetRef", []):
             assert ref["name"] == SECRET and ref["key"] in secret_keys  # the bridge's own
@@ -434,6 +444,14 @@ def test_keda_scaled_objects(tmp_path: Path) -> None:
     assert meta["stream"] == redis.consume.stream
     assert meta["consumerGroup"] == redis.consume.group
     assert (meta["enableTLS"] == "true") == (url.scheme == "rediss")
+    nats = consumer(cfg, NatsConfig)
+    assert nats.consume is not None
+    meta = triggers["nats-jetstream"]["metadata"]
+    assert meta["stream"] == nats.consume.stream
+    assert meta["consumer"] == nats.consume.durable
+    monitor_host = meta["natsServerMonitoringEndpoint"].partition(":")[0]
+    assert monitor_host == urlsplit(env["NATS_URL"]).hostname  # the server the bridge uses
+    assert nats.servers == [env["NATS_URL"]]
 
 
 # --------------------------------------------------------------------------- the image
