@@ -181,6 +181,7 @@ def preset(
     sources: Iterable[str],
     leased: Iterable[str],
     operations: Iterable[str],
+    ingresses: Iterable[str] = (),
 ) -> None:
     """Export every counter at 0 with the label sets the config makes known.
 
@@ -210,7 +211,13 @@ def preset(
             metrics.zero(name, c)
         for reason in INVALID_REASONS:
             metrics.zero("bridge_events_invalid_total", (*c, ("reason", reason)))
+        metrics.zero("bridge_messages_skipped_total", (*c, ("reason", "tombstone")))
         metrics.set("bridge_in_flight", c, 0.0)
+    for ingress in ingresses:  # webhooks: what they refuse is invalid input too
+        for reason in INVALID_REASONS:
+            metrics.zero(
+                "bridge_events_invalid_total", (("connector", ingress), ("reason", reason))
+            )
     for source in leased:
         for name in ("bridge_lease_lost_total", "bridge_lease_renewal_failures_total"):
             metrics.zero(name, (("source", source),))

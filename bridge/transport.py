@@ -56,6 +56,10 @@ async def _settle_nothing(_: Settlement) -> None:
     return None
 
 
+def _refuse_nothing(_: str) -> None:
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """One message from a transport, with the means to settle it.
@@ -144,12 +148,16 @@ class IngressEnv:
         catalog: the event catalog, to validate data before answering.
         max_body_bytes: the bridge's body limit (a connector may set a lower one).
         store: the state store (``bridge.store.Store``), e.g. for cron positions.
+        refused: called with the reason of each request refused for what it sent
+            (malformed, too large, invalid event; not for a failed authentication),
+            so invalid input is counted like a broker's (``bridge_events_invalid_total``).
     """
 
     accept: Callable[[Any], Awaitable[list[bool]]]
     catalog: Any
     max_body_bytes: int
     store: Any = None
+    refused: Callable[[str], None] = _refuse_nothing
 
 
 @runtime_checkable

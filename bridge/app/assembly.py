@@ -220,8 +220,17 @@ class Assembly:
             async def accept(events: Any, source: str = name) -> list[bool]:
                 return await self.inbox.put_events(list(events), source=source)
 
+            def refused(reason: str, connector: str = name) -> None:
+                self.metrics.inc(
+                    "bridge_events_invalid_total", (("connector", connector), ("reason", reason))
+                )
+
             env = IngressEnv(
-                accept=accept, catalog=self.catalog, max_body_bytes=limit, store=self.store
+                accept=accept,
+                catalog=self.catalog,
+                max_body_bytes=limit,
+                store=self.store,
+                refused=refused,
             )
             self.ingresses[name] = factory(conn, name, env)
 
@@ -263,6 +272,7 @@ class Assembly:
             sources=[s.name for s in self.slots],
             leased=[s.name for s in self.slots if isinstance(s.source, InboxSource | ParkedSource)],
             operations=instrument_store(self.store, self.metrics),
+            ingresses=list(self.ingresses),
         )
 
     async def emit(self, events: list[Event[Any]] | Any) -> None:

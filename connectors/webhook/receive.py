@@ -114,6 +114,8 @@ class WebhookIngress:
             "webhook rejected",
             extra={"connector": self.name, "status": status, "reason": cause},
         )
+        if status not in (401, 408):  # what the sender sent, not who or how fast
+            self.env.refused(cause)
         response = _problem(status, message, **extra)
         if status in (401, 408, 413):
             response.force_close()  # do not read on a connection that sent what we refused

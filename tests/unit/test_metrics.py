@@ -152,6 +152,8 @@ async def test_every_counter_is_exported_at_zero_before_anything_happens() -> No
         assert samples[(name, frozenset({("connector", "in")}))] == 0
     invalid = frozenset({("connector", "in"), ("reason", "malformed_json")})
     assert samples[("bridge_events_invalid_total", invalid)] == 0
+    tombstones = frozenset({("connector", "in"), ("reason", "tombstone")})
+    assert samples[("bridge_messages_skipped_total", tombstones)] == 0
     assert (
         samples[("bridge_store_errors_total", frozenset({("operation", "dead_letter_add")}))] == 0
     )
@@ -195,3 +197,52 @@ async def test_events_the_api_refuses_are_counted_as_invalid() -> None:
     )
     assert api_invalid == 2  # a type that is no string, an empty id
     assert value(samples, "bridge_dead_letters_total") == 0
+
+
+WEBHOOK_CONFIG = """\
+version: 1
+store: memory://
+server: {{listen: "127.0.0.1:{port}"}}
+events: {{"job/run": {{schema: none}}}}
+connectors:
+  hook: {{type: webhook, provider: json, path: /hooks/jobs, event: {{type: job/run}}}}
+handlers:
+  - {{id: ok, on: job/run, type: log}}
+"""
+
+
+async def test_what_a_webhook_refuses_is_counted_as_invalid_input() -> None:
+    """Webhook refusals are invalid input like a broker's, counted per connector from 0."""
+    port = free_port()
+    cfg = load_config_text(WEBHOOK_CONFIG.format(port=port), {})
+    runtime = Runtime(cfg)
+    task = asyncio.create_task(runtime.run())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while not runtime.ready:
+            await asyncio.sleep(0.01)
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{url}/metrics") as resp:
+                before = parse(await resp.text())
+            for body in (b"{broken", b"\xff\xfe"):
+                async with session.post(
+                    f"{url}/hooks/jobs", data=body, headers={"content-type": "application/json"}
+                ) as resp:
+                    assert resp.status == 400, await resp.text()
+            async with session.post(f"{url}/hooks/jobs", json={"n": 1}) as resp:
+                assert resp.status == 202, await resp.text()
+            async with session.get(f"{url}/metrics") as resp:
+                after = parse(await resp.text())
+    finally:
+        runtime.request_stop()
+        await task
+    assert value(before, "bridge_events_invalid_total", connector="hook") == 0
+    assert (
+        "bridge_events_invalid_total",
+        frozenset({("connector", "hook"), ("reason", "malformed_json")}),
+    ) in before
+    assert value(after, "bridge_events_invalid_total", connector="hook") == 2
+    assert (
+        value(after, "bridge_events_invalid_total", connector="hook", reason="malformed_json") == 1
+    )
+    assert value(after, "bridge_dead_letters_total") == 0
