@@ -14,12 +14,12 @@ class SqliteDeadLetters(SqliteConnection):
     """``DeadLetters`` on SQLite: the record as JSON, status and filters as columns."""
 
     async def dead_letter_add(self, letter: DeadLetter) -> None:
-        await self._call(lambda c: _letter_insert(c, letter))
+        await self._call(lambda c: letter_insert(c, letter))
 
     async def dead_letter_final(self, letter: DeadLetter, entry: LedgerEntry | None) -> None:
         def write(conn: sqlite3.Connection) -> None:
             # One operation of the store's thread: one savepoint, committed as a whole.
-            _letter_insert(conn, letter)
+            letter_insert(conn, letter)
             if entry is not None:
                 ledger_insert(conn, [entry])
 
@@ -70,7 +70,7 @@ class SqliteDeadLetters(SqliteConnection):
         return bool(count)
 
 
-def _letter_insert(conn: sqlite3.Connection, letter: DeadLetter) -> None:
+def letter_insert(conn: sqlite3.Connection, letter: DeadLetter) -> None:
     row = (
         letter.id,
         letter.created_at,
