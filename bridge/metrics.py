@@ -41,6 +41,11 @@ _HELP = {
         "Lease renewals (inbox entries, parked runs) that failed; tried again a third of a "
         "lease later.",
     ),
+    "bridge_store_round_trips_total": (
+        "counter",
+        "Store round trips (a SQLite thread hand-off, a PostgreSQL connection use) by operation;"
+        " the ledger's are batched across deliveries.",
+    ),
     "bridge_in_flight": ("gauge", "Deliveries being processed."),
     "bridge_source_lag": ("gauge", "Backlog of a source (lag or queue depth)."),
     "bridge_event_loop_lag_seconds": ("gauge", "How late the event loop woke a 1 s sleeper."),

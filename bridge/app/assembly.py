@@ -96,6 +96,8 @@ class Assembly:
         self.tracing = Tracing(telemetry.traces, telemetry.service_name, exporter=span_exporter)
         self.metrics = Metrics()
         self.store: Store = store or create_store(cfg.store)
+        if hasattr(self.store, "metrics"):  # a database store counts its round trips there
+            self.store.metrics = self.metrics
         self.catalog = EventCatalog(
             {name: load_schema(spec.schema_, cfg.base_dir) for name, spec in cfg.events.items()}
         )
