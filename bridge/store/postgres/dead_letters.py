@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.store import rows
-from bridge.store.contracts import DeadLetter, DeadLetterStatus, LedgerEntry
+from bridge.store.contracts import DeadLetter, DeadLetterStatus
 from bridge.store.postgres.connection import PostgresConnection
-from bridge.store.postgres.ledger import RECORD, record_args
 
 ADD = (
     "INSERT INTO dead_letters"
@@ -36,14 +35,6 @@ class PostgresDeadLetters(PostgresConnection):
 
     async def dead_letter_add(self, letter: DeadLetter) -> None:
         await self._run("execute", ADD, *add_args(letter))
-
-    async def dead_letter_final(self, letter: DeadLetter, entry: LedgerEntry | None) -> None:
-        async def write(conn: Any) -> None:
-            await conn.execute(ADD, *add_args(letter))
-            if entry is not None:
-                await conn.execute(RECORD, *record_args(entry))
-
-        await self._tx(write)
 
     async def dead_letters(
         self,

@@ -5,9 +5,8 @@ from __future__ import annotations
 import sqlite3
 
 from bridge.store import rows
-from bridge.store.contracts import DeadLetter, DeadLetterStatus, LedgerEntry
+from bridge.store.contracts import DeadLetter, DeadLetterStatus
 from bridge.store.sqlite.connection import SqliteConnection
-from bridge.store.sqlite.ledger import ledger_insert
 
 
 class SqliteDeadLetters(SqliteConnection):
@@ -15,15 +14,6 @@ class SqliteDeadLetters(SqliteConnection):
 
     async def dead_letter_add(self, letter: DeadLetter) -> None:
         await self._call(lambda c: letter_insert(c, letter))
-
-    async def dead_letter_final(self, letter: DeadLetter, entry: LedgerEntry | None) -> None:
-        def write(conn: sqlite3.Connection) -> None:
-            # One operation of the store's thread: one savepoint, committed as a whole.
-            letter_insert(conn, letter)
-            if entry is not None:
-                ledger_insert(conn, [entry])
-
-        await self._call(write)
 
     async def dead_letters(
         self,
