@@ -65,14 +65,21 @@ class Lane:
         flush: sends a batch; what it leaves unanswered is answered ``StoreError``.
         deadline: seconds a call may wait for its batch to be sent.
         limit: most calls in one batch.
+        flights: most batches in flight at once. 1 is group commit; more lets a call
+            made while a batch is in flight go at once in a batch of its own loop turn
+            (for lookups, which a delivery's handlers wait for).
     """
 
-    def __init__(self, flush: Flush, deadline: float, limit: int = _LIMIT) -> None:
+    def __init__(
+        self, flush: Flush, deadline: float, limit: int = _LIMIT, flights: int = 1
+    ) -> None:
         self._flush = flush
         self._deadline = deadline
         self._limit = limit
+        self._flights = flights
         self._pending: list[Call] = []
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._starting = False  # a batch task is about to take what is pending
 
     async def call(self, kind: str, *args: Any) -> Any:
         """Queue a call and await its answer.
@@ -83,20 +90,22 @@ class Lane:
         loop = asyncio.get_running_loop()
         call = Call(kind, args, loop.create_future(), loop.time())
         self._pending.append(call)
-        if self._task is None:
-            self._task = loop.create_task(self._drain())
+        if not self._starting and len(self._tasks) < self._flights:
+            self._starting = True
+            self._tasks.add(loop.create_task(self._drain()))
         return await call.future
 
     async def idle(self) -> None:
         """Return once every queued call was sent and answered."""
-        while self._task is not None:
-            await asyncio.shield(self._task)
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         live: list[Call] = []
         try:
             while self._pending:
+                self._starting = False
                 batch, self._pending = self._pending[: self._limit], self._pending[self._limit :]
                 late = loop.time() - self._deadline
                 live = []
@@ -123,4 +132,9 @@ class Lane:
             self._pending = []
             raise
         finally:
-            self._task = None
+            # At once, not in a done callback: a call made before that ran would wait
+            # for a task that will not take it.
+            self._starting = False
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks.discard(task)

@@ -60,7 +60,7 @@ class PostgresBatches(PostgresConnection):
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         super().__init__(url, pool_size=pool_size)
-        self._reads = Lane(self._flush_reads, self.deadlines.call)
+        self._reads = Lane(self._flush_reads, self.deadlines.call, flights=4)
         self._writes = Lane(self._flush_writes, self.deadlines.call)
 
     async def ledger_final(self, keys: Sequence[Pair]) -> dict[Pair, str]:

@@ -1,7 +1,8 @@
 """The ledger's batched calls on SQLite: a batch is one hand-off to the store's thread.
 
-Lookups ("already final?") of every call in a batch are one query; the successes and
-dead letters of a batch are written in the thread's transaction, and each caller is
+Lookups ("already final?") of every call in a batch are one hand-off (an indexed lookup
+per key, on the thread); lookups go in a lane of their own, so they never wait behind
+writes, with up to 4 batches in flight. The successes and dead letters of a batch are written in the thread's transaction, and each caller is
 answered once it committed.
 """
 
@@ -18,7 +19,7 @@ from bridge.store.sqlite.connection import SqliteConnection
 from bridge.store.sqlite.dead_letters import letter_insert
 from bridge.store.sqlite.ledger import ledger_insert
 
-_PAIRS = 400  # (handler, key) pairs per query: 800 parameters, under SQLite's oldest limit
+_FINAL = "SELECT status FROM ledger WHERE handler = ? AND key = ?"
 
 
 class SqliteBatches(SqliteConnection):
@@ -26,23 +27,27 @@ class SqliteBatches(SqliteConnection):
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
-        self._lane = Lane(self._flush, self.deadlines.call)
+        # Two lanes, so a lookup (which a delivery's handlers wait for) never waits
+        # behind a batch of writes (which only its settlement waits for).
+        self._reads = Lane(self._flush, self.deadlines.call, flights=4)
+        self._writes = Lane(self._flush, self.deadlines.call)
 
     async def ledger_final(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
         if not keys:
             return {}
-        found: dict[tuple[str, str], str] = await self._lane.call("final", keys)
+        found: dict[tuple[str, str], str] = await self._reads.call("final", keys)
         return found
 
     async def ledger_record(self, entries: Sequence[LedgerEntry]) -> None:
         if entries:
-            await self._lane.call("record", entries)
+            await self._writes.call("record", entries)
 
     async def dead_letter_final(self, letter: DeadLetter, entry: LedgerEntry | None) -> None:
-        await self._lane.call("dead_letter", letter, entry)
+        await self._writes.call("dead_letter", letter, entry)
 
     async def close(self) -> None:
-        await self._lane.idle()
+        await self._reads.idle()
+        await self._writes.idle()
         await super().close()
 
     async def _flush(self, calls: list[Call]) -> None:
@@ -76,17 +81,15 @@ def _run(conn: sqlite3.Connection, calls: list[Call]) -> list[tuple[Any, BaseExc
             answers[i] = _alone(conn, lambda letter=letter, entry=entry: _dead(conn, letter, entry))
     reads = [i for i, c in enumerate(calls) if c.kind == "final"]
     if reads:
-        wanted = list({k for i in reads for k in calls[i].args[0]})
         status: dict[tuple[str, str], str] = {}
-        for at in range(0, len(wanted), _PAIRS):
-            chunk = wanted[at : at + _PAIRS]
-            marks = ",".join("(?, ?)" for _ in chunk)
-            cursor = conn.execute(
-                f"SELECT handler, key, status FROM ledger WHERE (handler, key) IN (VALUES {marks})",
-                [part for pair in chunk for part in pair],
-            )
-            status.update(((h, k), s) for h, k, s in cursor.fetchall())
+        # One indexed lookup per key, all in this one hand-off: a row-value IN over a
+        # VALUES list is not planned on the primary key, and would scan the ledger.
+        for pair in {k for i in reads for k in calls[i].args[0]}:
+            cursor = conn.execute(_FINAL, pair)
+            row = cursor.fetchone()
             cursor.close()
+            if row is not None:
+                status[pair] = row[0]
         for i in reads:
             answers[i] = ({k: status[k] for k in calls[i].args[0] if k in status}, None)
     return answers
