@@ -59,7 +59,7 @@ Flush = Callable[[list[Call]], Awaitable[None]]
 
 
 class Lane:
-    """A queue of calls sent in batches, one batch in flight at a time.
+    """A queue of calls sent in batches, at most ``flights`` batches in flight at a time.
 
     Args:
         flush: sends a batch; what it leaves unanswered is answered ``StoreError``.
