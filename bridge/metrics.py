@@ -59,6 +59,11 @@ HELP = {
         "lease later.",
     ),
     "bridge_store_errors_total": ("counter", "Store calls that failed (StoreError) by operation."),
+    "bridge_store_round_trips_total": (
+        "counter",
+        "Store round trips (a SQLite thread hand-off, a PostgreSQL connection use) by operation;"
+        " the ledger's are batched across deliveries.",
+    ),
     "bridge_in_flight": ("gauge", "Deliveries being processed."),
     "bridge_ready": ("gauge", "1 while the bridge is ready (started, store and sources up)."),
     "bridge_store_up": ("gauge", "1 while the store answers its ping, checked every 5 s."),

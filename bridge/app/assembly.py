@@ -102,6 +102,8 @@ class Assembly:
             OtlpMetrics(self.metrics, otlp, telemetry.service_name) if otlp is not None else None
         )
         self.store: Store = store or create_store(cfg.store)
+        if hasattr(self.store, "metrics"):  # a database store counts its round trips there
+            self.store.metrics = self.metrics
         self.catalog = EventCatalog(
             {name: load_schema(spec.schema_, cfg.base_dir) for name, spec in cfg.events.items()}
         )

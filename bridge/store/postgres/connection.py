@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from bridge.errors import StoreError
+from bridge.store.batching import count_round_trip
 from bridge.store.deadlines import take_deadlines
 from bridge.store.postgres.migrations import migrate
 
@@ -59,6 +62,10 @@ class PostgresConnection:
         self.deadlines = take_deadlines(dict(parse_qsl(urlsplit(url).query)))
         self.pool_size = pool_size
         self._pool: Any = None
+        self.round_trips: Counter[str] = Counter()
+        """Pool connections used so far (one statement or transaction each), by operation."""
+        self.metrics: Any = None
+        """A ``bridge.metrics.Metrics`` to count them in as well (set by the assembly)."""
 
     async def open(self) -> None:
         """Create the pool and migrate the schema.
@@ -123,11 +130,15 @@ class PostgresConnection:
 
     async def _run(self, method: str, sql: str, *args: Any, deadline: float | None = None) -> Any:
         """One statement on a pool connection, answered within ``deadline`` (default: the
-        call deadline) or ``StoreError``."""
+        call deadline) or ``StoreError``; one round trip of the calling method."""
+        # The caller's name labels the count, so no call site has to name itself.
+        count_round_trip(self, sys._getframe(1).f_code.co_name)
         return await self._bounded(lambda conn: getattr(conn, method)(sql, *args), deadline)
 
-    async def _tx(self, fn: Callable[[Any], Awaitable[Any]]) -> Any:
-        """Run ``fn(connection)`` in one transaction, within the call deadline or ``StoreError``."""
+    async def _tx(self, fn: Callable[[Any], Awaitable[Any]], operation: str = "") -> Any:
+        """Run ``fn(connection)`` in one transaction, within the call deadline or ``StoreError``;
+        one round trip of ``operation`` (default: the calling method's name)."""
+        count_round_trip(self, operation or sys._getframe(1).f_code.co_name)
 
         async def tx(conn: Any) -> Any:
             async with conn.transaction():

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.store import rows
-from bridge.store.contracts import DeadLetter, DeadLetterStatus, LedgerEntry
+from bridge.store.contracts import DeadLetter, DeadLetterStatus
 from bridge.store.postgres.connection import PostgresConnection
-from bridge.store.postgres.ledger import RECORD, record_args
 
-_ADD = (
+ADD = (
     "INSERT INTO dead_letters"
     " (id, created_at, status, reason, connector, handler, event_id, record, event_type)"
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9)"
@@ -17,7 +16,7 @@ _ADD = (
 )
 
 
-def _add_args(letter: DeadLetter) -> tuple[Any, ...]:
+def add_args(letter: DeadLetter) -> tuple[Any, ...]:
     return (
         letter.id,
         letter.created_at,
@@ -35,15 +34,7 @@ class PostgresDeadLetters(PostgresConnection):
     """``DeadLetters`` on PostgreSQL: the record as JSONB, status and filters as columns."""
 
     async def dead_letter_add(self, letter: DeadLetter) -> None:
-        await self._run("execute", _ADD, *_add_args(letter))
-
-    async def dead_letter_final(self, letter: DeadLetter, entry: LedgerEntry | None) -> None:
-        async def write(conn: Any) -> None:
-            await conn.execute(_ADD, *_add_args(letter))
-            if entry is not None:
-                await conn.execute(RECORD, *record_args(entry))
-
-        await self._tx(write)
+        await self._run("execute", ADD, *add_args(letter))
 
     async def dead_letters(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bridge.store.postgres.batch import PostgresBatches
 from bridge.store.postgres.cron import PostgresCron
 from bridge.store.postgres.dead_letters import PostgresDeadLetters
 from bridge.store.postgres.history import PostgresHistory
@@ -13,6 +14,7 @@ from bridge.store.postgres.steps import PostgresSteps
 
 
 class PostgresStore(
+    PostgresBatches,
     PostgresLedger,
     PostgresDeadLetters,
     PostgresInbox,

@@ -26,12 +26,14 @@ import socket
 import sqlite3
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from bridge.errors import StoreError
+from bridge.store.batching import count_round_trip
 from bridge.store.deadlines import Deadlines, take_deadlines
 from bridge.store.sqlite.migrations import migrate
 
@@ -135,6 +137,10 @@ class SqliteConnection:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._lock: WriterLock | None = None
+        self.round_trips: Counter[str] = Counter()
+        """Hand-offs to the store's thread so far, by operation (the calling method)."""
+        self.metrics: Any = None
+        """A ``bridge.metrics.Metrics`` to count them in as well (set by the assembly)."""
 
     def exclusive(self) -> None:
         """Make ``open`` take the database's writer lock and ``close`` release it: for
@@ -186,11 +192,16 @@ class SqliteConnection:
             return False
         return True
 
-    async def _call(self, fn: Callable[[sqlite3.Connection], R], deadline: float = 0.0) -> R:
+    async def _call(
+        self, fn: Callable[[sqlite3.Connection], R], deadline: float = 0.0, operation: str = ""
+    ) -> R:
         """Run ``fn`` on the thread; its result within ``deadline`` (default: the call
-        deadline), else ``StoreError``."""
+        deadline), else ``StoreError``. Counted as one round trip of ``operation`` (default:
+        the calling method's name)."""
         if self._thread is None or self._closed:
             raise StoreError("the store is not open")
+        # The caller's name labels the count, so no call site has to name itself.
+        count_round_trip(self, operation or sys._getframe(1).f_code.co_name)
         loop = asyncio.get_running_loop()
         op = _Op(fn, loop)
         self._queue.put(op)

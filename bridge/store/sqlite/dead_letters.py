@@ -5,25 +5,15 @@ from __future__ import annotations
 import sqlite3
 
 from bridge.store import rows
-from bridge.store.contracts import DeadLetter, DeadLetterStatus, LedgerEntry
+from bridge.store.contracts import DeadLetter, DeadLetterStatus
 from bridge.store.sqlite.connection import SqliteConnection
-from bridge.store.sqlite.ledger import ledger_insert
 
 
 class SqliteDeadLetters(SqliteConnection):
     """``DeadLetters`` on SQLite: the record as JSON, status and filters as columns."""
 
     async def dead_letter_add(self, letter: DeadLetter) -> None:
-        await self._call(lambda c: _letter_insert(c, letter))
-
-    async def dead_letter_final(self, letter: DeadLetter, entry: LedgerEntry | None) -> None:
-        def write(conn: sqlite3.Connection) -> None:
-            # One operation of the store's thread: one savepoint, committed as a whole.
-            _letter_insert(conn, letter)
-            if entry is not None:
-                ledger_insert(conn, [entry])
-
-        await self._call(write)
+        await self._call(lambda c: letter_insert(c, letter))
 
     async def dead_letters(
         self,
@@ -70,7 +60,7 @@ class SqliteDeadLetters(SqliteConnection):
         return bool(count)
 
 
-def _letter_insert(conn: sqlite3.Connection, letter: DeadLetter) -> None:
+def letter_insert(conn: sqlite3.Connection, letter: DeadLetter) -> None:
     row = (
         letter.id,
         letter.created_at,

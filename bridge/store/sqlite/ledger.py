@@ -30,26 +30,7 @@ def ledger_insert(conn: sqlite3.Connection, entries: Sequence[LedgerEntry]) -> N
 
 
 class SqliteLedger(SqliteConnection):
-    """``Ledger`` on SQLite: final runs by (handler, key)."""
-
-    async def ledger_final(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
-        if not keys:
-            return {}
-
-        def read(conn: sqlite3.Connection) -> dict[tuple[str, str], str]:
-            found: dict[tuple[str, str], str] = {}
-            for handler, key in keys:
-                row = conn.execute(
-                    "SELECT status FROM ledger WHERE handler = ? AND key = ?", (handler, key)
-                ).fetchone()
-                if row is not None:
-                    found[(handler, key)] = row[0]
-            return found
-
-        return await self._call(read)
-
-    async def ledger_record(self, entries: Sequence[LedgerEntry]) -> None:
-        await self._call(lambda c: ledger_insert(c, entries))
+    """``Ledger`` on SQLite: final runs by (handler, key) (lookups, records: ``SqliteBatches``)."""
 
     async def ledger_entries(self, limit: int = 1000) -> list[LedgerEntry]:
         """Recent ledger entries (for tests and the UI)."""

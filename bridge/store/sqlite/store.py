@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bridge.store.sqlite.batch import SqliteBatches
 from bridge.store.sqlite.cron import SqliteCron
 from bridge.store.sqlite.dead_letters import SqliteDeadLetters
 from bridge.store.sqlite.history import SqliteHistory
@@ -13,6 +14,7 @@ from bridge.store.sqlite.steps import SqliteSteps
 
 
 class SqliteStore(
+    SqliteBatches,
     SqliteLedger,
     SqliteDeadLetters,
     SqliteInbox,

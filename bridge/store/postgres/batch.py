@@ -1,0 +1,203 @@
+"""The ledger's batched calls on PostgreSQL: a batch is one pool connection and one
+transaction (one round trip), whatever the number of deliveries in it.
+
+Two lanes, so a lookup never waits behind a write: lookups and run claims of a batch
+are one statement each (``unnest`` arrays); successes of a batch are one
+``executemany`` and dead letters go in the same transaction. Each caller is answered
+once the transaction committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from bridge.errors import StoreError
+from bridge.store.batching import Call, Lane
+from bridge.store.contracts import DeadLetter, LedgerEntry
+from bridge.store.postgres.connection import PostgresConnection
+from bridge.store.postgres.dead_letters import ADD, add_args
+from bridge.store.postgres.ledger import RECORD, record_args
+
+Pair = tuple[str, str]
+
+_READ = (
+    "SELECT l.handler, l.key, l.status FROM ledger l"
+    " JOIN unnest($1::text[], $2::text[]) AS k(handler, key)"
+    " ON l.handler = k.handler AND l.key = k.key WHERE l.status <> 'running'"
+)
+
+# The claims of a batch in one statement: each key with its own event, owner and
+# deadline; a claim counts as expired if it ended before the earliest ``now`` of the
+# batch (a claim expiring a moment later is reported ``running``, and polled again).
+# The owner is kept in ``result`` and the deadline in ``finished_at``, so a claim needs
+# no column of its own. A row another transaction inserts meanwhile makes the INSERT
+# wait for it, then skip it: that key is reported ``running``.
+_CLAIM = (
+    "WITH k AS (SELECT DISTINCT ON (handler, key) * FROM unnest($1::text[], $2::text[],"
+    "  $3::text[], $4::text[], $6::float8[]) AS k(handler, key, event_id, owner, until)),"
+    " prior AS (SELECT l.handler, l.key, l.status, l.finished_at FROM ledger l"
+    "  JOIN k ON l.handler = k.handler AND l.key = k.key),"
+    " claimed AS (INSERT INTO ledger (handler, key, event_id, status, result, finished_at)"
+    "  SELECT k.handler, k.key, k.event_id, 'running', to_jsonb(k.owner), k.until FROM k"
+    "  LEFT JOIN prior p ON p.handler = k.handler AND p.key = k.key"
+    "  WHERE p.status IS NULL OR (p.status = 'running' AND p.finished_at < $5)"
+    "  ON CONFLICT (handler, key) DO UPDATE SET status = 'running',"
+    "  result = excluded.result, finished_at = excluded.finished_at,"
+    "  event_id = excluded.event_id"
+    "  WHERE ledger.status = 'running' AND ledger.finished_at < $5"
+    "  RETURNING handler, key)"
+    " SELECT k.handler, k.key, CASE WHEN c.handler IS NOT NULL THEN 'claimed'"
+    "  ELSE coalesce(p.status, 'running') END AS status FROM k"
+    "  LEFT JOIN claimed c ON c.handler = k.handler AND c.key = k.key"
+    "  LEFT JOIN prior p ON p.handler = k.handler AND p.key = k.key"
+)
+
+
+class PostgresBatches(PostgresConnection):
+    """``ledger_final``, ``ledger_claim``, ``ledger_record`` and ``dead_letter_final`` in
+    batches across callers."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        super().__init__(url, pool_size=pool_size)
+        self._reads = Lane(self._flush_reads, self.deadlines.call, flights=4)
+        self._writes = Lane(self._flush_writes, self.deadlines.call)
+
+    async def ledger_final(self, keys: Sequence[Pair]) -> dict[Pair, str]:
+        if not keys:
+            return {}
+        found: dict[Pair, str] = await self._reads.call("final", keys)
+        return found
+
+    async def ledger_claim(
+        self,
+        keys: Sequence[Pair],
+        read: Sequence[Pair],
+        event_id: str,
+        owner: str,
+        now: float,
+        until: float,
+    ) -> dict[Pair, str]:
+        found: dict[Pair, str] = await self._reads.call(
+            "claim", keys, read, event_id, owner, now, until
+        )
+        return found
+
+    async def ledger_record(self, entries: Sequence[LedgerEntry]) -> None:
+        if entries:
+            await self._writes.call("record", entries)
+
+    async def dead_letter_final(self, letter: DeadLetter, entry: LedgerEntry | None) -> None:
+        await self._writes.call("dead_letter", letter, entry)
+
+    async def close(self) -> None:
+        await self._reads.idle()
+        await self._writes.idle()
+        await super().close()
+
+    async def _flush_reads(self, calls: list[Call]) -> None:
+        async def run(conn: Any) -> list[dict[Pair, str]]:
+            answers: list[dict[Pair, str]] = [{} for _ in calls]
+            # Rounds of claims with distinct keys: a key two deliveries claim in one batch
+            # goes to the first; the second, in the next statement, sees it ``running``.
+            rounds: list[list[int]] = []
+            for i, call in enumerate(calls):
+                if call.kind != "claim":
+                    continue
+                mine = set(call.args[0])
+                for group in rounds:
+                    if not any(mine & set(calls[j].args[0]) for j in group):
+                        group.append(i)
+                        break
+                else:
+                    rounds.append([i])
+            for group in rounds:
+                rows: list[tuple[str, str, str, str, float]] = []
+                for i in group:
+                    keys, _, event_id, owner, _, until = calls[i].args
+                    rows.extend((h, k, event_id, owner, until) for h, k in keys)
+                rows.sort()  # rows locked in one order by every replica: no deadlock
+                found = await conn.fetch(
+                    _CLAIM,
+                    [r[0] for r in rows],
+                    [r[1] for r in rows],
+                    [r[2] for r in rows],
+                    [r[3] for r in rows],
+                    min(calls[i].args[4] for i in group),
+                    [r[4] for r in rows],
+                )
+                status = {(r["handler"], r["key"]): r["status"] for r in found}
+                for i in group:
+                    answers[i] = {k: status[k] for k in calls[i].args[0] if k in status}
+            wanted: set[Pair] = set()
+            for call in calls:
+                wanted.update(call.args[0] if call.kind == "final" else call.args[1])
+            if wanted:
+                pairs = list(wanted)
+                found = await conn.fetch(_READ, [p[0] for p in pairs], [p[1] for p in pairs])
+                final = {(r["handler"], r["key"]): r["status"] for r in found}
+                for i, call in enumerate(calls):
+                    want = call.args[0] if call.kind == "final" else call.args[1]
+                    answers[i].update((k, final[k]) for k in want if k in final)
+            return answers
+
+        answers = await self._tx(run, "ledger_read_batch")
+        for call, answer in zip(calls, answers, strict=True):
+            call.answer(answer)
+
+    async def _flush_writes(self, calls: list[Call]) -> None:
+        async def run(conn: Any) -> list[BaseException | None]:
+            errors: list[BaseException | None] = [None] * len(calls)
+            records = [i for i, c in enumerate(calls) if c.kind == "record"]
+            if records:
+                # In key order, as the claims lock them: no deadlock between replicas.
+                entries = sorted(
+                    (record_args(e) for i in records for e in calls[i].args[0]),
+                    key=lambda a: (a[0], a[1]),
+                )
+                try:
+                    async with conn.transaction():  # a savepoint
+                        await conn.executemany(RECORD, entries)
+                except _data_errors():
+                    # One bad entry must not fail the others: each on its own.
+                    for i in records:
+                        errors[i] = await _alone(conn, _record, calls[i].args[0])
+            for i, call in enumerate(calls):
+                if call.kind == "dead_letter":
+                    errors[i] = await _alone(conn, _dead_letter, *call.args)
+            return errors
+
+        errors = await self._tx(run, "ledger_write_batch")
+        for call, error in zip(calls, errors, strict=True):
+            if error is None:
+                call.answer(None)
+            else:
+                call.fail(error)
+
+
+async def _record(conn: Any, entries: Sequence[LedgerEntry]) -> None:
+    await conn.executemany(RECORD, [record_args(e) for e in entries])
+
+
+async def _dead_letter(conn: Any, letter: DeadLetter, entry: LedgerEntry | None) -> None:
+    await conn.execute(ADD, *add_args(letter))
+    if entry is not None:
+        await conn.execute(RECORD, *record_args(entry))
+
+
+async def _alone(conn: Any, write: Any, *args: Any) -> BaseException | None:
+    """``write(conn, *args)`` in a savepoint of its own: its error (a bad value, a
+    constraint), rolled back, fails only its call; a broken connection fails the batch."""
+    try:
+        async with conn.transaction():
+            await write(conn, *args)
+    except _data_errors() as exc:
+        return StoreError(f"postgresql: {exc}")
+    return None
+
+
+def _data_errors() -> tuple[type[BaseException], ...]:
+    """Errors of one statement's data, not of the connection (asyncpg imported lazily)."""
+    import asyncpg
+
+    return (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, ValueError, TypeError)

@@ -1,0 +1,114 @@
+"""The ledger's batched calls on SQLite: a batch is one hand-off to the store's thread.
+
+Lookups ("already final?") of every call in a batch are one hand-off (an indexed lookup
+per key, on the thread); lookups go in a lane of their own, so they never wait behind
+writes, with up to 4 batches in flight. The successes and dead letters of a batch are written in the thread's transaction, and each caller is
+answered once it committed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from bridge.errors import StoreError
+from bridge.store.batching import Call, Lane
+from bridge.store.contracts import DeadLetter, LedgerEntry
+from bridge.store.sqlite.connection import SqliteConnection
+from bridge.store.sqlite.dead_letters import letter_insert
+from bridge.store.sqlite.ledger import ledger_insert
+
+_FINAL = "SELECT status FROM ledger WHERE handler = ? AND key = ?"
+
+
+class SqliteBatches(SqliteConnection):
+    """``ledger_final``, ``ledger_record`` and ``dead_letter_final`` in batches across callers."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        # Two lanes, so a lookup (which a delivery's handlers wait for) never waits
+        # behind a batch of writes (which only its settlement waits for).
+        self._reads = Lane(self._flush, self.deadlines.call, flights=4)
+        self._writes = Lane(self._flush, self.deadlines.call)
+
+    async def ledger_final(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        if not keys:
+            return {}
+        found: dict[tuple[str, str], str] = await self._reads.call("final", keys)
+        return found
+
+    async def ledger_record(self, entries: Sequence[LedgerEntry]) -> None:
+        if entries:
+            await self._writes.call("record", entries)
+
+    async def dead_letter_final(self, letter: DeadLetter, entry: LedgerEntry | None) -> None:
+        await self._writes.call("dead_letter", letter, entry)
+
+    async def close(self) -> None:
+        await self._reads.idle()
+        await self._writes.idle()
+        await super().close()
+
+    async def _flush(self, calls: list[Call]) -> None:
+        answers = await self._call(lambda conn: _run(conn, calls), operation="ledger_batch")
+        for call, (value, error) in zip(calls, answers, strict=True):
+            if error is None:
+                call.answer(value)
+            else:
+                call.fail(error)
+
+
+def _run(conn: sqlite3.Connection, calls: list[Call]) -> list[tuple[Any, BaseException | None]]:
+    """Run a batch inside the thread's transaction: writes first, so a lookup in the same
+    batch sees them; each call's answer or error."""
+    answers: list[tuple[Any, BaseException | None]] = [(None, None)] * len(calls)
+    writes = [i for i, c in enumerate(calls) if c.kind == "record"]
+    if writes:
+        conn.execute("SAVEPOINT batch")
+        try:
+            ledger_insert(conn, [e for i in writes for e in calls[i].args[0]])
+            conn.execute("RELEASE batch")
+        except Exception:
+            # One bad entry must not fail the others: each on its own.
+            conn.execute("ROLLBACK TO batch")
+            conn.execute("RELEASE batch")
+            for i in writes:
+                answers[i] = _alone(conn, lambda i=i: ledger_insert(conn, calls[i].args[0]))
+    for i, call in enumerate(calls):
+        if call.kind == "dead_letter":
+            letter, entry = call.args
+            answers[i] = _alone(conn, lambda letter=letter, entry=entry: _dead(conn, letter, entry))
+    reads = [i for i, c in enumerate(calls) if c.kind == "final"]
+    if reads:
+        status: dict[tuple[str, str], str] = {}
+        # One indexed lookup per key, all in this one hand-off: a row-value IN over a
+        # VALUES list is not planned on the primary key, and would scan the ledger.
+        for pair in {k for i in reads for k in calls[i].args[0]}:
+            cursor = conn.execute(_FINAL, pair)
+            row = cursor.fetchone()
+            cursor.close()
+            if row is not None:
+                status[pair] = row[0]
+        for i in reads:
+            answers[i] = ({k: status[k] for k in calls[i].args[0] if k in status}, None)
+    return answers
+
+
+def _dead(conn: sqlite3.Connection, letter: DeadLetter, entry: LedgerEntry | None) -> None:
+    letter_insert(conn, letter)
+    if entry is not None:
+        ledger_insert(conn, [entry])
+
+
+def _alone(conn: sqlite3.Connection, write: Any) -> tuple[Any, BaseException | None]:
+    """``write()`` in a savepoint of its own: its error, rolled back, fails only its call."""
+    conn.execute("SAVEPOINT one")
+    try:
+        write()
+    except Exception as exc:
+        conn.execute("ROLLBACK TO one")
+        conn.execute("RELEASE one")
+        return None, StoreError(f"{type(exc).__name__}: {exc}")
+    conn.execute("RELEASE one")
+    return None, None
