@@ -371,7 +371,15 @@ class RedisSource:
             await asyncio.wait(tasks[:1], timeout=remaining)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            # Bounded: a task that swallows its cancellation (a client retrying inside)
+            # must not hang the stop past its deadline.
+            _, stuck = await asyncio.wait(tasks, timeout=max(remaining, 1.0))
+            if stuck:
+                log.warning(
+                    "redis source tasks did not end in time",
+                    extra={"connector": self.name, "count": len(stuck)},
+                )
         redis = self._redis
         self._redis = None
         self._connected = False
