@@ -195,24 +195,10 @@ class NatsSource:
         Raises:
             ConnectorError: a background task failed for good.
         """
-        closed = asyncio.ensure_future(self._closed.wait())
-        try:
-            while True:
-                if self._failure is not None:
-                    raise self._failure
-                if self._book.ready.empty():
-                    if self._closed.is_set():
-                        return
-                    held = await self._book.next(closed)
-                    if held is None:
-                        continue
-                else:
-                    held = self._book.ready.get_nowait()
-                if held.done or held.delivery is None:
-                    continue
-                yield held.delivery
-        finally:
-            closed.cancel()
+        handed = self._book.handed_out(self._closed, lambda: self._failure)
+        async with contextlib.aclosing(handed):
+            async for delivery in handed:
+                yield delivery
 
     async def _fetch(self) -> None:
         from nats.errors import TimeoutError as NatsTimeout

@@ -211,24 +211,10 @@ class SqsSource:
         Raises:
             ConnectorError: a receiver hit an error that retrying cannot fix.
         """
-        closed = asyncio.ensure_future(self._closed.wait())
-        try:
-            while True:
-                if self._failure is not None:
-                    raise self._failure
-                if self._book.ready.empty():
-                    if self._closed.is_set():
-                        return
-                    held = await self._book.next(closed)
-                    if held is None:
-                        continue
-                else:
-                    held = self._book.ready.get_nowait()
-                if held.done or held.delivery is None:
-                    continue
-                yield held.delivery
-        finally:
-            closed.cancel()
+        handed = self._book.handed_out(self._closed, lambda: self._failure)
+        async with contextlib.aclosing(handed):
+            async for delivery in handed:
+                yield delivery
 
     async def _receive(self, run: _Run) -> None:
         backoff = 0.5

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,6 +141,34 @@ class InFlight:
             return getter.result()
         getter.cancel()
         return None
+
+    async def handed_out(
+        self, closed: asyncio.Event, failure: Callable[[], Exception | None]
+    ) -> AsyncGenerator[Delivery, None]:
+        """Yield each admitted delivery that is still wanted, until ``closed`` is set.
+
+        Raises:
+            Exception: what ``failure()`` returns, once it returns one (a background
+                task of the source failed for good).
+        """
+        ended = asyncio.ensure_future(closed.wait())
+        try:
+            while True:
+                if (error := failure()) is not None:
+                    raise error
+                if self.ready.empty():
+                    if closed.is_set():
+                        return
+                    held = await self.next(ended)
+                    if held is None:
+                        continue
+                else:
+                    held = self.ready.get_nowait()
+                if held.done or held.delivery is None:
+                    continue
+                yield held.delivery
+        finally:
+            ended.cancel()
 
     def _forget(self, held: Held) -> None:
         if self.held.get(held.message_id) is held:
