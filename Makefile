@@ -9,22 +9,42 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= examples/newsletter/bridge.yaml
 
-.PHONY: run dev browser prometheus test test-unit test-integration lint format typecheck bench chaos clean schema
+.PHONY: install install-run run dev browser prometheus test test-unit test-integration lint format typecheck bench chaos clean schema
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
-$(BIN)/.synced: uv.lock pyproject.toml | $(UV)
+# Two environments from the one lock file, each with its own stamp:
+# - `install-run` (make run, make dev): the runtime dependencies and RUN_EXTRAS, no dev
+#   group (~100 MB instead of ~850 MB). The examples need `cron` (cron-digest) and
+#   `webhooks` (db-changes); add a transport for your own config, e.g.
+#   `make run CONFIG=my.yaml RUN_EXTRAS="cron webhooks kafka"`.
+# - `install` (test, lint, typecheck, ...): every extra and the dev group.
+# `uv sync` removes what its set does not name, so the runtime sync is --inexact: run
+# after `make test` it keeps the dev packages instead of deleting them, and its set is
+# part of the full one, so neither sync undoes the other and both stamps stay valid.
+# The run stamp names its extras: other RUN_EXTRAS sync again.
+RUN_EXTRAS ?= cron webhooks
+empty :=
+RUN_STAMP := $(BIN)/.synced-run$(subst $(empty) $(empty),,$(addprefix -,$(sort $(RUN_EXTRAS))))
+
+$(RUN_STAMP): uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --inexact --no-dev $(addprefix --extra ,$(RUN_EXTRAS))
+	touch $@
+
+$(BIN)/.synced-all: uv.lock pyproject.toml | $(UV)
 	$(UV) sync --frozen --all-extras
 	touch $@
 
-install: $(BIN)/.synced
+install-run: $(RUN_STAMP)
 
-run: install
+install: $(BIN)/.synced-all
+
+run: install-run
 	$(BIN)/bridge run -c $(CONFIG)
 
-dev: install
+dev: install-run
 	$(BIN)/bridge dev -c $(CONFIG)
 
 # The UI tests drive Debian's chromium through Playwright (Playwright's own download
