@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import logging
 import re
 import secrets
@@ -47,7 +48,7 @@ from bridge.admission import (
 )
 from bridge.attributes import SPECVERSION, check_attributes, structured_data
 from bridge.deadletter_api import DeadLetterApi, problem
-from bridge.errors import InvalidEvent, StoreError
+from bridge.errors import BridgeError, InvalidEvent, StoreError
 from bridge.events import new_id, now_iso
 from bridge.normalize import (
     MAX_JSON_DEPTH,
@@ -98,6 +99,17 @@ def redact(text: str) -> str:
     return _URL_PASSWORD.sub(r"\g<head>***@", text)
 
 
+def _bind_failure(listen: str, port: int, exc: OSError) -> str:
+    """One line saying why the server cannot listen, and how to choose another address."""
+    if exc.errno == errno.EADDRINUSE:
+        why = f"port {port} is already in use"
+    else:
+        why = exc.strerror or str(exc)
+    return (
+        f"cannot listen on {listen}: {why}; choose another with --listen HOST:PORT or server.listen"
+    )
+
+
 class Server:
     """The aiohttp application bound to a runtime."""
 
@@ -138,7 +150,12 @@ class Server:
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.host, cfg.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # a busy port, a host that is not ours, a port below 1024
+            await self._runner.cleanup()
+            self._runner = None
+            raise BridgeError(_bind_failure(cfg.listen, cfg.port, exc)) from exc
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -8,13 +8,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from bridge.app.config import json_schema, load_config, print_config_error
 from bridge.config import BridgeConfig
+from bridge.config.models import listen_address
 from bridge.config.schema import schema_text
 from bridge.errors import BridgeError, ConfigError
 from bridge.settings import Settings
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
 
 def _parser(settings: Settings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bridge", description="A fan-out message bridge.")
+    parser.add_argument("--version", action="version", version=f"bridge {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> None:
@@ -34,7 +38,9 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the bridge")
     with_config(run)
-    run.add_argument("--listen", default=settings.listen, help="override server.listen (host:port)")
+    run.add_argument(
+        "--listen", default=settings.listen, type=_listen, help="override server.listen (host:port)"
+    )
     run.add_argument("--store", default=settings.store, help="override the store URL")
     run.add_argument("--log-level", default=settings.log_level)
     run.add_argument("--log-format", default=settings.log_format, choices=["json", "console"])
@@ -80,7 +86,9 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
         "dev", help="run for development: readable logs, the UI, reload, embedded brokers"
     )
     with_config(dev)
-    dev.add_argument("--listen", default=settings.listen, help="override server.listen")
+    dev.add_argument(
+        "--listen", default=settings.listen, type=_listen, help="override server.listen"
+    )
     dev.add_argument("--store", default=settings.store, help="override the store URL")
     dev.add_argument("--log-level", default=settings.log_level or "INFO")
     dev.add_argument("--no-reload", action="store_true", help="do not restart on changes")
@@ -93,10 +101,37 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    try:
+        return metadata.version("fanout-bridge")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _listen(value: str) -> str:
+    """``--listen``, checked as ``server.listen`` is in the config file."""
+    try:
+        return listen_address(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bridge`` command; returns the exit code."""
     settings = Settings()
     args = _parser(settings).parse_args(argv)
+    try:
+        code = _dispatch(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be caught
+    except BrokenPipeError:
+        # The reader went away (`bridge schema | head`): it has what it wanted. Later
+        # writes, and the flush at exit, go nowhere instead of raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return code
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         if args.command == "schema":
             return _schema(args)
@@ -159,6 +194,13 @@ def _validate(args: argparse.Namespace) -> int:
         f"{args.config}: ok ({len(cfg.connectors)} connectors, {len(cfg.handlers)} handlers, "
         f"{len(cfg.events)} event types)"
     )
+    if not cfg.handlers:
+        # Valid, but a bridge that does nothing: most likely a file not yet filled in.
+        what = "no handlers" if cfg.connectors else "no handlers and no connectors"
+        print(
+            f"warning: {args.config} has {what}: events would be received and nothing would run",
+            file=sys.stderr,
+        )
     return 0
 
 

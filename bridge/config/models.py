@@ -80,6 +80,20 @@ class UiConfig(BaseModel):
     )
 
 
+def listen_address(value: str) -> str:
+    """Check a ``host:port`` to listen on (``server.listen``, ``--listen``); returns it.
+
+    Raises:
+        ValueError: not ``host:port``, or the port is not a number in 0-65535.
+    """
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{value!r} is not host:port, e.g. 127.0.0.1:8787")
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"port {port!r} of {value!r} is not a number in 0-65535")
+    return value
+
+
 class ServerConfig(BaseModel):
     """The bridge's HTTP server: health, event API, webhooks, admin."""
 
@@ -130,10 +144,7 @@ class ServerConfig(BaseModel):
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise ValueError("listen must be host:port, e.g. 127.0.0.1:8787")
-        return value
+        return listen_address(value)
 
     @field_validator("allowed_hosts")
     @classmethod
