@@ -1,7 +1,7 @@
 """Post the sample payloads to a running db-changes bridge, signed as the providers sign them.
 
 Run: ``python examples/db-changes/send_samples.py`` with the same ``SUPABASE_WEBHOOK_SECRET`` and
-``DEBEZIUM_WEBHOOK_KEY`` as the bridge (``BRIDGE_URL``, default http://127.0.0.1:8787).
+``DEBEZIUM_WEBHOOK_KEY`` as the bridge (``BRIDGE_URL``, default http://127.0.0.1:8791).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ HERE = Path(__file__).parent
 
 
 async def main() -> None:
-    url = os.environ.get("BRIDGE_URL", "http://127.0.0.1:8787")
+    url = os.environ.get("BRIDGE_URL", "http://127.0.0.1:8791")
     supabase = (HERE / "payloads" / "supabase-insert.json").read_bytes()
     debezium = (HERE / "payloads" / "debezium-update.json").read_bytes()
     msg_id, now = f"msg_{uuid4().hex}", datetime.now(UTC)
