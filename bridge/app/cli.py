@@ -11,9 +11,8 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bridge.app.config import json_schema, load_config, print_config_error
 from bridge.config import BridgeConfig
@@ -21,9 +20,6 @@ from bridge.config.models import listen_address
 from bridge.config.schema import schema_text
 from bridge.errors import BridgeError, ConfigError
 from bridge.settings import Settings
-
-if TYPE_CHECKING:
-    from bridge.deadletters import KeyOf
 
 
 def _parser(settings: Settings) -> argparse.ArgumentParser:
@@ -33,17 +29,42 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
 
     def with_config(p: argparse.ArgumentParser) -> None:
         p.add_argument(
-            "-c", "--config", default=settings.config, help="config file (env BRIDGE_CONFIG)"
+            "-c",
+            "--config",
+            metavar="FILE",
+            default=settings.config,
+            help="config file (env BRIDGE_CONFIG)",
         )
 
     run = sub.add_parser("run", help="run the bridge")
     with_config(run)
     run.add_argument(
-        "--listen", default=settings.listen, type=_listen, help="override server.listen (host:port)"
+        "--listen",
+        metavar="HOST:PORT",
+        default=settings.listen,
+        type=_listen,
+        help="override server.listen (host:port; env BRIDGE_LISTEN)",
     )
-    run.add_argument("--store", default=settings.store, help="override the store URL")
-    run.add_argument("--log-level", default=settings.log_level)
-    run.add_argument("--log-format", default=settings.log_format, choices=["json", "console"])
+    run.add_argument(
+        "--store",
+        metavar="URL",
+        default=settings.store,
+        help="override the store URL (env BRIDGE_STORE)",
+    )
+    run.add_argument(
+        "--log-level",
+        metavar="LEVEL",
+        default=settings.log_level,
+        type=_level,
+        help="override telemetry.logs.level: DEBUG, INFO, WARNING, ERROR or CRITICAL "
+        "(env BRIDGE_LOG_LEVEL)",
+    )
+    run.add_argument(
+        "--log-format",
+        default=settings.log_format,
+        choices=["json", "console"],
+        help="override telemetry.logs.format (env BRIDGE_LOG_FORMAT)",
+    )
 
     validate = sub.add_parser(
         "validate", help="check a config file; print every error with its line"
@@ -51,53 +72,89 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     with_config(validate)
 
     schema = sub.add_parser("schema", help="print the JSON Schema of the config file")
-    schema.add_argument("-o", "--output", help="write to this file instead of stdout")
+    schema.add_argument(
+        "-o", "--output", metavar="FILE", help="write to this file instead of stdout"
+    )
 
     send = sub.add_parser("send", help="send an event to a running bridge's event API")
     with_config(send)
-    send.add_argument("type", help="event type")
-    send.add_argument("--data", default="{}", help="event data as JSON")
+    send.add_argument("type", metavar="TYPE", help="event type")
+    send.add_argument("--data", metavar="JSON", default="{}", help="event data as JSON")
     send.add_argument("--id", help="event id (default: random)")
-    send.add_argument("--correlation-id")
-    send.add_argument("--url", help="bridge base URL (default: from the config's server.listen)")
+    send.add_argument(
+        "--correlation-id", metavar="ID", help="the event's correlation id (default: the event id)"
+    )
+    send.add_argument(
+        "--url", metavar="URL", help="bridge base URL (default: from the config's server.listen)"
+    )
     send.add_argument("--token", help="bearer token for the event API")
 
     dlq = sub.add_parser("dlq", help="list, show, replay or discard dead letters")
     with_config(dlq)
-    dlq.add_argument("--store", default=settings.store, help="override the store URL")
+    dlq.add_argument(
+        "--store",
+        metavar="URL",
+        default=settings.store,
+        help="override the store URL (env BRIDGE_STORE)",
+    )
     dsub = dlq.add_subparsers(dest="action", required=True)
     dlist = dsub.add_parser("list", help="newest first")
-    dlist.add_argument("--status", choices=["pending", "replayed", "discarded"])
-    dlist.add_argument("--handler")
-    dlist.add_argument("--limit", type=int, default=50)
+    dlist.add_argument(
+        "--status", choices=["pending", "replayed", "discarded"], help="only letters in this state"
+    )
+    dlist.add_argument("--handler", metavar="HANDLER", help="only letters of this handler")
+    dlist.add_argument(
+        "--limit", metavar="N", type=int, default=50, help="at most this many (default 50)"
+    )
     dlist.add_argument("--json", action="store_true", help="one JSON object per line")
     dshow = dsub.add_parser(
         "show", help="one dead letter in full, as JSON (tracebacks also as text on stderr)"
     )
-    dshow.add_argument("id")
+    dshow.add_argument("id", metavar="ID", help="the dead letter's id (from `dlq list`)")
     dreplay = dsub.add_parser("replay", help="send the event again to its handler (or --handler)")
-    dreplay.add_argument("id")
+    dreplay.add_argument("id", metavar="ID", help="the dead letter's id")
     dreplay.add_argument("--handler", help="replay to this handler instead of the one that failed")
     dreplay.add_argument("--force", action="store_true", help="replay a letter that was discarded")
     ddiscard = dsub.add_parser("discard", help="mark a dead letter discarded")
-    ddiscard.add_argument("id")
+    ddiscard.add_argument("id", metavar="ID", help="the dead letter's id")
 
     dev = sub.add_parser(
         "dev", help="run for development: readable logs, the UI, reload, embedded brokers"
     )
     with_config(dev)
     dev.add_argument(
-        "--listen", default=settings.listen, type=_listen, help="override server.listen"
+        "--listen",
+        metavar="HOST:PORT",
+        default=settings.listen,
+        type=_listen,
+        help="override server.listen (host:port; env BRIDGE_LISTEN)",
     )
-    dev.add_argument("--store", default=settings.store, help="override the store URL")
-    dev.add_argument("--log-level", default=settings.log_level or "INFO")
+    dev.add_argument(
+        "--store",
+        metavar="URL",
+        default=settings.store,
+        help="override the store URL (env BRIDGE_STORE)",
+    )
+    dev.add_argument(
+        "--log-level",
+        metavar="LEVEL",
+        default=settings.log_level or "INFO",
+        type=_level,
+        help="DEBUG, INFO (the default), WARNING, ERROR or CRITICAL",
+    )
     dev.add_argument("--no-reload", action="store_true", help="do not restart on changes")
     dev.add_argument("--no-brokers", action="store_true", help="never start embedded Kafka or SQS")
 
     test = sub.add_parser("test", help="check a config against cases, without brokers")
     with_config(test)
-    test.add_argument("cases", help="the cases file (YAML)")
-    test.add_argument("--log-level", default="CRITICAL", help="handlers' and the bridge's logs")
+    test.add_argument("cases", metavar="CASES", help="the cases file (YAML)")
+    test.add_argument(
+        "--log-level",
+        metavar="LEVEL",
+        default="CRITICAL",
+        type=_level,
+        help="handlers' and the bridge's logs (default CRITICAL: none)",
+    )
     return parser
 
 
@@ -106,6 +163,16 @@ def _version() -> str:
         return metadata.version("fanout-bridge")
     except metadata.PackageNotFoundError:  # run from a source tree that was never installed
         return "unknown"
+
+
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _level(value: str) -> str:
+    """``--log-level``, in any case."""
+    if value.upper() not in _LEVELS:
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(_LEVELS)}")
+    return value.upper()
 
 
 def _listen(value: str) -> str:
@@ -142,7 +209,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "send":
             return asyncio.run(_send(args))
         if args.command == "dlq":
-            return asyncio.run(_dlq(args))
+            from bridge.app.dlq import dlq_command
+
+            return asyncio.run(dlq_command(args))
         if args.command == "dev":
             from bridge.app.devmode import run_dev
 
@@ -286,83 +355,3 @@ async def _send(args: argparse.Namespace) -> int:
         return 1
     print(text)
     return 0 if resp.status == 202 else 1
-
-
-class _NotRun:
-    """The handler of a ``BoundHandler`` built only for its ledger key."""
-
-    async def invoke(self, event: Any, ctx: Any) -> Any:
-        raise RuntimeError("bridge dlq never runs a handler")
-
-
-def _ledger_keys(cfg: BridgeConfig) -> KeyOf:
-    """The ledger key each configured handler gives an event, computed as the running
-    bridge computes it, so that ``dlq replay`` refuses a replay that would run nothing."""
-    from bridge.deadletters import handler_keys
-    from bridge.dispatch.runs import BoundHandler
-    from bridge.templates import EVENT_ROOTS, Template, TemplateError
-
-    bound = {}
-    for hc in cfg.handlers:
-        try:
-            template = Template(hc.idempotency_key, EVENT_ROOTS)
-        except TemplateError:  # `bridge validate` reports it; the dispatcher checks then
-            continue
-        retry = hc.retry or cfg.defaults.retry
-        bound[hc.id] = BoundHandler(hc.id, _NotRun(), retry, 0.0, template)
-    return handler_keys(bound)
-
-
-async def _dlq(args: argparse.Namespace) -> int:
-    from bridge.deadletters import discard, replay
-    from bridge.store import create_store
-
-    cfg = load_config(args.config, check=False)
-    store = create_store(args.store or cfg.store)
-    await store.open()
-    try:
-        if args.action == "list":
-            letters = await store.dead_letters(
-                status=args.status, handler=args.handler, limit=args.limit
-            )
-            for d in letters:
-                if args.json:
-                    print(json.dumps(d.to_dict(), default=str))
-                    continue
-                when = datetime.fromtimestamp(d.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
-                print(
-                    f"{d.id}  {when}  {d.status:<9}  {d.handler or '-':<24}  {d.event_type or '-':<24}  {d.reason[:80]}"
-                )
-            if not letters and not args.json:
-                print("no dead letters")
-            return 0
-        if args.action == "show":
-            letter = await store.dead_letter_get(args.id)
-            if letter is None:
-                print(f"error: no dead letter {args.id!r}", file=sys.stderr)
-                return 1
-            print(json.dumps(letter.to_dict(), indent=2, default=str))
-            # stdout stays one JSON document; the tracebacks, readable, go to stderr.
-            for attempt in letter.attempts:
-                if attempt.traceback:
-                    print(f"\nattempt {attempt.number} traceback:", file=sys.stderr)
-                    print(attempt.traceback.rstrip(), file=sys.stderr)
-            return 0
-        if args.action == "replay":
-            if args.handler and args.handler not in {h.id for h in cfg.handlers}:
-                print(f"error: no handler {args.handler!r} in {args.config}", file=sys.stderr)
-                return 1
-            entry = await replay(
-                store, args.id, args.handler, force=args.force, key_of=_ledger_keys(cfg)
-            )
-            print(
-                f"replayed {args.id} to {entry.handler or 'its subscribers'} (inbox entry {entry.id})"
-            )
-            return 0
-        if args.action == "discard":
-            await discard(store, args.id)
-            print(f"discarded {args.id}")
-            return 0
-    finally:
-        await store.close()
-    return 2

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -23,6 +25,8 @@ handlers:
   - {{id: steady, on: job/run, type: python, function: "tests.apps.recorder:record"}}
   - {{id: gated, on: job/run, type: python, function: "tests.apps.recorder:gated"}}
 """
+
+ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
 def dlq(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -62,8 +66,16 @@ async def test_dead_letters_are_listed_and_replayed_into_the_running_bridge(tmp_
         assert sorted(d["event_id"] for d in letters) == ["j0", "j1", "j2"]
         assert {d["handler"] for d in letters} == {"gated"}
         assert all(len(d["attempts"]) == 2 for d in letters)
+        # The table: a header row, then one row per letter, times in ISO 8601 (UTC).
+        table = dlq(config, "list").stdout.splitlines()
+        assert table[0].split() == ["ID", "CREATED", "STATUS", "HANDLER", "EVENT", "TYPE", "REASON"]
+        assert sorted(row.split()[0] for row in table[1:]) == sorted(d["id"] for d in letters)
+        assert all(ISO_UTC.fullmatch(row.split()[1]) for row in table[1:]), table
         shown = dlq(config, "show", letters[0]["id"])
         assert json.loads(shown.stdout)["reason"] == "RuntimeError: the gate is closed"
+        assert ISO_UTC.fullmatch(json.loads(shown.stdout)["created_at"])
+        assert all(ISO_UTC.fullmatch(a["started_at"]) for a in json.loads(shown.stdout)["attempts"])
+        assert datetime.fromisoformat(json.loads(shown.stdout)["created_at"]) <= datetime.now(UTC)
         # Every failed attempt keeps its stack trace: in the JSON, and readable on stderr.
         gate_line = 'raise RuntimeError("the gate is closed")'
         assert all(gate_line in a["traceback"] for a in json.loads(shown.stdout)["attempts"])
