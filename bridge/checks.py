@@ -7,6 +7,7 @@ Each check yields ``(path, message)``; ``load_config`` turns them into
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,13 @@ def _connectors(cfg: BridgeConfig, kinds: Mapping[str, ConnectorKind]) -> Iterat
     paths: dict[str, str] = {}
     for name, conn in cfg.connectors.items():
         kind = kinds[conn.type]
+        sdk = getattr(kind, "sdk", None)
+        if sdk is not None and importlib.util.find_spec(sdk[0]) is None:
+            yield (
+                ("connectors", name, "type"),
+                f"type {conn.type!r} needs {sdk[0]}, which is not installed: install the "
+                f"{sdk[1]!r} extra (pip install 'fanout-bridge[{sdk[1]}]')",
+            )
         check = getattr(conn, "check", None)
         if check is not None:
             for sub_path, message in check(cfg):

@@ -284,6 +284,10 @@ class ConnectorKind:
     ingress: Callable[[Any, str, IngressEnv], Ingress] | None = None
     needs_server: bool = False
     """The ingress mounts routes on the bridge's HTTP server (webhooks; not cron)."""
+    sdk: tuple[str, str] | None = None
+    """``(module, extra)``: the SDK the kind imports lazily and the package extra that
+    installs it, e.g. ``("aiokafka", "kafka")``. The config check names the extra when
+    the module is missing, instead of an ImportError when the connector starts."""
     embedded: Callable[[str, Any, Brokers], None] | None = None
     """Dev mode only: ``(name, cfg, brokers)``, called by ``bridge dev`` (unless
     ``--no-brokers``) for each connector of this kind, on every load of the config,

@@ -22,17 +22,43 @@ from connectors import cron, kafka, memory, nats, rabbitmq, redis, sqs, webhook
 KINDS: dict[str, ConnectorKind] = {
     "memory": ConnectorKind(memory.MemoryConfig, "memory", memory.source, memory.publisher),
     "kafka": ConnectorKind(
-        kafka.KafkaConfig, "kafka", kafka.source, kafka.publisher, embedded=kafka.embedded_broker
+        kafka.KafkaConfig,
+        "kafka",
+        kafka.source,
+        kafka.publisher,
+        embedded=kafka.embedded_broker,
+        sdk=("aiokafka", "kafka"),
     ),
-    "rabbitmq": ConnectorKind(rabbitmq.RabbitMQConfig, "amqp", rabbitmq.source, rabbitmq.publisher),
+    "rabbitmq": ConnectorKind(
+        rabbitmq.RabbitMQConfig,
+        "amqp",
+        rabbitmq.source,
+        rabbitmq.publisher,
+        sdk=("aio_pika", "rabbitmq"),
+    ),
     "sqs": ConnectorKind(
-        sqs.SqsConfig, "sqs", sqs.source, sqs.publisher, embedded=sqs.embedded_broker
+        sqs.SqsConfig,
+        "sqs",
+        sqs.source,
+        sqs.publisher,
+        embedded=sqs.embedded_broker,
+        sdk=("aiobotocore", "sqs"),
     ),
     "nats": ConnectorKind(
-        nats.NatsConfig, "nats", nats.source, nats.publisher, embedded=nats.check_reachable
+        nats.NatsConfig,
+        "nats",
+        nats.source,
+        nats.publisher,
+        embedded=nats.check_reachable,
+        sdk=("nats", "nats"),
     ),
     "redis": ConnectorKind(
-        redis.RedisConfig, "redis", redis.source, redis.publisher, embedded=redis.check_reachable
+        redis.RedisConfig,
+        "redis",
+        redis.source,
+        redis.publisher,
+        embedded=redis.check_reachable,
+        sdk=("redis", "redis"),
     ),
     "webhook": ConnectorKind(
         webhook.WebhookConfig, "webhook", ingress=webhook.ingress, needs_server=True

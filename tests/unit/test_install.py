@@ -7,11 +7,18 @@ cannot leak into it, nor a heavy one into the runtime set unnoticed.
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import re
 import shutil
 import subprocess
 import tomllib
 
+import pytest
+
+from bridge.app.kinds import default_kinds
+from bridge.config import Kinds, load_config_text
+from bridge.errors import ConfigError
 from tests.support import ROOT
 
 # Development tools that once sat in every `make run` venv (847 MB of it).
@@ -80,3 +87,45 @@ def test_make_run_and_make_test_keep_separate_stamps() -> None:
     assert re.search(r"^run: install-run$", makefile, re.M)
     assert re.search(r"^dev: install-run$", makefile, re.M)
     assert re.search(r"^test: install\b", makefile, re.M)
+
+
+def test_a_connector_whose_extra_is_not_installed_is_a_config_error_naming_the_extra() -> None:
+    """Installed without the `kafka` extra, a Kafka connector fails the config check
+    (`bridge validate` and `bridge run`) with its line, not an ImportError at start."""
+    kinds = default_kinds()
+    without = dataclasses.replace(kinds.connectors["kafka"], sdk=("no_such_sdk_module", "kafka"))
+    text = """\
+version: 1
+store: memory://
+connectors:
+  orders:
+    type: kafka
+    bootstrap_servers: 127.0.0.1:9092
+    consume: {topics: [orders], group_id: g, event: {type: order/placed}}
+events:
+  order/placed: {schema: none}
+handlers:
+  - {id: h, on: order/placed, type: python, function: "json:dumps"}
+"""
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text, Kinds({**kinds.connectors, "kafka": without}, kinds.handlers))
+    assert [(i.path, i.line, i.message) for i in caught.value.issues] == [
+        (
+            "connectors.orders.type",
+            5,
+            "type 'kafka' needs no_such_sdk_module, which is not installed: "
+            "install the 'kafka' extra (pip install 'fanout-bridge[kafka]')",
+        )
+    ]
+    # With the SDK present (this environment has every extra) the same file is valid.
+    assert load_config_text(text, kinds).connectors["orders"].type == "kafka"
+
+
+def test_every_broker_kind_names_the_extra_that_installs_its_sdk() -> None:
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    for name in ("kafka", "rabbitmq", "sqs", "nats", "redis"):
+        sdk = default_kinds().connectors[name].sdk
+        assert sdk is not None and sdk[1] in extras, name
+        assert importlib.util.find_spec(sdk[0]) is not None, sdk
