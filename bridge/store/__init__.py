@@ -50,7 +50,13 @@ def create_store(url: str) -> Store:
         return SqliteStore(url)
     if url.startswith(("postgresql:", "postgres:")):
         import importlib
+        import importlib.util
 
+        if importlib.util.find_spec("asyncpg") is None:  # imported only when the store opens
+            raise StoreError(
+                "the PostgreSQL store needs asyncpg, which is not installed: install the "
+                "'postgres' extra (pip install 'fanout-bridge[postgres]')"
+            )
         try:
             module = importlib.import_module("bridge.store.postgres")
         except ImportError as exc:

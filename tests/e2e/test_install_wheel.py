@@ -86,3 +86,13 @@ def test_the_wheel_installs_with_an_extra_and_runs_outside_the_repository(tmp_pa
     assert "Traceback" not in refused.stderr
     assert f"{config}:5: connectors.orders.type: type 'kafka' needs aiokafka" in refused.stderr
     assert "pip install 'fanout-bridge[kafka]'" in refused.stderr
+    # Without the postgres extra's driver, a PostgreSQL store is one error line too.
+    removed = run(uv(), "pip", "uninstall", "--python", python, "asyncpg", cwd=tmp_path)
+    assert removed.returncode == 0, removed.stderr
+    store = "postgresql://127.0.0.1:5432/postgres"
+    no_driver = run(bridge, "dlq", "-c", newsletter, "--store", store, "list", cwd=tmp_path)
+    assert (no_driver.returncode, no_driver.stderr) == (
+        1,
+        "error: the PostgreSQL store needs asyncpg, which is not installed: install the "
+        "'postgres' extra (pip install 'fanout-bridge[postgres]')\n",
+    )
