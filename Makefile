@@ -17,9 +17,11 @@ CONFIG ?= examples/newsletter/bridge.yaml
 
 # Two environments from the one lock file, each with its own stamp:
 # - `install-run` (make run, make dev): the runtime dependencies and RUN_EXTRAS, no dev
-#   group (~100 MB instead of ~850 MB). The examples need `cron` (cron-digest) and
+#   group (~55 MB instead of ~870 MB). The examples need `cron` (cron-digest) and
 #   `webhooks` (db-changes); add a transport for your own config, e.g.
 #   `make run CONFIG=my.yaml RUN_EXTRAS="cron webhooks kafka"`.
+#   bridge dev's embedded Kafka and SQS come with the dev group: `make install` once adds
+#   them, and `make dev` keeps them.
 # - `install` (test, lint, typecheck, ...): every extra and the dev group.
 # `uv sync` removes what its set does not name, so the runtime sync is --inexact: run
 # after `make test` it keeps the dev packages instead of deleting them, and its set is
