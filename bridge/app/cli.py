@@ -36,21 +36,25 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
             help="config file (env BRIDGE_CONFIG)",
         )
 
+    def with_server(p: argparse.ArgumentParser) -> None:
+        """The flags of a command that runs the bridge: where it listens, its store."""
+        p.add_argument(
+            "--listen",
+            metavar="HOST:PORT",
+            default=settings.listen,
+            type=_listen,
+            help="override server.listen (host:port; env BRIDGE_LISTEN)",
+        )
+        p.add_argument(
+            "--store",
+            metavar="URL",
+            default=settings.store,
+            help="override the store URL (env BRIDGE_STORE)",
+        )
+
     run = sub.add_parser("run", help="run the bridge")
     with_config(run)
-    run.add_argument(
-        "--listen",
-        metavar="HOST:PORT",
-        default=settings.listen,
-        type=_listen,
-        help="override server.listen (host:port; env BRIDGE_LISTEN)",
-    )
-    run.add_argument(
-        "--store",
-        metavar="URL",
-        default=settings.store,
-        help="override the store URL (env BRIDGE_STORE)",
-    )
+    with_server(run)
     run.add_argument(
         "--log-level",
         metavar="LEVEL",
@@ -122,19 +126,7 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
         "dev", help="run for development: readable logs, the UI, reload, embedded brokers"
     )
     with_config(dev)
-    dev.add_argument(
-        "--listen",
-        metavar="HOST:PORT",
-        default=settings.listen,
-        type=_listen,
-        help="override server.listen (host:port; env BRIDGE_LISTEN)",
-    )
-    dev.add_argument(
-        "--store",
-        metavar="URL",
-        default=settings.store,
-        help="override the store URL (env BRIDGE_STORE)",
-    )
+    with_server(dev)
     dev.add_argument(
         "--log-level",
         metavar="LEVEL",

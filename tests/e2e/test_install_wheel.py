@@ -17,21 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import ROOT
-from tests.unit.test_install import uv
-
-KAFKA_CONFIG = """\
-version: 1
-store: memory://
-connectors:
-  orders:
-    type: kafka
-    bootstrap_servers: 127.0.0.1:9092
-    consume: {topics: [orders], group_id: g, event: {type: order/placed}}
-events:
-  order/placed: {schema: none}
-handlers:
-  - {id: h, on: order/placed, type: python, function: "json:dumps"}
-"""
+from tests.unit.test_install import KAFKA_CONFIG, uv
 
 
 def run(*args: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:

@@ -21,6 +21,21 @@ from bridge.config import Kinds, load_config_text
 from bridge.errors import ConfigError
 from tests.support import ROOT
 
+# A config with a Kafka connector: its SDK comes with the `kafka` extra.
+KAFKA_CONFIG = """\
+version: 1
+store: memory://
+connectors:
+  orders:
+    type: kafka
+    bootstrap_servers: 127.0.0.1:9092
+    consume: {topics: [orders], group_id: g, event: {type: order/placed}}
+events:
+  order/placed: {schema: none}
+handlers:
+  - {id: h, on: order/placed, type: python, function: "json:dumps"}
+"""
+
 # Development tools that once sat in every `make run` venv (847 MB of it).
 HEAVY_DEV = {"playwright", "moto", "matplotlib", "kubernetes-validate", "numpy", "mypy"}
 
@@ -94,19 +109,7 @@ def test_a_connector_whose_extra_is_not_installed_is_a_config_error_naming_the_e
     (`bridge validate` and `bridge run`) with its line, not an ImportError at start."""
     kinds = default_kinds()
     without = dataclasses.replace(kinds.connectors["kafka"], sdk=("no_such_sdk_module", "kafka"))
-    text = """\
-version: 1
-store: memory://
-connectors:
-  orders:
-    type: kafka
-    bootstrap_servers: 127.0.0.1:9092
-    consume: {topics: [orders], group_id: g, event: {type: order/placed}}
-events:
-  order/placed: {schema: none}
-handlers:
-  - {id: h, on: order/placed, type: python, function: "json:dumps"}
-"""
+    text = KAFKA_CONFIG
     with pytest.raises(ConfigError) as caught:
         load_config_text(text, Kinds({**kinds.connectors, "kafka": without}, kinds.handlers))
     assert [(i.path, i.line, i.message) for i in caught.value.issues] == [
