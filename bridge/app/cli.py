@@ -108,7 +108,7 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     )
     dlist.add_argument("--handler", metavar="HANDLER", help="only letters of this handler")
     dlist.add_argument(
-        "--limit", metavar="N", type=int, default=50, help="at most this many (default 50)"
+        "--limit", metavar="N", type=_positive, default=50, help="at most this many (default 50)"
     )
     dlist.add_argument("--json", action="store_true", help="one JSON object per line")
     dshow = dsub.add_parser(
@@ -155,6 +155,13 @@ def _version() -> str:
         return metadata.version("fanout-bridge")
     except metadata.PackageNotFoundError:  # run from a source tree that was never installed
         return "unknown"
+
+
+def _positive(value: str) -> int:
+    """``--limit``: a whole number above 0."""
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number above 0")
+    return int(value)
 
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -242,8 +249,12 @@ def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
 def _schema(args: argparse.Namespace) -> int:
     text = schema_text(json_schema())
     if args.output:
-        with open(args.output, "w") as fh:
-            fh.write(text)
+        try:
+            with open(args.output, "w") as fh:
+                fh.write(text)
+        except OSError as exc:
+            print(f"error: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
     else:
         sys.stdout.write(text)
     return 0

@@ -134,3 +134,21 @@ def test_validate_warns_when_there_is_nothing_to_run(tmp_path: Path) -> None:
     )
     proc = bridge_command("validate", "-c", str(NEWSLETTER))
     assert proc.returncode == 0 and "warning" not in proc.stderr
+
+
+@pytest.mark.e2e
+def test_other_mistakes_get_one_line(tmp_path: Path) -> None:
+    nowhere = tmp_path / "no-such-dir" / "schema.json"
+    proc = bridge_command("schema", "-o", str(nowhere))
+    assert (proc.returncode, proc.stderr) == (
+        1,
+        f"error: cannot write {nowhere}: No such file or directory\n",
+    )
+    for flag, value, reason in [
+        ("--limit", "0", "'0' is not a whole number above 0"),
+        ("--log-level", "loud", "'loud' is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+    ]:
+        args = ("dlq", "-c", str(NEWSLETTER), "list") if flag == "--limit" else ("run",)
+        proc = bridge_command(*args, flag, value)
+        assert proc.returncode == 2
+        assert proc.stderr.splitlines()[-1].endswith(f"error: argument {flag}: {reason}")
