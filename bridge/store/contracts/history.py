@@ -18,7 +18,8 @@ class EventRecord:
     (every run, or the event itself), or unrouted (no handler matched); once the
     event has runs in the history, it is computed from all of them (``event_status``).
     ``received_at`` and ``source`` say when and where the event first arrived: a
-    replay or redelivery never changes them.
+    replay or redelivery never changes them. ``runs`` is how many handlers' runs the
+    history holds for it (counted by the store when it writes the event).
     """
 
     id: str
@@ -31,6 +32,7 @@ class EventRecord:
     trace_id: str | None = None
     event: dict[str, Any] = field(default_factory=dict)
     finished_at: float | None = None
+    runs: int = 0
 
 
 @dataclass(slots=True)
@@ -38,7 +40,10 @@ class RunRecord:
     """One handler's run of one event in the history: status, every attempt, result.
 
     ``status``: running, succeeded, dead_lettered, skipped (already succeeded) or
-    parked (waiting for a retry). ``children`` are ids of events it emitted.
+    parked (waiting for a retry), or any other status a flow control gives it (e.g.
+    throttled, debounced, cancelled, sleeping), with its ``reason`` and, when it waits,
+    ``due_at`` (epoch seconds): the UI shows whatever status, reason and due time a run
+    carries. ``children`` are ids of events it emitted.
     """
 
     event_id: str
@@ -49,6 +54,8 @@ class RunRecord:
     error: str | None = None
     children: list[str] = field(default_factory=list)
     updated_at: float = field(default_factory=time.time)
+    reason: str | None = None
+    due_at: float | None = None
 
 
 def event_status(statuses: Iterable[str]) -> str:
@@ -86,6 +93,7 @@ def merged_event(
         merged.source = stored.source
     if merged.status != "running" and run_statuses:
         merged.status = event_status(run_statuses)
+    merged.runs = len(run_statuses) or record.runs
     return merged
 
 
