@@ -15,6 +15,9 @@ from tests.support import ROOT
 async def shot(page: Page, directory: Path, name: str, full_page: bool = False) -> None:
     """Save ``name``.png of ``page`` in ``directory`` (and in ``$BRIDGE_SCREENSHOTS``)."""
     path = directory / f"{name}.png"
+    size = page.viewport_size
+    if size is not None:  # no hover highlight left where the last click was
+        await page.mouse.move(size["width"] - 1, size["height"] - 1)
     await page.screenshot(path=str(path), full_page=full_page)
     keep = os.environ.get("BRIDGE_SCREENSHOTS")
     if keep:

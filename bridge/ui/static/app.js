@@ -113,15 +113,29 @@ async function copyText(text) {
   area.remove();
 }
 
+// Two overlapping sheets, drawn as SVG so no font has to have the glyph.
+function copyIcon() {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 16 16"); svg.setAttribute("width", "12"); svg.setAttribute("height", "12");
+  svg.setAttribute("aria-hidden", "true");
+  for (const [x, y] of [[5, 1], [1, 5]]) {
+    const r = document.createElementNS(ns, "rect");
+    for (const [k, v] of Object.entries({ x, y, width: 10, height: 10, rx: 2, fill: x === 1 ? "currentColor" : "none", stroke: "currentColor", "stroke-width": 1.6 })) r.setAttribute(k, v);
+    svg.append(r);
+  }
+  return svg;
+}
+
 function copyButton(text) {
   return h("button", { class: "copy", type: "button", title: "copy " + text, "aria-label": "copy", "data-copy": text,
     onclick: async (ev) => {
       ev.preventDefault(); ev.stopPropagation();
       const btn = ev.currentTarget;
-      try { await copyText(text); btn.textContent = "✓"; btn.classList.add("copied"); }
-      catch (e) { btn.textContent = "!"; }
-      setTimeout(() => { btn.textContent = "⧉"; btn.classList.remove("copied"); }, 1200);
-    } }, "⧉");
+      try { await copyText(text); btn.classList.add("copied"); btn.title = "copied"; }
+      catch (e) { btn.classList.add("failed"); btn.title = "could not copy: " + (e.message || e); }
+      setTimeout(() => { btn.classList.remove("copied", "failed"); btn.title = "copy " + text; }, 1200);
+    } }, copyIcon());
 }
 
 const short = (id) => (id.length > 10 ? id.slice(0, 8) + "…" : id);

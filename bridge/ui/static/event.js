@@ -133,7 +133,7 @@ function waterfall(root) {
         { "data-attempt": a.number, "data-outcome": failed ? "failed" : "succeeded" }));
     }
     const first = r.attempts.length ? r.attempts[0].started_at : null;
-    return h("div", { class: "wf-row run", "data-run": r.handler, "data-event": row.node.id }, label, track,
+    return h("div", { class: "wf-row wf-run", "data-run": r.handler, "data-event": row.node.id }, label, track,
       h("span", { class: "wf-time muted" }, first === null ? r.status.replace(/_/g, " ") : offset(first - t0)));
   });
   const axis = h("div", { class: "wf-row axis" }, h("span", { class: "wf-label muted" }, "from receipt"),

@@ -53,7 +53,7 @@ PAGES.events = async function eventsPage(main, arg, params) {
       h("button", { class: "secondary", onclick: () => { state.q = search.value.trim(); reload(); } }, "Search"),
       h("label", {}, liveBox, " live")),
     h("div", { id: "page-error", class: "error" }),
-    scroller(h("table", { class: "events" }, h("thead", {}, h("tr", {}, columns.map(([c, cls]) => h("th", { class: cls || null }, c)))), body)),
+    scroller(h("table", { class: "events cards" }, h("thead", {}, h("tr", {}, columns.map(([c, cls]) => h("th", { class: cls || null }, c)))), body)),
     h("div", { class: "pager" }, newer, older, pageInfo));
   await load();
   // Live: a history notice reloads the newest page (only the rows that changed repaint).

@@ -80,7 +80,7 @@ PAGES["dead-letters"] = async function deadLettersPage(main, arg, params) {
         }
       } }, "Replay all matching")),
     note, h("div", { id: "page-error", class: "error" }),
-    scroller(h("table", { class: "letters" }, h("thead", {}, h("tr", {}, ["", "Created", "Handler", "Event", "Reason", "Status", ""].map((c) => h("th", {}, c)))), body)),
+    scroller(h("table", { class: "letters cards" }, h("thead", {}, h("tr", {}, ["", "Created", "Handler", "Event", "Reason", "Status", ""].map((c) => h("th", {}, c)))), body)),
     h("div", { class: "pager" }, back, more));
   await load();
   onHistory(load);  // a run that was dead-lettered or replayed shows up in the history
