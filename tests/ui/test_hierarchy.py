@@ -144,7 +144,7 @@ async def test_tree_joins_timeline_live_updates_and_a_narrow_screen(
         await expect(root_row.locator("a.id[data-id]")).to_have_text("order-20…")
         await root_row.locator("button.copy").first.click()
         assert await page.evaluate("navigator.clipboard.readText()") == "order-2026-1001"
-        await shot(page, tmp_path, "events")
+        await shot(page, tmp_path, "events-fanout")
 
         # The whole hierarchy from the root: 2 items, 2 shipments; the refused one dead-lettered.
         await page.goto(f"{bridge.url}/ui#/event/order-2026-1001")

@@ -171,7 +171,14 @@ function connectLive() {
   const conn = document.getElementById("conn");
   const source = new EventSource(API + "/stream");
   live.source = source;
-  source.addEventListener("ready", () => { conn.classList.remove("down"); conn.title = "live: updates stream from the bridge"; conn.dataset.live = "on"; });
+  let before = false;
+  source.addEventListener("ready", () => {
+    conn.classList.remove("down"); conn.title = "live: updates stream from the bridge"; conn.dataset.live = "on";
+    // Back after a break (the bridge restarted, `bridge dev` reloaded): what changed meanwhile
+    // was never announced, so the page reloads what it shows once.
+    if (before && live.handler) live.handler({ all: true, events: [], parents: [] }).catch(showError);
+    before = true;
+  });
   source.addEventListener("closed", (ev) => {
     conn.classList.add("down"); conn.dataset.live = "off";
     conn.title = "no live updates: " + JSON.parse(ev.data).reason;

@@ -79,7 +79,8 @@ function treeNode(node, focus) {
       kids.length ? h("ul", { class: "tree" }, kids.map((k) => treeNode(k, focus))) : null);
   });
   const rest = node.children.filter((c) => !claimed.has(c.id)).map((c) => treeNode(c, focus));
-  const aggregate = node.aggregate !== node.status
+  // Said only where descendants make it differ: the event's own status covers its runs.
+  const aggregate = node.aggregate !== node.status && node.children.length
     ? h("span", { class: "aggregate", title: "the worst status in this event's subtree" }, "subtree ", badge(node.aggregate)) : null;
   return h("li", { class: "event-node" + (node.id === focus ? " focus" : ""), "data-node": node.id, "data-status": node.status, "data-aggregate": node.aggregate },
     h("div", { class: "node-head" },
