@@ -7,7 +7,6 @@ would; the live stream is fed by the runtime's own history recorder.
 from __future__ import annotations
 
 import asyncio
-import textwrap
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,14 +14,13 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from bridge.app import load_config_text
 from bridge.app.runtime import Runtime
 from bridge.history_feed import HistoryFeed
-from bridge.server import Server
 from bridge.store.contracts import Attempt, EventRecord, Join, RunRecord
 from bridge.ui.tree import worst
+from tests.unit.ui_server import ui_server
 
 CONFIG = """\
 version: 1
@@ -48,17 +46,8 @@ handlers:
 
 @pytest.fixture
 async def ui(tmp_path: Path) -> AsyncIterator[tuple[TestClient[Any, Any], Runtime]]:
-    cfg = load_config_text(textwrap.dedent(CONFIG.format(db=tmp_path / "ui.db")), {})
-    runtime = Runtime(cfg)
-    runtime.build()
-    await runtime.store.open()
-    client = TestClient(TestServer(Server(runtime).app))
-    await client.start_server()
-    try:
-        yield client, runtime
-    finally:
-        await client.close()
-        await runtime.store.close()
+    async with ui_server(CONFIG.format(db=tmp_path / "ui.db")) as pair:
+        yield pair
 
 
 def event(event_id: str, at: float, status: str, parent: str | None = None) -> EventRecord:
