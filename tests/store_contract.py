@@ -285,6 +285,9 @@ class StoreContract:
         assert await store.history_runs("e3") == [waiting]
         assert got[1].attempts[0].error == "boom"
         assert [r.id for r in await store.history_children("e0")] == ["e1", "e2"]
+        kids = await store.history_children_of(["e0", "e9", "e0"])
+        assert sorted(r.id for r in kids) == ["e1", "e2"]
+        assert await store.history_children_of([]) == []
         # a status update replaces the record
         events[9].status = "dead_lettered"
         await store.history_put([events[9]], [])

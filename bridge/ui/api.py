@@ -20,7 +20,7 @@ from bridge.store.contracts import InboxEntry
 from bridge.ui.joins import join_ids, joins_of, open_joins
 from bridge.ui.stats import HandlerStats
 from bridge.ui.stream import stream
-from bridge.ui.tree import fan_out_tree, in_config_order
+from bridge.ui.tree import fan_out_tree, in_config_order, subtree_statuses, worst
 from bridge.ui.views import (
     BadQuery,
     dead_letters_filtered,
@@ -95,7 +95,10 @@ class UiApi:
     # ------------------------------------------------------------------ events
 
     async def list_events(self, request: web.Request) -> web.Response:
-        """``?type=&status=&q=&before=&limit=`` -> ``{"items": [...], "next": cursor|null}``."""
+        """``?type=&status=&q=&before=&limit=`` -> ``{"items": [...], "next": cursor|null}``.
+
+        Each item carries ``aggregate``: the worst status of its tree (None without
+        descendants)."""
         query = request.query
         try:
             items, cursor = await events_page(
@@ -108,7 +111,15 @@ class UiApi:
             )
         except BadQuery as exc:
             return _error(400, str(exc))
-        return _json({"items": [event_summary(r) for r in items], "next": cursor})
+        below = await subtree_statuses(self.runtime.store, items)
+        rows = []
+        for r in items:
+            row = event_summary(r)
+            # The worst status in the row's whole tree: a root whose grandchild was
+            # dead-lettered says so here too (None: the event has no descendants).
+            row["aggregate"] = worst([r.status, below[r.id]]) if r.id in below else None
+            rows.append(row)
+        return _json({"items": rows, "next": cursor})
 
     async def get_event(self, request: web.Request) -> web.Response:
         """One event: envelope, runs (config order) with attempts and dead letters,

@@ -54,6 +54,49 @@ def in_config_order(runs: Sequence[RunRecord], order: Sequence[str]) -> list[Run
     return sorted(runs, key=lambda r: (index.get(r.handler, len(index)), r.handler))
 
 
+async def subtree_statuses(
+    store: Store, records: Sequence[EventRecord], max_nodes: int = 2000
+) -> dict[str, str]:
+    """For each of ``records`` with descendants, the worst status among them.
+
+    Reads a level of all the trees at once (``history_children_of``), so a page of
+    the list costs one query per level, not one per row; at most ``MAX_DEPTH``
+    levels and about ``max_nodes`` descendants in all.
+    """
+    kids: dict[str, list[EventRecord]] = {}
+    level = [r.id for r in records]
+    seen = set(level)
+    for _ in range(MAX_DEPTH):
+        if not level or len(seen) > max_nodes:
+            break
+        following = []
+        for kid in await store.history_children_of(level):
+            kids.setdefault(kid.parent_id or "", []).append(kid)
+            if kid.id not in seen:
+                seen.add(kid.id)
+                following.append(kid.id)
+        level = following
+
+    memo: dict[str, str | None] = {}
+
+    def below(event_id: str, path: frozenset[str]) -> str | None:
+        if event_id not in memo:
+            statuses = []
+            for kid in kids.get(event_id, []):
+                if kid.id in path:  # a parent loop in the data: stop there
+                    continue
+                statuses += [kid.status, below(kid.id, path | {kid.id}) or kid.status]
+            memo[event_id] = worst(statuses)
+        return memo[event_id]
+
+    found = {}
+    for record in records:
+        status = below(record.id, frozenset({record.id}))
+        if status is not None:
+            found[record.id] = status
+    return found
+
+
 async def find_root(store: Store, record: EventRecord) -> EventRecord:
     """The topmost ancestor of ``record`` still in the history (itself when it has none)."""
     seen = {record.id}

@@ -138,6 +138,11 @@ async def test_tree_joins_timeline_live_updates_and_a_narrow_screen(
         assert stream and stream[0].resource_type == "eventsource"
         # Its row: handler count, duration, a relative time, the id shortened with a copy button.
         await expect(root_row.locator("td.handlers")).to_have_text("2")  # split and gather
+        # Its own runs succeeded; the row still says a shipment below it was dead-lettered.
+        await expect(root_row.locator("td.status")).to_have_attribute(
+            "data-aggregate", "dead_lettered"
+        )
+        await expect(root_row.locator("td.status .aggregate")).to_contain_text("dead lettered")
         await expect(root_row.locator("td.duration")).to_have_text(re.compile(r"\d ?m?s$"))
         await expect(root_row.locator("td.when time")).to_have_text(re.compile(r"ago|just now"))
         await expect(root_row.locator("td.when time")).to_have_attribute("title", re.compile(r"\d"))

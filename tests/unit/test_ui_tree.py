@@ -112,6 +112,18 @@ async def test_the_tree_holds_grandchildren_and_a_root_shows_its_subtree_dead_le
     # The list row carries the handler count and the duration.
     listed = await (await client.get("/ui/api/events?q=root")).json()
     assert listed["items"][0]["handlers"] == 2
+    # The list rolls each row's tree up too, a level of every row's tree per query.
+    rows = {
+        e["id"]: e["aggregate"]
+        for e in (await (await client.get("/ui/api/events")).json())["items"]
+    }
+    assert rows == {
+        "root": "dead_lettered",
+        "child-a": "dead_lettered",
+        "child-b": None,
+        "grand": None,
+        "other": None,
+    }
 
 
 def test_the_aggregate_is_the_worst_status_and_unknown_statuses_count_as_still_going() -> None:

@@ -130,6 +130,10 @@ class History(Protocol):
     async def history_children(self, event_id: str) -> list[EventRecord]:
         """Events whose parent is this event."""
 
+    async def history_children_of(self, parent_ids: Sequence[str]) -> list[EventRecord]:
+        """Events whose parent is any of ``parent_ids``, in one round trip (a level of many
+        trees at once: the UI's list rolls up each row's subtree this way)."""
+
     async def history_purge(self, older_than: float, keep: int) -> int:
         """Drop events received before ``older_than`` and all but the newest ``keep``
         (with their runs); returns how many events."""
