@@ -4,9 +4,10 @@ The history recorder publishes, after each batch it wrote, the ids of the events
 it wrote and of their parents; every subscriber (one per open UI page) gets them.
 A notice says only "these changed": the page reads what it shows from the store,
 so a notice that is lost costs a stale view, never a wrong one. Each subscriber
-holds a bounded queue: a subscriber that does not keep up gets one ``None``-free
+holds a bounded queue: a subscriber that does not keep up gets one
 "everything changed" notice (``all=True``) instead of an ever longer queue, so a
-slow page never holds memory or the recorder.
+slow page never holds memory or the recorder. A batch of more than ``MAX_IDS``
+ids is announced as ``all`` too, so a message stays small on a busy bridge.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["HistoryFeed", "Notice"]
+__all__ = ["MAX_IDS", "HistoryFeed", "Notice"]
+
+MAX_IDS = 500  # a batch that wrote more events is announced as "anything may have changed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,8 @@ class HistoryFeed:
         notice = Notice(tuple(events), tuple(p for p in parents if p))
         if not notice.events:
             return
+        if len(notice.events) + len(notice.parents) > MAX_IDS:  # keep each message small
+            notice = Notice(all=True)
         for sub in self._subscribers:
             queue = sub.queue
             if queue.full():

@@ -219,5 +219,8 @@ async def test_a_slow_subscriber_gets_one_reload_everything_notice() -> None:
     assert queue.qsize() <= 32
     notices = [queue.get_nowait() for _ in range(queue.qsize())]
     assert any(n is not None and n.all for n in notices)
+    feed.publish([f"big-{i}" for i in range(1000)])  # one busy batch: one small message
+    (big,) = [queue.get_nowait() for _ in range(queue.qsize())]
+    assert big is not None and big.all and big.events == ()
     feed.close()
     assert queue.get_nowait() is None
