@@ -31,7 +31,7 @@ PAGES.events = async function eventsPage(main, arg, params) {
     older.disabled = !next;
     if (!unchanged(body, page.items)) {
       body.replaceChildren(...page.items.map(eventRow));
-      if (!page.items.length) body.append(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No events match. Send one from “Send”.")));
+      if (!page.items.length) body.append(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No events match. Send one from “Send event”.")));
     }
     newer.disabled = state.cursors.length === 0;
     pageInfo.textContent = "page " + (state.cursors.length + 1) + (state.before ? "" : (liveBox.checked ? " · live" : ""));
