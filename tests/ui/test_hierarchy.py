@@ -45,6 +45,7 @@ handlers:
     member_key: event.data.sku
     within: 10m
     emit: order/gathered
+  - {{id: notify, on: order/gathered, type: log}}
 """
 
 ORDER = {
@@ -209,6 +210,29 @@ async def test_tree_joins_timeline_live_updates_and_a_narrow_screen(
         await expect(page.locator('.run[data-handler="gather"] .badge').first).to_have_text(
             "sleeping"
         )
+
+        # The bridge restarts under an open page: the stream's end does not hold up the stop,
+        # the page reconnects by itself and shows what arrives next.
+        await page.click("nav a[data-page=events]")
+        await expect(page.locator("#conn")).to_have_attribute("data-live", "on")
+        assert await bridge.stop() == 0
+        await expect(page.locator("#conn")).to_have_attribute("data-live", "off")
+        bridge.start()
+        await bridge.wait_ready()
+        await expect(page.locator("#conn")).to_have_attribute("data-live", "on", timeout=20_000)
+        again = {**ORDER, "id": "order-2026-1002"}
+        again["data"] = {"order": 1002, "skus": ["good"], "expect": ["good"]}
+        async with aiohttp.ClientSession() as session:
+            status, _ = await post_events(session, bridge.url, [again])
+            assert status == 202
+        await expect(page.locator('tr[data-event-id="order-2026-1002"]')).to_have_attribute(
+            "data-status", "succeeded", timeout=20_000
+        )
+        # Its join completed: the outcome event hangs under the order that started it.
+        await page.goto(f"{bridge.url}/ui#/event/order-2026-1002")
+        await expect(page.locator("#joins .join")).to_have_attribute("data-status", "completed")
+        gathered = page.locator('#tree li.event-node:has(> .node-head a:text("order/gathered"))')
+        await expect(gathered).to_have_count(1, timeout=20_000)
 
         # 420 px: every page is usable without sideways scrolling; actions stay on one line.
         await page.set_viewport_size({"width": 420, "height": 860})
