@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 
 from bridge.app.runtime import Runtime
 from bridge.history_feed import HistoryFeed
-from bridge.store.contracts import Attempt, EventRecord, Join, RunRecord
+from bridge.store.contracts import Attempt, EventRecord, Join, RunRecord, event_status
 from bridge.ui.tree import worst
 from tests.unit.ui_server import ui_server
 
@@ -124,6 +124,15 @@ async def test_the_tree_holds_grandchildren_and_a_root_shows_its_subtree_dead_le
         "grand": None,
         "other": None,
     }
+
+
+def test_an_event_runs_while_a_flow_control_holds_a_run_and_is_done_once_all_are_final() -> None:
+    assert event_status(["succeeded", "throttled"]) == "running"
+    assert event_status(["sleeping"]) == "running"
+    assert event_status(["succeeded", "cancelled", "debounced", "skipped"]) == "succeeded"
+    assert event_status(["cancelled", "dead_lettered"]) == "partial"
+    assert event_status(["dead_lettered"]) == "dead_lettered"
+    assert event_status([]) == "unrouted"
 
 
 def test_the_aggregate_is_the_worst_status_and_unknown_statuses_count_as_still_going() -> None:

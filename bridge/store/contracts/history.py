@@ -58,18 +58,24 @@ class RunRecord:
     due_at: float | None = None
 
 
+# Run statuses that are final without a failure: the run will not start again.
+DONE_STATUSES = frozenset({"succeeded", "skipped", "cancelled", "debounced"})
+
+
 def event_status(statuses: Iterable[str]) -> str:
     """An event's overall status from the statuses of all its runs.
 
-    running while any run is running or parked; dead_lettered when every run is
-    dead-lettered, partial when some are and the others succeeded; succeeded only
-    when every run succeeded (or was skipped as already succeeded); unrouted with
-    no runs.
+    running while any run is not final: running, parked, or any status other than
+    the final ones (``DONE_STATUSES`` and dead_lettered), so a run a flow control
+    holds (throttled, sleeping ...) keeps its event running; dead_lettered when every
+    run is dead-lettered, partial when some are and the others are done; succeeded
+    when every run is done (succeeded, skipped, cancelled or debounced); unrouted
+    with no runs.
     """
     seen = set(statuses)
     if not seen:
         return "unrouted"
-    if "running" in seen or "parked" in seen:
+    if seen - DONE_STATUSES - {"dead_lettered"}:
         return "running"
     if "dead_lettered" in seen:
         return "partial" if seen - {"dead_lettered"} else "dead_lettered"
