@@ -233,3 +233,17 @@ async def test_a_slow_subscriber_gets_one_reload_everything_notice() -> None:
     assert big is not None and big.all and big.events == ()
     feed.close()
     assert queue.get_nowait() is None
+
+
+async def test_the_page_allows_nothing_but_the_bridge_and_links_its_favicon(
+    ui: tuple[TestClient[Any, Any], Runtime],
+) -> None:
+    client, _ = ui
+    resp = await client.get("/ui")
+    policy = resp.headers["content-security-policy"]
+    for directive in ("default-src 'none'", "script-src 'self'", "connect-src 'self'"):
+        assert directive in policy
+    assert "unsafe-inline" not in policy and "frame-ancestors 'none'" in policy
+    assert 'rel="icon" href="/ui/static/favicon.svg"' in await resp.text()
+    icon = await client.get("/ui/static/favicon.svg")
+    assert icon.status == 200 and icon.content_type == "image/svg+xml"
