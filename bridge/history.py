@@ -12,6 +12,7 @@ runs) wait in memory. When a new event arrives with the buffer full, the oldest
 pending event is dropped from the history (never from delivery) and counted in
 ``bridge_history_dropped_total``; a failed write is logged and dropped. Neither
 ever holds up or slows a delivery. Retention (age and count) is applied as it goes.
+After each batch is written, ``feed`` tells the UI's live pages which events changed.
 
 A delivery reports only the runs it made (a replay, one; a redelivery, those
 not already final), so the status it reports is a first guess: the store sets
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.events import Event
+from bridge.history_feed import HistoryFeed
 from bridge.metrics import Metrics
 from bridge.store.contracts import EventRecord, RunRecord, Store, event_status
 
@@ -91,6 +93,7 @@ class HistoryRecorder:
         self._pending: dict[str, _Pending] = {}  # insertion order: oldest first
         self._task: asyncio.Task[None] | None = None
         self._last_purge = 0.0
+        self.feed = HistoryFeed()
 
     @property
     def pending(self) -> int:
@@ -160,6 +163,7 @@ class HistoryRecorder:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.flush(everything=True)
+        self.feed.close()
 
     async def _loop(self) -> None:
         while True:
@@ -189,6 +193,8 @@ class HistoryRecorder:
         events: list[EventRecord] = []
         runs: list[RunRecord] = []
         refresh: list[str] = []
+        changed = [entry.id for entry in taken]
+        parents = {e.record.parent_id for e in taken if e.record is not None and e.record.parent_id}
         for entry in taken:
             record = entry.record
             if record is not None:
@@ -204,6 +210,8 @@ class HistoryRecorder:
                 await self.store.history_put(events, runs)
             if refresh:
                 await self._recompute(refresh)
+            if changed:
+                self.feed.publish(changed, parents)
             now = time.time()
             if now - self._last_purge > PURGE_EVERY:
                 self._last_purge = now

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from bridge.config.models import BridgeConfig
     from bridge.events import EventCatalog
+    from bridge.history import HistoryRecorder
     from bridge.inbox import Inbox
     from bridge.metrics import Metrics
     from bridge.store.contracts import Store
@@ -33,6 +34,10 @@ class RunningBridge(Protocol):
     @property
     def inbox(self) -> Inbox:
         """Where accepted events are committed; ``inbox.wakeup`` wakes its consumer."""
+
+    @property
+    def history(self) -> HistoryRecorder | None:
+        """The run history's recorder (its ``feed`` tells live pages what changed); None when off."""
 
     @property
     def catalog(self) -> EventCatalog:

@@ -279,8 +279,15 @@ class StoreContract:
             ("h2", "dead_lettered"),
         ]
         assert got[0].result == {"ok": 1} and got[0].children == ["e2"]
+        # Any status a flow control gives a run is kept, with its reason and due time.
+        waiting = RunRecord("e3", "h1", "throttled", [], reason="limit 5/s", due_at=1234.5)
+        await store.history_put([], [waiting])
+        assert await store.history_runs("e3") == [waiting]
         assert got[1].attempts[0].error == "boom"
         assert [r.id for r in await store.history_children("e0")] == ["e1", "e2"]
+        kids = await store.history_children_of(["e0", "e9", "e0"])
+        assert sorted(r.id for r in kids) == ["e1", "e2"]
+        assert await store.history_children_of([]) == []
         # a status update replaces the record
         events[9].status = "dead_lettered"
         await store.history_put([events[9]], [])
@@ -322,6 +329,7 @@ class StoreContract:
         )
         got = await store.history_event("ev")
         assert got is not None and (got.status, got.received_at) == ("succeeded", 1000.0)
+        assert got.runs == 3  # the handlers it ran through, counted over all stored runs
         # A dead letter that was replayed and failed again keeps the event dead-lettered.
         await store.history_put(
             [arrival("succeeded", 2003.0, "api")], [RunRecord("ev", "a", "dead_lettered", [])]

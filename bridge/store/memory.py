@@ -351,6 +351,10 @@ class MemoryStore:
         kids = [r for r in self.history.values() if r.parent_id == event_id]
         return [copy.deepcopy(r) for r in sorted(kids, key=lambda r: (r.received_at, r.id))]
 
+    async def history_children_of(self, parent_ids: Sequence[str]) -> list[EventRecord]:
+        wanted = set(parent_ids)
+        return [copy.deepcopy(r) for r in self.history.values() if r.parent_id in wanted]
+
     async def history_purge(self, older_than: float, keep: int) -> int:
         newest = sorted(self.history.values(), key=lambda r: (r.received_at, r.id), reverse=True)
         drop = {r.id for i, r in enumerate(newest) if i >= keep or r.received_at < older_than}

@@ -8,7 +8,13 @@ rendered with the server's CSRF token, which the UI's JavaScript sends with ever
 action (``X-CSRF-Token``); the server refuses an action without it.
 
 Pages (one document, switched by the URL fragment): events, one event's fan-out
-tree, dead letters, send a test event, status.
+tree (with its timeline, handler cards and joins), dead letters, open joins, send a
+test event, status. Pages update live from server-sent events (``/ui/api/stream``,
+fed by the run history), never by polling.
+
+The page is served with a Content-Security-Policy that allows nothing but this
+server: no inline script or style, no other origin, no framing. The UI loads
+nothing from the internet.
 """
 
 from __future__ import annotations
@@ -24,9 +30,13 @@ from bridge.ui.api import UiApi
 if TYPE_CHECKING:
     from bridge.running import RunningBridge
 
-__all__ = ["STATIC", "routes"]
+__all__ = ["CSP", "STATIC", "routes"]
 
 STATIC = Path(__file__).resolve().parent / "static"
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 def _page(csrf_token: str) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -35,7 +45,14 @@ def _page(csrf_token: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def index(request: web.Request) -> web.Response:
         # no-store: a page cached from an earlier run would carry a stale token.
         return web.Response(
-            text=text, content_type="text/html", headers={"cache-control": "no-store"}
+            text=text,
+            content_type="text/html",
+            headers={
+                "cache-control": "no-store",
+                "content-security-policy": CSP,
+                "x-content-type-options": "nosniff",
+                "referrer-policy": "no-referrer",
+            },
         )
 
     return index

@@ -17,7 +17,10 @@ from bridge.deadletters import ReplayError, discard, force_flag, handler_keys, r
 from bridge.errors import InvalidEvent
 from bridge.events import SPECVERSION, new_id, now_iso
 from bridge.store.contracts import InboxEntry
+from bridge.ui.joins import join_ids, joins_of, open_joins
 from bridge.ui.stats import HandlerStats
+from bridge.ui.stream import stream
+from bridge.ui.tree import fan_out_tree, in_config_order, subtree_statuses, worst
 from bridge.ui.views import (
     BadQuery,
     dead_letters_filtered,
@@ -69,12 +72,16 @@ class UiApi:
 
     def __init__(self, runtime: RunningBridge) -> None:
         self.runtime = runtime
-        self.stats = HandlerStats(runtime.metrics, runtime_handler_ids(runtime))
+        self.order = runtime_handler_ids(runtime)
+        self.stats = HandlerStats(runtime.metrics, self.order)
+        self.join_configs = {h.id: h for h in runtime.cfg.handlers if h.type == "join"}
 
     def routes(self) -> list[web.RouteDef]:
         return [
             web.get("/ui/api/events", self.list_events),
             web.get("/ui/api/events/{id}", self.get_event),
+            web.get("/ui/api/joins", self.list_joins),
+            web.get("/ui/api/stream", self.stream),
             web.get("/ui/api/dead-letters", self.list_dead_letters),
             web.post("/ui/api/dead-letters/replay", self.replay_many),
             web.post("/ui/api/dead-letters/{id}/replay", self.replay_one),
@@ -88,7 +95,10 @@ class UiApi:
     # ------------------------------------------------------------------ events
 
     async def list_events(self, request: web.Request) -> web.Response:
-        """``?type=&status=&q=&before=&limit=`` -> ``{"items": [...], "next": cursor|null}``."""
+        """``?type=&status=&q=&before=&limit=`` -> ``{"items": [...], "next": cursor|null}``.
+
+        Each item carries ``aggregate``: the worst status of its tree (None without
+        descendants)."""
         query = request.query
         try:
             items, cursor = await events_page(
@@ -101,16 +111,25 @@ class UiApi:
             )
         except BadQuery as exc:
             return _error(400, str(exc))
-        return _json({"items": [event_summary(r) for r in items], "next": cursor})
+        below = await subtree_statuses(self.runtime.store, items)
+        rows = []
+        for r in items:
+            row = event_summary(r)
+            # The worst status in the row's whole tree: a root whose grandchild was
+            # dead-lettered says so here too (None: the event has no descendants).
+            row["aggregate"] = worst([r.status, below[r.id]]) if r.id in below else None
+            rows.append(row)
+        return _json({"items": rows, "next": cursor})
 
     async def get_event(self, request: web.Request) -> web.Response:
-        """One event: envelope, runs with attempts (and dead letters), children, parent."""
+        """One event: envelope, runs (config order) with attempts and dead letters,
+        children, the joins its runs opened or fed, and its whole fan-out ``tree``."""
         store = self.runtime.store
         event_id = request.match_info["id"]
         record = await store.history_event(event_id)
         if record is None:
             return _error(404, f"no event {event_id!r} in the run history")
-        runs = await store.history_runs(event_id)
+        runs = in_config_order(await store.history_runs(event_id), self.order)
         children = await store.history_children(event_id)
         failed = [r.handler for r in runs if r.status == "dead_lettered"]
         letters = await letters_of_event(store, event_id, failed) if failed else {}
@@ -118,7 +137,17 @@ class UiApi:
         body["event"] = record.event
         body["runs"] = [run_view(r, letters.get(r.handler)) for r in runs]
         body["children"] = [event_summary(c) for c in children]
+        body["joins"] = await joins_of(store, join_ids(runs), self.join_configs)
+        body["tree"] = await fan_out_tree(store, record, self.order, {event_id: letters})
         return _json(body)
+
+    async def list_joins(self, request: web.Request) -> web.Response:
+        """``{"items": [...]}``: every open join, soonest deadline first."""
+        return _json({"items": await open_joins(self.runtime.store, self.join_configs)})
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: which events the history just wrote (``bridge.ui.stream``)."""
+        return await stream(self.runtime, request)
 
     # ------------------------------------------------------------------ dead letters
 

@@ -111,6 +111,12 @@ def event_summary(record: EventRecord) -> dict[str, Any]:
         "trace_id": record.trace_id,
         "received_at": record.received_at,
         "finished_at": record.finished_at,
+        "duration": (
+            None
+            if record.finished_at is None
+            else max(record.finished_at - record.received_at, 0.0)
+        ),
+        "handlers": record.runs,
     }
 
 

@@ -9,21 +9,18 @@ directory; with ``BRIDGE_SCREENSHOTS=docs/screenshots`` they are kept for the RE
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, expect
 
 from bridge.store import create_store
 from bridge.store.contracts import EventRecord
-from tests.support import ROOT, BridgeProcess, post_events
+from tests.support import BridgeProcess, post_events
+from tests.ui.screens import shot
 
-CHROMIUM = Path("/usr/bin/chromium")
 CONFIG = """\
 version: 1
 store: sqlite:///{db}
@@ -38,21 +35,6 @@ handlers:
   - {{id: gated, on: job/run, type: python, function: "tests.apps.recorder:gated"}}
   - {{id: notes, on: job/note, type: python, function: "tests.apps.recorder:record"}}
 """
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package", pytrace=False)
-    async with async_playwright() as pw:
-        launched = await pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 async def seed_history(db: Path, count: int) -> None:
@@ -77,16 +59,6 @@ async def seed_history(db: Path, count: int) -> None:
         await store.history_put(records, [])
     finally:
         await store.close()
-
-
-async def shot(page: Page, directory: Path, name: str, full_page: bool = False) -> None:
-    path = directory / f"{name}.png"
-    await page.screenshot(path=str(path), full_page=full_page)
-    keep = os.environ.get("BRIDGE_SCREENSHOTS")
-    if keep:
-        target = ROOT / keep
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, target / path.name)
 
 
 @pytest.mark.e2e
@@ -131,7 +103,8 @@ async def test_send_watch_open_tree_and_replay_a_dead_letter(
         await page.click("#send")
         sent = page.locator("#send-result a")
         await expect(sent).to_be_visible()
-        event_id = await sent.inner_text()
+        event_id = await sent.get_attribute("data-id")  # the link shows it shortened
+        assert event_id is not None and len(event_id) > 10
 
         # The list shows it without a reload: running, then partial (gated dead-lettered).
         await page.click("nav a[data-page=events]")
@@ -158,6 +131,19 @@ async def test_send_watch_open_tree_and_replay_a_dead_letter(
         await row.locator("a").first.click()
         gated = page.locator('.run[data-handler="gated"]')
         await expect(gated).to_have_attribute("data-status", "dead_lettered")
+        # Handler cards in config order (steady, then gated), not alphabetical.
+        cards = page.locator("#runs .run")
+        assert await cards.evaluate_all("cs => cs.map(c => c.dataset.handler)") == [
+            "steady",
+            "gated",
+        ]
+        # A successful attempt says so under "Outcome"; there is no "Error" heading, no "ok".
+        steady_attempt = page.locator('.run[data-handler="steady"] tr.attempt')
+        await expect(steady_attempt).to_have_count(1)
+        await expect(steady_attempt).to_have_attribute("data-outcome", "succeeded")
+        await expect(steady_attempt.locator("td.outcome")).to_have_text("succeeded")
+        headings = {h.upper() for h in await page.locator("#runs th").all_inner_texts()}
+        assert "ERROR" not in headings and "OUTCOME" in headings
         attempts = gated.locator("tr.attempt")
         await expect(attempts).to_have_count(2)
         await expect(attempts.nth(1)).to_contain_text("RuntimeError: the gate is closed")

@@ -6,21 +6,19 @@ History rows are written straight into the store (``history_put``), as the recor
 from __future__ import annotations
 
 import re
-import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from pydantic import BaseModel, Field
 
 from bridge import Context, Event
-from bridge.app import load_config_text
 from bridge.app.runtime import Runtime
-from bridge.server import Server
 from bridge.store.contracts import Attempt, DeadLetter, EventRecord, RunRecord
+from tests.unit.ui_server import ui_server
 
 
 class Signup(BaseModel):
@@ -51,17 +49,8 @@ async def _client(
     tmp_path: Path, ui: bool = True, token: str = "null"
 ) -> AsyncIterator[tuple[TestClient[Any, Any], Runtime]]:
     text = CONFIG.format(db=tmp_path / "ui.db", ui=str(ui).lower(), token=token)
-    cfg = load_config_text(textwrap.dedent(text), {})
-    runtime = Runtime(cfg)
-    runtime.build()
-    await runtime.store.open()
-    client = TestClient(TestServer(Server(runtime).app))
-    await client.start_server()
-    try:
-        yield client, runtime
-    finally:
-        await client.close()
-        await runtime.store.close()
+    async with ui_server(text) as pair:
+        yield pair
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ class EventRecord:
     (every run, or the event itself), or unrouted (no handler matched); once the
     event has runs in the history, it is computed from all of them (``event_status``).
     ``received_at`` and ``source`` say when and where the event first arrived: a
-    replay or redelivery never changes them.
+    replay or redelivery never changes them. ``runs`` is how many handlers' runs the
+    history holds for it (counted by the store when it writes the event).
     """
 
     id: str
@@ -31,6 +32,7 @@ class EventRecord:
     trace_id: str | None = None
     event: dict[str, Any] = field(default_factory=dict)
     finished_at: float | None = None
+    runs: int = 0
 
 
 @dataclass(slots=True)
@@ -38,7 +40,10 @@ class RunRecord:
     """One handler's run of one event in the history: status, every attempt, result.
 
     ``status``: running, succeeded, dead_lettered, skipped (already succeeded) or
-    parked (waiting for a retry). ``children`` are ids of events it emitted.
+    parked (waiting for a retry), or any other status a flow control gives it (e.g.
+    throttled, debounced, cancelled, sleeping), with its ``reason`` and, when it waits,
+    ``due_at`` (epoch seconds): the UI shows whatever status, reason and due time a run
+    carries. ``children`` are ids of events it emitted.
     """
 
     event_id: str
@@ -49,20 +54,28 @@ class RunRecord:
     error: str | None = None
     children: list[str] = field(default_factory=list)
     updated_at: float = field(default_factory=time.time)
+    reason: str | None = None
+    due_at: float | None = None
+
+
+# Run statuses that are final without a failure: the run will not start again.
+DONE_STATUSES = frozenset({"succeeded", "skipped", "cancelled", "debounced"})
 
 
 def event_status(statuses: Iterable[str]) -> str:
     """An event's overall status from the statuses of all its runs.
 
-    running while any run is running or parked; dead_lettered when every run is
-    dead-lettered, partial when some are and the others succeeded; succeeded only
-    when every run succeeded (or was skipped as already succeeded); unrouted with
-    no runs.
+    running while any run is not final: running, parked, or any status other than
+    the final ones (``DONE_STATUSES`` and dead_lettered), so a run a flow control
+    holds (throttled, sleeping ...) keeps its event running; dead_lettered when every
+    run is dead-lettered, partial when some are and the others are done; succeeded
+    when every run is done (succeeded, skipped, cancelled or debounced); unrouted
+    with no runs.
     """
     seen = set(statuses)
     if not seen:
         return "unrouted"
-    if "running" in seen or "parked" in seen:
+    if seen - DONE_STATUSES - {"dead_lettered"}:
         return "running"
     if "dead_lettered" in seen:
         return "partial" if seen - {"dead_lettered"} else "dead_lettered"
@@ -86,6 +99,7 @@ def merged_event(
         merged.source = stored.source
     if merged.status != "running" and run_statuses:
         merged.status = event_status(run_statuses)
+    merged.runs = len(run_statuses) or record.runs
     return merged
 
 
@@ -121,6 +135,10 @@ class History(Protocol):
 
     async def history_children(self, event_id: str) -> list[EventRecord]:
         """Events whose parent is this event."""
+
+    async def history_children_of(self, parent_ids: Sequence[str]) -> list[EventRecord]:
+        """Events whose parent is any of ``parent_ids``, in one round trip (a level of many
+        trees at once: the UI's list rolls up each row's subtree this way)."""
 
     async def history_purge(self, older_than: float, keep: int) -> int:
         """Drop events received before ``older_than`` and all but the newest ``keep``

@@ -119,6 +119,14 @@ class PostgresHistory(PostgresConnection):
         )
         return [rows.event_record(r["record"]) for r in found]
 
+    async def history_children_of(self, parent_ids: Sequence[str]) -> list[EventRecord]:
+        found = await self._run(
+            "fetch",
+            "SELECT record FROM history_events WHERE parent_id = ANY($1::text[])",
+            list(dict.fromkeys(parent_ids)),
+        )
+        return [rows.event_record(r["record"]) for r in found]
+
     async def history_purge(self, older_than: float, keep: int) -> int:
         async def purge(conn: Any) -> int:
             ids = await conn.fetch(

@@ -124,6 +124,20 @@ class SqliteHistory(SqliteConnection):
         )
         return [rows.event_record(r[0]) for r in found]
 
+    async def history_children_of(self, parent_ids: Sequence[str]) -> list[EventRecord]:
+        ids = list(dict.fromkeys(parent_ids))
+
+        def read(conn: sqlite3.Connection) -> list[Any]:
+            found: list[Any] = []
+            for chunk in (ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)):
+                marks = ",".join("?" * len(chunk))
+                found += conn.execute(
+                    f"SELECT record FROM history_events WHERE parent_id IN ({marks})", chunk
+                ).fetchall()
+            return found
+
+        return [rows.event_record(r[0]) for r in await self._call(read)]
+
     async def history_purge(self, older_than: float, keep: int) -> int:
         def purge(conn: sqlite3.Connection) -> int:
             conn.execute("CREATE TEMP TABLE IF NOT EXISTS purge_ids (id TEXT PRIMARY KEY)")
