@@ -14,19 +14,23 @@ from bridge.checks import cross_check
 from bridge.config.interpolation import interpolate, scrub
 from bridge.config.kinds import Kinds, config_model
 from bridge.config.models import BridgeConfig
+from bridge.config.suggest import known_paths, suggestion
 from bridge.config.yamlfile import format_path, line_of, parse
 from bridge.errors import ConfigError, ConfigIssue
 
 
 def _pydantic_issues(
-    exc: ValidationError, data: Any, lines: Mapping[tuple[Any, ...], int]
+    exc: ValidationError, data: Any, lines: Mapping[tuple[Any, ...], int], kinds: Kinds
 ) -> list[ConfigIssue]:
     issues = []
+    paths: list[tuple[str, ...]] = []
     for err in exc.errors(include_url=False):
         path = _real_path(err["loc"], data)
         message = err["msg"]
         if err["type"] == "extra_forbidden":
-            message = "unknown key"
+            paths = paths or known_paths(config_model(kinds).model_json_schema(by_alias=True))
+            near = suggestion(paths, path)
+            message = f"unknown key; did you mean `{near}`?" if near else "unknown key"
         elif err["type"] == "literal_error":
             message = f"{message}, not {err.get('input')!r}"
         elif err["type"] == "union_tag_invalid":
@@ -117,7 +121,7 @@ def load_config_text(
     except ValidationError as exc:
         # A value left empty by a failed ${...} would only repeat that error.
         known = {i.path for i in issues}
-        issues.extend(i for i in _pydantic_issues(exc, data, lines) if i.path not in known)
+        issues.extend(i for i in _pydantic_issues(exc, data, lines, kinds) if i.path not in known)
         raise ConfigError(scrub(issues, raw, env), source) from None
     if issues:
         raise ConfigError(issues, source)
