@@ -197,10 +197,10 @@ def test_a_malformed_cases_file_names_each_problem_with_its_line(tmp_path: Path)
     assert f"{cases}:4: cases[0].message.body_file: no file {missing}" in done.stderr.splitlines()
 
 
-def test_the_readme_cases_example_runs_and_passes(
+def test_the_documented_cases_example_runs_and_passes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "dev.md").read_text()
     (block,) = [
         b for b in re.findall(r"```yml\n(.*?)```", text, flags=re.S) if b.startswith("cases:")
     ]
