@@ -12,7 +12,7 @@ import hashlib
 
 from pydantic import BaseModel, Field
 
-from bridge import Context, Event, Fatal, handler
+from bridge import Context, Event, handler
 
 
 class SubscriberCreated(BaseModel):
@@ -31,10 +31,6 @@ def _ref(prefix: str, text: str) -> str:
 @handler
 async def send_welcome_email(event: Event[SubscriberCreated], ctx: Context) -> dict[str, str]:
     await asyncio.sleep(0.01)  # the email provider's API call
-    if event.data.email.endswith("@bounce.example"):
-        # The quickstart's way to see a failure: the provider refuses the address for
-        # good, so the run is dead-lettered at once (no retries) and the others succeed.
-        raise Fatal(f"the email provider rejected {event.data.email}: mailbox does not exist")
     ctx.log.info("welcome email sent to %s", event.data.email)
     return {"message_id": _ref("msg", event.id)}
 
