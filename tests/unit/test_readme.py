@@ -76,6 +76,23 @@ def test_every_yaml_block_in_the_readme_and_docs_loads(tmp_path: Path) -> None:
     assert loaded["README.md"] >= 1 and sum(loaded.values()) >= 10, loaded
 
 
+def test_every_python_block_in_the_readme_compiles() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert blocks
+    for block in blocks:
+        compile(block, "README.md", "exec")
+
+
+def test_the_readme_documents_every_public_member_of_context() -> None:
+    from bridge import Context
+
+    text = (ROOT / "README.md").read_text()
+    public = {n for n in [*Context.__slots__, *vars(Context)] if not n.startswith("_")}
+    assert public >= {"attempt", "emit", "event", "handler_id", "log", "log_fields", "step"}
+    missing = sorted(n for n in public if f"ctx.{n}" not in text)
+    assert not missing, f"README does not document Context's {missing}"
+
+
 def test_every_test_the_readme_and_docs_name_as_proof_exists() -> None:
     """A guarantee's proof that was renamed or deleted fails here, not in a reader's hands."""
     named = 0
