@@ -105,7 +105,12 @@ class ExpectRun(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: RunOutcome
-    attempts: int | None = Field(None, ge=0, description="Failed attempts recorded.")
+    attempts: int | None = Field(
+        None,
+        ge=0,
+        description="Failed attempts recorded: 0 when the first attempt succeeds, 2 for "
+        "two failures then a success, all of them for a dead-lettered run.",
+    )
     error: str | None = None
     result: Any = UNSET
 
