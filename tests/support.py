@@ -4,6 +4,7 @@ What every test that runs ``bridge run`` as a real process needs, in one place, 
 
 * the process: ``free_port``, ``BridgeProcess`` (start, ``wait_ready``, ``kill``,
   ``terminate``, ``stop``, metrics, ``ready``, ``dead_letters``), ``died``,
+  ``bridge_command`` (any other subcommand, run to its end),
   ``recording_bridge`` (one whose recorder handlers write a record file),
   ``kafka_replicas``;
 * config: ``write_config`` (the file) with ``recorder``, ``rabbitmq_connector``,
@@ -232,6 +233,21 @@ def died(*procs: BridgeProcess) -> str | None:
         if reason is not None:
             return reason
     return None
+
+
+def bridge_command(
+    *args: str, cwd: Path = ROOT, env: Mapping[str, str] | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """``bridge ARGS...`` as a user runs it, to its end: exit code, stdout and stderr."""
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        timeout=timeout,
+        check=False,
+    )
 
 
 def recording_bridge(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -13,7 +11,7 @@ import pytest
 
 from bridge import Context, Event
 from bridge.app.cli import main
-from tests.support import ROOT
+from tests.support import ROOT, bridge_command
 
 
 async def announce(event: Event[Any], ctx: Context) -> dict[str, int]:
@@ -166,14 +164,7 @@ def test_a_malformed_cases_file_names_each_problem_with_its_line(tmp_path: Path)
               runs: {items: succeded}
         """,
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "bridge", "test", "-c", str(config), str(cases)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    done = bridge_command("test", "-c", str(config), str(cases))
     assert done.returncode == 1
     lines = done.stderr.splitlines()
     assert f"{cases}:2: cases[0].message: Field required" in lines, lines
@@ -184,14 +175,7 @@ def test_a_malformed_cases_file_names_each_problem_with_its_line(tmp_path: Path)
     ), lines
     # A body file that is missing is named with its line once the shape is right.
     cases.write_text("cases:\n  - name: x\n    message:\n      body_file: nowhere.json\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "bridge", "test", "-c", str(config), str(cases)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    done = bridge_command("test", "-c", str(config), str(cases))
     assert done.returncode == 1
     missing = tmp_path / "nowhere.json"
     assert f"{cases}:4: cases[0].message.body_file: no file {missing}" in done.stderr.splitlines()

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bridge.app.config import json_schema
 from bridge.config.suggest import known_paths, suggestion
-from tests.support import ROOT
+from tests.support import bridge_command
 
 CONFIG = """\
 version: 1
@@ -29,14 +27,7 @@ handlers:
 
 
 def validate(config: Path) -> tuple[int, list[str]]:
-    done = subprocess.run(
-        [sys.executable, "-m", "bridge", "validate", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    done = bridge_command("validate", "-c", str(config))
     return done.returncode, done.stderr.splitlines()
 
 

@@ -5,14 +5,12 @@ nearest declared field; before, the handler silently never ran."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bridge.filterfields import data_paths, undeclared
-from tests.support import ROOT
+from tests.support import bridge_command
 
 MODELS = """\
 from pydantic import BaseModel, ConfigDict
@@ -51,14 +49,7 @@ def validate(tmp_path: Path, handlers: str) -> tuple[int, list[str]]:
         "  db/*: {schema: none}\n"
         "handlers:\n" + handlers
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "bridge", "validate", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    done = bridge_command("validate", "-c", str(config))
     return done.returncode, [line.removeprefix(f"{config}:") for line in done.stderr.splitlines()]
 
 

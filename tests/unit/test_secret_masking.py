@@ -8,13 +8,10 @@ like a secret, the value of a secret-bearing key and a URL's password are ``***`
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from bridge.redaction import Masker, is_secret_env, is_secret_key
-from tests.support import ROOT
+from tests.support import bridge_command
 
 ENV = {
     "HOST": "127.0.0.1",
@@ -56,15 +53,7 @@ handlers:
 def validate(tmp_path: Path, text: str) -> tuple[int, str]:
     config = tmp_path / "bridge.yaml"
     config.write_text(text)
-    done = subprocess.run(
-        [sys.executable, "-m", "bridge", "validate", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, **ENV},
-        timeout=60,
-        check=False,
-    )
+    done = bridge_command("validate", "-c", str(config), env=ENV)
     return done.returncode, done.stdout + done.stderr
 
 
