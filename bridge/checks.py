@@ -6,12 +6,14 @@ Each check yields ``(path, message)``; ``load_config`` turns them into
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import importlib.util
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from bridge.events import load_schema
+from bridge.events import EventSchema, load_schema
+from bridge.filterfields import data_paths, undeclared
 from bridge.routing import compile_filter
 from bridge.templates import DELIVERY_ROOTS, EVENT_ROOTS, Template, TemplateError
 
@@ -24,10 +26,11 @@ Problem = tuple[tuple[Any, ...], str]
 
 def cross_check(cfg: BridgeConfig, kinds: Mapping[str, ConnectorKind]) -> list[Problem]:
     """Every cross-reference problem of ``cfg``, whose connectors are of ``kinds``."""
+    schemas: dict[str, EventSchema | None] = {}
     return [
-        *_catalog(cfg),
+        *_catalog(cfg, schemas),
         *_connectors(cfg, kinds),
-        *_handlers(cfg, kinds),
+        *_handlers(cfg, kinds, schemas),
         *_readiness(cfg),
     ]
 
@@ -40,10 +43,12 @@ def _readiness(cfg: BridgeConfig) -> Iterator[Problem]:
                 yield ("readiness", "connectors", index), f"no connector {name!r}"
 
 
-def _catalog(cfg: BridgeConfig) -> Iterator[Problem]:
+def _catalog(cfg: BridgeConfig, schemas: dict[str, EventSchema | None]) -> Iterator[Problem]:
+    """Load every event type's schema into ``schemas`` (None: it does not load)."""
     for name, spec in cfg.events.items():
+        schemas[name] = None
         try:
-            load_schema(spec.schema_, cfg.base_dir)
+            schemas[name] = load_schema(spec.schema_, cfg.base_dir)
         except Exception as exc:  # any import-time error of user code is a config error
             yield ("events", name, "schema"), f"schema does not load: {exc}"
 
@@ -97,7 +102,9 @@ def _connectors(cfg: BridgeConfig, kinds: Mapping[str, ConnectorKind]) -> Iterat
                 )
 
 
-def _handlers(cfg: BridgeConfig, kinds: Mapping[str, ConnectorKind]) -> Iterator[Problem]:
+def _handlers(
+    cfg: BridgeConfig, kinds: Mapping[str, ConnectorKind], schemas: Mapping[str, EventSchema | None]
+) -> Iterator[Problem]:
     seen: dict[str, int] = {}
     catalog = list(cfg.events)
     for i, handler in enumerate(cfg.handlers):
@@ -118,6 +125,10 @@ def _handlers(cfg: BridgeConfig, kinds: Mapping[str, ConnectorKind]) -> Iterator
                 compile_filter(handler.filter)
             except ValueError as exc:
                 yield (*path, "filter"), f"filter does not compile: {_first_line(exc)}"
+            else:
+                types = [t for t in schemas if any(_overlaps(p, t) for p in handler.on)]
+                for message in _filter_fields(handler.filter, types, schemas):
+                    yield (*path, "filter"), message
         try:
             Template(handler.idempotency_key, EVENT_ROOTS)
         except TemplateError as exc:
@@ -138,6 +149,34 @@ def _handlers(cfg: BridgeConfig, kinds: Mapping[str, ConnectorKind]) -> Iterator
         if check is not None:
             for sub_path, message in check(cfg):
                 yield (*path, *sub_path), message
+
+
+def _filter_fields(
+    expression: str, types: list[str], schemas: Mapping[str, EventSchema | None]
+) -> Iterator[str]:
+    """A message per ``event.data`` field the filter reads that none of the event
+    types' schemas declares (``bridge.filterfields``); nothing when a type has none."""
+    documents = [s.data_schema() if s is not None else None for s in (schemas[t] for t in types)]
+    if not documents or any(d is None for d in documents):
+        return
+    for field_path in data_paths(expression):
+        misses = [undeclared(d, field_path) for d in documents if d is not None]
+        if any(m is None for m in misses):
+            continue
+        index = min(m[0] for m in misses if m is not None)
+        declared = sorted({n for m in misses if m is not None and m[0] == index for n in m[1]})
+        shown = ".".join(("event.data", *field_path[: index + 1]))
+        where = "event type " + ", ".join(types) if len(types) < 4 else f"{len(types)} event types"
+        message = (
+            f"{shown}: the schema of {where} has no field {field_path[index]!r}, "
+            "so the filter would never match"
+        )
+        near = difflib.get_close_matches(field_path[index], declared, n=1, cutoff=0.6)
+        if near:
+            message += f"; did you mean `{'.'.join(('event.data', *field_path[:index], near[0]))}`?"
+        elif declared:
+            message += f" (its fields: {', '.join(declared)})"
+        yield message
 
 
 def _overlaps(pattern: str, known: str) -> bool:

@@ -249,13 +249,18 @@ def _opt_str(value: Any) -> str | None:
 class EventSchema:
     """Validation of one event type's data: a pydantic model, a JSON Schema, or none."""
 
-    __slots__ = ("_validate", "model", "name")
+    __slots__ = ("_validate", "document", "model", "name")
 
     def __init__(
-        self, name: str, validate: Callable[[Any], Any] | None, model: type[Any] | None = None
+        self,
+        name: str,
+        validate: Callable[[Any], Any] | None,
+        model: type[Any] | None = None,
+        document: dict[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.model = model
+        self.document = document  # a JSON Schema file's content
         self._validate = validate
 
     def validate(self, data: Any) -> Any:
@@ -275,7 +280,14 @@ class EventSchema:
         """The JSON Schema of the data, for the UI and ``bridge schema``."""
         if self.model is not None:
             return TypeAdapter(self.model).json_schema()
-        return None
+        return self.document
+
+    def data_schema(self) -> dict[str, Any] | None:
+        """The JSON Schema of the data as handlers and filters see it (a model dumped
+        by field name), or None when there is no schema."""
+        if self.model is not None:
+            return TypeAdapter(self.model).json_schema(mode="serialization", by_alias=False)
+        return self.document
 
 
 NO_SCHEMA = EventSchema("none", None)
@@ -336,7 +348,7 @@ def _json_schema(spec: str, base_dir: Path | None) -> EventSchema:
             )
         return data
 
-    return EventSchema(spec, validate)
+    return EventSchema(spec, validate, document=schema)
 
 
 def import_object(spec: str) -> Any:

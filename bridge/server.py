@@ -25,7 +25,6 @@ import asyncio
 import base64
 import errno
 import logging
-import re
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -59,6 +58,7 @@ from bridge.normalize import (
     text_headers,
     trace_headers,
 )
+from bridge.redaction import redact as redact  # re-exported: the CLI redacts with it
 from bridge.store.contracts import InboxEntry
 
 if TYPE_CHECKING:
@@ -88,15 +88,6 @@ class _MalformedRequests(logging.Filter):
 
 http_log = logging.getLogger("bridge.http")
 http_log.addFilter(_MalformedRequests())
-
-
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s'\"]*:)[^@\s'\"]+@")
-
-
-def redact(text: str) -> str:
-    """``text`` with the password of every URL in it (``scheme://user:password@``)
-    replaced by ``***``: for error messages that quote a broker or store URL."""
-    return _URL_PASSWORD.sub(r"\g<head>***@", text)
 
 
 def _bind_failure(listen: str, port: int, exc: OSError) -> str:

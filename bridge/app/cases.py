@@ -38,13 +38,15 @@ that value; lists must match whole. ``error`` matches as a substring.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bridge.config.loading import pydantic_issues
+from bridge.config.yamlfile import format_path, line_of, parse
 from bridge.errors import ConfigError, ConfigIssue
 from bridge.transport import Delivery
 
@@ -103,7 +105,12 @@ class ExpectRun(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: RunOutcome
-    attempts: int | None = Field(None, ge=0, description="Failed attempts recorded.")
+    attempts: int | None = Field(
+        None,
+        ge=0,
+        description="Failed attempts recorded: 0 when the first attempt succeeds, 2 for "
+        "two failures then a success, all of them for a dead-lettered run.",
+    )
     error: str | None = None
     result: Any = UNSET
 
@@ -149,6 +156,13 @@ class CaseFile(BaseModel):
     cases: list[Case]
 
 
+def _schema() -> dict[str, Any]:
+    """The cases file's JSON Schema, for "did you mean" (``UNSET`` defaults are not JSON)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return CaseFile.model_json_schema()
+
+
 def load_cases(path: str | Path) -> list[Case]:
     """Read a cases file.
 
@@ -157,18 +171,14 @@ def load_cases(path: str | Path) -> list[Case]:
     """
     source = str(path)
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        text = Path(path).read_text()
     except OSError as exc:
         raise ConfigError([ConfigIssue("", f"cannot read cases: {exc.strerror}")], source) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([ConfigIssue("", f"invalid YAML: {exc}")], source) from None
+    raw, lines = parse(text, source)  # the config's loader: every problem gets its line
     try:
         cases = CaseFile.model_validate(raw).cases
     except ValidationError as exc:
-        issues = [
-            ConfigIssue(".".join(str(p) for p in err["loc"]), err["msg"])
-            for err in exc.errors(include_url=False)
-        ]
+        issues = pydantic_issues(exc, raw, lines, _schema)
         raise ConfigError(issues, source) from None
     base = Path(path).parent
     missing = []
@@ -177,7 +187,10 @@ def load_cases(path: str | Path) -> list[Case]:
             file = base / case.message.body_file
             case.message.body_file = str(file)
             if not file.is_file():
-                missing.append(ConfigIssue(f"cases.{index}.message.body_file", f"no file {file}"))
+                where = ("cases", index, "message", "body_file")
+                missing.append(
+                    ConfigIssue(format_path(where), f"no file {file}", line_of(lines, where))
+                )
     if missing:
         raise ConfigError(missing, source)
     return cases

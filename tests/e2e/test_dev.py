@@ -142,7 +142,7 @@ async def test_dev_mode_embeds_brokers_prints_urls_and_reloads_handlers(tmp_path
 
 
 @pytest.mark.e2e
-async def test_dev_mode_prints_a_config_error_and_recovers_when_it_is_fixed(
+async def test_dev_mode_shows_a_config_error_and_recovers_when_it_is_fixed(
     tmp_path: Path,
 ) -> None:
     port = free_port()
@@ -155,6 +155,21 @@ async def test_dev_mode_prints_a_config_error_and_recovers_when_it_is_fixed(
     try:
         await until(lambda: "handlers[0].retyr: unknown key" in log_path.read_text(), 30, "error")
         assert proc.poll() is None  # it waits for a fix instead of exiting
+        async with aiohttp.ClientSession() as session:
+            # The server stays up and shows the error: on the UI page, and as JSON.
+            await until(lambda: answers_200(f"{url}/ui", session), 30, "the error page")
+            async with session.get(f"{url}/ui") as resp:
+                page = await resp.text()
+            assert "The bridge is not running: 1 error in" in page, page
+            assert "bridge.yaml:5: handlers[0].retyr: unknown key" in page, page
+            for path, status in (("/readyz", 503), ("/healthz", 200), ("/ui/api/status", 503)):
+                async with session.get(f"{url}{path}") as resp:
+                    assert resp.status == status, path
+                    body = await resp.json()
+                assert body["status"] == "config_error", body
+                assert any("handlers[0].retyr: unknown key" in e for e in body["errors"]), body
+            async with session.post(f"{url}/v1/events", json={}) as resp:
+                assert resp.status == 503  # nothing is taken in while the config is broken
         await asyncio.sleep(1.1)
         config.write_text(good + "handlers:\n  - {id: h, on: x/y, type: log}\n")
         async with aiohttp.ClientSession() as session:

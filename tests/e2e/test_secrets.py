@@ -27,7 +27,9 @@ SECRETS = {
     "HTTP_PASSWORD": "httppw-6a4c2e0b8f",
     "RABBIT_PASSWORD": "rabbitpw-9c7e5a3b1d",
     "PG_PASSWORD": "pgpw-2b4d6f8a0c",
+    "MARKED": "marked-7f1d3b5c9e",  # a plain name, marked secret by ${secret:MARKED}
 }
+LITERAL = "literal-4e2c0a8b6d"  # written in the file itself, under a secret-bearing key
 
 CONFIG = """\
 version: 1
@@ -77,8 +79,10 @@ unrouted: "${{API_TOKEN}}"
 server: {{listen: "${{ADMIN_TOKEN}}"}}
 connectors:
   supa: {{type: webhook, provider: supabase, path: "/v1/${{HOOK_SECRET}}", auth: {{secret: x}}}}
+  other: {{type: webhook, provider: supabase, path: "/v1/{literal}", auth: {{secret: {literal}}}}}
 handlers:
   - {{id: h, on: "${{HTTP_PASSWORD}}", type: http, url: "ftp://u:${{RABBIT_PASSWORD}}@x/"}}
+  - {{id: m, on: "job/*", type: log, timeout: "${{secret:MARKED}}"}}
 """
 
 SUPABASE_INSERT = {
@@ -104,7 +108,8 @@ def cli(*args: str, env: dict[str, str]) -> str:
 
 
 def leaks(text: str) -> list[str]:
-    return [name for name, value in SECRETS.items() if value in text]
+    known = {**SECRETS, "LITERAL": LITERAL}
+    return [name for name, value in known.items() if value in text]
 
 
 @pytest.mark.e2e
@@ -117,9 +122,12 @@ async def test_no_output_of_a_run_holds_a_secret(tmp_path: Path) -> None:
     outputs: dict[str, str] = {"validate": cli("validate", "-c", str(config), env=env)}
     assert outputs["validate"].startswith("exit 0"), outputs["validate"]
     broken = tmp_path / "broken.yaml"
-    broken.write_text(BROKEN.format())
+    broken.write_text(BROKEN.format(literal=LITERAL))
     outputs["validate broken"] = cli("validate", "-c", str(broken), env=env)
     assert outputs["validate broken"].startswith("exit 1"), outputs["validate broken"]
+    # The messages are there, with the secrets masked (and nothing else).
+    assert "invalid duration '***'" in outputs["validate broken"], outputs["validate broken"]
+    assert outputs["validate broken"].count("path '/v1/***'") == 2, outputs["validate broken"]
 
     bridge = BridgeProcess(config, tmp_path, env=SECRETS)
     bridge.start()

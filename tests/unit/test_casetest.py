@@ -11,7 +11,7 @@ import pytest
 
 from bridge import Context, Event
 from bridge.app.cli import main
-from tests.support import ROOT
+from tests.support import ROOT, bridge_command
 
 
 async def announce(event: Event[Any], ctx: Context) -> dict[str, int]:
@@ -151,27 +151,40 @@ def test_failures_print_a_readable_diff_and_exit_1(
         assert line in out, f"{line!r} not in:\n{out}"
 
 
-def test_a_malformed_cases_file_names_the_problem(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_malformed_cases_file_names_each_problem_with_its_line(tmp_path: Path) -> None:
     config, cases = write(
         tmp_path,
         """\
         cases:
           - name: typo
             mesage: {body: {}}
+          - name: a file that is not there
+            message: {body_file: nowhere.json}
+            expect:
+              runs: {items: succeded}
         """,
     )
-    code = main(["test", "-c", str(config), str(cases)])
-    err = capsys.readouterr().err
-    assert code == 1
-    assert "cases.0.message: Field required" in err and "cases.0.mesage" in err
+    done = bridge_command("test", "-c", str(config), str(cases))
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert f"{cases}:2: cases[0].message: Field required" in lines, lines
+    assert f"{cases}:3: cases[0].mesage: unknown key; did you mean `cases[0].message`?" in lines
+    assert any(
+        line.startswith(f"{cases}:7: cases[1].expect.runs.items: Input should be 'succeeded'")
+        for line in lines
+    ), lines
+    # A body file that is missing is named with its line once the shape is right.
+    cases.write_text("cases:\n  - name: x\n    message:\n      body_file: nowhere.json\n")
+    done = bridge_command("test", "-c", str(config), str(cases))
+    assert done.returncode == 1
+    missing = tmp_path / "nowhere.json"
+    assert f"{cases}:4: cases[0].message.body_file: no file {missing}" in done.stderr.splitlines()
 
 
-def test_the_readme_cases_example_runs_and_passes(
+def test_the_documented_cases_example_runs_and_passes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "dev.md").read_text()
     (block,) = [
         b for b in re.findall(r"```yml\n(.*?)```", text, flags=re.S) if b.startswith("cases:")
     ]
@@ -216,7 +229,7 @@ def test_webhook_payloads_from_files_follow_the_providers_mapping(
     )
     code = main(["test", "-c", str(example / "bridge.yaml"), str(cases)])
     err = capsys.readouterr().err
-    assert code == 1 and "cases.2.message.body_file: no file" in err
+    assert code == 1 and "cases[2].message.body_file: no file" in err
     cases.write_text(cases.read_text().split("  - name: a missing")[0])
     code = main(["test", "-c", str(example / "bridge.yaml"), str(cases)])
     out = capsys.readouterr().out

@@ -401,7 +401,11 @@ def test_inline_budget_and_defaults_load() -> None:
         ),
         (
             "retry_budget: {ratio: 0.1, windw: 2s}\n",
-            (10, "handlers[0].retry_budget.windw", "unknown key"),
+            (
+                10,
+                "handlers[0].retry_budget.windw",
+                "unknown key; did you mean `handlers[0].retry_budget.window`?",
+            ),
         ),
         (
             "retry_budget: 5\n",
