@@ -294,8 +294,12 @@ def test_dev_check_says_when_redis_cannot_be_reached(redis_url: str, tmp_path: A
 
 
 def test_config_validation() -> None:
-    with pytest.raises(ValueError, match="ordering: none"):
+    with pytest.raises(ValueError, match="needs `key: field:NAME`"):
         redis_config("redis://x", "s", ordering="key")
+    with pytest.raises(ValueError, match="key is `field:NAME`"):
+        redis_config("redis://x", "s", ordering="key", key="header:k")
+    keyed = redis_config("redis://x", "s", ordering="partition", key="field:user")
+    assert keyed.consume is not None and keyed.consume.key_field == b"user"
     with pytest.raises(ValueError, match="extra"):
         RedisConfig.model_validate({"url": "redis://x", "nope": 1})
     cfg = redis_config("redis://x", "s", max_in_flight=2000)
