@@ -55,7 +55,9 @@ async def test_sigkills_lose_nothing(redis_admin: RedisAdmin, tmp_path: Path) ->
         redis_admin.url,
         stream,
         max_in_flight=MAX_IN_FLIGHT,
-        claim_idle="2s",
+        # Longer than a restart takes, so the restarted source finds the dead one's
+        # entries not claimable yet: it must wait for them before reading new ones.
+        claim_idle="15s",
         claim_interval="500ms",
         ordering="key",
         key="field:user",
