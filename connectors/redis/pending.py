@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.transport import ConnectorStatus
 from connectors.redis.config import RedisConsumeConfig
+from connectors.redis.connection import close
 from connectors.redis.entry import text
 from connectors.sqs.inflight import Held, InFlight
 
@@ -248,4 +249,4 @@ class PendingEntries:
         if redis is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(remaining):
-                    await redis.aclose()
+                    await close(redis)
