@@ -632,3 +632,23 @@ def ledger_succeeded(db: Path) -> set[tuple[str, str]]:
     """(handler, event id) of every branch the SQLite store's ledger holds as succeeded."""
     rows = query(db, "SELECT handler, event_id FROM ledger WHERE status = 'succeeded'")
     return {(h, e) for h, e in rows}
+
+
+async def dev_output_with(config: Path, phrase: str, within: float = 30.0) -> str:
+    """Run ``bridge dev -c config`` until its output holds ``phrase``, stop it with
+    SIGINT, and return the output (fails when the phrase does not come ``within``)."""
+    log_path = config.parent / "dev.log"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(  # noqa: ASYNC220 (started once, stopped below)
+            [sys.executable, "-m", "bridge", "dev", "-c", str(config)],
+            cwd=config.parent,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        await until(lambda: phrase in log_path.read_text(), within, repr(phrase))
+        return log_path.read_text()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        await asyncio.to_thread(proc.wait, 30)
