@@ -19,7 +19,9 @@ What every test that runs ``bridge run`` as a real process needs, in one place, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -27,13 +29,22 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 import yaml
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
@@ -652,3 +663,36 @@ async def dev_output_with(config: Path, phrase: str, within: float = 30.0) -> st
     finally:
         proc.send_signal(signal.SIGINT)
         await asyncio.to_thread(proc.wait, 30)
+
+
+def listening(port: int, within: float = 15.0) -> None:
+    """Wait until something accepts connections on 127.0.0.1:``port``."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+@contextlib.contextmanager
+def server_process(program: str, *args: str, cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A server (``redis-server``, ``nats-server``) of the test's own on its own ports,
+    terminated afterwards; fails the test when the program is not installed."""
+    path = shutil.which(program)
+    if path is None:
+        pytest.fail(f"{program} is not installed; this test needs it", pytrace=False)
+    proc = subprocess.Popen(
+        [path, *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)

@@ -5,10 +5,7 @@ published and consumed back through the connector, so the whole path is exercise
 from __future__ import annotations
 
 import contextlib
-import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,42 +19,16 @@ from connectors.redis.consume import RedisSource
 from connectors.redis.publish import RedisPublisher
 from tests.contract import running, take
 from tests.integration.test_kafka_tls import pki  # noqa: F401 (a fixture: CA, server, client)
-from tests.support import free_port
+from tests.support import free_port, listening, server_process
 
 pytestmark = pytest.mark.integration
-
-SERVER = shutil.which("redis-server")
-
-
-def listening(port: int, within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
 @contextlib.contextmanager
 def server(*args: str, cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A ``redis-server`` (no persistence) stopped afterwards."""
-    if SERVER is None:
-        pytest.fail("redis-server is not installed; these tests need it", pytrace=False)
-    proc = subprocess.Popen(
-        [SERVER, *args],
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with server_process("redis-server", *args, cwd=cwd) as proc:
         yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def consume_config(base: dict[str, object], stream: str) -> RedisConfig:
