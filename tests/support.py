@@ -20,7 +20,9 @@ What every test that runs ``bridge run`` as a real process needs, in one place, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -28,13 +30,22 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 import yaml
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
@@ -648,3 +659,56 @@ def ledger_succeeded(db: Path) -> set[tuple[str, str]]:
     """(handler, event id) of every branch the SQLite store's ledger holds as succeeded."""
     rows = query(db, "SELECT handler, event_id FROM ledger WHERE status = 'succeeded'")
     return {(h, e) for h, e in rows}
+
+
+async def dev_output_with(config: Path, phrase: str, within: float = 30.0) -> str:
+    """Run ``bridge dev -c config`` until its output holds ``phrase``, stop it with
+    SIGINT, and return the output (fails when the phrase does not come ``within``)."""
+    log_path = config.parent / "dev.log"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(  # noqa: ASYNC220 (started once, stopped below)
+            [sys.executable, "-m", "bridge", "dev", "-c", str(config)],
+            cwd=config.parent,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        await until(lambda: phrase in log_path.read_text(), within, repr(phrase))
+        return log_path.read_text()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        await asyncio.to_thread(proc.wait, 30)
+
+
+def listening(port: int, within: float = 15.0) -> None:
+    """Wait until something accepts connections on 127.0.0.1:``port``."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+@contextlib.contextmanager
+def server_process(program: str, *args: str, cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A server (``redis-server``, ``nats-server``) of the test's own on its own ports,
+    terminated afterwards; fails the test when the program is not installed."""
+    path = shutil.which(program)
+    if path is None:
+        pytest.fail(f"{program} is not installed; this test needs it", pytrace=False)
+    proc = subprocess.Popen(
+        [path, *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)

@@ -65,7 +65,10 @@ async def open_connection(cfg: NatsConfig, name: str) -> Any:
     import nats
     from nats.errors import Error as NatsError
 
+    errors: list[Exception] = []
+
     async def _error(exc: Exception) -> None:
+        errors.append(exc)
         log.warning("nats connection error", extra={"connector": name, "error": repr(exc)})
 
     client: list[Any] = []
@@ -91,12 +94,24 @@ async def open_connection(cfg: NatsConfig, name: str) -> Any:
                 reconnected_cb=_reconnected,
             )
     except (NatsError, OSError, TimeoutError) as exc:
-        auth = "authorization" in str(exc).lower()
-        raise ConnectorError(
-            f"NATS {', '.join(cfg.servers)} could not be reached: {exc!r}", retriable=not auth
-        ) from exc
+        # A refused login makes nats-py retry until the timeout above: its error_cb saw why.
+        cause = next((e for e in reversed(errors) if _refused(e)), exc)
+        where = ", ".join(cfg.servers)
+        if _refused(cause):
+            raise ConnectorError(
+                f"NATS {where} refused the login (check token, user/password, NKey or "
+                f"credentials file): {cause!r}",
+                retriable=False,
+            ) from exc
+        raise ConnectorError(f"NATS {where} could not be reached: {exc!r}") from exc
     client.append(nc)
     return nc
+
+
+def _refused(exc: BaseException) -> bool:
+    """The server refused the credentials (``-ERR 'Authorization Violation'``)."""
+    text = str(exc).lower()
+    return "authorization" in text or "authentication" in text
 
 
 def _address(url: str) -> tuple[str, int]:

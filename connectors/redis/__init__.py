@@ -27,7 +27,16 @@ Consume (redis-py's asyncio client; it reconnects by itself on the next command)
     * ``status().lag`` is the group's ``lag`` (entries not yet delivered to the
       group, ``XINFO GROUPS``, Redis 7+) plus its pending entries; the KEDA Redis
       Streams scaler reads the same numbers.
-    * Ordering: ``none`` only; entries run concurrently up to ``max_in_flight``.
+    * Ordering: ``none`` (default): entries run concurrently up to ``max_in_flight``.
+      ``key`` (``key: field:NAME``): one entry per key at a time, in stream order, keys
+      in parallel (the key lanes of the shared ``InFlight`` book, as on NATS and SQS
+      FIFO). A RETRY_LATER gives back the entry and those held behind it; entries of
+      that key read meanwhile go back too, so the next claim pass (stream order)
+      brings them again in order. A source that starts first claims what other
+      consumers left pending (waiting at most ``claim_idle`` for it to become
+      claimable), then reads new entries: a key keeps its order across a crash.
+      Redis hands entries to the consumers of a group without regard to keys, so
+      across replicas two entries of a key can run at once.
 
 Entries (``connectors.redis.entry``): the ``data`` field (``consume.body_field``)
 is the body, the other fields are headers: CloudEvents binary mode as ``ce-*``
@@ -43,7 +52,8 @@ verification), ACL ``username``/``password``, ``sentinel`` (hosts and service) o
 ``cluster: true``. Only a single node is tested here; Sentinel and Cluster go
 through redis-py's own ``Sentinel.master_for`` and ``RedisCluster``.
 
-Modules: ``config``, ``connection``, ``entry``, ``consume``, ``publish``,
+Modules: ``config``, ``connection``, ``entry``, ``consume`` (reading), ``pending``
+(settling, giving back, upkeep), ``publish``,
 ``embedded`` (``bridge dev`` checks the server is reachable; it starts none).
 redis-py is imported lazily, so the config schema needs no Redis client.
 """

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bridge.duration import Duration
 from bridge.transport import ConnectorConfig, ConsumeConfig
@@ -84,14 +84,41 @@ class RedisConsumeConfig(ConsumeConfig):
         "An entry without it has its fields, as a JSON object, for body.",
     )
 
+    ordering: Literal["key", "partition", "none"] = Field(
+        "none",
+        description="`key`: one entry per key at a time, in stream order, keys in parallel "
+        "(needs `key`); `none` (default): entries run concurrently up to max_in_flight. "
+        "`partition` is taken as `key`.",
+    )
+    key: str | None = Field(
+        None,
+        description="The ordering key of `ordering: key`: `field:NAME`, the entry field NAME "
+        "(a header field, or a field of an entry without a body field). An entry without "
+        "it is not ordered.",
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _key_form(cls, value: str | None) -> str | None:
+        if value is not None and not (value.startswith("field:") and len(value) > 6):
+            raise ValueError("key is `field:NAME` (an entry field)")
+        return value
+
     @model_validator(mode="after")
     def _orderings(self) -> RedisConsumeConfig:
-        if self.ordering != "none":
+        if self.ordering != "none" and self.key is None:
             raise ValueError(
-                "redis: only `ordering: none` is supported (entries of one stream run "
-                "concurrently, up to max_in_flight)"
+                "redis: `ordering: key` needs `key: field:NAME` (the entry field that holds "
+                "the ordering key)"
             )
         return self
+
+    @property
+    def key_field(self) -> bytes | None:
+        """The entry field of the ordering key; None without ordering."""
+        if self.ordering == "none" or self.key is None:
+            return None
+        return self.key.removeprefix("field:").encode()
 
     @property
     def read_count(self) -> int:

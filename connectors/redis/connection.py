@@ -88,6 +88,17 @@ def client(cfg: RedisConfig, name: str, *, blocking: float = 0.0) -> Redis:
         ) from exc
 
 
+async def close(redis: Redis) -> None:
+    """Close a client from ``client()``: its pool, and for Sentinel the connections to
+    the sentinels too (the master's client does not own those)."""
+    manager = getattr(redis.connection_pool, "sentinel_manager", None)
+    try:
+        await redis.aclose()
+    finally:
+        for sentinel in getattr(manager, "sentinels", ()):
+            await sentinel.aclose()
+
+
 def _pool_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     keep = ("db", "username", "password", "socket_timeout", "socket_connect_timeout", "ssl")
     return {k: kwargs[k] for k in keep if k in kwargs}

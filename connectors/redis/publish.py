@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from bridge.errors import ConnectorError
 from bridge.transport import ConnectorStatus
 from connectors.redis.config import RedisConfig
-from connectors.redis.connection import client, connector_error
+from connectors.redis.connection import client, close, connector_error
 from connectors.redis.entry import entry_fields
 
 if TYPE_CHECKING:
@@ -76,4 +76,4 @@ class RedisPublisher:
         """Close the client. Idempotent."""
         redis, self._redis = self._redis, None
         if redis is not None:
-            await redis.aclose()
+            await close(redis)

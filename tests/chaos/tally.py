@@ -46,11 +46,17 @@ class Tally:
         """Executions beyond the first of each seq."""
         return sum(count - 1 for count in self.runs[handler].values())
 
-    def order_violations(self, handler: str, key_of: Callable[[int], str]) -> int:
-        """Per key, first executions whose Kafka offset is below an earlier one's.
+    def order_violations(
+        self,
+        handler: str,
+        key_of: Callable[[int], str],
+        position: Callable[[str, str], int] | None = None,
+    ) -> int:
+        """Per key, first executions whose position is below an earlier one's.
 
-        Event ids are ``<topic>-<partition>-<offset>``; repeats (after a crash) are
-        dropped first, keeping each message's first execution.
+        The position is ``position(event_id, seq)``; by default the Kafka offset, from
+        event ids ``<topic>-<partition>-<offset>``. Repeats (after a crash) are dropped
+        first, keeping each message's first execution.
         """
         seen: set[str] = set()
         last: dict[str, int] = {}
@@ -59,7 +65,9 @@ class Tally:
             if seq in seen:
                 continue
             seen.add(seq)
-            offset = int(event_id.rsplit("-", 1)[1])
+            offset = (
+                int(event_id.rsplit("-", 1)[1]) if position is None else position(event_id, seq)
+            )
             key = key_of(int(seq))
             if offset < last.get(key, -1):
                 bad += 1

@@ -294,8 +294,12 @@ def test_dev_check_says_when_redis_cannot_be_reached(redis_url: str, tmp_path: A
 
 
 def test_config_validation() -> None:
-    with pytest.raises(ValueError, match="ordering: none"):
+    with pytest.raises(ValueError, match="needs `key: field:NAME`"):
         redis_config("redis://x", "s", ordering="key")
+    with pytest.raises(ValueError, match="key is `field:NAME`"):
+        redis_config("redis://x", "s", ordering="key", key="header:k")
+    keyed = redis_config("redis://x", "s", ordering="partition", key="field:user")
+    assert keyed.consume is not None and keyed.consume.key_field == b"user"
     with pytest.raises(ValueError, match="extra"):
         RedisConfig.model_validate({"url": "redis://x", "nope": 1})
     cfg = redis_config("redis://x", "s", max_in_flight=2000)
@@ -306,7 +310,9 @@ async def test_acl_user_and_password(redis_admin: RedisAdmin) -> None:
     user = f"bridge-test-{redis_admin.token}"
     stream = redis_admin.stream()
     await redis_admin.client.execute_command(
-        "ACL", "SETUSER", user, "on", ">s3cret", "~test.*", "+@all"
+        # The least the bridge needs, as docs/transports-redis-nats.md gives it.
+        *("ACL", "SETUSER", user, "on", ">s3cret", "~test.*"),
+        *("+@stream", "+ping", "+client|setname"),
     )
     try:
         cfg = redis_config(redis_admin.url, stream)
