@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import textwrap
 from pathlib import Path
 
 from bridge.app import load_config_text
@@ -24,6 +25,7 @@ ENV = {
     "SUPABASE_WEBHOOK_SECRET": "s",
     "API_TOKEN": "t",
     "REDIS_PASSWORD": "r",
+    "SENTINEL_PASSWORD": "s",
 }
 MAX_README_LINES = 400
 # Long-running commands (they serve or test until stopped): what `make -n` must show
@@ -44,7 +46,9 @@ def documents() -> list[Path]:
 
 
 def yaml_blocks(doc: Path) -> list[str]:
-    return re.findall(r"```yaml\n(.*?)```", doc.read_text(), flags=re.S)
+    """Each ```yaml block, dedented: a block may sit indented inside a list item."""
+    blocks = re.findall(r"^([ \t]*)```yaml\n(.*?)^[ \t]*```", doc.read_text(), flags=re.S | re.M)
+    return [textwrap.dedent(block) for _, block in blocks]
 
 
 def readme_commands() -> list[str]:
