@@ -65,7 +65,7 @@ async def sampling(env: Env) -> dict[str, Any]:
             "tracing 100%: traced / untraced",
             r["sampled_100pct/off"],
             ">=",
-            0.4,
+            0.5,
             "sampled_100pct/off",
         ),
     ]
