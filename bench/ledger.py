@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import time
 import uuid
 from typing import Any
+
+import psutil
 
 from bench.common import Env, Samples, goal
 from bench.core import bare_loop, memory_config, run_bridge
@@ -60,32 +63,69 @@ async def settled(runtime: Runtime) -> None:
         await asyncio.sleep(0.001)
 
 
+async def backends_cpu() -> dict[int, float]:
+    """CPU seconds so far of the PostgreSQL backends serving this process's connections
+    (found by client port in ``pg_stat_activity``: other users of the server are left
+    out), by backend pid."""
+    import asyncpg
+
+    ports = [
+        c.laddr.port
+        for c in psutil.Process().net_connections("tcp")
+        if c.raddr and c.raddr.port == 5432
+    ]
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE client_port = ANY($1::int[]) AND pid <> $2",
+            ports,
+            conn.get_server_pid(),
+        )
+    finally:
+        await conn.close()
+    out = {}
+    for row in rows:
+        try:
+            times = psutil.Process(row["pid"]).cpu_times()
+        except psutil.Error:
+            continue
+        out[row["pid"]] = times.user + times.system
+    return out
+
+
 async def durable_bridge(
     bodies: list[bytes], store: str, ledger: bool, width: int = 4
-) -> tuple[Any, float]:
-    """One run of the bridge on ``store``: its tally and store round trips per event."""
+) -> tuple[Any, float, float]:
+    """One run of the bridge on ``store``: its tally, store round trips per event and
+    the PostgreSQL server's CPU µs per event meanwhile (0 unless on PostgreSQL)."""
+    on_postgres = store.startswith("postgres")
     topic, config = memory_config(width, store=store, ledger=ledger)
     box: dict[str, Any] = {}
 
     def setup(runtime: Runtime) -> None:
         box["runtime"] = runtime
 
-    def feed() -> None:
+    async def feed() -> None:
         box["before"] = round_trips(box["runtime"])
+        box["pg_before"] = await backends_cpu() if on_postgres else {}
         for raw in bodies:
             BROKER.put(topic, raw)
 
     async def until() -> None:
         await settled(box["runtime"])
         box["after"] = round_trips(box["runtime"])
+        after = await backends_cpu() if on_postgres else {}
+        before = box["pg_before"]
+        box["pg_us"] = sum(t - before.get(pid, 0.0) for pid, t in after.items())
 
     tally = await run_bridge(config, len(bodies) * width, feed=feed, setup=setup, until=until)
-    return tally, (box["after"] - box["before"]) / len(bodies)
+    n = len(bodies)
+    return tally, (box["after"] - box["before"]) / n, box.get("pg_us", 0.0) / n * 1e6
 
 
-async def one(name: str, env: Env, bodies: list[bytes]) -> tuple[Any, float | None]:
+async def one(name: str, env: Env, bodies: list[bytes]) -> tuple[Any, float, float]:
     if name == "bare":
-        return await bare_loop(bodies), None
+        return await bare_loop(bodies), 0.0, 0.0
     if name == "ledger_off":
         return await durable_bridge(bodies, "memory://", ledger=False)
     if name == "memory":
@@ -108,12 +148,15 @@ async def durable(env: Env) -> dict[str, Any]:
     await durable_bridge(bodies[:200], "memory://", ledger=False)  # warm up imports
     samples = Samples(list(VARIANTS))
     trips: dict[str, list[float]] = {"sqlite": [], "postgres": []}
+    server_cpu: list[float] = []
     for run in range(env.runs):  # interleaved, so drift in machine load hits all alike
         for name in VARIANTS:
-            tally, per_event = await one(name, env, bodies)
+            tally, per_event, pg_us = await one(name, env, bodies)
             samples.add(name, tally)
-            if name in trips and per_event is not None:
+            if name in trips:
                 trips[name].append(per_event)
+            if name == "postgres":
+                server_cpu.append(pg_us)
         samples.progress("ledger", run)
     result = samples.result(
         "events/s",
@@ -127,6 +170,7 @@ async def durable(env: Env) -> dict[str, Any]:
         handlers=4,
         connector="memory (in-process), max_in_flight 1000",
         round_trips_per_event={k: max(v) for k, v in trips.items() if v},
+        postgres_server_cpu_us_per_event=statistics.median(server_cpu) if server_cpu else None,
     )
     r = result["ratios"]
     rt = result["round_trips_per_event"]
