@@ -4,7 +4,8 @@ Starts Tansu (Kafka) and moto (SQS) as the tests do, uses RabbitMQ on
 127.0.0.1:5672, runs every scenario with its comparisons interleaved, and writes
 ``latest.json``, ``latest.md`` and ``latest.png`` to ``bench/results`` (or ``--out``).
 
-    python -m bench                  # every scenario, 3 runs each
+    python -m bench                  # every scenario, 3 runs each (about 20 minutes,
+                                     # 10 of them the soak)
     python -m bench --quick          # tiny counts, 1 run: a smoke test, not figures
     python -m bench --only kafka,latency
 """
@@ -91,6 +92,7 @@ async def suite(env: Env, names: list[str]) -> dict[str, Any]:
                 result = {"error": f"{type(exc).__name__}: {exc}", "goals": [], "ratios": {}}
             result = {"title": title, **result, "seconds": time.perf_counter() - started}
             results[name] = result
+            print(f"   ({result['seconds']:.0f} s)", flush=True)
             for line in result.get("goals", []):
                 verdict = "met" if line["met"] else "NOT met"
                 print(f"   {line['goal']}: {line['value']:.3g} (goal {line['target']}) {verdict}")

@@ -143,7 +143,7 @@ async def throughput(env: Env) -> dict[str, Any]:
     """Scenario 1: bridge vs raw aiokafka vs FastStream, same work, same broker."""
     broker: Tansu = env.extra["tansu"]
     bootstrap = broker.bootstrap
-    events = env.size(10_000, 300)
+    events = env.size(5_000, 300)
     variants: dict[str, Callable[[str], Awaitable[Tally]]] = {
         "raw": lambda t: raw(bootstrap, t, events),
         "bridge": lambda t: bridge(bootstrap, t, events),
@@ -239,7 +239,7 @@ async def latency(env: Env) -> dict[str, Any]:
     """Scenario 5: produce -> first handler p50/p99 at 1,000 msg/s, bridge vs raw consumer."""
     broker: Tansu = env.extra["tansu"]
     bootstrap = broker.bootstrap
-    seconds = env.seconds(6.0, 1.2)
+    seconds = env.seconds(4.0, 1.2)
     runs: dict[str, list[dict[str, float]]] = {"raw": [], "bridge": []}
     for _ in range(env.runs):
         lat = await latency_run(

@@ -184,7 +184,7 @@ async def replicas(env: Env) -> dict[str, Any]:
     from bench.brokers import Tansu
 
     broker: Tansu = env.extra["tansu"]
-    events = env.size(10_000, 400)
+    events = env.size(6_000, 400)
     outcomes = []
     for run in range(env.runs):
         topic = await broker.new_topic()

@@ -48,7 +48,7 @@ from tests.support import free_port
 ROOT = Path(__file__).resolve().parent.parent
 
 RATE = 500
-SECONDS = 4.0
+SECONDS = 3.0
 CONCURRENCY = 64
 SECRET = "bench-secret"
 
