@@ -106,7 +106,8 @@ def markdown(doc: dict[str, Any]) -> str:
                 f"| {k} | {_n(v)} | {_n(cpu_ratios.get(k))} |" for k, v in result["ratios"].items()
             ]
         for key in ("added_ms", "rates", "rss_mb", "slope_mb_per_s", "overload", "load",
-                    "round_trips_per_event", "lost", "duplicated"):  # fmt: skip
+                    "round_trips_per_event", "lost", "duplicated", "slopes_mb_per_s_last_half",
+                    "store_files_mb", "postgres_server_cpu_us_per_event"):  # fmt: skip
             if key in result:
                 lines += ["", f"`{key}`: `{json.dumps(result[key], default=str)}`"]
     return "\n".join(lines) + "\n"
