@@ -21,7 +21,6 @@ events of the run, start-up excluded.
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import time
 import uuid
@@ -34,21 +33,9 @@ from bench.core import bare_loop, memory_config, run_bridge
 from bench.payload import body
 from bridge.app.runtime import Runtime
 from connectors.memory import BROKER
+from tests.fixtures.postgres import POSTGRES_URL, drop_schema
 
-POSTGRES_URL = os.environ.get(
-    "BRIDGE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 VARIANTS = ("bare", "ledger_off", "memory", "sqlite", "postgres")
-
-
-async def drop_schema(schema: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
 
 
 def round_trips(runtime: Runtime) -> int:

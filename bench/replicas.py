@@ -16,24 +16,20 @@ and the events lost (a (handler, n) pair never run) and duplicated (run twice).
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
 from bench.brokers import KEYS, PARTITIONS
 from bench.common import Env, goal
+from tests.fixtures.postgres import POSTGRES_URL, drop_schema
 from tests.support import BridgeProcess, kafka_connector, recorder, until, write_config
 
-POSTGRES_URL = os.environ.get(
-    "BRIDGE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 WIDTH = 4
 REPLICAS = 2
 
@@ -103,14 +99,6 @@ async def produce(bootstrap: str, topic: str, events: int) -> float:
     finally:
         await producer.stop()
     return time.perf_counter() - started
-
-
-async def drop_schema(schema: str) -> None:
-    conn = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
 
 
 async def run_replicas(bootstrap: str, topic: str, events: int, root: Path) -> dict[str, Any]:
