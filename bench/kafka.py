@@ -7,12 +7,16 @@ pydantic validation, fan-out to 4 no-op handlers) and commits only after it:
   commit per batch.
 * ``faststream``: a FastStream subscriber (pydantic validation of its argument,
   ``asyncio.gather`` of the 4 handlers) with ``AckPolicy.ACK``: committed after
-  each message, the at-least-once guarantee the bridge gives. The goal uses it.
+  each message, the at-least-once guarantee the bridge gives.
 * ``faststream_autocommit``: FastStream's default (``ACK_FIRST``: auto-commit, the
-  offset may be committed before the work is done), for reference.
+  offset may be committed before the work is done): issue 18's headline compares
+  the bridge with every guarantee on (``bridge_sqlite``) against it.
 * ``bridge``: the in-process ``Runtime`` with the ``kafka`` connector (consumer
   group, ordering by key, finished-prefix commits), ledger off (memory store).
-* ``bridge_sqlite``: the same with the ledger on (SQLite, group commit).
+* ``bridge_sqlite``: the same with the ledger on (SQLite, the default store).
+
+Goals: ``bridge_sqlite`` >= 1.0 x ``faststream_autocommit`` (the headline),
+``bridge_sqlite`` >= 0.4 x ``raw``, ``bridge`` >= 0.6 x ``raw``.
 
 Throughput: ``messages`` preloaded into a fresh 4-partition topic per variant and
 run; the rate runs from the first handler run to the last (the group join is not
