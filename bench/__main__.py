@@ -4,7 +4,8 @@ Starts Tansu (Kafka) and moto (SQS) as the tests do, uses RabbitMQ on
 127.0.0.1:5672, runs every scenario with its comparisons interleaved, and writes
 ``latest.json``, ``latest.md`` and ``latest.png`` to ``bench/results`` (or ``--out``).
 
-    python -m bench                  # every scenario, 3 runs each
+    python -m bench                  # every scenario, 3 runs each (about 20 minutes,
+                                     # 10 of them the soak)
     python -m bench --quick          # tiny counts, 1 run: a smoke test, not figures
     python -m bench --only kafka,latency
 """
@@ -23,12 +24,30 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench import core, kafka, memory, nats, rabbitmq, redis, report, soak, sqs, tracing, webhook
+from bench import (
+    core,
+    kafka,
+    ledger,
+    memory,
+    nats,
+    rabbitmq,
+    redis,
+    replicas,
+    report,
+    soak,
+    sqs,
+    tracing,
+    webhook,
+)
 from bench.brokers import SQS_CREDENTIALS, Tansu, moto_server, rabbitmq_version
 from bench.common import RESULTS, Env, machine
 
 Scenario = Callable[[Env], Awaitable[dict[str, Any]]]
 SCENARIOS: dict[str, tuple[str, Scenario]] = {
+    "ledger": (
+        "The durable path: memory connector, ledger off / memory / SQLite / PostgreSQL",
+        ledger.durable,
+    ),
     "kafka": ("Kafka: bridge vs raw aiokafka vs FastStream", kafka.throughput),
     "rabbitmq": ("RabbitMQ: bridge vs raw aio-pika vs FastStream", rabbitmq.throughput),
     "sqs": ("SQS (moto): bridge vs raw aiobotocore", sqs.throughput),
@@ -36,12 +55,16 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "nats": ("NATS JetStream: bridge vs raw nats-py vs FastStream", nats.throughput),
     "webhook": ("Webhook ingress: bridge inbox vs bare aiohttp", webhook.ingress),
     "latency": ("Kafka produce-to-handler latency at 1,000 msg/s", kafka.latency),
+    "replicas": (
+        "Replicas: 2 bridge processes, one PostgreSQL schema, one Kafka group",
+        replicas.replicas,
+    ),
     "tracing": ("Tracing: off / 10% / 100% sampling", tracing.sampling),
     "memory": ("Memory: RSS idle and under overload", memory.rss),
     "soak": ("Soak: RSS with the UI and run history on, 50-event batches to /v1/events", soak.soak),
     "width": ("Width: handlers per event 1, 4, 16, 64", core.width),
 }
-NEEDS_KAFKA = {"kafka", "latency", "memory"}
+NEEDS_KAFKA = {"kafka", "latency", "memory", "replicas"}
 
 
 async def suite(env: Env, names: list[str]) -> dict[str, Any]:
@@ -69,6 +92,7 @@ async def suite(env: Env, names: list[str]) -> dict[str, Any]:
                 result = {"error": f"{type(exc).__name__}: {exc}", "goals": [], "ratios": {}}
             result = {"title": title, **result, "seconds": time.perf_counter() - started}
             results[name] = result
+            print(f"   ({result['seconds']:.0f} s)", flush=True)
             for line in result.get("goals", []):
                 verdict = "met" if line["met"] else "NOT met"
                 print(f"   {line['goal']}: {line['value']:.3g} (goal {line['target']}) {verdict}")

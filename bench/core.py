@@ -120,7 +120,7 @@ WIDTHS = (1, 4, 16, 64)
 
 async def width(env: Env) -> dict[str, Any]:
     """Scenario 8: events/s as handlers per event go 1, 4, 16, 64; bridge vs bare loop."""
-    events = env.size(4000, 200)
+    events = env.size(2500, 200)
     bodies = [body(n) for n in range(events)]
     await memory_bridge(bodies[:200])  # warm up imports and caches
     samples = Samples()

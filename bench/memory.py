@@ -88,7 +88,7 @@ def rss_mb(process: psutil.Process) -> float:
 async def rss(env: Env) -> dict[str, Any]:
     """Scenario 7: idle RSS, then RSS over time under overload."""
     broker: Tansu = env.extra["tansu"]
-    seconds = env.seconds(30.0, 3.0)
+    seconds = env.seconds(20.0, 3.0)
     topic = await broker.new_topic()
     workdir = Path(env.workdir) / f"memory-{time.time_ns()}"
     workdir.mkdir()

@@ -134,7 +134,7 @@ async def bridge(stream: str, subject: str, events: int, store: str = "memory://
 
 async def throughput(env: Env) -> dict[str, Any]:
     """Scenario: bridge vs raw nats-py vs FastStream on NATS JetStream."""
-    events = env.size(10_000, 300)
+    events = env.size(5_000, 300)
     variants: dict[str, Callable[[str, str], Awaitable[Tally]]] = {
         "raw": lambda s, j: raw(s, j, events),
         "bridge": lambda s, j: bridge(s, j, events),

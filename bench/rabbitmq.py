@@ -105,7 +105,7 @@ async def bridge(url: str, queue: str, events: int, store: str = "memory://") ->
 async def throughput(env: Env) -> dict[str, Any]:
     """Scenario 2: bridge vs raw aio-pika vs FastStream."""
     url = env.rabbitmq_url
-    events = env.size(10_000, 300)
+    events = env.size(5_000, 300)
     variants: dict[str, Callable[[str], Awaitable[Tally]]] = {
         "raw": lambda q: raw(url, q, events),
         "bridge": lambda q: bridge(url, q, events),

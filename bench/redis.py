@@ -123,7 +123,7 @@ async def bridge(url: str, stream: str, events: int, store: str = "memory://") -
 async def throughput(env: Env) -> dict[str, Any]:
     """Redis Streams: bridge vs raw redis-py vs FastStream."""
     url = env.extra.get("redis_url", URL)
-    events = env.size(10_000, 300)
+    events = env.size(5_000, 300)
     variants: dict[str, Callable[[str], Awaitable[Tally]]] = {
         "raw": lambda s: raw(url, s, events),
         "bridge": lambda s: bridge(url, s, events),

@@ -69,6 +69,15 @@ def batch(start: int) -> bytes:
     )
 
 
+def parts_mb(process: psutil.Process) -> tuple[float, float, float]:
+    """(shared, data, anonymous) MB of the process: the file mappings in its RSS (SQLite's
+    WAL index), its data segment (the heap, touched or not) and RSS less the shared part."""
+    info = process.memory_info()
+    shared = float(getattr(info, "shared", 0)) / 2**20
+    data = float(getattr(info, "data", 0)) / 2**20
+    return shared, data, float(info.rss) / 2**20 - shared
+
+
 class Load:
     """Posting clients that keep at most ``BACKLOG`` events ahead of the handlers."""
 
@@ -126,9 +135,11 @@ async def soak(env: Env) -> dict[str, Any]:
         load = Load(bridge.url)
         clients = asyncio.create_task(load.run())
         samples: list[tuple[float, float]] = []
+        breakdown: list[tuple[float, float, float, float]] = []
         begin = time.monotonic()
         while (now := time.monotonic() - begin) < seconds:
             samples.append((round(now, 3), rss_mb(process)))
+            breakdown.append((round(now, 3), *parts_mb(process)))
             load.handled = await bridge.metric("bridge_runs_total") / HANDLERS
             await asyncio.sleep(max(0.0, len(samples) - (time.monotonic() - begin)))
         load.stop.set()
@@ -138,6 +149,7 @@ async def soak(env: Env) -> dict[str, Any]:
         await asyncio.sleep(10.0)
         after = rss_mb(process)
         dropped = await bridge.metric("bridge_history_dropped_total")
+        files = {p.name: p.stat().st_size / 2**20 for p in workdir.glob("state.db*")}
     finally:
         await bridge.stop()
     half = len(samples) // 2
@@ -161,6 +173,14 @@ async def soak(env: Env) -> dict[str, Any]:
             "history_dropped": dropped,
         },
         "samples": samples,
+        # What grows, for the slope: (seconds, shared MB (file mappings: the SQLite WAL
+        # index), data MB (the heap), anonymous RSS MB); the store's files at the end.
+        "breakdown": breakdown,
+        "slopes_mb_per_s_last_half": {
+            name: slope([(b[0], b[i]) for b in breakdown[half:]])
+            for i, name in ((1, "shared"), (2, "data"), (3, "anonymous"))
+        },
+        "store_files_mb": files,
         "variants": {},
         "ratios": {},
         "goals": [

@@ -110,7 +110,7 @@ async def throughput(env: Env) -> dict[str, Any]:
     from aiobotocore.config import AioConfig
     from aiobotocore.session import get_session
 
-    events = env.size(200, 40)
+    events = env.size(150, 40)
     names = ["raw", "bridge"] if env.quick else ["raw", "bridge", "bridge_sqlite"]
     samples = Samples(names)  # the SQLite ledger is a reference variant, full runs only
     config = AioConfig(max_pool_connections=RECEIVERS * 2 + 4)

@@ -34,7 +34,7 @@ class DropExporter(SpanExporter):
 
 async def sampling(env: Env) -> dict[str, Any]:
     """Scenario 6: events/s untraced, at 10% and at 100% sampling."""
-    events = env.size(10_000, 300)
+    events = env.size(5_000, 300)
     bodies = [body(n) for n in range(events)]
     await memory_bridge(bodies[: min(1000, events)])  # warm up
     samples = Samples()
@@ -65,7 +65,7 @@ async def sampling(env: Env) -> dict[str, Any]:
             "tracing 100%: traced / untraced",
             r["sampled_100pct/off"],
             ">=",
-            0.4,
+            0.5,
             "sampled_100pct/off",
         ),
     ]

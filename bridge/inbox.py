@@ -92,6 +92,7 @@ class InboxSource:
         self._cursor = 0
         self._rewind: int | None = None
         self._in_flight: set[int] = set()
+        self._done_group: list[tuple[int, asyncio.Future[None]]] | None = None
         self._stopped = asyncio.Event()
         self._connected = True
         self.lease = lease
@@ -169,7 +170,7 @@ class InboxSource:
         seq = entry.seq
         try:
             if outcome is Settlement.ACK:
-                await self.inbox.store.inbox_done([seq])
+                await self._done(seq)
                 return
         except BaseException:
             self._read_again(seq)
@@ -177,6 +178,33 @@ class InboxSource:
         finally:
             self._in_flight.discard(seq)
         self._read_again(seq)
+
+    async def _done(self, seq: int) -> None:
+        """Mark ``seq`` done together with the entries settled in the same loop iteration:
+        one store call for the group, and each caller returns once its own mark is stored
+        (a failure fails every member of the group)."""
+        group = self._done_group
+        if group is not None:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            group.append((seq, future))
+            await future
+            return
+        group = self._done_group = []
+        try:
+            try:
+                await asyncio.sleep(0)  # one loop iteration: settlements under way join
+            finally:
+                self._done_group = None
+            await self.inbox.store.inbox_done([seq, *(s for s, _ in group)])
+        except BaseException as exc:
+            error = exc if isinstance(exc, Exception) else RuntimeError("inbox_done cancelled")
+            for _, member in group:
+                if not member.done():
+                    member.set_exception(error)
+            raise
+        for _, member in group:
+            if not member.done():
+                member.set_result(None)
 
     def _read_again(self, seq: int) -> None:
         """Make the generator read from ``seq`` again (the entry is still pending)."""

@@ -33,6 +33,8 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from pydantic import BaseModel, ConfigDict, Field
 
+from bridge.spans import SpanStarter
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -167,6 +169,7 @@ class Tracing:
         )
         self.provider.add_span_processor(BatchSpanProcessor(exporter or _exporter(kind, cfg)))
         self.tracer = self.provider.get_tracer("fanout-bridge")
+        self.spans = SpanStarter(self.provider, "fanout-bridge")
         self.enabled = True
 
     def install_global(self) -> None:
@@ -233,8 +236,8 @@ class Tracing:
             attributes["messaging.destination.partition.id"] = str(meta["partition"])
             if "offset" in meta:
                 attributes["messaging.kafka.offset"] = meta["offset"]
-        span = self.tracer.start_span(
-            f"process {destination}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+        span = self.spans.start(
+            f"process {destination}", parent_span, attributes, SpanKind.CONSUMER, parent
         )
         token = otel_context.attach(trace.set_span_in_context(span))
         return span, token
@@ -242,10 +245,13 @@ class Tracing:
     def start_attempt(self, handler: str, attempt: int) -> tuple[Span, object] | None:
         """Start and activate the span of one run attempt; None when the delivery is sampled
         out (its non-recording span stays current, so outgoing context still names the trace)."""
-        if not trace.get_current_span().is_recording():
+        current = trace.get_current_span()
+        if not current.is_recording():
             return None
-        span = self.tracer.start_span(
-            f"handle {handler}", attributes={"bridge.handler": handler, "bridge.attempt": attempt}
+        span = self.spans.start(
+            f"handle {handler}",
+            current.get_span_context(),
+            {"bridge.handler": handler, "bridge.attempt": attempt},
         )
         token = otel_context.attach(trace.set_span_in_context(span))
         return span, token

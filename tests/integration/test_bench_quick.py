@@ -16,6 +16,8 @@ from tests.support import ROOT
 pytestmark = pytest.mark.integration
 
 SCENARIOS = {
+    "ledger",
+    "replicas",
     "kafka",
     "rabbitmq",
     "redis",
@@ -30,14 +32,14 @@ SCENARIOS = {
 }
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(400)
 def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=230,
+        timeout=390,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads((tmp_path / "latest.json").read_text())
@@ -55,7 +57,8 @@ def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
     # Every throughput variant ran once and moved messages (reference variants such as
     # the SQLite ledger run in full runs only).
     for name, variants in (
-        ("kafka", {"raw", "bridge", "faststream"}),
+        ("ledger", {"bare", "ledger_off", "memory", "sqlite", "postgres"}),
+        ("kafka", {"raw", "bridge", "faststream", "faststream_autocommit", "bridge_sqlite"}),
         ("rabbitmq", {"raw", "bridge", "faststream"}),
         ("sqs", {"raw", "bridge"}),
         ("redis", {"raw", "bridge", "faststream"}),
@@ -75,6 +78,11 @@ def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
     assert all(v["not_202"] == 0 for v in webhook["variants"].values())
     assert set(webhook["max_rps"]) == {"bare_max_rps", "bridge_max_rps"}
     assert all(r["inbox_rows"] > 0 for r in webhook["runs"]["bridge"])
+    assert set(scenarios["ledger"]["round_trips_per_event"]) == {"sqlite", "postgres"}
+    replicas = scenarios["replicas"]
+    assert replicas["lost"] == replicas["duplicated"] == 0
+    assert all(min(r["runs_per_replica"]) > 0 for r in replicas["runs"])
+    assert "## Issue 18: every goal and its figure" in table
     memory = scenarios["memory"]
     assert memory["overload"]["sent"] > memory["overload"]["handled_events"] > 0
     assert len(memory["samples"]) >= 8

@@ -8,10 +8,12 @@ PostgreSQL replicas test covers the shared store itself).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,3 +102,45 @@ class TestInboxSourceLeased(InboxSourceContract):
     def harness(self, store: Store) -> InboxHarness:
         store.shared = True
         return InboxHarness(store)
+
+
+class _CountingStore(MemoryStore):
+    """Counts ``inbox_done`` calls; fails them while ``failing``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.done_calls: list[list[int]] = []
+        self.failing = False
+
+    async def inbox_done(self, seqs: Any) -> None:
+        wanted = list(seqs)
+        self.done_calls.append(wanted)
+        if self.failing:
+            raise RuntimeError("store down")
+        await super().inbox_done(wanted)
+
+
+async def test_deliveries_settled_together_are_marked_done_in_one_store_call() -> None:
+    store = _CountingStore()
+    await store.open()
+    inbox = Inbox(store)
+    await inbox.put([InboxEntry(id=f"e{n}", body=b"{}", source="s") for n in range(30)])
+    async with running(InboxSource(inbox, name="together", poll_interval=0.05)) as source:
+        got = await take(source, 30)
+        await asyncio.gather(*(d.settle(Settlement.ACK) for d in got))
+        assert len(store.done_calls) == 1
+        assert sorted(store.done_calls[0]) == sorted(d.meta["seq"] for d in got)
+        assert await store.inbox_pending(0, 100) == []
+
+        # A failed mark fails every settlement of its group, and the entries come back.
+        await inbox.put([InboxEntry(id=f"f{n}", body=b"{}", source="s") for n in range(5)])
+        again = await take(source, 5)
+        store.failing = True
+        outcomes = await asyncio.gather(
+            *(d.settle(Settlement.ACK) for d in again), return_exceptions=True
+        )
+        assert all(isinstance(o, RuntimeError) for o in outcomes)
+        store.failing = False
+        back = await take(source, 5)
+        assert sorted(d.meta["seq"] for d in back) == sorted(d.meta["seq"] for d in again)
+    await store.close()

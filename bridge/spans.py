@@ -1,0 +1,160 @@
+"""The bridge's own spans, started without the SDK tracer's per-span overhead.
+
+A delivery costs five spans at 100 % sampling (the delivery and one per handler
+attempt). ``Tracer.start_span`` asks the sampler, counts its own metrics, builds the
+trace flags and then ``Span.__init__`` cleans every attribute through
+``BoundedAttributes`` and builds bounded lists, and ``end()`` copies the span into a
+second ``ReadableSpan``: together about as much CPU as the untraced delivery.
+
+``SpanStarter.start`` makes the same SDK ``Span`` (a subclass: every method the
+span has, ``set_attribute``, ``record_exception``, ``set_status``, ``add_event``,
+keeps the SDK's behaviour, limits and locks) with the bridge's attributes put in
+as they are (they are strings and ints the bridge builds), the events and links
+lists made on first use, and hands the span itself to the processors on ``end``
+(it is read-only once ended). The sampling decision is the caller's (see
+``Tracing.start_delivery``): a span started here is recorded and sampled.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Mapping
+from time import time_ns
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.sdk.trace import SpanLimits
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
+_UNSET = Status(StatusCode.UNSET)
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_SAMPLED_RANDOM = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
+
+
+class _LazyList:
+    """Stands in for an empty ``BoundedList`` until something is appended (rarely)."""
+
+    __slots__ = ()
+    dropped = 0
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+_EMPTY = _LazyList()
+
+
+class BridgeSpan(SdkSpan):
+    """An SDK span, built cheaply by ``SpanStarter`` (see the module's doc)."""
+
+    def __init__(self) -> None:  # built by SpanStarter.start, never by callers
+        raise TypeError("BridgeSpan is made by SpanStarter.start")
+
+    def _add_event(self, event: Any) -> None:
+        me: Any = self
+        if me._events is _EMPTY:
+            me._events = BoundedList(self._limits.max_events)
+        super()._add_event(event)
+
+    def _add_link(self, link: Any) -> None:
+        me: Any = self
+        if me._links is _EMPTY:
+            me._links = BoundedList(self._limits.max_links)
+        super()._add_link(link)
+
+    def end(self, end_time: int | None = None) -> None:
+        with self._lock:
+            if self._end_time is not None:
+                ended = True
+            else:
+                ended = False
+                self._end_time = end_time if end_time is not None else time_ns()
+                attributes: Any = self._attributes
+                attributes._immutable = True
+        if ended:
+            SdkSpan.end(self, end_time)  # the SDK's warning
+            return
+        processor = self._span_processor
+        processor._on_ending(self)
+        processor.on_end(self)  # ended: read-only from here, so no copy
+
+
+class SpanStarter:
+    """Starts ``BridgeSpan``s for one tracer provider (its resource, processors, limits)."""
+
+    def __init__(self, provider: TracerProvider, scope_name: str) -> None:
+        tracer: Any = provider.get_tracer(scope_name)
+        self.resource = tracer.resource
+        self.processor = tracer.span_processor
+        self.scope = tracer.instrumentation_info
+        self.instrumentation_scope = tracer._instrumentation_scope
+        self.limits: SpanLimits = tracer._span_limits
+        self.ids = tracer.id_generator
+        self.random_ids = bool(self.ids.is_trace_id_random())
+        self.bits = random.getrandbits
+
+    def start(
+        self,
+        name: str,
+        parent: SpanContext | None,
+        attributes: Mapping[str, Any],
+        kind: SpanKind = SpanKind.INTERNAL,
+        context: Any = None,
+    ) -> BridgeSpan:
+        """A started, sampled span; ``parent`` is the parent's span context (None or
+        invalid: a new trace), ``context`` the OTel context it was started in."""
+        if parent is None or not parent.is_valid:
+            parent = None
+            trace_id = self.ids.generate_trace_id()
+            flags = _SAMPLED_RANDOM if self.random_ids else _SAMPLED
+        else:
+            trace_id = parent.trace_id
+            flags = _SAMPLED_RANDOM if parent.trace_flags & TraceFlags.RANDOM_TRACE_ID else _SAMPLED
+        span: Any = object.__new__(BridgeSpan)
+        span._name = name
+        span._context = SpanContext(
+            trace_id,
+            self.ids.generate_span_id(),
+            False,
+            flags,
+            parent.trace_state if parent is not None else None,
+        )
+        span._kind = kind
+        span._parent = parent
+        span._resource = self.resource
+        span._instrumentation_info = self.scope
+        span._instrumentation_scope = self.instrumentation_scope
+        span._status = _UNSET
+        span._sampler = None
+        span._trace_config = None
+        span._record_exception = True
+        span._set_status_on_exception = True
+        span._span_processor = self.processor
+        span._limits = self.limits
+        span._lock = threading.Lock()
+        limits = self.limits
+        bounded = BoundedAttributes(
+            limits.max_span_attributes,
+            immutable=False,
+            max_value_len=limits.max_span_attribute_length,
+        )
+        # The bridge's own str / int values: nothing to clean (None means "not known": left out).
+        bounded._dict.update((k, v) for k, v in attributes.items() if v is not None)
+        span._attributes = bounded
+        span._events = _EMPTY
+        span._links = _EMPTY
+        span._record_end_metrics = None
+        span._end_time = None
+        span._start_time = time_ns()
+        self.processor.on_start(span, parent_context=context)
+        started: BridgeSpan = span
+        return started
