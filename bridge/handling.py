@@ -167,6 +167,20 @@ class Handler(Protocol):
         """Handle one event; return a JSON-able result or raise."""
 
 
+@dataclass(frozen=True, slots=True)
+class Companion:
+    """A handler that a built handler brings along, subscribed to ``on`` on its own.
+
+    A handler lists them in a ``companions`` attribute; the runtime binds each like a
+    configured handler of id ``id`` (no filter, the default retry and timeout). The
+    python kind's wait collector is one (``bridge.waits``).
+    """
+
+    id: str
+    on: tuple[str, ...]
+    handler: Handler
+
+
 def _wake_nobody() -> None:
     return None
 

@@ -39,6 +39,11 @@ HELP = {
         "counter",
         "Retries parked in the store because their delay was past the inline limit.",
     ),
+    "bridge_runs_suspended_total": (
+        "counter",
+        "Runs parked by a durable sleep or wait (`ctx.sleep`, `ctx.wait_for_event`), by "
+        "handler and kind (sleeping, waiting).",
+    ),
     "bridge_dead_letters_total": (
         "counter",
         'Runs dead-lettered, by handler; handler="" for unrouted events and internal errors '

@@ -16,6 +16,10 @@ still running then, the attempt fails (``StillRunning``, retried like any failur
 without calling. A call still
 queued for a thread when its attempt times out is never started.
 
+An async function may also sleep and wait for events durably (``ctx.sleep``,
+``ctx.wait_for_event``; see ``bridge.waits``): the types it waits for are declared
+under ``waits``.
+
 When the event type has no schema in the catalog and the function's
 ``event`` parameter is annotated ``Event[Model]``, the data is validated as
 ``Model`` before the call; a failure there is a ``Fatal`` error (retrying
@@ -33,13 +37,31 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from bridge.context import Context
 from bridge.deadlines import current_deadline
+from bridge.duration import Duration
 from bridge.errors import Fatal
 from bridge.events import Event, import_object, validation_errors
-from bridge.handling import HandlerConfig, HandlerEnv
+from bridge.handling import Companion, HandlerConfig, HandlerEnv
+from bridge.waits import WaitCollector
+
+
+class WaitFor(BaseModel):
+    """An event type the handler's ``ctx.wait_for_event`` may wait for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event: str = Field(
+        description="The event type (exact, no glob) that `ctx.wait_for_event` waits for.",
+        examples=["payment/received"],
+    )
+    buffer: Duration = Field(
+        600.0,
+        description="How long an event of this type that no open wait took is kept, so a "
+        "wait that opens just after it came still gets it.",
+    )
 
 
 class PythonHandlerConfig(HandlerConfig):
@@ -57,6 +79,12 @@ class PythonHandlerConfig(HandlerConfig):
         description="Threads for a sync function: most calls at once (a timed-out call "
         "keeps its thread until it returns). Default min(32, CPUs + 4). Unused for async.",
     )
+    waits: list[WaitFor] = Field(
+        default_factory=list,
+        description="Event types that `ctx.wait_for_event` waits for (async functions). "
+        "The bridge subscribes a companion, `<id>/waits`, to them: it hands each such event "
+        "to the waits it matches, or keeps it for `buffer`.",
+    )
 
     def check(self, cfg: Any) -> list[tuple[tuple[str, ...], str]]:
         try:
@@ -65,7 +93,11 @@ class PythonHandlerConfig(HandlerConfig):
             return [(("function",), str(exc))]
         if not callable(target):
             return [(("function",), f"{self.function!r} is not callable")]
-        return []
+        problems: list[tuple[tuple[str, ...], str]] = []
+        for index, wait in enumerate(self.waits):
+            if any(ch in wait.event for ch in "*?["):
+                problems.append((("waits", str(index), "event"), "an exact event type, no glob"))
+        return problems
 
 
 def data_model(func: Callable[..., Any]) -> type[Any] | None:
@@ -104,6 +136,11 @@ class PythonHandler:
         self._model = model
         if model is not None:
             self._adapter = TypeAdapter(model)
+        self.waits = {w.event: w.buffer for w in cfg.waits}
+        self.companions: tuple[Companion, ...] = ()
+        if self.waits and env.store is not None:
+            collector = WaitCollector(cfg.id, self.waits, env.store)
+            self.companions = (Companion(collector.id, collector.on, collector),)
 
     async def invoke(self, event: Event[Any], ctx: Context) -> Any:
         if self._adapter is not None and not _is_instance(event.data, self._model):
@@ -115,6 +152,7 @@ class PythonHandler:
                 )
                 error.detail = validation_errors(exc)  # type: ignore[attr-defined]
                 raise error from exc
+        ctx.waits = self.waits
         if self.is_async:
             return await self.func(event, ctx)
         return await self._call_in_thread(event, ctx)

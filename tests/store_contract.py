@@ -416,6 +416,21 @@ class StoreContract:
         assert await store.parked_renew(["q1"], now + 90.0, "a") == []
         assert [r.id for r in await store.parked_claim(now + 1, 10, 30.0, "c")] == ["q1"]
 
+    async def test_parked_wake_brings_due_times_forward_only(self, store: Store) -> None:
+        now = time.time()
+        await store.parked_put(
+            [
+                ParkedRun("w0", "h", {"id": "e0"}, "c", 1, now + 3600),
+                ParkedRun("w1", "h", {"id": "e1"}, "c", 1, now - 100),
+            ]
+        )
+        assert await store.parked_claim(now, 10, 30.0, "a") != []  # w1 only: w0 sleeps
+        assert sorted(await store.parked_wake(["w0", "w1", "gone"], now)) == ["w0", "w1"]
+        due = {r.id: r.due_at for r in await store.parked_list()}
+        assert due == {"w0": now, "w1": now - 100}  # never later than it was
+        # w0 is due now; w1 stays leased to a (a wake does not take a lease away)
+        assert [r.id for r in await store.parked_claim(now + 1, 10, 30.0, "b")] == ["w0"]
+
     async def test_concurrent_join_adds_see_each_other(self, store: Store) -> None:
         now = time.time()
         for n in range(20):

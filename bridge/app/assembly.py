@@ -16,7 +16,7 @@ from bridge.config import BridgeConfig, Kinds
 from bridge.dispatch import BoundHandler, DispatchConfig, DispatchEnv, Dispatcher
 from bridge.events import Event, EventCatalog, load_schema
 from bridge.flow import Budgets, HandlerFlow
-from bridge.handling import HandlerEnv
+from bridge.handling import DEFAULT_IDEMPOTENCY_KEY, Companion, HandlerEnv
 from bridge.history import HistoryRecorder
 from bridge.inbox import Inbox, InboxSource
 from bridge.metrics import Metrics, preset
@@ -153,6 +153,8 @@ class Assembly:
             self.handlers[hc.id] = bound
             program = compile_filter(hc.filter) if hc.filter else None
             subs.append(Subscription(hc.id, tuple(hc.on), bound, hc.filter, program))
+            for companion in getattr(handler, "companions", ()):
+                subs.append(self._bind_companion(companion))
 
         self._build_backgrounds(env)
 
@@ -160,6 +162,19 @@ class Assembly:
             self.metrics.inc("bridge_filter_errors_total", (("handler", handler),))
 
         return Router(subs, on_filter_error)
+
+    def _bind_companion(self, companion: Companion) -> Subscription[BoundHandler]:
+        """A handler's companion, bound with the defaults and subscribed with no filter."""
+        defaults = self.cfg.defaults
+        bound = BoundHandler(
+            id=companion.id,
+            handler=companion.handler,
+            retry=defaults.retry,
+            timeout=defaults.timeout,
+            idempotency_key=Template(DEFAULT_IDEMPOTENCY_KEY, EVENT_ROOTS),
+        )
+        self.handlers[companion.id] = bound
+        return Subscription(companion.id, companion.on, bound)
 
     def _build_backgrounds(self, env: HandlerEnv) -> None:
         """The background work of each handler kind that has some and is configured."""

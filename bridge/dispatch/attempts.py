@@ -5,7 +5,8 @@ Each attempt waits for the retry budget and the rate limit, then for the
 handler's concurrency limit, and is cancelled at its timeout. A failed attempt
 is retried after the policy's delay (at least a ``RetryAfter``'s); a delay longer
 than the connector's inline limit parks the run instead. ``Fatal``, or the last
-attempt failing, dead-letters it.
+attempt failing, dead-letters it. A handler that sleeps or waits durably
+(``Suspended``) parks the run without a failed attempt (``bridge.waits``).
 
 Whatever the handler raises is the attempt's failure, ``BaseException`` included:
 a ``KeyboardInterrupt``, ``SystemExit`` or ``GeneratorExit`` raised by handler code
@@ -29,7 +30,7 @@ from bridge.dispatch.endings import Endings
 from bridge.dispatch.env import DispatchConfig, DispatchEnv
 from bridge.dispatch.runs import BoundHandler, Resume, Run, RunState
 from bridge.dispatch.storable import check_children, check_result, describe, format_traceback
-from bridge.errors import Fatal, RetryAfter, StoreError
+from bridge.errors import Fatal, RetryAfter, StoreError, Suspended
 from bridge.events import Event
 from bridge.store.contracts import Attempt, RunRecord
 from bridge.telemetry import CURRENT_RUN
@@ -99,7 +100,7 @@ class Runner:
             run.number = number
             if bh.flow is not None and await bh.flow.before_attempt(number):
                 run.began = clock.time()  # budget / rate-limit waits are not the attempt's time
-            ctx = Context(event, bh.id, number, env.store)
+            ctx = Context(event, bh.id, number, env.store, env.wall)
             error: BaseException | None = None
             result: Any = None
             try:
@@ -112,6 +113,8 @@ class Runner:
                 error = TimeoutError(f"attempt timed out after {bh.timeout:g}s")
             except (asyncio.CancelledError, StoreError):
                 raise
+            except Suspended as suspended:  # a durable sleep or wait: parked, not failed
+                return await endings.suspended(run, suspended)
             except BaseException as exc:  # any handler failure is the run's business
                 # KeyboardInterrupt or SystemExit raised by a handler is its failure, not a
                 # signal to the bridge (a signal reaches the bridge through its handlers).
@@ -194,6 +197,8 @@ class Runner:
                 if span is not None:
                     Tracing.fail(span, error, describe(error))
                 raise error from exc
+            raise
+        except Suspended:
             raise
         except BaseException as exc:
             if span is not None:

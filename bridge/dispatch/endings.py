@@ -1,4 +1,5 @@
-"""How a run ends: recorded as succeeded, dead-lettered, or parked for a later retry.
+"""How a run ends: recorded as succeeded, dead-lettered, or parked for a later retry (or
+while it sleeps or waits for an event).
 
 Each ending is written to the store (ledger entry, dead letter, parked retry)
 before it is counted in ``bridge_runs_total`` and recorded in the history; a
@@ -24,6 +25,7 @@ from bridge.dispatch.runs import (
     trace_id,
 )
 from bridge.dispatch.storable import storable_detail
+from bridge.errors import Suspended
 from bridge.events import Event
 from bridge.handling import DeadLetterTarget
 from bridge.store.contracts import Attempt, DeadLetter, LedgerEntry, ParkedRun, RunRecord
@@ -132,6 +134,45 @@ class Endings:
         if env.history is not None:
             env.history.run(RunRecord(event.id, bh.id, "parked", attempts, None, text))
         return Run(bh.id, "parked", error=text, attempts=attempts)
+
+    async def suspended(self, run: RunState, suspended: Suspended) -> Run:
+        """Park a run that sleeps or waits (``bridge.waits``) until ``suspended.until``.
+
+        The attempt made no failure: the run resumes at the same attempt number, its
+        attempts so far unchanged. Its delivery counts it as final, as a parked retry.
+        """
+        env = self.env
+        event, bh, attempts = run.event, run.bh, run.attempts
+        await env.store.parked_put(
+            [
+                ParkedRun(
+                    id=parked_run_id(event.id, bh.id),
+                    handler=bh.id,
+                    event=event.to_dict(),
+                    connector=run.connector,
+                    attempt=run.number,
+                    due_at=suspended.until,
+                    attempts=list(attempts),
+                )
+            ]
+        )
+        if suspended.after_park is not None:
+            await suspended.after_park()
+        env.metrics.inc("bridge_runs_suspended_total", (*bh.labels, ("kind", suspended.kind)))
+        log.info(
+            "run parked: %s",
+            suspended.reason,
+            extra={
+                "correlation_id": event.correlationid,
+                "event_id": event.id,
+                "handler": bh.id,
+                "attempt": run.number,
+            },
+        )
+        if env.history is not None:
+            record = RunRecord(event.id, bh.id, suspended.kind, attempts, None, suspended.reason)
+            env.history.run(record)
+        return Run(bh.id, "parked", error=suspended.reason, attempts=attempts)
 
     def _finished(
         self, bh: BoundHandler, labels: tuple[tuple[str, str], ...], started: float

@@ -7,7 +7,6 @@ trace id its dead letters and history carry.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -19,17 +18,12 @@ from bridge.flow import HandlerFlow
 from bridge.handling import DEFAULT_IDEMPOTENCY_KEY, DeadLetterTarget, Handler
 from bridge.retry import RetryPolicy
 from bridge.store.contracts import Attempt
+from bridge.store.contracts.parked import parked_run_id as parked_run_id  # re-exported
 from bridge.templates import Template, TemplateError, event_scope
 from bridge.tracing import current_ids
 
 Emitter = Callable[[Sequence[Event[Any]]], Awaitable[None]]
 RunStatus = Literal["succeeded", "dead_lettered", "skipped", "parked"]
-_PARKED_NAMESPACE = uuid.UUID("0b6f3c1e-5d2a-4f7e-8a9b-3c4d5e6f7a8b")
-
-
-def parked_run_id(event_id: str, handler_id: str) -> str:
-    """One parked retry per run: parking a run again replaces it."""
-    return str(uuid.uuid5(_PARKED_NAMESPACE, f"{event_id}\x1f{handler_id}"))
 
 
 @dataclass(slots=True, frozen=True)

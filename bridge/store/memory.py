@@ -192,6 +192,13 @@ class MemoryStore:
             self._parked_owners[run.id] = owner
         return [copy.deepcopy(r) for r in due]
 
+    async def parked_wake(self, ids: Iterable[str], now: float) -> list[str]:
+        found = [i for i in ids if i in self.parked]
+        for run_id in found:
+            run = self.parked[run_id][0]
+            run.due_at = min(run.due_at, now)
+        return found
+
     async def parked_done(self, ids: Iterable[str]) -> None:
         for run_id in ids:
             self.parked.pop(run_id, None)

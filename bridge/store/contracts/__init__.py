@@ -28,7 +28,7 @@ from bridge.store.contracts.history import (
 from bridge.store.contracts.inbox import InboxEntry, InboxStore
 from bridge.store.contracts.joins import Join, Joins, JoinStatus
 from bridge.store.contracts.ledger import Ledger, LedgerClaims, LedgerEntry
-from bridge.store.contracts.parked import ParkedRun, ParkedRuns
+from bridge.store.contracts.parked import ParkedRun, ParkedRuns, parked_run_id
 from bridge.store.contracts.steps import Steps
 from bridge.store.contracts.store import Store
 
@@ -55,4 +55,5 @@ __all__ = [
     "Store",
     "event_status",
     "merged_event",
+    "parked_run_id",
 ]

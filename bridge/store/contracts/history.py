@@ -37,8 +37,9 @@ class EventRecord:
 class RunRecord:
     """One handler's run of one event in the history: status, every attempt, result.
 
-    ``status``: running, succeeded, dead_lettered, skipped (already succeeded) or
-    parked (waiting for a retry). ``children`` are ids of events it emitted.
+    ``status``: running, succeeded, dead_lettered, skipped (already succeeded),
+    parked (waiting for a retry), sleeping (``ctx.sleep``) or waiting
+    (``ctx.wait_for_event``); ``error`` then says until when. ``children`` are ids of events it emitted.
     """
 
     event_id: str
@@ -51,10 +52,13 @@ class RunRecord:
     updated_at: float = field(default_factory=time.time)
 
 
+_UNFINISHED = frozenset({"running", "parked", "sleeping", "waiting"})
+
+
 def event_status(statuses: Iterable[str]) -> str:
     """An event's overall status from the statuses of all its runs.
 
-    running while any run is running or parked; dead_lettered when every run is
+    running while any run is running, parked, sleeping or waiting; dead_lettered when every run is
     dead-lettered, partial when some are and the others succeeded; succeeded only
     when every run succeeded (or was skipped as already succeeded); unrouted with
     no runs.
@@ -62,7 +66,7 @@ def event_status(statuses: Iterable[str]) -> str:
     seen = set(statuses)
     if not seen:
         return "unrouted"
-    if "running" in seen or "parked" in seen:
+    if seen & _UNFINISHED:
         return "running"
     if "dead_lettered" in seen:
         return "partial" if seen - {"dead_lettered"} else "dead_lettered"
