@@ -11,19 +11,26 @@ Wait: M runs of ``tests.apps.waits:waiter`` wait for their ``test/paid`` event; 
 bridge is SIGKILLed while they wait, restarted, and the payments are sent (half of
 them before the restart would be too early to prove anything, so all after). Every
 run resumes once with its own payment.
+
+Replicas: the sleep scenario again with two ``bridge run`` replicas sharing a
+PostgreSQL store; one is SIGKILLed during the sleep and stays down. Every run resumes
+exactly once, in one replica, and no step repeats.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import Counter
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
 
 from tests.apps.orchestration import Line, parse
 from tests.conftest import CHAOS_FULL
+from tests.fixtures.postgres import drop_schema
 from tests.support import (
     BridgeProcess,
     cloudevent,
@@ -56,9 +63,10 @@ async def _post(bridge: BridgeProcess, events: list[dict[str, object]]) -> None:
             assert status == 202, body
 
 
-def _config(tmp_path: Path) -> Path:
+def _config(tmp_path: Path, store: str | None = None) -> Path:
     return write_config(
         tmp_path,
+        store=store,
         handlers=[
             {"id": "sleeper", "on": "test/sleep", "type": "python",
              "function": "tests.apps.waits:sleeper"},
@@ -137,3 +145,60 @@ async def test_waiting_runs_get_their_event_after_a_sigkill(tmp_path: Path) -> N
     }
     assert Counter(r.event_id for r in lines if r.what == "step:before") == dict.fromkeys(ids, 1)
     assert _count(db, "SELECT COUNT(*) FROM dead_letters") == 0
+
+
+async def test_sleeping_runs_resume_once_across_replicas_sharing_postgres(
+    postgres: str, tmp_path: Path
+) -> None:
+    schema = f"chaos_waits_{uuid.uuid4().hex[:8]}"
+    store = f"{postgres}?schema={schema}"
+    record = tmp_path / "record.txt"
+    replicas = []
+    for name in ("a", "b"):
+        workdir = tmp_path / name
+        workdir.mkdir()
+        env = {"BRIDGE_TEST_RECORD": str(record), "WAITS_SLEEP": str(SLEEP)}
+        replicas.append(BridgeProcess(_config(workdir, store), workdir, env=env))
+    a, b = replicas
+    ids = [f"r{n}" for n in range(RUNS)]
+    conn = await asyncpg.connect(postgres)
+
+    async def count(sql: str) -> int:
+        return int(await conn.fetchval(sql.replace("FROM ", f'FROM "{schema}".')))
+
+    try:
+        for bridge in replicas:
+            bridge.start()
+            await bridge.wait_ready()
+        await _post(a, [cloudevent(i, "test/sleep", {}) for i in ids])
+        for _ in range(300):
+            if await count("SELECT COUNT(*) FROM parked") == RUNS:
+                break
+            await asyncio.sleep(0.1)
+        assert await count("SELECT COUNT(*) FROM parked") == RUNS, a.log_tail()
+        # A parks each run, then lets go of its ledger claim: a kill between the two
+        # leaves the claim to lapse (minutes), which would delay, not lose, the run.
+        for _ in range(100):
+            if await count("SELECT COUNT(*) FROM ledger WHERE status = 'running'") == 0:
+                break
+            await asyncio.sleep(0.05)
+        a.kill()  # during the sleep; b alone resumes every run
+        assert [r for r in _lines(record) if r.what == "woke"] == []
+        for _ in range(600):
+            if await count("SELECT COUNT(*) FROM ledger WHERE status = 'succeeded'") == RUNS:
+                break
+            await asyncio.sleep(0.1)
+        assert await count("SELECT COUNT(*) FROM ledger WHERE status = 'succeeded'") == RUNS
+        await asyncio.sleep(1.5)  # a scheduler round more: nothing runs again
+        assert await b.stop() == 0, b.log_tail()
+        assert await count("SELECT COUNT(*) FROM parked") == 0
+    finally:
+        for bridge in replicas:
+            bridge.kill()
+        await conn.close()
+        await drop_schema(schema)
+    lines = _lines(record)
+    for what in ("step:before", "woke", "step:after"):
+        assert Counter(r.event_id for r in lines if r.what == what) == dict.fromkeys(ids, 1), what
+    # Every wake-up ran in the surviving replica, once.
+    assert {r.pid for r in lines if r.what == "woke"} == {b.proc.pid}  # type: ignore[union-attr]
