@@ -7,6 +7,7 @@ import time
 
 from bridge.store.contracts import (
     Attempt,
+    Cancellation,
     DeadLetter,
     EventRecord,
     InboxEntry,
@@ -430,6 +431,27 @@ class StoreContract:
         assert due == {"w0": now, "w1": now - 100}  # never later than it was
         # w0 is due now; w1 stays leased to a (a wake does not take a lease away)
         assert [r.id for r in await store.parked_claim(now + 1, 10, 30.0, "b")] == ["w0"]
+
+    async def test_cancellations_keep_the_latest_and_expire(self, store: Store) -> None:
+        now = time.time()
+        await store.cancel_record(
+            [
+                Cancellation("h", "k1", now - 10, now + 100),
+                Cancellation("h", "k2", now - 5, now + 1),
+                Cancellation("other", "k1", now - 1, now + 100),
+            ]
+        )
+        await store.cancel_record([Cancellation("h", "k1", now - 20, now + 50)])  # older
+        assert await store.cancel_find("h", ["k1", "k2", "k3"], now) == {
+            "k1": now - 10,
+            "k2": now - 5,
+        }
+        await store.cancel_record([Cancellation("h", "k1", now, now + 200)])  # later
+        assert await store.cancel_find("h", ["k1"], now) == {"k1": now}
+        assert await store.cancel_find("h", [], now) == {}
+        assert await store.cancel_purge(now + 2) == 1  # h/k2
+        assert await store.cancel_find("h", ["k1", "k2"], now + 2) == {"k1": now}
+        assert await store.cancel_find("other", ["k1"], now + 2) == {"k1": now - 1}
 
     async def test_concurrent_join_adds_see_each_other(self, store: Store) -> None:
         now = time.time()

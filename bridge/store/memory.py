@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bridge.store.contracts import (
+    Cancellation,
     DeadLetter,
     DeadLetterStatus,
     EventRecord,
@@ -44,6 +45,7 @@ class MemoryStore:
         self.cron: dict[str, float] = {}
         self.history: dict[str, EventRecord] = {}
         self.runs: dict[tuple[str, str], RunRecord] = {}
+        self.cancellations: dict[tuple[str, str], Cancellation] = {}
 
     async def open(self) -> None:
         return None
@@ -299,6 +301,27 @@ class MemoryStore:
                 self.joins.pop(join_id, None)
                 count += 1
         return count
+
+    # cancellations
+
+    async def cancel_record(self, records: Sequence[Cancellation]) -> None:
+        for r in records:
+            old = self.cancellations.get((r.handler, r.key))
+            if old is not None:
+                r = Cancellation(
+                    r.handler, r.key, max(r.at, old.at), max(r.expires_at, old.expires_at)
+                )
+            self.cancellations[(r.handler, r.key)] = r
+
+    async def cancel_find(self, handler: str, keys: Sequence[str], now: float) -> dict[str, float]:
+        found = (self.cancellations.get((handler, k)) for k in keys)
+        return {c.key: c.at for c in found if c is not None and c.expires_at > now}
+
+    async def cancel_purge(self, now: float) -> int:
+        gone = [k for k, c in self.cancellations.items() if c.expires_at <= now]
+        for k in gone:
+            del self.cancellations[k]
+        return len(gone)
 
     # cron
 
