@@ -25,6 +25,7 @@ from pydantic import (
     field_validator,
 )
 
+from bridge.cancellation import CancelOn
 from bridge.duration import Duration
 from bridge.limits import RateLimit, RetryBudgetConfig
 from bridge.retry import RetryPolicy
@@ -122,6 +123,12 @@ class HandlerConfig(BaseModel):
     )
     dead_letter: DeadLetterTarget | None = Field(
         None, description="Also publish dead letters here."
+    )
+    cancel_on: list[CancelOn] = Field(
+        default_factory=list,
+        description="Events that cancel this handler's runs for the same key: runs created "
+        "before such an event and not started yet (pending, parked, sleeping, waiting) end "
+        "`cancelled`. The bridge subscribes a companion, `<id>/cancel`, to them.",
     )
 
     @field_validator("concurrency_key")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.app.kinds import default_kinds
+from bridge.cancellation import Canceller
 from bridge.clock import Clock, RealClock
 from bridge.config import BridgeConfig, Kinds
 from bridge.dispatch import BoundHandler, DispatchConfig, DispatchEnv, Dispatcher
@@ -149,12 +150,16 @@ class Assembly:
                 limiter=asyncio.Semaphore(hc.concurrency) if hc.concurrency else None,
                 flow=HandlerFlow.from_config(hc, budgets, self._clock),
                 dead_letter=hc.dead_letter,
+                cancel=Canceller(hc.id, hc.cancel_on, self.store) if hc.cancel_on else None,
             )
             self.handlers[hc.id] = bound
             program = compile_filter(hc.filter) if hc.filter else None
             subs.append(Subscription(hc.id, tuple(hc.on), bound, hc.filter, program))
-            for companion in getattr(handler, "companions", ()):
-                subs.append(self._bind_companion(companion))
+            companions = list(getattr(handler, "companions", ()))
+            if bound.cancel is not None:
+                cancel = bound.cancel
+                companions.append(Companion(cancel.id, cancel.on, cancel))
+            subs.extend(self._bind_companion(c) for c in companions)
 
         self._build_backgrounds(env)
 

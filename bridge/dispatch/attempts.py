@@ -6,7 +6,9 @@ handler's concurrency limit, and is cancelled at its timeout. A failed attempt
 is retried after the policy's delay (at least a ``RetryAfter``'s); a delay longer
 than the connector's inline limit parks the run instead. ``Fatal``, or the last
 attempt failing, dead-letters it. A handler that sleeps or waits durably
-(``Suspended``) parks the run without a failed attempt (``bridge.waits``).
+(``Suspended``) parks the run without a failed attempt (``bridge.waits``). Right
+before each attempt (``Runner._start``), a run that ``cancel_on`` cancelled since it
+was created ends ``cancelled`` instead (``bridge.cancellation``).
 
 Whatever the handler raises is the attempt's failure, ``BaseException`` included:
 a ``KeyboardInterrupt``, ``SystemExit`` or ``GeneratorExit`` raised by handler code
@@ -24,6 +26,7 @@ import logging
 import time
 from typing import Any
 
+from bridge.cancellation import RunCancelled
 from bridge.context import Context
 from bridge.deadlines import Watchdog
 from bridge.dispatch.endings import Endings
@@ -68,11 +71,12 @@ class Runner:
             asyncio.CancelledError: the run was cancelled; nothing of it is recorded.
         """
         flow = bh.flow
+        created = resume.created if resume and resume.created else self.env.wall()
         if flow is None:
-            return await self._attempts(event, bh, key, connector, resume)
+            return await self._attempts(event, bh, key, connector, resume, created)
         # The concurrency key is held for the whole run, backoffs included.
         async with flow.hold(event):
-            return await self._attempts(event, bh, key, connector, resume)
+            return await self._attempts(event, bh, key, connector, resume, created)
 
     async def close(self) -> None:
         """Disarm the timeout watchdog."""
@@ -85,12 +89,15 @@ class Runner:
         key: str,
         connector: str,
         resume: Resume | None,
+        created: float,
     ) -> Run:
         env = self.env
         clock = env.clock
         started = clock.time()
         attempts: list[Attempt] = list(resume.attempts) if resume else []
-        run = RunState(event, bh, key, connector, resume, started, attempts, began=started)
+        run = RunState(
+            event, bh, key, connector, resume, started, attempts, began=started, created=created
+        )
         policy = bh.retry
         number = resume.attempt - 1 if resume else 0
         history = env.history
@@ -105,14 +112,16 @@ class Runner:
             result: Any = None
             try:
                 if bh.limiter is None:
-                    result = await self._attempt(bh, event, ctx)
+                    result = await self._start(run, ctx)
                 else:
                     async with bh.limiter:
-                        result = await self._attempt(bh, event, ctx)
+                        result = await self._start(run, ctx)
             except TimeoutError:
                 error = TimeoutError(f"attempt timed out after {bh.timeout:g}s")
             except (asyncio.CancelledError, StoreError):
                 raise
+            except RunCancelled as cancelled:  # cancel_on: the run never starts
+                return await endings.cancelled(run, str(cancelled))
             except Suspended as suspended:  # a durable sleep or wait: parked, not failed
                 return await endings.suspended(run, suspended)
             except BaseException as exc:  # any handler failure is the run's business
@@ -172,6 +181,16 @@ class Runner:
         except Fatal as exc:
             return exc
         return None
+
+    async def _start(self, run: RunState, ctx: Context) -> Any:
+        """The one point where an attempt is about to start: a run cancelled by
+        ``cancel_on`` since it was created ends here (``RunCancelled``)."""
+        cancel = run.bh.cancel
+        if cancel is not None:
+            reason = await cancel.cancelled(run.event, run.created)
+            if reason is not None:
+                raise RunCancelled(reason)
+        return await self._attempt(run.bh, run.event, ctx)
 
     async def _attempt(self, bh: BoundHandler, event: Event[Any], ctx: Context) -> Any:
         deadline = self.watchdog.arm(bh.timeout)

@@ -1,5 +1,5 @@
-"""How a run ends: recorded as succeeded, dead-lettered, or parked for a later retry (or
-while it sleeps or waits for an event).
+"""How a run ends: recorded as succeeded, dead-lettered, cancelled (``cancel_on``), or
+parked for a later retry (or while it sleeps or waits for an event).
 
 Each ending is written to the store (ledger entry, dead letter, parked retry)
 before it is counted in ``bridge_runs_total`` and recorded in the history; a
@@ -115,6 +115,7 @@ class Endings:
                     attempt=attempt,
                     due_at=due,
                     attempts=list(attempts),
+                    created_at=run.created,
                 )
             ]
         )
@@ -153,6 +154,7 @@ class Endings:
                     attempt=run.number,
                     due_at=suspended.until,
                     attempts=list(attempts),
+                    created_at=run.created,
                 )
             ]
         )
@@ -173,6 +175,31 @@ class Endings:
             record = RunRecord(event.id, bh.id, suspended.kind, attempts, None, suspended.reason)
             env.history.run(record)
         return Run(bh.id, "parked", error=suspended.reason, attempts=attempts)
+
+    async def cancelled(self, run: RunState, reason: str) -> Run:
+        """Record a run that ``cancel_on`` cancelled before it started: final, in the
+        ledger (status ``cancelled``), never dead-lettered."""
+        env = self.env
+        event, bh, attempts = run.event, run.bh, run.attempts
+        if self.config.ledger:
+            await env.store.ledger_record(
+                [LedgerEntry(bh.id, run.key, event.id, "cancelled", reason)]
+            )
+        if run.resume is not None:
+            await env.store.parked_done([parked_run_id(event.id, bh.id)])
+        self._finished(bh, (*bh.labels, ("outcome", "cancelled")), run.started)
+        log.info(
+            "run cancelled",
+            extra={
+                "correlation_id": event.correlationid,
+                "event_id": event.id,
+                "handler": bh.id,
+                "error": reason,
+            },
+        )
+        if env.history is not None:
+            env.history.run(RunRecord(event.id, bh.id, "cancelled", attempts, None, reason))
+        return Run(bh.id, "cancelled", error=reason, attempts=attempts)
 
     def _finished(
         self, bh: BoundHandler, labels: tuple[tuple[str, str], ...], started: float

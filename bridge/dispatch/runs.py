@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import orjson
 
+from bridge.cancellation import Canceller
 from bridge.events import Event, jsonable
 from bridge.flow import HandlerFlow
 from bridge.handling import DEFAULT_IDEMPOTENCY_KEY, DeadLetterTarget, Handler
@@ -23,15 +24,17 @@ from bridge.templates import Template, TemplateError, event_scope
 from bridge.tracing import current_ids
 
 Emitter = Callable[[Sequence[Event[Any]]], Awaitable[None]]
-RunStatus = Literal["succeeded", "dead_lettered", "skipped", "parked"]
+RunStatus = Literal["succeeded", "dead_lettered", "skipped", "parked", "cancelled"]
 
 
 @dataclass(slots=True, frozen=True)
 class Resume:
-    """Where a parked run picks up: its next attempt number and the attempts so far."""
+    """Where a parked run picks up: its next attempt number, the attempts so far, and when
+    the run was created (wall clock; None for a run parked before this was kept)."""
 
     attempt: int
     attempts: tuple[Attempt, ...] = ()
+    created: float | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -46,6 +49,7 @@ class BoundHandler:
     limiter: asyncio.Semaphore | None = None
     flow: HandlerFlow | None = None
     dead_letter: DeadLetterTarget | None = None
+    cancel: Canceller | None = None
     labels: tuple[tuple[str, str], ...] = ()
     succeeded_labels: tuple[tuple[str, str], ...] = ()
     dead_lettered_labels: tuple[tuple[str, str], ...] = ()
@@ -93,7 +97,8 @@ class RunState:
     """One run in progress: its handler, event and ledger key, and its attempts so far.
 
     ``started`` is when the run started and ``began`` when its current attempt
-    ``number`` started, both on the engine's clock.
+    ``number`` started, both on the engine's clock; ``created`` is when the run was
+    created, on the wall clock (kept across parking: ``cancel_on`` compares it).
     """
 
     event: Event[Any]
@@ -105,6 +110,7 @@ class RunState:
     attempts: list[Attempt]
     number: int = 0
     began: float = 0.0
+    created: float = 0.0
 
 
 def trace_id(traceparent: str | None) -> str | None:

@@ -43,3 +43,11 @@ async def waiter(event: Event[Any], ctx: Context) -> dict[str, str | None]:
     _write(ctx, event.id, "woke")
     _write(ctx, event.id, f"paid:{paid.id if paid is not None else 'none'}")
     return {"paid": paid.id if paid is not None else None}
+
+
+async def cancellable(event: Event[Any], ctx: Context) -> dict[str, str]:
+    """Writes ``start`` on every execution, sleeps, then writes ``woke``."""
+    _write(ctx, event.id, "start")
+    await ctx.sleep("nap", float(os.environ.get("WAITS_SLEEP", "3")))
+    _write(ctx, event.id, "woke")
+    return {"done": event.id}

@@ -61,8 +61,8 @@ def _reset() -> None:
 def built(handlers: str) -> tuple[Any, Any]:
     runtime, store, _ = make(handlers, FakeClock(), history="{enabled: true}")
     runtime.dispatcher.wall = lambda: WALL[0]
-    for bound in runtime.handlers.values():
-        if bound.id.endswith("/waits"):
+    for bound in runtime.handlers.values():  # the companions (waits, cancel_on)
+        if bound.id.endswith(("/waits", "/cancel")):
             bound.handler.wall = lambda: WALL[0]
     return runtime, store
 

@@ -38,7 +38,7 @@ class RunRecord:
     """One handler's run of one event in the history: status, every attempt, result.
 
     ``status``: running, succeeded, dead_lettered, skipped (already succeeded),
-    parked (waiting for a retry), sleeping (``ctx.sleep``) or waiting
+    cancelled (``cancel_on``), parked (waiting for a retry), sleeping (``ctx.sleep``) or waiting
     (``ctx.wait_for_event``); ``error`` then says until when. ``children`` are ids of events it emitted.
     """
 
@@ -60,8 +60,8 @@ def event_status(statuses: Iterable[str]) -> str:
 
     running while any run is running, parked, sleeping or waiting; dead_lettered when every run is
     dead-lettered, partial when some are and the others succeeded; succeeded only
-    when every run succeeded (or was skipped as already succeeded); unrouted with
-    no runs.
+    when every run succeeded (or was skipped as already succeeded, or cancelled);
+    cancelled when every run was; unrouted with no runs.
     """
     seen = set(statuses)
     if not seen:
@@ -70,6 +70,8 @@ def event_status(statuses: Iterable[str]) -> str:
         return "running"
     if "dead_lettered" in seen:
         return "partial" if seen - {"dead_lettered"} else "dead_lettered"
+    if seen == {"cancelled"}:
+        return "cancelled"
     return "succeeded"
 
 

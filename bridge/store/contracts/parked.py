@@ -25,6 +25,7 @@ class ParkedRun:
 
     ``id`` is deterministic per run (event id + handler), so parking the same run
     again replaces it. ``attempt`` is the number of the attempt to run when due.
+    ``created_at`` is when the run was first created (``cancel_on`` compares it).
     """
 
     id: str
