@@ -27,7 +27,7 @@ from pydantic import (
 
 from bridge.cancellation import CancelOn
 from bridge.duration import Duration
-from bridge.limits import RateLimit, RetryBudgetConfig
+from bridge.limits import BatchConfig, RateLimit, RetryBudgetConfig
 from bridge.retry import RetryPolicy
 from bridge.templates import EVENT_ROOTS, Template
 
@@ -123,6 +123,12 @@ class HandlerConfig(BaseModel):
     )
     dead_letter: DeadLetterTarget | None = Field(
         None, description="Also publish dead letters here."
+    )
+    batch: BatchConfig | None = Field(
+        None,
+        description="Hand the handler a list of events (python: the function gets a list; "
+        "http: one POST of a CloudEvents JSON batch), fired at `max_size` events or at "
+        "`timeout`. Ledger and dead letters stay per event.",
     )
     cancel_on: list[CancelOn] = Field(
         default_factory=list,

@@ -33,7 +33,7 @@ import contextvars
 import inspect
 import os
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -155,9 +155,19 @@ class PythonHandler:
         ctx.waits = self.waits
         if self.is_async:
             return await self.func(event, ctx)
-        return await self._call_in_thread(event, ctx)
+        return await self._call_in_thread(event, ctx, event)
 
-    async def _call_in_thread(self, event: Event[Any], ctx: Context) -> Any:
+    async def invoke_batch(self, events: Sequence[Event[Any]], ctx: Context) -> Any:
+        """Call the function with the list of events (``batch``); ``ctx.event`` is the first.
+
+        The events' data is passed as it is (no ``Event[Model]`` validation)."""
+        ctx.waits = self.waits
+        batch = list(events)
+        if self.is_async:
+            return await self.func(batch, ctx)
+        return await self._call_in_thread(batch[0], ctx, batch)
+
+    async def _call_in_thread(self, event: Event[Any], ctx: Context, arg: Any) -> Any:
         key = (event.source, event.id, ctx.handler_id)
         previous = self._calls.get(key)
         if previous is not None and not previous.done():
@@ -168,7 +178,7 @@ class PythonHandler:
                 self.workers, thread_name_prefix=f"bridge-{ctx.handler_id}"
             )
         loop = asyncio.get_running_loop()
-        call = pool.submit(contextvars.copy_context().run, self.func, event, ctx)
+        call = pool.submit(contextvars.copy_context().run, self.func, arg, ctx)
         self._calls[key] = call
 
         def forget(done: Future[Any]) -> None:

@@ -15,6 +15,7 @@ from bridge.cancellation import Canceller
 from bridge.clock import Clock, RealClock
 from bridge.config import BridgeConfig, Kinds
 from bridge.dispatch import BoundHandler, DispatchConfig, DispatchEnv, Dispatcher
+from bridge.errors import ConfigError, ConfigIssue
 from bridge.events import Event, EventCatalog, load_schema
 from bridge.flow import Budgets, HandlerFlow
 from bridge.handling import DEFAULT_IDEMPOTENCY_KEY, Companion, HandlerEnv
@@ -141,6 +142,9 @@ class Assembly:
         subs = []
         for hc in self.cfg.handlers:
             handler = kinds[hc.type].build(hc, env)
+            if hc.batch is not None and not hasattr(handler, "invoke_batch"):
+                issue = f"handler kind {hc.type!r} cannot take batches (python and http can)"
+                raise ConfigError([ConfigIssue(f"handlers.{hc.id}.batch", issue)])
             bound = BoundHandler(
                 id=hc.id,
                 handler=handler,
@@ -151,6 +155,7 @@ class Assembly:
                 flow=HandlerFlow.from_config(hc, budgets, self._clock),
                 dead_letter=hc.dead_letter,
                 cancel=Canceller(hc.id, hc.cancel_on, self.store) if hc.cancel_on else None,
+                batch=hc.batch,
             )
             self.handlers[hc.id] = bound
             program = compile_filter(hc.filter) if hc.filter else None

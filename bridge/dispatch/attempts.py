@@ -29,6 +29,7 @@ from typing import Any
 from bridge.cancellation import RunCancelled
 from bridge.context import Context
 from bridge.deadlines import Watchdog
+from bridge.dispatch.batches import Batches
 from bridge.dispatch.endings import Endings
 from bridge.dispatch.env import DispatchConfig, DispatchEnv
 from bridge.dispatch.runs import BoundHandler, Resume, Run, RunState
@@ -54,6 +55,7 @@ class Runner:
         self.config = config
         self.env = env
         self.endings = Endings(config, env)
+        self.batches = Batches(env, self.endings)
         self.watchdog = Watchdog()
 
     async def run(
@@ -70,6 +72,8 @@ class Runner:
             StoreError: the run's end could not be recorded.
             asyncio.CancelledError: the run was cancelled; nothing of it is recorded.
         """
+        if bh.batch is not None and resume is None:
+            return await self.batches.run(event, bh, key, connector)
         flow = bh.flow
         created = resume.created if resume and resume.created else self.env.wall()
         if flow is None:
@@ -79,8 +83,9 @@ class Runner:
             return await self._attempts(event, bh, key, connector, resume, created)
 
     async def close(self) -> None:
-        """Disarm the timeout watchdog."""
+        """Disarm the timeout watchdog; cancel running batches."""
         self.watchdog.close()
+        await self.batches.close()
 
     async def _attempts(
         self,

@@ -49,14 +49,21 @@ class Endings:
         self.config = config
         self.env = env
 
-    async def succeeded(self, run: RunState, result: Any, emitted: Sequence[Event[Any]]) -> Run:
-        """Send what the run emitted, then record its success in the ledger."""
+    async def succeeded(
+        self,
+        run: RunState,
+        result: Any,
+        emitted: Sequence[Event[Any]],
+        ledger: bool = True,
+    ) -> Run:
+        """Send what the run emitted, then record its success in the ledger (unless the
+        caller did: a batch records all its events' entries in one write)."""
         env = self.env
         event, bh = run.event, run.bh
         emitter = env.emitter
         if emitted and emitter is not None:
             await emitter(emitted)
-        if self.config.ledger:
+        if self.config.ledger and ledger:
             await env.store.ledger_record(
                 [LedgerEntry(bh.id, run.key, event.id, "succeeded", result)]
             )

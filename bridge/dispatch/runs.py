@@ -17,6 +17,7 @@ from bridge.cancellation import Canceller
 from bridge.events import Event, jsonable
 from bridge.flow import HandlerFlow
 from bridge.handling import DEFAULT_IDEMPOTENCY_KEY, DeadLetterTarget, Handler
+from bridge.limits import BatchConfig
 from bridge.retry import RetryPolicy
 from bridge.store.contracts import Attempt
 from bridge.store.contracts.parked import parked_run_id as parked_run_id  # re-exported
@@ -50,6 +51,7 @@ class BoundHandler:
     flow: HandlerFlow | None = None
     dead_letter: DeadLetterTarget | None = None
     cancel: Canceller | None = None
+    batch: BatchConfig | None = None
     labels: tuple[tuple[str, str], ...] = ()
     succeeded_labels: tuple[tuple[str, str], ...] = ()
     dead_lettered_labels: tuple[tuple[str, str], ...] = ()
