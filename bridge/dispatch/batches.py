@@ -40,7 +40,7 @@ from bridge.dispatch.endings import Endings
 from bridge.dispatch.env import DispatchEnv
 from bridge.dispatch.runs import BoundHandler, Run, RunState
 from bridge.dispatch.storable import check_result, describe, format_traceback
-from bridge.errors import Fatal, RetryAfter, StoreError
+from bridge.errors import Fatal, RetryAfter, StoreError, Suspended
 from bridge.events import Event
 from bridge.limits import BatchConfig
 from bridge.routing import compile_filter
@@ -199,6 +199,8 @@ class Batches:
                 error = TimeoutError(f"batch attempt timed out after {bh.timeout:g}s")
             except (asyncio.CancelledError, StoreError):
                 raise
+            except Suspended:
+                error = Fatal("a batch cannot sleep or wait for an event (ctx.sleep, ...)")
             except Exception as exc:  # the batch's failure: retried or dead-lettered
                 error = exc
             states = [self._state(bh, m, attempts, number, began) for m in members]

@@ -111,21 +111,7 @@ class Endings:
         env = self.env
         event, bh, attempts = run.event, run.bh, run.attempts
         attempt = run.number + 1
-        due = env.wall() + delay
-        await env.store.parked_put(
-            [
-                ParkedRun(
-                    id=parked_run_id(event.id, bh.id),
-                    handler=bh.id,
-                    event=event.to_dict(),
-                    connector=run.connector,
-                    attempt=attempt,
-                    due_at=due,
-                    attempts=list(attempts),
-                    created_at=run.created,
-                )
-            ]
-        )
+        await self._park(run, attempt, env.wall() + delay)
         env.metrics.inc("bridge_runs_parked_total", bh.labels)
         log.warning(
             "attempt failed; retry parked",
@@ -151,20 +137,7 @@ class Endings:
         """
         env = self.env
         event, bh, attempts = run.event, run.bh, run.attempts
-        await env.store.parked_put(
-            [
-                ParkedRun(
-                    id=parked_run_id(event.id, bh.id),
-                    handler=bh.id,
-                    event=event.to_dict(),
-                    connector=run.connector,
-                    attempt=run.number,
-                    due_at=suspended.until,
-                    attempts=list(attempts),
-                    created_at=run.created,
-                )
-            ]
-        )
+        await self._park(run, run.number, suspended.until)
         if suspended.after_park is not None:
             await suspended.after_park()
         env.metrics.inc("bridge_runs_suspended_total", (*bh.labels, ("kind", suspended.kind)))
@@ -207,6 +180,24 @@ class Endings:
         if env.history is not None:
             env.history.run(RunRecord(event.id, bh.id, "cancelled", attempts, None, reason))
         return Run(bh.id, "cancelled", error=reason, attempts=attempts)
+
+    async def _park(self, run: RunState, attempt: int, due: float) -> None:
+        """Put the run in the store, to run attempt number ``attempt`` at ``due``."""
+        event, bh = run.event, run.bh
+        await self.env.store.parked_put(
+            [
+                ParkedRun(
+                    id=parked_run_id(event.id, bh.id),
+                    handler=bh.id,
+                    event=event.to_dict(),
+                    connector=run.connector,
+                    attempt=attempt,
+                    due_at=due,
+                    attempts=list(run.attempts),
+                    created_at=run.created,
+                )
+            ]
+        )
 
     def _finished(
         self, bh: BoundHandler, labels: tuple[tuple[str, str], ...], started: float

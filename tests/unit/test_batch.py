@@ -25,6 +25,8 @@ FAIL: dict[str, int] = {}
 async def takes_batch(events: list[Event[Any]], ctx: Context) -> dict[str, Any]:
     ids = [e.id for e in events]
     BATCHES.append(ids)
+    if FAIL.get("sleep"):
+        await ctx.sleep("nap", "1h")
     if FAIL.get("fatal"):
         raise Fatal("this batch cannot be taken")
     if FAIL.get("transient", 0) >= ctx.attempt:
@@ -107,6 +109,15 @@ async def test_a_failed_batch_dead_letters_each_event_on_its_own() -> None:
     assert all("cannot be taken" in letter.reason for letter in letters)
     counters = runtime.metrics.counters
     assert counters[("bridge_dead_letters_total", (("handler", "b"),))] == 3
+
+
+async def test_a_batch_that_tries_to_sleep_is_dead_lettered_with_a_reason() -> None:
+    runtime, store, _ = batching(2)
+    FAIL["sleep"] = 1
+    assert await send_all(runtime, ["z1", "z2"]) == [Settlement.ACK] * 2
+    letters = await store.dead_letters()
+    assert len(letters) == 2 and all("cannot sleep" in x.reason for x in letters)
+    assert await store.parked_list() == []
 
 
 async def test_a_batch_is_retried_as_a_whole() -> None:
