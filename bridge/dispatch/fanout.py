@@ -324,6 +324,7 @@ async def _cancel_all(tasks: Sequence[asyncio.Task[Any]]) -> None:
 
 def _longest_run(b: BoundHandler) -> float:
     """How long a claim on ``b``'s run lasts: its attempts, their timeouts and the
-    backoffs between them, plus a minute."""
+    backoffs between them, plus a minute (and a batch's wait for its timeout)."""
     retry = b.retry
-    return retry.attempts * b.timeout + (retry.attempts - 1) * retry.max_delay + 60.0
+    waits = b.batch.timeout if b.batch is not None else 0.0
+    return retry.attempts * b.timeout + (retry.attempts - 1) * retry.max_delay + 60.0 + waits
