@@ -7,8 +7,11 @@ the cancelling event's are cancelled.
 
 Its companion ``Canceller`` (subscribed to the rules' event types, id
 ``<handler>/cancel``) writes a durable cancellation record (handler, key, time) in
-the store, then closes the open waits of the handler's runs for that key and wakes
-those runs. Where a run is about to start (each attempt, after its concurrency
+the store, then closes the open waits of the handler's runs for that key and makes
+the runs it cancels that are parked (a retry, a sleep, a wait) due now, so they end
+``cancelled`` within a scheduler poll rather than when next due. A run parked while
+the cancellation is being recorded looks once more after parking
+(``woken_if_cancelled``), so one of the two sees the other. Where a run is about to start (each attempt, after its concurrency
 slot and flow control, so a run pending, throttled, parked, sleeping or waiting
 included) the engine asks ``Canceller.cancelled``: a run created before a
 cancellation for its key (and at most ``timeout`` before it) ends ``cancelled``
@@ -131,7 +134,9 @@ class Canceller:
         return None
 
     async def invoke(self, event: Event[Any], ctx: Any) -> Any:
-        """Record the cancellations ``event`` makes; wake the runs waiting for an event."""
+        """Record the cancellations ``event`` makes, then wake the runs they cancel that are
+        parked (a retry), sleeping or waiting, so they end ``cancelled`` now rather than
+        when next due."""
         now = self.wall()
         keys = self._keys(event.to_dict(), event.type)
         if not keys:
@@ -141,21 +146,46 @@ class Canceller:
             for key, rule in keys.items()
         ]
         await self.store.cancel_record(records)
-        woke = await self._close_waits(set(keys))
+        closed = await self._close_waits(set(keys))
+        woke = await self._wake_parked(keys, now, closed)
         return {"cancelled": sorted(keys), "woke": woke}
 
-    async def _close_waits(self, keys: set[str]) -> list[str]:
-        """Close the open waits of runs for ``keys`` and wake those runs: they end cancelled
-        now rather than at their wait's timeout."""
+    async def _wake_parked(
+        self, keys: dict[str, CancelOn], now: float, closed: list[str]
+    ) -> list[str]:
+        """Make the parked runs these cancellations cancel due now (and those whose wait
+        was ``closed``); the events of the runs woken.
+
+        Called after the cancellation was recorded, so a run being parked meanwhile is
+        seen either here or by its own look after parking (``woken_if_cancelled``)."""
         store = self.store
-        woke = []
+        wake = {parked_run_id(event_id, self.handler): event_id for event_id in closed}
+        for run in await store.parked_of(self.handler):
+            if run.due_at <= now:
+                continue
+            for key in keys.keys() & self._keys(run.event).keys():
+                if now - keys[key].timeout <= run.created_at <= now:
+                    wake[run.id] = str(run.event.get("id"))
+        found = await store.parked_wake(list(wake), now) if wake else []
+        return sorted(wake[i] for i in found)
+
+    async def woken_if_cancelled(self, event: Event[Any], created: float) -> bool:
+        """After a run of ``event`` was parked: if a cancellation came meanwhile (its wake
+        may have missed the run), make it due now, so it ends cancelled promptly."""
+        if await self.cancelled(event, created) is None:
+            return False
+        await self.store.parked_wake([parked_run_id(event.id, self.handler)], self.wall())
+        return True
+
+    async def _close_waits(self, keys: set[str]) -> list[str]:
+        """Close the open waits of runs for ``keys``: their outcome is ``cancelled``. The
+        events of the runs whose waits were closed."""
+        store = self.store
+        closed = []
         for join in await store.join_open_list(collector_id(self.handler)):
             run_event = join.start.get("event") or {}
             if not keys & set(self._keys(run_event)):
                 continue
             if await store.join_close(join.id, "cancelled", None):
-                await store.parked_wake(
-                    [parked_run_id(join.start["run_event"], self.handler)], self.wall()
-                )
-                woke.append(join.start["run_event"])
-        return woke
+                closed.append(join.start["run_event"])
+        return closed

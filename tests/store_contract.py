@@ -432,6 +432,22 @@ class StoreContract:
         # w0 is due now; w1 stays leased to a (a wake does not take a lease away)
         assert [r.id for r in await store.parked_claim(now + 1, 10, 30.0, "b")] == ["w0"]
 
+    async def test_parked_of_lists_one_handlers_runs_due_or_not(self, store: Store) -> None:
+        now = time.time()
+        await store.parked_put(
+            [
+                ParkedRun("p0", "h", {"id": "e0"}, "c", 1, now + 3600),
+                ParkedRun("p1", "h", {"id": "e1"}, "c", 2, now - 100),
+                ParkedRun("p2", "other", {"id": "e2"}, "c", 1, now - 50),
+            ]
+        )
+        assert [r.id for r in await store.parked_claim(now, 10, 30.0, "a")] == ["p1", "p2"]
+        assert [(r.id, r.event) for r in await store.parked_of("h")] == [
+            ("p1", {"id": "e1"}),
+            ("p0", {"id": "e0"}),
+        ]
+        assert await store.parked_of("none") == []
+
     async def test_cancellations_keep_the_latest_and_expire(self, store: Store) -> None:
         now = time.time()
         await store.cancel_record(

@@ -182,7 +182,8 @@ class Endings:
         return Run(bh.id, "cancelled", error=reason, attempts=attempts)
 
     async def _park(self, run: RunState, attempt: int, due: float) -> None:
-        """Put the run in the store, to run attempt number ``attempt`` at ``due``."""
+        """Put the run in the store, to run attempt number ``attempt`` at ``due``; due now if
+        ``cancel_on`` cancelled it meanwhile (it then ends cancelled at its next start)."""
         event, bh = run.event, run.bh
         await self.env.store.parked_put(
             [
@@ -198,6 +199,8 @@ class Endings:
                 )
             ]
         )
+        if bh.cancel is not None and due > self.env.wall():
+            await bh.cancel.woken_if_cancelled(event, run.created)
 
     def _finished(
         self, bh: BoundHandler, labels: tuple[tuple[str, str], ...], started: float

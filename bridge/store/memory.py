@@ -221,8 +221,12 @@ class MemoryStore:
         return held
 
     async def parked_list(self, limit: int = 100) -> list[ParkedRun]:
-        runs = sorted((r for r, _ in self.parked.values()), key=lambda r: r.due_at)
+        runs = sorted((r for r, _ in self.parked.values()), key=_due)
         return [copy.deepcopy(r) for r in runs[:limit]]
+
+    async def parked_of(self, handler: str) -> list[ParkedRun]:
+        runs = sorted((r for r, _ in self.parked.values() if r.handler == handler), key=_due)
+        return [copy.deepcopy(r) for r in runs]
 
     # durable steps
 
@@ -389,3 +393,7 @@ class MemoryStore:
         for key in [k for k in self.runs if k[0] in drop]:
             del self.runs[key]
         return len(drop)
+
+
+def _due(run: ParkedRun) -> float:
+    return run.due_at

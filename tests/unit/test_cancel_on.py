@@ -72,15 +72,20 @@ async def outcome(store: Any, event_id: str) -> tuple[str, Any]:
     return entry.status, entry.result
 
 
-async def test_a_parked_retry_cancelled_meanwhile_ends_cancelled_and_never_runs() -> None:
+async def test_a_parked_retry_cancelled_meanwhile_is_woken_ends_cancelled_and_never_runs() -> None:
     runtime, store = built(handler("parks"))
     await send(runtime, "o1", "order/placed", {"order": 1})
     await send(runtime, "o2", "order/placed", {"order": 2})
     WALL[0] = 1_010.0
     assert await send(runtime, "c1", "order/cancelled", {"order": 1}) is Settlement.ACK
+    due = {p.event["id"]: p.due_at for p in await store.parked_list()}
+    assert due == {"o1": 1_010.0, "o2": 1_600.0}  # o1 woken by its cancellation, o2 not
+    assert await run_due(runtime, 1_010.0) == [Settlement.ACK]
+    assert CALLS == {"o1:1": 1, "o2:1": 1}  # o1's retry never started
+    assert (await outcome(store, "o1"))[0] == "cancelled"
     WALL[0] = 1_700.0
-    assert await run_due(runtime, 1_700.0) == [Settlement.ACK, Settlement.ACK]
-    assert CALLS == {"o1:1": 1, "o2:1": 1, "o2:2": 1}  # o1's retry never started
+    assert await run_due(runtime, 1_700.0) == [Settlement.ACK]
+    assert CALLS == {"o1:1": 1, "o2:1": 1, "o2:2": 1}
     status, reason = await outcome(store, "o1")
     assert status == "cancelled" and "cancelled by order/cancelled" in reason
     assert (await outcome(store, "o2"))[0] == "succeeded"
@@ -105,14 +110,43 @@ async def test_a_run_created_after_the_cancellation_runs() -> None:
     assert (await outcome(store, "o1"))[0] == "succeeded"
 
 
-async def test_a_sleeping_run_cancelled_meanwhile_never_runs_past_its_sleep() -> None:
+async def test_a_sleeping_run_cancelled_meanwhile_is_woken_and_never_runs_past_its_sleep() -> None:
     runtime, store = built(handler("sleeps"))
     await send(runtime, "o1", "order/placed", {"order": 1})
+    await send(runtime, "o2", "order/placed", {"order": 2})
     WALL[0] = 1_100.0
     await send(runtime, "c1", "order/cancelled", {"order": 1})
+    assert await run_due(runtime, 1_100.0) == [Settlement.ACK]  # now, not in an hour
+    assert CALLS == {"o1:before": 1, "o2:before": 1}
+    assert (await outcome(store, "o1"))[0] == "cancelled"
+    assert [p.event["id"] for p in await store.parked_list()] == ["o2"]
     WALL[0] = 4_700.0
     assert await run_due(runtime, 4_700.0) == [Settlement.ACK]
-    assert CALLS == {"o1:before": 1}
+    assert CALLS == {"o1:before": 1, "o2:before": 2, "o2:after": 1}
+    assert (await outcome(store, "o2"))[0] == "succeeded"
+
+
+async def gated_then_parks(event: Event[Any], ctx: Context) -> Any:
+    CALLS[f"{event.id}:{ctx.attempt}"] += 1
+    if ctx.attempt == 1:
+        await GATE[event.id].wait()
+        raise RetryAfter("later", delay=600.0)
+    return "ok"
+
+
+async def test_a_run_that_parks_just_after_its_cancellation_is_due_at_once() -> None:
+    runtime, store = built(handler("gated_then_parks"))
+    GATE["o1"] = asyncio.Event()
+    running = asyncio.create_task(send(runtime, "o1", "order/placed", {"order": 1}))
+    while CALLS["o1:1"] == 0:
+        await asyncio.sleep(0)
+    WALL[0] = 1_005.0
+    await send(runtime, "c1", "order/cancelled", {"order": 1})  # finds no parked run yet
+    GATE["o1"].set()
+    assert await running is Settlement.ACK
+    assert [p.due_at for p in await store.parked_list()] == [1_005.0]  # not 1_605
+    assert await run_due(runtime, 1_005.0) == [Settlement.ACK]
+    assert CALLS == {"o1:1": 1}
     assert (await outcome(store, "o1"))[0] == "cancelled"
 
 

@@ -57,6 +57,10 @@ class ParkedRuns(Protocol):
     async def parked_list(self, limit: int = 100) -> list[ParkedRun]:
         """Parked runs, soonest due first."""
 
+    async def parked_of(self, handler: str) -> list[ParkedRun]:
+        """Every parked run of ``handler`` (due or not, leased or not), soonest due first:
+        ``cancel_on`` picks the runs a cancellation wakes among them."""
+
     async def parked_lease(self, ids: Iterable[str] | None, until: float) -> None:
         """Extend (or, with ``until=0``, release) leases of claimed runs; ``None``: every run.
 

@@ -82,3 +82,9 @@ class PostgresParked(PostgresConnection):
             "fetch", "SELECT record FROM parked ORDER BY due_at LIMIT $1", limit
         )
         return [rows.parked_run(r["record"]) for r in found]
+
+    async def parked_of(self, handler: str) -> list[ParkedRun]:
+        found = await self._run(
+            "fetch", "SELECT record FROM parked WHERE handler = $1 ORDER BY due_at", handler
+        )
+        return [rows.parked_run(r["record"]) for r in found]

@@ -103,3 +103,11 @@ class SqliteParked(SqliteConnection):
             ).fetchall()
         )
         return [rows.parked_run(r[0]) for r in found]
+
+    async def parked_of(self, handler: str) -> list[ParkedRun]:
+        found = await self._call(
+            lambda c: c.execute(
+                "SELECT record FROM parked WHERE handler = ? ORDER BY due_at", (handler,)
+            ).fetchall()
+        )
+        return [rows.parked_run(r[0]) for r in found]
