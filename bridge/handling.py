@@ -174,7 +174,12 @@ class HandlerConfig(BaseModel):
 
 @runtime_checkable
 class Handler(Protocol):
-    """A built handler."""
+    """A built handler.
+
+    Optional attributes the runtime reads: ``companions`` (see ``Companion``) and
+    ``can_suspend`` (True when its runs may sleep or wait durably, ``bridge.waits``:
+    the runtime then exports ``bridge_runs_suspended_total`` for it from the start).
+    """
 
     async def invoke(self, event: Event[Any], ctx: Context) -> Any:
         """Handle one event; return a JSON-able result or raise."""

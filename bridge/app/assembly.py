@@ -300,6 +300,10 @@ class Assembly:
             leased=[s.name for s in self.slots if isinstance(s.source, InboxSource | ParkedSource)],
             operations=instrument_store(self.store, self.metrics),
             ingresses=list(self.ingresses),
+            suspending=[
+                h for h, b in self.handlers.items() if getattr(b.handler, "can_suspend", 0)
+            ],
+            cancellable=[h for h, b in self.handlers.items() if b.cancel is not None],
         )
 
     async def emit(self, events: list[Event[Any]] | Any) -> None:
