@@ -290,6 +290,23 @@ class StoreContract:
         assert [r.id for r in await store.history_events()] == ["e9", "e8", "e7", "e6", "e5"]
         assert await store.history_runs("e1") == []
 
+    async def test_history_runs_keep_their_due_time(self, store: Store) -> None:
+        reason = "sleeping until 2026-12-03T15:00:00+00:00 (step 'nap')"
+        await store.history_put(
+            [EventRecord("ev", "a/b", "api", 1000.0, event={"id": "ev"})],
+            [
+                RunRecord("ev", "nap", "sleeping", [], None, reason, due_at=1_764_774_000.5),
+                RunRecord("ev", "ok", "succeeded", [], {"ok": 1}),
+            ],
+        )
+        got = {r.handler: r for r in await store.history_runs("ev")}
+        assert (got["nap"].status, got["nap"].error) == ("sleeping", reason)
+        assert got["nap"].due_at == 1_764_774_000.5
+        assert got["ok"].due_at is None
+        # resumed and finished: the due time goes with the state it described
+        await store.history_put([], [RunRecord("ev", "nap", "succeeded", [], None)])
+        assert [r.due_at for r in await store.history_runs("ev")] == [None, None]
+
     async def test_history_event_status_is_computed_from_all_runs_and_arrival_is_kept(
         self, store: Store
     ) -> None:

@@ -111,7 +111,8 @@ class Endings:
         env = self.env
         event, bh, attempts = run.event, run.bh, run.attempts
         attempt = run.number + 1
-        await self._park(run, attempt, env.wall() + delay)
+        due = env.wall() + delay
+        await self._park(run, attempt, due)
         env.metrics.inc("bridge_runs_parked_total", bh.labels)
         log.warning(
             "attempt failed; retry parked",
@@ -126,7 +127,7 @@ class Endings:
             },
         )
         if env.history is not None:
-            env.history.run(RunRecord(event.id, bh.id, "parked", attempts, None, text))
+            env.history.run(RunRecord(event.id, bh.id, "parked", attempts, None, text, due_at=due))
         return Run(bh.id, "parked", error=text, attempts=attempts)
 
     async def suspended(self, run: RunState, suspended: Suspended) -> Run:
@@ -152,7 +153,10 @@ class Endings:
             },
         )
         if env.history is not None:
-            record = RunRecord(event.id, bh.id, suspended.kind, attempts, None, suspended.reason)
+            record = RunRecord(
+                event.id, bh.id, suspended.kind, attempts, None, suspended.reason,
+                due_at=suspended.until,
+            )  # fmt: skip
             env.history.run(record)
         return Run(bh.id, "parked", error=suspended.reason, attempts=attempts)
 

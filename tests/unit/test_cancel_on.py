@@ -83,6 +83,9 @@ async def test_a_parked_retry_cancelled_meanwhile_is_woken_ends_cancelled_and_ne
     assert await run_due(runtime, 1_010.0) == [Settlement.ACK]
     assert CALLS == {"o1:1": 1, "o2:1": 1}  # o1's retry never started
     assert (await outcome(store, "o1"))[0] == "cancelled"
+    await runtime.history.flush(everything=True)
+    [parked] = await store.history_runs("o2")
+    assert (parked.status, parked.due_at) == ("parked", 1_600.0)  # the retry's due time
     WALL[0] = 1_700.0
     assert await run_due(runtime, 1_700.0) == [Settlement.ACK]
     assert CALLS == {"o1:1": 1, "o2:1": 1, "o2:2": 1}

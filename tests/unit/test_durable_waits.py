@@ -81,6 +81,7 @@ async def test_a_sleep_parks_the_run_settles_its_message_and_resumes_once_when_d
     await runtime.history.flush(everything=True)
     [record] = await store.history_runs("e1")
     assert record.status == "sleeping" and "sleeping until" in (record.error or "")
+    assert record.due_at == 8_200.0  # structured, as the UI shows it
     assert (await store.history_event("e1")).status == "running"
     assert await store.ledger_final([("nap", "t\x1fe1")]) == {}
     # A redelivered message while the run sleeps neither re-runs the step nor wakes it.
@@ -109,7 +110,7 @@ async def test_a_wait_wakes_its_run_when_the_matching_event_comes() -> None:
     assert await send(runtime, "o1", "order/placed", {"order": 1}) is Settlement.ACK
     assert await send(runtime, "o2", "order/placed", {"order": 2}) is Settlement.ACK
     await runtime.history.flush(everything=True)
-    assert [r.status for r in await store.history_runs("o1")] == ["waiting"]
+    assert [(r.status, r.due_at) for r in await store.history_runs("o1")] == [("waiting", 4_600.0)]
     due = {p.event["id"]: p.due_at for p in await store.parked_list()}
     assert due == {"o1": 4_600.0, "o2": 4_600.0}  # the timeout, unless an event comes
 

@@ -39,7 +39,9 @@ class RunRecord:
 
     ``status``: running, succeeded, dead_lettered, skipped (already succeeded),
     cancelled (``cancel_on``), parked (waiting for a retry), sleeping (``ctx.sleep``) or waiting
-    (``ctx.wait_for_event``); ``error`` then says until when. ``children`` are ids of events it emitted.
+    (``ctx.wait_for_event``); ``error`` then says why (and until when) in words. ``children`` are ids of events
+    it emitted. ``due_at``: when a run that is not running now is due to run again (epoch
+    seconds: a parked retry, the end of a sleep, a wait's timeout), else None.
     """
 
     event_id: str
@@ -50,6 +52,7 @@ class RunRecord:
     error: str | None = None
     children: list[str] = field(default_factory=list)
     updated_at: float = field(default_factory=time.time)
+    due_at: float | None = None
 
 
 _UNFINISHED = frozenset({"running", "parked", "sleeping", "waiting"})
