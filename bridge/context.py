@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -118,34 +119,41 @@ class Context:
         await store.step_put(self.event.id, self.handler_id, step_id, kept)
         return kept
 
-    async def sleep(self, step_id: str, duration: str | float) -> None:
-        """Sleep durably for ``duration`` (``"2h"``, or seconds), as the step ``step_id``.
+    def sleep(self, step_id: str, duration: str | float) -> Coroutine[Any, Any, None]:
+        """Sleep durably for ``duration`` (``"2h"``, or seconds), as the step ``step_id``:
+        ``await ctx.sleep("nap", "2h")``.
 
         The first call parks the run (``bridge.waits``): the attempt ends without
         counting as a failure, and the handler runs again from the start once the time
         is up, in whichever replica claims it; finished steps are replayed, and this
         call then returns at once. Code outside ``ctx.step`` before it runs again.
-        """
-        seconds = parse_duration(duration)
-        await waits.sleep_until(self, step_id, self.wall() + seconds)
 
-    async def sleep_until(self, step_id: str, until: float | datetime | str) -> None:
+        Raises:
+            Fatal: called from a sync function (in a thread, where it cannot be awaited):
+                the run is dead-lettered with a reason that says so.
+        """
+        self._awaitable_here("sleep")
+        seconds = parse_duration(duration)
+        return waits.sleep_until(self, step_id, self.wall() + seconds)
+
+    def sleep_until(self, step_id: str, until: float | datetime | str) -> Coroutine[Any, Any, None]:
         """Sleep durably until ``until`` (epoch seconds, an aware ``datetime`` or an ISO
         8601 string), as the step ``step_id``; see ``sleep``."""
+        self._awaitable_here("sleep_until")
         if isinstance(until, str):
             until = datetime.fromisoformat(until.replace("Z", "+00:00"))
         if isinstance(until, datetime):
             until = until.timestamp()
-        await waits.sleep_until(self, step_id, float(until))
+        return waits.sleep_until(self, step_id, float(until))
 
-    async def wait_for_event(
+    def wait_for_event(
         self,
         step_id: str,
         type: str,
         *,
         match: str | None = None,
         timeout: str | float,
-    ) -> Event[Any] | None:
+    ) -> Coroutine[Any, Any, Event[Any] | None]:
         """Wait durably for an event of ``type`` that ``match`` accepts, as the step ``step_id``.
 
         ``match`` is CEL over ``event`` (this run's event) and ``async`` (the awaited
@@ -153,9 +161,23 @@ class Context:
         declared under the handler's ``waits``. Returns the event, or None once
         ``timeout`` passed. The run is parked meanwhile, as for ``sleep``; an event that
         came shortly before the wait opened (within its ``buffer``) is not missed.
+        Raises ``Fatal`` from a sync function, as ``sleep``.
         """
+        self._awaitable_here("wait_for_event")
         seconds = parse_duration(timeout)
-        return await waits.wait_for_event(self, step_id, type, match, seconds)
+        return waits.wait_for_event(self, step_id, type, match, seconds)
+
+    def _awaitable_here(self, call: str) -> None:
+        """A sync function runs in a thread with no event loop: what it gets from a durable
+        sleep or wait can never be awaited there, and would silently do nothing."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise Fatal(
+                f"ctx.{call} needs an async handler function: {self.handler_id}'s function is "
+                "sync (it runs in a thread, where a durable sleep or wait cannot be awaited); "
+                "make it `async def` and `await` the call"
+            ) from None
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:

@@ -94,6 +94,10 @@ class PythonHandlerConfig(HandlerConfig):
         if not callable(target):
             return [(("function",), f"{self.function!r} is not callable")]
         problems: list[tuple[tuple[str, ...], str]] = []
+        if self.waits and not inspect.iscoroutinefunction(target):
+            problems.append(
+                (("waits",), f"{self.function!r} is sync: ctx.wait_for_event needs `async def`")
+            )
         for index, wait in enumerate(self.waits):
             if any(ch in wait.event for ch in "*?["):
                 problems.append((("waits", str(index), "event"), "an exact event type, no glob"))

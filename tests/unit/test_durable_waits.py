@@ -183,3 +183,33 @@ async def test_waiting_for_an_undeclared_type_dead_letters_the_run() -> None:
     await process(runtime, delivery("e1")[0])
     [letter] = await store.dead_letters()
     assert "not declared under its `waits`" in letter.reason
+
+
+def sync_sleeper(event: Event[Any], ctx: Context) -> Any:
+    EFFECTS[f"{event.id}:called"] += 1
+    ctx.sleep("nap", "1h")  # a sync function cannot await it
+    EFFECTS[f"{event.id}:past"] += 1
+    return "slept?"
+
+
+async def test_a_sync_function_that_sleeps_is_dead_lettered_with_a_reason_that_says_why() -> None:
+    runtime, store = built(
+        f"- {{id: s, on: test/event, type: python, function: {HERE}:sync_sleeper}}"
+    )
+    assert await process(runtime, delivery("e1")[0]) is Settlement.ACK
+    [letter] = await store.dead_letters()
+    assert letter.handler == "s" and len(letter.attempts) == 1  # Fatal: no retry
+    assert "ctx.sleep needs an async handler function" in letter.reason
+    assert "make it `async def`" in letter.reason
+    assert EFFECTS == {"e1:called": 1}  # it did not carry on as if it had slept
+    assert await store.parked_list() == []
+
+
+def test_waits_on_a_sync_function_is_a_config_error() -> None:
+    from bridge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"is sync: ctx\.wait_for_event needs `async def`"):
+        built(
+            f"- {{id: s, on: test/event, type: python, function: {HERE}:sync_sleeper,"
+            " waits: [{event: order/paid}]}"
+        )
