@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
+import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from bridge import waits
+from bridge.duration import parse_duration
 from bridge.errors import Fatal
 from bridge.events import Event, jsonable, now_iso
 from bridge.tracing import current_traceparent
@@ -42,21 +47,57 @@ class Context:
         handler_id: the handler's id.
         attempt: 1 for the first attempt, 2 for the first retry, ...
         log: a logger whose lines carry the correlation id, event and handler.
+        wall: wall-clock time (epoch seconds) for sleeps and waits.
+        waits: event type -> buffer seconds, the types ``wait_for_event`` may wait for
+            (the handler kind sets it from its ``waits``).
     """
 
-    __slots__ = ("_log", "_seq", "_steps", "attempt", "emitted", "event", "handler_id", "store")
+    __slots__ = (
+        "_log",
+        "_seq",
+        "_steps",
+        "attempt",
+        "emitted",
+        "event",
+        "handler_id",
+        "store",
+        "waits",
+        "wall",
+    )
 
     def __init__(
-        self, event: Event[Any], handler_id: str, attempt: int, store: Store | None = None
+        self,
+        event: Event[Any],
+        handler_id: str,
+        attempt: int,
+        store: Store | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.event = event
         self.handler_id = handler_id
         self.attempt = attempt
         self.store = store
+        self.wall = wall
+        self.waits: Mapping[str, float] | None = None
         self.emitted: list[Event[Any]] = []
         self._seq = 0
         self._steps: set[str] | None = None
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
+
+    def claim_step(self, step_id: str) -> Store:
+        """Mark ``step_id`` used in this attempt; the store that keeps steps.
+
+        Raises:
+            StepError: the id was used already in this attempt, or there is no store.
+        """
+        if self._steps is None:
+            self._steps = set()
+        if step_id in self._steps:
+            raise StepError(f"step id {step_id!r} is used twice in one run of {self.handler_id}")
+        self._steps.add(step_id)
+        if self.store is None:
+            raise StepError("durable steps need the bridge's store (they run only inside it)")
+        return self.store
 
     async def step(self, step_id: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``fn(*args, **kwargs)`` once per (event, handler, step id), durably.
@@ -66,14 +107,7 @@ class Context:
         A failing step keeps nothing, so the retry runs it again. Using one step
         id twice in an attempt is a mistake in the handler: the run dead-letters.
         """
-        if self._steps is None:
-            self._steps = set()
-        if step_id in self._steps:
-            raise StepError(f"step id {step_id!r} is used twice in one run of {self.handler_id}")
-        self._steps.add(step_id)
-        store = self.store
-        if store is None:
-            raise StepError("ctx.step needs the bridge's store (it runs only inside the bridge)")
+        store = self.claim_step(step_id)
         found, result = await store.step_get(self.event.id, self.handler_id, step_id)
         if found:
             return result
@@ -84,6 +118,66 @@ class Context:
         kept = orjson.loads(orjson.dumps(jsonable(value), default=str))
         await store.step_put(self.event.id, self.handler_id, step_id, kept)
         return kept
+
+    def sleep(self, step_id: str, duration: str | float) -> Coroutine[Any, Any, None]:
+        """Sleep durably for ``duration`` (``"2h"``, or seconds), as the step ``step_id``:
+        ``await ctx.sleep("nap", "2h")``.
+
+        The first call parks the run (``bridge.waits``): the attempt ends without
+        counting as a failure, and the handler runs again from the start once the time
+        is up, in whichever replica claims it; finished steps are replayed, and this
+        call then returns at once. Code outside ``ctx.step`` before it runs again.
+
+        Raises:
+            Fatal: called from a sync function (in a thread, where it cannot be awaited):
+                the run is dead-lettered with a reason that says so.
+        """
+        self._awaitable_here("sleep")
+        seconds = parse_duration(duration)
+        return waits.sleep_until(self, step_id, self.wall() + seconds)
+
+    def sleep_until(self, step_id: str, until: float | datetime | str) -> Coroutine[Any, Any, None]:
+        """Sleep durably until ``until`` (epoch seconds, an aware ``datetime`` or an ISO
+        8601 string), as the step ``step_id``; see ``sleep``."""
+        self._awaitable_here("sleep_until")
+        if isinstance(until, str):
+            until = datetime.fromisoformat(until.replace("Z", "+00:00"))
+        if isinstance(until, datetime):
+            until = until.timestamp()
+        return waits.sleep_until(self, step_id, float(until))
+
+    def wait_for_event(
+        self,
+        step_id: str,
+        type: str,
+        *,
+        match: str | None = None,
+        timeout: str | float,
+    ) -> Coroutine[Any, Any, Event[Any] | None]:
+        """Wait durably for an event of ``type`` that ``match`` accepts, as the step ``step_id``.
+
+        ``match`` is CEL over ``event`` (this run's event) and ``async`` (the awaited
+        one), e.g. ``"async.data.order_id == event.data.order_id"``; ``type`` must be
+        declared under the handler's ``waits``. Returns the event, or None once
+        ``timeout`` passed. The run is parked meanwhile, as for ``sleep``; an event that
+        came shortly before the wait opened (within its ``buffer``) is not missed.
+        Raises ``Fatal`` from a sync function, as ``sleep``.
+        """
+        self._awaitable_here("wait_for_event")
+        seconds = parse_duration(timeout)
+        return waits.wait_for_event(self, step_id, type, match, seconds)
+
+    def _awaitable_here(self, call: str) -> None:
+        """A sync function runs in a thread with no event loop: what it gets from a durable
+        sleep or wait can never be awaited there, and would silently do nothing."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise Fatal(
+                f"ctx.{call} needs an async handler function: {self.handler_id}'s function is "
+                "sync (it runs in a thread, where a durable sleep or wait cannot be awaited); "
+                "make it `async def` and `await` the call"
+            ) from None
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:

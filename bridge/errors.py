@@ -10,13 +10,15 @@ The tree::
     ├── Skipped                  a message that is on purpose no event (a dropped tombstone)
     └── Fatal                    raised by a handler: do not retry, dead-letter this run now
 
+    Suspended (a BaseException)  a durable sleep or wait parks the run; no failure
+
 A handler may raise anything; only ``Fatal`` (and, for HTTP handlers, a 4xx other
 than 408/429, unless the handler's ``retry_on`` adds it) skips the retry policy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,3 +101,28 @@ class RetryAfter(BridgeError):
     def __init__(self, message: str, delay: float) -> None:
         super().__init__(message)
         self.delay = delay
+
+
+class Suspended(BaseException):
+    """Raised by ``ctx.sleep`` / ``ctx.wait_for_event``: park the run until ``until``.
+
+    Not a failure: the attempt ends without counting, the run is parked in the store
+    (due at ``until``, epoch seconds) and re-runs from the start when due, its finished
+    steps replayed. A ``BaseException`` so that a handler's ``except Exception`` does not
+    swallow it. ``kind`` is ``sleeping`` or ``waiting``; ``reason`` says what for.
+    ``after_park``, when set, is awaited once the run is parked (a wait looks again
+    whether its event came while the run was being parked).
+    """
+
+    def __init__(
+        self,
+        until: float,
+        kind: str,
+        reason: str,
+        after_park: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.until = until
+        self.kind = kind
+        self.reason = reason
+        self.after_park = after_park

@@ -25,8 +25,9 @@ from pydantic import (
     field_validator,
 )
 
+from bridge.cancellation import CancelOn
 from bridge.duration import Duration
-from bridge.limits import RateLimit, RetryBudgetConfig
+from bridge.limits import BatchConfig, RateLimit, RetryBudgetConfig
 from bridge.retry import RetryPolicy
 from bridge.templates import EVENT_ROOTS, Template
 
@@ -123,6 +124,18 @@ class HandlerConfig(BaseModel):
     dead_letter: DeadLetterTarget | None = Field(
         None, description="Also publish dead letters here."
     )
+    batch: BatchConfig | None = Field(
+        None,
+        description="Hand the handler a list of events (python: the function gets a list; "
+        "http: one POST of a CloudEvents JSON batch), fired at `max_size` events or at "
+        "`timeout`. Ledger and dead letters stay per event.",
+    )
+    cancel_on: list[CancelOn] = Field(
+        default_factory=list,
+        description="Events that cancel this handler's runs for the same key: runs created "
+        "before such an event and not started yet (pending, parked, sleeping, waiting) end "
+        "`cancelled`. The bridge subscribes a companion, `<id>/cancel`, to them.",
+    )
 
     @field_validator("concurrency_key")
     @classmethod
@@ -161,10 +174,29 @@ class HandlerConfig(BaseModel):
 
 @runtime_checkable
 class Handler(Protocol):
-    """A built handler."""
+    """A built handler.
+
+    Optional attributes the runtime reads: ``companions`` (see ``Companion``) and
+    ``can_suspend`` (True when its runs may sleep or wait durably, ``bridge.waits``:
+    the runtime then exports ``bridge_runs_suspended_total`` for it from the start).
+    """
 
     async def invoke(self, event: Event[Any], ctx: Context) -> Any:
         """Handle one event; return a JSON-able result or raise."""
+
+
+@dataclass(frozen=True, slots=True)
+class Companion:
+    """A handler that a built handler brings along, subscribed to ``on`` on its own.
+
+    A handler lists them in a ``companions`` attribute; the runtime binds each like a
+    configured handler of id ``id`` (no filter, the default retry and timeout). The
+    python kind's wait collector is one (``bridge.waits``).
+    """
+
+    id: str
+    on: tuple[str, ...]
+    handler: Handler
 
 
 def _wake_nobody() -> None:

@@ -7,9 +7,10 @@ them without importing the flow machinery, which itself reads ``HandlerConfig``.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bridge.duration import Duration
+from bridge.routing import compile_filter
 
 
 class RateLimit(BaseModel):
@@ -35,3 +36,27 @@ class RetryBudgetConfig(BaseModel):
         ge=0.0,
         description="Retries per second allowed even without first attempts (low traffic).",
     )
+
+
+class BatchConfig(BaseModel):
+    """Hand the handler a list of events at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_size: int = Field(ge=1, le=10_000, description="Most events in one batch; it fires full.")
+    timeout: Duration = Field(
+        description="A batch fires this long after its first event came, full or not."
+    )
+    key: str | None = Field(
+        None,
+        description="CEL over `event`: events with the same value are batched together "
+        "(default: one batch at a time for the handler).",
+        examples=["event.data.account_id"],
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            compile_filter(value)
+        return value

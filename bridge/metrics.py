@@ -39,6 +39,11 @@ HELP = {
         "counter",
         "Retries parked in the store because their delay was past the inline limit.",
     ),
+    "bridge_runs_suspended_total": (
+        "counter",
+        "Runs parked by a durable sleep or wait (`ctx.sleep`, `ctx.wait_for_event`), by "
+        "handler and kind (sleeping, waiting).",
+    ),
     "bridge_dead_letters_total": (
         "counter",
         'Runs dead-lettered, by handler; handler="" for unrouted events and internal errors '
@@ -187,11 +192,15 @@ def preset(
     leased: Iterable[str],
     operations: Iterable[str],
     ingresses: Iterable[str] = (),
+    suspending: Iterable[str] = (),
+    cancellable: Iterable[str] = (),
 ) -> None:
     """Export every counter at 0 with the label sets the config makes known.
 
     Rates and alerts then work before the first failure: ``rate(x[5m])`` is 0, not
-    empty, and ``increase`` sees the first increment.
+    empty, and ``increase`` sees the first increment. ``suspending``: handlers whose
+    runs may sleep or wait (``bridge_runs_suspended_total{kind}``); ``cancellable``:
+    handlers with ``cancel_on`` (``bridge_runs_total{outcome="cancelled"}``).
     """
     for handler in handlers:
         h = (("handler", handler),)
@@ -205,6 +214,11 @@ def preset(
         ):
             metrics.zero(name, h)
         metrics.declare("bridge_run_duration_seconds", h)
+    for handler in suspending:
+        for kind in ("sleeping", "waiting"):
+            metrics.zero("bridge_runs_suspended_total", (("handler", handler), ("kind", kind)))
+    for handler in cancellable:
+        metrics.zero("bridge_runs_total", (("handler", handler), ("outcome", "cancelled")))
     metrics.zero("bridge_dead_letters_total", (("handler", ""),))
     for source in sources:
         c = (("connector", source),)

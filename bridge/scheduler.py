@@ -121,6 +121,7 @@ class ParkedSource:
             "replay_handler": run.handler,
             "resume_attempt": run.attempt,
             "resume_attempts": [asdict(a) for a in run.attempts],
+            "resume_created": run.created_at,
             "connector": run.connector,
             "parked_id": run.id,
         }

@@ -16,6 +16,10 @@ still running then, the attempt fails (``StillRunning``, retried like any failur
 without calling. A call still
 queued for a thread when its attempt times out is never started.
 
+An async function may also sleep and wait for events durably (``ctx.sleep``,
+``ctx.wait_for_event``; see ``bridge.waits``): the types it waits for are declared
+under ``waits``.
+
 When the event type has no schema in the catalog and the function's
 ``event`` parameter is annotated ``Event[Model]``, the data is validated as
 ``Model`` before the call; a failure there is a ``Fatal`` error (retrying
@@ -29,17 +33,35 @@ import contextvars
 import inspect
 import os
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from bridge.context import Context
 from bridge.deadlines import current_deadline
+from bridge.duration import Duration
 from bridge.errors import Fatal
 from bridge.events import Event, import_object, validation_errors
-from bridge.handling import HandlerConfig, HandlerEnv
+from bridge.handling import Companion, HandlerConfig, HandlerEnv
+from bridge.waits import WaitCollector
+
+
+class WaitFor(BaseModel):
+    """An event type the handler's ``ctx.wait_for_event`` may wait for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event: str = Field(
+        description="The event type (exact, no glob) that `ctx.wait_for_event` waits for.",
+        examples=["payment/received"],
+    )
+    buffer: Duration = Field(
+        600.0,
+        description="How long an event of this type that no open wait took is kept, so a "
+        "wait that opens just after it came still gets it.",
+    )
 
 
 class PythonHandlerConfig(HandlerConfig):
@@ -57,6 +79,12 @@ class PythonHandlerConfig(HandlerConfig):
         description="Threads for a sync function: most calls at once (a timed-out call "
         "keeps its thread until it returns). Default min(32, CPUs + 4). Unused for async.",
     )
+    waits: list[WaitFor] = Field(
+        default_factory=list,
+        description="Event types that `ctx.wait_for_event` waits for (async functions). "
+        "The bridge subscribes a companion, `<id>/waits`, to them: it hands each such event "
+        "to the waits it matches, or keeps it for `buffer`.",
+    )
 
     def check(self, cfg: Any) -> list[tuple[tuple[str, ...], str]]:
         try:
@@ -65,7 +93,15 @@ class PythonHandlerConfig(HandlerConfig):
             return [(("function",), str(exc))]
         if not callable(target):
             return [(("function",), f"{self.function!r} is not callable")]
-        return []
+        problems: list[tuple[tuple[str, ...], str]] = []
+        if self.waits and not inspect.iscoroutinefunction(target):
+            problems.append(
+                (("waits",), f"{self.function!r} is sync: ctx.wait_for_event needs `async def`")
+            )
+        for index, wait in enumerate(self.waits):
+            if any(ch in wait.event for ch in "*?["):
+                problems.append((("waits", str(index), "event"), "an exact event type, no glob"))
+        return problems
 
 
 def data_model(func: Callable[..., Any]) -> type[Any] | None:
@@ -95,6 +131,7 @@ class PythonHandler:
         self.cfg = cfg
         self.func: Callable[..., Any] = import_object(cfg.function)
         self.is_async = inspect.iscoroutinefunction(self.func)
+        self.can_suspend = self.is_async  # ctx.sleep / ctx.wait_for_event are awaited
         self.workers = cfg.workers or min(32, (os.cpu_count() or 1) + 4)
         self._pool: ThreadPoolExecutor | None = None  # made on the first sync call
         # The call in a thread per run (event source, id, handler): a retry waits for it.
@@ -104,6 +141,11 @@ class PythonHandler:
         self._model = model
         if model is not None:
             self._adapter = TypeAdapter(model)
+        self.waits = {w.event: w.buffer for w in cfg.waits}
+        self.companions: tuple[Companion, ...] = ()
+        if self.waits and env.store is not None:
+            collector = WaitCollector(cfg.id, self.waits, env.store)
+            self.companions = (Companion(collector.id, collector.on, collector),)
 
     async def invoke(self, event: Event[Any], ctx: Context) -> Any:
         if self._adapter is not None and not _is_instance(event.data, self._model):
@@ -115,11 +157,22 @@ class PythonHandler:
                 )
                 error.detail = validation_errors(exc)  # type: ignore[attr-defined]
                 raise error from exc
+        ctx.waits = self.waits
         if self.is_async:
             return await self.func(event, ctx)
-        return await self._call_in_thread(event, ctx)
+        return await self._call_in_thread(event, ctx, event)
 
-    async def _call_in_thread(self, event: Event[Any], ctx: Context) -> Any:
+    async def invoke_batch(self, events: Sequence[Event[Any]], ctx: Context) -> Any:
+        """Call the function with the list of events (``batch``); ``ctx.event`` is the first.
+
+        The events' data is passed as it is (no ``Event[Model]`` validation)."""
+        ctx.waits = self.waits
+        batch = list(events)
+        if self.is_async:
+            return await self.func(batch, ctx)
+        return await self._call_in_thread(batch[0], ctx, batch)
+
+    async def _call_in_thread(self, event: Event[Any], ctx: Context, arg: Any) -> Any:
         key = (event.source, event.id, ctx.handler_id)
         previous = self._calls.get(key)
         if previous is not None and not previous.done():
@@ -130,7 +183,7 @@ class PythonHandler:
                 self.workers, thread_name_prefix=f"bridge-{ctx.handler_id}"
             )
         loop = asyncio.get_running_loop()
-        call = pool.submit(contextvars.copy_context().run, self.func, event, ctx)
+        call = pool.submit(contextvars.copy_context().run, self.func, arg, ctx)
         self._calls[key] = call
 
         def forget(done: Future[Any]) -> None:

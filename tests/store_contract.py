@@ -7,6 +7,7 @@ import time
 
 from bridge.store.contracts import (
     Attempt,
+    Cancellation,
     DeadLetter,
     EventRecord,
     InboxEntry,
@@ -296,6 +297,23 @@ class StoreContract:
         assert [r.id for r in await store.history_events()] == ["e9", "e8", "e7", "e6", "e5"]
         assert await store.history_runs("e1") == []
 
+    async def test_history_runs_keep_their_due_time(self, store: Store) -> None:
+        reason = "sleeping until 2026-12-03T15:00:00+00:00 (step 'nap')"
+        await store.history_put(
+            [EventRecord("ev", "a/b", "api", 1000.0, event={"id": "ev"})],
+            [
+                RunRecord("ev", "nap", "sleeping", [], None, reason, due_at=1_764_774_000.5),
+                RunRecord("ev", "ok", "succeeded", [], {"ok": 1}),
+            ],
+        )
+        got = {r.handler: r for r in await store.history_runs("ev")}
+        assert (got["nap"].status, got["nap"].error) == ("sleeping", reason)
+        assert got["nap"].due_at == 1_764_774_000.5
+        assert got["ok"].due_at is None
+        # resumed and finished: the due time goes with the state it described
+        await store.history_put([], [RunRecord("ev", "nap", "succeeded", [], None)])
+        assert [r.due_at for r in await store.history_runs("ev")] == [None, None]
+
     async def test_history_event_status_is_computed_from_all_runs_and_arrival_is_kept(
         self, store: Store
     ) -> None:
@@ -423,6 +441,58 @@ class StoreContract:
         await store.parked_put([ParkedRun("q1", "h", {"id": "e1"}, "c", 3, now - 1)])
         assert await store.parked_renew(["q1"], now + 90.0, "a") == []
         assert [r.id for r in await store.parked_claim(now + 1, 10, 30.0, "c")] == ["q1"]
+
+    async def test_parked_wake_brings_due_times_forward_only(self, store: Store) -> None:
+        now = time.time()
+        await store.parked_put(
+            [
+                ParkedRun("w0", "h", {"id": "e0"}, "c", 1, now + 3600),
+                ParkedRun("w1", "h", {"id": "e1"}, "c", 1, now - 100),
+            ]
+        )
+        assert await store.parked_claim(now, 10, 30.0, "a") != []  # w1 only: w0 sleeps
+        assert sorted(await store.parked_wake(["w0", "w1", "gone"], now)) == ["w0", "w1"]
+        due = {r.id: r.due_at for r in await store.parked_list()}
+        assert due == {"w0": now, "w1": now - 100}  # never later than it was
+        # w0 is due now; w1 stays leased to a (a wake does not take a lease away)
+        assert [r.id for r in await store.parked_claim(now + 1, 10, 30.0, "b")] == ["w0"]
+
+    async def test_parked_of_lists_one_handlers_runs_due_or_not(self, store: Store) -> None:
+        now = time.time()
+        await store.parked_put(
+            [
+                ParkedRun("p0", "h", {"id": "e0"}, "c", 1, now + 3600),
+                ParkedRun("p1", "h", {"id": "e1"}, "c", 2, now - 100),
+                ParkedRun("p2", "other", {"id": "e2"}, "c", 1, now - 50),
+            ]
+        )
+        assert [r.id for r in await store.parked_claim(now, 10, 30.0, "a")] == ["p1", "p2"]
+        assert [(r.id, r.event) for r in await store.parked_of("h")] == [
+            ("p1", {"id": "e1"}),
+            ("p0", {"id": "e0"}),
+        ]
+        assert await store.parked_of("none") == []
+
+    async def test_cancellations_keep_the_latest_and_expire(self, store: Store) -> None:
+        now = time.time()
+        await store.cancel_record(
+            [
+                Cancellation("h", "k1", now - 10, now + 100),
+                Cancellation("h", "k2", now - 5, now + 1),
+                Cancellation("other", "k1", now - 1, now + 100),
+            ]
+        )
+        await store.cancel_record([Cancellation("h", "k1", now - 20, now + 50)])  # older
+        assert await store.cancel_find("h", ["k1", "k2", "k3"], now) == {
+            "k1": now - 10,
+            "k2": now - 5,
+        }
+        await store.cancel_record([Cancellation("h", "k1", now, now + 200)])  # later
+        assert await store.cancel_find("h", ["k1"], now) == {"k1": now}
+        assert await store.cancel_find("h", [], now) == {}
+        assert await store.cancel_purge(now + 2) == 1  # h/k2
+        assert await store.cancel_find("h", ["k1", "k2"], now + 2) == {"k1": now}
+        assert await store.cancel_find("other", ["k1"], now + 2) == {"k1": now - 1}
 
     async def test_concurrent_join_adds_see_each_other(self, store: Store) -> None:
         now = time.time()

@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.app.kinds import default_kinds
+from bridge.cancellation import Canceller
 from bridge.clock import Clock, RealClock
 from bridge.config import BridgeConfig, Kinds
 from bridge.dispatch import BoundHandler, DispatchConfig, DispatchEnv, Dispatcher
+from bridge.errors import ConfigError, ConfigIssue
 from bridge.events import Event, EventCatalog, load_schema
 from bridge.flow import Budgets, HandlerFlow
-from bridge.handling import HandlerEnv
+from bridge.handling import DEFAULT_IDEMPOTENCY_KEY, Companion, HandlerEnv
 from bridge.history import HistoryRecorder
 from bridge.inbox import Inbox, InboxSource
 from bridge.metrics import Metrics, preset
@@ -140,6 +142,9 @@ class Assembly:
         subs = []
         for hc in self.cfg.handlers:
             handler = kinds[hc.type].build(hc, env)
+            if hc.batch is not None and not hasattr(handler, "invoke_batch"):
+                issue = f"handler kind {hc.type!r} cannot take batches (python and http can)"
+                raise ConfigError([ConfigIssue(f"handlers.{hc.id}.batch", issue)])
             bound = BoundHandler(
                 id=hc.id,
                 handler=handler,
@@ -149,10 +154,17 @@ class Assembly:
                 limiter=asyncio.Semaphore(hc.concurrency) if hc.concurrency else None,
                 flow=HandlerFlow.from_config(hc, budgets, self._clock),
                 dead_letter=hc.dead_letter,
+                cancel=Canceller(hc.id, hc.cancel_on, self.store) if hc.cancel_on else None,
+                batch=hc.batch,
             )
             self.handlers[hc.id] = bound
             program = compile_filter(hc.filter) if hc.filter else None
             subs.append(Subscription(hc.id, tuple(hc.on), bound, hc.filter, program))
+            companions = list(getattr(handler, "companions", ()))
+            if bound.cancel is not None:
+                cancel = bound.cancel
+                companions.append(Companion(cancel.id, cancel.on, cancel))
+            subs.extend(self._bind_companion(c) for c in companions)
 
         self._build_backgrounds(env)
 
@@ -160,6 +172,19 @@ class Assembly:
             self.metrics.inc("bridge_filter_errors_total", (("handler", handler),))
 
         return Router(subs, on_filter_error)
+
+    def _bind_companion(self, companion: Companion) -> Subscription[BoundHandler]:
+        """A handler's companion, bound with the defaults and subscribed with no filter."""
+        defaults = self.cfg.defaults
+        bound = BoundHandler(
+            id=companion.id,
+            handler=companion.handler,
+            retry=defaults.retry,
+            timeout=defaults.timeout,
+            idempotency_key=Template(DEFAULT_IDEMPOTENCY_KEY, EVENT_ROOTS),
+        )
+        self.handlers[companion.id] = bound
+        return Subscription(companion.id, companion.on, bound)
 
     def _build_backgrounds(self, env: HandlerEnv) -> None:
         """The background work of each handler kind that has some and is configured."""
@@ -275,6 +300,10 @@ class Assembly:
             leased=[s.name for s in self.slots if isinstance(s.source, InboxSource | ParkedSource)],
             operations=instrument_store(self.store, self.metrics),
             ingresses=list(self.ingresses),
+            suspending=[
+                h for h, b in self.handlers.items() if getattr(b.handler, "can_suspend", 0)
+            ],
+            cancellable=[h for h, b in self.handlers.items() if b.cancel is not None],
         )
 
     async def emit(self, events: list[Event[Any]] | Any) -> None:

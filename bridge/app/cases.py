@@ -5,7 +5,10 @@ Each case hands one message to a connector's normalizer in-process (the same
 and mapping, authentication left out), routes the event with the config's handlers
 and filters, and, when the case states run outcomes, runs the matched handlers
 through the real ``Dispatcher`` with a memory store and a clock that does not
-wait (retry delays pass at once, and none is parked). Handlers named in
+wait (retry delays pass at once, and none is parked; a handler with ``batch``
+runs the case's event as a batch of one, at once; a durable sleep or wait ends
+the run ``parked``; ``cancel_on`` adds its ``<id>/cancel`` companion to the
+handlers a cancelling event reaches). Handlers named in
 ``stubs`` return a recorded result or raise a recorded error instead of running.
 
 ```yaml
@@ -50,7 +53,7 @@ from bridge.config.yamlfile import format_path, line_of, parse
 from bridge.errors import ConfigError, ConfigIssue
 from bridge.transport import Delivery
 
-RunOutcome = Literal["succeeded", "dead_lettered", "skipped", "parked"]
+RunOutcome = Literal["succeeded", "dead_lettered", "skipped", "parked", "cancelled"]
 # A field left out of an expectation (``None`` is a value one may expect).
 UNSET: Any = object()
 

@@ -48,6 +48,9 @@ class _StubHandler:
             raise _recorded_error(stub.error or "", stub.fatal)
         return stub.result
 
+    async def invoke_batch(self, events: Sequence[Event[Any]], ctx: Context) -> Any:
+        return await self.invoke(events[0], ctx)
+
 
 def _recorded_error(text: str, fatal: bool) -> Exception:
     """``"TimeoutError: slow"`` -> ``TimeoutError("slow")`` for a built-in exception name,
@@ -81,6 +84,7 @@ class CaseRunner:
     def __init__(self, cfg: BridgeConfig) -> None:
         self.cfg = cfg
         _never_park(cfg)
+        _batches_at_once(cfg)
 
     async def run(self, case: Case) -> Outcome:
         from bridge.app.runtime import Runtime
@@ -205,6 +209,13 @@ def _never_park(cfg: BridgeConfig) -> None:
             and getattr(conn.consume, "inline_retry_limit", None) is not None
         ):
             conn.consume.inline_retry_limit = math.inf
+
+
+def _batches_at_once(cfg: BridgeConfig) -> None:
+    """A case is one message: a batching handler runs it as a batch of one, at once."""
+    for hc in cfg.handlers:
+        if hc.batch is not None:
+            hc.batch = hc.batch.model_copy(update={"timeout": 0.0})
 
 
 def _event_diffs(want: ExpectEvent, event: Event[Any]) -> Iterator[str]:

@@ -5,7 +5,10 @@ Each attempt waits for the retry budget and the rate limit, then for the
 handler's concurrency limit, and is cancelled at its timeout. A failed attempt
 is retried after the policy's delay (at least a ``RetryAfter``'s); a delay longer
 than the connector's inline limit parks the run instead. ``Fatal``, or the last
-attempt failing, dead-letters it.
+attempt failing, dead-letters it. A handler that sleeps or waits durably
+(``Suspended``) parks the run without a failed attempt (``bridge.waits``). Right
+before each attempt (``Runner._start``), a run that ``cancel_on`` cancelled since it
+was created ends ``cancelled`` instead (``bridge.cancellation``).
 
 Whatever the handler raises is the attempt's failure, ``BaseException`` included:
 a ``KeyboardInterrupt``, ``SystemExit`` or ``GeneratorExit`` raised by handler code
@@ -23,13 +26,15 @@ import logging
 import time
 from typing import Any
 
+from bridge.cancellation import RunCancelled
 from bridge.context import Context
 from bridge.deadlines import Watchdog
+from bridge.dispatch.batches import Batches
 from bridge.dispatch.endings import Endings
 from bridge.dispatch.env import DispatchConfig, DispatchEnv
 from bridge.dispatch.runs import BoundHandler, Resume, Run, RunState
 from bridge.dispatch.storable import check_children, check_result, describe, format_traceback
-from bridge.errors import Fatal, RetryAfter, StoreError
+from bridge.errors import Fatal, RetryAfter, StoreError, Suspended
 from bridge.events import Event
 from bridge.store.contracts import Attempt, RunRecord
 from bridge.telemetry import CURRENT_RUN
@@ -50,6 +55,7 @@ class Runner:
         self.config = config
         self.env = env
         self.endings = Endings(config, env)
+        self.batches = Batches(env, self.endings)
         self.watchdog = Watchdog()
 
     async def run(
@@ -66,16 +72,20 @@ class Runner:
             StoreError: the run's end could not be recorded.
             asyncio.CancelledError: the run was cancelled; nothing of it is recorded.
         """
+        if bh.batch is not None and resume is None:
+            return await self.batches.run(event, bh, key, connector)
         flow = bh.flow
+        created = resume.created if resume and resume.created else self.env.wall()
         if flow is None:
-            return await self._attempts(event, bh, key, connector, resume)
+            return await self._attempts(event, bh, key, connector, resume, created)
         # The concurrency key is held for the whole run, backoffs included.
         async with flow.hold(event):
-            return await self._attempts(event, bh, key, connector, resume)
+            return await self._attempts(event, bh, key, connector, resume, created)
 
     async def close(self) -> None:
-        """Disarm the timeout watchdog."""
+        """Disarm the timeout watchdog; cancel running batches."""
         self.watchdog.close()
+        await self.batches.close()
 
     async def _attempts(
         self,
@@ -84,12 +94,15 @@ class Runner:
         key: str,
         connector: str,
         resume: Resume | None,
+        created: float,
     ) -> Run:
         env = self.env
         clock = env.clock
         started = clock.time()
         attempts: list[Attempt] = list(resume.attempts) if resume else []
-        run = RunState(event, bh, key, connector, resume, started, attempts, began=started)
+        run = RunState(
+            event, bh, key, connector, resume, started, attempts, began=started, created=created
+        )
         policy = bh.retry
         number = resume.attempt - 1 if resume else 0
         history = env.history
@@ -99,19 +112,23 @@ class Runner:
             run.number = number
             if bh.flow is not None and await bh.flow.before_attempt(number):
                 run.began = clock.time()  # budget / rate-limit waits are not the attempt's time
-            ctx = Context(event, bh.id, number, env.store)
+            ctx = Context(event, bh.id, number, env.store, env.wall)
             error: BaseException | None = None
             result: Any = None
             try:
                 if bh.limiter is None:
-                    result = await self._attempt(bh, event, ctx)
+                    result = await self._start(run, ctx)
                 else:
                     async with bh.limiter:
-                        result = await self._attempt(bh, event, ctx)
+                        result = await self._start(run, ctx)
             except TimeoutError:
                 error = TimeoutError(f"attempt timed out after {bh.timeout:g}s")
             except (asyncio.CancelledError, StoreError):
                 raise
+            except RunCancelled as cancelled:  # cancel_on: the run never starts
+                return await endings.cancelled(run, str(cancelled))
+            except Suspended as suspended:  # a durable sleep or wait: parked, not failed
+                return await endings.suspended(run, suspended)
             except BaseException as exc:  # any handler failure is the run's business
                 # KeyboardInterrupt or SystemExit raised by a handler is its failure, not a
                 # signal to the bridge (a signal reaches the bridge through its handlers).
@@ -170,6 +187,16 @@ class Runner:
             return exc
         return None
 
+    async def _start(self, run: RunState, ctx: Context) -> Any:
+        """The one point where an attempt is about to start: a run cancelled by
+        ``cancel_on`` since it was created ends here (``RunCancelled``)."""
+        cancel = run.bh.cancel
+        if cancel is not None:
+            reason = await cancel.cancelled(run.event, run.created)
+            if reason is not None:
+                raise RunCancelled(reason)
+        return await self._attempt(run.bh, run.event, ctx)
+
     async def _attempt(self, bh: BoundHandler, event: Event[Any], ctx: Context) -> Any:
         deadline = self.watchdog.arm(bh.timeout)
         run_token = CURRENT_RUN.set(ctx)
@@ -194,6 +221,8 @@ class Runner:
                 if span is not None:
                     Tracing.fail(span, error, describe(error))
                 raise error from exc
+            raise
+        except Suspended:
             raise
         except BaseException as exc:
             if span is not None:

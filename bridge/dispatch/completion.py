@@ -81,8 +81,8 @@ class Completions:
         for r in runs:
             if r.status == "succeeded":
                 outcomes[r.handler] = {"status": "succeeded", "result": jsonable_result(r.result)}
-            elif r.status == "dead_lettered":
-                outcomes[r.handler] = {"status": "dead_lettered", "error": r.error}
+            elif r.status in ("dead_lettered", "cancelled"):
+                outcomes[r.handler] = {"status": r.status, "error": r.error}
         missing = [(s.target.id, s.target.key(event)) for s in subs if s.target.id not in outcomes]
         if missing:
             if not self.config.ledger:
@@ -96,7 +96,7 @@ class Completions:
                 if entry.status == "succeeded":
                     outcomes[handler] = {"status": "succeeded", "result": entry.result}
                 else:
-                    outcomes[handler] = {"status": "dead_lettered", "error": entry.result}
+                    outcomes[handler] = {"status": entry.status, "error": entry.result}
         if not outcomes:
             return
         ordered = {h: outcomes[h] for h in sorted(outcomes)}

@@ -131,6 +131,7 @@ class Dispatcher:
             resume = Resume(
                 int(meta["resume_attempt"]),
                 tuple(Attempt(**a) for a in meta.get("resume_attempts") or ()),
+                meta.get("resume_created"),
             )
         if replay:
             sub = self.router.subscription(replay)

@@ -1,4 +1,5 @@
-"""How a run ends: recorded as succeeded, dead-lettered, or parked for a later retry.
+"""How a run ends: recorded as succeeded, dead-lettered, cancelled (``cancel_on``), or
+parked for a later retry (or while it sleeps or waits for an event).
 
 Each ending is written to the store (ledger entry, dead letter, parked retry)
 before it is counted in ``bridge_runs_total`` and recorded in the history; a
@@ -24,6 +25,7 @@ from bridge.dispatch.runs import (
     trace_id,
 )
 from bridge.dispatch.storable import storable_detail
+from bridge.errors import Suspended
 from bridge.events import Event
 from bridge.handling import DeadLetterTarget
 from bridge.store.contracts import Attempt, DeadLetter, LedgerEntry, ParkedRun, RunRecord
@@ -47,14 +49,21 @@ class Endings:
         self.config = config
         self.env = env
 
-    async def succeeded(self, run: RunState, result: Any, emitted: Sequence[Event[Any]]) -> Run:
-        """Send what the run emitted, then record its success in the ledger."""
+    async def succeeded(
+        self,
+        run: RunState,
+        result: Any,
+        emitted: Sequence[Event[Any]],
+        ledger: bool = True,
+    ) -> Run:
+        """Send what the run emitted, then record its success in the ledger (unless the
+        caller did: a batch records all its events' entries in one write)."""
         env = self.env
         event, bh = run.event, run.bh
         emitter = env.emitter
         if emitted and emitter is not None:
             await emitter(emitted)
-        if self.config.ledger:
+        if self.config.ledger and ledger:
             await env.store.ledger_record(
                 [LedgerEntry(bh.id, run.key, event.id, "succeeded", result)]
             )
@@ -103,19 +112,7 @@ class Endings:
         event, bh, attempts = run.event, run.bh, run.attempts
         attempt = run.number + 1
         due = env.wall() + delay
-        await env.store.parked_put(
-            [
-                ParkedRun(
-                    id=parked_run_id(event.id, bh.id),
-                    handler=bh.id,
-                    event=event.to_dict(),
-                    connector=run.connector,
-                    attempt=attempt,
-                    due_at=due,
-                    attempts=list(attempts),
-                )
-            ]
-        )
+        await self._park(run, attempt, due)
         env.metrics.inc("bridge_runs_parked_total", bh.labels)
         log.warning(
             "attempt failed; retry parked",
@@ -130,8 +127,84 @@ class Endings:
             },
         )
         if env.history is not None:
-            env.history.run(RunRecord(event.id, bh.id, "parked", attempts, None, text))
+            env.history.run(RunRecord(event.id, bh.id, "parked", attempts, None, text, due_at=due))
         return Run(bh.id, "parked", error=text, attempts=attempts)
+
+    async def suspended(self, run: RunState, suspended: Suspended) -> Run:
+        """Park a run that sleeps or waits (``bridge.waits``) until ``suspended.until``.
+
+        The attempt made no failure: the run resumes at the same attempt number, its
+        attempts so far unchanged. Its delivery counts it as final, as a parked retry.
+        """
+        env = self.env
+        event, bh, attempts = run.event, run.bh, run.attempts
+        await self._park(run, run.number, suspended.until)
+        if suspended.after_park is not None:
+            await suspended.after_park()
+        env.metrics.inc("bridge_runs_suspended_total", (*bh.labels, ("kind", suspended.kind)))
+        log.info(
+            "run parked: %s",
+            suspended.reason,
+            extra={
+                "correlation_id": event.correlationid,
+                "event_id": event.id,
+                "handler": bh.id,
+                "attempt": run.number,
+            },
+        )
+        if env.history is not None:
+            record = RunRecord(
+                event.id, bh.id, suspended.kind, attempts, None, suspended.reason,
+                due_at=suspended.until,
+            )  # fmt: skip
+            env.history.run(record)
+        return Run(bh.id, "parked", error=suspended.reason, attempts=attempts)
+
+    async def cancelled(self, run: RunState, reason: str) -> Run:
+        """Record a run that ``cancel_on`` cancelled before it started: final, in the
+        ledger (status ``cancelled``), never dead-lettered."""
+        env = self.env
+        event, bh, attempts = run.event, run.bh, run.attempts
+        if self.config.ledger:
+            await env.store.ledger_record(
+                [LedgerEntry(bh.id, run.key, event.id, "cancelled", reason)]
+            )
+        if run.resume is not None:
+            await env.store.parked_done([parked_run_id(event.id, bh.id)])
+        self._finished(bh, (*bh.labels, ("outcome", "cancelled")), run.started)
+        log.info(
+            "run cancelled",
+            extra={
+                "correlation_id": event.correlationid,
+                "event_id": event.id,
+                "handler": bh.id,
+                "error": reason,
+            },
+        )
+        if env.history is not None:
+            env.history.run(RunRecord(event.id, bh.id, "cancelled", attempts, None, reason))
+        return Run(bh.id, "cancelled", error=reason, attempts=attempts)
+
+    async def _park(self, run: RunState, attempt: int, due: float) -> None:
+        """Put the run in the store, to run attempt number ``attempt`` at ``due``; due now if
+        ``cancel_on`` cancelled it meanwhile (it then ends cancelled at its next start)."""
+        event, bh = run.event, run.bh
+        await self.env.store.parked_put(
+            [
+                ParkedRun(
+                    id=parked_run_id(event.id, bh.id),
+                    handler=bh.id,
+                    event=event.to_dict(),
+                    connector=run.connector,
+                    attempt=attempt,
+                    due_at=due,
+                    attempts=list(run.attempts),
+                    created_at=run.created,
+                )
+            ]
+        )
+        if bh.cancel is not None and due > self.env.wall():
+            await bh.cancel.woken_if_cancelled(event, run.created)
 
     def _finished(
         self, bh: BoundHandler, labels: tuple[tuple[str, str], ...], started: float

@@ -36,7 +36,8 @@ from bridge.routing import Subscription
 from bridge.store.contracts import LedgerClaims
 
 log = logging.getLogger("bridge.dispatch")
-_FINAL = ("succeeded", "dead_lettered")
+_FINAL = ("succeeded", "dead_lettered", "cancelled")
+_DONE = ("succeeded", "cancelled")  # never run again, even by a replay
 
 
 class FanOut:
@@ -167,7 +168,7 @@ class FanOut:
         flight = self._flight
         while True:
             status = await asyncio.shield(leader)
-            if status == "succeeded" or (status == "dead_lettered" and not replay):
+            if status in _DONE or (status == "dead_lettered" and not replay):
                 return Run(b.id, "skipped")
             if status == "parked" and resume is None:
                 return Run(b.id, "skipped")  # its parked retry will run it, not this copy
@@ -205,7 +206,7 @@ class FanOut:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
             status = (await self._final(event, [b], [pair])).get(pair)
-        if status == "succeeded" or (status == "dead_lettered" and not replay):
+        if status in _DONE or (status == "dead_lettered" and not replay):
             return Run(b.id, "skipped")
         if status != "claimed":
             return await self.runner.run(event, b, pair[1], connector, resume)
@@ -261,7 +262,7 @@ class FanOut:
                 runs.append(Run(b.id, "skipped"))
                 self._resolve(mine, pair, "skipped")
                 continue
-            if status == "succeeded" or (status == "dead_lettered" and not replay):
+            if status in _DONE or (status == "dead_lettered" and not replay):
                 runs.append(Run(b.id, "skipped"))
                 self._resolve(mine, pair, "skipped")
                 continue
@@ -323,6 +324,7 @@ async def _cancel_all(tasks: Sequence[asyncio.Task[Any]]) -> None:
 
 def _longest_run(b: BoundHandler) -> float:
     """How long a claim on ``b``'s run lasts: its attempts, their timeouts and the
-    backoffs between them, plus a minute."""
+    backoffs between them, plus a minute (and a batch's wait for its timeout)."""
     retry = b.retry
-    return retry.attempts * b.timeout + (retry.attempts - 1) * retry.max_delay + 60.0
+    waits = b.batch.timeout if b.batch is not None else 0.0
+    return retry.attempts * b.timeout + (retry.attempts - 1) * retry.max_delay + 60.0 + waits

@@ -7,37 +7,35 @@ trace id its dead letters and history carry.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
 
+from bridge.cancellation import Canceller
 from bridge.events import Event, jsonable
 from bridge.flow import HandlerFlow
 from bridge.handling import DEFAULT_IDEMPOTENCY_KEY, DeadLetterTarget, Handler
+from bridge.limits import BatchConfig
 from bridge.retry import RetryPolicy
 from bridge.store.contracts import Attempt
+from bridge.store.contracts.parked import parked_run_id as parked_run_id  # re-exported
 from bridge.templates import Template, TemplateError, event_scope
 from bridge.tracing import current_ids
 
 Emitter = Callable[[Sequence[Event[Any]]], Awaitable[None]]
-RunStatus = Literal["succeeded", "dead_lettered", "skipped", "parked"]
-_PARKED_NAMESPACE = uuid.UUID("0b6f3c1e-5d2a-4f7e-8a9b-3c4d5e6f7a8b")
-
-
-def parked_run_id(event_id: str, handler_id: str) -> str:
-    """One parked retry per run: parking a run again replaces it."""
-    return str(uuid.uuid5(_PARKED_NAMESPACE, f"{event_id}\x1f{handler_id}"))
+RunStatus = Literal["succeeded", "dead_lettered", "skipped", "parked", "cancelled"]
 
 
 @dataclass(slots=True, frozen=True)
 class Resume:
-    """Where a parked run picks up: its next attempt number and the attempts so far."""
+    """Where a parked run picks up: its next attempt number, the attempts so far, and when
+    the run was created (wall clock; None for a run parked before this was kept)."""
 
     attempt: int
     attempts: tuple[Attempt, ...] = ()
+    created: float | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -52,6 +50,8 @@ class BoundHandler:
     limiter: asyncio.Semaphore | None = None
     flow: HandlerFlow | None = None
     dead_letter: DeadLetterTarget | None = None
+    cancel: Canceller | None = None
+    batch: BatchConfig | None = None
     labels: tuple[tuple[str, str], ...] = ()
     succeeded_labels: tuple[tuple[str, str], ...] = ()
     dead_lettered_labels: tuple[tuple[str, str], ...] = ()
@@ -99,7 +99,8 @@ class RunState:
     """One run in progress: its handler, event and ledger key, and its attempts so far.
 
     ``started`` is when the run started and ``began`` when its current attempt
-    ``number`` started, both on the engine's clock.
+    ``number`` started, both on the engine's clock; ``created`` is when the run was
+    created, on the wall clock (kept across parking: ``cancel_on`` compares it).
     """
 
     event: Event[Any]
@@ -111,6 +112,7 @@ class RunState:
     attempts: list[Attempt]
     number: int = 0
     began: float = 0.0
+    created: float = 0.0
 
 
 def trace_id(traceparent: str | None) -> str | None:

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bridge.store.contracts import (
+    Cancellation,
     DeadLetter,
     DeadLetterStatus,
     EventRecord,
@@ -44,6 +45,7 @@ class MemoryStore:
         self.cron: dict[str, float] = {}
         self.history: dict[str, EventRecord] = {}
         self.runs: dict[tuple[str, str], RunRecord] = {}
+        self.cancellations: dict[tuple[str, str], Cancellation] = {}
 
     async def open(self) -> None:
         return None
@@ -192,6 +194,13 @@ class MemoryStore:
             self._parked_owners[run.id] = owner
         return [copy.deepcopy(r) for r in due]
 
+    async def parked_wake(self, ids: Iterable[str], now: float) -> list[str]:
+        found = [i for i in ids if i in self.parked]
+        for run_id in found:
+            run = self.parked[run_id][0]
+            run.due_at = min(run.due_at, now)
+        return found
+
     async def parked_done(self, ids: Iterable[str]) -> None:
         for run_id in ids:
             self.parked.pop(run_id, None)
@@ -212,8 +221,12 @@ class MemoryStore:
         return held
 
     async def parked_list(self, limit: int = 100) -> list[ParkedRun]:
-        runs = sorted((r for r, _ in self.parked.values()), key=lambda r: r.due_at)
+        runs = sorted((r for r, _ in self.parked.values()), key=_due)
         return [copy.deepcopy(r) for r in runs[:limit]]
+
+    async def parked_of(self, handler: str) -> list[ParkedRun]:
+        runs = sorted((r for r, _ in self.parked.values() if r.handler == handler), key=_due)
+        return [copy.deepcopy(r) for r in runs]
 
     # durable steps
 
@@ -293,6 +306,27 @@ class MemoryStore:
                 count += 1
         return count
 
+    # cancellations
+
+    async def cancel_record(self, records: Sequence[Cancellation]) -> None:
+        for r in records:
+            old = self.cancellations.get((r.handler, r.key))
+            if old is not None:
+                r = Cancellation(
+                    r.handler, r.key, max(r.at, old.at), max(r.expires_at, old.expires_at)
+                )
+            self.cancellations[(r.handler, r.key)] = r
+
+    async def cancel_find(self, handler: str, keys: Sequence[str], now: float) -> dict[str, float]:
+        found = (self.cancellations.get((handler, k)) for k in keys)
+        return {c.key: c.at for c in found if c is not None and c.expires_at > now}
+
+    async def cancel_purge(self, now: float) -> int:
+        gone = [k for k, c in self.cancellations.items() if c.expires_at <= now]
+        for k in gone:
+            del self.cancellations[k]
+        return len(gone)
+
     # cron
 
     async def cron_last(self, name: str) -> float | None:
@@ -363,3 +397,7 @@ class MemoryStore:
         for key in [k for k in self.runs if k[0] in drop]:
             del self.runs[key]
         return len(drop)
+
+
+def _due(run: ParkedRun) -> float:
+    return run.due_at

@@ -235,3 +235,57 @@ def test_webhook_payloads_from_files_follow_the_providers_mapping(
     out = capsys.readouterr().out
     assert code == 0, out
     assert "2 passed, 0 failed" in out
+
+
+async def count_batch(events: list[Event[Any]], ctx: Context) -> dict[str, int]:
+    return {"size": len(events)}
+
+
+FLOW_CONFIG = """\
+version: 1
+store: memory://
+events:
+  order/*: {schema: none}
+handlers:
+  - id: bulk
+    on: order/placed
+    type: python
+    function: "tests.unit.test_casetest:count_batch"
+    batch: {max_size: 100, timeout: 1h}
+  - id: remind
+    on: order/placed
+    type: python
+    function: "tests.unit.test_casetest:announce"
+    cancel_on: [{event: order/paid, match: event.data.order}]
+"""
+
+
+def test_cases_run_batching_handlers_at_once_and_route_cancelling_events(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "bridge.yaml"
+    config.write_text(FLOW_CONFIG)
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(
+        textwrap.dedent(
+            """\
+            cases:
+              - name: a batch of one runs without waiting for its timeout
+                message: {body: {specversion: "1.0", id: o1, source: t, type: order/placed,
+                                 data: {order: 1, items: []}}}
+                expect:
+                  handlers: [bulk, remind]
+                  runs: {bulk: {status: succeeded, result: {size: 1}}, remind: succeeded}
+              - name: a payment reaches the cancel_on companion
+                message: {body: {specversion: "1.0", id: p1, source: t, type: order/paid,
+                                 data: {order: 1}}}
+                expect:
+                  handlers: [remind/cancel]
+                  runs: {remind/cancel: succeeded}
+            """
+        )
+    )
+    code = main(["test", "-c", str(config), str(cases)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "2 passed, 0 failed" in out

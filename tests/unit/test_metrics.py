@@ -38,7 +38,8 @@ connectors:
 handlers:
   - {{id: ok, on: job/run, type: log}}
   - {{id: lucky, on: job/run, type: python, function: "tests.unit.test_metrics:second_time_lucky"}}
-  - {{id: doomed, on: job/run, type: python, function: "tests.unit.test_metrics:hopeless"}}
+  - {{id: doomed, on: job/run, type: python, function: "tests.unit.test_metrics:hopeless",
+      cancel_on: [{{event: job/stop, match: event.data.job}}]}}
 """
 
 _LINE = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>[0-9.e+-]+|\+Inf)$")
@@ -148,6 +149,21 @@ async def test_every_counter_is_exported_at_zero_before_anything_happens() -> No
         assert (
             samples[("bridge_run_duration_seconds_count", frozenset({("handler", handler)}))] == 0
         )
+    # What durable waits and cancel_on add, for the handlers that can have them only.
+    suspended = {
+        (dict(labels)["handler"], dict(labels)["kind"]): v
+        for (name, labels), v in samples.items()
+        if name == "bridge_runs_suspended_total"
+    }
+    assert suspended == {
+        (h, kind): 0 for h in ("lucky", "doomed") for kind in ("sleeping", "waiting")
+    }  # async python functions; not the log handler
+    cancelled = {
+        dict(labels)["handler"]: v
+        for (name, labels), v in samples.items()
+        if name == "bridge_runs_total" and ("outcome", "cancelled") in labels
+    }
+    assert cancelled == {"doomed": 0}
     for name in ("bridge_events_received_total", "bridge_internal_errors_total"):
         assert samples[(name, frozenset({("connector", "in")}))] == 0
     invalid = frozenset({("connector", "in"), ("reason", "malformed_json")})

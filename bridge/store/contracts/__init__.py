@@ -1,7 +1,7 @@
 """The state store contract, one small protocol per concern, and its records.
 
 Everything a bridge must remember across restarts lives behind these: the ledger of
-final runs, dead letters, the inbox of events accepted over HTTP (or emitted,
+final runs, dead letters, cancellations (``cancel_on``), the inbox of events accepted over HTTP (or emitted,
 replayed, fired by cron), parked retries, durable step results, joins, cron
 positions, and the run history the developer UI shows. Every write method
 returns only once the write is durable (committed), except where noted.
@@ -16,6 +16,7 @@ A caller that needs one concern types against its protocol (``InboxStore``,
 from __future__ import annotations
 
 from bridge.store.contracts.attempts import Attempt
+from bridge.store.contracts.cancellations import Cancellation, Cancellations
 from bridge.store.contracts.cron import CronPositions
 from bridge.store.contracts.dead_letters import DeadLetter, DeadLetters, DeadLetterStatus
 from bridge.store.contracts.history import (
@@ -28,12 +29,14 @@ from bridge.store.contracts.history import (
 from bridge.store.contracts.inbox import InboxEntry, InboxStore
 from bridge.store.contracts.joins import Join, Joins, JoinStatus
 from bridge.store.contracts.ledger import Ledger, LedgerClaims, LedgerEntry
-from bridge.store.contracts.parked import ParkedRun, ParkedRuns
+from bridge.store.contracts.parked import ParkedRun, ParkedRuns, parked_run_id
 from bridge.store.contracts.steps import Steps
 from bridge.store.contracts.store import Store
 
 __all__ = [
     "Attempt",
+    "Cancellation",
+    "Cancellations",
     "CronPositions",
     "DeadLetter",
     "DeadLetterStatus",
@@ -55,4 +58,5 @@ __all__ = [
     "Store",
     "event_status",
     "merged_event",
+    "parked_run_id",
 ]

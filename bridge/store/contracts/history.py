@@ -40,10 +40,13 @@ class RunRecord:
     """One handler's run of one event in the history: status, every attempt, result.
 
     ``status``: running, succeeded, dead_lettered, skipped (already succeeded) or
-    parked (waiting for a retry), or any other status a flow control gives it (e.g.
-    throttled, debounced, cancelled, sleeping), with its ``reason`` and, when it waits,
-    ``due_at`` (epoch seconds): the UI shows whatever status, reason and due time a run
-    carries. ``children`` are ids of events it emitted.
+    parked (waiting for a retry), or any other status a flow control gives it:
+    cancelled (``cancel_on``), sleeping (``ctx.sleep``), waiting
+    (``ctx.wait_for_event``), throttled, debounced ...; ``error`` or ``reason`` then
+    says why in words, and ``due_at`` (epoch seconds) is when a run that is not running
+    now is due to run again (a parked retry, the end of a sleep, a wait's timeout), else
+    None. The UI shows whatever status, reason and due time a run carries.
+    ``children`` are ids of events it emitted.
     """
 
     event_id: str
@@ -67,10 +70,10 @@ def event_status(statuses: Iterable[str]) -> str:
 
     running while any run is not final: running, parked, or any status other than
     the final ones (``DONE_STATUSES`` and dead_lettered), so a run a flow control
-    holds (throttled, sleeping ...) keeps its event running; dead_lettered when every
-    run is dead-lettered, partial when some are and the others are done; succeeded
-    when every run is done (succeeded, skipped, cancelled or debounced); unrouted
-    with no runs.
+    holds (throttled, sleeping, waiting ...) keeps its event running; dead_lettered
+    when every run is dead-lettered, partial when some are and the others are done;
+    cancelled when every run was; succeeded when every run is done (succeeded,
+    skipped, cancelled or debounced); unrouted with no runs.
     """
     seen = set(statuses)
     if not seen:
@@ -79,6 +82,8 @@ def event_status(statuses: Iterable[str]) -> str:
         return "running"
     if "dead_lettered" in seen:
         return "partial" if seen - {"dead_lettered"} else "dead_lettered"
+    if seen == {"cancelled"}:
+        return "cancelled"
     return "succeeded"
 
 

@@ -9,7 +9,7 @@ from typing import Any, Literal, Protocol
 
 from bridge.store.contracts.inbox import InboxEntry
 
-JoinStatus = Literal["open", "completed", "timed_out"]
+JoinStatus = Literal["open", "completed", "timed_out", "cancelled"]
 
 
 @dataclass(slots=True)

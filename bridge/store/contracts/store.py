@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from bridge.store.contracts.cancellations import Cancellations
 from bridge.store.contracts.cron import CronPositions
 from bridge.store.contracts.dead_letters import DeadLetters
 from bridge.store.contracts.history import History
@@ -15,7 +16,16 @@ from bridge.store.contracts.steps import Steps
 
 
 class Store(
-    Ledger, DeadLetters, InboxStore, ParkedRuns, Steps, Joins, CronPositions, History, Protocol
+    Ledger,
+    DeadLetters,
+    InboxStore,
+    ParkedRuns,
+    Steps,
+    Joins,
+    CronPositions,
+    History,
+    Cancellations,
+    Protocol,
 ):
     """The state store. Implementations: memory (tests), SQLite (one replica), PostgreSQL.
 

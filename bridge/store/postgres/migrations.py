@@ -134,6 +134,17 @@ MIGRATIONS: list[str] = [
     ALTER TABLE inbox ADD COLUMN IF NOT EXISTS lease_owner TEXT NOT NULL DEFAULT '';
     ALTER TABLE parked ADD COLUMN IF NOT EXISTS lease_owner TEXT NOT NULL DEFAULT '';
     """,
+    # 8: cancellations (cancel_on): runs of a handler for a key created before `at`
+    """
+    CREATE TABLE IF NOT EXISTS cancellations (
+        handler TEXT NOT NULL,
+        key TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (handler, key)
+    );
+    CREATE INDEX IF NOT EXISTS cancellations_expiry ON cancellations (expires_at);
+    """,
 ]
 
 

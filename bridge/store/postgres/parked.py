@@ -51,6 +51,17 @@ class PostgresParked(PostgresConnection):
         )
         return [r["id"] for r in found]
 
+    async def parked_wake(self, ids: Iterable[str], now: float) -> list[str]:
+        found = await self._run(
+            "fetch",
+            "UPDATE parked SET due_at = LEAST(due_at, $2),"
+            " record = jsonb_set(record, '{due_at}', to_jsonb(LEAST(due_at, $2)))"
+            " WHERE id = ANY($1::text[]) RETURNING id",
+            list(ids),
+            now,
+        )
+        return [r["id"] for r in found]
+
     async def parked_done(self, ids: Iterable[str]) -> None:
         await self._run("execute", "DELETE FROM parked WHERE id = ANY($1::text[])", list(ids))
 
@@ -69,5 +80,11 @@ class PostgresParked(PostgresConnection):
     async def parked_list(self, limit: int = 100) -> list[ParkedRun]:
         found = await self._run(
             "fetch", "SELECT record FROM parked ORDER BY due_at LIMIT $1", limit
+        )
+        return [rows.parked_run(r["record"]) for r in found]
+
+    async def parked_of(self, handler: str) -> list[ParkedRun]:
+        found = await self._run(
+            "fetch", "SELECT record FROM parked WHERE handler = $1 ORDER BY due_at", handler
         )
         return [rows.parked_run(r["record"]) for r in found]

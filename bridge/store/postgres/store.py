@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bridge.store.postgres.batch import PostgresBatches
+from bridge.store.postgres.cancellations import PostgresCancellations
 from bridge.store.postgres.cron import PostgresCron
 from bridge.store.postgres.dead_letters import PostgresDeadLetters
 from bridge.store.postgres.history import PostgresHistory
@@ -23,6 +24,7 @@ class PostgresStore(
     PostgresJoins,
     PostgresCron,
     PostgresHistory,
+    PostgresCancellations,
 ):
     """The store contract on PostgreSQL.
 

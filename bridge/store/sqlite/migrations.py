@@ -153,6 +153,17 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     ALTER TABLE inbox ADD COLUMN lease_owner TEXT NOT NULL DEFAULT '';
     ALTER TABLE parked ADD COLUMN lease_owner TEXT NOT NULL DEFAULT '';
     """,
+    # 8: cancellations (cancel_on): runs of a handler for a key created before `at`
+    """
+    CREATE TABLE cancellations (
+        handler TEXT NOT NULL,
+        key TEXT NOT NULL,
+        at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (handler, key)
+    );
+    CREATE INDEX cancellations_expiry ON cancellations (expires_at);
+    """,
 ]
 
 

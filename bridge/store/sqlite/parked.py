@@ -59,6 +59,27 @@ class SqliteParked(SqliteConnection):
 
         return await self._call(renew)
 
+    async def parked_wake(self, ids: Iterable[str], now: float) -> list[str]:
+        wanted = list(ids)
+
+        def wake(conn: sqlite3.Connection) -> list[str]:
+            found = []
+            for run_id in wanted:
+                row = conn.execute("SELECT record FROM parked WHERE id = ?", (run_id,)).fetchone()
+                if row is None:
+                    continue
+                found.append(run_id)
+                run = rows.parked_run(row[0])
+                if run.due_at > now:
+                    run.due_at = now
+                    conn.execute(
+                        "UPDATE parked SET due_at = ?, record = ? WHERE id = ?",
+                        (now, rows.encode(asdict(run)), run_id),
+                    )
+            return found
+
+        return await self._call(wake)
+
     async def parked_done(self, ids: Iterable[str]) -> None:
         params = [(i,) for i in ids]
         await self._call(lambda c: c.executemany("DELETE FROM parked WHERE id = ?", params))
@@ -79,6 +100,14 @@ class SqliteParked(SqliteConnection):
         found = await self._call(
             lambda c: c.execute(
                 "SELECT record FROM parked ORDER BY due_at LIMIT ?", (limit,)
+            ).fetchall()
+        )
+        return [rows.parked_run(r[0]) for r in found]
+
+    async def parked_of(self, handler: str) -> list[ParkedRun]:
+        found = await self._call(
+            lambda c: c.execute(
+                "SELECT record FROM parked WHERE handler = ? ORDER BY due_at", (handler,)
             ).fetchall()
         )
         return [rows.parked_run(r[0]) for r in found]

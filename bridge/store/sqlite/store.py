@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bridge.store.sqlite.batch import SqliteBatches
+from bridge.store.sqlite.cancellations import SqliteCancellations
 from bridge.store.sqlite.cron import SqliteCron
 from bridge.store.sqlite.dead_letters import SqliteDeadLetters
 from bridge.store.sqlite.history import SqliteHistory
@@ -23,6 +24,7 @@ class SqliteStore(
     SqliteJoins,
     SqliteCron,
     SqliteHistory,
+    SqliteCancellations,
 ):
     """The store contract on SQLite, with group commit.
 
