@@ -16,6 +16,7 @@ import orjson
 
 from bridge.events import Event, jsonable
 from bridge.flow import HandlerFlow
+from bridge.flow.priority import PriorityLimiter
 from bridge.handling import DEFAULT_IDEMPOTENCY_KEY, DeadLetterTarget, Handler
 from bridge.retry import RetryPolicy
 from bridge.store.contracts import Attempt
@@ -23,7 +24,7 @@ from bridge.templates import Template, TemplateError, event_scope
 from bridge.tracing import current_ids
 
 Emitter = Callable[[Sequence[Event[Any]]], Awaitable[None]]
-RunStatus = Literal["succeeded", "dead_lettered", "skipped", "parked"]
+RunStatus = Literal["succeeded", "dead_lettered", "skipped", "parked", "debounced", "cancelled"]
 _PARKED_NAMESPACE = uuid.UUID("0b6f3c1e-5d2a-4f7e-8a9b-3c4d5e6f7a8b")
 
 
@@ -49,7 +50,7 @@ class BoundHandler:
     retry: RetryPolicy
     timeout: float
     idempotency_key: Template
-    limiter: asyncio.Semaphore | None = None
+    limiter: asyncio.Semaphore | PriorityLimiter | None = None
     flow: HandlerFlow | None = None
     dead_letter: DeadLetterTarget | None = None
     labels: tuple[tuple[str, str], ...] = ()

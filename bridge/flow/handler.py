@@ -1,4 +1,5 @@
-"""The flow control of one handler: its concurrency key, retry budget and rate limit."""
+"""The flow control of one handler: its admission controls, concurrency key, retry budget
+and rate limit."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bridge.flow.budget import Budgets, RetryBudget
+from bridge.flow.controls import Admission, AdmissionEnv, wants_admission
 from bridge.flow.keys import KeyedLimiter
 from bridge.flow.rate import RateLimiter
 from bridge.templates import EVENT_ROOTS, Template, TemplateError, event_scope
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
 class HandlerFlow:
     """The flow control of one handler; the dispatcher calls it around runs and attempts.
 
+    * ``flow.admission(store, env)``: the admission step (``bridge.flow.controls``) a
+      run passes before its first attempt, when the handler has such controls.
     * ``async with flow.hold(event):`` around a whole run (all its attempts and
       backoffs): runs with the same key never overlap.
     * ``await flow.before_attempt(number)`` before each attempt, outside the
@@ -33,6 +37,8 @@ class HandlerFlow:
     budget: RetryBudget | None = None
     keys: KeyedLimiter | None = None
     key_template: Template | None = None
+    controls: HandlerConfig | None = None
+    _admission: Admission | None = None
 
     @classmethod
     def from_config(
@@ -45,9 +51,20 @@ class HandlerFlow:
         if cfg.concurrency_key is not None:
             keys = KeyedLimiter(cfg.concurrency_per_key)
             template = Template(cfg.concurrency_key, EVENT_ROOTS)
-        if rate is None and budget is None and keys is None:
+        if rate is not None and cfg.rate_limit is not None and cfg.rate_limit.mode == "skip":
+            rate = None  # a skipping rate limit is an admission control
+        controls = cfg if wants_admission(cfg) else None
+        if rate is None and budget is None and keys is None and controls is None:
             return None
-        return cls(rate, budget, keys, template)
+        return cls(rate, budget, keys, template, controls)
+
+    def admission(self, store: Any, env: AdmissionEnv) -> Admission | None:
+        """The handler's admission step on ``store``, built once; None without controls."""
+        if self.controls is None:
+            return None
+        if self._admission is None:
+            self._admission = Admission(self.controls, store, env)
+        return self._admission
 
     def key(self, event: Event[Any]) -> str | None:
         """The concurrency key of ``event``; None (no key limit) when a field is missing."""

@@ -3,7 +3,7 @@
 Everything a bridge must remember across restarts lives behind these: the ledger of
 final runs, dead letters, the inbox of events accepted over HTTP (or emitted,
 replayed, fired by cron), parked retries, durable step results, joins, cron
-positions, and the run history the developer UI shows. Every write method
+positions, flow-control state, and the run history the developer UI shows. Every write method
 returns only once the write is durable (committed), except where noted.
 
 Where replicas compete (parked retries, joins, cron), the contract is what makes
@@ -18,6 +18,7 @@ from __future__ import annotations
 from bridge.store.contracts.attempts import Attempt
 from bridge.store.contracts.cron import CronPositions
 from bridge.store.contracts.dead_letters import DeadLetter, DeadLetters, DeadLetterStatus
+from bridge.store.contracts.flow import DebounceState, FlowState
 from bridge.store.contracts.history import (
     EventRecord,
     History,
@@ -38,7 +39,9 @@ __all__ = [
     "DeadLetter",
     "DeadLetterStatus",
     "DeadLetters",
+    "DebounceState",
     "EventRecord",
+    "FlowState",
     "History",
     "InboxEntry",
     "InboxStore",

@@ -37,8 +37,11 @@ class EventRecord:
 class RunRecord:
     """One handler's run of one event in the history: status, every attempt, result.
 
-    ``status``: running, succeeded, dead_lettered, skipped (already succeeded) or
-    parked (waiting for a retry). ``children`` are ids of events it emitted.
+    ``status``: running, succeeded, dead_lettered, skipped (already succeeded, or
+    refused by a flow control), parked (waiting for a retry), throttled or debouncing
+    (waiting to start until ``due_at``), debounced (superseded by a later event) or
+    cancelled. ``error`` holds the failure, or the reason of a flow control's status.
+    ``children`` are ids of events it emitted.
     """
 
     event_id: str
@@ -49,6 +52,10 @@ class RunRecord:
     error: str | None = None
     children: list[str] = field(default_factory=list)
     updated_at: float = field(default_factory=time.time)
+    due_at: float | None = None
+
+
+_WAITING = frozenset({"running", "parked", "throttled", "debouncing"})
 
 
 def event_status(statuses: Iterable[str]) -> str:
@@ -62,7 +69,7 @@ def event_status(statuses: Iterable[str]) -> str:
     seen = set(statuses)
     if not seen:
         return "unrouted"
-    if "running" in seen or "parked" in seen:
+    if seen & _WAITING:
         return "running"
     if "dead_lettered" in seen:
         return "partial" if seen - {"dead_lettered"} else "dead_lettered"

@@ -6,6 +6,7 @@ from typing import Protocol
 
 from bridge.store.contracts.cron import CronPositions
 from bridge.store.contracts.dead_letters import DeadLetters
+from bridge.store.contracts.flow import FlowState
 from bridge.store.contracts.history import History
 from bridge.store.contracts.inbox import InboxStore
 from bridge.store.contracts.joins import Joins
@@ -15,7 +16,16 @@ from bridge.store.contracts.steps import Steps
 
 
 class Store(
-    Ledger, DeadLetters, InboxStore, ParkedRuns, Steps, Joins, CronPositions, History, Protocol
+    Ledger,
+    DeadLetters,
+    InboxStore,
+    ParkedRuns,
+    Steps,
+    Joins,
+    CronPositions,
+    History,
+    FlowState,
+    Protocol,
 ):
     """The state store. Implementations: memory (tests), SQLite (one replica), PostgreSQL.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from bridge.store.postgres.batch import PostgresBatches
 from bridge.store.postgres.cron import PostgresCron
 from bridge.store.postgres.dead_letters import PostgresDeadLetters
+from bridge.store.postgres.flow import PostgresFlow
 from bridge.store.postgres.history import PostgresHistory
 from bridge.store.postgres.inbox import PostgresInbox
 from bridge.store.postgres.joins import PostgresJoins
@@ -23,6 +24,7 @@ class PostgresStore(
     PostgresJoins,
     PostgresCron,
     PostgresHistory,
+    PostgresFlow,
 ):
     """The store contract on PostgreSQL.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from bridge.store.sqlite.batch import SqliteBatches
 from bridge.store.sqlite.cron import SqliteCron
 from bridge.store.sqlite.dead_letters import SqliteDeadLetters
+from bridge.store.sqlite.flow import SqliteFlow
 from bridge.store.sqlite.history import SqliteHistory
 from bridge.store.sqlite.inbox import SqliteInbox
 from bridge.store.sqlite.joins import SqliteJoins
@@ -23,6 +24,7 @@ class SqliteStore(
     SqliteJoins,
     SqliteCron,
     SqliteHistory,
+    SqliteFlow,
 ):
     """The store contract on SQLite, with group commit.
 

@@ -1,0 +1,41 @@
+"""The arithmetic of flow-control state that every store shares (``FlowState``)."""
+
+from __future__ import annotations
+
+
+def gcra_reserve(
+    tat: float | None, now: float, interval: float, tolerance: float, count: int
+) -> tuple[float, list[float]]:
+    """``count`` start times from the theoretical arrival time ``tat`` (None: a new key),
+    and the new ``tat``.
+
+    GCRA: the i-th start is ``max(now, base + i * interval - tolerance)`` where
+    ``base = max(tat, now)``, and the key's ``tat`` becomes ``base + count * interval``
+    (the PostgreSQL store computes ``base`` in its upsert and the times from it).
+    """
+    base = now if tat is None else max(tat, now)
+    return base + count * interval, gcra_times(base, now, interval, tolerance, count)
+
+
+def gcra_times(
+    base: float, now: float, interval: float, tolerance: float, count: int
+) -> list[float]:
+    """The start times of ``gcra_reserve`` from its ``base``."""
+    return [max(now, base + i * interval - tolerance) for i in range(count)]
+
+
+def window_admit(log: list[float], now: float, per: float, limit: int, count: int) -> int:
+    """Admit up to ``count`` into the sliding ``log`` of admission times (sorted, at most
+    ``limit`` long, pruned and extended in place); return how many were admitted."""
+    while log and log[0] <= now - per:
+        log.pop(0)
+    admitted = max(0, min(count, limit - len(log)))
+    log.extend([now] * admitted)
+    return admitted
+
+
+def debounce_due(first: float, now: float, period: float, timeout: float | None) -> float:
+    """When a debounced key fires: ``period`` after its latest event, and no later than
+    ``timeout`` after its first."""
+    due = now + period
+    return due if timeout is None else min(due, first + timeout)
