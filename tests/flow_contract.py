@@ -26,6 +26,13 @@ class FlowStateContract:
         # Idle long enough, a key starts again from now.
         assert await store.flow_gcra("h", "k", 200.0, 0.5, 0.5, 1) == [200.0]
 
+    async def test_a_late_clock_reading_never_starts_before_an_earlier_given_start(
+        self, store: Store
+    ) -> None:
+        # Replicas read their clocks, then reach the store in another order.
+        assert await store.flow_gcra("h", "k", 10.0, 1.0, 2.0, 1) == [10.0]
+        assert await store.flow_gcra("h", "k", 9.0, 1.0, 2.0, 2) == [10.0, 10.0]
+
     async def test_concurrent_gcra_reservations_never_share_a_start(self, store: Store) -> None:
         got = await asyncio.gather(
             *(store.flow_gcra("h", "k", 0.0, 1.0, 0.0, 2) for _ in range(10))

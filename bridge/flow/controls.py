@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
@@ -38,6 +39,10 @@ if TYPE_CHECKING:
     from bridge.store.contracts.flow import FlowState
 
 T = TypeVar("T")
+
+THROTTLE_SLOT: ContextVar[float | None] = ContextVar("bridge_throttle_slot", default=None)
+"""The start time (wall clock) a throttle gave the current run; None without a throttle.
+The run starts at it, or later by the event loop's delay in waking it."""
 
 
 class AdmissionEnv(Protocol):
@@ -157,14 +162,19 @@ class Admission:
     async def _started(
         self, event: Event[Any], scope: dict[str, Any], start: Callable[[], Awaitable[T]]
     ) -> T:
+        slot = None
         if self.cfg.throttle is not None:
-            await self._throttled(event, self.throttle_key.key(event, scope))
+            slot = THROTTLE_SLOT.set(
+                await self._throttled(event, self.throttle_key.key(event, scope))
+            )
         token = RUN_PRIORITY.set(self.priority.integer(event, scope)) if self.cfg.priority else None
         try:
             return await start()
         finally:
             if token is not None:
                 RUN_PRIORITY.reset(token)
+            if slot is not None:
+                THROTTLE_SLOT.reset(slot)
 
     # ------------------------------------------------------------------ debounce
 
@@ -216,7 +226,8 @@ class Admission:
 
     # ------------------------------------------------------------------ throttle
 
-    async def _throttled(self, event: Event[Any], key: str) -> None:
+    async def _throttled(self, event: Event[Any], key: str) -> float:
+        """Wait for the start time the key's GCRA gives; return it."""
         env = self.env
         at = await self._gcra.ask(key, None)
         delay = at - env.wall()
@@ -224,6 +235,7 @@ class Admission:
             self._record(event, "throttled", "throttle: waiting for the next start time", at)
             env.metrics.inc("bridge_runs_throttled_total", self.labels)
             await env.clock.sleep(delay)
+        return at
 
     async def _gcra_call(self, key: Hashable, requests: Sequence[None]) -> list[float]:
         throttle = self.cfg.throttle

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 
 def gcra_reserve(
-    tat: float | None, now: float, interval: float, tolerance: float, count: int
-) -> tuple[float, list[float]]:
-    """``count`` start times from the theoretical arrival time ``tat`` (None: a new key),
-    and the new ``tat``.
+    row: tuple[float, float] | None, now: float, interval: float, tolerance: float, count: int
+) -> tuple[tuple[float, float], list[float]]:
+    """``count`` start times from the key's ``row`` (theoretical arrival time, latest
+    ``now`` seen; None for a new key), and the key's new row.
 
-    GCRA: the i-th start is ``max(now, base + i * interval - tolerance)`` where
-    ``base = max(tat, now)``, and the key's ``tat`` becomes ``base + count * interval``
-    (the PostgreSQL store computes ``base`` in its upsert and the times from it).
+    GCRA: with ``now`` never earlier than the latest seen (callers on several replicas
+    may arrive out of order), the i-th start is ``max(now, base + i * interval -
+    tolerance)`` where ``base = max(tat, now)``, and ``tat`` becomes ``base + count *
+    interval`` (the PostgreSQL store computes this in its upsert).
     """
-    base = now if tat is None else max(tat, now)
-    return base + count * interval, gcra_times(base, now, interval, tolerance, count)
+    tat, seen = row if row is not None else (now, now)
+    now = max(now, seen)
+    base = max(tat, now)
+    return (base + count * interval, now), gcra_times(base, now, interval, tolerance, count)
 
 
 def gcra_times(

@@ -20,7 +20,7 @@ class _Debounce:
 @dataclass(slots=True)
 class _FlowTables:
     once: dict[tuple[str, str], float] = field(default_factory=dict)
-    gcra: dict[tuple[str, str], float] = field(default_factory=dict)
+    gcra: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
     window: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
     debounce: dict[tuple[str, str], _Debounce] = field(default_factory=dict)
     # (handler, key) -> owner -> [leased until, asked to cancel]
@@ -54,8 +54,8 @@ class MemoryFlowState:
         self, handler: str, key: str, now: float, interval: float, tolerance: float, count: int
     ) -> list[float]:
         gcra = self._flow().gcra
-        tat, times = gcra_reserve(gcra.get((handler, key), now), now, interval, tolerance, count)
-        gcra[(handler, key)] = tat
+        row, times = gcra_reserve(gcra.get((handler, key)), now, interval, tolerance, count)
+        gcra[(handler, key)] = row
         return times
 
     async def flow_window(

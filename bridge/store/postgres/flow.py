@@ -43,17 +43,23 @@ class PostgresFlow(PostgresConnection):
         self, handler: str, key: str, now: float, interval: float, tolerance: float, count: int
     ) -> list[float]:
         step = count * interval
-        tat = await self._run(
-            "fetchval",
-            "INSERT INTO flow_gcra (handler, key, tat) VALUES ($1, $2, $3::float8 + $4::float8)"
+        # ``seen``: the latest ``now`` of the key, so that a caller whose clock reading
+        # arrives after a later one's cannot be given a start before theirs.
+        row = await self._run(
+            "fetchrow",
+            "INSERT INTO flow_gcra (handler, key, tat, seen)"
+            " VALUES ($1, $2, $3::float8 + $4::float8, $3::float8)"
             " ON CONFLICT (handler, key) DO UPDATE"
-            " SET tat = GREATEST(flow_gcra.tat, $3::float8) + $4::float8 RETURNING tat",
+            " SET seen = GREATEST(flow_gcra.seen, $3::float8),"
+            " tat = GREATEST(flow_gcra.tat, flow_gcra.seen, $3::float8) + $4::float8"
+            " RETURNING tat, seen",
             handler,
             key,
             now,
             step,
         )
-        return gcra_times(float(tat) - step, now, interval, tolerance, count)
+        seen = float(row["seen"])
+        return gcra_times(float(row["tat"]) - step, seen, interval, tolerance, count)
 
     async def flow_window(
         self, handler: str, key: str, now: float, per: float, limit: int, count: int

@@ -143,7 +143,7 @@ MIGRATIONS: list[str] = [
     );
     CREATE TABLE IF NOT EXISTS flow_gcra (
         handler TEXT NOT NULL, key TEXT NOT NULL, tat DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (handler, key)
+        seen DOUBLE PRECISION NOT NULL, PRIMARY KEY (handler, key)
     );
     CREATE TABLE IF NOT EXISTS flow_window (
         handler TEXT NOT NULL, key TEXT NOT NULL, times DOUBLE PRECISION[] NOT NULL,

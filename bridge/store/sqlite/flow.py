@@ -37,12 +37,14 @@ class SqliteFlow(SqliteConnection):
     ) -> list[float]:
         def reserve(c: sqlite3.Connection) -> list[float]:
             row = c.execute(
-                "SELECT tat FROM flow_gcra WHERE handler = ? AND key = ?", (handler, key)
+                "SELECT tat, seen FROM flow_gcra WHERE handler = ? AND key = ?", (handler, key)
             ).fetchone()
-            tat, times = gcra_reserve(row[0] if row else None, now, interval, tolerance, count)
+            (tat, seen), times = gcra_reserve(
+                (row[0], row[1]) if row else None, now, interval, tolerance, count
+            )
             c.execute(
-                "INSERT OR REPLACE INTO flow_gcra (handler, key, tat) VALUES (?, ?, ?)",
-                (handler, key, tat),
+                "INSERT OR REPLACE INTO flow_gcra (handler, key, tat, seen) VALUES (?, ?, ?, ?)",
+                (handler, key, tat, seen),
             )
             return times
 

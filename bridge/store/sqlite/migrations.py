@@ -162,7 +162,7 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     );
     CREATE TABLE IF NOT EXISTS flow_gcra (
         handler TEXT NOT NULL, key TEXT NOT NULL, tat REAL NOT NULL,
-        PRIMARY KEY (handler, key)
+        seen REAL NOT NULL, PRIMARY KEY (handler, key)
     );
     CREATE TABLE IF NOT EXISTS flow_window (
         handler TEXT NOT NULL, key TEXT NOT NULL, times TEXT NOT NULL,
