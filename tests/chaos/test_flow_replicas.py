@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -73,12 +74,16 @@ async def replicas(
             )
         )
     try:
+        began = time.monotonic()
         for p in procs:
             p.start()
         await asyncio.gather(*(p.wait_ready(60) for p in procs))
+        print(f"{kind}: {REPLICAS} replicas ready in {time.monotonic() - began:.1f}s")
         yield procs, record
-        for p in procs:
-            assert await p.stop() == 0, p.log_tail()
+        began = time.monotonic()
+        codes = await asyncio.gather(*(p.stop() for p in procs))
+        print(f"{kind}: stopped in {time.monotonic() - began:.1f}s")
+        assert codes == [0] * REPLICAS, [p.log_tail() for p in procs]
     finally:
         for p in procs:
             p.kill()
