@@ -57,6 +57,12 @@ class ManualClock:
         heapq.heappush(self._sleepers, (self.now + seconds, next(self._order), future))
         await future
 
+    def next_due(self) -> float | None:
+        """When the earliest sleeper wakes; None when nothing sleeps."""
+        while self._sleepers and self._sleepers[0][2].done():
+            heapq.heappop(self._sleepers)
+        return self._sleepers[0][0] if self._sleepers else None
+
     async def settle(self) -> None:
         """Let every task that can run, run (a fixed number of loop turns)."""
         for _ in range(self.settle_rounds):
