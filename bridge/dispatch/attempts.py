@@ -70,7 +70,8 @@ class Runner:
         flow = bh.flow
         if flow is None:
             return await self._attempts(event, bh, key, connector, resume)
-        admission = flow.admission(self.env.store, self.env) if resume is None else None
+        flow.bind(self.env.store, self.env)
+        admission = flow.admission if resume is None else None
         if admission is None:
             return await self._held(event, bh, key, connector, resume)
         # The admission step (bridge.flow.controls): the run starts, or ends refused.

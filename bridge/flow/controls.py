@@ -127,7 +127,7 @@ class Admission:
         if slots is None or singleton is None:
             return await self._started(event, scope, start)
         key = self.singleton_key.key(event, scope)
-        holder = await slots.take(key, singleton.mode == "cancel")
+        holder = await slots.take(key, singleton.mode)
         if holder is None:
             why = f"singleton: a run for key {key!r} is running" if key else "singleton: running"
             return self._refused(event, Refusal("skipped", why))

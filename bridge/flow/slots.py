@@ -1,12 +1,13 @@
-"""Singleton slots: at most one run per key, across replicas on a shared store.
+"""Leased slots per key, across replicas on a shared store: singletons and concurrency keys.
 
-A run takes its key's slot in the store (``FlowState.flow_slot_take``) with a
-lease. In ``skip`` mode a run that finds the slot held is refused. In ``cancel``
-mode it asks the holder to cancel: a holder in this process is cancelled at once;
-a holder in another replica learns it when it renews its lease (every
-``renew_every`` seconds) and cancels itself; a replica that died leaves a lease
-that expires. The new run takes the slot only once it is free, so two runs of
-one key never overlap.
+A run takes one of its key's ``limit`` slots in the store
+(``FlowState.flow_slot_take``) with a lease. In ``skip`` mode a run that finds them
+held is refused; in ``wait`` mode (concurrency keys) it waits, polling, until one is
+free. In ``cancel`` mode (a singleton) it asks the holder to cancel: a holder in
+this process is cancelled at once; a holder in another replica learns it when it
+renews its lease (every ``renew_every`` seconds) and cancels itself; a replica that
+died leaves a lease that expires. The new run takes the slot only once it is free,
+so two runs of one key never overlap.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -60,6 +62,8 @@ class Slots:
         *,
         shared: bool,
         lease: float = 30.0,
+        limit: int = 1,
+        renew_every: float = 1.0,
     ) -> None:
         self.handler = handler
         self.store = store
@@ -67,26 +71,34 @@ class Slots:
         self.sleep = sleep
         self.shared = shared
         self.lease = lease
-        self.renew_every = min(1.0, lease / 3)
+        self.limit = limit
+        self.renew_every = min(renew_every, lease / 3)
         self._local: dict[str, Holder] = {}
         self._prefix = uuid.uuid4().hex[:12]
         self._ids = itertools.count(1)
 
-    async def take(self, key: str, cancel: bool) -> Holder | None:
-        """Take the key's slot; None when it is held and ``cancel`` is False."""
+    async def take(self, key: str, mode: str) -> Holder | None:
+        """Take a slot of the key; None when they are held and ``mode`` is ``skip``.
+
+        ``wait``: poll until one is free; ``cancel``: cancel the holder, then take it.
+        """
         owner = f"{self._prefix}-{next(self._ids)}"
         delay = 0.02
         while True:
             now = self.wall()
             holders = await self.store.flow_slot_take(
-                self.handler, key, owner, 1, now, now + self.lease
+                self.handler, key, owner, self.limit, now, now + self.lease
             )
             if not holders:
                 holder = Holder(owner, asyncio.current_task())
                 self._local[key] = holder
                 return holder
-            if not cancel:
+            if mode == "skip":
                 return None
+            if mode == "wait":
+                await self.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
             local = self._local.get(key)
             if local is not None and local.owner in holders:
                 local.cancel()
@@ -106,13 +118,20 @@ class Slots:
             holder.released.set()
 
     async def hold(self, key: str, holder: Holder, start: Callable[[], Awaitable[T]]) -> T:
-        """Run ``start()`` holding the slot; on a shared store, renew its lease meanwhile
-        and cancel the run if the slot is lost or its cancellation asked for."""
-        if not self.shared:
+        """Run ``start()`` holding the slot (see ``kept``)."""
+        async with self.kept(key, holder):
             return await start()
+
+    @asynccontextmanager
+    async def kept(self, key: str, holder: Holder) -> AsyncIterator[None]:
+        """On a shared store, renew the slot's lease while the block runs; a singleton's
+        run is cancelled if its slot is lost or its cancellation asked for."""
+        if not self.shared:
+            yield
+            return
         keeper = asyncio.get_running_loop().create_task(self._renew(key, holder))
         try:
-            return await start()
+            yield
         finally:
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
@@ -126,6 +145,6 @@ class Slots:
                 )
             except Exception:  # the store is down: the lease may lapse; keep trying
                 continue
-            if lost:
+            if lost and self.limit == 1:  # a singleton's slot: cancelled or taken over
                 holder.cancel()
                 return

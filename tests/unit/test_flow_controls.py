@@ -4,13 +4,16 @@ hand: throttle, skipping rate limit, debounce, singleton, idempotency and priori
 from __future__ import annotations
 
 import asyncio
+import textwrap
 from typing import Any
 
 from bridge import Context, Event
+from bridge.app import load_config_text
 from bridge.app.runtime import Runtime
 from bridge.clock import ManualClock
+from bridge.store import MemoryStore
 from bridge.transport import Settlement
-from tests.unit.test_dispatch import delivery, make, process
+from tests.unit.test_dispatch import HEAD, delivery, make, process
 
 CLOCK: list[ManualClock] = []
 STARTS: list[tuple[float, str, Any]] = []
@@ -228,3 +231,80 @@ async def test_priority_orders_runs_waiting_for_a_concurrency_slot() -> None:
     await asyncio.gather(holder, *waiting)
     # Higher first; equal priorities in arrival order.
     assert [e for _, e, _ in STARTS] == ["first", "p5-1", "p5-3", "p3-2", "p1-0"]
+
+
+def replicas(handler: str, count: int = 2) -> tuple[list[Runtime], ManualClock]:
+    """``count`` runtimes on one memory store that says it is shared, as replicas on
+    PostgreSQL are: the flow state they share is the only thing between them."""
+    clock = ManualClock(1000.0)
+    CLOCK[:] = [clock]
+    STARTS.clear()
+    ENDS.clear()
+    GATE[:] = [asyncio.Event()]
+    store = MemoryStore()
+    store.shared = True
+    cfg = load_config_text(
+        "ledger: false\n" + HEAD + textwrap.indent(textwrap.dedent(handler), "  "), {}
+    )
+    out = []
+    for _ in range(count):
+        runtime = Runtime(cfg, store=store, clock=clock)
+        runtime.build()
+        assert runtime.dispatcher is not None
+        runtime.dispatcher.wall = clock.time
+        out.append(runtime)
+    return out, clock
+
+
+async def test_a_concurrency_key_holds_across_replicas_sharing_the_store() -> None:
+    (one, two), clock = replicas(
+        """\
+        - id: h
+          on: test/event
+          type: python
+          function: tests.unit.test_flow_controls:blocked
+          concurrency_key: "{data.k}"
+        """
+    )
+    first = send(one, "a1", {"k": "a"})
+    await clock.settle()
+    second = send(two, "a2", {"k": "a"})
+    other = send(two, "b1", {"k": "b"})
+    await clock.advance(5)
+    assert [e for _, e, _ in STARTS] == ["a1", "b1"]  # a2 waits for a1, in the other replica
+    GATE[0].set()
+    await clock.advance(2)
+    assert [s.result() for s in (first, second, other)] == [Settlement.ACK] * 3
+    assert [e for _, e, _ in STARTS] == ["a1", "b1", "a2"]
+
+
+async def test_a_singleton_and_a_throttle_hold_across_replicas_sharing_the_store() -> None:
+    (one, two), clock = replicas(
+        """\
+        - id: h
+          on: test/event
+          type: python
+          function: tests.unit.test_flow_controls:blocked
+          singleton: {key: "event.data.k", mode: skip}
+        - id: t
+          on: test/other
+          type: python
+          function: tests.unit.test_flow_controls:record
+          throttle: {limit: 1, period: 1s}
+        """
+    )
+    first = send(one, "a1", {"k": "a"})
+    await clock.settle()
+    second = send(two, "a2", {"k": "a"})
+    await clock.settle()
+    assert second.done() and outcomes(two) == {"skipped": 1}
+    GATE[0].set()
+    await first
+    STARTS.clear()
+    sent = [
+        asyncio.ensure_future(process(r, delivery(f"t{i}", {}, "test/other")[0]))
+        for i, r in enumerate([one, two, one, two])
+    ]
+    await clock.advance(5)
+    assert all(s.done() for s in sent)
+    assert sorted(t - clock.time() + 5 for t, _, _ in STARTS) == [0.0, 1.0, 2.0, 3.0]
