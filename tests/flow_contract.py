@@ -89,3 +89,14 @@ class FlowStateContract:
             *(store.flow_slot_take("h", "k", f"o{i}", 1, 0.0, 30.0) for i in range(10))
         )
         assert sum(1 for holders in got if holders == []) == 1
+
+    async def test_a_retry_budget_admits_retries_as_a_share_of_first_attempts(
+        self, store: Store
+    ) -> None:
+        # ratio 0.5, no reserve, a 10 s window in slices of 1 s.
+        assert await store.flow_budget("b", 100.0, 10.0, 0.5, 0.0, 4, 0) == 0
+        assert await store.flow_budget("b", 100.5, 10.0, 0.5, 0.0, 0, 5) == 2
+        assert await store.flow_budget("b", 101.0, 10.0, 0.5, 0.0, 2, 5) == 1
+        assert await store.flow_budget("other", 101.0, 10.0, 0.5, 0.0, 0, 5) == 1  # none yet
+        # 20 s on, the window is empty again: one retry always goes through.
+        assert await store.flow_budget("b", 121.0, 10.0, 0.5, 0.0, 0, 3) == 1

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bridge.flow.budget import Budgets, RetryBudget
+from bridge.flow.budget import Budgets, RetryBudget, SharedBudget
 from bridge.flow.coalesce import Coalescer
 from bridge.flow.controls import Admission, AdmissionEnv, wants_admission
 from bridge.flow.keys import KeyedLimiter
@@ -30,7 +30,8 @@ class HandlerFlow:
     * ``flow.bind(store, env)`` once, then ``flow.admission``: the admission step
       (``bridge.flow.controls``) a run passes before its first attempt, when the
       handler has such controls. On a store that replicas share (PostgreSQL), the
-      concurrency key and the waiting rate limit also hold among all of them: a run
+      concurrency key, the waiting rate limit and the retry budget also hold among
+      all of them (``SharedBudget``): a run
       takes a leased slot of its key in the store, and an attempt a place in the
       store's sliding window of the rate limit.
     * ``async with flow.hold(event):`` around a whole run (all its attempts and
@@ -46,6 +47,7 @@ class HandlerFlow:
     key_template: Template | None = None
     controls: HandlerConfig | None = None
     handler_id: str = ""
+    budget_name: str = ""
     _admission: Admission | None = None
     _bound: bool = False
     _global_keys: Slots | None = None
@@ -68,7 +70,9 @@ class HandlerFlow:
         controls = cfg if wants_admission(cfg) else None
         if rate is None and budget is None and keys is None and controls is None:
             return None
-        return cls(rate, budget, keys, template, controls, cfg.id)
+        spec = cfg.retry_budget
+        name = f"budget\x1f{spec}" if isinstance(spec, str) else f"budget\x1f{cfg.id}\x1finline"
+        return cls(rate, budget, keys, template, controls, cfg.id, name)
 
     def bind(self, store: Any, env: AdmissionEnv) -> None:
         """Build what needs the store, once: the admission step and, on a store that
@@ -90,6 +94,11 @@ class HandlerFlow:
                 shared=True,
                 limit=self.keys.limit,
                 renew_every=10.0,
+            )
+        budget = self.budget
+        if budget is not None and budget.shared is None:  # one per budget, handlers share it
+            budget.shared = SharedBudget(
+                self.budget_name, budget, store, lambda: env.wall(), env.clock
             )
         rate = self.rate
         if rate is not None:
@@ -141,11 +150,17 @@ class HandlerFlow:
     async def before_attempt(self, number: int) -> float:
         """Count or budget attempt ``number`` (1-based), then rate-limit it; seconds waited."""
         waited = 0.0
-        if self.budget is not None:
+        budget = self.budget
+        if budget is not None:
+            shared = budget.shared
             if number == 1:
-                self.budget.record_first_attempt()
+                budget.record_first_attempt()
+                if shared is not None:
+                    shared.record_first_attempt()
             else:
-                waited += await self.budget.acquire_retry()
+                waited += await budget.acquire_retry()
+                if shared is not None:
+                    waited += await shared.acquire_retry()
         if self.rate is not None:
             waited += await self.rate.acquire()
             if self._global_rate is not None and self._env is not None:

@@ -42,3 +42,42 @@ def debounce_due(first: float, now: float, period: float, timeout: float | None)
     ``timeout`` after its first."""
     due = now + period
     return due if timeout is None else min(due, first + timeout)
+
+
+BUDGET_SLICES = 10
+
+
+def budget_admit(
+    slices: list[list[float]],
+    now: float,
+    window: float,
+    ratio: float,
+    reserve: float,
+    firsts: int,
+    retries: int,
+) -> int:
+    """Count ``firsts`` first attempts, then admit up to ``retries`` retries into a retry
+    budget's ``slices`` (``[slice index, first attempts, retries]``, oldest first, pruned
+    and extended in place); return how many retries were admitted.
+
+    The rule of ``bridge.flow.RetryBudget``: a retry fits while the window's retries are
+    none, or one more stays within ``ratio * first attempts + reserve``.
+    """
+    width = window / BUDGET_SLICES
+    while slices and (slices[0][0] + 1) * width + window <= now:
+        slices.pop(0)
+    index = float(int(now // width))
+    if not slices or slices[-1][0] != index:
+        slices.append([index, 0.0, 0.0])
+    current = slices[-1]
+    current[1] += firsts
+    total_firsts = sum(s[1] for s in slices)
+    total_retries = sum(s[2] for s in slices)
+    admitted = 0
+    while admitted < retries and (
+        total_retries == 0 or total_retries + 1 <= ratio * total_firsts + reserve
+    ):
+        admitted += 1
+        total_retries += 1
+    current[2] += admitted
+    return admitted

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bridge.store.contracts.flow import DebounceState
-from bridge.store.flow_rules import debounce_due, gcra_reserve, window_admit
+from bridge.store.flow_rules import budget_admit, debounce_due, gcra_reserve, window_admit
 
 
 @dataclass(slots=True)
@@ -22,6 +22,7 @@ class _FlowTables:
     once: dict[tuple[str, str], float] = field(default_factory=dict)
     gcra: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
     window: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
+    budgets: dict[str, list[list[float]]] = field(default_factory=dict)
     debounce: dict[tuple[str, str], _Debounce] = field(default_factory=dict)
     # (handler, key) -> owner -> [leased until, asked to cancel]
     slots: dict[tuple[str, str], dict[str, list[float]]] = field(default_factory=dict)
@@ -66,6 +67,19 @@ class MemoryFlowState:
         admitted = window_admit(log, now, per, limit, count)
         logs[(handler, key)] = deque(log)
         return admitted
+
+    async def flow_budget(
+        self,
+        name: str,
+        now: float,
+        window: float,
+        ratio: float,
+        reserve: float,
+        firsts: int,
+        retries: int,
+    ) -> int:
+        slices = self._flow().budgets.setdefault(name, [])
+        return budget_admit(slices, now, window, ratio, reserve, firsts, retries)
 
     async def flow_debounce(
         self,

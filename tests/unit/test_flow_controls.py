@@ -308,3 +308,34 @@ async def test_a_singleton_and_a_throttle_hold_across_replicas_sharing_the_store
     await clock.advance(5)
     assert all(s.done() for s in sent)
     assert sorted(t - clock.time() + 5 for t, _, _ in STARTS) == [0.0, 1.0, 2.0, 3.0]
+
+
+FAILED_ONCE: set[str] = set()
+
+
+async def fails_once(event: Event[Any], ctx: Context) -> str:
+    STARTS.append((CLOCK[0].time(), event.id, ctx.attempt))
+    if event.id not in FAILED_ONCE:
+        FAILED_ONCE.add(event.id)
+        raise RuntimeError("first attempt fails")
+    return event.id
+
+
+async def test_a_retry_budget_holds_across_replicas_sharing_the_store() -> None:
+    FAILED_ONCE.clear()
+    (one, two), clock = replicas(
+        """\
+        - id: h
+          on: test/event
+          type: python
+          function: tests.unit.test_flow_controls:fails_once
+          retry_budget: {ratio: 0, window: 10s, min_per_second: 0}
+        """
+    )
+    sent = [send(one, "e1", {}), send(two, "e2", {})]
+    await clock.advance(30)
+    assert [s.result() for s in sent] == [Settlement.ACK] * 2
+    retries = sorted(t - 1000.0 for t, _, attempt in STARTS if attempt == 2)
+    # The first retry goes after its 1 s backoff; the other replica's waits until that
+    # retry's slice has left the shared window, as one process's would.
+    assert retries[0] == 1.0 and retries[1] >= 11.0

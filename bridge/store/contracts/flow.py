@@ -1,7 +1,7 @@
 """Flow-control state: what handlers' admission controls share between runs and replicas.
 
-Per (handler, key): the GCRA row of a throttle, the sliding log of a skipping rate
-limit, the latest event of a debounce, the idempotency keys taken for a ttl, and
+Per (handler, key): the GCRA row of a throttle, the sliding log of a rate limit,
+the slices of a retry budget, the latest event of a debounce, the idempotency keys taken for a ttl, and
 the leased slots of singletons and concurrency keys. On a store that replicas
 share (PostgreSQL) each method is one statement or transaction, so the controls
 hold across replicas; callers batch (``count``) so that a busy key costs a
@@ -48,6 +48,19 @@ class FlowState(Protocol):
     ) -> int:
         """Admit up to ``count`` starts now, so that no window of ``per`` holds more than
         ``limit``; return how many were admitted (the first ones of the caller's)."""
+
+    async def flow_budget(
+        self,
+        name: str,
+        now: float,
+        window: float,
+        ratio: float,
+        reserve: float,
+        firsts: int,
+        retries: int,
+    ) -> int:
+        """Count ``firsts`` first attempts in the retry budget ``name``, then admit up to
+        ``retries`` retries (``bridge.store.flow_rules.budget_admit``); how many were."""
 
     async def flow_debounce(
         self,

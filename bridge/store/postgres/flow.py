@@ -9,8 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
+from bridge.store import rows
 from bridge.store.contracts.flow import DebounceState
-from bridge.store.flow_rules import gcra_times, window_admit
+from bridge.store.flow_rules import budget_admit, gcra_times, window_admit
 from bridge.store.postgres.connection import PostgresConnection
 
 
@@ -83,6 +86,36 @@ class PostgresFlow(PostgresConnection):
                 handler,
                 key,
                 log,
+            )
+            return admitted
+
+        result: int = await self._tx(admit)
+        return result
+
+    async def flow_budget(
+        self,
+        name: str,
+        now: float,
+        window: float,
+        ratio: float,
+        reserve: float,
+        firsts: int,
+        retries: int,
+    ) -> int:
+        async def admit(conn: Any) -> int:
+            await conn.execute(
+                "INSERT INTO flow_budgets (name, slices) VALUES ($1, '[]') ON CONFLICT DO NOTHING",
+                name,
+            )
+            raw = await conn.fetchval(
+                "SELECT slices FROM flow_budgets WHERE name = $1 FOR UPDATE", name
+            )
+            slices: list[list[float]] = rows.decode(raw)
+            admitted = budget_admit(slices, now, window, ratio, reserve, firsts, retries)
+            await conn.execute(
+                "UPDATE flow_budgets SET slices = $2::jsonb WHERE name = $1",
+                name,
+                orjson.dumps(slices).decode(),
             )
             return admitted
 

@@ -149,6 +149,9 @@ MIGRATIONS: list[str] = [
         handler TEXT NOT NULL, key TEXT NOT NULL, times DOUBLE PRECISION[] NOT NULL,
         PRIMARY KEY (handler, key)
     );
+    CREATE TABLE IF NOT EXISTS flow_budgets (
+        name TEXT PRIMARY KEY, slices JSONB NOT NULL
+    );
     CREATE TABLE IF NOT EXISTS flow_debounce (
         handler TEXT NOT NULL, key TEXT NOT NULL, event_id TEXT NOT NULL,
         first_at DOUBLE PRECISION NOT NULL, due_at DOUBLE PRECISION NOT NULL,

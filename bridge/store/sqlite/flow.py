@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import orjson
 
 from bridge.store.contracts.flow import DebounceState
-from bridge.store.flow_rules import debounce_due, gcra_reserve, window_admit
+from bridge.store.flow_rules import budget_admit, debounce_due, gcra_reserve, window_admit
 from bridge.store.sqlite.connection import SqliteConnection
 
 
@@ -62,6 +62,28 @@ class SqliteFlow(SqliteConnection):
             c.execute(
                 "INSERT OR REPLACE INTO flow_window (handler, key, times) VALUES (?, ?, ?)",
                 (handler, key, orjson.dumps(log).decode()),
+            )
+            return admitted
+
+        return await self._call(admit)
+
+    async def flow_budget(
+        self,
+        name: str,
+        now: float,
+        window: float,
+        ratio: float,
+        reserve: float,
+        firsts: int,
+        retries: int,
+    ) -> int:
+        def admit(c: sqlite3.Connection) -> int:
+            row = c.execute("SELECT slices FROM flow_budgets WHERE name = ?", (name,)).fetchone()
+            slices: list[list[float]] = orjson.loads(row[0]) if row else []
+            admitted = budget_admit(slices, now, window, ratio, reserve, firsts, retries)
+            c.execute(
+                "INSERT OR REPLACE INTO flow_budgets (name, slices) VALUES (?, ?)",
+                (name, orjson.dumps(slices).decode()),
             )
             return admitted
 

@@ -168,6 +168,9 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
         handler TEXT NOT NULL, key TEXT NOT NULL, times TEXT NOT NULL,
         PRIMARY KEY (handler, key)
     );
+    CREATE TABLE IF NOT EXISTS flow_budgets (
+        name TEXT PRIMARY KEY, slices TEXT NOT NULL
+    );
     CREATE TABLE IF NOT EXISTS flow_debounce (
         handler TEXT NOT NULL, key TEXT NOT NULL, event_id TEXT NOT NULL,
         first_at REAL NOT NULL, due_at REAL NOT NULL,
