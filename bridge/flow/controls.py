@@ -40,9 +40,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-THROTTLE_SLOT: ContextVar[float | None] = ContextVar("bridge_throttle_slot", default=None)
-"""The start time (wall clock) a throttle gave the current run; None without a throttle.
-The run starts at it, or later by the event loop's delay in waking it."""
+ADMITTED_AT: ContextVar[float | None] = ContextVar("bridge_admitted_at", default=None)
+"""When (wall clock) the limits let the current run start: the start time its throttle
+gave it, else the time its skipping rate limit admitted it; None without either. The
+run starts then, or later by the event loop's delay in waking it."""
 
 
 class AdmissionEnv(Protocol):
@@ -98,7 +99,7 @@ class Admission:
         self.throttle_key = KeyExpr(cfg.throttle.key if cfg.throttle else None)
         self.once_key = KeyExpr(cfg.idempotency.key if cfg.idempotency else None)
         self.priority = KeyExpr(cfg.priority.run if cfg.priority else None)
-        self._window: Coalescer[None, bool] = Coalescer(self._window_call)
+        self._window: Coalescer[None, float | None] = Coalescer(self._window_call)
         self._gcra: Coalescer[None, float] = Coalescer(self._gcra_call)
         self._once: Coalescer[str, bool] = Coalescer(self._once_call)
         self._debounce: Coalescer[str, float] = Coalescer(self._debounce_call)
@@ -120,6 +121,15 @@ class Admission:
             StoreError: the flow state could not be read or written.
         """
         scope = {"event": event.as_filter_input()}
+        admitted = ADMITTED_AT.set(None)
+        try:
+            return await self._admit(event, scope, start)
+        finally:
+            ADMITTED_AT.reset(admitted)
+
+    async def _admit(
+        self, event: Event[Any], scope: dict[str, Any], start: Callable[[], Awaitable[T]]
+    ) -> T | Refusal:
         refusal = await self._before_singleton(event, scope)
         if refusal is not None:
             return self._refused(event, refusal)
@@ -145,10 +155,12 @@ class Admission:
     async def _before_singleton(self, event: Event[Any], scope: dict[str, Any]) -> Refusal | None:
         if self.rate is not None:
             key = self.rate_key.key(event, scope)
-            if not await self._window.ask(key, None):
+            at = await self._window.ask(key, None)
+            if at is None:
                 return Refusal(
                     "skipped", f"rate_limit: over {self.rate.count} per {self.rate.per:g}s"
                 )
+            ADMITTED_AT.set(at)
         if self.cfg.debounce is not None:
             refusal = await self._debounced(event, self.debounce_key.key(event, scope))
             if refusal is not None:
@@ -162,19 +174,14 @@ class Admission:
     async def _started(
         self, event: Event[Any], scope: dict[str, Any], start: Callable[[], Awaitable[T]]
     ) -> T:
-        slot = None
         if self.cfg.throttle is not None:
-            slot = THROTTLE_SLOT.set(
-                await self._throttled(event, self.throttle_key.key(event, scope))
-            )
+            ADMITTED_AT.set(await self._throttled(event, self.throttle_key.key(event, scope)))
         token = RUN_PRIORITY.set(self.priority.integer(event, scope)) if self.cfg.priority else None
         try:
             return await start()
         finally:
             if token is not None:
                 RUN_PRIORITY.reset(token)
-            if slot is not None:
-                THROTTLE_SLOT.reset(slot)
 
     # ------------------------------------------------------------------ debounce
 
@@ -253,14 +260,16 @@ class Admission:
 
     # ------------------------------------------------------------------ rate limit, idempotency
 
-    async def _window_call(self, key: Hashable, requests: Sequence[None]) -> list[bool]:
+    async def _window_call(self, key: Hashable, requests: Sequence[None]) -> list[float | None]:
+        """Per request, the time the window admitted it at; None when it is full."""
         rate = self.rate
         if rate is None:  # pragma: no cover - only called with a rate limit
             raise RuntimeError("no rate limit")
+        now = self.env.wall()
         admitted = await self.store.flow_window(
-            self.handler, str(key), self.env.wall(), rate.per, rate.count, len(requests)
+            self.handler, str(key), now, rate.per, rate.count, len(requests)
         )
-        return [i < admitted for i in range(len(requests))]
+        return [now if i < admitted else None for i in range(len(requests))]
 
     async def _once_call(self, group: Hashable, keys: Sequence[str]) -> list[bool]:
         idempotency = self.cfg.idempotency

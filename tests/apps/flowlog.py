@@ -1,7 +1,8 @@
 """A handler for flow-control tests across processes: one line per run in a shared log.
 
 Line: ``<start> <end> <handler> <event id> <key> <pid> <slot>``, wall-clock seconds
-(``slot``: the start time a throttle gave the run, else its start), appended
+(``slot``: when the limits let the run start, ``bridge.flow.controls.ADMITTED_AT``,
+else its start), appended
 with one ``write`` on an ``O_APPEND`` fd to ``BRIDGE_TEST_RECORD``. The run sleeps
 ``FLOW_WORK_SECONDS`` (default 0) between its start and its end.
 """
@@ -14,7 +15,7 @@ import time
 from typing import Any
 
 from bridge import Context, Event
-from bridge.flow.controls import THROTTLE_SLOT
+from bridge.flow.controls import ADMITTED_AT
 
 _fd: list[int] = []
 
@@ -30,7 +31,7 @@ async def timed(event: Event[Any], ctx: Context) -> str:
             os.open(os.environ["BRIDGE_TEST_RECORD"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         )
     key = event.data.get("key", "-") if isinstance(event.data, dict) else "-"
-    slot = THROTTLE_SLOT.get()
+    slot = ADMITTED_AT.get()
     slot = started if slot is None else slot
     line = (
         f"{started:.6f} {time.time():.6f} {ctx.handler_id} {event.id} {key} {os.getpid()}"
