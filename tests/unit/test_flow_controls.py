@@ -339,3 +339,35 @@ async def test_a_retry_budget_holds_across_replicas_sharing_the_store() -> None:
     # The first retry goes after its 1 s backoff; the other replica's waits until that
     # retry's slice has left the shared window, as one process's would.
     assert retries[0] == 1.0 and retries[1] >= 11.0
+
+
+async def test_the_run_history_shows_waiting_and_refused_runs_with_reason_and_due_time() -> None:
+    clock = ManualClock(1000.0)
+    CLOCK[:] = [clock]
+    STARTS.clear()
+    runtime, store, _ = make(
+        """\
+        - id: h
+          on: test/event
+          type: python
+          function: tests.unit.test_flow_controls:record
+          debounce: {period: 5s}
+        """,
+        clock,  # type: ignore[arg-type]
+        history="{enabled: true}",
+    )
+    assert runtime.dispatcher is not None and runtime.history is not None
+    runtime.dispatcher.wall = clock.time
+    first = send(runtime, "e1", {})
+    await clock.advance(1)
+    await runtime.history.flush(everything=True)
+    (waiting,) = await store.history_runs("e1")
+    assert (waiting.status, waiting.due_at) == ("debouncing", 1005.0)
+    assert (await store.history_event("e1")).status == "running"
+    second = send(runtime, "e2", {})
+    await clock.advance(10)
+    assert [first.result(), second.result()] == [Settlement.ACK] * 2
+    await runtime.history.flush(everything=True)
+    (superseded,) = await store.history_runs("e1")
+    assert superseded.status == "debounced" and "superseded" in (superseded.error or "")
+    assert [r.status for r in await store.history_runs("e2")] == ["succeeded"]
