@@ -114,9 +114,9 @@ class HandlerConfig(BaseModel):
     )
     rate_limit: RateLimit | None = Field(
         None,
-        description="At most `count` per `per` (any window). `mode: wait` (default): attempts "
-        "over it wait their turn, in process. `mode: skip`: runs over it are skipped, "
-        "recorded and counted, across replicas on PostgreSQL.",
+        description="At most `count` per `per` (any window), across replicas on PostgreSQL. "
+        "`mode: wait` (default): attempts over it wait their turn. `mode: skip`: runs over "
+        "it are skipped, recorded and counted.",
     )
     throttle: Throttle | None = Field(
         None,

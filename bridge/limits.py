@@ -38,7 +38,7 @@ class RateLimit(BaseModel):
     per: Duration = Field(gt=0, description="The period, e.g. `1s`, `1m`.")
     mode: Literal["wait", "skip"] = Field(
         "wait",
-        description="`wait`: an attempt over the limit waits for its turn (in process). "
+        description="`wait`: an attempt over the limit waits for its turn. "
         "`skip`: a run over the limit is skipped, recorded and counted (Inngest's "
         "`rateLimit`); held across replicas on PostgreSQL.",
     )
