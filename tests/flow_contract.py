@@ -50,19 +50,27 @@ class FlowStateContract:
     async def test_debounce_fires_the_last_event_once_after_the_quiet_period(
         self, store: Store
     ) -> None:
-        assert await store.flow_debounce("h", "k", "e1", 0.0, 5.0, None) == 5.0
-        assert await store.flow_debounce("h", "k", "e2", 2.0, 5.0, None) == 7.0
+        assert await store.flow_debounce("h", "k", "e1", 0.0, 0.0, 5.0, None) == ("e1", 5.0)
+        assert await store.flow_debounce("h", "k", "e2", 2.0, 2.0, 5.0, None) == ("e2", 7.0)
         assert await store.flow_debounce_fire("h", "k", "e1", 7.0) == ("superseded", 0.0)
         assert await store.flow_debounce_fire("h", "k", "e2", 6.0) == ("wait", 7.0)
         assert await store.flow_debounce_fire("h", "k", "e2", 7.0) == ("fire", 0.0)
         assert await store.flow_debounce_fire("h", "k", "e2", 7.0) == ("superseded", 0.0)
         # A new window after the fire: its own first event.
-        assert await store.flow_debounce("h", "k", "e3", 8.0, 5.0, 6.0) == 13.0
+        assert await store.flow_debounce("h", "k", "e3", 8.0, 8.0, 5.0, 6.0) == ("e3", 13.0)
+
+    async def test_an_event_of_an_earlier_time_does_not_supersede_the_latest(
+        self, store: Store
+    ) -> None:
+        # e2 (time 2) reaches a replica before e1 (time 1) reaches another.
+        assert await store.flow_debounce("h", "k", "e2", 2.0, 3.0, 5.0, None) == ("e2", 8.0)
+        assert await store.flow_debounce("h", "k", "e1", 1.0, 4.0, 5.0, None) == ("e2", 8.0)
+        assert await store.flow_debounce_fire("h", "k", "e2", 8.0) == ("fire", 0.0)
 
     async def test_debounce_timeout_caps_the_wait_from_the_first_event(self, store: Store) -> None:
-        assert await store.flow_debounce("h", "k", "e1", 0.0, 5.0, 8.0) == 5.0
-        assert await store.flow_debounce("h", "k", "e2", 4.0, 5.0, 8.0) == 8.0
-        assert await store.flow_debounce("h", "k", "e3", 7.0, 5.0, 8.0) == 8.0
+        assert await store.flow_debounce("h", "k", "e1", 0.0, 0.0, 5.0, 8.0) == ("e1", 5.0)
+        assert await store.flow_debounce("h", "k", "e2", 4.0, 4.0, 5.0, 8.0) == ("e2", 8.0)
+        assert await store.flow_debounce("h", "k", "e3", 7.0, 7.0, 5.0, 8.0) == ("e3", 8.0)
         assert await store.flow_debounce_fire("h", "k", "e3", 8.0) == ("fire", 0.0)
 
     async def test_slots_hold_one_owner_until_released_or_expired(self, store: Store) -> None:

@@ -22,6 +22,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from bridge.flow.coalesce import Coalescer
@@ -102,8 +103,10 @@ class Admission:
         self._window: Coalescer[None, float | None] = Coalescer(self._window_call)
         self._gcra: Coalescer[None, float] = Coalescer(self._gcra_call)
         self._once: Coalescer[str, bool] = Coalescer(self._once_call)
-        self._debounce: Coalescer[str, float] = Coalescer(self._debounce_call)
-        self._debouncing: dict[str, asyncio.Future[None]] = {}
+        self._debounce: Coalescer[tuple[str, float], tuple[str, float]] = Coalescer(
+            self._debounce_call
+        )
+        self._debouncing: dict[str, tuple[asyncio.Future[None], float]] = {}
         self.slots: Slots | None = None
         if cfg.singleton is not None:
             self.slots = Slots(
@@ -187,16 +190,22 @@ class Admission:
 
     async def _debounced(self, event: Event[Any], key: str) -> Refusal | None:
         """Wait until ``event`` is its key's last for a quiet period; a Refusal when a later
-        event supersedes it."""
+        event supersedes it. "Later" is by the event's ``time`` when it has one (the event
+        API stamps it on arrival), else by when it reached the bridge."""
         env = self.env
-        earlier = self._debouncing.get(key)
-        if earlier is not None and not earlier.done():
-            earlier.set_result(None)  # a later event: the earlier one is superseded
-        me: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._debouncing[key] = me
+        at = _event_time(event) or env.wall()
         superseded = Refusal("debounced", f"debounce: superseded by a later event for {key!r}")
+        earlier = self._debouncing.get(key)
+        if earlier is not None and earlier[1] > at:
+            return superseded  # a later event of the key already waits here
+        if earlier is not None and not earlier[0].done():
+            earlier[0].set_result(None)  # it is superseded
+        me: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._debouncing[key] = (me, at)
         try:
-            due = await self._debounce.ask(key, event.id)
+            latest, due = await self._debounce.ask(key, (event.id, at))
+            if latest != event.id:
+                return superseded
             self._record(event, "debouncing", "debounce: waiting for a quiet period", due)
             while True:
                 if me.done():
@@ -213,23 +222,28 @@ class Admission:
                 if state == "fire":
                     return None
         finally:
-            if self._debouncing.get(key) is me:
+            mine = self._debouncing.get(key)
+            if mine is not None and mine[0] is me:
                 del self._debouncing[key]
 
-    async def _debounce_call(self, key: Hashable, event_ids: Sequence[str]) -> list[float]:
+    async def _debounce_call(
+        self, key: Hashable, events: Sequence[tuple[str, float]]
+    ) -> list[tuple[str, float]]:
         debounce = self.cfg.debounce
         if debounce is None:  # pragma: no cover - only called with a debounce
             raise RuntimeError("no debounce")
-        # Only the last of events that arrive together can be the key's latest.
-        due = await self.store.flow_debounce(
+        # Only the latest of events that arrive together can be the key's latest.
+        event_id, at = max(reversed(events), key=lambda e: e[1])
+        answer = await self.store.flow_debounce(
             self.handler,
             str(key),
-            event_ids[-1],
+            event_id,
+            at,
             self.env.wall(),
             debounce.period,
             debounce.timeout,
         )
-        return [due] * len(event_ids)
+        return [answer] * len(events)
 
     # ------------------------------------------------------------------ throttle
 
@@ -306,3 +320,13 @@ async def _first(sleep: Awaitable[None], woken: asyncio.Future[None]) -> None:
         await asyncio.wait((sleeper, woken), return_when=asyncio.FIRST_COMPLETED)
     finally:
         sleeper.cancel()
+
+
+def _event_time(event: Event[Any]) -> float | None:
+    """The event's ``time`` as epoch seconds; None when it has none or it does not parse."""
+    if not event.time:
+        return None
+    try:
+        return datetime.fromisoformat(event.time.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

@@ -81,3 +81,20 @@ def budget_admit(
         total_retries += 1
     current[2] += admitted
     return admitted
+
+
+def debounce_step(
+    row: tuple[str, float, float, float] | None,
+    event_id: str,
+    at: float,
+    now: float,
+    period: float,
+    timeout: float | None,
+) -> tuple[str, float, float, float]:
+    """A debounced key's new row (latest event id, its time, first event's arrival, due)
+    after the event ``event_id`` of time ``at`` arrives ``now``: it becomes the latest
+    unless the latest is of a later time (events that reach replicas out of order)."""
+    if row is not None and row[1] > at:
+        return row
+    first = row[2] if row is not None else now
+    return event_id, at, first, debounce_due(first, now, period, timeout)

@@ -7,14 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bridge.store.contracts.flow import DebounceState
-from bridge.store.flow_rules import budget_admit, debounce_due, gcra_reserve, window_admit
-
-
-@dataclass(slots=True)
-class _Debounce:
-    event_id: str
-    first: float
-    due: float
+from bridge.store.flow_rules import budget_admit, debounce_step, gcra_reserve, window_admit
 
 
 @dataclass(slots=True)
@@ -23,7 +16,8 @@ class _FlowTables:
     gcra: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
     window: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
     budgets: dict[str, list[list[float]]] = field(default_factory=dict)
-    debounce: dict[tuple[str, str], _Debounce] = field(default_factory=dict)
+    # (handler, key) -> (latest event id, its time, first arrival, due)
+    debounce: dict[tuple[str, str], tuple[str, float, float, float]] = field(default_factory=dict)
     # (handler, key) -> owner -> [leased until, asked to cancel]
     slots: dict[tuple[str, str], dict[str, list[float]]] = field(default_factory=dict)
 
@@ -86,26 +80,25 @@ class MemoryFlowState:
         handler: str,
         key: str,
         event_id: str,
+        at: float,
         now: float,
         period: float,
         timeout: float | None,
-    ) -> float:
+    ) -> tuple[str, float]:
         rows = self._flow().debounce
-        row = rows.get((handler, key))
-        first = row.first if row is not None else now
-        due = debounce_due(first, now, period, timeout)
-        rows[(handler, key)] = _Debounce(event_id, first, due)
-        return due
+        row = debounce_step(rows.get((handler, key)), event_id, at, now, period, timeout)
+        rows[(handler, key)] = row
+        return row[0], row[3]
 
     async def flow_debounce_fire(
         self, handler: str, key: str, event_id: str, now: float
     ) -> tuple[DebounceState, float]:
         rows = self._flow().debounce
         row = rows.get((handler, key))
-        if row is None or row.event_id != event_id:
+        if row is None or row[0] != event_id:
             return "superseded", 0.0
-        if row.due > now:
-            return "wait", row.due
+        if row[3] > now:
+            return "wait", row[3]
         del rows[(handler, key)]
         return "fire", 0.0
 

@@ -7,12 +7,14 @@ import asyncio
 import textwrap
 from typing import Any
 
+import orjson
+
 from bridge import Context, Event
 from bridge.app import load_config_text
 from bridge.app.runtime import Runtime
 from bridge.clock import ManualClock
 from bridge.store import MemoryStore
-from bridge.transport import Settlement
+from bridge.transport import Delivery, Settlement
 from tests.unit.test_dispatch import HEAD, delivery, make, process
 
 CLOCK: list[ManualClock] = []
@@ -371,3 +373,41 @@ async def test_the_run_history_shows_waiting_and_refused_runs_with_reason_and_du
     (superseded,) = await store.history_runs("e1")
     assert superseded.status == "debounced" and "superseded" in (superseded.error or "")
     assert [r.status for r in await store.history_runs("e2")] == ["succeeded"]
+
+
+def timed_delivery(event_id: str, time: str) -> Delivery:
+    body = orjson.dumps(
+        {
+            "specversion": "1.0",
+            "id": event_id,
+            "source": "t",
+            "type": "test/event",
+            "time": time,
+            "data": {},
+        }
+    )
+
+    async def settle(outcome: Settlement) -> None:
+        return None
+
+    return Delivery(body, {}, {}, settle, "test")
+
+
+async def test_debounce_keeps_the_event_of_the_latest_time_whatever_the_arrival_order() -> None:
+    runtime, _, clock = setup(
+        """\
+        - id: h
+          on: test/event
+          type: python
+          function: tests.unit.test_flow_controls:record
+          debounce: {period: 5s}
+        """
+    )
+    # The later event reaches the bridge first (another replica's inbox batch, a retry).
+    late = asyncio.ensure_future(process(runtime, timed_delivery("late", "2026-01-01T00:00:02Z")))
+    await clock.advance(1)
+    early = asyncio.ensure_future(process(runtime, timed_delivery("early", "2026-01-01T00:00:01Z")))
+    await clock.advance(10)
+    assert [late.result(), early.result()] == [Settlement.ACK] * 2
+    assert [e for _, e, _ in STARTS] == ["late"]
+    assert outcomes(runtime) == {"succeeded": 1, "debounced": 1}

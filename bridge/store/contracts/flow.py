@@ -67,12 +67,15 @@ class FlowState(Protocol):
         handler: str,
         key: str,
         event_id: str,
+        at: float,
         now: float,
         period: float,
         timeout: float | None,
-    ) -> float:
-        """Make ``event_id`` the key's latest event; return when it is due: ``now + period``,
-        capped at the key's first event + ``timeout``."""
+    ) -> tuple[str, float]:
+        """Make ``event_id`` (the event's time: ``at``) the key's latest event unless the
+        latest has a later time; return the latest event's id and when it is due: ``now +
+        period`` when this event became the latest, capped at the key's first event +
+        ``timeout``."""
 
     async def flow_debounce_fire(
         self, handler: str, key: str, event_id: str, now: float

@@ -13,7 +13,7 @@ import orjson
 
 from bridge.store import rows
 from bridge.store.contracts.flow import DebounceState
-from bridge.store.flow_rules import budget_admit, gcra_times, window_admit
+from bridge.store.flow_rules import budget_admit, debounce_step, gcra_times, window_admit
 from bridge.store.postgres.connection import PostgresConnection
 
 
@@ -127,28 +127,34 @@ class PostgresFlow(PostgresConnection):
         handler: str,
         key: str,
         event_id: str,
+        at: float,
         now: float,
         period: float,
         timeout: float | None,
-    ) -> float:
-        due = await self._run(
-            "fetchval",
-            "INSERT INTO flow_debounce (handler, key, event_id, first_at, due_at)"
-            " VALUES ($1, $2, $3, $4::float8, $4::float8 + $5::float8)"
-            " ON CONFLICT (handler, key) DO UPDATE SET event_id = excluded.event_id,"
-            " due_at = LEAST($4::float8 + $5::float8,"
-            " flow_debounce.first_at + COALESCE($6::float8, 'Infinity'))"
-            " RETURNING due_at",
-            handler,
-            key,
-            event_id,
-            now,
-            period,
-            timeout,
-        )
-        if timeout is not None:
-            due = min(float(due), now + timeout)  # a new key: its first event is now
-        return float(due)
+    ) -> tuple[str, float]:
+        async def put(conn: Any) -> tuple[str, float]:
+            found = await conn.fetchrow(
+                "SELECT event_id, event_at, first_at, due_at FROM flow_debounce"
+                " WHERE handler = $1 AND key = $2 FOR UPDATE",
+                handler,
+                key,
+            )
+            before = tuple(found) if found is not None else None
+            row = debounce_step(before, event_id, at, now, period, timeout)
+            if row != before:
+                await conn.execute(
+                    "INSERT INTO flow_debounce (handler, key, event_id, event_at, first_at, due_at)"
+                    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (handler, key) DO UPDATE SET"
+                    " event_id = excluded.event_id, event_at = excluded.event_at,"
+                    " first_at = excluded.first_at, due_at = excluded.due_at",
+                    handler,
+                    key,
+                    *row,
+                )
+            return row[0], row[3]
+
+        result: tuple[str, float] = await self._tx(put)
+        return result
 
     async def flow_debounce_fire(
         self, handler: str, key: str, event_id: str, now: float

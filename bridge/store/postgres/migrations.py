@@ -154,7 +154,7 @@ MIGRATIONS: list[str] = [
     );
     CREATE TABLE IF NOT EXISTS flow_debounce (
         handler TEXT NOT NULL, key TEXT NOT NULL, event_id TEXT NOT NULL,
-        first_at DOUBLE PRECISION NOT NULL, due_at DOUBLE PRECISION NOT NULL,
+        event_at DOUBLE PRECISION NOT NULL, first_at DOUBLE PRECISION NOT NULL, due_at DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (handler, key)
     );
     CREATE TABLE IF NOT EXISTS flow_slots (

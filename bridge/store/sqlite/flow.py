@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import orjson
 
 from bridge.store.contracts.flow import DebounceState
-from bridge.store.flow_rules import budget_admit, debounce_due, gcra_reserve, window_admit
+from bridge.store.flow_rules import budget_admit, debounce_step, gcra_reserve, window_admit
 from bridge.store.sqlite.connection import SqliteConnection
 
 
@@ -94,23 +94,24 @@ class SqliteFlow(SqliteConnection):
         handler: str,
         key: str,
         event_id: str,
+        at: float,
         now: float,
         period: float,
         timeout: float | None,
-    ) -> float:
-        def put(c: sqlite3.Connection) -> float:
-            row = c.execute(
-                "SELECT first_at FROM flow_debounce WHERE handler = ? AND key = ?",
+    ) -> tuple[str, float]:
+        def put(c: sqlite3.Connection) -> tuple[str, float]:
+            found = c.execute(
+                "SELECT event_id, event_at, first_at, due_at FROM flow_debounce"
+                " WHERE handler = ? AND key = ?",
                 (handler, key),
             ).fetchone()
-            first = row[0] if row else now
-            due = debounce_due(first, now, period, timeout)
+            row = debounce_step(tuple(found) if found else None, event_id, at, now, period, timeout)
             c.execute(
-                "INSERT OR REPLACE INTO flow_debounce (handler, key, event_id, first_at, due_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (handler, key, event_id, first, due),
+                "INSERT OR REPLACE INTO flow_debounce"
+                " (handler, key, event_id, event_at, first_at, due_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (handler, key, *row),
             )
-            return due
+            return row[0], row[3]
 
         return await self._call(put)
 

@@ -173,7 +173,7 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     );
     CREATE TABLE IF NOT EXISTS flow_debounce (
         handler TEXT NOT NULL, key TEXT NOT NULL, event_id TEXT NOT NULL,
-        first_at REAL NOT NULL, due_at REAL NOT NULL,
+        event_at REAL NOT NULL, first_at REAL NOT NULL, due_at REAL NOT NULL,
         PRIMARY KEY (handler, key)
     );
     CREATE TABLE IF NOT EXISTS flow_slots (
