@@ -102,6 +102,21 @@ async def main(url: str) -> None:
         print(orjson.dumps(await measure(url, name, control)).decode())
 
 
+async def fresh_schema() -> None:
+    """Measure on a schema of its own on the local PostgreSQL, dropped afterwards."""
+    import asyncpg
+
+    server = "postgresql://postgres@127.0.0.1:5432/postgres"
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    try:
+        await main(f"{server}?schema={schema}")
+    finally:
+        conn = await asyncpg.connect(server)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+
 if __name__ == "__main__":
-    default = f"postgresql://postgres@127.0.0.1:5432/postgres?schema=bench_{uuid.uuid4().hex[:8]}"
-    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else default))
+    asyncio.run(main(sys.argv[1]) if len(sys.argv) > 1 else fresh_schema())
