@@ -279,3 +279,62 @@ async def test_singleton_never_overlaps_one_key_across_replicas(
         overlaps = [(a, b) for a, b in itertools.pairwise(spans) if b[0] < a[1]]
         assert overlaps == [], key
         assert len(spans) >= 2, key  # several runs of the key, one after another
+
+
+@pytest.mark.skipif(
+    not CHAOS_FULL, reason="make chaos only: it waits out the inbox leases and ledger claims"
+)
+@pytest.mark.timeout(400)
+async def test_throttled_and_debounced_runs_survive_a_sigkill(
+    tmp_path: Path, postgres: str
+) -> None:
+    """Runs waiting for a throttle or a debounce keep their messages unsettled, so replicas
+    killed while they wait lose none: the restarted replicas take the messages once
+    their inbox leases run out (30 s) and run them once the killed runs' ledger claims
+    lapse (the handler's longest run plus a minute: 62 s here)."""
+    limit = 20
+    sent = 80
+    keys = 8
+    control = (
+        f"    throttle: {{limit: {limit}, period: 1s}}\n"
+        "    timeout: 2s\n"
+        "    retry: {attempts: 1}\n"
+        "  - id: d\n"
+        "    on: flow/kill\n"
+        "    type: python\n"
+        "    function: tests.apps.flowlog:timed\n"
+        '    debounce: {period: 3s, key: "event.data.key"}\n'
+        "    timeout: 2s\n"
+        "    retry: {attempts: 1}"
+    )
+    async with replicas(tmp_path, "kill", control) as (procs, record):
+        events = [
+            cloudevent(f"k-{i}", "flow/kill", {"key": f"k{i % keys}"}, "flow") for i in range(sent)
+        ]
+        await post_spread(procs, events)
+        await asyncio.sleep(1.0)  # the replicas hold waiting runs now
+        before = read_lines(record)
+        for p in procs:  # every replica at once: nothing is left to finish the waiting runs
+            p.kill()
+        assert len({ln.split(" ")[3] for ln in before if ln.split(" ")[2] == "h"}) < sent
+        for p in procs:
+            p.start()
+        await asyncio.gather(*(p.wait_ready(60) for p in procs))
+        last = {f"k{i % keys}": f"k-{i}" for i in range(sent)}
+
+        def done() -> bool:
+            lines = read_lines(record)
+            throttled = {ln.split(" ")[3] for ln in lines if ln.split(" ")[2] == "h"}
+            debounced = {ln.split(" ")[3] for ln in lines if ln.split(" ")[2] == "d"}
+            return len(throttled) == sent and set(last.values()) <= debounced
+
+        await until(done, 240, "every throttled event and every debounced key ran", watch=procs)
+        await asyncio.sleep(4.0)  # a debounce period: nothing more may run
+    lines = [ln.split(" ") for ln in read_lines(record)]
+    throttled = {f[3] for f in lines if f[2] == "h"}
+    assert throttled == {e["id"] for e in events}  # 0 dropped
+    debounced = {f[3] for f in lines if f[2] == "d"}
+    # Every key's last event ran. (Events come back from the killed replicas' leases in
+    # batches, seconds apart: a key whose last event came back over a quiet period after
+    # an earlier one may also have run with that earlier one.)
+    assert set(last.values()) <= debounced
