@@ -27,7 +27,16 @@ from pydantic import (
 
 from bridge.cancellation import CancelOn
 from bridge.duration import Duration
-from bridge.limits import BatchConfig, RateLimit, RetryBudgetConfig
+from bridge.limits import (
+    BatchConfig,
+    Debounce,
+    Idempotency,
+    Priority,
+    RateLimit,
+    RetryBudgetConfig,
+    Singleton,
+    Throttle,
+)
 from bridge.retry import RetryPolicy
 from bridge.templates import EVENT_ROOTS, Template
 
@@ -107,7 +116,28 @@ class HandlerConfig(BaseModel):
     )
     rate_limit: RateLimit | None = Field(
         None,
-        description="At most `count` attempts per `per` (any window); the rest wait their turn.",
+        description="At most `count` per `per` (any window), across replicas on PostgreSQL. "
+        "`mode: wait` (default): attempts over it wait their turn. `mode: skip`: runs over "
+        "it are skipped, recorded and counted.",
+    )
+    throttle: Throttle | None = Field(
+        None,
+        description="GCRA limit on run starts per key; runs over it wait in order, never "
+        "dropped. See docs/flow-control.md.",
+    )
+    debounce: Debounce | None = Field(
+        None,
+        description="Run once per key with the last event, after `period` without a new one; "
+        "superseded events are recorded as `debounced`.",
+    )
+    singleton: Singleton | None = Field(
+        None, description="At most one run per key at a time: `skip` the new or `cancel` the old."
+    )
+    priority: Priority | None = Field(
+        None, description="When the handler's `concurrency` slots are contended, higher first."
+    )
+    idempotency: Idempotency | None = Field(
+        None, description="At most one run per key per `ttl`, whatever the event id."
     )
     retry_budget: str | RetryBudgetConfig | None = Field(
         None,

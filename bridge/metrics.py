@@ -29,7 +29,15 @@ HELP = {
         "counter",
         "Messages that are on purpose no event (tombstones under `tombstones: drop`).",
     ),
-    "bridge_runs_total": ("counter", "Finished runs by handler and outcome."),
+    "bridge_runs_total": (
+        "counter",
+        "Finished runs by handler and outcome (succeeded, dead_lettered; with flow control "
+        "also skipped, debounced, cancelled).",
+    ),
+    "bridge_runs_throttled_total": (
+        "counter",
+        "Runs that waited for a throttle's start time before starting.",
+    ),
     "bridge_retries_total": ("counter", "Attempts retried after a failure."),
     "bridge_history_dropped_total": (
         "counter",

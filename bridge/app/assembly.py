@@ -18,7 +18,8 @@ from bridge.dispatch import BoundHandler, DispatchConfig, DispatchEnv, Dispatche
 from bridge.errors import ConfigError, ConfigIssue
 from bridge.events import Event, EventCatalog, load_schema
 from bridge.flow import Budgets, HandlerFlow
-from bridge.handling import DEFAULT_IDEMPOTENCY_KEY, Companion, HandlerEnv
+from bridge.flow.priority import PriorityLimiter
+from bridge.handling import DEFAULT_IDEMPOTENCY_KEY, Companion, HandlerConfig, HandlerEnv
 from bridge.history import HistoryRecorder
 from bridge.inbox import Inbox, InboxSource
 from bridge.metrics import Metrics, preset
@@ -151,7 +152,7 @@ class Assembly:
                 retry=hc.retry or defaults.retry,
                 timeout=hc.timeout if hc.timeout is not None else defaults.timeout,
                 idempotency_key=Template(hc.idempotency_key, EVENT_ROOTS),
-                limiter=asyncio.Semaphore(hc.concurrency) if hc.concurrency else None,
+                limiter=_limiter(hc),
                 flow=HandlerFlow.from_config(hc, budgets, self._clock),
                 dead_letter=hc.dead_letter,
                 cancel=Canceller(hc.id, hc.cancel_on, self.store) if hc.cancel_on else None,
@@ -309,3 +310,10 @@ class Assembly:
     async def emit(self, events: list[Event[Any]] | Any) -> None:
         """Durably queue events emitted by handlers (deduplicated by id)."""
         await self.inbox.put_events(list(events), source="emit")
+
+
+def _limiter(hc: HandlerConfig) -> asyncio.Semaphore | PriorityLimiter | None:
+    """The handler's ``concurrency`` slots: by priority when it has one."""
+    if not hc.concurrency:
+        return None
+    return PriorityLimiter(hc.concurrency) if hc.priority else asyncio.Semaphore(hc.concurrency)

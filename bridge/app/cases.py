@@ -46,14 +46,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from bridge.config.loading import pydantic_issues
 from bridge.config.yamlfile import format_path, line_of, parse
+from bridge.duration import Duration
 from bridge.errors import ConfigError, ConfigIssue
 from bridge.transport import Delivery
 
-RunOutcome = Literal["succeeded", "dead_lettered", "skipped", "parked", "cancelled"]
+RunOutcome = Literal["succeeded", "dead_lettered", "skipped", "parked", "debounced", "cancelled"]
 # A field left out of an expectation (``None`` is a value one may expect).
 UNSET: Any = object()
 
@@ -78,6 +87,12 @@ class Message(BaseModel):
         else:
             raw = orjson.dumps(self.body)
         return Delivery(raw, dict(self.headers), dict(self.meta), connector=connector)
+
+
+class TimedMessage(Message):
+    """A message of a timeline, handed over ``at`` this long after the case began."""
+
+    at: Duration = Field(0.0, description="When, on the case's clock (`0s`, `1500ms`, `2m`).")
 
 
 class Stub(BaseModel):
@@ -116,6 +131,9 @@ class ExpectRun(BaseModel):
     )
     error: str | None = None
     result: Any = UNSET
+    started_at: Duration | None = Field(
+        None, description="When its first attempt started, on the case's clock (timelines)."
+    )
 
 
 class ExpectEmitted(BaseModel):
@@ -138,6 +156,10 @@ class Expect(BaseModel):
     handlers: list[str] | None = None
     runs: dict[str, RunOutcome | ExpectRun] = Field(default_factory=dict)
     emitted: list[ExpectEmitted] | None = None
+    timeline: dict[str, dict[str, RunOutcome | ExpectRun]] = Field(
+        default_factory=dict,
+        description="With `messages`: event id -> handler id -> how its run ended.",
+    )
 
 
 class Case(BaseModel):
@@ -145,12 +167,31 @@ class Case(BaseModel):
 
     name: str
     connector: str = "api"
-    message: Message
+    messages: list[TimedMessage] | None = Field(
+        None,
+        description="A timeline instead of one `message`: each handed over at its `at` on a "
+        "clock the case moves by hand, so throttles, debounces and retries take no real time.",
+    )
+    message: Message | None = Field(None, validate_default=True)
     stubs: dict[str, Stub] = Field(default_factory=dict)
     run: bool | None = Field(
         None, description="Run the matched handlers; default: when runs or emitted are expected."
     )
     expect: Expect = Field(default_factory=Expect)
+
+    @field_validator("message")
+    @classmethod
+    def _one_input(cls, value: Message | None, info: ValidationInfo) -> Message | None:
+        timeline = info.data.get("messages")
+        if value is None and timeline is None and "messages" in info.data:
+            raise PydanticCustomError("missing", "Field required")
+        if value is not None and timeline is not None:
+            raise ValueError("give either `message` or `messages`, not both")
+        return value
+
+    def inputs(self) -> list[Message]:
+        """The case's message, or its timeline's messages."""
+        return [self.message] if self.message is not None else list(self.messages or ())
 
 
 class CaseFile(BaseModel):
@@ -186,14 +227,19 @@ def load_cases(path: str | Path) -> list[Case]:
     base = Path(path).parent
     missing = []
     for index, case in enumerate(cases):
-        if case.message.body_file is not None:
-            file = base / case.message.body_file
-            case.message.body_file = str(file)
-            if not file.is_file():
-                where = ("cases", index, "message", "body_file")
-                missing.append(
-                    ConfigIssue(format_path(where), f"no file {file}", line_of(lines, where))
-                )
+        for n, message in enumerate(case.inputs()):
+            if message.body_file is not None:
+                file = base / message.body_file
+                message.body_file = str(file)
+                if not file.is_file():
+                    where: tuple[str | int, ...] = (
+                        ("cases", index, "message", "body_file")
+                        if case.message is not None
+                        else ("cases", index, "messages", n, "body_file")
+                    )
+                    missing.append(
+                        ConfigIssue(format_path(where), f"no file {file}", line_of(lines, where))
+                    )
     if missing:
         raise ConfigError(missing, source)
     return cases

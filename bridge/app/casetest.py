@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from bridge.app.cases import UNSET, Case, ExpectEmitted, ExpectEvent, ExpectRun, Message, Stub
+from bridge.clock import ManualClock
 from bridge.config import BridgeConfig
 from bridge.context import Context
 from bridge.errors import Fatal, InvalidEvent
@@ -90,8 +91,11 @@ class CaseRunner:
         from bridge.app.runtime import Runtime
 
         outcome = Outcome(case.name)
-        runtime = Runtime(self.cfg, store=MemoryStore(), clock=_NoWait())
+        clock = ManualClock() if case.messages is not None else _NoWait()
+        runtime = Runtime(self.cfg, store=MemoryStore(), clock=clock)
         runtime.build()
+        if isinstance(clock, ManualClock) and runtime.dispatcher is not None:
+            runtime.dispatcher.wall = clock.time  # flow state reads the same clock
         convert = _converter(runtime, case.connector)
         if convert is None:
             names = sorted({"api", *(n for n, c in self.cfg.connectors.items() if _takes(c))})
@@ -107,7 +111,10 @@ class CaseRunner:
             runtime.handlers[handler_id].handler = _StubHandler(stub)
         await runtime.store.open()
         try:
-            await self._check(case, runtime, convert, outcome)
+            if case.messages is not None:
+                await _timeline(case, runtime, convert, outcome, clock)
+            else:
+                await self._check(case, runtime, convert, outcome)
         finally:
             if runtime.dispatcher is not None:
                 await runtime.dispatcher.close()
@@ -117,6 +124,8 @@ class CaseRunner:
     async def _check(self, case: Case, runtime: Any, convert: Converter, outcome: Outcome) -> None:
         expect = case.expect
         diffs = outcome.diffs
+        if case.message is None:  # pragma: no cover - a timeline runs elsewhere
+            return
         try:
             events = convert(case.message)
         except InvalidEvent as exc:
@@ -158,7 +167,7 @@ class CaseRunner:
         runs = {r.handler: r for r in finished}
         for handler_id, want in expect.runs.items():
             spec = want if isinstance(want, ExpectRun) else ExpectRun(status=want)
-            diffs.extend(_run_diffs(handler_id, spec, runs.get(handler_id)))
+            diffs.extend(run_diffs(handler_id, spec, runs.get(handler_id)))
         if expect.emitted is not None:
             pending = await runtime.store.inbox_pending(0, 10_000)
             emitted = [orjson.loads(e.body) for e in pending]
@@ -166,6 +175,72 @@ class CaseRunner:
 
 
 Converter = Callable[[Message], list[Event[Any]]]
+_TIMELINE_LIMIT = 7 * 86400.0  # the longest a timeline's runs may take, on its clock
+
+
+async def _timeline(
+    case: Case, runtime: Any, convert: Converter, outcome: Outcome, clock: Any
+) -> None:
+    """Hand each message over at its ``at``, run everything until final on the hand-moved
+    clock, and compare each (event, handler) run with ``expect.timeline``."""
+    dispatcher = runtime.dispatcher
+    started: dict[tuple[str, str], float] = {}
+    for bound in runtime.handlers.values():
+        bound.handler = _Timed(bound.handler, bound.id, clock, started)
+    messages = sorted(case.messages or (), key=lambda m: m.at)
+    tasks: list[tuple[str, asyncio.Future[Any]]] = []
+    for message in messages:
+        await clock.advance(max(0.0, message.at - clock.time()))
+        try:
+            events = convert(message)
+        except InvalidEvent as exc:
+            outcome.diffs.append(f"messages (at {message.at:g}s): rejected as {exc.reason}")
+            continue
+        for event in events:
+            subs = dispatcher.router.match(event)
+            run = dispatcher.dispatch(event, subs, connector=case.connector)
+            tasks.append((event.id, asyncio.ensure_future(run)))
+    while not all(t.done() for _, t in tasks) and clock.time() < _TIMELINE_LIMIT:
+        due = clock.next_due()
+        await clock.advance(1.0 if due is None else max(due - clock.time(), 0.0))
+    runs: dict[str, dict[str, Any]] = {}
+    for event_id, task in tasks:
+        if not task.done():
+            task.cancel()
+            outcome.diffs.append(f"timeline.{event_id}: runs not final after {_TIMELINE_LIMIT:g}s")
+            continue
+        for r in task.result():
+            runs.setdefault(event_id, {})[r.handler] = r
+    for event_id, handlers in case.expect.timeline.items():
+        for handler_id, want in handlers.items():
+            spec = want if isinstance(want, ExpectRun) else ExpectRun(status=want)
+            where = f"timeline.{event_id}.{handler_id}"
+            run = runs.get(event_id, {}).get(handler_id)
+            outcome.diffs.extend(
+                d.replace(f"runs.{handler_id}", where, 1) for d in run_diffs(handler_id, spec, run)
+            )
+            at = started.get((event_id, handler_id))
+            if spec.started_at is not None and at != spec.started_at:
+                got = "never" if at is None else f"at {at:g}s"
+                outcome.diffs.append(
+                    f"{where}.started_at: expected {spec.started_at:g}s, started {got}"
+                )
+
+
+class _Timed:
+    """A handler that notes when its first attempt for each event started."""
+
+    def __init__(
+        self, inner: Any, handler_id: str, clock: Any, started: dict[tuple[str, str], float]
+    ) -> None:
+        self.inner = inner
+        self.handler_id = handler_id
+        self.clock = clock
+        self.started = started
+
+    async def invoke(self, event: Event[Any], ctx: Context) -> Any:
+        self.started.setdefault((event.id, self.handler_id), self.clock.time())
+        return await self.inner.invoke(event, ctx)
 
 
 def _takes(conn: Any) -> bool:
@@ -235,7 +310,8 @@ def _event_diffs(want: ExpectEvent, event: Event[Any]) -> Iterator[str]:
         yield from subset_diffs(want.data, event.data_json(), "event.data")
 
 
-def _run_diffs(handler_id: str, want: ExpectRun, run: Any) -> Iterator[str]:
+def run_diffs(handler_id: str, want: ExpectRun, run: Any) -> Iterator[str]:
+    """Where ``run`` (a ``Run``, or None: it did not run) differs from ``want``."""
     where = f"runs.{handler_id}"
     if run is None:
         yield f"{where}: expected {want.status}, but the handler did not run"

@@ -36,6 +36,7 @@ from bridge.dispatch.runs import BoundHandler, Resume, Run, RunState
 from bridge.dispatch.storable import check_children, check_result, describe, format_traceback
 from bridge.errors import Fatal, RetryAfter, StoreError, Suspended
 from bridge.events import Event
+from bridge.flow.controls import Refusal
 from bridge.store.contracts import Attempt, RunRecord
 from bridge.telemetry import CURRENT_RUN
 from bridge.tracing import Tracing
@@ -77,6 +78,30 @@ class Runner:
         flow = bh.flow
         created = resume.created if resume and resume.created else self.env.wall()
         if flow is None:
+            return await self._attempts(event, bh, key, connector, resume, created)
+        flow.bind(self.env.store, self.env)
+        admission = flow.admission if resume is None else None
+        if admission is None:
+            return await self._held(event, bh, key, connector, resume, created)
+        # The admission step (bridge.flow.controls): the run starts, or ends refused.
+        outcome = await admission.admit(
+            event, lambda: self._held(event, bh, key, connector, resume, created)
+        )
+        if isinstance(outcome, Refusal):
+            return Run(bh.id, outcome.status, error=outcome.reason)
+        return outcome
+
+    async def _held(
+        self,
+        event: Event[Any],
+        bh: BoundHandler,
+        key: str,
+        connector: str,
+        resume: Resume | None,
+        created: float,
+    ) -> Run:
+        flow = bh.flow
+        if flow is None:  # pragma: no cover - called for handlers with flow control
             return await self._attempts(event, bh, key, connector, resume, created)
         # The concurrency key is held for the whole run, backoffs included.
         async with flow.hold(event):

@@ -30,10 +30,10 @@ from typing import Any, cast
 
 from bridge.dispatch.attempts import Runner
 from bridge.dispatch.env import DispatchConfig, DispatchEnv
-from bridge.dispatch.runs import BoundHandler, Resume, Run, parked_run_id
+from bridge.dispatch.runs import BoundHandler, Resume, Run
 from bridge.events import Event
 from bridge.routing import Subscription
-from bridge.store.contracts import LedgerClaims
+from bridge.store.contracts import LedgerClaims, parked_run_id
 
 log = logging.getLogger("bridge.dispatch")
 _FINAL = ("succeeded", "dead_lettered", "cancelled")

@@ -16,6 +16,7 @@ import orjson
 from bridge.cancellation import Canceller
 from bridge.events import Event, jsonable
 from bridge.flow import HandlerFlow
+from bridge.flow.priority import PriorityLimiter
 from bridge.handling import DEFAULT_IDEMPOTENCY_KEY, DeadLetterTarget, Handler
 from bridge.limits import BatchConfig
 from bridge.retry import RetryPolicy
@@ -25,7 +26,7 @@ from bridge.templates import Template, TemplateError, event_scope
 from bridge.tracing import current_ids
 
 Emitter = Callable[[Sequence[Event[Any]]], Awaitable[None]]
-RunStatus = Literal["succeeded", "dead_lettered", "skipped", "parked", "cancelled"]
+RunStatus = Literal["succeeded", "dead_lettered", "skipped", "parked", "debounced", "cancelled"]
 
 
 @dataclass(slots=True, frozen=True)
@@ -47,7 +48,7 @@ class BoundHandler:
     retry: RetryPolicy
     timeout: float
     idempotency_key: Template
-    limiter: asyncio.Semaphore | None = None
+    limiter: asyncio.Semaphore | PriorityLimiter | None = None
     flow: HandlerFlow | None = None
     dead_letter: DeadLetterTarget | None = None
     cancel: Canceller | None = None

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any
 
 from bridge.clock import Clock
+from bridge.flow.coalesce import Coalescer
 from bridge.flow.gate import FifoGate
 from bridge.limits import RetryBudgetConfig
 
@@ -42,6 +44,7 @@ class RetryBudget(FifoGate):
         self._slices: deque[list[int]] = deque()
         self._firsts = 0
         self._retries = 0
+        self.shared: SharedBudget | None = None  # set when replicas share the store
 
     @classmethod
     def from_config(cls, cfg: RetryBudgetConfig, clock: Clock | None = None) -> RetryBudget:
@@ -148,3 +151,59 @@ class Budgets:
                 raise KeyError(f"unknown retry budget {spec!r} (known: {known})")
             return self._shared[spec]
         return RetryBudget.from_config(spec, self._clock)
+
+
+class SharedBudget:
+    """A retry budget held among the replicas that share a store (PostgreSQL).
+
+    First attempts are counted here and sent with the next retry's request, so they
+    cost no store call of their own; a replica that never retries never sends its
+    first attempts, which makes the others' budget smaller, never larger. Retries
+    waiting in this process share one store call (``FlowState.flow_budget``); a retry
+    the shared budget refuses asks again a slice of the window later.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        budget: RetryBudget,
+        store: Any,
+        wall: Callable[[], float],
+        clock: Clock,
+    ) -> None:
+        self.name = name
+        self.budget = budget
+        self.store = store
+        self.wall = wall
+        self.clock = clock
+        self.unsent = 0
+        self._asks: Coalescer[None, bool] = Coalescer(self._call)
+
+    def record_first_attempt(self) -> None:
+        """Count a first attempt; it reaches the store with the next retry's request."""
+        self.unsent += 1
+
+    async def acquire_retry(self) -> float:
+        """Wait until the shared budget admits a retry; the seconds waited."""
+        started = self.clock.time()
+        while not await self._asks.ask("", None):
+            await self.clock.sleep(self.budget.window / RetryBudget._SLICES)
+        return self.clock.time() - started
+
+    async def _call(self, _: Hashable, asks: Sequence[None]) -> list[bool]:
+        firsts, self.unsent = self.unsent, 0
+        budget = self.budget
+        try:
+            admitted = await self.store.flow_budget(
+                self.name,
+                self.wall(),
+                budget.window,
+                budget.ratio,
+                budget.reserve,
+                firsts,
+                len(asks),
+            )
+        except BaseException:
+            self.unsent += firsts  # not counted: send them next time
+            raise
+        return [i < admitted for i in range(len(asks))]

@@ -21,9 +21,10 @@ from bridge.store.contracts import (
     RunRecord,
     merged_event,
 )
+from bridge.store.memory_flow import MemoryFlowState
 
 
-class MemoryStore:
+class MemoryStore(MemoryFlowState):
     """The store contract in process memory."""
 
     def __init__(self, url: str = "memory://") -> None:

@@ -10,6 +10,7 @@ import pytest
 from bridge.store.contracts import InboxEntry, LedgerEntry
 from bridge.store.postgres import MIGRATIONS, PostgresStore
 from tests.fixtures.postgres import POSTGRES_URL, drop_schema
+from tests.flow_contract import FlowStateContract
 from tests.store_contract import StoreContract
 
 pytestmark = pytest.mark.integration
@@ -25,7 +26,7 @@ async def store(postgres: str) -> AsyncIterator[PostgresStore]:
     await drop_schema(schema)
 
 
-class TestPostgresStore(StoreContract):
+class TestPostgresStore(StoreContract, FlowStateContract):
     pass
 
 

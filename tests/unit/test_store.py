@@ -10,10 +10,11 @@ import pytest
 from bridge.store import MemoryStore, SqliteStore, create_store
 from bridge.store.contracts import InboxEntry, LedgerEntry
 from bridge.store.sqlite import MIGRATIONS
+from tests.flow_contract import FlowStateContract
 from tests.store_contract import StoreContract
 
 
-class TestMemoryStore(StoreContract):
+class TestMemoryStore(StoreContract, FlowStateContract):
     @pytest.fixture
     async def store(self) -> AsyncIterator[MemoryStore]:
         store = MemoryStore()
@@ -22,7 +23,7 @@ class TestMemoryStore(StoreContract):
         await store.close()
 
 
-class TestSqliteStore(StoreContract):
+class TestSqliteStore(StoreContract, FlowStateContract):
     @pytest.fixture
     async def store(self, tmp_path: Path) -> AsyncIterator[SqliteStore]:
         store = SqliteStore(f"sqlite:///{tmp_path}/state.db")

@@ -3,7 +3,7 @@
 Everything a bridge must remember across restarts lives behind these: the ledger of
 final runs, dead letters, cancellations (``cancel_on``), the inbox of events accepted over HTTP (or emitted,
 replayed, fired by cron), parked retries, durable step results, joins, cron
-positions, and the run history the developer UI shows. Every write method
+positions, flow-control state, and the run history the developer UI shows. Every write method
 returns only once the write is durable (committed), except where noted.
 
 Where replicas compete (parked retries, joins, cron), the contract is what makes
@@ -19,6 +19,7 @@ from bridge.store.contracts.attempts import Attempt
 from bridge.store.contracts.cancellations import Cancellation, Cancellations
 from bridge.store.contracts.cron import CronPositions
 from bridge.store.contracts.dead_letters import DeadLetter, DeadLetters, DeadLetterStatus
+from bridge.store.contracts.flow import DebounceState, FlowState
 from bridge.store.contracts.history import (
     EventRecord,
     History,
@@ -41,7 +42,9 @@ __all__ = [
     "DeadLetter",
     "DeadLetterStatus",
     "DeadLetters",
+    "DebounceState",
     "EventRecord",
+    "FlowState",
     "History",
     "InboxEntry",
     "InboxStore",

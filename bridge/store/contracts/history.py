@@ -42,7 +42,8 @@ class RunRecord:
     ``status``: running, succeeded, dead_lettered, skipped (already succeeded) or
     parked (waiting for a retry), or any other status a flow control gives it:
     cancelled (``cancel_on``), sleeping (``ctx.sleep``), waiting
-    (``ctx.wait_for_event``), throttled, debounced ...; ``error`` or ``reason`` then
+    (``ctx.wait_for_event``), throttled or debouncing (waiting to start), debounced
+    (superseded by a later event) ...; ``error`` or ``reason`` then
     says why in words, and ``due_at`` (epoch seconds) is when a run that is not running
     now is due to run again (a parked retry, the end of a sleep, a wait's timeout), else
     None. The UI shows whatever status, reason and due time a run carries.

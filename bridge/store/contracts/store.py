@@ -7,6 +7,7 @@ from typing import Protocol
 from bridge.store.contracts.cancellations import Cancellations
 from bridge.store.contracts.cron import CronPositions
 from bridge.store.contracts.dead_letters import DeadLetters
+from bridge.store.contracts.flow import FlowState
 from bridge.store.contracts.history import History
 from bridge.store.contracts.inbox import InboxStore
 from bridge.store.contracts.joins import Joins
@@ -25,6 +26,7 @@ class Store(
     CronPositions,
     History,
     Cancellations,
+    FlowState,
     Protocol,
 ):
     """The state store. Implementations: memory (tests), SQLite (one replica), PostgreSQL.

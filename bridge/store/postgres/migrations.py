@@ -145,6 +145,35 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX IF NOT EXISTS cancellations_expiry ON cancellations (expires_at);
     """,
+    # 9: flow-control state (bridge.store.contracts.flow): throttles, rate limits, debounces,
+    # idempotency keys and singleton slots, by handler and key
+    """
+    CREATE TABLE IF NOT EXISTS flow_once (
+        handler TEXT NOT NULL, key TEXT NOT NULL, until DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (handler, key)
+    );
+    CREATE TABLE IF NOT EXISTS flow_gcra (
+        handler TEXT NOT NULL, key TEXT NOT NULL, tat DOUBLE PRECISION NOT NULL,
+        seen DOUBLE PRECISION NOT NULL, PRIMARY KEY (handler, key)
+    );
+    CREATE TABLE IF NOT EXISTS flow_window (
+        handler TEXT NOT NULL, key TEXT NOT NULL, times DOUBLE PRECISION[] NOT NULL,
+        PRIMARY KEY (handler, key)
+    );
+    CREATE TABLE IF NOT EXISTS flow_budgets (
+        name TEXT PRIMARY KEY, slices JSONB NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS flow_debounce (
+        handler TEXT NOT NULL, key TEXT NOT NULL, event_id TEXT NOT NULL,
+        event_at DOUBLE PRECISION NOT NULL, first_at DOUBLE PRECISION NOT NULL, due_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (handler, key)
+    );
+    CREATE TABLE IF NOT EXISTS flow_slots (
+        handler TEXT NOT NULL, key TEXT NOT NULL, owner TEXT NOT NULL,
+        until DOUBLE PRECISION NOT NULL, cancel BOOLEAN NOT NULL DEFAULT FALSE,
+        PRIMARY KEY (handler, key, owner)
+    );
+    """,
 ]
 
 

@@ -6,6 +6,7 @@ from bridge.store.postgres.batch import PostgresBatches
 from bridge.store.postgres.cancellations import PostgresCancellations
 from bridge.store.postgres.cron import PostgresCron
 from bridge.store.postgres.dead_letters import PostgresDeadLetters
+from bridge.store.postgres.flow import PostgresFlow
 from bridge.store.postgres.history import PostgresHistory
 from bridge.store.postgres.inbox import PostgresInbox
 from bridge.store.postgres.joins import PostgresJoins
@@ -25,6 +26,7 @@ class PostgresStore(
     PostgresCron,
     PostgresHistory,
     PostgresCancellations,
+    PostgresFlow,
 ):
     """The store contract on PostgreSQL.
 

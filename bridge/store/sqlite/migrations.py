@@ -164,6 +164,35 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     );
     CREATE INDEX cancellations_expiry ON cancellations (expires_at);
     """,
+    # 9: flow-control state (bridge.store.contracts.flow): throttles, rate limits, debounces,
+    # idempotency keys and singleton slots, by handler and key
+    """
+    CREATE TABLE IF NOT EXISTS flow_once (
+        handler TEXT NOT NULL, key TEXT NOT NULL, until REAL NOT NULL,
+        PRIMARY KEY (handler, key)
+    );
+    CREATE TABLE IF NOT EXISTS flow_gcra (
+        handler TEXT NOT NULL, key TEXT NOT NULL, tat REAL NOT NULL,
+        seen REAL NOT NULL, PRIMARY KEY (handler, key)
+    );
+    CREATE TABLE IF NOT EXISTS flow_window (
+        handler TEXT NOT NULL, key TEXT NOT NULL, times TEXT NOT NULL,
+        PRIMARY KEY (handler, key)
+    );
+    CREATE TABLE IF NOT EXISTS flow_budgets (
+        name TEXT PRIMARY KEY, slices TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS flow_debounce (
+        handler TEXT NOT NULL, key TEXT NOT NULL, event_id TEXT NOT NULL,
+        event_at REAL NOT NULL, first_at REAL NOT NULL, due_at REAL NOT NULL,
+        PRIMARY KEY (handler, key)
+    );
+    CREATE TABLE IF NOT EXISTS flow_slots (
+        handler TEXT NOT NULL, key TEXT NOT NULL, owner TEXT NOT NULL,
+        until REAL NOT NULL, cancel INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (handler, key, owner)
+    );
+    """,
 ]
 
 

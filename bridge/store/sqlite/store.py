@@ -6,6 +6,7 @@ from bridge.store.sqlite.batch import SqliteBatches
 from bridge.store.sqlite.cancellations import SqliteCancellations
 from bridge.store.sqlite.cron import SqliteCron
 from bridge.store.sqlite.dead_letters import SqliteDeadLetters
+from bridge.store.sqlite.flow import SqliteFlow
 from bridge.store.sqlite.history import SqliteHistory
 from bridge.store.sqlite.inbox import SqliteInbox
 from bridge.store.sqlite.joins import SqliteJoins
@@ -25,6 +26,7 @@ class SqliteStore(
     SqliteCron,
     SqliteHistory,
     SqliteCancellations,
+    SqliteFlow,
 ):
     """The store contract on SQLite, with group commit.
 
