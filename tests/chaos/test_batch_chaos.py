@@ -52,7 +52,10 @@ async def test_every_event_in_exactly_one_successful_batch_after_a_sigkill(
         ],
         telemetry={"logs": {"format": "json", "level": "WARNING"}},
     )  # fmt: skip
-    bridge, record = recording_bridge(config, tmp_path)
+    # Each batch works long enough (20 batches x 0.15 s in make test) that the kill lands
+    # while batches run, even when a loaded machine polls the ledger late.
+    work = "0.02" if CHAOS_FULL else "0.15"
+    bridge, record = recording_bridge(config, tmp_path, BATCH_WORK_SECONDS=work)
     ids = [f"i{n}" for n in range(EVENTS)]
     bridge.start()
     try:
