@@ -23,7 +23,20 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench import core, kafka, memory, nats, rabbitmq, redis, report, soak, sqs, tracing, webhook
+from bench import (
+    core,
+    durable,
+    kafka,
+    memory,
+    nats,
+    rabbitmq,
+    redis,
+    report,
+    soak,
+    sqs,
+    tracing,
+    webhook,
+)
 from bench.brokers import SQS_CREDENTIALS, Tansu, moto_server, rabbitmq_version
 from bench.common import RESULTS, Env, machine
 
@@ -40,6 +53,14 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "memory": ("Memory: RSS idle and under overload", memory.rss),
     "soak": ("Soak: RSS with the UI and run history on, 50-event batches to /v1/events", soak.soak),
     "width": ("Width: handlers per event 1, 4, 16, 64", core.width),
+    "durable": (
+        "Durable path (memory connector): bare / ledger off / SQLite / PostgreSQL",
+        durable.throughput,
+    ),
+    "durable_latency": (
+        "Durable path latency at 1,000 events/s (memory connector)",
+        durable.latency,
+    ),
 }
 NEEDS_KAFKA = {"kafka", "latency", "memory"}
 

@@ -27,6 +27,8 @@ SCENARIOS = {
     "width",
     "soak",
     "nats",
+    "durable",
+    "durable_latency",
 }
 
 
@@ -61,6 +63,7 @@ def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
         ("redis", {"raw", "bridge", "faststream"}),
         ("tracing", {"off", "sampled_10pct", "sampled_100pct"}),
         ("width", {f"{side}_w{w}" for side in ("bare", "bridge") for w in (1, 4, 16, 64)}),
+        ("durable", {"bare", "ledger_off", "sqlite", "postgres"}),
     ):
         got = scenarios[name]["variants"]
         assert set(got) == variants, name
@@ -75,6 +78,10 @@ def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
     assert all(v["not_202"] == 0 for v in webhook["variants"].values())
     assert set(webhook["max_rps"]) == {"bare_max_rps", "bridge_max_rps"}
     assert all(r["inbox_rows"] > 0 for r in webhook["runs"]["bridge"])
+    durable = scenarios["durable_latency"]["variants"]
+    assert set(durable) == {"bare", "ledger_off", "sqlite", "postgres"}
+    assert all(r["handler"]["samples"] > 0 for v in durable.values() for r in v["runs"])
+    assert all(r["settled"]["samples"] > 0 for v in durable.values() for r in v["runs"])
     memory = scenarios["memory"]
     assert memory["overload"]["sent"] > memory["overload"]["handled_events"] > 0
     assert len(memory["samples"]) >= 8
