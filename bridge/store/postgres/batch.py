@@ -34,20 +34,26 @@ _READ = (
 # The owner is kept in ``result`` and the deadline in ``finished_at``, so a claim needs
 # no column of its own. A row another transaction inserts meanwhile makes the INSERT
 # wait for it, then skip it: that key is reported ``running``.
+# A claim this process (``owner``) holds is taken again at once: the fan-out claims a
+# key only while it leads that key's run in this process (its single-flight map), so
+# such a claim is stale, left by a claim whose answer was lost (the store hung after
+# committing it); waiting for it to lapse would hold the message for minutes.
 _CLAIM = (
     "WITH cfg AS (SELECT set_config('synchronous_commit', 'off', true)),"
     " k AS (SELECT DISTINCT ON (handler, key) * FROM unnest($1::text[], $2::text[],"
     "  $3::text[], $4::text[], $6::float8[]) AS k(handler, key, event_id, owner, until)),"
-    " prior AS (SELECT l.handler, l.key, l.status, l.finished_at FROM ledger l"
+    " prior AS (SELECT l.handler, l.key, l.status, l.finished_at, l.result FROM ledger l"
     "  JOIN k ON l.handler = k.handler AND l.key = k.key),"
     " claimed AS (INSERT INTO ledger (handler, key, event_id, status, result, finished_at)"
     "  SELECT k.handler, k.key, k.event_id, 'running', to_jsonb(k.owner), k.until FROM k"
     "  LEFT JOIN prior p ON p.handler = k.handler AND p.key = k.key"
-    "  WHERE p.status IS NULL OR (p.status = 'running' AND p.finished_at < $5)"
+    "  WHERE p.status IS NULL OR (p.status = 'running'"
+    "   AND (p.finished_at < $5 OR p.result = to_jsonb(k.owner)))"
     "  ON CONFLICT (handler, key) DO UPDATE SET status = 'running',"
     "  result = excluded.result, finished_at = excluded.finished_at,"
     "  event_id = excluded.event_id"
-    "  WHERE ledger.status = 'running' AND ledger.finished_at < $5"
+    "  WHERE ledger.status = 'running'"
+    "   AND (ledger.finished_at < $5 OR ledger.result = excluded.result)"
     "  RETURNING handler, key)"
     " SELECT k.handler, k.key, CASE WHEN c.handler IS NOT NULL THEN 'claimed'"
     "  ELSE coalesce(p.status, 'running') END AS status, false AS is_read FROM k CROSS JOIN cfg"
