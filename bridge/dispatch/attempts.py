@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from bridge.context import Context
@@ -31,6 +32,7 @@ from bridge.dispatch.runs import BoundHandler, Resume, Run, RunState
 from bridge.dispatch.storable import check_children, check_result, describe, format_traceback
 from bridge.errors import Fatal, RetryAfter, StoreError
 from bridge.events import Event
+from bridge.flow import HandlerFlow
 from bridge.store.contracts import Attempt, RunRecord
 from bridge.telemetry import CURRENT_RUN
 from bridge.tracing import Tracing
@@ -52,15 +54,16 @@ class Runner:
         self.endings = Endings(config, env)
         self.watchdog = Watchdog()
 
-    async def run(
+    def run(
         self,
         event: Event[Any],
         bh: BoundHandler,
         key: str,
         connector: str,
         resume: Resume | None = None,
-    ) -> Run:
-        """Attempt ``bh`` on ``event`` until it succeeds, is dead-lettered or parked.
+    ) -> Coroutine[Any, Any, Run]:
+        """Attempt ``bh`` on ``event`` until it succeeds, is dead-lettered or parked (a
+        coroutine to await; without flow control, no wrapper coroutine per run).
 
         Raises:
             StoreError: the run's end could not be recorded.
@@ -68,7 +71,18 @@ class Runner:
         """
         flow = bh.flow
         if flow is None:
-            return await self._attempts(event, bh, key, connector, resume)
+            return self._attempts(event, bh, key, connector, resume)
+        return self._held(flow, event, bh, key, connector, resume)
+
+    async def _held(
+        self,
+        flow: HandlerFlow,
+        event: Event[Any],
+        bh: BoundHandler,
+        key: str,
+        connector: str,
+        resume: Resume | None,
+    ) -> Run:
         # The concurrency key is held for the whole run, backoffs included.
         async with flow.hold(event):
             return await self._attempts(event, bh, key, connector, resume)
