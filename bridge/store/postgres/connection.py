@@ -175,7 +175,10 @@ class PostgresConnection:
         def expire() -> None:
             nonlocal expired
             expired = True
-            conn.terminate()  # the statement waiting on it fails at once
+            # The statement waiting on it fails at once. If the deadline passed while the
+            # connection was being released, it is the pool's again: nothing to cut.
+            with contextlib.suppress(asyncpg.InterfaceError):
+                conn.terminate()
 
         timer = loop.call_at(ends, expire)
         try:
