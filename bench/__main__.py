@@ -26,6 +26,7 @@ from typing import Any
 
 from bench import (
     core,
+    durable,
     kafka,
     ledger,
     memory,
@@ -63,6 +64,10 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "memory": ("Memory: RSS idle and under overload", memory.rss),
     "soak": ("Soak: RSS with the UI and run history on, 50-event batches to /v1/events", soak.soak),
     "width": ("Width: handlers per event 1, 4, 16, 64", core.width),
+    "durable_latency": (
+        "Durable path latency at 1,000 events/s (memory connector)",
+        durable.latency,
+    ),
 }
 NEEDS_KAFKA = {"kafka", "latency", "memory", "replicas"}
 

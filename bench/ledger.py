@@ -30,6 +30,7 @@ import psutil
 
 from bench.common import Env, Samples, goal
 from bench.core import bare_loop, memory_config, run_bridge
+from bench.durable import tuned_gc
 from bench.payload import body
 from bridge.app.runtime import Runtime
 from connectors.memory import BROKER
@@ -128,6 +129,7 @@ async def one(name: str, env: Env, bodies: list[bytes]) -> tuple[Any, float, flo
         await drop_schema(schema)
 
 
+@tuned_gc
 async def durable(env: Env) -> dict[str, Any]:
     """Events/s, CPU per event and store round trips per event, each variant interleaved."""
     events = env.size(4000, 300)

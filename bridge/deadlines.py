@@ -18,7 +18,6 @@ a sync handler runs in; see ``handlers.python``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import heapq
 import itertools
@@ -55,8 +54,10 @@ class Deadline:
         self.task = None  # do not keep the task alive while the entry waits in its queue
         token, self._token = self._token, None
         if token is not None:
-            with contextlib.suppress(ValueError):  # finished from another context
+            try:  # noqa: SIM105 (not contextlib.suppress: a context manager per attempt)
                 _CURRENT.reset(token)
+            except ValueError:  # finished from another context
+                pass
 
     def shift(self, seconds: float) -> None:
         """Move the deadline ``seconds`` later (earlier when negative); no-op once it

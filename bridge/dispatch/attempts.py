@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from bridge.cancellation import RunCancelled
@@ -36,6 +37,7 @@ from bridge.dispatch.runs import BoundHandler, Resume, Run, RunState
 from bridge.dispatch.storable import check_children, check_result, describe, format_traceback
 from bridge.errors import Fatal, RetryAfter, StoreError, Suspended
 from bridge.events import Event
+from bridge.flow import HandlerFlow
 from bridge.flow.controls import Refusal
 from bridge.store.contracts import Attempt, RunRecord
 from bridge.telemetry import CURRENT_RUN
@@ -59,40 +61,32 @@ class Runner:
         self.batches = Batches(env, self.endings)
         self.watchdog = Watchdog()
 
-    async def run(
+    def run(
         self,
         event: Event[Any],
         bh: BoundHandler,
         key: str,
         connector: str,
         resume: Resume | None = None,
-    ) -> Run:
-        """Attempt ``bh`` on ``event`` until it succeeds, is dead-lettered or parked.
+    ) -> Coroutine[Any, Any, Run]:
+        """Attempt ``bh`` on ``event`` until it succeeds, is dead-lettered or parked (a
+        coroutine to await; without flow control, no wrapper coroutine per run).
 
         Raises:
             StoreError: the run's end could not be recorded.
             asyncio.CancelledError: the run was cancelled; nothing of it is recorded.
         """
         if bh.batch is not None and resume is None:
-            return await self.batches.run(event, bh, key, connector)
+            return self.batches.run(event, bh, key, connector)
         flow = bh.flow
         created = resume.created if resume and resume.created else self.env.wall()
         if flow is None:
-            return await self._attempts(event, bh, key, connector, resume, created)
-        flow.bind(self.env.store, self.env)
-        admission = flow.admission if resume is None else None
-        if admission is None:
-            return await self._held(event, bh, key, connector, resume, created)
-        # The admission step (bridge.flow.controls): the run starts, or ends refused.
-        outcome = await admission.admit(
-            event, lambda: self._held(event, bh, key, connector, resume, created)
-        )
-        if isinstance(outcome, Refusal):
-            return Run(bh.id, outcome.status, error=outcome.reason)
-        return outcome
+            return self._attempts(event, bh, key, connector, resume, created)
+        return self._admitted(flow, event, bh, key, connector, resume, created)
 
-    async def _held(
+    async def _admitted(
         self,
+        flow: HandlerFlow,
         event: Event[Any],
         bh: BoundHandler,
         key: str,
@@ -100,9 +94,28 @@ class Runner:
         resume: Resume | None,
         created: float,
     ) -> Run:
-        flow = bh.flow
-        if flow is None:  # pragma: no cover - called for handlers with flow control
-            return await self._attempts(event, bh, key, connector, resume, created)
+        flow.bind(self.env.store, self.env)
+        admission = flow.admission if resume is None else None
+        if admission is None:
+            return await self._held(flow, event, bh, key, connector, resume, created)
+        # The admission step (bridge.flow.controls): the run starts, or ends refused.
+        outcome = await admission.admit(
+            event, lambda: self._held(flow, event, bh, key, connector, resume, created)
+        )
+        if isinstance(outcome, Refusal):
+            return Run(bh.id, outcome.status, error=outcome.reason)
+        return outcome
+
+    async def _held(
+        self,
+        flow: HandlerFlow,
+        event: Event[Any],
+        bh: BoundHandler,
+        key: str,
+        connector: str,
+        resume: Resume | None,
+        created: float,
+    ) -> Run:
         # The concurrency key is held for the whole run, backoffs included.
         async with flow.hold(event):
             return await self._attempts(event, bh, key, connector, resume, created)

@@ -266,7 +266,10 @@ class FanOut:
                 runs.append(Run(b.id, "skipped"))
                 self._resolve(mine, pair, "skipped")
                 continue
-            coros.append(self._led(mine, pair, run(event, b, pair[1], connector, resume)))
+            coro = run(event, b, pair[1], connector, resume)
+            # A branch this fan-out leads lets its duplicates go when it ends; without the
+            # ledger it leads none, and needs no wrapper coroutine.
+            coros.append(self._led(mine, pair, coro) if pair in mine else coro)
         if not coros:
             return runs
         # The first run goes inline in this task; only its siblings need tasks of their own.

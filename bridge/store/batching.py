@@ -124,8 +124,11 @@ class Lane:
                     error = exc if isinstance(exc, StoreError) else StoreError(f"store: {exc}")
                     for call in live:
                         call.fail(error)
-                for call in live:
-                    call.fail(StoreError("store: the call was not answered"))
+                unanswered = [call for call in live if not call.future.done()]
+                if unanswered:  # no error built for the answered ones: this is the hot path
+                    error = StoreError("store: the call was not answered")
+                    for call in unanswered:
+                        call.fail(error)
         except BaseException:  # cancelled (the loop ends): no caller may wait for ever
             for call in (*live, *self._pending):
                 call.fail(StoreError("store: closed"))

@@ -29,6 +29,7 @@ SCENARIOS = {
     "width",
     "soak",
     "nats",
+    "durable_latency",
 }
 
 
@@ -83,6 +84,10 @@ def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
     assert replicas["lost"] == replicas["duplicated"] == 0
     assert all(min(r["runs_per_replica"]) > 0 for r in replicas["runs"])
     assert "## Issue 18: every goal and its figure" in table
+    durable = scenarios["durable_latency"]["variants"]
+    assert set(durable) == {"bare", "ledger_off", "sqlite", "postgres"}
+    assert all(r["handler"]["samples"] > 0 for v in durable.values() for r in v["runs"])
+    assert all(r["settled"]["samples"] > 0 for v in durable.values() for r in v["runs"])
     memory = scenarios["memory"]
     assert memory["overload"]["sent"] > memory["overload"]["handled_events"] > 0
     assert len(memory["samples"]) >= 8

@@ -1,10 +1,11 @@
-"""The ledger's batched calls on PostgreSQL: a batch is one pool connection and one
-transaction (one round trip), whatever the number of deliveries in it.
+"""The ledger's batched calls on PostgreSQL: a batch is one pool connection and, in the
+common case, one statement (one round trip), whatever the number of deliveries in it.
 
-Two lanes, so a lookup never waits behind a write: lookups and run claims of a batch
-are one statement each (``unnest`` arrays); successes of a batch are one
-``executemany`` and dead letters go in the same transaction. Each caller is answered
-once the transaction committed.
+Two lanes, so a lookup never waits behind a write. The lookups and run claims of a
+batch are one statement (``unnest`` arrays); its claims commit without waiting for
+the WAL flush (a claim is a lease between live replicas, not a record). The successes
+of a batch are one atomic ``executemany``; with dead letters, all go in one
+transaction. Each caller is answered once its write committed, durably.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bridge.errors import StoreError
-from bridge.store.batching import Call, Lane
+from bridge.store.batching import Call, Lane, count_round_trip
 from bridge.store.contracts import DeadLetter, LedgerEntry
 from bridge.store.postgres.connection import PostgresConnection
 from bridge.store.postgres.dead_letters import ADD, add_args
@@ -33,24 +34,34 @@ _READ = (
 # The owner is kept in ``result`` and the deadline in ``finished_at``, so a claim needs
 # no column of its own. A row another transaction inserts meanwhile makes the INSERT
 # wait for it, then skip it: that key is reported ``running``.
+# A claim this process (``owner``) holds is taken again at once: the fan-out claims a
+# key only while it leads that key's run in this process (its single-flight map), so
+# such a claim is stale, left by a claim whose answer was lost (the store hung after
+# committing it); waiting for it to lapse would hold the message for minutes.
 _CLAIM = (
-    "WITH k AS (SELECT DISTINCT ON (handler, key) * FROM unnest($1::text[], $2::text[],"
+    "WITH cfg AS (SELECT set_config('synchronous_commit', 'off', true)),"
+    " k AS (SELECT DISTINCT ON (handler, key) * FROM unnest($1::text[], $2::text[],"
     "  $3::text[], $4::text[], $6::float8[]) AS k(handler, key, event_id, owner, until)),"
-    " prior AS (SELECT l.handler, l.key, l.status, l.finished_at FROM ledger l"
+    " prior AS (SELECT l.handler, l.key, l.status, l.finished_at, l.result FROM ledger l"
     "  JOIN k ON l.handler = k.handler AND l.key = k.key),"
     " claimed AS (INSERT INTO ledger (handler, key, event_id, status, result, finished_at)"
     "  SELECT k.handler, k.key, k.event_id, 'running', to_jsonb(k.owner), k.until FROM k"
     "  LEFT JOIN prior p ON p.handler = k.handler AND p.key = k.key"
-    "  WHERE p.status IS NULL OR (p.status = 'running' AND p.finished_at < $5)"
+    "  WHERE p.status IS NULL OR (p.status = 'running'"
+    "   AND (p.finished_at < $5 OR p.result = to_jsonb(k.owner)))"
     "  ON CONFLICT (handler, key) DO UPDATE SET status = 'running',"
     "  result = excluded.result, finished_at = excluded.finished_at,"
     "  event_id = excluded.event_id"
-    "  WHERE ledger.status = 'running' AND ledger.finished_at < $5"
+    "  WHERE ledger.status = 'running'"
+    "   AND (ledger.finished_at < $5 OR ledger.result = excluded.result)"
     "  RETURNING handler, key)"
     " SELECT k.handler, k.key, CASE WHEN c.handler IS NOT NULL THEN 'claimed'"
-    "  ELSE coalesce(p.status, 'running') END AS status FROM k"
+    "  ELSE coalesce(p.status, 'running') END AS status, false AS is_read FROM k CROSS JOIN cfg"
     "  LEFT JOIN claimed c ON c.handler = k.handler AND c.key = k.key"
     "  LEFT JOIN prior p ON p.handler = k.handler AND p.key = k.key"
+    " UNION ALL SELECT l.handler, l.key, l.status, true FROM ledger l"
+    "  JOIN unnest($7::text[], $8::text[]) AS r(handler, key)"
+    "  ON l.handler = r.handler AND l.key = r.key WHERE l.status <> 'running'"
 )
 
 
@@ -96,83 +107,139 @@ class PostgresBatches(PostgresConnection):
         await super().close()
 
     async def _flush_reads(self, calls: list[Call]) -> None:
-        async def run(conn: Any) -> list[dict[Pair, str]]:
-            answers: list[dict[Pair, str]] = [{} for _ in calls]
-            # Rounds of claims with distinct keys: a key two deliveries claim in one batch
-            # goes to the first; the second, in the next statement, sees it ``running``.
-            rounds: list[list[int]] = []
-            for i, call in enumerate(calls):
-                if call.kind != "claim":
-                    continue
-                mine = set(call.args[0])
-                for group in rounds:
-                    if not any(mine & set(calls[j].args[0]) for j in group):
-                        group.append(i)
-                        break
-                else:
-                    rounds.append([i])
-            for group in rounds:
-                rows: list[tuple[str, str, str, str, float]] = []
-                for i in group:
-                    keys, _, event_id, owner, _, until = calls[i].args
-                    rows.extend((h, k, event_id, owner, until) for h, k in keys)
-                rows.sort()  # rows locked in one order by every replica: no deadlock
-                found = await conn.fetch(
-                    _CLAIM,
-                    [r[0] for r in rows],
-                    [r[1] for r in rows],
-                    [r[2] for r in rows],
-                    [r[3] for r in rows],
-                    min(calls[i].args[4] for i in group),
-                    [r[4] for r in rows],
-                )
-                status = {(r["handler"], r["key"]): r["status"] for r in found}
-                for i in group:
-                    answers[i] = {k: status[k] for k in calls[i].args[0] if k in status}
-            wanted: set[Pair] = set()
-            for call in calls:
-                wanted.update(call.args[0] if call.kind == "final" else call.args[1])
-            if wanted:
-                pairs = list(wanted)
-                found = await conn.fetch(_READ, [p[0] for p in pairs], [p[1] for p in pairs])
-                final = {(r["handler"], r["key"]): r["status"] for r in found}
-                for i, call in enumerate(calls):
-                    want = call.args[0] if call.kind == "final" else call.args[1]
-                    answers[i].update((k, final[k]) for k in want if k in final)
-            return answers
+        # One statement per round, each its own (implicit) transaction: a batch costs one
+        # round trip, not the five of BEGIN, SET, claim, read and COMMIT.
+        count_round_trip(self, "ledger_read_batch")
 
-        answers = await self._tx(run, "ledger_read_batch")
+        rounds = _rounds(calls)
+
+        async def run(conn: Any) -> list[dict[Pair, str]]:
+            if len(rounds) < 2:
+                return await _reads(conn, calls, rounds)
+            async with conn.transaction():  # rounds of claims: all or none
+                return await _reads(conn, calls, rounds)
+
+        answers = await self._bounded(run, None)
         for call, answer in zip(calls, answers, strict=True):
             call.answer(answer)
 
     async def _flush_writes(self, calls: list[Call]) -> None:
-        async def run(conn: Any) -> list[BaseException | None]:
-            errors: list[BaseException | None] = [None] * len(calls)
-            records = [i for i, c in enumerate(calls) if c.kind == "record"]
-            if records:
-                # In key order, as the claims lock them: no deadlock between replicas.
-                entries = sorted(
-                    (record_args(e) for i in records for e in calls[i].args[0]),
-                    key=lambda a: (a[0], a[1]),
-                )
-                try:
-                    async with conn.transaction():  # a savepoint
-                        await conn.executemany(RECORD, entries)
-                except _data_errors():
-                    # One bad entry must not fail the others: each on its own.
-                    for i in records:
-                        errors[i] = await _alone(conn, _record, calls[i].args[0])
-            for i, call in enumerate(calls):
-                if call.kind == "dead_letter":
-                    errors[i] = await _alone(conn, _dead_letter, *call.args)
-            return errors
+        count_round_trip(self, "ledger_write_batch")
+        if all(call.kind == "record" for call in calls):
+            # Successes only (the common case): one atomic ``executemany``, no
+            # transaction around it. If one entry is bad, each call on its own, below.
+            entries = _sorted_entries(calls, range(len(calls)))
+            try:
+                await self._bounded(lambda conn: conn.executemany(RECORD, entries), None)
+            except (StoreError, ValueError, TypeError) as exc:
+                if isinstance(exc, StoreError) and not isinstance(exc.__cause__, _data_errors()):
+                    raise
+                # One bad entry: each call on its own, in the transaction below.
+            else:
+                for call in calls:
+                    call.answer(None)
+                return
 
-        errors = await self._tx(run, "ledger_write_batch")
+        async def run(conn: Any) -> list[BaseException | None]:
+            async with conn.transaction():
+                return await _writes(conn, calls)
+
+        errors = await self._bounded(run, None)
         for call, error in zip(calls, errors, strict=True):
             if error is None:
                 call.answer(None)
             else:
                 call.fail(error)
+
+
+def _rounds(calls: list[Call]) -> list[list[int]]:
+    """The claims of a batch in rounds with distinct keys: a key two deliveries claim in
+    one batch goes to the first; the second, in the next statement, sees it ``running``."""
+    rounds: list[list[int]] = []
+    for i, call in enumerate(calls):
+        if call.kind != "claim":
+            continue
+        mine = set(call.args[0])
+        for group in rounds:
+            if not any(mine & set(calls[j].args[0]) for j in group):
+                group.append(i)
+                break
+        else:
+            rounds.append([i])
+    return rounds
+
+
+async def _reads(conn: Any, calls: list[Call], rounds: list[list[int]]) -> list[dict[Pair, str]]:
+    """The answers of a batch of lookups and claims: one statement per round of claims
+    (the lookups go with the first), or one lookup statement."""
+    answers: list[dict[Pair, str]] = [{} for _ in calls]
+    wanted: set[Pair] = set()
+    for call in calls:
+        wanted.update(call.args[0] if call.kind == "final" else call.args[1])
+    reads = list(wanted)
+    final: dict[Pair, str] = {}
+    for group in rounds:
+        rows: list[tuple[str, str, str, str, float]] = []
+        for i in group:
+            keys, _, event_id, owner, _, until = calls[i].args
+            rows.extend((h, k, event_id, owner, until) for h, k in keys)
+        rows.sort()  # rows locked in one order by every replica: no deadlock
+        found = await conn.fetch(
+            _CLAIM,
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [r[2] for r in rows],
+            [r[3] for r in rows],
+            min(calls[i].args[4] for i in group),
+            [r[4] for r in rows],
+            [p[0] for p in reads],
+            [p[1] for p in reads],
+        )
+        reads = []  # read once, with the first round
+        status = {}
+        for r in found:
+            if r["is_read"]:
+                final[(r["handler"], r["key"])] = r["status"]
+            else:
+                status[(r["handler"], r["key"])] = r["status"]
+        for i in group:
+            answers[i] = {k: status[k] for k in calls[i].args[0] if k in status}
+    if reads:
+        found = await conn.fetch(_READ, [p[0] for p in reads], [p[1] for p in reads])
+        final = {(r["handler"], r["key"]): r["status"] for r in found}
+    if wanted:
+        for i, call in enumerate(calls):
+            want = call.args[0] if call.kind == "final" else call.args[1]
+            answers[i].update((k, final[k]) for k in want if k in final)
+    return answers
+
+
+def _sorted_entries(calls: list[Call], indexes: Sequence[int]) -> list[tuple[Any, ...]]:
+    """The record arguments of ``calls[i]`` for ``i`` in ``indexes``, in key order, as the
+    claims lock them: no deadlock between replicas."""
+    return sorted(
+        (record_args(e) for i in indexes for e in calls[i].args[0]), key=lambda a: (a[0], a[1])
+    )
+
+
+async def _writes(conn: Any, calls: list[Call]) -> list[BaseException | None]:
+    """A batch of successes and dead letters in the connection's transaction; each call's
+    error (a bad value fails only its own call)."""
+    errors: list[BaseException | None] = [None] * len(calls)
+    records = [i for i, c in enumerate(calls) if c.kind == "record"]
+    if records:
+        entries = _sorted_entries(calls, records)
+        try:
+            async with conn.transaction():  # a savepoint
+                await conn.executemany(RECORD, entries)
+        except _data_errors():
+            # One bad entry must not fail the others: each on its own.
+            for i in records:
+                errors[i] = await _alone(conn, _record, calls[i].args[0])
+    for i, call in enumerate(calls):
+        if call.kind == "dead_letter":
+            errors[i] = await _alone(conn, _dead_letter, *call.args)
+    return errors
 
 
 async def _record(conn: Any, entries: Sequence[LedgerEntry]) -> None:

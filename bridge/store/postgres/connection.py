@@ -91,13 +91,14 @@ class PostgresConnection:
                     await migrate(conn, schema)
             finally:
                 await conn.close()
-            # Startup parameters, not SETs: the pool's RESET ALL on release keeps them.
+            # Startup parameters, not SETs: they hold for the connection's life.
             self._pool = await asyncpg.create_pool(
                 self.dsn,
                 min_size=1,
                 max_size=self.pool_size,
                 timeout=call,
                 command_timeout=call,
+                reset=_keep_session,
                 server_settings={
                     "search_path": f'"{schema}"',
                     "statement_timeout": millis,
@@ -174,7 +175,10 @@ class PostgresConnection:
         def expire() -> None:
             nonlocal expired
             expired = True
-            conn.terminate()  # the statement waiting on it fails at once
+            # The statement waiting on it fails at once. If the deadline passed while the
+            # connection was being released, it is the pool's again: nothing to cut.
+            with contextlib.suppress(asyncpg.InterfaceError):
+                conn.terminate()
 
         timer = loop.call_at(ends, expire)
         try:
@@ -192,3 +196,10 @@ class PostgresConnection:
                     await pool.release(conn)
             finally:
                 timer.cancel()
+
+
+async def _keep_session(conn: Any) -> None:
+    """The pool's reset on release: nothing beyond the rollback of an open transaction,
+    which asyncpg does anyway. The store keeps no session state (no SET, LISTEN, cursor
+    or session advisory lock), so the default reset query (``RESET ALL`` and three
+    more) would only cost a round trip per store call."""

@@ -19,7 +19,8 @@ from bridge.store.sqlite.connection import SqliteConnection
 from bridge.store.sqlite.dead_letters import letter_insert
 from bridge.store.sqlite.ledger import ledger_insert
 
-_FINAL = "SELECT status FROM ledger WHERE handler = ? AND key = ?"
+_FINAL = "SELECT key, status FROM ledger WHERE handler = ? AND key IN ("
+_CHUNK = 500  # keys per statement: well under SQLite's limit of bound variables
 
 
 class SqliteBatches(SqliteConnection):
@@ -81,18 +82,29 @@ def _run(conn: sqlite3.Connection, calls: list[Call]) -> list[tuple[Any, BaseExc
             answers[i] = _alone(conn, lambda letter=letter, entry=entry: _dead(conn, letter, entry))
     reads = [i for i, c in enumerate(calls) if c.kind == "final"]
     if reads:
-        status: dict[tuple[str, str], str] = {}
-        # One indexed lookup per key, all in this one hand-off: a row-value IN over a
-        # VALUES list is not planned on the primary key, and would scan the ledger.
-        for pair in {k for i in reads for k in calls[i].args[0]}:
-            cursor = conn.execute(_FINAL, pair)
-            row = cursor.fetchone()
-            cursor.close()
-            if row is not None:
-                status[pair] = row[0]
+        status = _final(conn, {k for i in reads for k in calls[i].args[0]})
         for i in reads:
             answers[i] = ({k: status[k] for k in calls[i].args[0] if k in status}, None)
     return answers
+
+
+def _final(conn: sqlite3.Connection, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """The statuses of ``pairs`` found in the ledger: one statement per handler (and per
+    ``_CHUNK`` keys), ``handler = ? AND key IN (...)``, which is planned as lookups on the
+    primary key (a row-value IN over a VALUES list is not, and would scan the ledger)."""
+    by_handler: dict[str, list[str]] = {}
+    for handler, key in pairs:
+        by_handler.setdefault(handler, []).append(key)
+    status: dict[tuple[str, str], str] = {}
+    for handler, keys in by_handler.items():
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            sql = f"{_FINAL}{','.join('?' * len(chunk))})"
+            cursor = conn.execute(sql, (handler, *chunk))
+            for key, found in cursor.fetchall():
+                status[(handler, key)] = found
+            cursor.close()
+    return status
 
 
 def _dead(conn: sqlite3.Connection, letter: DeadLetter, entry: LedgerEntry | None) -> None:
