@@ -93,6 +93,11 @@ def is_text_type(content_type: str | None) -> bool:
     )
 
 
+# JSON encoders (and the SDKs) carry 64-bit integers; CloudEvents' own Integer is 32-bit,
+# but producers send 64-bit sequence numbers and timestamps in extensions, so those pass.
+_INT64 = -(2**63)
+
+
 def check_attributes(raw: Mapping[str, Any]) -> dict[str, Any]:
     """The attributes of a structured CloudEvent, checked and in canonical form.
 
@@ -132,6 +137,10 @@ def check_attributes(raw: Mapping[str, Any]) -> dict[str, Any]:
                 f"extension {key} must be a string, a boolean or an integer,"
                 f" not {type(value).__name__}"
             )
+        elif (
+            isinstance(value, int) and not isinstance(value, bool) and not _INT64 <= value < -_INT64
+        ):
+            problems.append(f"extension {key} is an integer outside the 64-bit range: {value}")
     if problems:
         raise InvalidEvent("invalid_attribute", "; ".join(problems))
     return out
