@@ -91,8 +91,15 @@ typecheck: install
 bench: install
 	$(BIN)/python -m bench
 
+# The end-to-end crash tests that `make test` runs at a smaller size (BRIDGE_CHAOS_FULL).
+CHAOS_E2E := tests/e2e/test_sqs_e2e.py::test_sigkill_mid_stream_loses_nothing \
+	tests/e2e/test_rabbitmq_e2e.py::test_sigkill_mid_stream_loses_nothing \
+	tests/e2e/test_rabbitmq_e2e.py::test_broker_connection_loss_and_restart_lose_nothing \
+	tests/e2e/test_kafka_crash.py::test_sigkill_mid_stream_then_restart_loses_nothing \
+	tests/e2e/test_webhook_crash.py tests/e2e/test_api_crash.py
+
 chaos: install
-	BRIDGE_CHAOS_FULL=1 $(BIN)/pytest -q tests/chaos -p no:cacheprovider
+	BRIDGE_CHAOS_FULL=1 $(BIN)/pytest -q tests/chaos $(CHAOS_E2E) -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) .tools .bridge .pytest_cache .mypy_cache .ruff_cache

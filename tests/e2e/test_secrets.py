@@ -119,11 +119,20 @@ async def test_no_output_of_a_run_holds_a_secret(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), **SECRETS}
     config = tmp_path / "bridge.yaml"
     config.write_text(CONFIG.format(db=tmp_path / "state.db", closed=free_port()))
-    outputs: dict[str, str] = {"validate": cli("validate", "-c", str(config), env=env)}
-    assert outputs["validate"].startswith("exit 0"), outputs["validate"]
     broken = tmp_path / "broken.yaml"
     broken.write_text(BROKEN.format(literal=LITERAL))
-    outputs["validate broken"] = cli("validate", "-c", str(broken), env=env)
+    # Independent commands run side by side (each spends seconds importing).
+    outputs: dict[str, str] = dict(
+        zip(
+            ("validate", "validate broken"),
+            await asyncio.gather(
+                asyncio.to_thread(cli, "validate", "-c", str(config), env=env),
+                asyncio.to_thread(cli, "validate", "-c", str(broken), env=env),
+            ),
+            strict=True,
+        )
+    )
+    assert outputs["validate"].startswith("exit 0"), outputs["validate"]
     assert outputs["validate broken"].startswith("exit 1"), outputs["validate broken"]
     # The messages are there, with the secrets masked (and nothing else).
     assert "invalid duration '***'" in outputs["validate broken"], outputs["validate broken"]
@@ -194,16 +203,22 @@ async def test_no_output_of_a_run_holds_a_secret(tmp_path: Path) -> None:
     # Runs that cannot start because of their credentials.
     rabbit = tmp_path / "rabbit.yaml"
     rabbit.write_text(RABBIT.format(db=tmp_path / "r.db"))
-    outputs["rabbitmq refused"] = await asyncio.to_thread(
-        cli, "run", "-c", str(rabbit), "--listen", f"127.0.0.1:{free_port()}", env=env
-    )
-    assert outputs["rabbitmq refused"].startswith("exit 1"), outputs["rabbitmq refused"]
+    failing = {"rabbitmq refused": rabbit}
     for scheme in ("postgresql", "postgres+asyncpg"):  # the store is down; a mistyped scheme
-        postgres = tmp_path / "postgres.yaml"
+        postgres = tmp_path / f"postgres-{scheme}.yaml"
         postgres.write_text(POSTGRES.format(scheme=scheme, closed=free_port()))
-        outputs[f"store {scheme}"] = out = await asyncio.to_thread(
-            cli, "run", "-c", str(postgres), "--listen", f"127.0.0.1:{free_port()}", env=env
+        failing[f"store {scheme}"] = postgres
+    ports = [free_port() for _ in failing]
+    failed = await asyncio.gather(
+        *(
+            asyncio.to_thread(cli, "run", "-c", str(path), "--listen", f"127.0.0.1:{port}", env=env)
+            for path, port in zip(failing.values(), ports, strict=True)
         )
+    )
+    outputs.update(zip(failing, failed, strict=True))
+    assert outputs["rabbitmq refused"].startswith("exit 1"), outputs["rabbitmq refused"]
+    for scheme in ("postgresql", "postgres+asyncpg"):
+        out = outputs[f"store {scheme}"]
         assert out.startswith("exit 1"), out
         # The store is down (redacted URL in the error), or the scheme is refused by
         # validation, which names the scheme and never echoes the URL.
