@@ -200,7 +200,12 @@ async def test_a_bridge_restarted_after_a_gap_applies_the_misfire_policy(
         assert late == []
     else:
         # Only the latest missed tick fired, once, late: the gap lasted at least three
-        # ticks, and the restarted bridge then fired on time.
-        (late_tick,) = late
-        assert late_tick >= last + 3
-        assert late_tick < min(t for t, is_late in after if not is_late)
+        # ticks, none of its earlier ticks fired (no catch-up burst), and the restarted
+        # bridge then fired on time. With max_lag 0s, a first fire after the restart that
+        # takes longer than a tick (a cold PostgreSQL pool) makes the next tick late too:
+        # such ticks follow the late one without a hole, each fired once.
+        late.sort()
+        assert late, "the latest missed tick fires once, late"
+        assert late[0] >= last + 3
+        assert late == list(range(late[0], late[0] + len(late))), late
+        assert late[-1] < min(t for t, is_late in after if not is_late)
