@@ -281,7 +281,7 @@ class StoreContract:
         ]
         assert got[0].result == {"ok": 1} and got[0].children == ["e2"]
         # Any status a flow control gives a run is kept, with its reason and due time.
-        waiting = RunRecord("e3", "h1", "throttled", [], reason="limit 5/s", due_at=1234.5)
+        waiting = RunRecord("e3", "h1", "throttled", [], error="limit 5/s", due_at=1234.5)
         await store.history_put([], [waiting])
         assert await store.history_runs("e3") == [waiting]
         assert got[1].attempts[0].error == "boom"

@@ -90,6 +90,10 @@ def run_record(record: Any) -> RunRecord:
     """A history run from its stored record (``asdict`` as JSON)."""
     raw = dict(decode(record))
     raw["attempts"] = [Attempt(**a) for a in raw.get("attempts") or []]
+    # Records written before ``reason`` was folded into ``error`` carry both keys.
+    legacy = raw.pop("reason", None)
+    if raw.get("error") is None:
+        raw["error"] = legacy
     return RunRecord(**raw)
 
 

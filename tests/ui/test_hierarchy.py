@@ -72,7 +72,7 @@ async def seed_waiting_runs(db: Path) -> float:
                     "split",
                     "throttled",
                     [],
-                    reason="throttle: 5 per 1s for key shop",
+                    error="throttle: 5 per 1s for key shop",
                     due_at=due,
                 ),
                 RunRecord(
@@ -80,7 +80,7 @@ async def seed_waiting_runs(db: Path) -> float:
                     "gather",
                     "sleeping",
                     [Attempt(1, time.time() - 4, 0.01)],
-                    reason="ctx.sleep('cool-off', '10m')",
+                    error="ctx.sleep('cool-off', '10m')",
                     due_at=due,
                 ),
             ],

@@ -7,6 +7,7 @@ would; the live stream is fed by the runtime's own history recorder.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -151,16 +152,50 @@ async def test_a_run_keeps_any_status_with_its_reason_and_due_time(
     due = time.time() + 90
     await runtime.store.history_put(
         [event("t1", 1000.0, "running")],
-        [run("t1", "zeta", "throttled", reason="throttle 5/s for key acme", due_at=due)],
+        [run("t1", "zeta", "throttled", error="throttle 5/s for key acme", due_at=due)],
     )
     body = await (await client.get("/ui/api/events/t1")).json()
     (only,) = body["runs"]
-    assert (only["status"], only["reason"], only["due_at"]) == (
+    assert (only["status"], only["error"], only["due_at"]) == (
         "throttled",
         "throttle 5/s for key acme",
         due,
     )
     assert body["tree"]["root"]["aggregate"] == "throttled"
+
+
+async def test_a_run_stored_with_the_old_reason_field_shows_that_reason(
+    ui: tuple[TestClient[Any, Any], Runtime], tmp_path: Path
+) -> None:
+    """Runs written while ``RunRecord`` had both ``reason`` and ``error`` load, with the
+    reason in ``error``, the one field now."""
+    client, runtime = ui
+    await runtime.store.history_put([event("old", 1000.0, "running")], [])
+    legacy = {
+        "event_id": "old",
+        "handler": "zeta",
+        "status": "throttled",
+        "attempts": [],
+        "result": None,
+        "error": None,
+        "children": [],
+        "updated_at": 1000.0,
+        "reason": "throttle 5/s for key acme",
+        "due_at": 1090.0,
+    }
+    with sqlite3.connect(tmp_path / "ui.db") as conn:
+        conn.execute(
+            "INSERT INTO history_runs (event_id, handler, record) VALUES (?, ?, ?)",
+            ("old", "zeta", orjson.dumps(legacy).decode()),
+        )
+    body = await (await client.get("/ui/api/events/old")).json()
+    (only,) = body["runs"]
+    assert (only["status"], only["error"], only["due_at"]) == (
+        "throttled",
+        "throttle 5/s for key acme",
+        1090.0,
+    )
+    assert "reason" not in only
 
 
 async def test_a_join_shows_expected_arrived_missing_and_its_deadline(

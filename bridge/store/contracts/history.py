@@ -43,10 +43,11 @@ class RunRecord:
     parked (waiting for a retry), or any other status a flow control gives it:
     cancelled (``cancel_on``), sleeping (``ctx.sleep``), waiting
     (``ctx.wait_for_event``), throttled or debouncing (waiting to start), debounced
-    (superseded by a later event) ...; ``error`` or ``reason`` then
-    says why in words, and ``due_at`` (epoch seconds) is when a run that is not running
-    now is due to run again (a parked retry, the end of a sleep, a wait's timeout), else
-    None. The UI shows whatever status, reason and due time a run carries.
+    (superseded by a later event), batched (waiting in a batch buffer) ...; ``error``
+    then says why in words (the last failure, or the reason a flow control gives: the
+    one field for both), and ``due_at`` (epoch seconds) is when a run that is not
+    running now is due to run again (a parked retry, the end of a sleep, a wait's
+    timeout, a batch's timeout), else None. The UI shows whatever status, reason and due time a run carries.
     ``children`` are ids of events it emitted.
     """
 
@@ -58,7 +59,6 @@ class RunRecord:
     error: str | None = None
     children: list[str] = field(default_factory=list)
     updated_at: float = field(default_factory=time.time)
-    reason: str | None = None
     due_at: float | None = None
 
 

@@ -154,7 +154,7 @@ const json = (value) => h("pre", { class: "mono" }, JSON.stringify(value, null, 
 
 // Any status a run carries, with its reason and due time when it has them.
 function statusLine(run) {
-  const reason = run.reason || (run.status !== "succeeded" ? run.error : null);
+  const reason = run.status !== "succeeded" ? run.error : null;
   return h("span", { class: "status-line" }, badge(run.status),
     reason ? h("span", { class: "reason" }, reason) : null,
     run.due_at ? h("span", { class: "due muted" }, "due ", ago(run.due_at)) : null);
