@@ -22,6 +22,9 @@ process that dies loses no event: nothing of the batch was settled, so its
 messages come back and are batched again. Concurrency keys, rate limits and
 ``cancel_on`` apply to single runs, not to batches; the handler's ``concurrency``
 limits batches at once.
+
+While it waits in an open batch, an event's run is recorded in the run history as
+``batched``, its reason naming the batch key, and due when the batch times out.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from bridge.errors import Fatal, RetryAfter, StoreError, Suspended
 from bridge.events import Event
 from bridge.limits import BatchConfig
 from bridge.routing import compile_filter
-from bridge.store.contracts import Attempt, LedgerEntry
+from bridge.store.contracts import Attempt, LedgerEntry, RunRecord
 
 log = logging.getLogger("bridge.dispatch")
 
@@ -70,6 +73,7 @@ class _Member:
 @dataclass(slots=True, eq=False)
 class _Batch:
     bh: BoundHandler
+    due: float  # wall clock: when it fires at the latest (its timeout)
     members: list[_Member] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
 
@@ -114,13 +118,23 @@ class Batches:
         ident = (bh.id, self._key(bh, config, event))
         batch = self._open.get(ident)
         if batch is None:
-            batch = self._open[ident] = _Batch(bh)
+            batch = self._open[ident] = _Batch(bh, self.env.wall() + config.timeout)
             batch.timer = loop.call_later(config.timeout, self._close, ident, batch)
         future: asyncio.Future[Run] = loop.create_future()
         member = _Member(event, key, connector, future, self.env.clock.time(), self.env.wall())
         batch.members.append(member)
         if len(batch.members) >= config.max_size:
             self._close(ident, batch)
+        elif self.env.history is not None:  # it waits: the UI shows it batched, and until when
+            self.env.history.run(
+                RunRecord(
+                    event.id,
+                    bh.id,
+                    "batched",
+                    error=_waiting(ident[1], len(batch.members), config.max_size),
+                    due_at=batch.due,
+                )
+            )
         try:
             return await future
         except asyncio.CancelledError:
@@ -236,3 +250,9 @@ class Batches:
         return RunState(
             m.event, bh, m.key, m.connector, None, m.started, attempts, number, began, m.created
         )
+
+
+def _waiting(key: str, size: int, max_size: int) -> str:
+    """A batched run's reason: its batch key and how full its batch was when it joined."""
+    which = f"batch key {key}" if key else "the handler's batch (no key)"
+    return f"waiting in {which}: {size} of {max_size} events; fires when full or at its timeout"

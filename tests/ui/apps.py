@@ -25,3 +25,18 @@ async def ship(event: Event[Any], ctx: Context) -> str:
     if event.data["sku"] == "bad":
         raise RuntimeError(f"the carrier refused sku {event.data['sku']!r}")
     return "shipped"
+
+
+async def noop(event: Event[Any], ctx: Context) -> None:
+    """Does nothing: for runs that a flow control holds before they start."""
+
+
+async def nap(event: Event[Any], ctx: Context) -> str:
+    """Sleeps ten minutes durably, then says so."""
+    await ctx.sleep("cool-off", "10m")
+    return "rested"
+
+
+async def take_batch(events: list[Event[Any]], ctx: Context) -> int:
+    """Takes a batch of events."""
+    return len(events)
