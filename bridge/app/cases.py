@@ -6,7 +6,8 @@ and mapping, authentication left out), routes the event with the config's handle
 and filters, and, when the case states run outcomes, runs the matched handlers
 through the real ``Dispatcher`` with a memory store and a clock that does not
 wait (retry delays pass at once, and none is parked; a handler with ``batch``
-runs the case's event as a batch of one, at once; a durable sleep or wait ends
+runs the case's event as a batch of one, at once, but in a timeline (``messages``)
+its batches fill and time out on the case's clock; a durable sleep or wait ends
 the run ``parked``; ``cancel_on`` adds its ``<id>/cancel`` companion to the
 handlers a cancelling event reaches). Handlers named in
 ``stubs`` return a recorded result or raise a recorded error instead of running.
@@ -97,7 +98,8 @@ class TimedMessage(Message):
 
 class Stub(BaseModel):
     """A handler's recorded behaviour: return ``result``, or raise ``error`` (every
-    attempt, or only the first ``fail_attempts``); ``fatal`` raises ``bridge.Fatal``."""
+    attempt, or only the first ``fail_attempts``); ``fatal`` raises ``bridge.Fatal``;
+    each attempt ``takes`` this long on the case's clock first."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -105,6 +107,11 @@ class Stub(BaseModel):
     error: str | None = None
     fail_attempts: int | None = Field(None, ge=1)
     fatal: bool = False
+    takes: Duration = Field(
+        0.0,
+        description="How long each attempt runs, on the case's clock: with `messages`, runs "
+        "overlap (singleton, concurrency keys, priority, cancel_on) without real time.",
+    )
 
 
 class ExpectEvent(BaseModel):
@@ -133,6 +140,9 @@ class ExpectRun(BaseModel):
     result: Any = UNSET
     started_at: Duration | None = Field(
         None, description="When its first attempt started, on the case's clock (timelines)."
+    )
+    ended_at: Duration | None = Field(
+        None, description="When its last attempt ended, on the case's clock (timelines)."
     )
 
 

@@ -37,11 +37,14 @@ class Outcome:
 
 
 class _StubHandler:
-    def __init__(self, stub: Stub) -> None:
+    def __init__(self, stub: Stub, clock: Any) -> None:
         self.stub = stub
+        self.clock = clock
 
     async def invoke(self, event: Event[Any], ctx: Context) -> Any:
         stub = self.stub
+        if stub.takes > 0:
+            await self.clock.sleep(stub.takes)
         failing = stub.error is not None and (
             stub.fail_attempts is None or ctx.attempt <= stub.fail_attempts
         )
@@ -85,7 +88,6 @@ class CaseRunner:
     def __init__(self, cfg: BridgeConfig) -> None:
         self.cfg = cfg
         _never_park(cfg)
-        _batches_at_once(cfg)
 
     async def run(self, case: Case) -> Outcome:
         from bridge.app.runtime import Runtime
@@ -96,6 +98,13 @@ class CaseRunner:
         runtime.build()
         if isinstance(clock, ManualClock) and runtime.dispatcher is not None:
             runtime.dispatcher.wall = clock.time  # flow state reads the same clock
+            for bound in runtime.handlers.values():  # and so do cancellations
+                if bound.cancel is not None:
+                    bound.cancel.wall = clock.time
+            # A timeline's batches wait for their timeout on its clock.
+            runtime.dispatcher.runner.batches.call_later = _on_clock(clock)
+        else:
+            _batches_at_once(runtime)
         convert = _converter(runtime, case.connector)
         if convert is None:
             names = sorted({"api", *(n for n, c in self.cfg.connectors.items() if _takes(c))})
@@ -108,7 +117,7 @@ class CaseRunner:
             outcome.diffs.append(f"stubs: no handler {', '.join(map(repr, unknown))}")
             return outcome
         for handler_id, stub in case.stubs.items():
-            runtime.handlers[handler_id].handler = _StubHandler(stub)
+            runtime.handlers[handler_id].handler = _StubHandler(stub, clock)
         await runtime.store.open()
         try:
             if case.messages is not None:
@@ -185,8 +194,9 @@ async def _timeline(
     clock, and compare each (event, handler) run with ``expect.timeline``."""
     dispatcher = runtime.dispatcher
     started: dict[tuple[str, str], float] = {}
+    ended: dict[tuple[str, str], float] = {}
     for bound in runtime.handlers.values():
-        bound.handler = _Timed(bound.handler, bound.id, clock, started)
+        bound.handler = _Timed(bound.handler, bound.id, clock, started, ended)
     messages = sorted(case.messages or (), key=lambda m: m.at)
     tasks: list[tuple[str, asyncio.Future[Any]]] = []
     for message in messages:
@@ -219,28 +229,51 @@ async def _timeline(
             outcome.diffs.extend(
                 d.replace(f"runs.{handler_id}", where, 1) for d in run_diffs(handler_id, spec, run)
             )
-            at = started.get((event_id, handler_id))
-            if spec.started_at is not None and at != spec.started_at:
-                got = "never" if at is None else f"at {at:g}s"
-                outcome.diffs.append(
-                    f"{where}.started_at: expected {spec.started_at:g}s, started {got}"
-                )
+            for name, when, verb in (
+                ("started_at", started, "started"),
+                ("ended_at", ended, "ended"),
+            ):
+                want_at = getattr(spec, name)
+                at = when.get((event_id, handler_id))
+                if want_at is not None and at != want_at:
+                    got = "never" if at is None else f"at {at:g}s"
+                    outcome.diffs.append(f"{where}.{name}: expected {want_at:g}s, {verb} {got}")
 
 
 class _Timed:
-    """A handler that notes when its first attempt for each event started."""
+    """A handler that notes when its first attempt for each event started, and when its
+    last one ended (a batch's: for each of its events)."""
 
     def __init__(
-        self, inner: Any, handler_id: str, clock: Any, started: dict[tuple[str, str], float]
+        self,
+        inner: Any,
+        handler_id: str,
+        clock: Any,
+        started: dict[tuple[str, str], float],
+        ended: dict[tuple[str, str], float],
     ) -> None:
         self.inner = inner
         self.handler_id = handler_id
         self.clock = clock
         self.started = started
+        self.ended = ended
 
     async def invoke(self, event: Event[Any], ctx: Context) -> Any:
-        self.started.setdefault((event.id, self.handler_id), self.clock.time())
-        return await self.inner.invoke(event, ctx)
+        return await self.invoke_batch([event], ctx, one=True)
+
+    async def invoke_batch(
+        self, events: Sequence[Event[Any]], ctx: Context, one: bool = False
+    ) -> Any:
+        keys = [(event.id, self.handler_id) for event in events]
+        for key in keys:
+            self.started.setdefault(key, self.clock.time())
+        try:
+            if one:
+                return await self.inner.invoke(events[0], ctx)
+            return await self.inner.invoke_batch(events, ctx)
+        finally:
+            for key in keys:
+                self.ended[key] = self.clock.time()
 
 
 def _takes(conn: Any) -> bool:
@@ -286,11 +319,35 @@ def _never_park(cfg: BridgeConfig) -> None:
             conn.consume.inline_retry_limit = math.inf
 
 
-def _batches_at_once(cfg: BridgeConfig) -> None:
-    """A case is one message: a batching handler runs it as a batch of one, at once."""
-    for hc in cfg.handlers:
-        if hc.batch is not None:
-            hc.batch = hc.batch.model_copy(update={"timeout": 0.0})
+def _batches_at_once(runtime: Any) -> None:
+    """A case of one message: a batching handler runs it as a batch of one, at once."""
+    for bound in runtime.handlers.values():
+        if bound.batch is not None:
+            bound.batch = bound.batch.model_copy(update={"timeout": 0.0})
+
+
+class _ClockTimer:
+    """``callback(*args)`` once ``seconds`` have passed on ``clock`` (a batch's timeout)."""
+
+    def __init__(self, clock: ManualClock, seconds: float, callback: Any, args: Any) -> None:
+        self._fired = False
+        self._task = asyncio.ensure_future(self._wait(clock, seconds, callback, args))
+
+    async def _wait(self, clock: ManualClock, seconds: float, callback: Any, args: Any) -> None:
+        await clock.sleep(seconds)
+        self._fired = True
+        callback(*args)
+
+    def cancel(self) -> None:
+        if not self._fired:
+            self._task.cancel()
+
+
+def _on_clock(clock: ManualClock) -> Callable[..., _ClockTimer]:
+    def call_later(seconds: float, callback: Any, *args: Any) -> _ClockTimer:
+        return _ClockTimer(clock, seconds, callback, args)
+
+    return call_later
 
 
 def _event_diffs(want: ExpectEvent, event: Event[Any]) -> Iterator[str]:

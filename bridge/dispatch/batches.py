@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -60,6 +60,16 @@ class BatchHandler(Protocol):
         """Handle the events at once; return one JSON-able result or raise."""
 
 
+class Timer(Protocol):
+    """A pending call that can be called off (``asyncio.TimerHandle``)."""
+
+    def cancel(self) -> None: ...
+
+
+CallLater = Callable[..., Timer]
+"""``(seconds, callback, *args) -> Timer``: calls ``callback(*args)`` after ``seconds``."""
+
+
 @dataclass(slots=True, eq=False)
 class _Member:
     event: Event[Any]
@@ -75,7 +85,7 @@ class _Batch:
     bh: BoundHandler
     due: float  # wall clock: when it fires at the latest (its timeout)
     members: list[_Member] = field(default_factory=list)
-    timer: asyncio.TimerHandle | None = None
+    timer: Timer | None = None
 
 
 class Batches:
@@ -84,6 +94,9 @@ class Batches:
     Args:
         env: the store, clock, metrics and wall clock.
         endings: records each event's end.
+
+    ``call_later`` times the batches' timeouts: the event loop's by default;
+    ``bridge test`` sets one on its hand-moved clock.
     """
 
     def __init__(self, env: DispatchEnv, endings: Endings) -> None:
@@ -92,6 +105,7 @@ class Batches:
         self._open: dict[tuple[str, str], _Batch] = {}
         self._firing: set[asyncio.Task[None]] = set()
         self._keys: dict[str, Any] = {}
+        self.call_later: CallLater | None = None
 
     def _key(self, bh: BoundHandler, config: BatchConfig, event: Event[Any]) -> str:
         if config.key is None:
@@ -119,7 +133,8 @@ class Batches:
         batch = self._open.get(ident)
         if batch is None:
             batch = self._open[ident] = _Batch(bh, self.env.wall() + config.timeout)
-            batch.timer = loop.call_later(config.timeout, self._close, ident, batch)
+            later = self.call_later or loop.call_later
+            batch.timer = later(config.timeout, self._close, ident, batch)
         future: asyncio.Future[Run] = loop.create_future()
         member = _Member(event, key, connector, future, self.env.clock.time(), self.env.wall())
         batch.members.append(member)
