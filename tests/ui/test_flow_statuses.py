@@ -118,7 +118,7 @@ async def test_runs_held_by_flow_controls_show_their_reason_and_due_time(
             )
             await expect(card.locator(".due").first).to_contain_text(DUE)
             await expect(node.locator(".due").first).to_contain_text(DUE)
-        await shot(page, tmp_path, "batched")
+        await shot(page, tmp_path, "flow-statuses")
 
         card, node = await shows(page, url, "s-1", "sleeper", "sleeping", "cool-off")
         await expect(card.locator(".due").first).to_contain_text(DUE)
