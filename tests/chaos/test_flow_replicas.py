@@ -23,6 +23,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +200,10 @@ async def test_a_skipping_rate_limit_holds_across_replicas_and_counts_skips(
     control = f"    rate_limit: {{count: {limit}, per: 1s, mode: skip}}"
     async with replicas(tmp_path, "rate", control) as (procs, record):
         events = [cloudevent(f"r-{i}", "flow/rate", {"key": "x"}, "flow") for i in range(sent)]
-        await post_spread(procs, events)
+        # In waves a quarter second apart, so that the limit is held over several windows.
+        for i in range(0, sent, 20):
+            await post_spread(procs, events[i : i + 20])
+            await asyncio.sleep(0.25)
 
         async def all_ended() -> bool:
             return len(read_lines(record)) + await counted(procs, "skipped") >= sent
@@ -209,6 +213,11 @@ async def test_a_skipping_rate_limit_holds_across_replicas_and_counts_skips(
     done = runs(record)
     # When the shared window admitted each run (its handler started a moment later).
     admitted = [g for pairs in slots(record).values() for g, _ in pairs]
+    windows = int(max(admitted) - min(admitted)) + 1 if admitted else 0
+    print(
+        f"rate_limit: {sent} sent, {len(done)} ran over {windows} 1-s window(s), busiest"
+        f" {busiest_window(admitted)} (limit {limit}), {skipped:.0f} skipped and counted"
+    )
     assert busiest_window(admitted) <= limit
     assert len(done) >= limit and len(done) + skipped == sent
 
@@ -270,13 +279,17 @@ async def test_singleton_never_overlaps_one_key_across_replicas(
             return len(read_lines(record)) + await counted(procs, "skipped") >= sent
 
         await until(all_ended, 60, "every event ran or was skipped", watch=procs)
+        skipped = await counted(procs, "skipped")
     done = runs(record)
+    print(f"singleton: {sent} sent, {len(done)} ran, {skipped:.0f} skipped and counted")
+    assert len(done) + skipped == sent
     by_key: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for start, end, _, key in done:
         by_key[key].append((start, end))
     for key, spans in by_key.items():
         spans.sort()
         overlaps = [(a, b) for a, b in itertools.pairwise(spans) if b[0] < a[1]]
+        print(f"singleton {key}: {len(spans)} runs one after another, {len(overlaps)} overlaps")
         assert overlaps == [], key
         assert len(spans) >= 2, key  # several runs of the key, one after another
 
@@ -311,6 +324,12 @@ async def test_throttled_and_debounced_runs_survive_a_sigkill(
         events = [
             cloudevent(f"k-{i}", "flow/kill", {"key": f"k{i % keys}"}, "flow") for i in range(sent)
         ]
+        # Each event's time in the order sent: the batches below are posted to the
+        # replicas at once, so the times the event API would stamp on arrival are in no
+        # set order, and "last" (by time) would not be the last sent.
+        base = time.time()
+        for i, event in enumerate(events):
+            event["time"] = datetime.fromtimestamp(base + i / 1000, UTC).isoformat()
         await post_spread(procs, events)
         await asyncio.sleep(1.0)  # the replicas hold waiting runs now
         before = read_lines(record)
@@ -334,6 +353,11 @@ async def test_throttled_and_debounced_runs_survive_a_sigkill(
     throttled = {f[3] for f in lines if f[2] == "h"}
     assert throttled == {e["id"] for e in events}  # 0 dropped
     debounced = {f[3] for f in lines if f[2] == "d"}
+    print(
+        f"all-replica kill: {len(before)} runs before the kill; after it {len(throttled)} of"
+        f" {sent} throttled events ran, {len(debounced)} debounced runs cover all {keys} keys'"
+        f" last events"
+    )
     # Every key's last event ran. (Events come back from the killed replicas' leases in
     # batches, seconds apart: a key whose last event came back over a quiet period after
     # an earlier one may also have run with that earlier one.)
