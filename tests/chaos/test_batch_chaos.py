@@ -48,12 +48,15 @@ async def test_every_event_in_exactly_one_successful_batch_after_a_sigkill(
         handlers=[
             {"id": "bulk", "on": "test/item", "type": "python",
              "function": "tests.apps.batches:take",
-             "batch": {"max_size": MAX_SIZE, "timeout": "200ms"}},
+             "batch": {"max_size": MAX_SIZE, "timeout": "200ms"},
+             # One batch at a time: with batches in parallel, a loaded machine could see
+             # every batch finish before the poll of "a fifth done" and kill nothing.
+             "concurrency": 1},
         ],
         telemetry={"logs": {"format": "json", "level": "WARNING"}},
     )  # fmt: skip
-    # Each batch works long enough (20 batches x 0.15 s in make test) that the kill lands
-    # while batches run, even when a loaded machine polls the ledger late.
+    # Each batch works long enough (20 batches x 0.15 s one after another in make test)
+    # that the kill lands while batches run, even when a loaded machine polls the ledger late.
     work = "0.02" if CHAOS_FULL else "0.15"
     bridge, record = recording_bridge(config, tmp_path, BATCH_WORK_SECONDS=work)
     ids = [f"i{n}" for n in range(EVENTS)]
