@@ -239,6 +239,17 @@ class Normalizer:
             raise InvalidEvent(str(meta["reject_reason"]), meta.get("reject_detail"))
         if len(body) > self.max_body_bytes:
             raise InvalidEvent("too_large", f"{len(body)} bytes, limit {self.max_body_bytes}")
+        built = delivery.event
+        if (
+            built is not None
+            and self._reader is None
+            and not self._correlation
+            and self.catalog.resolve(built.type) is not None
+        ):
+            # Built from this very body, its data validated by this catalog, in this process
+            # (the inbox's hand-over): what decoding it again would give, with this
+            # delivery's transport metadata.
+            return dataclasses.replace(built, transport=self._transport(meta))
         headers = text_headers(delivery.headers) if delivery.headers else delivery.headers
         if headers is not delivery.headers:  # rare: a header that is not UTF-8
             delivery = dataclasses.replace(delivery, headers=headers)
