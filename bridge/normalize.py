@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from bridge.attributes import is_json_type, is_text_type, structured_data
 from bridge.errors import InvalidEvent
@@ -42,6 +43,7 @@ from bridge.templates import DELIVERY_ROOTS, Template, TemplateError, lookup
 from bridge.transport import Delivery, EventMapping
 
 _CE_PREFIXES = ("ce-", "ce_", "cloudevents:", "cloudevents_")
+_CASELESS = (CIMultiDict, CIMultiDictProxy)
 
 
 def decode_json(body: bytes) -> Any:
@@ -100,8 +102,6 @@ def text_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
                 break
     if not bad:
         return headers
-    from multidict import CIMultiDict
-
     clean: CIMultiDict[str] = CIMultiDict()
     for key, value in headers.items():
         fixed = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
@@ -166,8 +166,8 @@ def trace_headers(headers: Mapping[str, str]) -> tuple[str | None, str | None, s
 def header(headers: Mapping[str, str], name: str) -> str | None:
     """A header by case-insensitive name."""
     value = headers.get(name)
-    if value is not None:
-        return value
+    if value is not None or isinstance(headers, _CASELESS):
+        return value  # aiohttp's headers match case-insensitively already
     lowered = name.lower()
     for key, val in headers.items():
         if key.lower() == lowered:
