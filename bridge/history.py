@@ -3,7 +3,10 @@
 The dispatcher reports events and runs as they change; the recorder keeps only
 the latest state of each, in memory, and writes them in batches (one store
 transaction per batch) every ``interval`` seconds, so a busy bridge pays a dict
-update per change, not a store write. An event is written once it is final (or
+update per change, not a store write. A write takes at most ``batch`` events (with
+their runs, oldest first) and what is due beyond that goes in the next batches of
+the same pass, so the memory a write needs (records serialised, rows encoded by the
+store) is bounded by ``batch``, not by how much piled up behind a slow store. An event is written once it is final (or
 parked), or once it has been running longer than ``hold`` seconds, so that a
 busy bridge writes most events once, with their final status.
 
@@ -40,7 +43,8 @@ __all__ = ["DROPPED", "HistoryRecorder", "event_status"]
 log = logging.getLogger("bridge.history")
 
 DROPPED = "bridge_history_dropped_total"
-PURGE_EVERY = 5.0  # seconds between retention passes: each pass stays small under load
+PURGE_EVERY = 1.0  # seconds between retention passes: each pass stays small under load
+BATCH = 256  # most events (with their runs) per store write
 
 
 @dataclass(slots=True)
@@ -67,6 +71,7 @@ class HistoryRecorder:
             the oldest is dropped from the history and counted in ``DROPPED``.
         hold: an event still running is written after this many seconds (so the
             UI shows it running); before that it waits to be written once, final.
+        batch: most events (with their runs) per store write (one transaction).
         metrics: where ``DROPPED`` is counted.
     """
 
@@ -79,6 +84,7 @@ class HistoryRecorder:
         interval: float = 0.5,
         max_pending: int = 10_000,
         hold: float = 2.0,
+        batch: int = BATCH,
         metrics: Metrics | None = None,
     ) -> None:
         self.store = store
@@ -87,6 +93,7 @@ class HistoryRecorder:
         self.interval = interval
         self.max_pending = max(1, max_pending)
         self.hold = hold
+        self.batch = max(1, batch)
         self.metrics = metrics or Metrics()
         self.metrics.inc(DROPPED, (), 0.0)  # shown from the start, at 0
         self.dropped = 0
@@ -171,25 +178,39 @@ class HistoryRecorder:
             await self.flush()
 
     def _take(self, everything: bool) -> list[_Pending]:
-        """Remove and return the entries due now: final, runs only, or held long enough."""
-        if everything:
-            taken, self._pending = list(self._pending.values()), {}
-            return taken
+        """Remove and return at most ``batch`` entries due now, oldest first: final, runs
+        only, or held long enough (``everything``: any)."""
         due = time.monotonic() - self.hold
-        taken = []
-        keep: dict[str, _Pending] = {}
-        for event_id, entry in self._pending.items():
+        taken: list[_Pending] = []
+        for entry in self._pending.values():
             record = entry.record
-            if record is None or record.status != "running" or entry.since <= due:
+            if everything or record is None or record.status != "running" or entry.since <= due:
                 taken.append(entry)
-            else:
-                keep[event_id] = entry
-        self._pending = keep
+                if len(taken) >= self.batch:
+                    break
+        for entry in taken:
+            del self._pending[entry.id]
         return taken
 
     async def flush(self, everything: bool = False) -> None:
-        """Write the pending records that are due (``everything``: all of them) now."""
-        taken = self._take(everything)
+        """Write the pending records that are due (``everything``: all of them) now, in
+        batches of at most ``batch`` events, one store transaction each."""
+        while taken := self._take(everything):
+            full = len(taken) >= self.batch
+            await self._write(taken)
+            del taken  # only one batch is ever held for writing
+            if not full:
+                break
+        now = time.time()
+        if now - self._last_purge > PURGE_EVERY:
+            self._last_purge = now
+            try:
+                await self.store.history_purge(now - self.max_age, self.max_events)
+            except Exception as exc:  # best effort: history never holds up delivery
+                log.warning("could not purge the run history", extra={"error": str(exc)})
+
+    async def _write(self, taken: list[_Pending]) -> None:
+        """One batch: serialise the events' bodies now (off the hot path), write, notify."""
         events: list[EventRecord] = []
         runs: list[RunRecord] = []
         refresh: list[str] = []
@@ -204,18 +225,12 @@ class HistoryRecorder:
             runs.extend(entry.runs.values())
             if entry.refresh:
                 refresh.append(entry.id)
-        del taken
         try:
             if events or runs:
                 await self.store.history_put(events, runs)
             if refresh:
                 await self._recompute(refresh)
-            if changed:
-                self.feed.publish(changed, parents)
-            now = time.time()
-            if now - self._last_purge > PURGE_EVERY:
-                self._last_purge = now
-                await self.store.history_purge(now - self.max_age, self.max_events)
+            self.feed.publish(changed, parents)
         except Exception as exc:  # best effort: history never holds up delivery
             log.warning("could not write the run history", extra={"error": str(exc)})
 

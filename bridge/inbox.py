@@ -31,14 +31,25 @@ from bridge.transport import ConnectorStatus, Delivery, Settlement
 
 log = logging.getLogger("bridge.inbox")
 _CE_JSON = {"content-type": "application/cloudevents+json"}
+HANDOVER = 1024  # most stored events kept in memory for the source (``Inbox.built``)
 
 
 class Inbox:
-    """Writes to the inbox and wakes its source."""
+    """Writes to the inbox and wakes its source.
+
+    The events that ``put_events(..., handover=True)`` stored as new (a webhook's,
+    validated by the catalog) are also kept in memory (at most
+    ``HANDOVER`` of them, the oldest forgotten first) until the source reads their
+    entries, so this process delivers them without decoding and validating the bodies
+    it has just written (``Delivery.event``). Entries read again (a redelivery),
+    written by another process, or forgotten are decoded from the store as before.
+    """
 
     def __init__(self, store: InboxStore) -> None:
         self.store = store
         self.wakeup = asyncio.Event()
+        # (entry source, id) -> (stored body, event); insertion order: oldest first
+        self._built: dict[tuple[str, str], tuple[bytes, Event[Any]]] = {}
 
     async def put(self, entries: Sequence[InboxEntry]) -> list[bool]:
         """Store entries durably; True for each that was new (False: a duplicate, with the
@@ -48,14 +59,41 @@ class Inbox:
             self.wakeup.set()
         return fresh
 
-    async def put_events(self, events: Sequence[Event[Any]], source: str) -> list[bool]:
-        """Store events as structured CloudEvents."""
-        return await self.put(
-            [
-                InboxEntry(id=e.id, body=e.to_json(), source=source, event_source=e.source)
-                for e in events
-            ]
-        )
+    async def put_events(
+        self, events: Sequence[Event[Any]], source: str, *, handover: bool = False
+    ) -> list[bool]:
+        """Store events as structured CloudEvents; with ``handover`` (events whose data the
+        catalog has validated, as a webhook's), keep the new ones for the source."""
+        entries = [
+            InboxEntry(id=e.id, body=e.to_json(), source=source, event_source=e.source)
+            for e in events
+        ]
+        fresh = await self.put(entries)
+        if not handover:
+            return fresh
+        built = self._built
+        for entry, event, new in zip(entries, events, fresh, strict=True):
+            if new:
+                if len(built) >= HANDOVER:
+                    del built[next(iter(built))]
+                built[(source, entry.id)] = (entry.body, event)
+        return fresh
+
+    def built(self, entry: InboxEntry) -> Event[Any] | None:
+        """The event ``put_events`` stored as ``entry``, once; None: decode the body. Only
+        for the very body it was built from (two events of one id from different sources
+        share a key here, not a body)."""
+        if not self._built or entry.handler:
+            return None
+        found = self._built.pop((entry.source, entry.id), None)
+        if found is None or found[0] != entry.body:
+            return None
+        return found[1]
+
+    @property
+    def held(self) -> int:
+        """How many stored events wait in memory to be handed to the source."""
+        return len(self._built)
 
 
 class InboxSource:
@@ -124,7 +162,8 @@ class InboxSource:
         meta: dict[str, Any] = {"message_id": entry.id, "seq": entry.seq, "source": entry.source}
         if entry.handler:
             meta["replay_handler"] = entry.handler
-        return Delivery(entry.body, _CE_JSON, meta, partial(self._settle, entry, ticket), self.name)
+        settle = partial(self._settle, entry, ticket)
+        return Delivery(entry.body, _CE_JSON, meta, settle, self.name, self.inbox.built(entry))
 
     async def _pending(self) -> AsyncIterator[Delivery]:
         store = self.inbox.store

@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from bridge.attributes import is_json_type, is_text_type, structured_data
 from bridge.errors import InvalidEvent
@@ -42,6 +43,7 @@ from bridge.templates import DELIVERY_ROOTS, Template, TemplateError, lookup
 from bridge.transport import Delivery, EventMapping
 
 _CE_PREFIXES = ("ce-", "ce_", "cloudevents:", "cloudevents_")
+_CASELESS = (CIMultiDict, CIMultiDictProxy)
 
 
 def decode_json(body: bytes) -> Any:
@@ -100,8 +102,6 @@ def text_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
                 break
     if not bad:
         return headers
-    from multidict import CIMultiDict
-
     clean: CIMultiDict[str] = CIMultiDict()
     for key, value in headers.items():
         fixed = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
@@ -166,8 +166,8 @@ def trace_headers(headers: Mapping[str, str]) -> tuple[str | None, str | None, s
 def header(headers: Mapping[str, str], name: str) -> str | None:
     """A header by case-insensitive name."""
     value = headers.get(name)
-    if value is not None:
-        return value
+    if value is not None or isinstance(headers, _CASELESS):
+        return value  # aiohttp's headers match case-insensitively already
     lowered = name.lower()
     for key, val in headers.items():
         if key.lower() == lowered:
@@ -239,6 +239,17 @@ class Normalizer:
             raise InvalidEvent(str(meta["reject_reason"]), meta.get("reject_detail"))
         if len(body) > self.max_body_bytes:
             raise InvalidEvent("too_large", f"{len(body)} bytes, limit {self.max_body_bytes}")
+        built = delivery.event
+        if (
+            built is not None
+            and self._reader is None
+            and not self._correlation
+            and self.catalog.resolve(built.type) is not None
+        ):
+            # Built from this very body, its data validated by this catalog, in this process
+            # (the inbox's hand-over): what decoding it again would give, with this
+            # delivery's transport metadata.
+            return dataclasses.replace(built, transport=self._transport(meta))
         headers = text_headers(delivery.headers) if delivery.headers else delivery.headers
         if headers is not delivery.headers:  # rare: a header that is not UTF-8
             delivery = dataclasses.replace(delivery, headers=headers)

@@ -72,6 +72,9 @@ class Delivery:
         settle: called exactly once by the runtime with the final ``Settlement``.
         connector: name of the connector the message came from (set by the runtime
             when the source does not).
+        event: the ``bridge.events.Event`` that ``body`` holds, already built and
+            validated in this process (the inbox hands over what a webhook just
+            stored), so it is not decoded again; None: decode ``body``.
     """
 
     body: bytes
@@ -79,6 +82,7 @@ class Delivery:
     meta: Mapping[str, Any] = field(default_factory=dict)
     settle: SettleFn = _settle_nothing
     connector: str = ""
+    event: Any = None
 
 
 @runtime_checkable
@@ -143,8 +147,10 @@ class IngressEnv:
     """What the runtime gives an ingress.
 
     Attributes:
-        accept: durably store events (``bridge.events.Event``) in the inbox; returns,
-            per event, True if new and False if its id was already accepted.
+        accept: durably store events (``bridge.events.Event``, their data validated by
+            ``catalog``) in the inbox; returns, per event, True if new and False if its
+            id was already accepted. The inbox hands the new events to delivery as they
+            are (``Delivery.event``), without decoding their bodies again.
         catalog: the event catalog, to validate data before answering.
         max_body_bytes: the bridge's body limit (a connector may set a lower one).
         store: the state store (``bridge.store.Store``), e.g. for cron positions.

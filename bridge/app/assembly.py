@@ -246,7 +246,7 @@ class Assembly:
                 continue
 
             async def accept(events: Any, source: str = name) -> list[bool]:
-                return await self.inbox.put_events(list(events), source=source)
+                return await self.inbox.put_events(list(events), source=source, handover=True)
 
             def refused(reason: str, connector: str = name) -> None:
                 self.metrics.inc(

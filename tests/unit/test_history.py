@@ -66,3 +66,43 @@ async def test_an_event_is_written_once_final_and_a_long_run_shows_as_running() 
     await recorder.close()
     stored = await store.history_event("late")
     assert stored is not None and stored.status == "succeeded"
+
+
+class CountingStore(MemoryStore):
+    """A memory store that records the size of each history write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[tuple[int, int]] = []
+
+    async def history_put(self, events, runs):  # type: ignore[no-untyped-def]
+        self.writes.append((len(events), len(runs)))
+        await super().history_put(events, runs)
+
+
+async def test_a_backlog_is_written_in_batches_of_at_most_batch_events_oldest_first() -> None:
+    store = CountingStore()
+    recorder = HistoryRecorder(store, max_age=3600, max_events=10_000, max_pending=5_000, batch=64)
+    for n in range(1_000):  # a backlog behind a slow store
+        report(recorder, n)
+    assert recorder.pending == 1_000
+    await recorder.flush()
+    assert recorder.pending == 0 and recorder.dropped == 0
+    # 15 full batches and the rest, each one store write with its events' runs.
+    assert store.writes == [(64, 192)] * 15 + [(40, 120)]
+    stored = await store.history_events(limit=2_000)
+    assert len(stored) == 1_000 and {r.status for r in stored} == {"succeeded"}
+
+
+async def test_a_batch_skips_events_still_running_and_leaves_them_pending() -> None:
+    store = CountingStore()
+    recorder = HistoryRecorder(store, max_age=3600, max_events=10_000, hold=3600, batch=10)
+    running = Event(id="running", source="test", type="test/event", data={}, correlationid="c")
+    recorder.event_started(running, "api", None)
+    for n in range(25):
+        report(recorder, n)
+    await recorder.flush()
+    assert store.writes == [(10, 30), (10, 30), (5, 15)]
+    assert recorder.pending == 1  # the running event waits, held, to be written once final
+    await recorder.close()
+    assert store.writes[-1] == (1, 0) and recorder.pending == 0
