@@ -42,6 +42,10 @@ from bridge.transport import (
 )
 
 log = logging.getLogger("bridge.runtime")
+# Intake lets the deliveries it started run after this many in a row: a source with a
+# backlog (a broker's batch, a memory topic) yields them without waiting, and taking
+# max_in_flight of them before any runs keeps them all half-done in memory at once.
+INTAKE_RUN = 16
 
 
 class Runtime(Assembly):
@@ -250,12 +254,18 @@ class Runtime(Assembly):
                     log.error("settle failed", extra={"connector": slot.name, "error": str(exc)})
 
         deliveries = slot.source.deliveries()
+        started = 0
         try:
             async for delivery in deliveries:
                 await limit.acquire()
                 task = asyncio.create_task(process(delivery))
                 slot.tasks.add(task)
                 task.add_done_callback(slot.tasks.discard)
+                started += 1
+                if started % INTAKE_RUN == 0:
+                    # The started deliveries run before more are taken: a small working
+                    # set (cache, collector) and the first handlers run sooner.
+                    await asyncio.sleep(0)
         finally:
             aclose = getattr(deliveries, "aclose", None)
             if aclose is not None:
