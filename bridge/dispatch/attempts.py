@@ -145,19 +145,27 @@ class Runner:
         number = resume.attempt - 1 if resume else 0
         history = env.history
         endings = self.endings
+        flow, limiter = bh.flow, bh.limiter
+        # Without cancel_on there is nothing to check before an attempt: no wrapper coroutine.
+        start = self._start if bh.cancel is not None else None
+        # Results and emitted events are checked only when something will store them.
+        ledger = self.config.ledger
         while True:
             number += 1
             run.number = number
-            if bh.flow is not None and await bh.flow.before_attempt(number):
+            if flow is not None and await flow.before_attempt(number):
                 run.began = clock.time()  # budget / rate-limit waits are not the attempt's time
             ctx = Context(event, bh.id, number, env.store, env.wall)
             error: BaseException | None = None
             result: Any = None
             try:
-                if bh.limiter is None:
-                    result = await self._start(run, ctx)
+                if limiter is None:
+                    if start is None:
+                        result = await self._attempt(bh, event, ctx)
+                    else:
+                        result = await start(run, ctx)
                 else:
-                    async with bh.limiter:
+                    async with limiter:
                         result = await self._start(run, ctx)
             except TimeoutError:
                 error = TimeoutError(f"attempt timed out after {bh.timeout:g}s")
@@ -172,16 +180,19 @@ class Runner:
                 # signal to the bridge (a signal reaches the bridge through its handlers).
                 error = exc
             emitted = ctx.emitted
-            max_fanout = self.config.max_fanout
-            if error is None and len(emitted) > max_fanout:
-                error = Fatal(
-                    f"emitted {len(emitted)} events, more than max_fanout {max_fanout};"
-                    " nothing was emitted"
-                )
+            if error is None and (emitted or ledger):
+                max_fanout = self.config.max_fanout
+                if len(emitted) > max_fanout:
+                    error = Fatal(
+                        f"emitted {len(emitted)} events, more than max_fanout {max_fanout};"
+                        " nothing was emitted"
+                    )
+                else:
+                    error = self._unstorable(result, emitted)
             if error is None:
-                error = self._unstorable(result, emitted)
-            if error is None:
-                return await endings.succeeded(run, result, emitted)
+                if emitted or ledger or resume is not None:
+                    return await endings.succeeded(run, result, emitted)
+                return endings.ended_well(run, result, emitted)  # nothing to write or send
             text = describe(error)
             now = clock.time()
             t0 = run.began
