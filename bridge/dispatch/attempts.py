@@ -24,12 +24,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
-from typing import Any
+import types
+from collections.abc import Coroutine, Generator
+from types import CoroutineType
+from typing import Any, cast
 
 from bridge.cancellation import RunCancelled
 from bridge.context import Context
-from bridge.deadlines import Watchdog
+from bridge.deadlines import Deadline, Watchdog
 from bridge.dispatch.batches import Batches
 from bridge.dispatch.endings import Endings
 from bridge.dispatch.env import DispatchConfig, DispatchEnv
@@ -247,7 +249,10 @@ class Runner:
         return await self._attempt(run.bh, run.event, ctx)
 
     async def _attempt(self, bh: BoundHandler, event: Event[Any], ctx: Context) -> Any:
-        deadline = self.watchdog.arm(bh.timeout)
+        watchdog = self.watchdog
+        deadline: Deadline | None = None
+        if bh.reads_deadline:
+            deadline = watchdog.arm(bh.timeout)
         run_token = CURRENT_RUN.set(ctx)
         tracing = self.env.tracing
         span = token = None
@@ -256,10 +261,29 @@ class Runner:
             if started is not None:
                 span, token = started
         try:
-            return await bh.handler.invoke(event, ctx)
+            if deadline is not None:
+                return await bh.handler.invoke(event, ctx)
+            # The timeout is armed when the call first waits: until then no timer can fire
+            # (the loop is not running), and a call that ends without waiting needs none.
+            since = watchdog.now()
+            call = bh.handler.invoke(event, ctx)
+            if type(call) is not CoroutineType:
+                deadline = watchdog.arm(bh.timeout, since)
+                return await call
+            try:
+                waiting = call.send(None)
+            except StopIteration as ended:
+                return ended.value
+            deadline = watchdog.arm(bh.timeout, since)
+            return await _resumed(call, waiting)
         except asyncio.CancelledError as exc:
-            task = deadline.task
-            if deadline.fired and task is not None and task.uncancel() == 0:
+            task = deadline.task if deadline is not None else None
+            if (
+                deadline is not None
+                and deadline.fired
+                and task is not None
+                and task.uncancel() == 0
+            ):
                 if span is not None:
                     Tracing.fail(span, exc, f"timed out after {bh.timeout:g}s")
                 raise TimeoutError from None
@@ -278,10 +302,27 @@ class Runner:
                 Tracing.fail(span, exc, describe(exc))
             raise
         finally:
-            deadline.finish()
+            if deadline is not None:
+                deadline.finish()
             CURRENT_RUN.reset(run_token)
             if span is not None:
                 Tracing.end(span, token)
+
+
+@types.coroutine
+def _resumed(call: Coroutine[Any, Any, Any], waiting: Any) -> Generator[Any, Any, Any]:
+    """The rest of ``call``, a coroutine stepped once that yielded ``waiting`` (what it
+    waits for): hands that to the task, then delegates to ``call`` as ``await`` does."""
+    while True:
+        try:
+            yield waiting
+        except BaseException as exc:  # cancelled (or closed) while it waited: its business
+            try:
+                waiting = call.throw(exc)
+            except StopIteration as ended:
+                return ended.value
+            continue
+        return (yield from cast(Generator[Any, Any, Any], call))
 
 
 class HandlerCancelled(Exception):
