@@ -288,16 +288,17 @@ class Runtime(Assembly):
         """
         limit = self.cfg.limits.poison_limit
         failures: list[Attempt] = []
-        clock = asyncio.get_running_loop().time
+        clock = time.monotonic
         pause = 0.5
         while True:
-            began, t0 = time.time(), clock()
+            t0 = clock()  # its wall-clock start is worked out only if it fails
             try:
                 outcome = await dispatcher.process(delivery, normalizer)
             except Exception as exc:  # an engine bug must not loop nor stall the source
                 number = len(failures) + 1
                 trace = format_traceback(exc)
-                failures.append(Attempt(number, began, clock() - t0, describe(exc), trace))
+                took = clock() - t0
+                failures.append(Attempt(number, time.time() - took, took, describe(exc), trace))
                 self.metrics.inc("bridge_internal_errors_total", (("connector", connector),))
                 log.error(
                     "delivery failed unexpectedly"

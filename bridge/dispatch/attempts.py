@@ -140,9 +140,7 @@ class Runner:
         clock = env.clock
         started = clock.time()
         attempts: list[Attempt] = list(resume.attempts) if resume else []
-        run = RunState(
-            event, bh, key, connector, resume, started, attempts, began=started, created=created
-        )
+        run = RunState(event, bh, key, connector, resume, started, attempts, 0, started, created)
         policy = bh.retry
         number = resume.attempt - 1 if resume else 0
         history = env.history
