@@ -79,15 +79,23 @@ class Watchdog:
         self._timer: asyncio.TimerHandle | None = None
         self._wake_at = math.inf
 
-    def arm(self, timeout: float) -> Deadline:
-        """Arm a deadline ``timeout`` seconds from now for the current task."""
+    def now(self) -> float:
+        """The loop's time, the clock deadlines are on (``arm``'s ``since``)."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop.time()
+
+    def arm(self, timeout: float, since: float | None = None) -> Deadline:
+        """Arm a deadline ``timeout`` seconds from now (or from ``since``, a ``now()`` of
+        before) for the current task."""
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         task = asyncio.current_task(loop)
         if task is None:
             raise RuntimeError("Watchdog.arm() must be called from a task")
-        entry = Deadline(loop.time() + timeout, task, self)
+        entry = Deadline((loop.time() if since is None else since) + timeout, task, self)
         entry._token = _CURRENT.set(entry)
         queue = self._queues.get(timeout)
         if queue is None:

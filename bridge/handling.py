@@ -206,9 +206,12 @@ class HandlerConfig(BaseModel):
 class Handler(Protocol):
     """A built handler.
 
-    Optional attributes the runtime reads: ``companions`` (see ``Companion``) and
+    Optional attributes the runtime reads: ``companions`` (see ``Companion``),
     ``can_suspend`` (True when its runs may sleep or wait durably, ``bridge.waits``:
-    the runtime then exports ``bridge_runs_suspended_total`` for it from the start).
+    the runtime then exports ``bridge_runs_suspended_total`` for it from the start) and
+    ``reads_deadline`` (True when ``invoke`` reads ``bridge.deadlines.current_deadline()``
+    before its first await: the attempt's timeout is then armed before the call; by
+    default it is armed when the call first waits, and a call that never waits needs none).
     """
 
     async def invoke(self, event: Event[Any], ctx: Context) -> Any:

@@ -132,6 +132,9 @@ class PythonHandler:
         self.func: Callable[..., Any] = import_object(cfg.function)
         self.is_async = inspect.iscoroutinefunction(self.func)
         self.can_suspend = self.is_async  # ctx.sleep / ctx.wait_for_event are awaited
+        # A sync function's call waits for its previous attempt's thread (``_outwait``)
+        # with the attempt's deadline moved aside: it reads it before it first waits.
+        self.reads_deadline = not self.is_async
         self.workers = cfg.workers or min(32, (os.cpu_count() or 1) + 4)
         self._pool: ThreadPoolExecutor | None = None  # made on the first sync call
         # The call in a thread per run (event source, id, handler): a retry waits for it.

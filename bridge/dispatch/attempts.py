@@ -24,12 +24,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
-from typing import Any
+import types
+from collections.abc import Coroutine, Generator
+from types import CoroutineType
+from typing import Any, cast
 
 from bridge.cancellation import RunCancelled
 from bridge.context import Context
-from bridge.deadlines import Watchdog
+from bridge.deadlines import Deadline, Watchdog
 from bridge.dispatch.batches import Batches
 from bridge.dispatch.endings import Endings
 from bridge.dispatch.env import DispatchConfig, DispatchEnv
@@ -138,26 +140,32 @@ class Runner:
         clock = env.clock
         started = clock.time()
         attempts: list[Attempt] = list(resume.attempts) if resume else []
-        run = RunState(
-            event, bh, key, connector, resume, started, attempts, began=started, created=created
-        )
+        run = RunState(event, bh, key, connector, resume, started, attempts, 0, started, created)
         policy = bh.retry
         number = resume.attempt - 1 if resume else 0
         history = env.history
         endings = self.endings
+        flow, limiter = bh.flow, bh.limiter
+        # Without cancel_on there is nothing to check before an attempt: no wrapper coroutine.
+        start = self._start if bh.cancel is not None else None
+        # Results and emitted events are checked only when something will store them.
+        ledger = self.config.ledger
         while True:
             number += 1
             run.number = number
-            if bh.flow is not None and await bh.flow.before_attempt(number):
+            if flow is not None and await flow.before_attempt(number):
                 run.began = clock.time()  # budget / rate-limit waits are not the attempt's time
             ctx = Context(event, bh.id, number, env.store, env.wall)
             error: BaseException | None = None
             result: Any = None
             try:
-                if bh.limiter is None:
-                    result = await self._start(run, ctx)
+                if limiter is None:
+                    if start is None:
+                        result = await self._attempt(bh, event, ctx)
+                    else:
+                        result = await start(run, ctx)
                 else:
-                    async with bh.limiter:
+                    async with limiter:
                         result = await self._start(run, ctx)
             except TimeoutError:
                 error = TimeoutError(f"attempt timed out after {bh.timeout:g}s")
@@ -172,16 +180,19 @@ class Runner:
                 # signal to the bridge (a signal reaches the bridge through its handlers).
                 error = exc
             emitted = ctx.emitted
-            max_fanout = self.config.max_fanout
-            if error is None and len(emitted) > max_fanout:
-                error = Fatal(
-                    f"emitted {len(emitted)} events, more than max_fanout {max_fanout};"
-                    " nothing was emitted"
-                )
+            if error is None and (emitted or ledger):
+                max_fanout = self.config.max_fanout
+                if len(emitted) > max_fanout:
+                    error = Fatal(
+                        f"emitted {len(emitted)} events, more than max_fanout {max_fanout};"
+                        " nothing was emitted"
+                    )
+                else:
+                    error = self._unstorable(result, emitted)
             if error is None:
-                error = self._unstorable(result, emitted)
-            if error is None:
-                return await endings.succeeded(run, result, emitted)
+                if emitted or ledger or resume is not None:
+                    return await endings.succeeded(run, result, emitted)
+                return endings.ended_well(run, result, emitted)  # nothing to write or send
             text = describe(error)
             now = clock.time()
             t0 = run.began
@@ -236,7 +247,10 @@ class Runner:
         return await self._attempt(run.bh, run.event, ctx)
 
     async def _attempt(self, bh: BoundHandler, event: Event[Any], ctx: Context) -> Any:
-        deadline = self.watchdog.arm(bh.timeout)
+        watchdog = self.watchdog
+        deadline: Deadline | None = None
+        if bh.reads_deadline:
+            deadline = watchdog.arm(bh.timeout)
         run_token = CURRENT_RUN.set(ctx)
         tracing = self.env.tracing
         span = token = None
@@ -245,10 +259,29 @@ class Runner:
             if started is not None:
                 span, token = started
         try:
-            return await bh.handler.invoke(event, ctx)
+            if deadline is not None:
+                return await bh.handler.invoke(event, ctx)
+            # The timeout is armed when the call first waits: until then no timer can fire
+            # (the loop is not running), and a call that ends without waiting needs none.
+            since = watchdog.now()
+            call = bh.handler.invoke(event, ctx)
+            if type(call) is not CoroutineType:
+                deadline = watchdog.arm(bh.timeout, since)
+                return await call
+            try:
+                waiting = call.send(None)
+            except StopIteration as ended:
+                return ended.value
+            deadline = watchdog.arm(bh.timeout, since)
+            return await _resumed(call, waiting)
         except asyncio.CancelledError as exc:
-            task = deadline.task
-            if deadline.fired and task is not None and task.uncancel() == 0:
+            task = deadline.task if deadline is not None else None
+            if (
+                deadline is not None
+                and deadline.fired
+                and task is not None
+                and task.uncancel() == 0
+            ):
                 if span is not None:
                     Tracing.fail(span, exc, f"timed out after {bh.timeout:g}s")
                 raise TimeoutError from None
@@ -267,10 +300,27 @@ class Runner:
                 Tracing.fail(span, exc, describe(exc))
             raise
         finally:
-            deadline.finish()
+            if deadline is not None:
+                deadline.finish()
             CURRENT_RUN.reset(run_token)
             if span is not None:
                 Tracing.end(span, token)
+
+
+@types.coroutine
+def _resumed(call: Coroutine[Any, Any, Any], waiting: Any) -> Generator[Any, Any, Any]:
+    """The rest of ``call``, a coroutine stepped once that yielded ``waiting`` (what it
+    waits for): hands that to the task, then delegates to ``call`` as ``await`` does."""
+    while True:
+        try:
+            yield waiting
+        except BaseException as exc:  # cancelled (or closed) while it waited: its business
+            try:
+                waiting = call.throw(exc)
+            except StopIteration as ended:
+                return ended.value
+            continue
+        return (yield from cast(Generator[Any, Any, Any], call))
 
 
 class HandlerCancelled(Exception):

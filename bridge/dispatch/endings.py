@@ -69,6 +69,13 @@ class Endings:
             )
         if run.resume is not None:
             await env.store.parked_done([parked_run_id(event.id, bh.id)])
+        return self.ended_well(run, result, emitted)
+
+    def ended_well(self, run: RunState, result: Any, emitted: Sequence[Event[Any]]) -> Run:
+        """Count a success whose emitted events are sent and whose ledger entry is written
+        (or that has neither), and record it in the history."""
+        env = self.env
+        event, bh = run.event, run.bh
         self._finished(bh, bh.succeeded_labels, run.started)
         history = env.history
         if history is not None:

@@ -59,7 +59,7 @@ class FanOut:
         self._claims = cast(LedgerClaims, store) if getattr(store, "shared", False) else None
         self._owner = uuid.uuid4().hex  # this process, as the owner of its claims
 
-    async def dispatch(
+    def dispatch(
         self,
         event: Event[Any],
         subs: Sequence[Subscription[BoundHandler]],
@@ -67,16 +67,31 @@ class FanOut:
         connector: str = "",
         replay: bool = False,
         resume: Resume | None = None,
-    ) -> list[Run]:
-        """Run ``event`` through each subscription concurrently; return when every run is final.
+    ) -> Coroutine[Any, Any, list[Run]]:
+        """Run ``event`` through each subscription concurrently; return when every run is final
+        (a coroutine to await).
 
         Raises:
             StoreError: a result could not be recorded (the message must not be acked).
         """
+        if not self.config.ledger:
+            # Nothing to read first and no branch to skip: every branch runs.
+            run = self.runner.run
+            return self._gather(
+                [run(event, b, b.key(event), connector, resume) for b in (s.target for s in subs)]
+            )
+        return self._ledgered(event, subs, connector, replay, resume)
+
+    async def _ledgered(
+        self,
+        event: Event[Any],
+        subs: Sequence[Subscription[BoundHandler]],
+        connector: str,
+        replay: bool,
+        resume: Resume | None,
+    ) -> list[Run]:
         bound = [s.target for s in subs]
         keys = [(b.id, b.key(event)) for b in bound]
-        if not self.config.ledger:
-            return await self._dispatch(event, bound, keys, {}, {}, {}, connector, replay, resume)
         flight = self._flight
         mine: dict[tuple[str, str], asyncio.Future[str | None]] = {}
         leaders: dict[tuple[str, str], asyncio.Future[str | None]] = {}
@@ -267,15 +282,23 @@ class FanOut:
                 self._resolve(mine, pair, "skipped")
                 continue
             coro = run(event, b, pair[1], connector, resume)
-            # A branch this fan-out leads lets its duplicates go when it ends; without the
-            # ledger it leads none, and needs no wrapper coroutine.
+            # A branch this fan-out leads lets its duplicates go when it ends; a duplicate
+            # of a branch of this same event leads none, and needs no wrapper coroutine.
             coros.append(self._led(mine, pair, coro) if pair in mine else coro)
         if not coros:
             return runs
+        runs.extend(await self._gather(coros))
+        return runs
+
+    async def _gather(self, coros: list[Coroutine[Any, Any, Run]]) -> list[Run]:
+        """Await every run concurrently, each to its end; a failure is raised once all ended
+        (the first one raised), a cancellation of this task cancels them all."""
         # The first run goes inline in this task; only its siblings need tasks of their own.
         if len(coros) == 1:
-            runs.append(await coros[0])
-            return runs
+            return [await coros[0]]
+        if not coros:
+            return []
+        runs: list[Run] = []
         loop = asyncio.get_running_loop()
         others = [loop.create_task(c) for c in coros[1:]]
         failure: BaseException | None = None

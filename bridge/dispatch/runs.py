@@ -56,12 +56,16 @@ class BoundHandler:
     labels: tuple[tuple[str, str], ...] = ()
     succeeded_labels: tuple[tuple[str, str], ...] = ()
     dead_lettered_labels: tuple[tuple[str, str], ...] = ()
+    # Whether the handler reads its attempt's deadline before its first await (see
+    # ``Handler``): its timeout is then armed before the call, not at its first suspension.
+    reads_deadline: bool = False
 
     def __post_init__(self) -> None:
         # Metric label tuples, built once rather than per run.
         self.labels = (("handler", self.id),)
         self.succeeded_labels = (*self.labels, ("outcome", "succeeded"))
         self.dead_lettered_labels = (*self.labels, ("outcome", "dead_lettered"))
+        self.reads_deadline = bool(getattr(self.handler, "reads_deadline", False))
 
     def key(self, event: Event[Any]) -> str:
         """The ledger key of this handler's run for ``event``."""
