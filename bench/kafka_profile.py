@@ -13,6 +13,14 @@ as ``bridge run`` tunes it (``--gc default`` leaves it alone), as in ``bench.kaf
 
 ``source`` prints the Kafka source's own CPU per message without a broker: a batch
 accepted, every record handed out through ``deliveries()`` and settled ``ACK``.
+
+    python -m bench.kafka_profile bridge_sqlite --areas   # cProfile, time by area
+
+``--areas`` profiles the consuming run only (the topic is filled first) with cProfile
+and prints the event loop thread's own time per area (Kafka source, aiokafka, runtime,
+normalizer, dispatch, store, asyncio scheduling, idle). cProfile's per-call overhead
+inflates call-heavy code, so read the shares, not the microseconds; the store's
+thread is not in it.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import asyncio
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from pyinstrument import Profiler
 
@@ -113,12 +122,75 @@ async def source_cost(messages: int = 20_000, rounds: int = 7) -> float:
     return statistics.median(samples)
 
 
+AREAS = (
+    ("kafka source (connectors/kafka)", ("connectors/kafka",)),
+    ("aiokafka", ("aiokafka/",)),
+    ("runtime (bridge/app)", ("bridge/app",)),
+    ("normalizer (normalize, events, attributes, pydantic)",
+     ("bridge/normalize", "bridge/events", "bridge/attributes", "pydantic", "validate_python",
+      "orjson", "bridge/formats", "bridge/catalog")),
+    ("store and ledger batching (bridge/store)", ("bridge/store", "SimpleQueue")),
+    ("dispatch (bridge/dispatch, deadlines, context, metrics, routing, handlers/python)",
+     ("bridge/dispatch", "bridge/deadlines", "bridge/context", "bridge/metrics", "bridge/clock",
+      "bridge/routing", "handlers/python", "ContextVar")),
+    ("the handlers themselves (bench/payload)", ("bench/payload",)),
+    ("asyncio scheduling (tasks, futures, call_soon, Context.run)",
+     ("asyncio/", "_asyncio", "_contextvars", "_weakrefset")),
+)  # fmt: skip
+
+
+async def areas(variant: str, events: int) -> str:
+    """The event loop thread's own time per area over one consuming run (cProfile)."""
+    import collections
+    import cProfile
+    import pstats
+
+    tansu = Tansu()
+    try:
+        await tansu.wait()
+        with tempfile.TemporaryDirectory(prefix="kprofile-") as tmp:
+            await one(variant, tansu, 500, Path(tmp))  # warm up
+            topic = await tansu.new_topic()
+            await tansu.fill(topic, events)
+            profiler = cProfile.Profile()
+            profiler.enable()
+            if variant == "raw":
+                tally = await kafka.raw(tansu.bootstrap, topic, events)
+            elif variant == "faststream_autocommit":
+                tally = await kafka.faststream(tansu.bootstrap, topic, events, ack=False)
+            else:
+                store = f"sqlite:///{tmp}/k.db" if variant == "bridge_sqlite" else "memory://"
+                tally = await kafka.bridge(tansu.bootstrap, topic, events, store)
+            profiler.disable()
+    finally:
+        tansu.close()
+    own: collections.Counter[str] = collections.Counter()
+    stats: dict[Any, Any] = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    for (file, _, function), (_, _, tottime, _, _) in stats.items():
+        name = f"{file}:{function}"
+        if "epoll" in function:
+            own["idle (waiting in epoll)"] += tottime
+            continue
+        area = next((a for a, marks in AREAS if any(m in name for m in marks)), "other")
+        own[area] += tottime
+    busy = sum(v for k, v in own.items() if not k.startswith("idle"))
+    lines = [
+        f"# kafka {variant}: {events} messages; {tally.rate(4):,.0f} msg/s, {tally.cpu_us(4):.0f}"
+        f" µs CPU per message under cProfile; share of the loop thread's busy time:"
+    ]
+    for area, seconds in own.most_common():
+        share = f"{100 * seconds / busy:5.1f} %" if not area.startswith("idle") else "       "
+        lines.append(f"  {share}  {seconds / events * 1e6:7.1f} µs/msg  {area}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.kafka_profile", description=__doc__)
     parser.add_argument(
         "variant", choices=("raw", "bridge", "bridge_sqlite", "faststream_autocommit", "source")
     )
     parser.add_argument("--gc", choices=("tuned", "default"), default="tuned")
+    parser.add_argument("--areas", action="store_true", help="cProfile: time per area")
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--interval", type=float, default=0.0005, help="sampling interval (s)")
     parser.add_argument("--out", type=Path)
@@ -129,6 +201,9 @@ def main() -> None:
         return
     if args.gc == "tuned":
         tune_gc()
+    if args.areas:
+        print(asyncio.run(areas(args.variant, args.events)))
+        return
     out = args.out or RESULTS / "profiles" / f"kafka-{args.variant}.txt"
     header, text = asyncio.run(profile(args.variant, args.events, args.interval))
     out.parent.mkdir(parents=True, exist_ok=True)
