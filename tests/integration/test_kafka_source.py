@@ -123,6 +123,27 @@ async def test_ordering_key_withholds_a_key_until_settled(kafka: KafkaAdmin) -> 
     assert [d.meta["offset"] for d in rest] == [3, 4, 5]
 
 
+async def test_stop_right_after_the_settles_that_resume_intake_returns(
+    kafka: KafkaAdmin,
+) -> None:
+    # The last settles open the room (the partitions resume) in the same loop iteration
+    # as the stop: the fetch loop must end all the same (it used to swallow the cancel).
+    topic = await kafka.new_topic(partitions=1)
+    await kafka.produce(topic, [(None, b"{}", {}) for _ in range(20)])
+    source = KafkaSource(
+        kafka_config(kafka.bootstrap, topic, max_in_flight=4, ordering="none"), "k"
+    )
+    await source.start()
+    held = await take(source, 4)
+    assert source.intake.paused_all
+    for delivery in held:
+        await delivery.settle(Settlement.ACK)
+    assert not source.intake.paused_all
+    loop = asyncio.get_running_loop()
+    await asyncio.wait_for(source.stop(loop.time() + 5), 15)
+    assert source.status().connected is False
+
+
 async def test_retry_later_hands_the_message_out_again_in_place(kafka: KafkaAdmin) -> None:
     topic = await kafka.new_topic(partitions=1)
     await kafka.produce(topic, [("same", orjson.dumps({"i": i}), {}) for i in range(2)])
