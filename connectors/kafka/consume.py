@@ -265,11 +265,15 @@ class KafkaSource:
         budget = min(self.consume.max_poll_interval / 2, 30.0)
         fetcher = Fetcher(self.name, intake)
         try:
-            while True:
+            while not self._stopping.is_set():
                 if intake.paused_all:
                     self._room.clear()
+                    # Not wait_for: on Python 3.11 it swallows the cancellation when the
+                    # room opens in the same loop iteration (the last settles before a
+                    # stop), and this loop then kept the stop waiting for ever.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._room.wait(), budget)
+                        async with asyncio.timeout(budget):
+                            await self._room.wait()
                 batch = await fetcher.round(consumer)
                 if batch:
                     intake.accept(batch, consumer.highwater)

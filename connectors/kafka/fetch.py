@@ -10,7 +10,9 @@ it drops those records (their positions had moved on). So a round:
 * waits for records with one ``getmany`` over the partitions that fetch normally,
   taking *at most one* record: when it raises, nothing of another partition was taken;
 * then takes each fetchable partition's records with a ``getmany`` of its own, so an
-  error is tied to its partition and costs no other partition anything.
+  error is tied to its partition and costs no other partition anything. The room
+  left under ``max_in_flight`` is shared: an equal part for each partition first, then
+  what is left to those that had more, the first partition turning every round.
 
 A partition whose ``getmany`` raised *steps* from then on, one record per call, so
 the records before the undecodable batch are still delivered. When a one-record call
@@ -44,6 +46,7 @@ class Fetcher:
         self.name = name
         self.intake = intake
         self._probing = 0  # rounds left without the waiting call (it raised, partition unknown)
+        self._turn = 0  # which fetchable partition is served first (it turns every round)
 
     async def round(self, consumer: Any) -> dict[Any, list[Any]]:
         """Wait (about a second at most) for records; return those taken, per partition.
@@ -72,35 +75,55 @@ class Fetcher:
             # partition failed is found by the calls of its own below, once it is refetched.
             self._probing = _PROBE_ROUNDS
         batch = {tp: list(records) for tp, records in batch.items()}
-        for state in states:
-            await self._take(consumer, state, batch)
+        if not states:
+            return batch
+        # The room is shared: first an equal part for each partition, then what is left
+        # to those that had more, starting one further each round. Filled from the first
+        # partition alone, the room would hold few keys (ordering: key), so few messages
+        # could run at once, and the other partitions would wait behind it.
+        self._turn = (self._turn + 1) % len(states)
+        states = states[self._turn :] + states[: self._turn]
+        share = max(self._room(batch) // len(states), 1)
+        more = [s for s in states if await self._take(consumer, s, batch, share) >= share]
+        for state in more:
+            room = self._room(batch)
+            if room <= 0:
+                break
+            await self._take(consumer, state, batch, room)
         return batch
 
+    def _room(self, batch: dict[Any, list[Any]]) -> int:
+        intake = self.intake
+        return intake.limit - intake.buffered - intake.in_flight - sum(map(len, batch.values()))
+
     async def _take(
-        self, consumer: Any, state: PartitionState, batch: dict[Any, list[Any]]
-    ) -> None:
+        self, consumer: Any, state: PartitionState, batch: dict[Any, list[Any]], most: int
+    ) -> int:
+        """Take up to ``most`` records of ``state`` (one at least); how many were taken."""
         from aiokafka.errors import UnsupportedCodecError
 
-        intake = self.intake
         tp = state.tp
-        while not state.draining:  # a partition revoked meanwhile is left to its next owner
-            room = intake.limit - intake.buffered - intake.in_flight - sum(map(len, batch.values()))
-            most = 1 if state.stepping else max(room, 1)
+        taken = 0
+        while not state.draining and taken < most:  # a revoked partition is left to its next owner
+            room = self._room(batch)
+            size = 1 if state.stepping else max(min(room, most - taken), 1)
             try:
-                got = await consumer.getmany(tp, timeout_ms=0, max_records=most)
+                got = await consumer.getmany(tp, timeout_ms=0, max_records=size)
             except UnsupportedCodecError as exc:
                 self._probing = 0
-                if most > 1:  # records before the batch may decode: step up to it
+                if size > 1:  # records before the batch may decode: step up to it
                     state.stepping = True
                 else:  # nothing at the position decodes
                     await self._block(consumer, state, exc)
-                return
+                return taken
             records = got.get(tp)
             if not records:
-                return
+                return taken
             batch.setdefault(tp, []).extend(records)
+            taken += len(records)
             if not state.stepping or room <= 1:
-                return
+                return taken
+        return taken
 
     async def _block(self, consumer: Any, state: PartitionState, exc: Exception) -> None:
         try:

@@ -123,6 +123,45 @@ async def test_ordering_key_withholds_a_key_until_settled(kafka: KafkaAdmin) -> 
     assert [d.meta["offset"] for d in rest] == [3, 4, 5]
 
 
+async def test_stop_right_after_the_settles_that_resume_intake_returns(
+    kafka: KafkaAdmin,
+) -> None:
+    # The last settles open the room (the partitions resume) in the same loop iteration
+    # as the stop: the fetch loop must end all the same (it used to swallow the cancel).
+    topic = await kafka.new_topic(partitions=1)
+    await kafka.produce(topic, [(None, b"{}", {}) for _ in range(20)])
+    source = KafkaSource(
+        kafka_config(kafka.bootstrap, topic, max_in_flight=4, ordering="none"), "k"
+    )
+    await source.start()
+    held = await take(source, 4)
+    assert source.intake.paused_all
+    for delivery in held:
+        await delivery.settle(Settlement.ACK)
+    assert not source.intake.paused_all
+    loop = asyncio.get_running_loop()
+    await asyncio.wait_for(source.stop(loop.time() + 5), 15)
+    assert source.status().connected is False
+
+
+async def test_max_in_flight_is_shared_by_the_partitions_under_key_order(
+    kafka: KafkaAdmin,
+) -> None:
+    # 4 partitions of 100 messages, 10 keys each: filled from one partition, the room
+    # of 40 would hold 10 runnable messages (one per key) and 30 waiting behind them.
+    topic = await kafka.new_topic(partitions=4)
+    for p in range(4):
+        await kafka.produce(topic, [(f"p{p}-k{i % 10}", b"{}", {}) for i in range(100)], p)
+    source = KafkaSource(kafka_config(kafka.bootstrap, topic, max_in_flight=40), "k")
+    async with running(source):
+        held = await take(source, 32, within=15)  # none settled: 32 keys run at once
+        per_partition = {p: sum(d.meta["partition"] == p for d in held) for p in range(4)}
+        assert len({d.meta["key"] for d in held}) == 32
+        assert all(per_partition.values()), per_partition
+        for delivery in held:
+            await delivery.settle(Settlement.ACK)
+
+
 async def test_retry_later_hands_the_message_out_again_in_place(kafka: KafkaAdmin) -> None:
     topic = await kafka.new_topic(partitions=1)
     await kafka.produce(topic, [("same", orjson.dumps({"i": i}), {}) for i in range(2)])
