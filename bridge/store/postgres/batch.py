@@ -157,16 +157,19 @@ def _rounds(calls: list[Call]) -> list[list[int]]:
     """The claims of a batch in rounds with distinct keys: a key two deliveries claim in
     one batch goes to the first; the second, in the next statement, sees it ``running``."""
     rounds: list[list[int]] = []
+    taken: list[set[Pair]] = []  # the keys of each round (one set each, not one per call)
     for i, call in enumerate(calls):
         if call.kind != "claim":
             continue
-        mine = set(call.args[0])
-        for group in rounds:
-            if not any(mine & set(calls[j].args[0]) for j in group):
+        mine = call.args[0]
+        for group, keys in zip(rounds, taken, strict=True):
+            if keys.isdisjoint(mine):
                 group.append(i)
+                keys.update(mine)
                 break
         else:
             rounds.append([i])
+            taken.append(set(mine))
     return rounds
 
 
