@@ -113,3 +113,32 @@ class _Failing:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def test_a_batch_of_entries_is_written_in_order_in_few_statements() -> None:
+    """Many rows per statement: each of 1,000 entries is written, and a key that comes
+    twice keeps its success whichever comes first."""
+    from bridge.store.sqlite.ledger import ledger_insert
+    from bridge.store.sqlite.migrations import migrate
+
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(conn)
+    statements: list[str] = []
+    conn.set_trace_callback(lambda sql: statements.append(sql) if "INSERT" in sql else None)
+    ledger_insert(
+        conn,
+        [
+            LedgerEntry("h", "k", "e1", "succeeded", 1),
+            LedgerEntry("h", "k", "e2", "cancelled", 2),
+            LedgerEntry("h", "j", "e3", "cancelled", 3),
+            LedgerEntry("h", "j", "e4", "succeeded", 4),
+            *(LedgerEntry("h", f"x{n}", "e", "succeeded", n) for n in range(1000)),
+        ],
+    )
+    rows = conn.execute("SELECT key, status, result FROM ledger WHERE key IN ('j', 'k')")
+    found = sorted(rows.fetchall())
+    total = conn.execute("SELECT count(*), sum(result) FROM ledger WHERE key LIKE 'x%'").fetchone()
+    conn.close()
+    assert found == [("j", "succeeded", b"4"), ("k", "succeeded", b"1")]
+    assert total == (1000, sum(range(1000)))
+    assert len(statements) <= 8  # 1,004 rows: 3 x 256, 128, 64, 32, 8, 4
