@@ -250,3 +250,37 @@ async def test_dead_letter_final_writes_both_or_neither(store: PostgresStore) ->
     with pytest.raises(StoreError):
         await store.dead_letter_final(letter, LedgerEntry("h", "k", "e", "dead_lettered"))
     assert await store.dead_letter_get(letter.id) is None
+
+
+async def test_a_batch_of_records_is_one_statement_and_keeps_each_value(
+    store: PostgresStore,
+) -> None:
+    """Concurrent records share one write (``unnest`` arrays); their results come back as
+    recorded, a key recorded twice in one batch keeps its success, and a bad value fails
+    only its own call."""
+    import asyncio
+
+    from bridge.errors import StoreError
+
+    before = store.round_trips["ledger_write_batch"]
+    results = [{"n": n, "s": "x" * n} for n in range(50)]
+    outcomes = await asyncio.gather(
+        *(
+            store.ledger_record([LedgerEntry("h", f"k{n}", f"e{n}", "succeeded", results[n])])
+            for n in range(50)
+        ),
+        return_exceptions=True,
+    )
+    one_batch = store.round_trips["ledger_write_batch"] - before
+    twice = await asyncio.gather(
+        store.ledger_record([LedgerEntry("h", "dup", "e1", "succeeded", 1)]),
+        store.ledger_record([LedgerEntry("h", "dup", "e2", "cancelled", 2)]),
+        store.ledger_record([LedgerEntry("h", "bad", "e3", "succeeded", {"x": 2**70})]),
+        return_exceptions=True,
+    )
+    found = await store.ledger_get([*(("h", f"k{n}") for n in range(50)), ("h", "dup")])
+    assert outcomes == [None] * 50
+    assert one_batch <= 2  # the first call alone, then the 49 that queued behind it
+    assert [found[("h", f"k{n}")].result for n in range(50)] == results
+    assert twice[:2] == [None, None] and isinstance(twice[2], StoreError)
+    assert (found[("h", "dup")].status, found[("h", "dup")].result) == ("succeeded", 1)

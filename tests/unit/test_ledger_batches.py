@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 from bridge.errors import StoreError
@@ -48,3 +49,96 @@ async def test_a_bad_entry_fails_only_its_own_call(tmp_path: Path) -> None:
     assert outcomes[0] is None
     assert isinstance(outcomes[1], StoreError)
     assert found == {("h", "good"): "succeeded"}
+
+
+async def test_lookups_do_not_wait_behind_the_writer(tmp_path: Path) -> None:
+    """Lookups are read on a connection of their own, on the loop's thread: with the
+    store's thread held by a write, 50 lookups are answered (one read, no hand-off), and
+    they see what was committed before them."""
+    store = SqliteStore(f"sqlite:///{tmp_path}/l.db")
+    await store.open()
+    release = asyncio.Event()
+    held = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    try:
+        await store.ledger_record([LedgerEntry("h", "k0", "e0")])
+
+        def hold(conn: sqlite3.Connection) -> None:
+            loop.call_soon_threadsafe(held.set_result, None)
+            while not release.is_set():
+                threading.Event().wait(0.005)
+
+        writer = asyncio.ensure_future(store._call(hold))
+        await held
+        before = dict(store.round_trips)
+        finals = await asyncio.gather(*(store.ledger_final([("h", f"k{n}")]) for n in range(50)))
+        writer_done = writer.done()
+        release.set()
+        await writer
+    finally:
+        release.set()
+        await store.close()
+    assert not writer_done  # the store's thread was busy all along
+    assert finals[0] == {("h", "k0"): "succeeded"}
+    assert all(f == {} for f in finals[1:])
+    added = {op: n - before.get(op, 0) for op, n in store.round_trips.items()}
+    assert added == {**dict.fromkeys(before, 0), "ledger_read": 1}
+
+
+async def test_a_busy_read_connection_sends_lookups_to_the_thread(tmp_path: Path) -> None:
+    store = SqliteStore(f"sqlite:///{tmp_path}/l.db")
+    await store.open()
+    try:
+        await store.ledger_record([LedgerEntry("h", "k0", "e0")])
+        reader = store._reader
+        assert reader is not None
+        store._reader = _Failing(reader)  # type: ignore[assignment]
+        before = dict(store.round_trips)
+        found = await store.ledger_final([("h", "k0"), ("h", "k1")])
+        store._reader = reader
+    finally:
+        await store.close()
+    assert found == {("h", "k0"): "succeeded"}
+    assert store.round_trips["ledger_batch"] == before.get("ledger_batch", 0) + 1
+
+
+class _Failing:
+    """A read connection that answers every statement as SQLite does when busy."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, *args: object) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def test_a_batch_of_entries_is_written_in_order_in_few_statements() -> None:
+    """Many rows per statement: each of 1,000 entries is written, and a key that comes
+    twice keeps its success whichever comes first."""
+    from bridge.store.sqlite.ledger import ledger_insert
+    from bridge.store.sqlite.migrations import migrate
+
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(conn)
+    statements: list[str] = []
+    conn.set_trace_callback(lambda sql: statements.append(sql) if "INSERT" in sql else None)
+    ledger_insert(
+        conn,
+        [
+            LedgerEntry("h", "k", "e1", "succeeded", 1),
+            LedgerEntry("h", "k", "e2", "cancelled", 2),
+            LedgerEntry("h", "j", "e3", "cancelled", 3),
+            LedgerEntry("h", "j", "e4", "succeeded", 4),
+            *(LedgerEntry("h", f"x{n}", "e", "succeeded", n) for n in range(1000)),
+        ],
+    )
+    rows = conn.execute("SELECT key, status, result FROM ledger WHERE key IN ('j', 'k')")
+    found = sorted(rows.fetchall())
+    total = conn.execute("SELECT count(*), sum(result) FROM ledger WHERE key LIKE 'x%'").fetchone()
+    conn.close()
+    assert found == [("j", "succeeded", b"4"), ("k", "succeeded", b"1")]
+    assert total == (1000, sum(range(1000)))
+    assert len(statements) <= 8  # 1,004 rows: 3 x 256, 128, 64, 32, 8, 4

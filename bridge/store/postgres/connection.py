@@ -154,6 +154,10 @@ class PostgresConnection:
         At the deadline the connection is terminated rather than cancelled politely: a
         cancel request and the rollback that follows would wait on the same silent
         network. The pool opens a new connection when it needs one.
+
+        The connection is taken under ``asyncio.timeout``, not the pool's
+        ``acquire(timeout=)``, which runs it in a task of its own (a turn of a busy event
+        loop, and its CPU, per call).
         """
         import asyncpg
 
@@ -165,7 +169,7 @@ class PostgresConnection:
         ends = loop.time() + seconds
         try:
             async with asyncio.timeout(seconds):
-                conn = await pool.acquire(timeout=seconds)
+                conn = await pool.acquire()
         except TimeoutError as exc:
             raise StoreError(f"postgresql: no connection within {seconds:g}s") from exc
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

@@ -9,24 +9,44 @@ from bridge.store import rows
 from bridge.store.contracts import LedgerEntry
 from bridge.store.sqlite.connection import SqliteConnection
 
-_RECORD = (
-    "INSERT INTO ledger (handler, key, event_id, status, result, finished_at)"
-    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (handler, key) DO UPDATE SET"
+_COLUMNS = "INSERT INTO ledger (handler, key, event_id, status, result, finished_at) VALUES "
+_UPSERT = (
+    " ON CONFLICT (handler, key) DO UPDATE SET"
     " status = excluded.status, result = excluded.result,"
     " finished_at = excluded.finished_at, event_id = excluded.event_id"
     " WHERE ledger.status != 'succeeded'"
 )
+_ROWS = 256  # most rows per statement: 1,536 bound variables, well under SQLite's 32,766
+_STATEMENTS: dict[int, str] = {}
+
+
+def _record(rows: int) -> str:
+    """The upsert of ``rows`` rows in one statement (a power of 2: 9 statements at most,
+    which the connection's statement cache keeps prepared)."""
+    sql = _STATEMENTS.get(rows)
+    if sql is None:
+        sql = _STATEMENTS[rows] = _COLUMNS + ",".join(["(?, ?, ?, ?, ?, ?)"] * rows) + _UPSERT
+    return sql
 
 
 def ledger_insert(conn: sqlite3.Connection, entries: Sequence[LedgerEntry]) -> None:
-    """Record final runs inside the caller's transaction; ``succeeded`` is never overwritten."""
-    conn.executemany(
-        _RECORD,
-        [
-            (e.handler, e.key, e.event_id, e.status, rows.encode(e.result), e.finished_at)
-            for e in entries
-        ],
-    ).close()
+    """Record final runs inside the caller's transaction; ``succeeded`` is never overwritten.
+
+    A few statements of many rows each (``_ROWS``, then powers of 2), applied in order (a
+    key that comes twice is upserted twice): one step per statement where ``executemany``
+    takes one per entry, each of which gives up and takes back the GIL, so a batch's rows
+    do not each wait for the event loop's thread to let go of it."""
+    values = [
+        v
+        for e in entries
+        for v in (e.handler, e.key, e.event_id, e.status, rows.encode(e.result), e.finished_at)
+    ]
+    start, left = 0, len(entries)
+    while left:
+        size = min(_ROWS, 1 << (left.bit_length() - 1))
+        conn.execute(_record(size), values[start : start + 6 * size]).close()
+        start += 6 * size
+        left -= size
 
 
 class SqliteLedger(SqliteConnection):
