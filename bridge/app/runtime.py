@@ -22,15 +22,12 @@ from collections.abc import Awaitable, Mapping
 from typing import Any, cast
 
 from bridge.app.assembly import Assembly, SourceSlot
+from bridge.app.held import Held
 from bridge.clock import Clock
 from bridge.config import BridgeConfig, Kinds
-from bridge.dispatch import Dispatcher
-from bridge.dispatch.storable import describe, format_traceback
 from bridge.errors import ConnectorError
 from bridge.inbox import InboxSource
-from bridge.normalize import Normalizer
 from bridge.store import Store
-from bridge.store.contracts import Attempt
 from bridge.store.sqlite.connection import SqliteConnection
 from bridge.transport import (
     Background,
@@ -238,11 +235,24 @@ class Runtime(Assembly):
         in_flight = (("connector", slot.name),)
         tasks = slot.tasks
 
+        stop = self._stop
+        clock = time.monotonic
+        held = Held(dispatcher, normalizer, slot.name, self.cfg.limits.poison_limit, metrics, stop)
+
         async def process(delivery: Delivery) -> None:
             metrics.add("bridge_in_flight", in_flight, 1)
             outcome = Settlement.RETRY_LATER
             try:
-                outcome = await self._outcome(dispatcher, delivery, normalizer, slot.name)
+                # The first try inline: the retry loop (``Held``) only for a delivery that
+                # failed or was held, not a coroutine more for every one.
+                t0 = clock()
+                try:
+                    outcome = await dispatcher.process(delivery, normalizer)
+                except Exception as exc:  # an engine bug must not loop nor stall the source
+                    outcome = await held.outcome(delivery, (exc, clock() - t0))
+                else:
+                    if outcome is Settlement.RETRY_LATER and not stop.is_set():
+                        outcome = await held.outcome(delivery)
             except asyncio.CancelledError:
                 outcome = Settlement.RETRY_LATER
                 raise
@@ -274,52 +284,6 @@ class Runtime(Assembly):
             if aclose is not None:
                 with contextlib.suppress(Exception):
                     await aclose()
-
-    async def _outcome(
-        self, dispatcher: Dispatcher, delivery: Delivery, normalizer: Normalizer, connector: str
-    ) -> Settlement:
-        """How to settle ``delivery``: processed, held through a store outage, or, after
-        ``limits.poison_limit`` unexpected failures, dead-lettered as an internal error.
-
-        Handing a message back at once would have the broker redeliver it at once, again
-        and again (a hot loop, a stalled partition): a delivery that the store failed
-        (RETRY_LATER) or that the engine failed on is held, its slot too so intake
-        pauses, and tried again after a backoff; only a shutdown gives it back.
-        """
-        limit = self.cfg.limits.poison_limit
-        failures: list[Attempt] = []
-        clock = time.monotonic
-        pause = 0.5
-        while True:
-            t0 = clock()  # its wall-clock start is worked out only if it fails
-            try:
-                outcome = await dispatcher.process(delivery, normalizer)
-            except Exception as exc:  # an engine bug must not loop nor stall the source
-                number = len(failures) + 1
-                trace = format_traceback(exc)
-                took = clock() - t0
-                failures.append(Attempt(number, time.time() - took, took, describe(exc), trace))
-                self.metrics.inc("bridge_internal_errors_total", (("connector", connector),))
-                log.error(
-                    "delivery failed unexpectedly"
-                    + ("; dead-lettering it" if number >= limit else "; trying it again"),
-                    extra={
-                        "connector": connector,
-                        "attempt": number,
-                        "error": failures[-1].error,
-                        "traceback": trace,
-                    },
-                )
-                outcome = Settlement.RETRY_LATER
-                if number >= limit:
-                    outcome = await dispatcher.internal_error(delivery, normalizer, failures)
-            if outcome is not Settlement.RETRY_LATER or self._stop.is_set():
-                return outcome
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), pause)
-            if self._stop.is_set():
-                return Settlement.RETRY_LATER
-            pause = min(pause * 2, 10.0)
 
     async def _drain(self, intake_stopping: asyncio.Future[None]) -> None:
         loop = asyncio.get_running_loop()
