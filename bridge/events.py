@@ -204,6 +204,26 @@ def event_from_dict(
         raise InvalidEvent("invalid_cloudevent", "attribute 'id' must be a non-empty string")
     if not isinstance(event_type, str) or not event_type:
         raise InvalidEvent("invalid_cloudevent", "attribute 'type' must be a non-empty string")
+    if _PLAIN.issuperset(raw):  # a mapped message's attributes: nothing more to look at
+        src = raw.get("source")
+        subject = raw.get("subject")
+        if src in (None, ""):
+            src = source
+        if isinstance(src, str) and (subject is None or (isinstance(subject, str) and subject)):
+            data = None if data is _UNSET else data  # _UNSET: no data in the mapping
+            return Event(
+                id=event_id,
+                source=src,
+                type=event_type,
+                data=data,
+                specversion=SPECVERSION,
+                subject=subject,
+                datacontenttype=_OCTETS if isinstance(data, bytes) else "application/json",
+                correlationid=correlationid or "",
+                traceparent=traceparent or None,
+                tracestate=tracestate or None,
+                transport=transport,
+            )
     if raw.get("source") in (None, ""):  # no source of its own: the connector's (bridge://<name>)
         raw = {**raw, "source": source}
     raw = check_attributes(raw)
@@ -237,6 +257,10 @@ def event_from_dict(
         extensions=MappingProxyType(extensions) if extensions else EMPTY,
         transport=transport,
     )
+
+
+# What an event mapping gives (``event_from_dict``'s fast path), and a binary default type.
+_PLAIN, _OCTETS = frozenset({"id", "type", "source", "subject"}), "application/octet-stream"
 
 
 def _opt_str(value: Any) -> str | None:
