@@ -61,7 +61,11 @@ def decode_json(body: bytes) -> Any:
         except UnicodeDecodeError as uexc:
             raise InvalidEvent("invalid_utf8", f"body is not UTF-8 at byte {uexc.start}") from None
         raise InvalidEvent("malformed_json", str(exc)) from None
-    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and _too_deep(value):
+    if (
+        len(body) > MAX_JSON_DEPTH  # a shorter body cannot nest that deep
+        and body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH
+        and _too_deep(value)
+    ):
         raise InvalidEvent("too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     return value
 
@@ -120,6 +124,8 @@ def binary_attributes(
     attrs: dict[str, str] | None = None
     for key, value in headers.items():
         lowered = key.lower()
+        if not lowered.startswith(_CE_PREFIXES):  # most headers: one test, not four
+            continue
         for prefix in _CE_PREFIXES:
             if lowered.startswith(prefix):
                 if attrs is None:
