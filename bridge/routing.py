@@ -63,6 +63,8 @@ class Router(Generic[H]):
         self._subs = list(subscriptions)
         self._by_handler = {s.handler_id: s for s in self._subs}
         self._by_type: dict[str, list[Subscription[H]]] = {}
+        # Without a filter anywhere a match is its type's candidates (frozen subscriptions).
+        self._filtered = any(s.program is not None for s in self._subs)
         self._on_filter_error = on_filter_error
 
     def subscription(self, handler_id: str) -> Subscription[H] | None:
@@ -81,7 +83,7 @@ class Router(Generic[H]):
     def match(self, event: Event[Any]) -> list[Subscription[H]]:
         """Subscriptions that accept ``event``, filters applied."""
         found = self.candidates(event.type)
-        if not any(s.program is not None for s in found):
+        if not self._filtered or not any(s.program is not None for s in found):
             return found
         env: dict[str, Any] | None = None
         out = []
