@@ -20,7 +20,7 @@ from bridge import Context, Event
 from bridge.app import load_config_text
 from bridge.app.runtime import Runtime
 from bridge.dispatch.storable import TRACEBACK_BYTES, check_result
-from bridge.errors import Fatal
+from bridge.errors import Fatal, StoreError
 from bridge.store import MemoryStore
 from bridge.store.contracts import DeadLetter, LedgerEntry
 from tests.support import until
@@ -318,8 +318,25 @@ handlers:
 """
 
 
-async def _poisoned(times: int, events: int) -> tuple[Runtime, list[DeadLetter]]:
-    store = LedgerBug(times)
+class LedgerOutage(MemoryStore):
+    """A store whose ledger write fails with ``StoreError`` (an outage) for handler
+    ``broken``, the first ``times`` times: the delivery is held and tried again."""
+
+    def __init__(self, times: int) -> None:
+        super().__init__()
+        self.times = times
+
+    async def ledger_record(self, entries: Sequence[LedgerEntry]) -> None:
+        if any(e.handler == "broken" for e in entries) and self.times > 0:
+            self.times -= 1
+            raise StoreError("the store is down")
+        await super().ledger_record(entries)
+
+
+async def _poisoned(
+    times: int, events: int, store: MemoryStore | None = None
+) -> tuple[Runtime, list[DeadLetter]]:
+    store = store or LedgerBug(times)
     runtime = Runtime(load_config_text(POISON, {}), store=store)
     task = asyncio.create_task(runtime.run())
     try:
@@ -363,3 +380,12 @@ async def test_an_engine_fault_that_passes_is_retried_without_a_dead_letter() ->
     assert letters == []
     assert CALLS == {"broken:p0": 3, "sibling:p0": 1}
     assert runtime.metrics.value("bridge_internal_errors_total") == 2
+
+
+async def test_a_delivery_held_through_a_store_outage_is_tried_again_then_settled() -> None:
+    """RETRY_LATER from the store: held (its first try inline, then the retry loop), no
+    internal error, no dead letter; the sibling's recorded success is not run again."""
+    runtime, letters = await _poisoned(times=2, events=1, store=LedgerOutage(2))
+    assert letters == []
+    assert CALLS == {"broken:p0": 3, "sibling:p0": 1}
+    assert runtime.metrics.value("bridge_internal_errors_total") == 0
