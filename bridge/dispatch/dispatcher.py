@@ -132,6 +132,7 @@ class Dispatcher:
                 int(meta["resume_attempt"]),
                 tuple(Attempt(**a) for a in meta.get("resume_attempts") or ()),
                 meta.get("resume_created"),
+                meta.get("resume_admission"),
             )
         if replay:
             sub = self.router.subscription(replay)
