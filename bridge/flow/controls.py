@@ -200,7 +200,8 @@ class Admission:
         if slots is None or singleton is None:
             return await self._started(event, scope, start, state)
         key = self.singleton_key.key(event, scope)
-        holder = await slots.take(key, singleton.mode)
+        # A run admitted before (a parked retry, a queued throttled run) waits for its key.
+        holder = await slots.take(key, "wait" if stage in ("throttle", "retry") else singleton.mode)
         if holder is None:
             why = f"singleton: a run for key {key!r} is running" if key else "singleton: running"
             return self._refused(event, Refusal("skipped", why))
