@@ -73,8 +73,9 @@ class Dispatcher:
         self.env.wall = wall
 
     async def close(self) -> None:
-        """Disarm the timeout watchdog."""
+        """Disarm the timeout watchdog; stop renewing run claims."""
         await self.runner.close()
+        await self.fanout.keeper.close()
 
     async def dispatch(
         self,

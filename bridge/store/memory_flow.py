@@ -140,3 +140,8 @@ class MemoryFlowState:
             else:
                 lease[0] = until
         return lost
+
+    async def flow_claims_extend(
+        self, pairs: Sequence[tuple[str, str]], owner: str, untils: Sequence[float]
+    ) -> list[tuple[str, str]]:
+        return []  # one process per store: no ledger claims

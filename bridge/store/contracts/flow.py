@@ -100,3 +100,10 @@ class FlowState(Protocol):
     ) -> list[tuple[str, str]]:
         """Extend the leases of ``held`` (key, owner); return those no longer held or asked
         to cancel: their runs must stop."""
+
+    async def flow_claims_extend(
+        self, pairs: Sequence[tuple[str, str]], owner: str, untils: Sequence[float]
+    ) -> list[tuple[str, str]]:
+        """Extend ``owner``'s ledger claims (``LedgerClaims``) on ``pairs`` (handler, key)
+        to ``untils``, in one statement, while their runs wait or run; return the pairs
+        still claimed by ``owner``. A store that replicas do not share has no claims: []."""

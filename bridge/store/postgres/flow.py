@@ -42,6 +42,26 @@ class PostgresFlow(PostgresConnection):
             taken.discard(key)
         return out
 
+    async def flow_claims_extend(
+        self, pairs: Sequence[tuple[str, str]], owner: str, untils: Sequence[float]
+    ) -> list[tuple[str, str]]:
+        if not pairs:
+            return []
+        # A claim keeps its owner in ``result`` and its deadline in ``finished_at``
+        # (``bridge.store.postgres.batch``); a final entry is never touched.
+        found = await self._run(
+            "fetch",
+            "UPDATE ledger l SET finished_at = GREATEST(l.finished_at, k.until)"
+            " FROM unnest($1::text[], $2::text[], $4::float8[]) AS k(handler, key, until)"
+            " WHERE l.handler = k.handler AND l.key = k.key AND l.status = 'running'"
+            " AND l.result = to_jsonb($3::text) RETURNING l.handler, l.key",
+            [p[0] for p in pairs],
+            [p[1] for p in pairs],
+            owner,
+            list(untils),
+        )
+        return [(r["handler"], r["key"]) for r in found]
+
     async def flow_gcra(
         self, handler: str, key: str, now: float, interval: float, tolerance: float, count: int
     ) -> list[float]:

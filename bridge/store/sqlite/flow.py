@@ -191,3 +191,8 @@ class SqliteFlow(SqliteConnection):
             return lost
 
         return await self._call(renew)
+
+    async def flow_claims_extend(
+        self, pairs: Sequence[tuple[str, str]], owner: str, untils: Sequence[float]
+    ) -> list[tuple[str, str]]:
+        return []  # one process per store: no ledger claims
