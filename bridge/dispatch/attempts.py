@@ -110,7 +110,7 @@ class Runner:
         )
         if isinstance(outcome, Refusal):
             if resume is not None:
-                await self.env.store.parked_done([parked_run_id(event.id, bh.id)])
+                await self.endings.forget(parked_run_id(event.id, bh.id))
             return Run(bh.id, outcome.status, error=outcome.reason)
         if isinstance(outcome, Queued):
             return await self.endings.queued(event, bh, connector, resume, created, outcome)

@@ -53,10 +53,19 @@ class Endings:
         self.config = config
         self.env = env
         self._puts: Coalescer[ParkedRun, None] = Coalescer(self._put)
+        self._dones: Coalescer[str, None] = Coalescer(self._done)
 
     async def _put(self, _: Hashable, runs: Sequence[ParkedRun]) -> list[None]:
         await self.env.store.parked_put(runs)
         return [None] * len(runs)
+
+    async def _done(self, _: Hashable, ids: Sequence[str]) -> list[None]:
+        await self.env.store.parked_done(ids)
+        return [None] * len(ids)
+
+    async def forget(self, parked_id: str) -> None:
+        """Forget a parked run that became final; those ending together share one call."""
+        await self._dones.ask(None, parked_id)
 
     async def queued(
         self,
@@ -108,7 +117,7 @@ class Endings:
                 [LedgerEntry(bh.id, run.key, event.id, "succeeded", result)]
             )
         if run.resume is not None:
-            await env.store.parked_done([parked_run_id(event.id, bh.id)])
+            await self.forget(parked_run_id(event.id, bh.id))
         self._finished(bh, bh.succeeded_labels, run.started)
         history = env.history
         if history is not None:
@@ -136,7 +145,7 @@ class Endings:
         event, bh, attempts = run.event, run.bh, run.attempts
         await self._dead_letter(run, text, error)
         if run.resume is not None:
-            await self.env.store.parked_done([parked_run_id(event.id, bh.id)])
+            await self.forget(parked_run_id(event.id, bh.id))
         self._finished(bh, bh.dead_lettered_labels, run.started)
         history = self.env.history
         if history is not None:
@@ -210,7 +219,7 @@ class Endings:
                 [LedgerEntry(bh.id, run.key, event.id, "cancelled", reason)]
             )
         if run.resume is not None:
-            await env.store.parked_done([parked_run_id(event.id, bh.id)])
+            await self.forget(parked_run_id(event.id, bh.id))
         self._finished(bh, (*bh.labels, ("outcome", "cancelled")), run.started)
         log.info(
             "run cancelled",
