@@ -325,6 +325,7 @@ class Admission:
                     return superseded
                 if state == "fire":
                     return None
+                self._queue_if_far(event, scope, due, {"stage": "debounce", "key": key}, "debounce")
         finally:
             mine = self._debouncing.get(key)
             if mine is not None and mine[0] is me:
