@@ -23,6 +23,7 @@ from bridge.normalize import Normalizer
 from bridge.store.postgres import PostgresStore
 from bridge.transport import Delivery, EventMapping, Settlement
 from tests.fixtures.postgres import POSTGRES_URL, drop_schema
+from tests.unit.test_flow_queue import claim_order
 
 pytestmark = pytest.mark.integration
 RUNS: list[str] = []
@@ -122,3 +123,12 @@ async def test_a_run_waiting_at_admission_past_its_claim_is_not_run_twice(
             await runtime.dispatcher.close()
         await a.close()
         await b.close()
+
+
+async def test_due_parked_runs_are_claimed_highest_priority_first(url: str) -> None:
+    store = PostgresStore(url)
+    await store.open()
+    try:
+        assert await claim_order(store) == ["p1", "p3", "p2"]
+    finally:
+        await store.close()

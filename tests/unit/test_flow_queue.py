@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
+from pathlib import Path
 from typing import Any
 
 from bridge import Context, Event
@@ -14,7 +15,8 @@ from bridge.app import load_config_text
 from bridge.app.runtime import Runtime
 from bridge.clock import ManualClock
 from bridge.scheduler import ParkedSource
-from bridge.store import MemoryStore
+from bridge.store import MemoryStore, SqliteStore
+from bridge.store.contracts import ParkedRun
 from bridge.transport import Settlement
 from tests.unit.test_dispatch import delivery, process
 
@@ -222,3 +224,27 @@ async def test_due_parked_runs_are_claimed_highest_priority_first() -> None:
     await clock.advance(20)  # all due: one claim of 3 takes the highest priorities
     claimed = await store.parked_claim(clock.time(), 3, 30.0, "s")
     assert [(r.event["id"], r.priority) for r in claimed] == [("e5", 2), ("e8", 2), ("e4", 1)]
+
+
+async def claim_order(store: Any) -> list[str]:
+    """Put five due runs of priorities 0..2; claim three: the highest first, then by due time."""
+    runs = [
+        ParkedRun(f"p{i}", "h", {"id": f"e{i}"}, "c", 1, 100.0 + i, priority=p)
+        for i, p in enumerate([0, 2, 1, 2, 0])
+    ]
+    await store.parked_put(runs)
+    claimed = await store.parked_claim(200.0, 3, 30.0, "s")
+    return [r.id for r in claimed]
+
+
+async def test_sqlite_claims_due_parked_runs_highest_priority_first(tmp_path: Path) -> None:
+    store = SqliteStore(f"sqlite:///{tmp_path / 'q.db'}")
+    await store.open()
+    try:
+        assert await claim_order(store) == ["p1", "p3", "p2"]
+    finally:
+        await store.close()
+
+
+async def test_memory_claims_due_parked_runs_highest_priority_first() -> None:
+    assert await claim_order(MemoryStore()) == ["p1", "p3", "p2"]
