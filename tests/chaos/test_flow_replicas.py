@@ -411,7 +411,14 @@ async def test_queued_runs_survive_a_sigkill_of_every_replica_and_run_once(
             ran_d = {f[3] for f in lines if f[2] == "d"}
             return len(ran_h) == len(throttled) and set(last.values()) <= ran_d
 
-        await until(done, 200, "every queued run ran", watch=procs)
+        try:
+            await until(done, 200, "every queued run ran", watch=procs)
+        except AssertionError:
+            lines = [ln.split(" ") for ln in read_lines(record)]
+            ran = {f[3] for f in lines}
+            print("not run:", sorted({e["id"] for e in throttled} - ran)[:20])
+            print("keys' last events not run:", sorted(set(last.values()) - ran)[:20])
+            raise
         await asyncio.sleep(5.0)  # a debounce period: nothing more may run
     lines = [ln.split(" ") for ln in read_lines(record)]
     ran_h = [f[3] for f in lines if f[2] == "h"]

@@ -13,7 +13,7 @@ import orjson
 
 from bridge.store import rows
 from bridge.store.contracts.flow import DebounceState
-from bridge.store.flow_rules import budget_admit, debounce_step, gcra_times, window_admit
+from bridge.store.flow_rules import FIRED, budget_admit, debounce_step, gcra_times, window_admit
 from bridge.store.postgres.connection import PostgresConnection
 
 
@@ -183,13 +183,14 @@ class PostgresFlow(PostgresConnection):
             "fetchrow",
             "WITH cur AS (SELECT event_id, due_at FROM flow_debounce"
             " WHERE handler = $1 AND key = $2 FOR UPDATE),"
-            " fired AS (DELETE FROM flow_debounce d USING cur WHERE d.handler = $1"
+            " fired AS (UPDATE flow_debounce d SET due_at = $5 FROM cur WHERE d.handler = $1"
             " AND d.key = $2 AND cur.event_id = $3 AND cur.due_at <= $4 RETURNING d.key)"
             " SELECT cur.event_id, cur.due_at, (SELECT count(*) FROM fired) AS fired FROM cur",
             handler,
             key,
             event_id,
             now,
+            FIRED,
         )
         if row is None or row["event_id"] != event_id:
             return "superseded", 0.0
