@@ -374,12 +374,14 @@ async def test_queued_runs_survive_a_sigkill_of_every_replica_and_run_once(
     )
     top = "defaults: {inline_retry_limit: 1s}\n"
     async with replicas(tmp_path, "queue", control, top=top) as (procs, record):
-        debounced = [
-            cloudevent(f"d-{k}-{n}", "flow/dq", {"key": f"k{k}"}, "flow")
-            for n in range(per_dkey)
-            for k in range(dkeys)
-        ]
-        await post_spread(procs, debounced)
+        debounced = []
+        for n in range(per_dkey):  # in rounds, so that each key's last event is the latest
+            burst = [
+                cloudevent(f"d-{k}-{n}", "flow/dq", {"key": f"k{k}"}, "flow") for k in range(dkeys)
+            ]
+            await post_spread(procs, burst)
+            debounced += burst
+            await asyncio.sleep(0.05)
         throttled = [
             cloudevent(f"q-{k}-{i}", "flow/queue", {"key": k}, "flow")
             for i in range(per_key)
