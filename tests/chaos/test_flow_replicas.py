@@ -435,7 +435,17 @@ async def test_queued_runs_survive_a_sigkill_of_every_replica_and_run_once(
     for key, pairs in slots(record).items():
         if key in keys:
             given = sorted(g for g, _ in pairs)
-            # (1 s less a microsecond: GCRA's start times, t + 10 x 0.1 s, add up in floats.)
-            assert busiest_window(given, 1.0 - 1e-6) <= limit, key
+            # (1 s less a millisecond: GCRA's start times are sums of floats near 1.8e9, where
+            # a float's step is 2.4e-7 s; a key's 50th next start can fall a few microseconds
+            # short of a second later.)
+            if busiest_window(given, 1.0 - 1e-3) > limit:
+                mine = sorted(
+                    (float(f[6]), f[3], float(f[0]) - float(f[6]), f[5])
+                    for f in lines
+                    if f[2] == "h" and f[4] == key
+                )
+                close = [(a, b) for a, b in itertools.pairwise(mine) if b[0] - a[0] < 0.019]
+                print("too close:", close[:10], "killed at", killed_at, "twice", twice)
+            assert busiest_window(given, 1.0 - 1e-3) <= limit, key
             print(f"queued throttle {key}: busiest second {busiest_window(given)} of {limit}")
     print(f"queued: {before} runs before the kill; {len(twice)} ran twice (in flight)")
