@@ -4,9 +4,9 @@ Each worker is a pytest process of its own: session fixtures (Tansu, moto) start
 per worker on free ports, ``tmp_path`` is per worker, and ``tests.support.free_port``
 gives each worker ports of its own. Broker resources are named uniquely per test.
 
-``@pytest.mark.alone`` is for the few tests that must not share the machine's brokers
-with any other test while they run (``rabbitmqctl stop_app``, ``close_all_connections``):
-such a test waits until the tests running on the other workers end, and they wait for
+``@pytest.mark.alone`` is for the few tests that must not run beside any other test: they
+disrupt a shared broker (``rabbitmqctl stop_app``, ``close_all_connections``), or what they
+set up to prove depends on having the machine's cores to themselves. Such a test waits until the tests running on the other workers end, and they wait for
 it to end before their next test starts. Workers take a lock around each test (shared,
 or exclusive for an ``alone`` test) in the run's lock directory; a gate in front of it
 lets a waiting ``alone`` test in before new tests. The wait is outside the test's
