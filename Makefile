@@ -65,8 +65,12 @@ prometheus:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; }
 
+# In parallel (pytest-xdist): TEST_WORKERS processes, tests spread as each worker frees up.
+# How it stays correct, and how to mark a test that must run alone: docs/dev.md.
+TEST_WORKERS ?= 3
+
 test: install browser prometheus
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 test-unit: install
 	$(BIN)/pytest -q tests/unit

@@ -5,6 +5,11 @@ through the real dispatcher, 50 at a time (as a busy source hands them out), and
 flow-state calls the store made (``bridge_store_round_trips_total`` by operation) are
 divided by the runs. Prints one JSON line per control. The default store is a fresh
 schema on the local PostgreSQL.
+
+``throttle_queued``: a throttle of 20/s per key (50 runs per key: 2.5 s of starts), all
+400 events handed out at once, with ``inline_retry_limit: 0s``, so that every run more
+than 1.5 s from its start time is queued in the store; a ``ParkedSource`` (the scheduler) brings them back. Its figure
+counts the parked-run calls (put, claim, renew, done) as well as the flow-state ones.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import orjson
 from bridge.app import load_config_text
 from bridge.app.runtime import Runtime
 from bridge.normalize import Normalizer
+from bridge.scheduler import ParkedSource
 from bridge.store import create_store
 from bridge.transport import Delivery, EventMapping, Settlement
 
@@ -32,11 +38,44 @@ CONTROLS = {
     "debounce": 'debounce: {period: 10ms, key: "event.id"}',
     "idempotency": 'idempotency: {key: "event.id", ttl: 1h}',
     "singleton": 'singleton: {key: "event.id", mode: skip}',
+    "throttle_queued": 'throttle: {limit: 20, period: 1s, key: "event.data.k"}',
 }
+QUEUED = "throttle_queued"
+RAN: list[int] = [0]
 
 
 async def ok(event: Any, ctx: Any) -> None:
-    return None
+    RAN[0] += 1
+
+
+def counted(store: Any, queued: bool) -> dict[str, float]:
+    """The store's flow-state round trips by operation (and parked-run ones if ``queued``)."""
+    prefixes = ("flow_", "parked_") if queued else ("flow_",)
+    return {k: v for k, v in store.round_trips.items() if k.startswith(prefixes)}
+
+
+async def drain(dispatcher: Any, store: Any, runtime: Runtime) -> None:
+    """Run the queued runs as the scheduler does, until every event ran."""
+    source = ParkedSource(store, poll_interval=0.2)
+    await source.start()
+    norm = Normalizer("scheduler", "inbox", EventMapping(), runtime.catalog, 10_000)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(delivery: Delivery) -> None:
+        await delivery.settle(await dispatcher.process(delivery, norm))
+
+    async def consume() -> None:
+        async for delivery in source.deliveries():
+            task = asyncio.create_task(one(delivery))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    consumer = asyncio.create_task(consume())
+    while RAN[0] < EVENTS:
+        await asyncio.sleep(0.1)
+    await source.stop(0)
+    consumer.cancel()
+    await asyncio.gather(consumer, *tasks, return_exceptions=True)
 
 
 async def measure(url: str, name: str, control: str) -> dict[str, Any]:
@@ -46,6 +85,7 @@ async def measure(url: str, name: str, control: str) -> dict[str, Any]:
         store: memory://
         server: {{enabled: false}}
         ledger: false
+        defaults: {{inline_retry_limit: {"0s" if name == QUEUED else "30s"}}}
         events: {{"b/*": {{schema: none}}}}
         handlers:
           - id: h
@@ -63,8 +103,10 @@ async def measure(url: str, name: str, control: str) -> dict[str, Any]:
     dispatcher = runtime.dispatcher
     assert dispatcher is not None
     norm = Normalizer("bench", "memory", EventMapping(type="b/e"), runtime.catalog, 10_000)
-    before = sum(v for k, v in store.round_trips.items() if k.startswith("flow_"))
-    limit = asyncio.Semaphore(CONCURRENT)
+    queued = name == QUEUED
+    RAN[0] = 0
+    before = sum(counted(store, queued).values())
+    limit = asyncio.Semaphore(EVENTS if queued else CONCURRENT)
 
     async def one(i: int) -> Settlement:
         body = orjson.dumps(
@@ -84,7 +126,9 @@ async def measure(url: str, name: str, control: str) -> dict[str, Any]:
             return await dispatcher.process(Delivery(body, {}, {}, settle, "bench"), norm)
 
     await asyncio.gather(*(one(i) for i in range(EVENTS)))
-    used = {k: v for k, v in store.round_trips.items() if k.startswith("flow_")}
+    if queued:
+        await drain(dispatcher, store, runtime)
+    used = counted(store, queued)
     await dispatcher.close()
     await store.close()
     total = sum(used.values()) - before
@@ -93,6 +137,9 @@ async def measure(url: str, name: str, control: str) -> dict[str, Any]:
         "runs": EVENTS,
         "round_trips": total,
         "per_run": round(total / EVENTS, 3),
+        "queued": sum(
+            v for (n, _), v in runtime.metrics.counters.items() if n == "bridge_runs_queued_total"
+        ),
         "by_operation": used,
     }
 

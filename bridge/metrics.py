@@ -38,6 +38,11 @@ HELP = {
         "counter",
         "Runs that waited for a throttle's start time before starting.",
     ),
+    "bridge_runs_queued_total": (
+        "counter",
+        "Runs parked in the store to wait for a throttle's start time or a debounce's "
+        "quiet period longer than the inline limit (their messages settled).",
+    ),
     "bridge_retries_total": ("counter", "Attempts retried after a failure."),
     "bridge_history_dropped_total": (
         "counter",

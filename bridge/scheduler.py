@@ -125,6 +125,8 @@ class ParkedSource:
             "connector": run.connector,
             "parked_id": run.id,
         }
+        if run.admission is not None:
+            meta["resume_admission"] = run.admission
         return Delivery(
             orjson.dumps(run.event), _CE_JSON, meta, partial(self._settle, run, ticket), self.name
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 pytest_plugins = [
+    "tests.parallel",
     "tests.fixtures.kafka",
     "tests.fixtures.rabbitmq",
     "tests.fixtures.redis",

@@ -55,7 +55,11 @@ class FlowStateContract:
         assert await store.flow_debounce_fire("h", "k", "e1", 7.0) == ("superseded", 0.0)
         assert await store.flow_debounce_fire("h", "k", "e2", 6.0) == ("wait", 7.0)
         assert await store.flow_debounce_fire("h", "k", "e2", 7.0) == ("fire", 0.0)
-        assert await store.flow_debounce_fire("h", "k", "e2", 7.0) == ("superseded", 0.0)
+        # Fired: the same event fires again (its run was killed after the fire and
+        # resumes); an earlier event stays superseded.
+        assert await store.flow_debounce_fire("h", "k", "e2", 9.0) == ("fire", 0.0)
+        assert await store.flow_debounce_fire("h", "k", "e1", 9.0) == ("superseded", 0.0)
+        assert await store.flow_debounce("h", "k", "e0", 1.0, 8.0, 5.0, None) == ("e2", -1.0)
         # A new window after the fire: its own first event.
         assert await store.flow_debounce("h", "k", "e3", 8.0, 8.0, 5.0, 6.0) == ("e3", 13.0)
 

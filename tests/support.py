@@ -58,10 +58,23 @@ READY_WITHIN = 120.0  # a bridge starts in ~2 s; far slower on a machine busy wi
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that is free right now.
+
+    Under pytest-xdist each worker takes ports of its own class (``port // 2`` modulo the
+    number of workers; the kernel hands ``bind`` odd ports first), so two workers never
+    pick the same port in the time between this check and their server's ``bind``.
+    """
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    with contextlib.ExitStack() as held:  # held open while looking: each try is a new port
+        for _ in range(64 * count):
+            sock = held.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+            if (port // 2) % count == index % count:
+                return port
+    raise RuntimeError(f"no free port of worker {worker}'s class in {64 * count} tries")
 
 
 class BridgeProcess:

@@ -35,12 +35,12 @@ from bridge.deadlines import Deadline, Watchdog
 from bridge.dispatch.batches import Batches
 from bridge.dispatch.endings import Endings
 from bridge.dispatch.env import DispatchConfig, DispatchEnv
-from bridge.dispatch.runs import BoundHandler, Resume, Run, RunState
+from bridge.dispatch.runs import BoundHandler, Resume, Run, RunState, parked_run_id
 from bridge.dispatch.storable import check_children, check_result, describe, format_traceback
 from bridge.errors import Fatal, RetryAfter, StoreError, Suspended
 from bridge.events import Event
 from bridge.flow import HandlerFlow
-from bridge.flow.controls import Refusal
+from bridge.flow.controls import Queued, Refusal
 from bridge.store.contracts import Attempt, RunRecord
 from bridge.telemetry import CURRENT_RUN
 from bridge.tracing import Tracing
@@ -97,15 +97,25 @@ class Runner:
         created: float,
     ) -> Run:
         flow.bind(self.env.store, self.env)
-        admission = flow.admission if resume is None else None
+        admission = flow.admission
         if admission is None:
             return await self._held(flow, event, bh, key, connector, resume, created)
-        # The admission step (bridge.flow.controls): the run starts, or ends refused.
+        # The admission step (bridge.flow.controls): the run starts, ends refused, or is
+        # queued in the store (a long throttle or debounce wait). A parked run resumes
+        # where it was queued; a parked retry passes the singleton and throttle again.
+        state = None if resume is None else (resume.admission or {"stage": "retry"})
         outcome = await admission.admit(
-            event, lambda: self._held(flow, event, bh, key, connector, resume, created)
+            event,
+            lambda: self._held(flow, event, bh, key, connector, resume, created),
+            state,
+            self.config.inline_limit(connector),
         )
         if isinstance(outcome, Refusal):
+            if resume is not None:
+                await self.endings.forget(parked_run_id(event.id, bh.id))
             return Run(bh.id, outcome.status, error=outcome.reason)
+        if isinstance(outcome, Queued):
+            return await self.endings.queued(event, bh, connector, resume, created, outcome)
         return outcome
 
     async def _held(

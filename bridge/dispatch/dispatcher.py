@@ -73,8 +73,9 @@ class Dispatcher:
         self.env.wall = wall
 
     async def close(self) -> None:
-        """Disarm the timeout watchdog."""
+        """Disarm the timeout watchdog; stop renewing run claims."""
         await self.runner.close()
+        await self.fanout.keeper.close()
 
     async def dispatch(
         self,
@@ -132,6 +133,7 @@ class Dispatcher:
                 int(meta["resume_attempt"]),
                 tuple(Attempt(**a) for a in meta.get("resume_attempts") or ()),
                 meta.get("resume_created"),
+                meta.get("resume_admission"),
             )
         if replay:
             sub = self.router.subscription(replay)

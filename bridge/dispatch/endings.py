@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import orjson
@@ -18,6 +18,7 @@ import orjson
 from bridge.dispatch.env import DispatchConfig, DispatchEnv
 from bridge.dispatch.runs import (
     BoundHandler,
+    Resume,
     Run,
     RunState,
     jsonable_result,
@@ -27,6 +28,9 @@ from bridge.dispatch.runs import (
 from bridge.dispatch.storable import storable_detail
 from bridge.errors import Suspended
 from bridge.events import Event
+from bridge.flow.coalesce import Coalescer
+from bridge.flow.controls import Queued
+from bridge.flow.priority import RUN_PRIORITY
 from bridge.handling import DeadLetterTarget
 from bridge.store.contracts import Attempt, DeadLetter, LedgerEntry, ParkedRun, RunRecord
 
@@ -48,6 +52,51 @@ class Endings:
     def __init__(self, config: DispatchConfig, env: DispatchEnv) -> None:
         self.config = config
         self.env = env
+        self._puts: Coalescer[ParkedRun, None] = Coalescer(self._put)
+        self._dones: Coalescer[str, None] = Coalescer(self._done)
+
+    async def _put(self, _: Hashable, runs: Sequence[ParkedRun]) -> list[None]:
+        await self.env.store.parked_put(runs)
+        return [None] * len(runs)
+
+    async def _done(self, _: Hashable, ids: Sequence[str]) -> list[None]:
+        await self.env.store.parked_done(ids)
+        return [None] * len(ids)
+
+    async def forget(self, parked_id: str) -> None:
+        """Forget a parked run that became final; those ending together share one call."""
+        await self._dones.ask(None, parked_id)
+
+    async def queued(
+        self,
+        event: Event[Any],
+        bh: BoundHandler,
+        connector: str,
+        resume: Resume | None,
+        created: float,
+        queued: Queued,
+    ) -> Run:
+        """Park a run that the admission step queued (a long throttle or debounce wait),
+        due a little before its start: its message is settled once this returns. The runs
+        queued together share one store call."""
+        attempts = list(resume.attempts) if resume is not None else []
+        run = ParkedRun(
+            id=parked_run_id(event.id, bh.id),
+            handler=bh.id,
+            event=event.to_dict(),
+            connector=connector,
+            attempt=resume.attempt if resume is not None else 1,
+            due_at=queued.due,
+            attempts=attempts,
+            created_at=created,
+            admission=queued.state,
+            priority=queued.priority,
+        )
+        await self._puts.ask(None, run)
+        if bh.cancel is not None:
+            await bh.cancel.woken_if_cancelled(event, created)
+        self.env.metrics.inc("bridge_runs_queued_total", bh.labels)
+        return Run(bh.id, "parked", error=queued.reason, attempts=attempts)
 
     async def succeeded(
         self,
@@ -68,7 +117,7 @@ class Endings:
                 [LedgerEntry(bh.id, run.key, event.id, "succeeded", result)]
             )
         if run.resume is not None:
-            await env.store.parked_done([parked_run_id(event.id, bh.id)])
+            await self.forget(parked_run_id(event.id, bh.id))
         return self.ended_well(run, result, emitted)
 
     def ended_well(self, run: RunState, result: Any, emitted: Sequence[Event[Any]]) -> Run:
@@ -103,7 +152,7 @@ class Endings:
         event, bh, attempts = run.event, run.bh, run.attempts
         await self._dead_letter(run, text, error)
         if run.resume is not None:
-            await self.env.store.parked_done([parked_run_id(event.id, bh.id)])
+            await self.forget(parked_run_id(event.id, bh.id))
         self._finished(bh, bh.dead_lettered_labels, run.started)
         history = self.env.history
         if history is not None:
@@ -177,7 +226,7 @@ class Endings:
                 [LedgerEntry(bh.id, run.key, event.id, "cancelled", reason)]
             )
         if run.resume is not None:
-            await env.store.parked_done([parked_run_id(event.id, bh.id)])
+            await self.forget(parked_run_id(event.id, bh.id))
         self._finished(bh, (*bh.labels, ("outcome", "cancelled")), run.started)
         log.info(
             "run cancelled",
@@ -207,6 +256,7 @@ class Endings:
                     due_at=due,
                     attempts=list(run.attempts),
                     created_at=run.created,
+                    priority=RUN_PRIORITY.get(),
                 )
             ]
         )

@@ -17,7 +17,8 @@ another replica holds is not run here; this fan-out polls the ledger until that
 run is final (then skips it) or its claim lapses or is released (then claims and
 runs it), so the duplicate's delivery settles once the run is final. A claim
 lasts the handler's longest run in process (attempts x timeout + backoffs, plus
-a minute); a run that is parked for a later retry releases its claim.
+a minute), renewed while the run waits at admission or runs (``ClaimKeeper``); a run
+that is parked for a later retry (or queued) releases its claim.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, cast
 
 from bridge.dispatch.attempts import Runner
+from bridge.dispatch.claims import ClaimKeeper
 from bridge.dispatch.env import DispatchConfig, DispatchEnv
 from bridge.dispatch.runs import BoundHandler, Resume, Run
 from bridge.events import Event
@@ -58,6 +60,7 @@ class FanOut:
         store = env.store
         self._claims = cast(LedgerClaims, store) if getattr(store, "shared", False) else None
         self._owner = uuid.uuid4().hex  # this process, as the owner of its claims
+        self.keeper = ClaimKeeper(store, self._owner, lambda: env.wall())
 
     def dispatch(
         self,
@@ -229,7 +232,9 @@ class FanOut:
         assert claims is not None  # only a shared store answers "claimed"
         run: Run | None = None
         try:
-            run = await self.runner.run(event, b, pair[1], connector, resume)
+            # The claim is renewed while the run waits at admission and runs.
+            async with self.keeper.kept(pair, _longest_run(b)):
+                run = await self.runner.run(event, b, pair[1], connector, resume)
             return run
         finally:
             if run is None or run.status not in _FINAL:

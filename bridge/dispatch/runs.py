@@ -31,12 +31,14 @@ RunStatus = Literal["succeeded", "dead_lettered", "skipped", "parked", "debounce
 
 @dataclass(slots=True, frozen=True)
 class Resume:
-    """Where a parked run picks up: its next attempt number, the attempts so far, and when
-    the run was created (wall clock; None for a run parked before this was kept)."""
+    """Where a parked run picks up: its next attempt number, the attempts so far, when
+    the run was created (wall clock; None for a run parked before this was kept), and,
+    for a run the admission step queued, where its admission resumes."""
 
     attempt: int
     attempts: tuple[Attempt, ...] = ()
     created: float | None = None
+    admission: dict[str, Any] | None = None
 
 
 @dataclass(slots=True, eq=False)

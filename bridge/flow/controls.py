@@ -71,6 +71,39 @@ class Refusal:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A run that waits longer than ``QUEUE_AFTER``: park it in the store, due at ``due``
+    (a little ahead of its start time), and settle its message. ``state`` says where its
+    admission resumes (``admit(..., state)``); ``priority`` orders it among due runs."""
+
+    due: float
+    state: dict[str, Any]
+    reason: str
+    priority: int = 0
+
+
+class QueuedRun(Exception):
+    """Raised inside the admission step to leave it with a ``Queued``."""
+
+    def __init__(self, queued: Queued) -> None:
+        super().__init__(queued.reason)
+        self.queued = queued
+
+
+QUEUE_AFTER: ContextVar[float | None] = ContextVar("bridge_queue_after", default=None)
+"""A run whose throttle start time or debounce due time is more than this many seconds
+away is queued in the store (parked); a nearer one waits in process. The dispatcher
+sets the connector's inline limit (``inline_retry_limit``, as for retries); None:
+never queued."""
+QUEUE_LEAD = 1.5
+"""A queued run is parked due this much before its start time, so that a replica's
+scheduler (polling every second) claims it in time; it then waits in process."""
+LATE = 2.0
+"""A queued throttled run claimed this much after its start time (its replica died, or
+the scheduler fell behind) takes a new start time rather than bunch up with later ones."""
+
+
 def wants_admission(cfg: HandlerConfig) -> bool:
     """``cfg`` asks for a control of the admission step."""
     rate = cfg.rate_limit is not None and cfg.rate_limit.mode == "skip"
@@ -117,35 +150,63 @@ class Admission:
                 shared=bool(getattr(store, "shared", False)),
             )
 
-    async def admit(self, event: Event[Any], start: Callable[[], Awaitable[T]]) -> T | Refusal:
-        """Run ``event`` through the controls, then ``start()`` it, or refuse it.
+    async def admit(
+        self,
+        event: Event[Any],
+        start: Callable[[], Awaitable[T]],
+        state: dict[str, Any] | None = None,
+        queue_after: float | None = None,
+    ) -> T | Refusal | Queued:
+        """Run ``event`` through the controls, then ``start()`` it, refuse it, or queue it.
+
+        ``state`` is where a parked run resumes: None for a new run; ``{"stage":
+        "debounce"|"throttle", ...}`` for a run queued by this step; ``{"stage":
+        "retry"}`` for a parked retry (or a resumed sleep), which passes the singleton and
+        the throttle again, not the controls that admitted its run. A wait longer than
+        ``queue_after`` seconds (None: none) leaves with a ``Queued`` (park the run).
 
         Raises:
             StoreError: the flow state could not be read or written.
         """
         scope = {"event": event.as_filter_input()}
         admitted = ADMITTED_AT.set(None)
+        after = QUEUE_AFTER.set(queue_after)
         try:
-            return await self._admit(event, scope, start)
+            return await self._admit(event, scope, start, state or {})
+        except QueuedRun as queued:
+            return queued.queued
         finally:
+            QUEUE_AFTER.reset(after)
             ADMITTED_AT.reset(admitted)
 
     async def _admit(
-        self, event: Event[Any], scope: dict[str, Any], start: Callable[[], Awaitable[T]]
+        self,
+        event: Event[Any],
+        scope: dict[str, Any],
+        start: Callable[[], Awaitable[T]],
+        state: dict[str, Any],
     ) -> T | Refusal:
-        refusal = await self._before_singleton(event, scope)
+        stage = state.get("stage")
+        refusal: Refusal | None = None
+        if stage is None:
+            refusal = await self._before_singleton(event, scope)
+        elif stage == "debounce":
+            refusal = await self._debounce_resumed(event, scope, str(state.get("key", "")))
+            if refusal is None:
+                refusal = await self._idempotent(event, scope)
         if refusal is not None:
             return self._refused(event, refusal)
         slots, singleton = self.slots, self.cfg.singleton
         if slots is None or singleton is None:
-            return await self._started(event, scope, start)
+            return await self._started(event, scope, start, state)
         key = self.singleton_key.key(event, scope)
-        holder = await slots.take(key, singleton.mode)
+        # A run admitted before (a parked retry, a queued throttled run) waits for its key.
+        holder = await slots.take(key, "wait" if stage in ("throttle", "retry") else singleton.mode)
         if holder is None:
             why = f"singleton: a run for key {key!r} is running" if key else "singleton: running"
             return self._refused(event, Refusal("skipped", why))
         try:
-            return await slots.hold(key, holder, lambda: self._started(event, scope, start))
+            return await slots.hold(key, holder, lambda: self._started(event, scope, start, state))
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if holder.cancelled and task is not None and task.uncancel() == 0:
@@ -165,9 +226,12 @@ class Admission:
                 )
             ADMITTED_AT.set(at)
         if self.cfg.debounce is not None:
-            refusal = await self._debounced(event, self.debounce_key.key(event, scope))
+            refusal = await self._debounced(event, self.debounce_key.key(event, scope), scope)
             if refusal is not None:
                 return refusal
+        return await self._idempotent(event, scope)
+
+    async def _idempotent(self, event: Event[Any], scope: dict[str, Any]) -> Refusal | None:
         if self.cfg.idempotency is not None:
             key = self.once_key.key(event, scope)
             if not await self._once.ask(None, key):
@@ -175,10 +239,19 @@ class Admission:
         return None
 
     async def _started(
-        self, event: Event[Any], scope: dict[str, Any], start: Callable[[], Awaitable[T]]
+        self,
+        event: Event[Any],
+        scope: dict[str, Any],
+        start: Callable[[], Awaitable[T]],
+        state: dict[str, Any],
     ) -> T:
         if self.cfg.throttle is not None:
-            ADMITTED_AT.set(await self._throttled(event, self.throttle_key.key(event, scope)))
+            key = self.throttle_key.key(event, scope)
+            at = state.get("at") if state.get("stage") == "throttle" else None
+            if at is not None and self.env.wall() - float(at) <= LATE:
+                ADMITTED_AT.set(await self._until(float(at)))
+            else:
+                ADMITTED_AT.set(await self._throttled(event, scope, key))
         token = RUN_PRIORITY.set(self.priority.integer(event, scope)) if self.cfg.priority else None
         try:
             return await start()
@@ -188,7 +261,37 @@ class Admission:
 
     # ------------------------------------------------------------------ debounce
 
-    async def _debounced(self, event: Event[Any], key: str) -> Refusal | None:
+    async def _debounce_resumed(
+        self, event: Event[Any], scope: dict[str, Any], key: str
+    ) -> Refusal | None:
+        """A queued debounced run, claimed near its due time: fire, wait, or superseded."""
+        env = self.env
+        while True:
+            state, due = await self.store.flow_debounce_fire(
+                self.handler, key, event.id, env.wall()
+            )
+            if state == "superseded":
+                return Refusal("debounced", f"debounce: superseded by a later event for {key!r}")
+            if state == "fire":
+                return None
+            self._record(event, "debouncing", "debounce: waiting for a quiet period", due)
+            self._queue_if_far(event, scope, due, {"stage": "debounce", "key": key}, "debounce")
+            await env.clock.sleep(max(0.0, due - env.wall()))
+
+    def _queue_if_far(
+        self, event: Event[Any], scope: dict[str, Any], due: float, state: dict[str, Any], what: str
+    ) -> None:
+        """Leave the admission step with a ``Queued`` when ``due`` is far off."""
+        after = QUEUE_AFTER.get()
+        if after is None or due - self.env.wall() <= max(after, QUEUE_LEAD):
+            return
+        priority = self.priority.integer(event, scope) if self.cfg.priority else 0
+        reason = f"{what}: queued until {due:.3f}"
+        raise QueuedRun(Queued(due - QUEUE_LEAD, state, reason, priority))
+
+    async def _debounced(
+        self, event: Event[Any], key: str, scope: dict[str, Any]
+    ) -> Refusal | None:
         """Wait until ``event`` is its key's last for a quiet period; a Refusal when a later
         event supersedes it. "Later" is by the event's ``time`` when it has one (the event
         API stamps it on arrival), else by when it reached the bridge."""
@@ -207,6 +310,7 @@ class Admission:
             if latest != event.id:
                 return superseded
             self._record(event, "debouncing", "debounce: waiting for a quiet period", due)
+            self._queue_if_far(event, scope, due, {"stage": "debounce", "key": key}, "debounce")
             while True:
                 if me.done():
                     return superseded
@@ -221,6 +325,7 @@ class Admission:
                     return superseded
                 if state == "fire":
                     return None
+                self._queue_if_far(event, scope, due, {"stage": "debounce", "key": key}, "debounce")
         finally:
             mine = self._debouncing.get(key)
             if mine is not None and mine[0] is me:
@@ -247,15 +352,22 @@ class Admission:
 
     # ------------------------------------------------------------------ throttle
 
-    async def _throttled(self, event: Event[Any], key: str) -> float:
-        """Wait for the start time the key's GCRA gives; return it."""
+    async def _throttled(self, event: Event[Any], scope: dict[str, Any], key: str) -> float:
+        """Wait for the start time the key's GCRA gives (queued when far off); return it."""
         env = self.env
         at = await self._gcra.ask(key, None)
         delay = at - env.wall()
         if delay > 0:
             self._record(event, "throttled", "throttle: waiting for the next start time", at)
             env.metrics.inc("bridge_runs_throttled_total", self.labels)
-            await env.clock.sleep(delay)
+            self._queue_if_far(event, scope, at, {"stage": "throttle", "at": at}, "throttle")
+        return await self._until(at)
+
+    async def _until(self, at: float) -> float:
+        """Wait until wall-clock time ``at``; return it."""
+        delay = at - self.env.wall()
+        if delay > 0:
+            await self.env.clock.sleep(delay)
         return at
 
     async def _gcra_call(self, key: Hashable, requests: Sequence[None]) -> list[float]:

@@ -83,6 +83,12 @@ def budget_admit(
     return admitted
 
 
+FIRED = -1.0
+"""The due time a debounced key's row keeps once its latest event fired: firing again for
+that event answers ``fire`` again (a run killed after its fire still runs when it
+resumes), any other event is superseded until a later one opens a new window."""
+
+
 def debounce_step(
     row: tuple[str, float, float, float] | None,
     event_id: str,
@@ -93,8 +99,14 @@ def debounce_step(
 ) -> tuple[str, float, float, float]:
     """A debounced key's new row (latest event id, its time, first event's arrival, due)
     after the event ``event_id`` of time ``at`` arrives ``now``: it becomes the latest
-    unless the latest is of a later time (events that reach replicas out of order)."""
+    unless the latest is of a later time (events that reach replicas out of order).
+
+    A row whose due time is ``FIRED`` (negative) is a key whose latest event fired: a
+    later event opens a new window (its own first event); an earlier one is superseded.
+    """
     if row is not None and row[1] > at:
         return row
+    if row is not None and row[3] == FIRED:
+        row = None
     first = row[2] if row is not None else now
     return event_id, at, first, debounce_due(first, now, period, timeout)

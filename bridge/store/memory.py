@@ -188,7 +188,7 @@ class MemoryStore(MemoryFlowState):
     ) -> list[ParkedRun]:
         due = sorted(
             (r for r, until in self.parked.values() if r.due_at <= now and until < now),
-            key=lambda r: r.due_at,
+            key=lambda r: (-r.priority, r.due_at),
         )[:limit]
         for run in due:
             self.parked[run.id] = (run, now + lease)

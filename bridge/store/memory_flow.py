@@ -7,7 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bridge.store.contracts.flow import DebounceState
-from bridge.store.flow_rules import budget_admit, debounce_step, gcra_reserve, window_admit
+from bridge.store.flow_rules import (
+    FIRED,
+    budget_admit,
+    debounce_step,
+    gcra_reserve,
+    window_admit,
+)
 
 
 @dataclass(slots=True)
@@ -99,7 +105,7 @@ class MemoryFlowState:
             return "superseded", 0.0
         if row[3] > now:
             return "wait", row[3]
-        del rows[(handler, key)]
+        rows[(handler, key)] = (row[0], row[1], row[2], FIRED)
         return "fire", 0.0
 
     async def flow_slot_take(
@@ -140,3 +146,8 @@ class MemoryFlowState:
             else:
                 lease[0] = until
         return lost
+
+    async def flow_claims_extend(
+        self, pairs: Sequence[tuple[str, str]], owner: str, untils: Sequence[float]
+    ) -> list[tuple[str, str]]:
+        return []  # one process per store: no ledger claims

@@ -8,6 +8,7 @@ which is not.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -43,5 +44,9 @@ class ChaosReport:
         data["size"] = "full" if CHAOS_FULL else "small"
         data["duration_seconds"] = round(time.time() - self.started_at, 2)
         data["machine"] = {"python": platform.python_version(), "platform": platform.platform()}
-        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        # Whole or not at all, whatever else reads or writes the folder meanwhile (a
+        # parallel run's other workers, an interrupted run).
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(partial, path)
         return path

@@ -35,7 +35,8 @@ from tests.support import (
     write_config,
 )
 
-pytestmark = pytest.mark.chaos
+# At full size the app restarts hit every client of the broker: no other test meanwhile.
+pytestmark = [pytest.mark.chaos, *([pytest.mark.alone] if CHAOS_FULL else [])]
 
 HANDLERS = ("a", "b")
 MAX_IN_FLIGHT = 200

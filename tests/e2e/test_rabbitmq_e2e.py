@@ -130,6 +130,7 @@ class Stream:
             await connection.close()
 
 
+@pytest.mark.alone  # close_all_connections and stop_app hit every client of the broker
 @pytest.mark.timeout(300)
 async def test_broker_connection_loss_and_restart_lose_nothing(
     rabbit: RabbitAdmin, tmp_path: Path

@@ -52,6 +52,7 @@ def prometheus_binary() -> str:
 @contextlib.contextmanager
 def prometheus(tmp: Path, target: str) -> Iterator[str]:
     """A private Prometheus scraping ``target`` every second, with the bridge's alert rules."""
+    binary = prometheus_binary()  # before the log is open: a missing binary leaks no file
     port = free_port()
     shutil.copy(ALERTS, tmp / "bridge-alerts.yaml")
     config = {
@@ -63,7 +64,7 @@ def prometheus(tmp: Path, target: str) -> Iterator[str]:
     log = open(tmp / "prometheus.log", "wb")  # noqa: SIM115 - the child process owns it
     proc = subprocess.Popen(
         [
-            prometheus_binary(),
+            binary,
             f"--config.file={tmp / 'prometheus.yml'}",
             f"--storage.tsdb.path={tmp / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",

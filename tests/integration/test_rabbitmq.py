@@ -223,6 +223,7 @@ async def test_prefetch_follows_max_in_flight(rabbit: RabbitAdmin) -> None:
 # --------------------------------------------------------------------------- reconnection
 
 
+@pytest.mark.alone  # close_all_connections hits every client of the broker
 async def test_connection_drop_skips_stale_tags_and_redelivers(rabbit: RabbitAdmin) -> None:
     queue = await rabbit.queue()
     for i in range(3):

@@ -81,7 +81,9 @@ class FlowState(Protocol):
         self, handler: str, key: str, event_id: str, now: float
     ) -> tuple[DebounceState, float]:
         """Whether ``event_id``'s run starts: ``superseded`` (another event is the latest,
-        or none is), ``wait`` with the due time, or ``fire`` (due now: the key is reset)."""
+        or none is), ``wait`` with the due time, or ``fire`` (due now). Once fired, the
+        key answers ``fire`` again for that event (its run, killed after the fire, resumes)
+        and ``superseded`` for others, until a later event opens a new window."""
 
     async def flow_slot_take(
         self, handler: str, key: str, owner: str, limit: int, now: float, until: float
@@ -100,3 +102,10 @@ class FlowState(Protocol):
     ) -> list[tuple[str, str]]:
         """Extend the leases of ``held`` (key, owner); return those no longer held or asked
         to cancel: their runs must stop."""
+
+    async def flow_claims_extend(
+        self, pairs: Sequence[tuple[str, str]], owner: str, untils: Sequence[float]
+    ) -> list[tuple[str, str]]:
+        """Extend ``owner``'s ledger claims (``LedgerClaims``) on ``pairs`` (handler, key)
+        to ``untils``, in one statement, while their runs wait or run; return the pairs
+        still claimed by ``owner``. A store that replicas do not share has no claims: []."""

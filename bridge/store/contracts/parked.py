@@ -26,6 +26,9 @@ class ParkedRun:
     ``id`` is deterministic per run (event id + handler), so parking the same run
     again replaces it. ``attempt`` is the number of the attempt to run when due.
     ``created_at`` is when the run was first created (``cancel_on`` compares it).
+    ``admission`` is where a run that the admission step queued (a throttle's start
+    time, a debounce's due time) resumes it (``bridge.flow.controls``); None for a
+    retry or a sleep. Runs due together are claimed highest ``priority`` first.
     """
 
     id: str
@@ -36,6 +39,8 @@ class ParkedRun:
     due_at: float
     attempts: list[Attempt] = field(default_factory=list)
     created_at: float = field(default_factory=time.time)
+    admission: dict[str, Any] | None = None
+    priority: int = 0
 
 
 class ParkedRuns(Protocol):

@@ -13,7 +13,7 @@ import orjson
 
 from bridge.store import rows
 from bridge.store.contracts.flow import DebounceState
-from bridge.store.flow_rules import budget_admit, debounce_step, gcra_times, window_admit
+from bridge.store.flow_rules import FIRED, budget_admit, debounce_step, gcra_times, window_admit
 from bridge.store.postgres.connection import PostgresConnection
 
 
@@ -41,6 +41,26 @@ class PostgresFlow(PostgresConnection):
             out.append(key in taken)
             taken.discard(key)
         return out
+
+    async def flow_claims_extend(
+        self, pairs: Sequence[tuple[str, str]], owner: str, untils: Sequence[float]
+    ) -> list[tuple[str, str]]:
+        if not pairs:
+            return []
+        # A claim keeps its owner in ``result`` and its deadline in ``finished_at``
+        # (``bridge.store.postgres.batch``); a final entry is never touched.
+        found = await self._run(
+            "fetch",
+            "UPDATE ledger l SET finished_at = GREATEST(l.finished_at, k.until)"
+            " FROM unnest($1::text[], $2::text[], $4::float8[]) AS k(handler, key, until)"
+            " WHERE l.handler = k.handler AND l.key = k.key AND l.status = 'running'"
+            " AND l.result = to_jsonb($3::text) RETURNING l.handler, l.key",
+            [p[0] for p in pairs],
+            [p[1] for p in pairs],
+            owner,
+            list(untils),
+        )
+        return [(r["handler"], r["key"]) for r in found]
 
     async def flow_gcra(
         self, handler: str, key: str, now: float, interval: float, tolerance: float, count: int
@@ -163,13 +183,14 @@ class PostgresFlow(PostgresConnection):
             "fetchrow",
             "WITH cur AS (SELECT event_id, due_at FROM flow_debounce"
             " WHERE handler = $1 AND key = $2 FOR UPDATE),"
-            " fired AS (DELETE FROM flow_debounce d USING cur WHERE d.handler = $1"
+            " fired AS (UPDATE flow_debounce d SET due_at = $5 FROM cur WHERE d.handler = $1"
             " AND d.key = $2 AND cur.event_id = $3 AND cur.due_at <= $4 RETURNING d.key)"
             " SELECT cur.event_id, cur.due_at, (SELECT count(*) FROM fired) AS fired FROM cur",
             handler,
             key,
             event_id,
             now,
+            FIRED,
         )
         if row is None or row["event_id"] != event_id:
             return "superseded", 0.0

@@ -30,14 +30,15 @@ class PostgresParked(PostgresConnection):
             "fetch",
             "UPDATE parked SET leased_until = $2, lease_owner = $4 WHERE id IN ("
             " SELECT id FROM parked WHERE due_at <= $1 AND leased_until < $1"
-            " ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING record",
+            " ORDER BY COALESCE((record->>'priority')::int, 0) DESC, due_at"
+            " LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING record",
             now,
             now + lease,
             limit,
             owner,
         )
         runs = [rows.parked_run(r["record"]) for r in found]
-        return sorted(runs, key=lambda r: r.due_at)
+        return sorted(runs, key=lambda r: (-r.priority, r.due_at))
 
     async def parked_renew(self, ids: Iterable[str], until: float, owner: str) -> list[str]:
         # A run parked again has its lease released (0): it is due anew, not held.

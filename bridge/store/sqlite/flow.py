@@ -8,7 +8,13 @@ from collections.abc import Sequence
 import orjson
 
 from bridge.store.contracts.flow import DebounceState
-from bridge.store.flow_rules import budget_admit, debounce_step, gcra_reserve, window_admit
+from bridge.store.flow_rules import (
+    FIRED,
+    budget_admit,
+    debounce_step,
+    gcra_reserve,
+    window_admit,
+)
 from bridge.store.sqlite.connection import SqliteConnection
 
 
@@ -127,7 +133,10 @@ class SqliteFlow(SqliteConnection):
                 return "superseded", 0.0
             if row[1] > now:
                 return "wait", float(row[1])
-            c.execute("DELETE FROM flow_debounce WHERE handler = ? AND key = ?", (handler, key))
+            c.execute(
+                "UPDATE flow_debounce SET due_at = ? WHERE handler = ? AND key = ?",
+                (FIRED, handler, key),
+            )
             return "fire", 0.0
 
         return await self._call(fire)
@@ -191,3 +200,8 @@ class SqliteFlow(SqliteConnection):
             return lost
 
         return await self._call(renew)
+
+    async def flow_claims_extend(
+        self, pairs: Sequence[tuple[str, str]], owner: str, untils: Sequence[float]
+    ) -> list[tuple[str, str]]:
+        return []  # one process per store: no ledger claims

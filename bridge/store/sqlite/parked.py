@@ -31,7 +31,9 @@ class SqliteParked(SqliteConnection):
         def claim(conn: sqlite3.Connection) -> list[ParkedRun]:
             found = conn.execute(
                 "SELECT id, record FROM parked WHERE due_at <= ? AND leased_until < ?"
-                " ORDER BY due_at LIMIT ?",
+                " ORDER BY COALESCE(json_extract(CAST(record AS TEXT), '$.priority'), 0) DESC,"
+                " due_at"
+                " LIMIT ?",
                 (now, now, limit),
             ).fetchall()
             conn.executemany(
