@@ -142,3 +142,82 @@ def test_a_batch_of_entries_is_written_in_order_in_few_statements() -> None:
     assert found == [("j", "succeeded", b"4"), ("k", "succeeded", b"1")]
     assert total == (1000, sum(range(1000)))
     assert len(statements) <= 8  # 1,004 rows: 3 x 256, 128, 64, 32, 8, 4
+
+
+async def test_a_bad_entry_among_several_statements_fails_only_its_own_call(
+    tmp_path: Path,
+) -> None:
+    """Three entries go in two statements (2 + 1 rows), under a savepoint: the good ones
+    are still recorded when the bad one fails."""
+    store = SqliteStore(f"sqlite:///{tmp_path}/l.db")
+    await store.open()
+    try:
+        calls = [
+            store.ledger_record([LedgerEntry("h", "good1", "e1")]),
+            store.ledger_record([LedgerEntry("h", "bad", "e2", result={"x": 2**70})]),
+            store.ledger_record([LedgerEntry("h", "good2", "e3")]),
+        ]
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        found = await store.ledger_final([("h", "good1"), ("h", "bad"), ("h", "good2")])
+    finally:
+        await store.close()
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], StoreError)
+    assert found == {("h", "good1"): "succeeded", ("h", "good2"): "succeeded"}
+
+
+async def test_an_operation_alone_in_its_transaction_that_fails_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    """An operation alone in a batch runs without a savepoint: when it fails, the
+    transaction's rollback undoes what it wrote, and the thread goes on."""
+    store = SqliteStore(f"sqlite:///{tmp_path}/l.db")
+    await store.open()
+
+    def write_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "INSERT INTO ledger (handler, key, event_id, status, finished_at)"
+            " VALUES ('h', 'half', 'e', 'succeeded', 0)"
+        )
+        raise ValueError("half-way")
+
+    try:
+        failed = await asyncio.gather(store._call(write_then_fail), return_exceptions=True)
+        await store.ledger_record([LedgerEntry("h", "after", "e")])
+        found = await store.ledger_final([("h", "half"), ("h", "after")])
+    finally:
+        await store.close()
+    assert isinstance(failed[0], StoreError) and "half-way" in str(failed[0])
+    assert found == {("h", "after"): "succeeded"}
+
+
+def test_lookups_of_many_handlers_are_few_statements() -> None:
+    """The keys of every handler looked up in one turn are one statement (up to 100
+    handlers and 500 keys): 4 handlers, one; 150 handlers of 5 keys, two."""
+    from bridge.store.sqlite.batch import _final
+    from bridge.store.sqlite.migrations import migrate
+
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(conn)
+    conn.executemany(
+        "INSERT INTO ledger (handler, key, event_id, status, finished_at) VALUES (?, ?, 'e', ?, 0)",
+        [
+            (f"h{h}", f"k{k}", "succeeded" if k % 2 else "running")
+            for h in range(150)
+            for k in range(5)
+        ],
+    )
+    statements: list[str] = []
+    conn.set_trace_callback(lambda sql: statements.append(sql) if "SELECT" in sql else None)
+    few = _final(conn, {(f"h{h}", "k1") for h in range(4)} | {("h0", "missing")})
+    counted = len(statements)
+    many = _final(conn, {(f"h{h}", f"k{k}") for h in range(150) for k in range(5)})
+    conn.close()
+    assert few == {(f"h{h}", "k1"): "succeeded" for h in range(4)}
+    assert counted == 1
+    assert many == {
+        (f"h{h}", f"k{k}"): "succeeded" if k % 2 else "running"
+        for h in range(150)
+        for k in range(5)
+    }
+    assert len(statements) == 3  # 1 + 2

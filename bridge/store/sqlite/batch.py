@@ -26,10 +26,11 @@ from bridge.store.batching import Call, Lane, count_round_trip
 from bridge.store.contracts import DeadLetter, LedgerEntry
 from bridge.store.sqlite.connection import SqliteConnection
 from bridge.store.sqlite.dead_letters import letter_insert
-from bridge.store.sqlite.ledger import ledger_insert
+from bridge.store.sqlite.ledger import ledger_insert, one_statement
 
-_FINAL = "SELECT key, status FROM ledger WHERE handler = ? AND key IN ("
+_FINAL = "SELECT ?, key, status FROM ledger WHERE handler = ? AND key IN ("
 _CHUNK = 500  # keys per statement: well under SQLite's limit of bound variables
+_TERMS = 100  # handlers per statement: well under SQLite's limit of UNION terms (500)
 
 Pair = tuple[str, str]
 
@@ -125,14 +126,24 @@ def _run(conn: sqlite3.Connection, calls: list[Call]) -> list[tuple[Any, BaseExc
     answers: list[tuple[Any, BaseException | None]] = [(None, None)] * len(calls)
     writes = [i for i, c in enumerate(calls) if c.kind == "record"]
     if writes:
-        conn.execute("SAVEPOINT batch")
+        entries = [e for i in writes for e in calls[i].args[0]]
+        # One statement fails as a whole (its values are encoded before it runs): no
+        # savepoint, two statements fewer, each of which gives up and retakes the GIL.
+        alone = one_statement(len(entries))
+        if not alone:
+            conn.execute("SAVEPOINT batch")
         try:
-            ledger_insert(conn, [e for i in writes for e in calls[i].args[0]])
-            conn.execute("RELEASE batch")
+            ledger_insert(conn, entries)
+            if not alone:
+                conn.execute("RELEASE batch")
         except Exception:
+            if alone:
+                if not conn.in_transaction:
+                    raise  # the error ended the transaction: the batch fails as a whole
+            else:
+                conn.execute("ROLLBACK TO batch")
+                conn.execute("RELEASE batch")
             # One bad entry must not fail the others: each on its own.
-            conn.execute("ROLLBACK TO batch")
-            conn.execute("RELEASE batch")
             for i in writes:
                 answers[i] = _alone(conn, lambda i=i: ledger_insert(conn, calls[i].args[0]))
     for i, call in enumerate(calls):
@@ -164,21 +175,30 @@ def _open_reader(path: str) -> sqlite3.Connection:
 
 
 def _final(conn: sqlite3.Connection, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    """The statuses of ``pairs`` found in the ledger: one statement per handler (and per
-    ``_CHUNK`` keys), ``handler = ? AND key IN (...)``, which is planned as lookups on the
-    primary key (a row-value IN over a VALUES list is not, and would scan the ledger)."""
+    """The statuses of ``pairs`` found in the ledger: one statement per ``_CHUNK`` keys, a
+    ``UNION ALL`` of ``handler = ? AND key IN (...)`` per handler, each planned as lookups
+    on the primary key (a row-value IN over a VALUES list is not, and would scan the
+    ledger). One statement rather than one per handler: each gives up and retakes the
+    GIL, which the store's thread may then hold (on the loop's thread, a wait)."""
     by_handler: dict[str, list[str]] = {}
     for handler, key in pairs:
         by_handler.setdefault(handler, []).append(key)
-    status: dict[tuple[str, str], str] = {}
+    parts: list[tuple[str, list[str]]] = []
     for handler, keys in by_handler.items():
-        for start in range(0, len(keys), _CHUNK):
-            chunk = keys[start : start + _CHUNK]
-            sql = f"{_FINAL}{','.join('?' * len(chunk))})"
-            cursor = conn.execute(sql, (handler, *chunk))
-            for key, found in cursor.fetchall():
-                status[(handler, key)] = found
-            cursor.close()
+        parts.extend((handler, keys[s : s + _CHUNK]) for s in range(0, len(keys), _CHUNK))
+    status: dict[tuple[str, str], str] = {}
+    while parts:
+        group: list[tuple[str, list[str]]] = []
+        size = 0
+        while parts and (not group or (size + len(parts[-1][1]) <= _CHUNK and len(group) < _TERMS)):
+            group.append(parts.pop())
+            size += len(group[-1][1])
+        sql = " UNION ALL ".join(f"{_FINAL}{','.join('?' * len(keys))})" for _, keys in group)
+        args = [v for handler, keys in group for v in (handler, handler, *keys)]
+        cursor = conn.execute(sql, args)
+        for handler, key, found in cursor.fetchall():
+            status[(handler, key)] = found
+        cursor.close()
     return status
 
 

@@ -29,6 +29,12 @@ def _record(rows: int) -> str:
     return sql
 
 
+def one_statement(entries: int) -> bool:
+    """Whether ``ledger_insert`` records ``entries`` entries in one statement (atomic on
+    its own: a failed one leaves nothing behind, so it needs no savepoint)."""
+    return entries <= _ROWS and entries & (entries - 1) == 0
+
+
 def ledger_insert(conn: sqlite3.Connection, entries: Sequence[LedgerEntry]) -> None:
     """Record final runs inside the caller's transaction; ``succeeded`` is never overwritten.
 
