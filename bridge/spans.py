@@ -103,6 +103,23 @@ class SpanStarter:
         self.limits: SpanLimits = tracer._span_limits
         self.ids = tracer.id_generator
         self.random_ids = bool(self.ids.is_trace_id_random())
+        # The fields every span of this provider starts with, put in with one update.
+        self.fixed: dict[str, Any] = {
+            "_resource": self.resource,
+            "_instrumentation_info": self.scope,
+            "_instrumentation_scope": self.instrumentation_scope,
+            "_status": _UNSET,
+            "_sampler": None,
+            "_trace_config": None,
+            "_record_exception": True,
+            "_set_status_on_exception": True,
+            "_span_processor": self.processor,
+            "_limits": self.limits,
+            "_events": _EMPTY,
+            "_links": _EMPTY,
+            "_record_end_metrics": None,
+            "_end_time": None,
+        }
         self.max_attributes = self.limits.max_span_attributes
         self.max_value_len = self.limits.max_span_attribute_length
         self.span_id = (
@@ -153,16 +170,7 @@ class SpanStarter:
         )
         span._kind = kind
         span._parent = parent
-        span._resource = self.resource
-        span._instrumentation_info = self.scope
-        span._instrumentation_scope = self.instrumentation_scope
-        span._status = _UNSET
-        span._sampler = None
-        span._trace_config = None
-        span._record_exception = True
-        span._set_status_on_exception = True
-        span._span_processor = self.processor
-        span._limits = self.limits
+        span.__dict__.update(self.fixed)
         span._lock = threading.Lock()
         # BoundedAttributes.__init__'s fields, with the bridge's own str / int values put in
         # as they are: nothing to clean (None means "not known": left out).
@@ -174,10 +182,6 @@ class SpanStarter:
         bounded._lock = threading.Lock()
         bounded._immutable = False
         span._attributes = bounded
-        span._events = _EMPTY
-        span._links = _EMPTY
-        span._record_end_metrics = None
-        span._end_time = None
         span._start_time = time_ns()
         self.processor.on_start(span, parent_context=context)
         started: BridgeSpan = span
