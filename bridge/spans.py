@@ -26,12 +26,15 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace import SpanLimits
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
+_bits = random.getrandbits
 _UNSET = Status(StatusCode.UNSET)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _SAMPLED_RANDOM = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
@@ -100,7 +103,38 @@ class SpanStarter:
         self.limits: SpanLimits = tracer._span_limits
         self.ids = tracer.id_generator
         self.random_ids = bool(self.ids.is_trace_id_random())
-        self.bits = random.getrandbits
+        # The fields every span of this provider starts with, put in with one update.
+        self.fixed: dict[str, Any] = {
+            "_resource": self.resource,
+            "_instrumentation_info": self.scope,
+            "_instrumentation_scope": self.instrumentation_scope,
+            "_status": _UNSET,
+            "_sampler": None,
+            "_trace_config": None,
+            "_record_exception": True,
+            "_set_status_on_exception": True,
+            "_span_processor": self.processor,
+            "_limits": self.limits,
+            "_events": _EMPTY,
+            "_links": _EMPTY,
+            "_record_end_metrics": None,
+            "_end_time": None,
+        }
+        self.max_attributes = self.limits.max_span_attributes
+        self.max_value_len = self.limits.max_span_attribute_length
+        self.span_id = (
+            self._random_span_id
+            if type(self.ids) is RandomIdGenerator
+            else self.ids.generate_span_id
+        )
+
+    @staticmethod
+    def _random_span_id() -> int:
+        """``RandomIdGenerator.generate_span_id`` without the method dispatch."""
+        span_id = _bits(64)
+        while span_id == 0:
+            span_id = _bits(64)
+        return span_id
 
     def start(
         self,
@@ -121,39 +155,33 @@ class SpanStarter:
             flags = _SAMPLED_RANDOM if parent.trace_flags & TraceFlags.RANDOM_TRACE_ID else _SAMPLED
         span: Any = object.__new__(BridgeSpan)
         span._name = name
-        span._context = SpanContext(
-            trace_id,
-            self.ids.generate_span_id(),
-            False,
-            flags,
-            parent.trace_state if parent is not None else None,
+        span_id = self.span_id()
+        # SpanContext.__new__'s own steps (defaults, validity: both ids are valid here).
+        span._context = tuple.__new__(
+            SpanContext,
+            (
+                trace_id,
+                span_id,
+                False,
+                flags,
+                parent.trace_state if parent is not None else DEFAULT_TRACE_STATE,
+                True,
+            ),
         )
         span._kind = kind
         span._parent = parent
-        span._resource = self.resource
-        span._instrumentation_info = self.scope
-        span._instrumentation_scope = self.instrumentation_scope
-        span._status = _UNSET
-        span._sampler = None
-        span._trace_config = None
-        span._record_exception = True
-        span._set_status_on_exception = True
-        span._span_processor = self.processor
-        span._limits = self.limits
+        span.__dict__.update(self.fixed)
         span._lock = threading.Lock()
-        limits = self.limits
-        bounded = BoundedAttributes(
-            limits.max_span_attributes,
-            immutable=False,
-            max_value_len=limits.max_span_attribute_length,
-        )
-        # The bridge's own str / int values: nothing to clean (None means "not known": left out).
-        bounded._dict.update((k, v) for k, v in attributes.items() if v is not None)
+        # BoundedAttributes.__init__'s fields, with the bridge's own str / int values put in
+        # as they are: nothing to clean (None means "not known": left out).
+        bounded = object.__new__(BoundedAttributes)
+        bounded._dict = {k: v for k, v in attributes.items() if v is not None}
+        bounded.maxlen = self.max_attributes
+        bounded.dropped = 0
+        bounded.max_value_len = self.max_value_len
+        bounded._lock = threading.Lock()
+        bounded._immutable = False
         span._attributes = bounded
-        span._events = _EMPTY
-        span._links = _EMPTY
-        span._record_end_metrics = None
-        span._end_time = None
         span._start_time = time_ns()
         self.processor.on_start(span, parent_context=context)
         started: BridgeSpan = span

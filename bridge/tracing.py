@@ -27,9 +27,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.context.context import Context
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -71,6 +74,26 @@ class _Getter(Getter[Mapping[str, str]]):
 
 
 GETTER = _Getter()
+
+# The OTel runtime context's ContextVar, read and set directly on the per-span path (the
+# API's get_current / set_value / attach / detach wrap exactly these calls); None when
+# another runtime context is configured (OTEL_PYTHON_CONTEXT), then the API is used.
+_runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+_CURRENT = _runtime._current_context if type(_runtime) is ContextVarsRuntimeContext else None
+
+
+def _current_span() -> Any:
+    """The current context's span, or None (``trace.get_current_span`` without the wrappers)."""
+    if _CURRENT is None:
+        return otel_context.get_value(_SPAN_KEY)
+    return _CURRENT.get().get(_SPAN_KEY)
+
+
+def _activate(span: Span) -> object:
+    """Make ``span`` current in a copy of the current context; the token for ``Tracing.end``."""
+    if _CURRENT is None:
+        return otel_context.attach(trace.set_span_in_context(span))
+    return _CURRENT.set(Context({**_CURRENT.get(), _SPAN_KEY: span}))
 
 
 def current_traceparent() -> str | None:
@@ -239,22 +262,20 @@ class Tracing:
         span = self.spans.start(
             f"process {destination}", parent_span, attributes, SpanKind.CONSUMER, parent
         )
-        token = otel_context.attach(trace.set_span_in_context(span))
-        return span, token
+        return span, _activate(span)
 
     def start_attempt(self, handler: str, attempt: int) -> tuple[Span, object] | None:
         """Start and activate the span of one run attempt; None when the delivery is sampled
         out (its non-recording span stays current, so outgoing context still names the trace)."""
-        current = trace.get_current_span()
-        if not current.is_recording():
+        current = _current_span()
+        if current is None or not current.is_recording():
             return None
         span = self.spans.start(
-            f"handle {handler}",
+            "handle " + handler,
             current.get_span_context(),
             {"bridge.handler": handler, "bridge.attempt": attempt},
         )
-        token = otel_context.attach(trace.set_span_in_context(span))
-        return span, token
+        return span, _activate(span)
 
     def rejected(
         self,
@@ -289,7 +310,13 @@ class Tracing:
 
     @staticmethod
     def end(span: Span | None, token: object) -> None:
-        otel_context.detach(token)  # type: ignore[arg-type]
+        if _CURRENT is None:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        else:
+            try:
+                _CURRENT.reset(token)  # type: ignore[arg-type]
+            except Exception:  # as otel_context.detach: logged, never raised
+                otel_context.detach(token)  # type: ignore[arg-type]
         if span is not None:
             span.end()
 
