@@ -20,6 +20,7 @@ What every test that runs ``bridge run`` as a real process needs, in one place, 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import shutil
@@ -57,12 +58,18 @@ READY_WITHIN = 120.0  # a bridge starts in ~2 s; far slower on a machine busy wi
 # --------------------------------------------------------------------------- the process
 
 
+_HANDED_OUT: collections.deque[int] = collections.deque(maxlen=512)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now.
 
     Under pytest-xdist each worker takes ports of its own class (``port // 2`` modulo the
     number of workers; the kernel hands ``bind`` odd ports first), so two workers never
-    pick the same port in the time between this check and their server's ``bind``.
+    pick the same port in the time between this check and their server's ``bind``. Nor
+    does one process get the same port twice in a row: a port handed out is closed again
+    at once, so the kernel may offer it to the next call before its server has bound it
+    (a data server and its Sentinel once got one port between them).
     """
     count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
@@ -72,7 +79,8 @@ def free_port() -> int:
             sock = held.enter_context(socket.socket())
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
-            if (port // 2) % count == index % count:
+            if (port // 2) % count == index % count and port not in _HANDED_OUT:
+                _HANDED_OUT.append(port)
                 return port
     raise RuntimeError(f"no free port of worker {worker}'s class in {64 * count} tries")
 
