@@ -187,7 +187,9 @@ async def test_throttle_holds_across_replicas_and_drops_nothing(
         # The start times the replicas were given: never more than limit + burst in a
         # second. (The handlers' own clock readings add the event loop's wake-up delay;
         # their busiest second is reported, not judged.)
-        assert busiest_window(given) <= limit + burst, key
+        # Within 1 ms: start times near 1.8e9 s are float sums, and the start one second
+        # after a window's first can land microseconds inside it (26 for 25, once).
+        assert busiest_window(given, 1.0 - 1e-3) <= limit + burst, key
         late = max(started - g for g, started in pairs)
         print(
             f"throttle {key}: busiest second of handler starts"
