@@ -38,6 +38,7 @@ from bench import kafka
 from bench.brokers import Tansu
 from bench.common import RESULTS
 from bench.payload import Tally
+from bench.profile import write_profile
 from bridge.app.runtime import tune_gc
 
 
@@ -205,10 +206,7 @@ def main() -> None:
         print(asyncio.run(areas(args.variant, args.events)))
         return
     out = args.out or RESULTS / "profiles" / f"kafka-{args.variant}.txt"
-    header, text = asyncio.run(profile(args.variant, args.events, args.interval))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(header + text)
-    print(header.strip(), "->", out)
+    write_profile(out, *asyncio.run(profile(args.variant, args.events, args.interval)))
 
 
 if __name__ == "__main__":

@@ -48,7 +48,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     out = args.out or RESULTS / "profiles" / f"{args.variant}.txt"
-    header, text = asyncio.run(profile(args.variant, args.events, args.interval))
+    write_profile(out, *asyncio.run(profile(args.variant, args.events, args.interval)))
+
+
+def write_profile(out: Path, header: str, text: str) -> None:
+    """Write a profile under its header line to ``out`` and say where."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(header + text)
     print(header.strip(), "->", out)

@@ -239,7 +239,7 @@ def event_from_dict(
     get = raw.get
     if data is _UNSET:
         data = structured_data(raw)
-    default_type = "application/octet-stream" if isinstance(data, bytes) else "application/json"
+    default_type = _OCTETS if isinstance(data, bytes) else "application/json"
     return Event(
         id=event_id,
         source=str(get("source") or source),
