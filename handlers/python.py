@@ -186,7 +186,7 @@ class PythonHandler:
                 self.workers, thread_name_prefix=f"bridge-{ctx.handler_id}"
             )
         loop = asyncio.get_running_loop()
-        call = pool.submit(contextvars.copy_context().run, self.func, arg, ctx)
+        call = pool.submit(contextvars.copy_context().run, _boxed, self.func, arg, ctx)
         self._calls[key] = call
 
         def forget(done: Future[Any]) -> None:
@@ -195,12 +195,43 @@ class PythonHandler:
 
         call.add_done_callback(lambda done: loop.call_soon_threadsafe(forget, done))
         # Cancelled at the timeout: a call still queued is withdrawn; a running one goes on.
-        return await asyncio.wrap_future(call)
+        result = await asyncio.wrap_future(call)
+        if type(result) is _Raised:
+            raise result.error  # raised here, in the attempt's own frame
+        return result
 
     async def close(self) -> None:
         """Start no more calls; running ones end on their own (a thread cannot be stopped)."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _Raised:
+    """A ``BaseException`` that is not an ``Exception``, raised by a sync function in its
+    thread, carried back as the call's result (see ``_boxed``)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _boxed(func: Callable[..., Any], arg: Any, ctx: Context) -> Any:
+    """Call ``func`` in its thread; a ``BaseException`` that is not an ``Exception``
+    (``GeneratorExit``, ``KeyboardInterrupt``, ``SystemExit``, one of the function's own)
+    comes back as a ``_Raised`` result rather than the future's exception.
+
+    A future that ends with ``GeneratorExit`` wakes the task awaiting it by throwing
+    ``GeneratorExit`` into it, and Python treats that as closing every coroutine of the
+    task: the engine's retry wait in the attempt loop then ends the task with "coroutine
+    ignored GeneratorExit" and the run is lost. Raised from the attempt's frame, it is
+    the attempt's failure like any other."""
+    try:
+        return func(arg, ctx)
+    except Exception:
+        raise
+    except BaseException as exc:
+        return _Raised(exc)
 
 
 async def _outwait(previous: Future[Any]) -> None:

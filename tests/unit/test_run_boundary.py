@@ -79,6 +79,14 @@ def sync_interrupt(event: Event[Any], ctx: Context) -> Any:
     raise SystemExit(3)
 
 
+def sync_generator_exit(event: Event[Any], ctx: Context) -> Any:
+    """GeneratorExit from a thread: the future it ends would close the awaiting task."""
+    CALLS[ctx.handler_id] += 1
+    if ctx.attempt < 3:
+        raise GeneratorExit
+    return "third time lucky"
+
+
 async def own_cancel(event: Event[Any], ctx: Context) -> Any:
     CALLS[ctx.handler_id] += 1
     if ctx.attempt == 1:
@@ -198,10 +206,16 @@ async def test_unstorable_detail_and_text_fall_back_and_base_exceptions_are_fail
         handler("bad-detail", "bad_detail"),
         handler("interrupt", "sync_interrupt"),
         handler("own-cancel", "own_cancel"),
+        handler("thread-exit", "sync_generator_exit"),
     ]
-    async with run_bridge(tmp_path, handlers, 2, want_letters=4, want_calls=12) as (_, letters):
+    async with run_bridge(tmp_path, handlers, 2, want_letters=4, want_calls=18) as (
+        runtime,
+        letters,
+    ):
         pass
-    assert CALLS == {"bad-detail": 2, "interrupt": 6, "own-cancel": 4}
+    assert CALLS == {"bad-detail": 2, "interrupt": 6, "own-cancel": 4, "thread-exit": 6}
+    # GeneratorExit raised in a sync handler's thread failed two attempts; the third ran.
+    assert runtime.metrics.value("bridge_runs_total", outcome="succeeded") == 4
     by_handler = {letter.handler: letter for letter in letters}
     assert set(by_handler) == {"bad-detail", "interrupt"}
     detailed = by_handler["bad-detail"]
