@@ -36,6 +36,7 @@ from bridge.errors import StoreError
 from bridge.store.batching import count_round_trip
 from bridge.store.deadlines import Deadlines, take_deadlines
 from bridge.store.sqlite.migrations import migrate
+from bridge.threads import nudge
 
 R = TypeVar("R")
 _BATCH = 512
@@ -205,6 +206,7 @@ class SqliteConnection:
         loop = asyncio.get_running_loop()
         op = _Op(fn, loop)
         self._queue.put(op)
+        nudge()  # the store's thread runs it now, not when the loop next idles
         seconds = deadline or self.deadlines.call
         # A timer rather than wait_for: no task per call on the hot path.
         timer = loop.call_later(seconds, _expire, op, seconds)
