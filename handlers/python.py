@@ -45,6 +45,7 @@ from bridge.duration import Duration
 from bridge.errors import Fatal
 from bridge.events import Event, import_object, validation_errors
 from bridge.handling import Companion, HandlerConfig, HandlerEnv
+from bridge.threads import nudge
 from bridge.waits import WaitCollector
 
 
@@ -187,6 +188,7 @@ class PythonHandler:
             )
         loop = asyncio.get_running_loop()
         call = pool.submit(contextvars.copy_context().run, _boxed, self.func, arg, ctx)
+        nudge()  # the pool's thread starts the call now, not when the loop next idles
         self._calls[key] = call
 
         def forget(done: Future[Any]) -> None:
