@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import textwrap
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -177,3 +181,55 @@ async def test_sampling_follows_the_producer_then_the_ratio() -> None:
     assert len(followed) >= 5
     unsampled = "00-" + "5" * 32 + "-" + "6" * 16 + "-00"
     assert await run("sample-off", {"traceparent": unsampled}) == []
+
+
+class Counting(SpanExporter):
+    """Counts the spans it is given (and keeps no span: thousands are exported)."""
+
+    def __init__(self) -> None:
+        self.spans = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.spans += len(spans)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+
+async def noop(event: Event[Any], ctx: Context) -> None:
+    return None
+
+
+async def test_at_full_sampling_under_load_every_span_is_exported() -> None:
+    # The span processor's export thread must get the GIL while the loop runs flat out:
+    # without a nudge it took it 100 ms late and more, its queue (2,048) overflowed and
+    # two spans of three were dropped ("Queue full, dropping Span").
+    topic = f"spans-{time.time_ns()}"
+    handlers = "".join(
+        f"  - {{id: h{n}, on: job/run, type: python,"
+        f" function: 'tests.unit.test_tracing:noop'}}\n"
+        for n in range(4)
+    )
+    cfg = load_config_text(
+        "version: 1\nstore: memory://\nserver: {enabled: false}\n"
+        "telemetry: {traces: {sample_ratio: 1.0}}\nledger: false\n"
+        f"connectors:\n  in: {{type: memory, topic: {topic},"
+        " consume: {event: {type: job/run}, max_in_flight: 1000}}\n"
+        f"handlers:\n{handlers}",
+        {},
+    )
+    exporter = Counting()
+    runtime = Runtime(cfg, span_exporter=exporter)
+    events = 6000
+    for n in range(events):
+        BROKER.put(topic, orjson.dumps({"n": n}))
+    task = asyncio.create_task(runtime.run())
+    for _ in range(6000):
+        if BROKER.topic(topic).acked == events:
+            break
+        await asyncio.sleep(0.01)
+    runtime.request_stop()
+    await task  # the processor's shutdown exports what is still queued
+    assert BROKER.topic(topic).acked == events
+    assert exporter.spans == events * 5  # a delivery span and 4 attempt spans per event
