@@ -37,6 +37,7 @@ from bench import (
     report,
     soak,
     sqs,
+    threads,
     tracing,
     webhook,
 )
@@ -61,6 +62,10 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
         replicas.replicas,
     ),
     "tracing": ("Tracing: off / 10% / 100% sampling", tracing.sampling),
+    "threads": (
+        "Thread hand-off under load: a thread's lateness, with and without the nudge",
+        threads.hand_off,
+    ),
     "memory": ("Memory: RSS idle and under overload", memory.rss),
     "soak": ("Soak: RSS with the UI and run history on, 50-event batches to /v1/events", soak.soak),
     "width": ("Width: handlers per event 1, 4, 16, 64", core.width),

@@ -30,6 +30,7 @@ SCENARIOS = {
     "soak",
     "nats",
     "durable_latency",
+    "threads",
 }
 
 
@@ -72,7 +73,10 @@ def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
         assert set(scenarios[name]["cpu_us_per_msg"]) == variants, name
         assert scenarios[name]["ratios"], name
 
-    assert scenarios["tracing"]["spans_exported"]["sampled_100pct"] > 0
+    tracing = scenarios["tracing"]
+    assert tracing["spans_exported"]["sampled_100pct"] == tracing["spans_expected_100pct"] > 0
+    for variant in scenarios["threads"]["variants"].values():
+        assert variant["hand_offs"] > 0 and variant["p50_ms"] >= 0
     latency = scenarios["latency"]["variants"]
     assert all(v["runs"][0]["samples"] > 0 for v in latency.values())
     webhook = scenarios["webhook"]
@@ -93,4 +97,4 @@ def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
     assert len(memory["samples"]) >= 8
 
     goals = {g["scenario"] for g in report["goals"]}
-    assert goals >= SCENARIOS - {"width"}
+    assert goals >= SCENARIOS - {"width", "threads"}
