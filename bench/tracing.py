@@ -61,6 +61,8 @@ async def sampling(env: Env) -> dict[str, Any]:
         [("sampled_10pct", "off"), ("sampled_100pct", "off")],
         events_per_run=events,
         spans_exported=exported,
+        # At 100 %: a delivery span and one attempt span per handler (4), every event.
+        spans_expected_100pct=events * 5 * env.runs,
     )
     r = result["ratios"]
     result["goals"] = [
