@@ -207,8 +207,7 @@ async def test_at_full_sampling_under_load_every_span_is_exported() -> None:
     # two spans of three were dropped ("Queue full, dropping Span").
     topic = f"spans-{time.time_ns()}"
     handlers = "".join(
-        f"  - {{id: h{n}, on: job/run, type: python,"
-        f" function: 'tests.unit.test_tracing:noop'}}\n"
+        f"  - {{id: h{n}, on: job/run, type: python, function: 'tests.unit.test_tracing:noop'}}\n"
         for n in range(4)
     )
     cfg = load_config_text(
