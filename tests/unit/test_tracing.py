@@ -6,16 +6,14 @@ import asyncio
 import logging
 import textwrap
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import orjson
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from bench.tracing import DropExporter
 from bridge import Context, Event
 from bridge.app import load_config_text
 from bridge.app.runtime import Runtime
@@ -183,20 +181,6 @@ async def test_sampling_follows_the_producer_then_the_ratio() -> None:
     assert await run("sample-off", {"traceparent": unsampled}) == []
 
 
-class Counting(SpanExporter):
-    """Counts the spans it is given (and keeps no span: thousands are exported)."""
-
-    def __init__(self) -> None:
-        self.spans = 0
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.spans += len(spans)
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        return None
-
-
 async def noop(event: Event[Any], ctx: Context) -> None:
     return None
 
@@ -218,7 +202,7 @@ async def test_at_full_sampling_under_load_every_span_is_exported() -> None:
         f"handlers:\n{handlers}",
         {},
     )
-    exporter = Counting()
+    exporter = DropExporter()  # counts the spans, keeps none
     runtime = Runtime(cfg, span_exporter=exporter)
     events = 6000
     for n in range(events):
