@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any
 
-from bench.common import Env, percentile
+from bench.common import Env, spread_ms
 from bench.core import memory_bridge
 from bench.payload import body
 from bridge.threads import nudge
@@ -28,12 +28,12 @@ TICK = 0.005
 
 async def one(bodies: list[bytes], nudged: bool) -> dict[str, float]:
     """One bridge run with the ticker: the thread's lateness p50 / p99 / max in ms."""
-    handed: queue.SimpleQueue[float | None] = queue.SimpleQueue()
-    late: list[float] = []
+    handed: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+    late: list[int] = []
 
     def pick_up() -> None:
         while (sent := handed.get()) is not None:
-            late.append(time.perf_counter() - sent)
+            late.append(time.perf_counter_ns() - sent)
 
     thread = threading.Thread(target=pick_up, name="bench-hand-off", daemon=True)
     thread.start()
@@ -41,7 +41,7 @@ async def one(bodies: list[bytes], nudged: bool) -> dict[str, float]:
 
     async def ticker() -> None:
         while running:
-            handed.put(time.perf_counter())
+            handed.put(time.perf_counter_ns())
             if nudged:
                 nudge()
             await asyncio.sleep(TICK)
@@ -54,13 +54,8 @@ async def one(bodies: list[bytes], nudged: bool) -> dict[str, float]:
         await ticks
         handed.put(None)
         thread.join(10)
-    ms = [x * 1000 for x in late]
-    return {
-        "p50_ms": percentile(ms, 0.5),
-        "p99_ms": percentile(ms, 0.99),
-        "max_ms": max(ms),
-        "hand_offs": len(ms),
-    }
+    spread = spread_ms(late)
+    return {**spread, "hand_offs": spread["samples"]}
 
 
 async def hand_off(env: Env) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from opentelemetry.context.context import Context
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -41,7 +42,7 @@ from bridge.threads import nudge
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+    from opentelemetry.sdk.trace.export import SpanExporter
 
     from bridge.events import Event
 
@@ -179,7 +180,6 @@ class Tracing:
             return
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name}
         # Sampling is decided here, before any span exists, so a sampled-out delivery costs
@@ -191,9 +191,7 @@ class Tracing:
         self.provider = TracerProvider(
             sampler=_follow_parent(), resource=Resource.create(attributes)
         )
-        self.provider.add_span_processor(
-            _nudging(BatchSpanProcessor)(exporter or _exporter(kind, cfg))
-        )
+        self.provider.add_span_processor(_Nudging(exporter or _exporter(kind, cfg)))
         self.tracer = self.provider.get_tracer("fanout-bridge")
         self.spans = SpanStarter(self.provider, "fanout-bridge")
         self.enabled = True
@@ -377,24 +375,19 @@ NUDGE_EVERY = 128
 """Ended spans between two nudges of the span processor's export thread."""
 
 
-def _nudging(processor: type[BatchSpanProcessor]) -> type[BatchSpanProcessor]:
+class _Nudging(BatchSpanProcessor):
     """The SDK's batch span processor (``OTEL_BSP_*`` as ever), nudging its export thread
-    every ``NUDGE_EVERY`` ended spans (``bridge.threads``). Its thread is woken once a
-    batch is queued; under load, without the nudge, it took the GIL so late that its
-    queue (``OTEL_BSP_MAX_QUEUE_SIZE``, 2,048) overflowed and two spans of three were
-    dropped at 100 % sampling."""
+    every ``NUDGE_EVERY`` ended spans (``bridge.threads``): under load, without the
+    nudge, its queue (2,048) overflowed and two spans of three were dropped at 100 %."""
 
-    class Nudging(processor):  # type: ignore[valid-type,misc]
-        _ended = 0
+    _ended = 0
 
-        def on_end(self, span: ReadableSpan) -> None:
-            super().on_end(span)
-            self._ended += 1  # spans ended in other threads may race: a nudge early or late
-            if self._ended >= NUDGE_EVERY:
-                self._ended = 0
-                nudge()
-
-    return Nudging
+    def on_end(self, span: ReadableSpan) -> None:
+        super().on_end(span)
+        self._ended += 1  # spans ended in other threads may race: a nudge early or late
+        if self._ended >= NUDGE_EVERY:
+            self._ended = 0
+            nudge()
 
 
 def _exporter(kind: str, cfg: TracesConfig | None) -> SpanExporter:
