@@ -133,9 +133,10 @@ class Runner:
             return await self._attempts(event, bh, key, connector, resume, created)
 
     async def close(self) -> None:
-        """Disarm the timeout watchdog; cancel running batches."""
+        """Disarm the timeout watchdog; cancel running batches; write what is noted."""
         self.watchdog.close()
         await self.batches.close()
+        await self.endings.recorder.idle()
 
     async def _attempts(
         self,
@@ -200,8 +201,10 @@ class Runner:
                 else:
                     error = self._unstorable(result, emitted)
             if error is None:
-                if emitted or ledger or resume is not None:
+                if emitted or resume is not None:
                     return await endings.succeeded(run, result, emitted)
+                if ledger:  # written behind the run, with others; its delivery waits for it
+                    return endings.noted(run, result)
                 return endings.ended_well(run, result, emitted)  # nothing to write or send
             text = describe(error)
             now = clock.time()

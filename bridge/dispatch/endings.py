@@ -3,19 +3,22 @@ parked for a later retry (or while it sleeps or waits for an event).
 
 Each ending is written to the store (ledger entry, dead letter, parked retry)
 before it is counted in ``bridge_runs_total`` and recorded in the history; a
-resumed parked run forgets its parked entry only once its end is stored.
+resumed parked run forgets its parked entry only once its end is stored. A plain
+success (nothing emitted, not a resumed parked run) is written behind its run, in a
+batch with others (``bridge.dispatch.recorder``): counted once that batch is written.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Awaitable, Hashable, Sequence
 from typing import Any
 
 import orjson
 
 from bridge.dispatch.env import DispatchConfig, DispatchEnv
+from bridge.dispatch.recorder import Recorder
 from bridge.dispatch.runs import (
     BoundHandler,
     Resume,
@@ -54,10 +57,15 @@ class Endings:
         self.env = env
         self._puts: Coalescer[ParkedRun, None] = Coalescer(self._put)
         self._dones: Coalescer[str, None] = Coalescer(self._done)
+        self.recorder = Recorder(self._record, self._written)
 
     async def _put(self, _: Hashable, runs: Sequence[ParkedRun]) -> list[None]:
         await self.env.store.parked_put(runs)
         return [None] * len(runs)
+
+    def _record(self, entries: Sequence[LedgerEntry]) -> Awaitable[None]:
+        # Looked up at each write: the store's calls may be wrapped (timed) after this.
+        return self.env.store.ledger_record(entries)
 
     async def _done(self, _: Hashable, ids: Sequence[str]) -> list[None]:
         await self.env.store.parked_done(ids)
@@ -119,6 +127,20 @@ class Endings:
         if run.resume is not None:
             await self.forget(parked_run_id(event.id, bh.id))
         return self.ended_well(run, result, emitted)
+
+    def noted(self, run: RunState, result: Any) -> Run:
+        """A success with nothing emitted, its ledger entry noted for the next batched
+        write (the ledger is kept, the run is not a resumed parked one): the ``Run``
+        returned carries that write, which its delivery awaits before it settles; the
+        run is counted once it is written."""
+        bh = run.bh
+        ended = Run(bh.id, "succeeded", result, None, run.attempts)
+        entry = LedgerEntry(bh.id, run.key, run.event.id, "succeeded", result)
+        ended.written = self.recorder.note(entry, run, result, ended)
+        return ended
+
+    def _written(self, run: RunState, result: Any) -> None:
+        self.ended_well(run, result, ())
 
     def ended_well(self, run: RunState, result: Any, emitted: Sequence[Event[Any]]) -> Run:
         """Count a success whose emitted events are sent and whose ledger entry is written

@@ -11,6 +11,12 @@ fan-out to end, then skips the branch if it ended (succeeded, dead-lettered or
 parked), and otherwise reads the ledger and runs it. This costs no store call:
 a single-flight map of futures, taken before the ledger is read.
 
+A success is written behind its run, in a batch with others
+(``bridge.dispatch.recorder``): the fan-out returns once the writes of its runs are
+done, and a branch stays in the single-flight map until its run's write is done, so a
+duplicate either follows it (and skips it once written) or reads the ledger after
+the write and finds it there. Neither settles a message before its runs are recorded.
+
 On a store that replicas share (PostgreSQL), the ledger read also claims the
 branches it finds unfinished, in the same statement (``LedgerClaims``): a branch
 another replica holds is not run here; this fan-out polls the ledger until that
@@ -32,6 +38,7 @@ from typing import Any, cast
 from bridge.dispatch.attempts import Runner
 from bridge.dispatch.claims import ClaimKeeper
 from bridge.dispatch.env import DispatchConfig, DispatchEnv
+from bridge.dispatch.recorder import unwritten, write_error, written_error
 from bridge.dispatch.runs import BoundHandler, Resume, Run
 from bridge.events import Event
 from bridge.routing import Subscription
@@ -55,8 +62,8 @@ class FanOut:
         self.config = config
         self.env = env
         self.runner = runner
-        # (handler, key) -> resolved with the branch's status when the fan-out leading it ends
-        self._flight: dict[tuple[str, str], asyncio.Future[str | None]] = {}
+        # (handler, key) -> resolved with the branch's run when the fan-out leading it ends
+        self._flight: dict[tuple[str, str], asyncio.Future[Run | None]] = {}
         store = env.store
         self._claims = cast(LedgerClaims, store) if getattr(store, "shared", False) else None
         self._owner = uuid.uuid4().hex  # this process, as the owner of its claims
@@ -96,8 +103,8 @@ class FanOut:
         bound = [s.target for s in subs]
         keys = [(b.id, b.key(event)) for b in bound]
         flight = self._flight
-        mine: dict[tuple[str, str], asyncio.Future[str | None]] = {}
-        leaders: dict[tuple[str, str], asyncio.Future[str | None]] = {}
+        mine: dict[tuple[str, str], asyncio.Future[Run | None]] = {}
+        leaders: dict[tuple[str, str], asyncio.Future[Run | None]] = {}
         loop = asyncio.get_running_loop()
         for pair in keys:
             leader = flight.get(pair)
@@ -107,41 +114,51 @@ class FanOut:
                 mine[pair] = flight[pair] = loop.create_future()
         try:
             final = await self._final(event, bound, keys)
-            return await self._dispatch(
+            runs = await self._dispatch(
                 event, bound, keys, final, leaders, mine, connector, replay, resume
             )
+            # Settled only once the successes written behind the runs are written.
+            while (written := unwritten(runs)) is not None:
+                await written
+            error = write_error(runs)
+            if error is not None:
+                raise error
         finally:
-            for pair in list(mine):  # those whose branch never started (a store fault)
+            # Those whose branch never started (a store fault), and those whose success
+            # was written behind the run: their duplicates read the ledger, now written.
+            for pair in list(mine):
                 self._resolve(mine, pair, None)
+        return runs
 
     def _resolve(
         self,
-        mine: dict[tuple[str, str], asyncio.Future[str | None]],
+        mine: dict[tuple[str, str], asyncio.Future[Run | None]],
         pair: tuple[str, str],
-        status: str | None,
+        run: Run | None,
     ) -> None:
-        """End this fan-out's lead of ``pair``: its duplicates waiting get ``status``."""
+        """End this fan-out's lead of ``pair``: its duplicates waiting get its ``run``."""
         future = mine.pop(pair, None)
         if future is not None:
             if self._flight.get(pair) is future:
                 del self._flight[pair]
-            future.set_result(status)
+            future.set_result(run)
 
     async def _led(
         self,
-        mine: dict[tuple[str, str], asyncio.Future[str | None]],
+        mine: dict[tuple[str, str], asyncio.Future[Run | None]],
         pair: tuple[str, str],
         coro: Coroutine[Any, Any, Run],
     ) -> Run:
         """Run a branch this fan-out leads; its duplicates are let go as soon as it ends,
-        not when its slowest sibling does (a parked retry of it may be due before then)."""
-        status = None
+        not when its slowest sibling does (a parked retry of it may be due before then);
+        a success written behind the run holds them until the fan-out's writes are done."""
+        ended = None
         try:
-            run = await coro
-            status = run.status
-            return run
+            ended = await coro
+            return ended
         finally:
-            self._resolve(mine, pair, status)
+            if ended is None or ended.written is None or ended.written.done():
+                self._resolve(mine, pair, ended)
 
     async def _final(
         self, event: Event[Any], bound: Sequence[BoundHandler], keys: Sequence[tuple[str, str]]
@@ -176,7 +193,7 @@ class FanOut:
         event: Event[Any],
         b: BoundHandler,
         pair: tuple[str, str],
-        leader: asyncio.Future[str | None],
+        leader: asyncio.Future[Run | None],
         connector: str,
         replay: bool,
         resume: Resume | None,
@@ -185,7 +202,9 @@ class FanOut:
         read the ledger and run it (leading it in turn)."""
         flight = self._flight
         while True:
-            status = await asyncio.shield(leader)
+            led = await asyncio.shield(leader)
+            # A run written behind is let go once written: if that failed, it is not final.
+            status = led.status if led is not None and written_error(led) is None else None
             if status in _DONE or (status == "dead_lettered" and not replay):
                 return Run(b.id, "skipped")
             if status == "parked" and resume is None:
@@ -194,14 +213,16 @@ class FanOut:
             if current is None:
                 break
             leader = current
-        mine: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        mine: asyncio.Future[Run | None] = asyncio.get_running_loop().create_future()
         flight[pair] = mine
-        ended: str | None = None
+        ended: Run | None = None
         try:
-            status = (await self._final(event, [b], [pair])).get(pair)
-            run = await self._one(event, b, pair, status, connector, replay, resume)
-            ended = run.status
-            return run
+            found = (await self._final(event, [b], [pair])).get(pair)
+            ended = await self._one(event, b, pair, found, connector, replay, resume)
+            # Held until written, as the fan-out holds its own.
+            if (written := unwritten([ended])) is not None:
+                await written
+            return ended
         finally:
             del flight[pair]
             mine.set_result(ended)
@@ -252,8 +273,8 @@ class FanOut:
         bound: Sequence[BoundHandler],
         keys: Sequence[tuple[str, str]],
         final: Mapping[tuple[str, str], str],
-        leaders: Mapping[tuple[str, str], asyncio.Future[str | None]],
-        mine: dict[tuple[str, str], asyncio.Future[str | None]],
+        leaders: Mapping[tuple[str, str], asyncio.Future[Run | None]],
+        mine: dict[tuple[str, str], asyncio.Future[Run | None]],
         connector: str,
         replay: bool,
         resume: Resume | None,
@@ -279,12 +300,14 @@ class FanOut:
             ):
                 # The run became final but the process died before forgetting it as parked.
                 await store.parked_done([parked_run_id(event.id, b.id)])
-                runs.append(Run(b.id, "skipped"))
-                self._resolve(mine, pair, "skipped")
+                skipped = Run(b.id, "skipped")
+                runs.append(skipped)
+                self._resolve(mine, pair, skipped)
                 continue
             if status in _DONE or (status == "dead_lettered" and not replay):
-                runs.append(Run(b.id, "skipped"))
-                self._resolve(mine, pair, "skipped")
+                skipped = Run(b.id, "skipped")
+                runs.append(skipped)
+                self._resolve(mine, pair, skipped)
                 continue
             coro = run(event, b, pair[1], connector, resume)
             # A branch this fan-out leads lets its duplicates go when it ends; a duplicate

@@ -90,6 +90,24 @@ class BoundHandler:
         return None
 
 
+Failures = dict[int, BaseException]
+"""The runs of a batch whose entries were not written: ``id(run)`` -> the store's error."""
+
+
+class Written(asyncio.Future[Failures | None]):
+    """A batch's write: done once it is durable, with the runs it could not record (None:
+    none); ``StoreError`` for every run if it could not be made (the bridge stops).
+
+    Shared by the deliveries of the batch, so it cannot be cancelled: a delivery
+    cancelled while it awaits this is cancelled when the write is done (within the
+    store's call deadline), and the others still get their answer. Cheaper than
+    ``asyncio.shield`` per delivery: no second future, no second loop callback.
+    """
+
+    def cancel(self, msg: Any = None) -> bool:
+        return False
+
+
 @dataclass(slots=True)
 class Run:
     """How one handler's run for one event ended."""
@@ -99,6 +117,9 @@ class Run:
     result: Any = None
     error: str | None = None
     attempts: list[Attempt] = field(default_factory=list)
+    written: Written | None = field(default=None, repr=False, compare=False)
+    """The write of the run's ledger entry, when it was written behind the run
+    (``bridge.dispatch.recorder``): the run's message is settled only once it is done."""
 
 
 @dataclass(slots=True, eq=False)

@@ -1,0 +1,170 @@
+"""Ledger successes written behind their runs: one store call per batch, one wait per delivery.
+
+A run that succeeds notes its ledger entry (``Recorder.note``) and returns at once,
+without a store call of its own and without waiting. The entries noted while a write
+is under way go in the next one (group commit: one write in flight at a time, at most
+``limit`` entries each); an idle recorder writes what was noted in the same turn of the
+event loop (a delivery's sibling runs that end together share the write).
+
+The guarantee is unchanged: a run counts as succeeded (``bridge_runs_total``, its
+duration, the run history) only once its entry is written, as before, and its
+``Run`` carries the write (``Run.written``), which the fan-out awaits before it
+returns, so no message is settled before its runs are recorded.
+
+A write that fails is made again at once, one store call per entry (all sent
+together: the store batches them into one round trip again), so that one entry the
+store refuses fails only its own run: that run is not counted, and its delivery
+fails with the store's error (``StoreError``: left for redelivery, where the ledger
+finds the run unrecorded and runs it again; anything else: an engine fault). The
+other runs of the batch are recorded and counted as if the first write had passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from bridge.dispatch.runs import Failures, Run, RunState, Written
+from bridge.errors import StoreError
+from bridge.store.contracts import LedgerEntry
+
+log = logging.getLogger("bridge.dispatch")
+
+_LIMIT = 2000
+
+
+def unwritten(runs: Sequence[Run]) -> Written | None:
+    """A write of ``runs`` still under way, if any (the runs written behind)."""
+    for run in runs:
+        written = run.written
+        if written is not None and not written.done():
+            return written
+    return None
+
+
+def write_error(runs: Sequence[Run]) -> BaseException | None:
+    """Why one of ``runs``, written behind, was not written (their writes are done)."""
+    for run in runs:
+        if run.written is not None:
+            error = written_error(run)
+            if error is not None:
+                return error
+    return None
+
+
+def written_error(run: Run) -> BaseException | None:
+    """Why ``run``'s entry, written behind it, was not written (its write is done); None
+    if it was, or if the run was not written behind."""
+    written = run.written
+    if written is None:
+        return None
+    error = written.exception()
+    if error is not None:
+        return error
+    failures = written.result()
+    return failures.get(id(run)) if failures else None
+
+
+class _Batch:
+    __slots__ = ("ended", "entries", "written")
+
+    def __init__(self, written: Written) -> None:
+        self.written = written
+        self.entries: list[LedgerEntry] = []
+        self.ended: list[tuple[RunState, Any, Run]] = []
+
+
+class Recorder:
+    """Writes noted ledger entries in batches, then counts their runs.
+
+    Args:
+        record: writes a batch of entries in one store call (``Ledger.ledger_record``).
+        ended: counts and records a run whose entry is written (``Endings.ended_well``
+            without emitted events).
+        limit: most entries in one write.
+    """
+
+    def __init__(
+        self,
+        record: Callable[[Sequence[LedgerEntry]], Awaitable[None]],
+        ended: Callable[[RunState, Any], object],
+        limit: int = _LIMIT,
+    ) -> None:
+        self._record = record
+        self._ended = ended
+        self._limit = limit
+        self._queued: list[_Batch] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def note(self, entry: LedgerEntry, state: RunState, result: Any, run: Run) -> Written:
+        """Queue ``entry`` (the success of ``run``, whose attempt returned ``result``) for
+        the next write; the write, to await before the run's message is settled."""
+        queued = self._queued
+        if queued and len(queued[-1].entries) < self._limit:
+            batch = queued[-1]
+        else:
+            loop = asyncio.get_running_loop()
+            batch = _Batch(Written(loop=loop))
+            queued.append(batch)
+            if self._task is None:
+                self._task = loop.create_task(self._drain(), name="ledger writes")
+        batch.entries.append(entry)
+        batch.ended.append((state, result, run))
+        return batch.written
+
+    async def idle(self) -> None:
+        """Return once every noted entry was written (or its write failed)."""
+        while self._task is not None:
+            await asyncio.wait((self._task,))
+
+    async def _drain(self) -> None:
+        queued = self._queued
+        batch: _Batch | None = None
+        try:
+            while queued:
+                batch = queued.pop(0)
+                failures = await self._write(batch.entries)
+                ended = self._ended
+                failed: Failures = {}
+                for (state, result, run), error in zip(batch.ended, failures, strict=True):
+                    if error is not None:
+                        failed[id(run)] = error
+                        continue
+                    try:
+                        ended(state, result)
+                    except Exception:  # counting must not keep the message from settling
+                        log.exception("could not count a run", extra={"handler": run.handler})
+                batch.written.set_result(failed or None)
+                batch = None
+        except BaseException:  # cancelled (the loop ends): no delivery may wait for ever
+            for left in (*([batch] if batch is not None else []), *queued):
+                _fail(left.written, StoreError("store: closed"))
+            queued.clear()
+            raise
+        finally:
+            self._task = None
+
+    async def _write(self, entries: list[LedgerEntry]) -> list[BaseException | None]:
+        """Write ``entries``; each one's error (None: written). A failed write of several
+        is made again with one call per entry, so one bad entry fails only its own run."""
+        try:
+            await self._record(entries)
+        except Exception as exc:
+            if len(entries) == 1:
+                return [exc]
+        else:
+            return [None] * len(entries)
+        alone = await asyncio.gather(*(self._record([e]) for e in entries), return_exceptions=True)
+        return [
+            e if isinstance(e, Exception) else StoreError(f"store: {e!r}") if e else None
+            for e in alone
+        ]
+
+
+def _fail(written: Written, error: StoreError) -> None:
+    """Fail a write; a delivery that stopped waiting for it does not log it as unread."""
+    if not written.done():
+        written.set_exception(error)
+        written.exception()  # marks it retrieved: the deliveries that wait are told
