@@ -191,7 +191,8 @@ class Runner:
                 # signal to the bridge (a signal reaches the bridge through its handlers).
                 error = exc
             emitted = ctx.emitted
-            if error is None and (emitted or ledger):
+            # Nothing to check for a run that returned None and emitted nothing.
+            if error is None and (emitted or (ledger and result is not None)):
                 max_fanout = self.config.max_fanout
                 if len(emitted) > max_fanout:
                     error = Fatal(

@@ -9,7 +9,8 @@ With the ledger on, the same (handler, key) never runs twice at once in this
 process: a duplicate that arrives while the first is in flight waits for that
 fan-out to end, then skips the branch if it ended (succeeded, dead-lettered or
 parked), and otherwise reads the ledger and runs it. This costs no store call:
-a single-flight map of futures, taken before the ledger is read.
+a single-flight map, taken before the ledger is read (a duplicate waits on a future
+made when it comes: a branch that has none costs no future).
 
 A success is written behind its run, in a batch with others
 (``bridge.dispatch.recorder``): the fan-out returns once the writes of its runs are
@@ -45,6 +46,7 @@ from bridge.routing import Subscription
 from bridge.store.contracts import LedgerClaims, parked_run_id
 
 log = logging.getLogger("bridge.dispatch")
+Pair = tuple[str, str]
 _FINAL = ("succeeded", "dead_lettered", "cancelled")
 _DONE = ("succeeded", "cancelled")  # never run again, even by a replay
 
@@ -62,8 +64,8 @@ class FanOut:
         self.config = config
         self.env = env
         self.runner = runner
-        # (handler, key) -> resolved with the branch's run when the fan-out leading it ends
-        self._flight: dict[tuple[str, str], asyncio.Future[Run | None]] = {}
+        # (handler, key) -> the lead of the fan-out running it, until its run ends
+        self._flight: dict[Pair, _Lead] = {}
         store = env.store
         self._claims = cast(LedgerClaims, store) if getattr(store, "shared", False) else None
         self._owner = uuid.uuid4().hex  # this process, as the owner of its claims
@@ -103,19 +105,18 @@ class FanOut:
         bound = [s.target for s in subs]
         keys = [(b.id, b.key(event)) for b in bound]
         flight = self._flight
-        mine: dict[tuple[str, str], asyncio.Future[Run | None]] = {}
-        leaders: dict[tuple[str, str], asyncio.Future[Run | None]] = {}
-        loop = asyncio.get_running_loop()
+        lead = _Lead()
+        leaders: dict[Pair, asyncio.Future[Run | None]] = {}
         for pair in keys:
-            leader = flight.get(pair)
-            if leader is not None:
-                leaders[pair] = leader
-            elif pair not in mine:
-                mine[pair] = flight[pair] = loop.create_future()
+            other = flight.get(pair)
+            if other is None:
+                flight[pair] = lead
+            elif other is not lead:
+                leaders[pair] = other.follow(pair)
         try:
             final = await self._final(event, bound, keys)
             runs = await self._dispatch(
-                event, bound, keys, final, leaders, mine, connector, replay, resume
+                event, bound, keys, final, leaders, lead, connector, replay, resume
             )
             # Settled only once the successes written behind the runs are written.
             while (written := unwritten(runs)) is not None:
@@ -126,29 +127,24 @@ class FanOut:
         finally:
             # Those whose branch never started (a store fault), and those whose success
             # was written behind the run: their duplicates read the ledger, now written.
-            for pair in list(mine):
-                self._resolve(mine, pair, None)
+            for pair in keys:
+                if flight.get(pair) is lead:
+                    self._resolve(lead, pair, None)
         return runs
 
-    def _resolve(
-        self,
-        mine: dict[tuple[str, str], asyncio.Future[Run | None]],
-        pair: tuple[str, str],
-        run: Run | None,
-    ) -> None:
-        """End this fan-out's lead of ``pair``: its duplicates waiting get its ``run``."""
-        future = mine.pop(pair, None)
-        if future is not None:
-            if self._flight.get(pair) is future:
-                del self._flight[pair]
-            future.set_result(run)
+    def _resolve(self, lead: _Lead, pair: Pair, run: Run | None) -> None:
+        """End ``lead``'s hold of ``pair`` (if it still holds it): its duplicates waiting get
+        its ``run``."""
+        flight = self._flight
+        if flight.get(pair) is lead:
+            del flight[pair]
+            waiting = lead.waiting
+            if waiting is not None:
+                future = waiting.pop(pair, None)
+                if future is not None:
+                    future.set_result(run)
 
-    async def _led(
-        self,
-        mine: dict[tuple[str, str], asyncio.Future[Run | None]],
-        pair: tuple[str, str],
-        coro: Coroutine[Any, Any, Run],
-    ) -> Run:
+    async def _led(self, lead: _Lead, pair: Pair, coro: Coroutine[Any, Any, Run]) -> Run:
         """Run a branch this fan-out leads; its duplicates are let go as soon as it ends,
         not when its slowest sibling does (a parked retry of it may be due before then);
         a success written behind the run holds them until the fan-out's writes are done."""
@@ -158,7 +154,7 @@ class FanOut:
             return ended
         finally:
             if ended is None or ended.written is None or ended.written.done():
-                self._resolve(mine, pair, ended)
+                self._resolve(lead, pair, ended)
 
     async def _final(
         self, event: Event[Any], bound: Sequence[BoundHandler], keys: Sequence[tuple[str, str]]
@@ -212,9 +208,8 @@ class FanOut:
             current = flight.get(pair)
             if current is None:
                 break
-            leader = current
-        mine: asyncio.Future[Run | None] = asyncio.get_running_loop().create_future()
-        flight[pair] = mine
+            leader = current.follow(pair)
+        mine = flight[pair] = _Lead()
         ended: Run | None = None
         try:
             found = (await self._final(event, [b], [pair])).get(pair)
@@ -224,8 +219,7 @@ class FanOut:
                 await written
             return ended
         finally:
-            del flight[pair]
-            mine.set_result(ended)
+            self._resolve(mine, pair, ended)
 
     async def _one(
         self,
@@ -273,13 +267,14 @@ class FanOut:
         bound: Sequence[BoundHandler],
         keys: Sequence[tuple[str, str]],
         final: Mapping[tuple[str, str], str],
-        leaders: Mapping[tuple[str, str], asyncio.Future[Run | None]],
-        mine: dict[tuple[str, str], asyncio.Future[Run | None]],
+        leaders: Mapping[Pair, asyncio.Future[Run | None]],
+        lead: _Lead,
         connector: str,
         replay: bool,
         resume: Resume | None,
     ) -> list[Run]:
         store = self.env.store
+        flight = self._flight
         coros = []
         runs: list[Run] = []
         run = self.runner.run
@@ -291,7 +286,7 @@ class FanOut:
             status = final.get(pair)
             if status in ("claimed", "running"):
                 one = self._one(event, b, pair, status, connector, replay, resume)
-                coros.append(self._led(mine, pair, one))
+                coros.append(self._led(lead, pair, one))
                 continue
             if (
                 resume is not None
@@ -302,17 +297,18 @@ class FanOut:
                 await store.parked_done([parked_run_id(event.id, b.id)])
                 skipped = Run(b.id, "skipped")
                 runs.append(skipped)
-                self._resolve(mine, pair, skipped)
+                self._resolve(lead, pair, skipped)
                 continue
             if status in _DONE or (status == "dead_lettered" and not replay):
                 skipped = Run(b.id, "skipped")
                 runs.append(skipped)
-                self._resolve(mine, pair, skipped)
+                self._resolve(lead, pair, skipped)
                 continue
             coro = run(event, b, pair[1], connector, resume)
             # A branch this fan-out leads lets its duplicates go when it ends; a duplicate
             # of a branch of this same event leads none, and needs no wrapper coroutine.
-            coros.append(self._led(mine, pair, coro) if pair in mine else coro)
+            held = flight.get(pair) is lead
+            coros.append(self._led(lead, pair, coro) if held else coro)
         if not coros:
             return runs
         runs.extend(await self._gather(coros))
@@ -366,6 +362,26 @@ class FanOut:
             return True
         last = max((a.started_at for a in resume.attempts), default=0.0)
         return entry.finished_at >= last
+
+
+class _Lead:
+    """A fan-out's hold of its branches in the single-flight map. A duplicate that comes
+    while a branch runs waits on a future made for it then (most branches get none)."""
+
+    __slots__ = ("waiting",)
+
+    def __init__(self) -> None:
+        self.waiting: dict[Pair, asyncio.Future[Run | None]] | None = None
+
+    def follow(self, pair: Pair) -> asyncio.Future[Run | None]:
+        """The future a duplicate of ``pair`` waits on: its run, once this lead lets it go."""
+        waiting = self.waiting
+        if waiting is None:
+            waiting = self.waiting = {}
+        future = waiting.get(pair)
+        if future is None:
+            future = waiting[pair] = asyncio.get_running_loop().create_future()
+        return future
 
 
 async def _cancel_all(tasks: Sequence[asyncio.Task[Any]]) -> None:
