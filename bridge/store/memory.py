@@ -30,6 +30,7 @@ class MemoryStore(MemoryFlowState):
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
         self.shared = False
+        self.legacy_keys = True  # entries may be put in by hand (tests): always looked up
         self._inbox_leases: dict[int, float] = {}
         self._inbox_owners: dict[int, str] = {}
         self.ledger: dict[tuple[str, str], LedgerEntry] = {}

@@ -156,6 +156,57 @@ async def test_runs_recorded_under_the_key_of_before_the_upgrade_do_not_run_agai
     assert RUNS == {"b:producer-a:1": 1}
 
 
+def _store_of_before(path: Path) -> None:
+    """A SQLite store as the version before event identities left it (schema 5), with a
+    run recorded under the key of then: the event id alone."""
+    from bridge.store.sqlite.migrations import MIGRATIONS
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    for number, script in enumerate(MIGRATIONS[:5], start=1):
+        assert isinstance(script, str)
+        conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+    conn.execute(
+        "INSERT INTO ledger (handler, key, event_id, status, finished_at)"
+        " VALUES ('a', '1', '1', 'succeeded', 0)"
+    )
+    conn.close()
+
+
+async def test_a_sqlite_store_upgraded_keeps_its_runs_of_before(tmp_path: Path) -> None:
+    """Upgraded from the schema of before, the store knows it may hold keys of before:
+    the run recorded under the event id alone is not run again."""
+    _store_of_before(tmp_path / "old.db")
+    store = SqliteStore(f"sqlite:///{tmp_path / 'old.db'}")
+    await store.open()
+    try:
+        assert store.legacy_keys is True
+        text = HEAD.replace("memory://", f"'sqlite:///{tmp_path / 'old.db'}'")
+        text += "".join(f"  {line}\n" for line in HANDLERS.strip().splitlines())
+        runtime = Runtime(load_config_text(text, {}), store=store, clock=FakeClock())
+        runtime.build()
+        assert await process(runtime, delivery("1", "producer-a")[0]) is Settlement.ACK
+        assert RUNS == {"b:producer-a:1": 1}
+    finally:
+        await store.close()
+
+
+async def test_a_sqlite_store_created_now_has_no_keys_of_before(tmp_path: Path) -> None:
+    """Created by this version: lookups skip the keys of before (half the keys read)."""
+    store = SqliteStore(f"sqlite:///{tmp_path / 'new.db'}")
+    await store.open()
+    try:
+        assert store.legacy_keys is False
+        await store.ledger_record([LedgerEntry("a", "p\x1f1", "1", "succeeded")])
+    finally:
+        await store.close()
+    store = SqliteStore(f"sqlite:///{tmp_path / 'new.db'}")
+    await store.open()  # opened again: still none (only the keys of now were written)
+    try:
+        assert store.legacy_keys is False
+    finally:
+        await store.close()
+
+
 async def test_a_template_of_the_users_own_is_kept_as_is() -> None:
     runtime, store, _ = make(
         f"""

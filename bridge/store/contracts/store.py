@@ -38,6 +38,10 @@ class Store(
     url: str
     shared: bool
     """True when several bridge processes may share this store (PostgreSQL)."""
+    legacy_keys: bool
+    """True when the ledger may hold runs recorded under the default key of before (the
+    event id alone): a lookup then reads those keys too. Known once ``open`` returned; a
+    store created by this version or later has none."""
 
     async def open(self) -> None:
         """Connect and apply migrations."""

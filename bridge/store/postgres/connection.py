@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from bridge.errors import StoreError
 from bridge.store.batching import count_round_trip
 from bridge.store.deadlines import take_deadlines
-from bridge.store.postgres.migrations import migrate
+from bridge.store.postgres.migrations import LEGACY_KEYS, migrate
 
 _SERVER_SHARE = 0.8  # of the call deadline, for statement_timeout and lock_timeout
 
@@ -58,6 +58,7 @@ class PostgresConnection:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         self.shared = True
+        self.legacy_keys = True  # until open() read the schema's own
         self.dsn, self.schema = split_url(url)
         self.deadlines = take_deadlines(dict(parse_qsl(urlsplit(url).query)))
         self.pool_size = pool_size
@@ -89,6 +90,7 @@ class PostgresConnection:
             try:
                 async with conn.transaction():
                     await migrate(conn, schema)
+                    self.legacy_keys = await conn.fetchval(LEGACY_KEYS) is not None
             finally:
                 await conn.close()
             # Startup parameters, not SETs: they hold for the connection's life.

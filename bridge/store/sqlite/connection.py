@@ -35,7 +35,7 @@ from urllib.parse import parse_qsl
 from bridge.errors import StoreError
 from bridge.store.batching import count_round_trip
 from bridge.store.deadlines import Deadlines, take_deadlines
-from bridge.store.sqlite.migrations import migrate
+from bridge.store.sqlite.migrations import LEGACY_KEYS, migrate
 from bridge.threads import nudge
 
 R = TypeVar("R")
@@ -132,6 +132,7 @@ class SqliteConnection:
     def __init__(self, url: str) -> None:
         self.url = url
         self.shared = False
+        self.legacy_keys = True  # until open() read the store's own
         self.path = sqlite_path(url)
         self.deadlines = sqlite_deadlines(url)
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
@@ -223,6 +224,7 @@ class SqliteConnection:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(f"PRAGMA busy_timeout={max(1, round(self.deadlines.call * 1000))}")
             migrate(conn)
+            self.legacy_keys = conn.execute(LEGACY_KEYS).fetchone() is not None
         except BaseException as exc:  # reported to open(), which raises StoreError
             ready.put(exc)
             return

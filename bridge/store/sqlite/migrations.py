@@ -193,7 +193,19 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
         PRIMARY KEY (handler, key, owner)
     );
     """,
+    # 10: facts about the store; `legacy_keys` when the ledger may hold runs recorded
+    # under the default key of before (the event id alone, without its source): a key
+    # without the separator. A store created at this version or later never has one, and
+    # its lookups skip the keys of before (bridge.dispatch.fanout).
+    """
+    CREATE TABLE bridge_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    INSERT INTO bridge_meta (name, value) SELECT 'legacy_keys', '1'
+        WHERE EXISTS (SELECT 1 FROM ledger WHERE instr(key, char(31)) = 0);
+    """,
 ]
+
+LEGACY_KEYS = "SELECT 1 FROM bridge_meta WHERE name = 'legacy_keys'"
+"""A row if the ledger may hold runs recorded under the default key of before."""
 
 
 def migrate(conn: sqlite3.Connection) -> None:
