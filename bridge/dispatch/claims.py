@@ -47,17 +47,25 @@ class ClaimKeeper:
     @asynccontextmanager
     async def kept(self, pair: Pair, lease: float) -> AsyncIterator[None]:
         """Renew the claim on ``pair`` (``lease`` seconds at a time) while the block runs."""
-        self._held.setdefault(pair, []).append(lease)
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._renew())
+        self.hold(pair, lease)
         try:
             yield
         finally:
-            leases = self._held.get(pair)
-            if leases is not None:
-                leases.remove(lease)
-                if not leases:
-                    del self._held[pair]
+            self.drop(pair, lease)
+
+    def hold(self, pair: Pair, lease: float) -> None:
+        """Renew the claim on ``pair``, ``lease`` seconds at a time, until ``drop``."""
+        self._held.setdefault(pair, []).append(lease)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._renew())
+
+    def drop(self, pair: Pair, lease: float) -> None:
+        """Stop renewing the claim that ``hold(pair, lease)`` kept."""
+        leases = self._held.get(pair)
+        if leases is not None:
+            leases.remove(lease)
+            if not leases:
+                del self._held[pair]
 
     async def _renew(self) -> None:
         while self._held:

@@ -173,7 +173,7 @@ class FanOut:
             found = await self.env.store.ledger_final([*keys, *legacy.values()])
         else:
             now = self.env.wall()
-            lease = max(_longest_run(b) for b in bound)
+            lease = max(b.longest_run for b in bound)
             found = await claims.ledger_claim(
                 keys, list(legacy.values()), event.id, self._owner, now, now + lease
             )
@@ -247,10 +247,15 @@ class FanOut:
         claims = self._claims
         assert claims is not None  # only a shared store answers "claimed"
         run: Run | None = None
+        keeper = self.keeper
+        lease = b.longest_run
         try:
             # The claim is renewed while the run waits at admission and runs.
-            async with self.keeper.kept(pair, _longest_run(b)):
+            keeper.hold(pair, lease)
+            try:
                 run = await self.runner.run(event, b, pair[1], connector, resume)
+            finally:
+                keeper.drop(pair, lease)
             return run
         finally:
             if run is None or run.status not in _FINAL:
@@ -391,11 +396,3 @@ async def _cancel_all(tasks: Sequence[asyncio.Task[Any]]) -> None:
         task.cancel()
     if tasks:
         await asyncio.wait(tasks)
-
-
-def _longest_run(b: BoundHandler) -> float:
-    """How long a claim on ``b``'s run lasts: its attempts, their timeouts and the
-    backoffs between them, plus a minute (and a batch's wait for its timeout)."""
-    retry = b.retry
-    waits = b.batch.timeout if b.batch is not None else 0.0
-    return retry.attempts * b.timeout + (retry.attempts - 1) * retry.max_delay + 60.0 + waits

@@ -69,6 +69,15 @@ class BoundHandler:
         self.dead_lettered_labels = (*self.labels, ("outcome", "dead_lettered"))
         self.reads_deadline = bool(getattr(self.handler, "reads_deadline", False))
 
+    @property
+    def longest_run(self) -> float:
+        """How long a ledger claim on a run of this handler lasts: its attempts, their
+        timeouts and the backoffs between them, plus a minute (and a batch's wait for
+        its timeout)."""
+        retry = self.retry
+        waits = self.batch.timeout if self.batch is not None else 0.0
+        return retry.attempts * self.timeout + (retry.attempts - 1) * retry.max_delay + 60.0 + waits
+
     def key(self, event: Event[Any]) -> str:
         """The ledger key of this handler's run for ``event``."""
         source = self.idempotency_key.source

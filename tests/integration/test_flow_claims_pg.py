@@ -17,8 +17,8 @@ import pytest
 from bridge import Context, Event
 from bridge.app import load_config_text
 from bridge.app.runtime import Runtime
-from bridge.dispatch import fanout
 from bridge.dispatch.claims import ClaimKeeper
+from bridge.dispatch.runs import BoundHandler
 from bridge.normalize import Normalizer
 from bridge.store.postgres import PostgresStore
 from bridge.transport import Delivery, EventMapping, Settlement
@@ -103,7 +103,7 @@ async def test_a_run_waiting_at_admission_past_its_claim_is_not_run_twice(
 ) -> None:
     # Claims of 1 s (not the handler's longest run plus a minute), so that the run's wait
     # for its concurrency key outlasts its claim several times over.
-    monkeypatch.setattr(fanout, "_longest_run", lambda b: 1.0)
+    monkeypatch.setattr(BoundHandler, "longest_run", property(lambda b: 1.0))
     RUNS.clear()
     (one, a), (two, b) = replica(url), replica(url)
     await a.open()
