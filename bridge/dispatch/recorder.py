@@ -3,8 +3,9 @@
 A run that succeeds notes its ledger entry (``Recorder.note``) and returns at once,
 without a store call of its own and without waiting. The entries noted while a write
 is under way go in the next one (group commit: one write in flight at a time, at most
-``limit`` entries each); an idle recorder writes what was noted in the same turn of the
-event loop (a delivery's sibling runs that end together share the write).
+``limit`` entries each); an idle recorder writes what was noted in that turn of the
+event loop and the next (a delivery's first run ends inline, its siblings, started
+then, one turn later: they share the write).
 
 The guarantee is unchanged: a run counts as succeeded (``bridge_runs_total``, its
 duration, the run history) only once its entry is written, as before, and its
@@ -123,6 +124,10 @@ class Recorder:
         queued = self._queued
         batch: _Batch | None = None
         try:
+            # One turn of the loop more before the first write: the sibling runs started
+            # in the turn that noted the first entry end in the next one, and join it.
+            # A delivery then waits for one write, not for two.
+            await asyncio.sleep(0)
             while queued:
                 batch = queued.pop(0)
                 failures = await self._write(batch.entries)
