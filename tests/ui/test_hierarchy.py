@@ -217,9 +217,15 @@ async def test_tree_joins_timeline_live_updates_and_a_narrow_screen(
         await expect(page.locator("#conn")).to_have_attribute("data-live", "on")
         assert await bridge.stop() == 0
         await expect(page.locator("#conn")).to_have_attribute("data-live", "off")
+        # A page asked for while the bridge is down cannot load; it loads by itself once the
+        # bridge is back (before: it stayed on its error, and live updates never showed).
+        await page.click("nav a[data-page=dead-letters]")
+        await page.click("nav a[data-page=events]")
+        await expect(page.locator("main")).to_contain_text("Could not load this page")
         bridge.start()
         await bridge.wait_ready()
         await expect(page.locator("#conn")).to_have_attribute("data-live", "on", timeout=20_000)
+        await expect(page.locator('tr[data-event-id="order-2026-1001"]')).to_be_visible()
         again = {**ORDER, "id": "order-2026-1002"}
         again["data"] = {"order": 1002, "skus": ["good"], "expect": ["good"]}
         async with aiohttp.ClientSession() as session:

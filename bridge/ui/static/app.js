@@ -163,7 +163,7 @@ function statusLine(run) {
 // ------------------------------------------------------------------ live updates (SSE)
 
 // One EventSource for the whole page; each page says what to do with a history notice.
-const live = { source: null, handler: null, timer: null, pending: null };
+const live = { source: null, handler: null, timer: null, pending: null, failed: false };
 
 function onHistory(handler) { live.handler = handler; }
 
@@ -175,8 +175,10 @@ function connectLive() {
   source.addEventListener("ready", () => {
     conn.classList.remove("down"); conn.title = "live: updates stream from the bridge"; conn.dataset.live = "on";
     // Back after a break (the bridge restarted, `bridge dev` reloaded): what changed meanwhile
-    // was never announced, so the page reloads what it shows once.
-    if (before && live.handler) live.handler({ all: true, events: [], parents: [] }).catch(showError);
+    // was never announced, so the page reloads what it shows once; a page that could not
+    // load at all (it asked while the bridge was down) is rendered again.
+    if (before && live.failed) render();
+    else if (before && live.handler) live.handler({ all: true, events: [], parents: [] }).catch(showError);
     before = true;
   });
   source.addEventListener("closed", (ev) => {
@@ -229,12 +231,18 @@ const PAGES = {};  // name -> async (main, arg, params), filled by the page scri
 async function render() {
   generation += 1;
   live.handler = null;
+  live.failed = false;
   const { page, arg, params } = route();
   for (const a of document.querySelectorAll("nav a")) {
     a.classList.toggle("active", a.dataset.page === page || (page === "event" && a.dataset.page === "events"));
   }
   const main = document.getElementById("main");
   const show = PAGES[page === "event" && !arg ? "events" : page] || PAGES.events;
+  const mine = generation;
   try { await show(main, arg, params); }
-  catch (e) { main.replaceChildren(h("p", { class: "note" }, "Could not load this page: " + (e.message || e))); }
+  catch (e) {
+    if (mine !== generation) return;  // another page is on its way
+    live.failed = true;  // rendered again when the live stream is back
+    main.replaceChildren(h("p", { class: "note" }, "Could not load this page: " + (e.message || e)));
+  }
 }
