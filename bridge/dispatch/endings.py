@@ -57,7 +57,7 @@ class Endings:
         self.env = env
         self._puts: Coalescer[ParkedRun, None] = Coalescer(self._put)
         self._dones: Coalescer[str, None] = Coalescer(self._done)
-        self.recorder = Recorder(self._record, self._written)
+        self.recorder = Recorder(self._record, self.ended_well)
 
     async def _put(self, _: Hashable, runs: Sequence[ParkedRun]) -> list[None]:
         await self.env.store.parked_put(runs)
@@ -138,9 +138,6 @@ class Endings:
         entry = LedgerEntry(bh.id, run.key, run.event.id, "succeeded", result)
         ended.written = self.recorder.note(entry, run, result, ended)
         return ended
-
-    def _written(self, run: RunState, result: Any) -> None:
-        self.ended_well(run, result, ())
 
     def ended_well(self, run: RunState, result: Any, emitted: Sequence[Event[Any]]) -> Run:
         """Count a success whose emitted events are sent and whose ledger entry is written

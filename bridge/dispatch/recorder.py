@@ -48,10 +48,9 @@ def unwritten(runs: Sequence[Run]) -> Written | None:
 def write_error(runs: Sequence[Run]) -> BaseException | None:
     """Why one of ``runs``, written behind, was not written (their writes are done)."""
     for run in runs:
-        if run.written is not None:
-            error = written_error(run)
-            if error is not None:
-                return error
+        error = written_error(run)
+        if error is not None:
+            return error
     return None
 
 
@@ -82,15 +81,15 @@ class Recorder:
 
     Args:
         record: writes a batch of entries in one store call (``Ledger.ledger_record``).
-        ended: counts and records a run whose entry is written (``Endings.ended_well``
-            without emitted events).
+        ended: counts and records a run whose entry is written (``Endings.ended_well``,
+            called with no emitted events).
         limit: most entries in one write.
     """
 
     def __init__(
         self,
         record: Callable[[Sequence[LedgerEntry]], Awaitable[None]],
-        ended: Callable[[RunState, Any], object],
+        ended: Callable[[RunState, Any, Sequence[Any]], object],
         limit: int = _LIMIT,
     ) -> None:
         self._record = record
@@ -138,7 +137,7 @@ class Recorder:
                         failed[id(run)] = error
                         continue
                     try:
-                        ended(state, result)
+                        ended(state, result, ())
                     except Exception:  # counting must not keep the message from settling
                         log.exception("could not count a run", extra={"handler": run.handler})
                 batch.written.set_result(failed or None)
@@ -162,8 +161,9 @@ class Recorder:
         else:
             return [None] * len(entries)
         alone = await asyncio.gather(*(self._record([e]) for e in entries), return_exceptions=True)
+        # What is not an Exception (a cancellation of one call) fails its run as the store.
         return [
-            e if isinstance(e, Exception) else StoreError(f"store: {e!r}") if e else None
+            None if e is None else e if isinstance(e, Exception) else StoreError(f"store: {e!r}")
             for e in alone
         ]
 
