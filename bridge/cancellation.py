@@ -31,9 +31,9 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+import bridge.jsonio as jsonio
 from bridge.duration import Duration
 from bridge.events import Event
 from bridge.routing import compile_filter
@@ -118,7 +118,7 @@ class Canceller:
                 continue
             if value is None:
                 continue
-            keys[f"{rule.event}\x1f{orjson.dumps(value, default=str).decode()}"] = rule
+            keys[f"{rule.event}\x1f{jsonio.dumps(value, default=str).decode()}"] = rule
         return keys
 
     async def cancelled(self, event: Event[Any], created: float) -> str | None:

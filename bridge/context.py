@@ -11,9 +11,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from bridge import waits
+from bridge import jsonio, waits
 from bridge.duration import parse_duration
 from bridge.errors import Fatal
 from bridge.events import Event, jsonable, now_iso
@@ -115,7 +113,7 @@ class Context:
         if inspect.isawaitable(value):
             value = await value
         # The first run returns what a replay will: the JSON form of the result.
-        kept = orjson.loads(orjson.dumps(jsonable(value), default=str))
+        kept = jsonio.loads(jsonio.dumps(jsonable(value), default=str))
         await store.step_put(self.event.id, self.handler_id, step_id, kept)
         return kept
 

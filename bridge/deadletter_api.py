@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
-import orjson
 from aiohttp import web
 
+import bridge.jsonio as jsonio
 from bridge.deadletters import ReplayError, discard, force_flag, handler_keys, replay
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ def problem(status: int, message: str, **extra: Any) -> web.Response:
 
 def dumps(value: Any) -> str:
     """JSON text for an answer; values JSON has no type for become their ``str``."""
-    return orjson.dumps(value, default=str).decode()
+    return jsonio.dumps(value, default=str).decode()
 
 
 class DeadLetterApi:

@@ -20,8 +20,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import orjson
-
+import bridge.jsonio as jsonio
 from bridge.errors import BridgeError, InvalidEvent
 from bridge.events import event_from_dict
 from bridge.store.contracts import DeadLetter, InboxEntry, Store
@@ -143,7 +142,7 @@ async def replay(
                 )
     entry = InboxEntry(
         id=replay_entry_id(letter.id),
-        body=orjson.dumps(letter.event),
+        body=jsonio.dumps(letter.event),
         source="replay",
         handler=target,
     )

@@ -27,9 +27,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
-import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+import bridge.jsonio as jsonio
 from bridge.attributes import (  # SPECVERSION, CONTEXT_ATTRIBUTES: re-exported, as before
     CONTEXT_ATTRIBUTES as CONTEXT_ATTRIBUTES,
 )
@@ -103,7 +103,7 @@ class Event(Generic[T]):
             return b""
         if isinstance(data, str) and not is_json_type(self.datacontenttype):
             return data.encode("utf-8")
-        return orjson.dumps(jsonable(data))
+        return jsonio.dumps(jsonable(data))
 
     def to_dict(self) -> dict[str, Any]:
         """The structured-mode CloudEvent as a JSON-ready dict."""
@@ -134,7 +134,7 @@ class Event(Generic[T]):
 
     def to_json(self) -> bytes:
         """The structured-mode CloudEvent serialized as JSON bytes."""
-        return orjson.dumps(self.to_dict())
+        return jsonio.dumps(self.to_dict())
 
     def binary_headers(self, prefix: str = "ce-", *, percent: bool | None = None) -> dict[str, str]:
         """CloudEvents binary-mode headers (``ce-id``, ``ce-type`` ...) for this event.

@@ -34,6 +34,7 @@ from urllib.parse import unquote
 import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 
+import bridge.jsonio as jsonio
 from bridge.attributes import is_json_type, is_text_type, structured_data
 from bridge.errors import InvalidEvent
 from bridge.events import EMPTY, Event, EventCatalog, event_from_dict
@@ -54,7 +55,7 @@ def decode_json(body: bytes) -> Any:
             ``too_deep`` when nested deeper than ``MAX_JSON_DEPTH``.
     """
     try:
-        value = orjson.loads(body)
+        value = jsonio.loads(body)
     except orjson.JSONDecodeError as exc:
         try:
             body.decode("utf-8")
@@ -82,7 +83,7 @@ def _too_deep(value: Any) -> bool:
     for _ in range(_HEADROOM):
         value = [value]
     try:
-        orjson.dumps(value)
+        jsonio.dumps(value)
     except orjson.JSONEncodeError:
         return True
     return False

@@ -19,8 +19,7 @@ from dataclasses import asdict
 from functools import partial
 from typing import Any
 
-import orjson
-
+import bridge.jsonio as jsonio
 from bridge.leases import LeasedClaims
 from bridge.metrics import Metrics
 from bridge.store.contracts import ParkedRun, ParkedRuns
@@ -128,7 +127,7 @@ class ParkedSource:
         if run.admission is not None:
             meta["resume_admission"] = run.admission
         return Delivery(
-            orjson.dumps(run.event), _CE_JSON, meta, partial(self._settle, run, ticket), self.name
+            jsonio.dumps(run.event), _CE_JSON, meta, partial(self._settle, run, ticket), self.name
         )
 
     async def _settle(self, run: ParkedRun, ticket: int, outcome: Settlement) -> None:

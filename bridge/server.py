@@ -29,11 +29,10 @@ import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from bridge import ui
+from bridge import jsonio, ui
 from bridge.admission import (
     ADMIN_PREFIXES,
     bearer_ok,
@@ -379,7 +378,7 @@ class Server:
                     {"index": index, "type": event_type, "error": "schema", "details": exc.detail}
                 )
                 continue
-            body = orjson.dumps(event)
+            body = jsonio.dumps(event)
             refusal = self._unstorable(body)
             if refusal is not None:
                 errors.append({"index": index, "type": event_type, **refusal})

@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
+import bridge.jsonio as jsonio
 
 # The run whose code is executing, so every log line it causes (from ctx.log, the
 # handler's own loggers or libraries it calls) carries the run's fields.
@@ -43,7 +43,7 @@ class JsonFormatter(logging.Formatter):
         out.update(_fields(record))
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(out, default=str).decode()
+        return jsonio.dumps(out, default=str).decode()
 
 
 class ConsoleFormatter(logging.Formatter):

@@ -41,6 +41,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from yarl import URL
 
+import bridge.jsonio as jsonio
 from bridge.duration import Duration
 from bridge.errors import BridgeError, Fatal, RetryAfter
 from bridge.events import Event
@@ -225,7 +226,7 @@ class HttpHandler:
         if len(raw) > limit or not raw:
             return None
         try:
-            return orjson.loads(raw)
+            return jsonio.loads(raw)
         except orjson.JSONDecodeError:
             return None
 

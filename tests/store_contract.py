@@ -513,3 +513,17 @@ class StoreContract:
             await store.join_buffer_add("agg", i, {"id": i}, now + 30)
         await store.join_buffer_remove("agg", ["b1"])
         assert await store.join_buffered("agg", now) == [{"id": "b2"}]
+
+    async def test_integers_beyond_64_bits_come_back_exact(self, store: Store) -> None:
+        # JSON bounds no integer and producers send wide ones (Jackson's BigInteger,
+        # Python's json); orjson alone would read them back as rounded floats.
+        wide = {"big": 2**64, "low": -(2**63) - 1, "rows": [10**30, 1]}
+        await store.ledger_record([LedgerEntry("h", "k", "e", "succeeded", wide)])
+        got = await store.ledger_get([("h", "k")])
+        assert got[("h", "k")].result == wide
+        assert type(got[("h", "k")].result["low"]) is int
+        letter = DeadLetter(reason="boom", connector="c", handler="h", event={"data": wide})
+        await store.dead_letter_add(letter)
+        stored = await store.dead_letter_get(letter.id)
+        assert stored is not None and stored.event == {"data": wide}
+        assert type(stored.event["data"]["big"]) is int

@@ -46,7 +46,6 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-import orjson
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -57,6 +56,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+import bridge.jsonio as jsonio
 from bridge.config.loading import pydantic_issues
 from bridge.config.yamlfile import format_path, line_of, parse
 from bridge.duration import Duration
@@ -86,7 +86,7 @@ class Message(BaseModel):
         elif isinstance(self.body, str):
             raw = self.body.encode()
         else:
-            raw = orjson.dumps(self.body)
+            raw = jsonio.dumps(self.body)
         return Delivery(raw, dict(self.headers), dict(self.meta), connector=connector)
 
 

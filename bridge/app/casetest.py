@@ -12,8 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
+import bridge.jsonio as jsonio
 from bridge.app.cases import UNSET, Case, ExpectEmitted, ExpectEvent, ExpectRun, Message, Stub
 from bridge.clock import ManualClock
 from bridge.config import BridgeConfig
@@ -179,7 +178,7 @@ class CaseRunner:
             diffs.extend(run_diffs(handler_id, spec, runs.get(handler_id)))
         if expect.emitted is not None:
             pending = await runtime.store.inbox_pending(0, 10_000)
-            emitted = [orjson.loads(e.body) for e in pending]
+            emitted = [jsonio.loads(e.body) for e in pending]
             diffs.extend(_emitted_diffs(expect.emitted, emitted))
 
 
@@ -401,7 +400,7 @@ def _emitted_diffs(want: Sequence[ExpectEmitted], emitted: list[dict[str, Any]])
             (e for e in candidates if not list(subset_diffs(item.data, e.get("data"), ""))), None
         )
         if match is None:
-            yield f"emitted: no {item.type} event has data matching {orjson.dumps(item.data).decode()}"
+            yield f"emitted: no {item.type} event has data matching {jsonio.dumps(item.data).decode()}"
         else:
             remaining.remove(match)
 
@@ -424,7 +423,7 @@ def subset_diffs(want: Any, got: Any, path: str) -> Iterator[str]:
 
 
 def _show(value: Any) -> str:
-    return orjson.dumps(value, default=str).decode()
+    return jsonio.dumps(value, default=str).decode()
 
 
 def report(outcomes: Sequence[Outcome]) -> str:

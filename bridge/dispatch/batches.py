@@ -36,8 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-import orjson
-
+import bridge.jsonio as jsonio
 from bridge.context import Context
 from bridge.dispatch.endings import Endings
 from bridge.dispatch.env import DispatchEnv
@@ -117,7 +116,7 @@ class Batches:
             value = program.execute({"event": event.to_dict()})
         except Exception:  # an event without the field batches with the others like it
             return ""
-        return orjson.dumps(value, default=str).decode()
+        return jsonio.dumps(value, default=str).decode()
 
     async def run(self, event: Event[Any], bh: BoundHandler, key: str, connector: str) -> Run:
         """Add ``event`` to its batch; return its run once the batch is final.

@@ -13,9 +13,9 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import orjson
 from opentelemetry.trace import Status, StatusCode
 
+import bridge.jsonio as jsonio
 from bridge.deadletters import replay_ran_nothing, replayed_letter_id
 from bridge.dispatch.attempts import Runner
 from bridge.dispatch.completion import Completions
@@ -323,7 +323,7 @@ class Dispatcher:
 
 
 def _short(detail: Any) -> str:
-    text = detail if isinstance(detail, str) else orjson.dumps(detail, default=str).decode()
+    text = detail if isinstance(detail, str) else jsonio.dumps(detail, default=str).decode()
     return text if len(text) <= 500 else text[:500] + "..."
 
 

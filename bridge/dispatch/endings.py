@@ -15,8 +15,7 @@ import time
 from collections.abc import Awaitable, Hashable, Sequence
 from typing import Any
 
-import orjson
-
+import bridge.jsonio as jsonio
 from bridge.dispatch.env import DispatchConfig, DispatchEnv
 from bridge.dispatch.recorder import Recorder
 from bridge.dispatch.runs import (
@@ -339,7 +338,7 @@ class Endings:
         if letter.correlation_id:
             headers["x-correlation-id"] = letter.correlation_id
         try:
-            await publisher.publish(target.destination, orjson.dumps(letter.event), headers, None)
+            await publisher.publish(target.destination, jsonio.dumps(letter.event), headers, None)
         except Exception as exc:  # the letter is in the store; the copy is best effort
             log.error(
                 "could not publish dead letter copy",

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import orjson
 
+import bridge.jsonio as jsonio
 from bridge.cancellation import Canceller
 from bridge.events import Event, jsonable
 from bridge.flow import HandlerFlow
@@ -165,6 +166,6 @@ def trace_id(traceparent: str | None) -> str | None:
 def jsonable_result(value: Any) -> Any:
     """A handler's result as plain JSON values (for the history and completion events)."""
     try:
-        return orjson.loads(orjson.dumps(jsonable(value), default=str))
+        return jsonio.loads(jsonio.dumps(jsonable(value), default=str))
     except (TypeError, orjson.JSONEncodeError):
         return repr(value)

@@ -1,11 +1,11 @@
 """What a run may hand to the store, checked inside the attempt, and failures made storable.
 
 A handler's result is written to the ledger as the store writes it
-(``orjson`` with ``default=str``: a value orjson does not know natively, such as
-a ``Decimal``, a ``set`` or an object, is kept as its ``str``). What even that
-cannot write (a dict key that is not a string, an int outside the 64-bit range,
-a string with lone surrogates, nesting past orjson's depth limit, an object
-whose ``str`` raises) would fail in the store every time the run is tried:
+(``orjson`` with ``default=str``, through ``bridge.jsonio``: a value orjson does
+not know natively, such as a ``Decimal``, a ``set`` or an object, is kept as its
+``str``; an int beyond 64 bits as its digits). What even that cannot write (a dict
+key that is not a string, a string with lone surrogates, nesting past orjson's
+depth limit, an object whose ``str`` raises) would fail in the store every time the run is tried:
 ``Unstorable`` dead-letters it at once instead, naming the path and type.
 
 An emitted child is queued as its CloudEvent JSON (``Event.to_json``: orjson
@@ -25,8 +25,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import orjson
-
+import bridge.jsonio as jsonio
 from bridge.errors import Fatal
 from bridge.events import Event
 
@@ -50,11 +49,11 @@ class Unstorable(Fatal):
 
 
 def _ledger_dumps(value: Any) -> bytes:
-    return orjson.dumps(value, default=str)
+    return jsonio.dumps(value, default=str)
 
 
 def _event_dumps(value: Any) -> bytes:
-    return orjson.dumps(value)
+    return jsonio.dumps(value)
 
 
 def check_result(result: Any) -> None:

@@ -17,6 +17,8 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
+import bridge.jsonio as jsonio
+
 Tombstones = Literal["drop", "event"]
 TOMBSTONE_TYPE = "db/tombstone"
 
@@ -82,7 +84,7 @@ class Format(Protocol):
 
 def digest(*parts: Any) -> str:
     """A short SHA-256 of JSON ``parts`` (keys sorted): equal content, equal digest."""
-    raw = orjson.dumps(list(parts), option=orjson.OPT_SORT_KEYS)
+    raw = jsonio.dumps(list(parts), option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(raw).hexdigest()[:40]
 
 
@@ -120,5 +122,5 @@ def tombstone(key: Any = None, topic: str | None = None) -> Candidate:
     webhook, which has no key) and the Kafka topic, if any."""
     if isinstance(key, str):
         with contextlib.suppress(orjson.JSONDecodeError):
-            key = unwrap(orjson.loads(key))
+            key = unwrap(jsonio.loads(key))
     return Candidate({"key": key, "topic": topic}, None, type=TOMBSTONE_TYPE)

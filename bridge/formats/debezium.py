@@ -49,6 +49,7 @@ from typing import Any
 
 import orjson
 
+import bridge.jsonio as jsonio
 from bridge.errors import InvalidEvent
 from bridge.formats.candidates import (
     Candidate,
@@ -226,7 +227,7 @@ def _documents(change: Mapping[str, Any]) -> dict[str, Any]:
         value = change.get(name)
         if isinstance(value, str):
             with contextlib.suppress(orjson.JSONDecodeError):
-                parsed[name] = orjson.loads(value)
+                parsed[name] = jsonio.loads(value)
     return parsed
 
 

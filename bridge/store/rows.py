@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
+import bridge.jsonio as jsonio
 from bridge.store.contracts import (
     Attempt,
     DeadLetter,
@@ -32,18 +31,18 @@ def encode(value: Any) -> bytes | None:
     """JSON bytes of ``value`` (None stays None); what is not JSON is stored as its ``str``."""
     if value is None:
         return None
-    return orjson.dumps(value, default=str)
+    return jsonio.dumps(value, default=str)
 
 
 def encode_text(value: Any) -> str | None:
     """``encode`` as text, for drivers that take JSON as a string."""
-    return None if value is None else orjson.dumps(value, default=str).decode()
+    return None if value is None else jsonio.dumps(value, default=str).decode()
 
 
 def decode(raw: Any) -> Any:
     """The value of a JSON column: bytes or text are parsed, anything else (None, or a
     value the driver decoded already) is returned as is."""
-    return orjson.loads(raw) if isinstance(raw, str | bytes) else raw
+    return jsonio.loads(raw) if isinstance(raw, str | bytes) else raw
 
 
 def inbox_entry(row: Any) -> InboxEntry:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+import bridge.jsonio as jsonio
 from bridge.deadletters import ReplayError, discard, force_flag, handler_keys, replay
 from bridge.errors import InvalidEvent
 from bridge.events import SPECVERSION, new_id, now_iso
@@ -41,7 +42,7 @@ BULK_LIMIT = 1000
 
 def _json(body: Any, status: int = 200) -> web.Response:
     return web.Response(
-        body=orjson.dumps(body, default=str), status=status, content_type="application/json"
+        body=jsonio.dumps(body, default=str), status=status, content_type="application/json"
     )
 
 
@@ -54,7 +55,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
     if not raw:
         return {}
     try:
-        body = orjson.loads(raw)
+        body = jsonio.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadQuery(f"the body is not JSON: {exc}") from None
     if not isinstance(body, dict):
@@ -337,7 +338,7 @@ class UiApi:
         if body.get("correlationid"):
             event["correlationid"] = body["correlationid"]
         entry = InboxEntry(
-            id=event["id"], body=orjson.dumps(event), source="ui", event_source="bridge://ui"
+            id=event["id"], body=jsonio.dumps(event), source="ui", event_source="bridge://ui"
         )
         (fresh,) = await self.runtime.inbox.put([entry])
         return _json({"id": event["id"], "duplicate": not fresh}, 202)

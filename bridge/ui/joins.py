@@ -13,8 +13,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import orjson
-
+import bridge.jsonio as jsonio
 from bridge.routing import compile_filter
 from bridge.store.contracts import Join, RunRecord, Store
 
@@ -56,8 +55,8 @@ def join_view(join: Join, cfg: Any, now: float | None = None) -> dict[str, Any]:
     items = _expected_items(cfg, join.start) if cfg is not None else None
     missing: list[Any] | int
     if items is not None:
-        got = {orjson.dumps(m.get("key")) for m in members if isinstance(m, dict)}
-        missing = [item for item in items if orjson.dumps(item) not in got]
+        got = {jsonio.dumps(m.get("key")) for m in members if isinstance(m, dict)}
+        missing = [item for item in items if jsonio.dumps(item) not in got]
     else:
         missing = max(needed - len(members), 0)
     start = join.start

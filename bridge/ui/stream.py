@@ -15,8 +15,9 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
-import orjson
 from aiohttp import web
+
+import bridge.jsonio as jsonio
 
 if TYPE_CHECKING:
     from bridge.running import RunningBridge
@@ -26,7 +27,7 @@ RETRY_MS = 2000
 
 
 def _frame(kind: str, data: object) -> bytes:
-    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+    return b"event: " + kind.encode() + b"\ndata: " + jsonio.dumps(data) + b"\n\n"
 
 
 async def stream(runtime: RunningBridge, request: web.Request) -> web.StreamResponse:

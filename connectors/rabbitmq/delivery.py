@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
+import bridge.jsonio as jsonio
 from connectors.rabbitmq.binding import ce_attribute
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def header_text(value: Any) -> str:
         return value.isoformat()
     if isinstance(value, int | float | Decimal):
         return str(value)
-    return orjson.dumps(value, default=str).decode()
+    return jsonio.dumps(value, default=str).decode()
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -136,7 +137,7 @@ def content_hash(message: DeliveredMessage) -> str:
         if not k.lower().startswith(_VOLATILE_HEADERS)
     }
     stamp = props.timestamp.isoformat() if props.timestamp else None
-    identity = orjson.dumps(
+    identity = jsonio.dumps(
         [
             message.exchange,
             message.routing_key,

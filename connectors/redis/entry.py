@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
+import bridge.jsonio as jsonio
 
 
 def text(value: bytes | str) -> str:
@@ -36,7 +36,7 @@ def entry_parts(
         plain = {bytes(k).decode(): bytes(v).decode() for k, v in fields.items()}
     except UnicodeDecodeError as exc:
         return b"", {}, f"field is not UTF-8 at byte {exc.start}"
-    return orjson.dumps(plain), {}, None
+    return jsonio.dumps(plain), {}, None
 
 
 def entry_fields(body: bytes, headers: dict[str, str], body_field: str) -> dict[str, Any]:

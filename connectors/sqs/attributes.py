@@ -35,6 +35,7 @@ from urllib.parse import unquote
 
 import orjson
 
+import bridge.jsonio as jsonio
 from bridge.attributes import is_json_type, is_text_type
 from bridge.errors import ConnectorError
 
@@ -105,7 +106,7 @@ def _structured(attrs: dict[str, str], body: bytes, prefix: str) -> tuple[dict[s
         text = sqs_text(body)
         try:
             if text is not None and is_json_type(content_type):
-                envelope["data"] = orjson.loads(body)
+                envelope["data"] = jsonio.loads(body)
             elif text is not None and is_text_type(content_type):
                 envelope["data"] = text
             else:
@@ -119,7 +120,7 @@ def _structured(attrs: dict[str, str], body: bytes, prefix: str) -> tuple[dict[s
             f"{MAX_ATTRIBUTES} message attributes",
             retriable=False,
         )
-    return rest, orjson.dumps(envelope)
+    return rest, jsonio.dumps(envelope)
 
 
 def attribute_name(name: str) -> str:

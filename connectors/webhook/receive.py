@@ -12,11 +12,13 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from aiohttp import StreamReader, web
 from aiohttp.web_urldispatcher import _default_expect_handler
 
-from bridge import normalize  # a module reference: bridge.normalize imports bridge.transport
+from bridge import (
+    jsonio,
+    normalize,  # a module reference: bridge.normalize imports bridge.transport
+)
 from bridge.errors import InvalidEvent
 from bridge.events import Event, event_from_dict, new_id, now_iso
 from bridge.formats import Candidate, Parsed
@@ -53,7 +55,7 @@ async def read_capped(stream: StreamReader, limit: int) -> bytes:
 
 
 def _answer(status: int, body: Mapping[str, Any]) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+    return web.Response(body=jsonio.dumps(body), status=status, content_type="application/json")
 
 
 def _problem(status: int, message: str, **extra: Any) -> web.Response:

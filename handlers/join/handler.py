@@ -23,9 +23,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Literal
 
-import orjson
 from pydantic import ConfigDict, Field, model_validator
 
+import bridge.jsonio as jsonio
 from bridge.context import Context
 from bridge.duration import Duration
 from bridge.errors import Fatal
@@ -265,8 +265,8 @@ class JoinHandler:
             except Exception:
                 wanted = None
             if isinstance(wanted, list | tuple):
-                got = {orjson.dumps(m.get("key")) for m in members}
-                return [_plain(w) for w in wanted if orjson.dumps(_plain(w)) not in got]
+                got = {jsonio.dumps(m.get("key")) for m in members}
+                return [_plain(w) for w in wanted if jsonio.dumps(_plain(w)) not in got]
         return max(expected - len(members), 0)
 
 

@@ -41,7 +41,8 @@ async def test_a_bad_entry_fails_only_its_own_call(tmp_path: Path) -> None:
     await store.open()
     try:
         good = store.ledger_record([LedgerEntry("h", "good", "e1", result={"ok": 1})])
-        bad = store.ledger_record([LedgerEntry("h", "bad", "e2", result={"x": 2**70})])
+        # A lone surrogate: no UTF-8 for it, so no JSON the store can write.
+        bad = store.ledger_record([LedgerEntry("h", "bad", "e2", result={"x": "\ud800"})])
         outcomes = await asyncio.gather(good, bad, return_exceptions=True)
         found = await store.ledger_final([("h", "good"), ("h", "bad")])
     finally:
@@ -154,7 +155,7 @@ async def test_a_bad_entry_among_several_statements_fails_only_its_own_call(
     try:
         calls = [
             store.ledger_record([LedgerEntry("h", "good1", "e1")]),
-            store.ledger_record([LedgerEntry("h", "bad", "e2", result={"x": 2**70})]),
+            store.ledger_record([LedgerEntry("h", "bad", "e2", result={"x": "\ud800"})]),
             store.ledger_record([LedgerEntry("h", "good2", "e3")]),
         ]
         outcomes = await asyncio.gather(*calls, return_exceptions=True)

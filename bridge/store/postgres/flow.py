@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
+import bridge.jsonio as jsonio
 from bridge.store import rows
 from bridge.store.contracts.flow import DebounceState
 from bridge.store.flow_rules import FIRED, budget_admit, debounce_step, gcra_times, window_admit
@@ -135,7 +134,7 @@ class PostgresFlow(PostgresConnection):
             await conn.execute(
                 "UPDATE flow_budgets SET slices = $2::jsonb WHERE name = $1",
                 name,
-                orjson.dumps(slices).decode(),
+                jsonio.dumps(slices).decode(),
             )
             return admitted
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-import orjson
-
+import bridge.jsonio as jsonio
 from bridge.store.contracts.flow import DebounceState
 from bridge.store.flow_rules import (
     FIRED,
@@ -63,11 +62,11 @@ class SqliteFlow(SqliteConnection):
             row = c.execute(
                 "SELECT times FROM flow_window WHERE handler = ? AND key = ?", (handler, key)
             ).fetchone()
-            log: list[float] = orjson.loads(row[0]) if row else []
+            log: list[float] = jsonio.loads(row[0]) if row else []
             admitted = window_admit(log, now, per, limit, count)
             c.execute(
                 "INSERT OR REPLACE INTO flow_window (handler, key, times) VALUES (?, ?, ?)",
-                (handler, key, orjson.dumps(log).decode()),
+                (handler, key, jsonio.dumps(log).decode()),
             )
             return admitted
 
@@ -85,11 +84,11 @@ class SqliteFlow(SqliteConnection):
     ) -> int:
         def admit(c: sqlite3.Connection) -> int:
             row = c.execute("SELECT slices FROM flow_budgets WHERE name = ?", (name,)).fetchone()
-            slices: list[list[float]] = orjson.loads(row[0]) if row else []
+            slices: list[list[float]] = jsonio.loads(row[0]) if row else []
             admitted = budget_admit(slices, now, window, ratio, reserve, firsts, retries)
             c.execute(
                 "INSERT OR REPLACE INTO flow_budgets (name, slices) VALUES (?, ?)",
-                (name, orjson.dumps(slices).decode()),
+                (name, jsonio.dumps(slices).decode()),
             )
             return admitted
 
