@@ -13,6 +13,13 @@ as they are (they are strings and ints the bridge builds), the events and links
 lists made on first use, and hands the span itself to the processors on ``end``
 (it is read-only once ended). The sampling decision is the caller's (see
 ``Tracing.start_delivery``): a span started here is recorded and sampled.
+
+While the provider's only processor is one with ``enqueue`` (the bridge's batch
+processor, ``bridge.tracing``), a span goes to it straight: the provider's
+composite processor would loop over it for ``on_start`` and ``_on_ending`` (no-ops
+for a batch processor) and ``on_end``, which checks again that the span is sampled.
+A processor added later (``add_span_processor``, by handler code through the global
+provider) makes every span take the composite's path again.
 """
 
 from __future__ import annotations
@@ -56,6 +63,16 @@ class _LazyList:
 _EMPTY = _LazyList()
 
 
+class _Direct:
+    """The processor spans go to straight, and the provider's processors it is alone in."""
+
+    __slots__ = ("alone", "enqueue")
+
+    def __init__(self, alone: tuple[Any, ...]) -> None:
+        self.alone = alone
+        self.enqueue = alone[0].enqueue
+
+
 class BridgeSpan(SdkSpan):
     """An SDK span, built cheaply by ``SpanStarter`` (see the module's doc)."""
 
@@ -86,7 +103,11 @@ class BridgeSpan(SdkSpan):
         if ended:
             SdkSpan.end(self, end_time)  # the SDK's warning
             return
-        processor = self._span_processor
+        processor: Any = self._span_processor
+        direct: Any = self._direct  # type: ignore[attr-defined]
+        if direct is not None and processor._span_processors is direct.alone:
+            direct.enqueue(self)
+            return
         processor._on_ending(self)
         processor.on_end(self)  # ended: read-only from here, so no copy
 
@@ -103,6 +124,10 @@ class SpanStarter:
         self.limits: SpanLimits = tracer._span_limits
         self.ids = tracer.id_generator
         self.random_ids = bool(self.ids.is_trace_id_random())
+        # The provider's processors as they are now, if one that takes spans straight
+        # is alone among them (a processor added later changes the tuple: see the doc).
+        alone = self.processor._span_processors
+        self.direct = _Direct(alone) if len(alone) == 1 and hasattr(alone[0], "enqueue") else None
         # The fields every span of this provider starts with, put in with one update.
         self.fixed: dict[str, Any] = {
             "_resource": self.resource,
@@ -119,6 +144,7 @@ class SpanStarter:
             "_links": _EMPTY,
             "_record_end_metrics": None,
             "_end_time": None,
+            "_direct": self.direct,
         }
         self.max_attributes = self.limits.max_span_attributes
         self.max_value_len = self.limits.max_span_attribute_length
@@ -183,6 +209,9 @@ class SpanStarter:
         bounded._immutable = False
         span._attributes = bounded
         span._start_time = time_ns()
-        self.processor.on_start(span, parent_context=context)
+        processor = self.processor
+        direct = self.direct
+        if direct is None or processor._span_processors is not direct.alone:
+            processor.on_start(span, parent_context=context)
         started: BridgeSpan = span
         return started

@@ -389,6 +389,22 @@ class _Nudging(BatchSpanProcessor):
             self._ended = 0
             nudge()
 
+    def enqueue(self, span: ReadableSpan) -> None:
+        """``on_end`` of a sampled span (``bridge.spans``): ``BatchProcessor.emit``'s
+        steps inline while the queue has room; else (full, shut down, forked) its own."""
+        batch: Any = self._batch_processor
+        queue = batch._queue
+        if len(queue) >= batch._max_queue_size or batch._shutdown or batch._pid != os.getpid():
+            batch.emit(span)  # drops it, and counts and logs why (or reinitialises)
+        else:
+            queue.appendleft(span)
+            if len(queue) >= batch._max_export_batch_size and not batch._worker_awaken.is_set():
+                batch._worker_awaken.set()
+        self._ended += 1
+        if self._ended >= NUDGE_EVERY:
+            self._ended = 0
+            nudge()
+
 
 def _exporter(kind: str, cfg: TracesConfig | None) -> SpanExporter:
     if kind == "console":

@@ -10,6 +10,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from bridge.spans import SpanStarter
+from bridge.tracing import Tracing
 
 
 def test_a_bridge_span_records_and_exports_like_an_sdk_span() -> None:
@@ -47,3 +48,33 @@ def test_a_bridge_span_records_and_exports_like_an_sdk_span() -> None:
     assert done.end_time is not None and done.start_time is not None
     assert done.start_time <= done.end_time
     assert not trace.get_current_span().is_recording()
+
+
+def test_spans_reach_the_bridge_batch_processor_and_any_added_later() -> None:
+    """Alone, the bridge's batch processor takes spans straight (no composite loop);
+    a processor added later, as handler code may through the global provider, gets
+    every span ended from then on, and the batch processor still gets them all."""
+    exported = InMemorySpanExporter()
+    tracing = Tracing(None, exporter=exported)
+    assert tracing.provider is not None
+    try:
+        starter = tracing.spans
+        assert starter.direct is not None  # the straight path is the one in use
+        before = [starter.start(f"before {n}", None, {"n": n}) for n in range(3)]
+        for span in before[:2]:
+            span.end()
+        later = InMemorySpanExporter()
+        tracing.provider.add_span_processor(SimpleSpanProcessor(later))
+        before[2].end()  # started before the processor was added, ended after
+        after = starter.start("after", None, {})
+        after.end()
+        tracing.flush()
+        assert sorted(s.name for s in exported.get_finished_spans()) == [
+            "after",
+            "before 0",
+            "before 1",
+            "before 2",
+        ]
+        assert sorted(s.name for s in later.get_finished_spans()) == ["after", "before 2"]
+    finally:
+        tracing.shutdown()
