@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 from bridge.errors import StoreError
 from bridge.store.contracts import LedgerEntry
@@ -222,3 +223,96 @@ def test_lookups_of_many_handlers_are_few_statements() -> None:
         for k in range(5)
     }
     assert len(statements) == 3  # 1 + 2
+
+
+async def test_operations_batched_together_commit_once_and_a_failing_one_fails_alone(
+    tmp_path: Path,
+) -> None:
+    """Operations queued together run in one transaction without a savepoint each; when
+    one fails, the batch runs again with one savepoint per operation: the others are
+    written exactly once, the failing one writes nothing."""
+    store = SqliteStore(f"sqlite:///{tmp_path}/l.db")
+    await store.open()
+    statements: list[str] = []
+
+    def insert(key: str, fail: bool = False) -> Any:
+        def op(conn: sqlite3.Connection) -> str:
+            if not statements:
+                conn.set_trace_callback(statements.append)
+            conn.execute(
+                "INSERT INTO ledger (handler, key, event_id, status, finished_at)"
+                " VALUES ('h', ?, 'e', 'succeeded', 0)",
+                (key,),
+            )
+            if fail:
+                raise ValueError("half-way")
+            return key
+
+        return op
+
+    # Hold the store's thread, so the next calls queue up and run as one batch.
+    held = threading.Event()
+    blocker = asyncio.ensure_future(store._call(lambda conn: held.wait(5)))
+    await asyncio.sleep(0.05)
+    together = [store._call(insert(f"ok{n}")) for n in range(5)]
+    calls = asyncio.gather(*together, return_exceptions=True)
+    await asyncio.sleep(0.05)
+    held.set()
+    await blocker
+    clean = await calls
+    assert clean == [f"ok{n}" for n in range(5)]
+    one_go = [s for s in statements if s.startswith(("SAVEPOINT", "RELEASE", "COMMIT"))]
+    statements.clear()
+    held.clear()
+    blocker = asyncio.ensure_future(store._call(lambda conn: held.wait(5)))
+    await asyncio.sleep(0.05)
+    mixed = [store._call(insert(f"a{n}", fail=n == 2)) for n in range(4)]
+    calls = asyncio.gather(*mixed, return_exceptions=True)
+    await asyncio.sleep(0.05)
+    held.set()
+    await blocker
+    outcomes = await calls
+    try:
+        found = await store.ledger_final([("h", f"a{n}") for n in range(4)])
+        count = await store._call(lambda c: c.execute("SELECT count(*) FROM ledger").fetchone())
+    finally:
+        await store.close()
+    assert one_go == ["COMMIT"]  # five operations, one transaction, no savepoints
+    assert outcomes[:2] == ["a0", "a1"] and outcomes[3] == "a3"
+    assert isinstance(outcomes[2], StoreError) and "half-way" in str(outcomes[2])
+    assert found == {("h", "a0"): "succeeded", ("h", "a1"): "succeeded", ("h", "a3"): "succeeded"}
+    assert count[0] == 8  # 5 + 3: nothing twice, nothing of the failed one
+
+
+def test_inbox_entries_go_in_in_order_in_few_statements_and_the_first_of_an_identity_wins() -> None:
+    from bridge.store.contracts import InboxEntry
+    from bridge.store.sqlite.inbox import inbox_insert
+    from bridge.store.sqlite.migrations import migrate
+
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(conn)
+    inbox_insert(conn, [InboxEntry(id="old", body=b"0", event_source="s")])
+    statements: list[str] = []
+    conn.set_trace_callback(lambda sql: statements.append(sql) if "INSERT" in sql else None)
+    entries = [
+        InboxEntry(id="old", body=b"again", event_source="s"),  # known already
+        InboxEntry(id="x", body=b"1", event_source="s"),
+        InboxEntry(id="x", body=b"2", event_source="s"),  # twice in one call: the first wins
+        InboxEntry(id="x", body=b"3", event_source="other"),  # another producer's id x
+        *(InboxEntry(id=f"n{n}", body=b"n", event_source="s") for n in range(1200)),
+    ]
+    fresh = inbox_insert(conn, entries)
+    stored = conn.execute("SELECT seq, id, event_source, body FROM inbox ORDER BY seq").fetchall()
+    conn.close()
+    assert fresh == [False, True, False, True, *([True] * 1200)]
+    assert entries[0].seq == entries[2].seq == 0  # not stored: no seq
+    assert 1 < entries[1].seq < entries[3].seq < entries[4].seq  # after "old", in order
+    assert [(row[1], row[2], row[3]) for row in stored[:4]] == [
+        ("old", "s", b"0"),
+        ("x", "s", b"1"),
+        ("x", "other", b"3"),
+        ("n0", "s", b"n"),
+    ]
+    assert [e.seq for e in entries[4:]] == [row[0] for row in stored[3:]]  # seq in their order
+    assert len(stored) == 1203
+    assert len(statements) == 3  # 1,203 new rows, 500 a statement

@@ -103,20 +103,39 @@ class SqliteInbox(SqliteConnection):
         return count
 
 
+_ROWS = 500
+"""Rows per ``INSERT`` of ``inbox_insert``: 6 variables each, under SQLite's 32,766."""
+
+
 def inbox_insert(conn: sqlite3.Connection, entries: Sequence[InboxEntry]) -> list[bool]:
     """Insert entries not yet known by (event source, id), setting their ``seq``; True for
-    each new one.
+    each new one (of two with one identity in ``entries``, the first).
 
-    Runs inside the caller's transaction (a join's close puts its outcome this way).
+    One statement per ``_ROWS`` entries, not one per entry: each statement gives up and
+    takes back the GIL, which the event loop's thread may hold. Rows go in the order of
+    ``entries``, so their ``seq`` follows it. Runs inside the caller's transaction (a
+    join's close puts its outcome this way).
     """
-    out = []
-    for e in entries:
-        cur = conn.execute(
+    out = [False] * len(entries)
+    first: dict[tuple[str, str], int] = {}
+    for n, e in enumerate(entries):
+        first.setdefault((e.event_source, e.id), n)
+    unique = [entries[n] for n in first.values()]
+    for start in range(0, len(unique), _ROWS):
+        part = unique[start : start + _ROWS]
+        cursor = conn.execute(
             "INSERT OR IGNORE INTO inbox (id, event_source, source, handler, body, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (e.id, e.event_source, e.source, e.handler, e.body, e.created_at),
+            f" VALUES {','.join(['(?, ?, ?, ?, ?, ?)'] * len(part))}"
+            " RETURNING seq, event_source, id",
+            [
+                v
+                for e in part
+                for v in (e.id, e.event_source, e.source, e.handler, e.body, e.created_at)
+            ],
         )
-        if cur.rowcount:
-            e.seq = cur.lastrowid or 0
-        out.append(bool(cur.rowcount))
+        for seq, event_source, event_id in cursor.fetchall():
+            n = first[(event_source, event_id)]
+            entries[n].seq = seq
+            out[n] = True
+        cursor.close()
     return out
