@@ -35,9 +35,7 @@ def loads(raw: bytes | bytearray | memoryview | str) -> Any:
     """
     value = orjson.loads(raw)
     data = raw.encode() if isinstance(raw, str) else bytes(raw)
-    if _RUN not in data.translate(_DIGITS) or not any(
-        not _MIN <= int(run) <= _MAX for run in _INTEGERS.findall(data)
-    ):
+    if _RUN not in data.translate(_DIGITS) or not any(map(_wide, _INTEGERS.findall(data))):
         return value
     try:
         # orjson accepted the document, so the standard library reads the same
@@ -45,6 +43,13 @@ def loads(raw: bytes | bytearray | memoryview | str) -> Any:
         return json.loads(data)
     except RecursionError:  # deeper than the interpreter's stack; orjson's reading stands
         return value
+
+
+def _wide(run: bytes) -> bool:
+    """Whether a run of digits (a leading ``-`` kept) read as an integer is beyond 64
+    bits; told by its length past 20 digits, as ``int()`` refuses more than 4,300 (the
+    run may be in a string or a fraction: then the fallback reads the same values)."""
+    return len(run.lstrip(b"-")) > 20 or not _MIN <= int(run) <= _MAX
 
 
 def dumps(value: Any, default: Any = None, option: int | None = None) -> bytes:
@@ -58,13 +63,23 @@ def dumps(value: Any, default: Any = None, option: int | None = None) -> bytes:
     except orjson.JSONEncodeError as exc:
         if str(exc) != _WIDE:
             raise
-    return orjson.dumps(_widened(value), default, option)
+        refused = exc
+    try:
+        widened = _widened(value)
+    except RecursionError:  # deeper than orjson writes anyway (254 levels): refused as is
+        raise refused from None
+    return orjson.dumps(widened, default, option)
 
 
 def _widened(value: Any) -> Any:
     """``value`` with every integer beyond 64 bits as a fragment of its digits."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return value if _MIN <= value <= _MAX else orjson.Fragment(str(value))
+        if _MIN <= value <= _MAX:
+            return value
+        try:
+            return orjson.Fragment(str(value))
+        except ValueError:  # past str()'s 4,300 digits: left for orjson to refuse
+            return value
     if isinstance(value, dict):
         return {key: _widened(item) for key, item in value.items()}
     if isinstance(value, list | tuple):

@@ -65,3 +65,18 @@ def test_what_orjson_refuses_is_still_refused() -> None:
     assert jsonio.dumps({"a": object(), "b": 2**70}, default=lambda _: "x") == (
         b'{"a":"x","b":1180591620717411303424}'
     )
+
+
+def test_long_digit_runs_deep_values_and_huge_integers_get_clear_answers() -> None:
+    """Found in review: a digit run past ``int()``'s 4,300 digits (in a string or a
+    fraction) raised ``ValueError`` from ``loads``; a wide integer beside a value nested
+    past the interpreter's stack raised ``RecursionError`` from ``dumps`` (so a body was
+    not refused as ``too_deep``); an integer past ``str()``'s limit raised ``ValueError``."""
+    text = b'{"blob": "' + b"7" * 5000 + b'", "f": 0.' + b"1" * 5000 + b"}"
+    assert jsonio.loads(text) == orjson.loads(text)
+    deep = b"[123456789012345678901234567890," + b"[" * 600 + b"]" * 600 + b"]"
+    with pytest.raises(InvalidEvent) as caught:
+        decode_json(deep)
+    assert caught.value.reason == "too_deep"
+    with pytest.raises(orjson.JSONEncodeError):
+        jsonio.dumps({"n": 10**5000})

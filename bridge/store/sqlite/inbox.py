@@ -118,8 +118,8 @@ def inbox_insert(conn: sqlite3.Connection, entries: Sequence[InboxEntry]) -> lis
     """
     out = [False] * len(entries)
     first: dict[tuple[str, str], int] = {}
-    for n, e in enumerate(entries):
-        first.setdefault((e.event_source, e.id), n)
+    for n, e in enumerate(entries):  # keyed as the TEXT columns give them back
+        first.setdefault((str(e.event_source), str(e.id)), n)
     unique = [entries[n] for n in first.values()]
     for start in range(0, len(unique), _ROWS):
         part = unique[start : start + _ROWS]
