@@ -50,6 +50,10 @@ class NatsSource:
         self._fetcher: asyncio.Task[None] | None = None
         self._fetching = False  # a pull request is out
         self._hold = 0.0  # seconds to wait before the first pull (ordering after a crash)
+        # After a crash: how many of the predecessor's unacked messages (stream sequence
+        # up to ``_old_last``) are still to come back before a newer message may run.
+        self._awaited = 0
+        self._old_last = 0
         self._intake_stopped = asyncio.Event()
         self._closed = asyncio.Event()
         self._failure: ConnectorError | None = None
@@ -87,11 +91,16 @@ class NatsSource:
         self._nc, self._js = nc, js
         self._pending = float(info.num_pending)
         self._hold = 0.0
+        self._awaited = 0
         if self._ordered and info.num_ack_pending:
             # Messages a crashed predecessor held are redelivered only once their ack_wait
             # runs out; JetStream hands redeliveries out before new messages, so waiting
-            # that long before the first pull keeps a key's order across the crash.
+            # that long before the first pull keeps a key's order across the crash. A
+            # server slow to redeliver (a loaded machine) can still hand out a newer
+            # message first: ``_fetch`` holds those back until the old ones are in.
             self._hold = self._ack_wait * 1.1 + 0.2
+            self._awaited = int(info.num_ack_pending)
+            self._old_last = int(info.delivered.stream_seq)
         self._fetcher = self._task(self._fetch(), f"nats-fetch:{self.name}")
         self._tasks = [
             self._task(self._heartbeat(), f"nats-heartbeat:{self.name}"),
@@ -212,7 +221,21 @@ class NatsSource:
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._intake_stopped.wait(), self._hold)
+        # Newer messages fetched while the predecessor's are still to come back (see
+        # start), admitted once those are in; at the latest after two more ack_waits,
+        # as another replica of the consumer may have taken them.
+        aside: list[Any] = []
+        give_up = loop.time() + 2 * self._ack_wait + self.consume.fetch_wait
         while not self._intake_stopped.is_set():
+            if self._awaited and (
+                loop.time() > give_up or len(aside) >= self.consume.max_in_flight - 1
+            ):  # (the second: no room left to fetch them in)
+                self._awaited = 0
+            if aside and not self._awaited:
+                expires = loop.time() + self._ack_wait
+                for msg in aside:
+                    self._admit(msg, expires)
+                aside.clear()
             want = await self._reserve()
             try:
                 self._fetching = True
@@ -239,6 +262,11 @@ class NatsSource:
             self._book.release(want - len(msgs))
             expires = loop.time() + self._ack_wait
             for msg in msgs:
+                if self._awaited:
+                    if msg.metadata.sequence.stream > self._old_last:
+                        aside.append(msg)
+                        continue
+                    self._awaited -= 1
                 self._admit(msg, expires)
 
     async def _reserve(self) -> int:

@@ -271,3 +271,38 @@ async def test_key_order_holds_across_a_crash(jetstream: JetStreamAdmin) -> None
             await d.settle(Settlement.ACK)
     await first.stop(asyncio.get_running_loop().time() + 1)
     assert order == [b"a0", b"a1", b"a2"]
+
+
+async def test_key_order_holds_across_a_crash_when_the_server_redelivers_late(
+    jetstream: JetStreamAdmin,
+) -> None:
+    """Found flaky in ``make test``: on a loaded machine the server redelivered the
+    crashed consumer's messages after the new source's first pull, which then handed
+    out the newer a2 first. The source now holds a newer message back until the
+    predecessor's unacked ones are in. Here the wait before the first pull is taken
+    away, so that pull always comes before the redeliveries."""
+    stream, subject = await jetstream.stream()
+    for i in range(2):
+        await jetstream.publish(f"{subject}.a", f"a{i}".encode())
+    await jetstream.publish(f"{subject}.b", b"b0")
+    cfg = nats_config(jetstream.url, stream, subject, ordering="key", ack_wait=1.0)
+    first = NatsSource(cfg, "nats")
+    await first.start()
+    await take(first, 2)  # a0 and b0 out, a1 waiting in its lane
+    await first._nc.close()  # a crash: nothing acked
+    await jetstream.publish(f"{subject}.a", b"a2")
+    order = []
+    source = NatsSource(cfg, "nats")
+    await source.start()
+    try:
+        assert source._hold > 0 and source._awaited == 3
+        source._hold = 0.0  # the fetch task has not run yet: it pulls at once
+        for _ in range(4):
+            (d,) = await take(source, 1, within=10)
+            order.append(bytes(d.body))
+            await d.settle(Settlement.ACK)
+    finally:
+        await source.stop(asyncio.get_running_loop().time() + 10)
+    await first.stop(asyncio.get_running_loop().time() + 1)
+    assert sorted(order) == [b"a0", b"a1", b"a2", b"b0"]
+    assert [m for m in order if m.startswith(b"a")] == [b"a0", b"a1", b"a2"]
