@@ -221,21 +221,25 @@ class NatsSource:
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._intake_stopped.wait(), self._hold)
-        # Newer messages fetched while the predecessor's are still to come back (see
-        # start), admitted once those are in; at the latest after two more ack_waits,
-        # as another replica of the consumer may have taken them.
-        aside: list[Any] = []
+        # After a crash (see start): the predecessor's messages as they come back, and
+        # newer ones fetched meanwhile, by stream sequence. They are admitted once every
+        # one of the predecessor's is in, in sequence order (their ack_waits run out in
+        # no set order: a message its in-progress acks kept longer comes back later);
+        # at the latest after two more ack_waits, as another replica may have them.
+        old: dict[int, Any] = {}
+        aside: dict[int, Any] = {}
         give_up = loop.time() + 2 * self._ack_wait + self.consume.fetch_wait
         while not self._intake_stopped.is_set():
             if self._awaited and (
-                loop.time() > give_up or len(aside) >= self.consume.max_in_flight - 1
-            ):  # (the second: no room left to fetch them in)
+                loop.time() > give_up or len(old) + len(aside) >= self.consume.max_in_flight - 1
+            ):  # (the second: no room left to fetch the rest in)
                 self._awaited = 0
-            if aside and not self._awaited:
+            if (old or aside) and not self._awaited:
                 expires = loop.time() + self._ack_wait
-                for msg in aside:
-                    self._admit(msg, expires)
-                aside.clear()
+                for held in (old, aside):
+                    for seq in sorted(held):
+                        self._admit(held[seq], expires)
+                    held.clear()
             want = await self._reserve()
             try:
                 self._fetching = True
@@ -262,11 +266,15 @@ class NatsSource:
             self._book.release(want - len(msgs))
             expires = loop.time() + self._ack_wait
             for msg in msgs:
-                if self._awaited:
-                    if msg.metadata.sequence.stream > self._old_last:
-                        aside.append(msg)
-                        continue
-                    self._awaited -= 1
+                if self._awaited or old or aside:  # the rest of the batch too, in order
+                    seq = msg.metadata.sequence.stream
+                    held = aside if seq > self._old_last else old
+                    if seq in held:  # fetched again (its ack_wait ran out): the newest
+                        self._book.release(1)
+                    elif held is old and self._awaited:
+                        self._awaited -= 1
+                    held[seq] = msg
+                    continue
                 self._admit(msg, expires)
 
     async def _reserve(self) -> int:
