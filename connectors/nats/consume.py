@@ -223,23 +223,22 @@ class NatsSource:
                 await asyncio.wait_for(self._intake_stopped.wait(), self._hold)
         # After a crash (see start): the predecessor's messages as they come back, and
         # newer ones fetched meanwhile, by stream sequence. They are admitted once every
-        # one of the predecessor's is in, in sequence order (their ack_waits run out in
-        # no set order: a message its in-progress acks kept longer comes back later);
-        # at the latest after two more ack_waits, as another replica may have them.
-        old: dict[int, Any] = {}
-        aside: dict[int, Any] = {}
+        # one of the predecessor's is in, in sequence order, so the newer ones last
+        # (their ack_waits run out in no set order: a message its in-progress acks kept
+        # longer comes back later); at the latest after two more ack_waits, as another
+        # replica may have them.
+        back: dict[int, Any] = {}
         give_up = loop.time() + 2 * self._ack_wait + self.consume.fetch_wait
         while not self._intake_stopped.is_set():
             if self._awaited and (
-                loop.time() > give_up or len(old) + len(aside) >= self.consume.max_in_flight - 1
+                loop.time() > give_up or len(back) >= self.consume.max_in_flight - 1
             ):  # (the second: no room left to fetch the rest in)
                 self._awaited = 0
-            if (old or aside) and not self._awaited:
+            if back and not self._awaited:
                 expires = loop.time() + self._ack_wait
-                for held in (old, aside):
-                    for seq in sorted(held):
-                        self._admit(held[seq], expires)
-                    held.clear()
+                for seq in sorted(back):
+                    self._admit(back[seq], expires)
+                back.clear()
             want = await self._reserve()
             try:
                 self._fetching = True
@@ -266,14 +265,13 @@ class NatsSource:
             self._book.release(want - len(msgs))
             expires = loop.time() + self._ack_wait
             for msg in msgs:
-                if self._awaited or old or aside:  # the rest of the batch too, in order
+                if self._awaited or back:  # the rest of the batch too, in order
                     seq = msg.metadata.sequence.stream
-                    held = aside if seq > self._old_last else old
-                    if seq in held:  # fetched again (its ack_wait ran out): the newest
+                    if seq in back:  # fetched again (its ack_wait ran out): the newest
                         self._book.release(1)
-                    elif held is old and self._awaited:
+                    elif seq <= self._old_last and self._awaited:
                         self._awaited -= 1
-                    held[seq] = msg
+                    back[seq] = msg
                     continue
                 self._admit(msg, expires)
 
