@@ -194,8 +194,9 @@ async def test_an_operation_alone_in_its_transaction_that_fails_leaves_nothing(
 
 
 def test_lookups_of_many_handlers_are_few_statements() -> None:
-    """The keys of every handler looked up in one turn are one statement (up to 100
-    handlers and 500 keys): 4 handlers, one; 150 handlers of 5 keys, two."""
+    """The keys of every handler looked up in one turn are one statement per 512 distinct
+    keys, whatever the handlers: 4 handlers of one key, one; 150 handlers of 5 keys,
+    one; 2 handlers of 600 keys, two."""
     from bridge.store.sqlite.batch import _final
     from bridge.store.sqlite.migrations import migrate
 
@@ -214,6 +215,8 @@ def test_lookups_of_many_handlers_are_few_statements() -> None:
     few = _final(conn, {(f"h{h}", "k1") for h in range(4)} | {("h0", "missing")})
     counted = len(statements)
     many = _final(conn, {(f"h{h}", f"k{k}") for h in range(150) for k in range(5)})
+    counted_many = len(statements) - counted
+    wide = _final(conn, {(f"h{h}", f"k{k}") for h in range(2) for k in range(600)})
     conn.close()
     assert few == {(f"h{h}", "k1"): "succeeded" for h in range(4)}
     assert counted == 1
@@ -222,7 +225,11 @@ def test_lookups_of_many_handlers_are_few_statements() -> None:
         for h in range(150)
         for k in range(5)
     }
-    assert len(statements) == 3  # 1 + 2
+    assert counted_many == 1
+    assert wide == {
+        (f"h{h}", f"k{k}"): "succeeded" if k % 2 else "running" for h in range(2) for k in range(5)
+    }
+    assert len(statements) == 4  # 1 + 1 + 2
 
 
 async def test_operations_batched_together_commit_once_and_a_failing_one_fails_alone(

@@ -74,6 +74,63 @@ async def test_a_store_of_the_schema_before_event_identity_keeps_its_data(tmp_pa
         assert check.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
 
 
+async def test_a_ledger_of_schema_10_is_rekeyed_by_key_first_and_keeps_its_runs(
+    tmp_path: Path,
+) -> None:
+    """Migration 11 rebuilds the ledger keyed (key, handler): every run recorded before is
+    found again, a success still is never overwritten, and an event's rows sit together."""
+    import sqlite3
+
+    path = tmp_path / "v10.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for number, script in enumerate(MIGRATIONS[:10], start=1):
+        if isinstance(script, str):
+            conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+        else:
+            conn.execute("BEGIN")
+            script(conn)
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+    conn.executemany(
+        "INSERT INTO ledger (handler, key, event_id, status, result, finished_at)"
+        " VALUES (?, ?, ?, ?, ?, 1.0)",
+        [
+            (f"h{h}", f"s\x1fe{k}", f"e{k}", "succeeded" if k % 2 else "dead_lettered", b"[1]")
+            for h in range(3)
+            for k in range(40)
+        ],
+    )
+    conn.close()
+    store = SqliteStore(f"sqlite:///{path}")
+    await store.open()
+    try:
+        asked = [(f"h{h}", f"s\x1fe{k}") for h in range(4) for k in range(41)]
+        found = await store.ledger_final(asked)
+        # A success stays; a dead letter may be made a success by a replay.
+        await store.ledger_record(
+            [
+                LedgerEntry("h0", "s\x1fe1", "e1", "dead_lettered"),
+                LedgerEntry("h0", "s\x1fe0", "e0"),
+            ]
+        )
+        again = await store.ledger_get([("h0", "s\x1fe1"), ("h0", "s\x1fe0")])
+    finally:
+        await store.close()
+    assert found == {
+        (f"h{h}", f"s\x1fe{k}"): "succeeded" if k % 2 else "dead_lettered"
+        for h in range(3)
+        for k in range(40)
+    }
+    assert again[("h0", "s\x1fe1")].status == "succeeded"
+    assert again[("h0", "s\x1fe0")].status == "succeeded"
+    assert again[("h0", "s\x1fe1")].result == [1]
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        columns = check.execute("PRAGMA index_info(sqlite_autoindex_ledger_1)").fetchall()
+        assert [c[2] for c in columns] == ["key", "handler"]
+        assert check.execute("SELECT count(*) FROM ledger").fetchone()[0] == 120
+
+
 async def test_sqlite_state_survives_reopen_and_migrations_are_versioned(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/state.db"
     store = SqliteStore(url)

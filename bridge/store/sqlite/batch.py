@@ -28,9 +28,9 @@ from bridge.store.sqlite.connection import SqliteConnection
 from bridge.store.sqlite.dead_letters import letter_insert
 from bridge.store.sqlite.ledger import ledger_insert, one_statement
 
-_FINAL = "SELECT ?, key, status FROM ledger WHERE handler = ? AND key IN ("
-_CHUNK = 500  # keys per statement: well under SQLite's limit of bound variables
-_TERMS = 100  # handlers per statement: well under SQLite's limit of UNION terms (500)
+_FINAL = "SELECT key, handler, status FROM ledger WHERE key IN ("
+_CHUNK = 512  # keys per statement: well under SQLite's limit of bound variables
+_LOOKUPS: dict[int, str] = {}
 
 Pair = tuple[str, str]
 
@@ -175,31 +175,33 @@ def _open_reader(path: str) -> sqlite3.Connection:
 
 
 def _final(conn: sqlite3.Connection, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    """The statuses of ``pairs`` found in the ledger: one statement per ``_CHUNK`` keys, a
-    ``UNION ALL`` of ``handler = ? AND key IN (...)`` per handler, each planned as lookups
-    on the primary key (a row-value IN over a VALUES list is not, and would scan the
-    ledger). One statement rather than one per handler: each gives up and retakes the
-    GIL, which the store's thread may then hold (on the loop's thread, a wait)."""
-    by_handler: dict[str, list[str]] = {}
-    for handler, key in pairs:
-        by_handler.setdefault(handler, []).append(key)
-    parts: list[tuple[str, list[str]]] = []
-    for handler, keys in by_handler.items():
-        parts.extend((handler, keys[s : s + _CHUNK]) for s in range(0, len(keys), _CHUNK))
+    """The statuses of ``pairs`` found in the ledger: one statement per ``_CHUNK`` distinct
+    keys, ``key IN (...)``, planned as one descent of the primary key (key, handler) per
+    key, which finds the rows of every handler of that key side by side (an event's
+    handlers share its key unless a handler has a key template of its own); rows of
+    handlers not asked for are passed over. The list is padded to a power of two (its
+    last key again), so a few prepared statements serve every size."""
+    keys = list({key for _, key in pairs})
     status: dict[tuple[str, str], str] = {}
-    while parts:
-        group: list[tuple[str, list[str]]] = []
-        size = 0
-        while parts and (not group or (size + len(parts[-1][1]) <= _CHUNK and len(group) < _TERMS)):
-            group.append(parts.pop())
-            size += len(group[-1][1])
-        sql = " UNION ALL ".join(f"{_FINAL}{','.join('?' * len(keys))})" for _, keys in group)
-        args = [v for handler, keys in group for v in (handler, handler, *keys)]
-        cursor = conn.execute(sql, args)
-        for handler, key, found in cursor.fetchall():
-            status[(handler, key)] = found
+    for start in range(0, len(keys), _CHUNK):
+        part = keys[start : start + _CHUNK]
+        size = 1 << (len(part) - 1).bit_length()
+        part.extend([part[-1]] * (size - len(part)))
+        cursor = conn.execute(_lookup(size), part)
+        for key, handler, found in cursor.fetchall():
+            pair = (handler, key)
+            if pair in pairs:
+                status[pair] = found
         cursor.close()
     return status
+
+
+def _lookup(size: int) -> str:
+    """The lookup of ``size`` keys (a power of two) in one statement."""
+    sql = _LOOKUPS.get(size)
+    if sql is None:
+        sql = _LOOKUPS[size] = f"{_FINAL}{','.join('?' * size)})"
+    return sql
 
 
 def _dead(conn: sqlite3.Connection, letter: DeadLetter, entry: LedgerEntry | None) -> None:

@@ -11,7 +11,7 @@ from bridge.store.sqlite.connection import SqliteConnection
 
 _COLUMNS = "INSERT INTO ledger (handler, key, event_id, status, result, finished_at) VALUES "
 _UPSERT = (
-    " ON CONFLICT (handler, key) DO UPDATE SET"
+    " ON CONFLICT (key, handler) DO UPDATE SET"
     " status = excluded.status, result = excluded.result,"
     " finished_at = excluded.finished_at, event_id = excluded.event_id"
     " WHERE ledger.status != 'succeeded'"
@@ -56,7 +56,7 @@ def ledger_insert(conn: sqlite3.Connection, entries: Sequence[LedgerEntry]) -> N
 
 
 class SqliteLedger(SqliteConnection):
-    """``Ledger`` on SQLite: final runs by (handler, key) (lookups, records: ``SqliteBatches``)."""
+    """``Ledger`` on SQLite: final runs by (key, handler) (lookups, records: ``SqliteBatches``)."""
 
     async def ledger_entries(self, limit: int = 1000) -> list[LedgerEntry]:
         """Recent ledger entries (for tests and the UI)."""

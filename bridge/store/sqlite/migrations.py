@@ -202,6 +202,25 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     INSERT INTO bridge_meta (name, value) SELECT 'legacy_keys', '1'
         WHERE EXISTS (SELECT 1 FROM ledger WHERE instr(key, char(31)) = 0);
     """,
+    # 11: the ledger keyed by (key, handler), not (handler, key). The runs of one event
+    # share its key, so their rows sit together: a lookup of an event's handlers is one
+    # descent of the tree, not one per handler, and a batch of successes writes an
+    # event's rows in one place. Every query names both columns, or neither.
+    """
+    CREATE TABLE ledger_by_key (
+        handler TEXT NOT NULL,
+        key TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        result BLOB,
+        finished_at REAL NOT NULL,
+        PRIMARY KEY (key, handler)
+    ) WITHOUT ROWID;
+    INSERT INTO ledger_by_key (handler, key, event_id, status, result, finished_at)
+        SELECT handler, key, event_id, status, result, finished_at FROM ledger;
+    DROP TABLE ledger;
+    ALTER TABLE ledger_by_key RENAME TO ledger;
+    """,
 ]
 
 LEGACY_KEYS = "SELECT 1 FROM bridge_meta WHERE name = 'legacy_keys'"
