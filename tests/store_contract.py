@@ -90,6 +90,21 @@ class StoreContract:
         assert await store.inbox_purge(time.time() + 1) == 1
         assert await store.inbox_put([InboxEntry("a", b"after purge")]) == [True]
 
+    async def test_inbox_done_marks_exactly_the_entries_given_in_one_call(
+        self, store: Store
+    ) -> None:
+        """700 entries: 600 marked done in one call (every seq but each seventh), the rest
+        still pending, in order."""
+        entries = [InboxEntry(f"e{n}", b"{}") for n in range(700)]
+        assert await store.inbox_put(entries) == [True] * 700
+        pending = await store.inbox_pending(0, 1000)
+        kept = [e for n, e in enumerate(pending) if n % 7 == 0][:100]
+        done = [e.seq for e in pending if e not in kept]
+        assert len(done) == 600
+        await store.inbox_done(done)
+        left = await store.inbox_pending(0, 1000)
+        assert [e.id for e in left] == [e.id for e in kept]
+
     async def test_inbox_identity_is_the_event_source_and_id(self, store: Store) -> None:
         # CloudEvents: source + id identify an event; two producers may both send id 1.
         first = [InboxEntry("1", b"a", event_source="producer-a")]
