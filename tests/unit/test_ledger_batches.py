@@ -323,3 +323,44 @@ def test_inbox_entries_go_in_in_order_in_few_statements_and_the_first_of_an_iden
     assert [e.seq for e in entries[4:]] == [row[0] for row in stored[3:]]  # seq in their order
     assert len(stored) == 1203
     assert len(statements) == 3  # 1,203 new rows, 500 a statement
+
+
+async def test_a_lone_call_of_one_statement_runs_without_a_transaction_around_it(
+    tmp_path: Path,
+) -> None:
+    """The inbox's puts, reads and done marks and one caller's ledger successes are one
+    statement each: alone on the store's thread they run as that statement only (SQLite
+    commits it as it ends), without BEGIN and COMMIT. Each is committed once answered;
+    a lone statement that fails is answered ``StoreError`` and leaves no transaction."""
+    from bridge.store.contracts import InboxEntry
+
+    store = SqliteStore(f"sqlite:///{tmp_path}/l.db")
+    await store.open()
+    statements: list[str] = []
+    await store._call(lambda conn: conn.set_trace_callback(statements.append))
+    try:
+        statements.clear()
+        fresh = await store.inbox_put([InboxEntry(f"e{n}", b"{}") for n in range(3)])
+        put = list(statements)
+        statements.clear()
+        pending = await store.inbox_pending(0, 10)
+        await store.inbox_done([e.seq for e in pending[:2]])
+        await store.ledger_record([LedgerEntry(f"h{n}", "k", "e") for n in range(4)])
+        rest = list(statements)
+        with sqlite3.connect(tmp_path / "l.db") as other:  # committed: seen by another
+            done = other.execute("SELECT count(*) FROM inbox WHERE done_at IS NOT NULL")
+            ledger = other.execute("SELECT count(*) FROM ledger")
+            counts = (done.fetchone()[0], ledger.fetchone()[0])
+        bad = LedgerEntry("h", "bad", "e", result={"x": "\ud800"})  # no UTF-8 for it
+        failed = await asyncio.gather(store.ledger_record([bad]), return_exceptions=True)
+        open_after = await store._call(lambda conn: conn.in_transaction, single=True)
+        after = await store.ledger_final([("h", "bad"), ("h0", "k")])
+    finally:
+        await store.close()
+    assert fresh == [True] * 3
+    assert len(put) == 1 and put[0].startswith("INSERT")
+    assert [s.split()[0] for s in rest] == ["SELECT", "UPDATE", "INSERT"]
+    assert counts == (2, 4)
+    assert isinstance(failed[0], StoreError)
+    assert open_after is False
+    assert after == {("h0", "k"): "succeeded"}

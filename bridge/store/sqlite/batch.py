@@ -112,7 +112,15 @@ class SqliteBatches(SqliteConnection):
         await super().close()
 
     async def _flush(self, calls: list[Call]) -> None:
-        answers = await self._call(lambda conn: _run(conn, calls), operation="ledger_batch")
+        # One caller's successes that fit one statement: no transaction around it. Its
+        # failure fails that caller only, as in a transaction (``_run``'s retry of each
+        # call alone would fail it again).
+        single = (
+            len(calls) == 1 and calls[0].kind == "record" and one_statement(len(calls[0].args[0]))
+        )
+        answers = await self._call(
+            lambda conn: _run(conn, calls), operation="ledger_batch", single=single
+        )
         for call, (value, error) in zip(calls, answers, strict=True):
             if error is None:
                 call.answer(value)

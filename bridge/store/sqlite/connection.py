@@ -19,6 +19,7 @@ file left by a process that died does not block: the kernel drops its lock with 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import queue
@@ -110,13 +111,18 @@ class WriterLock:
 
 
 class _Op:
-    __slots__ = ("abandoned", "fn", "future", "loop")
+    __slots__ = ("abandoned", "fn", "future", "loop", "single")
 
     def __init__(
-        self, fn: Callable[[sqlite3.Connection], Any], loop: asyncio.AbstractEventLoop
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        loop: asyncio.AbstractEventLoop,
+        single: bool = False,
     ) -> None:
         self.fn = fn
         self.loop = loop
+        self.single = single
+        """``fn`` runs one statement: atomic by itself, it needs no transaction around it."""
         self.future: asyncio.Future[Any] = loop.create_future()
         self.abandoned = False
         """Set when the caller stopped waiting: the thread skips it if not yet started."""
@@ -195,17 +201,21 @@ class SqliteConnection:
         return True
 
     async def _call(
-        self, fn: Callable[[sqlite3.Connection], R], deadline: float = 0.0, operation: str = ""
+        self,
+        fn: Callable[[sqlite3.Connection], R],
+        deadline: float = 0.0,
+        operation: str = "",
+        single: bool = False,
     ) -> R:
         """Run ``fn`` on the thread; its result within ``deadline`` (default: the call
         deadline), else ``StoreError``. Counted as one round trip of ``operation`` (default:
-        the calling method's name)."""
+        the calling method's name). ``single``: ``fn`` runs one statement (see ``_Op``)."""
         if self._thread is None or self._closed:
             raise StoreError("the store is not open")
         # The caller's name labels the count, so no call site has to name itself.
         count_round_trip(self, operation or sys._getframe(1).f_code.co_name)
         loop = asyncio.get_running_loop()
-        op = _Op(fn, loop)
+        op = _Op(fn, loop, single)
         self._queue.put(op)
         nudge()  # the store's thread runs it now, not when the loop next idles
         seconds = deadline or self.deadlines.call
@@ -253,6 +263,22 @@ class SqliteConnection:
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
         results: list[tuple[_Op, Any, BaseException | None]] = []
+        if len(batch) == 1 and batch[0].single:
+            # One statement alone (the common case below saturation): SQLite commits it
+            # as it ends, all or nothing. A BEGIN and a COMMIT around it would be two
+            # statements more, each of which gives up and takes back the GIL.
+            op = batch[0]
+            value: Any = None
+            failed: StoreError | None = None
+            try:
+                value = _value(op.fn(conn))
+            except Exception as exc:
+                failed = StoreError(f"{type(exc).__name__}: {exc}")
+                with contextlib.suppress(sqlite3.Error):
+                    if conn.in_transaction:  # not for one statement; as a safeguard
+                        conn.execute("ROLLBACK")
+            op.loop.call_soon_threadsafe(_resolve, op.future, value, failed)
+            return
         try:
             conn.execute("BEGIN IMMEDIATE")
             if len(batch) == 1:

@@ -15,7 +15,8 @@ class SqliteInbox(SqliteConnection):
     """``InboxStore`` on SQLite: ``seq`` is the table's autoincrement key."""
 
     async def inbox_put(self, entries: Sequence[InboxEntry]) -> list[bool]:
-        return await self._call(lambda c: inbox_insert(c, entries))
+        single = len(entries) <= _ROWS
+        return await self._call(lambda c: inbox_insert(c, entries), single=single)
 
     async def inbox_pending(self, after_seq: int, limit: int) -> list[InboxEntry]:
         found = await self._call(
@@ -23,7 +24,8 @@ class SqliteInbox(SqliteConnection):
                 f"SELECT {rows.INBOX_COLUMNS} FROM inbox"
                 " WHERE done_at IS NULL AND seq > ? ORDER BY seq LIMIT ?",
                 (after_seq, limit),
-            ).fetchall()
+            ).fetchall(),
+            single=True,
         )
         return [rows.inbox_entry(r) for r in found]
 
@@ -31,7 +33,8 @@ class SqliteInbox(SqliteConnection):
         now = time.time()
         marked = list(seqs)
         if marked:
-            await self._call(lambda c: inbox_mark_done(c, marked, now))
+            single = len(marked) <= _DONE_ROWS
+            await self._call(lambda c: inbox_mark_done(c, marked, now), single=single)
 
     async def inbox_claim(
         self, now: float, limit: int, lease: float, owner: str = ""
@@ -103,6 +106,7 @@ class SqliteInbox(SqliteConnection):
 _ROWS = 500
 """Rows per ``INSERT`` of ``inbox_insert``: 6 variables each, under SQLite's 32,766."""
 _DONE: dict[int, str] = {}
+_DONE_ROWS = 512
 
 
 def inbox_mark_done(conn: sqlite3.Connection, seqs: list[int], now: float) -> None:
@@ -110,8 +114,8 @@ def inbox_mark_done(conn: sqlite3.Connection, seqs: list[int], now: float) -> No
     per entry as ``executemany`` takes: each gives up and takes back the GIL, which the
     event loop's thread may hold. The list is padded to a power of two (its last entry
     again), so a few prepared statements serve every size."""
-    for start in range(0, len(seqs), 512):
-        part = seqs[start : start + 512]
+    for start in range(0, len(seqs), _DONE_ROWS):
+        part = seqs[start : start + _DONE_ROWS]
         size = 1 << (len(part) - 1).bit_length()
         part.extend([part[-1]] * (size - len(part)))
         sql = _DONE.get(size)
