@@ -11,6 +11,13 @@ request of the group (each is answered 503 and retried by its sender).
 No task is spawned: the first request of a group (the leader) yields once so the
 others can join, writes the group, and hands each member its part of the result.
 If the leader is cancelled, the members get the cancellation as an error.
+
+One group is written at a time: while one write is under way, the requests that
+arrive join the next group, which is written as soon as that write ends. Under load a
+group then holds what arrived during a whole write, not during one loop iteration:
+fewer hand-offs to the store's thread, each of which costs the loop's thread about a
+quarter of a millisecond (``bridge.threads.nudge``). Alone, a request waits for no
+other write.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ class GroupCommit:
         self._accept = accept
         self._max = max_events
         self._open: _Group | None = None
+        self._writing = asyncio.Lock()  # one group's write at a time (fair: in order)
 
     async def accept(self, events: Sequence[Any]) -> list[bool]:
         """Store ``events`` with those of the concurrent requests; their "new" flags.
@@ -61,10 +69,15 @@ class GroupCommit:
         try:
             try:
                 await asyncio.sleep(0)  # one loop iteration: requests already under way join
+                # While another group is written, this one stays open and grows.
+                await self._writing.acquire()
             finally:
                 if self._open is group:
                     self._open = None
-            fresh = await self._accept(group.events)
+            try:
+                fresh = await self._accept(group.events)
+            finally:
+                self._writing.release()
         except BaseException as exc:
             for _, _, member in group.members:
                 if not member.done():

@@ -81,3 +81,41 @@ async def test_a_cancelled_leader_does_not_strand_the_others() -> None:
     assert inbox.writes == []
     inbox.gate.set()
     assert await commit.accept(["b"]) == [True]
+
+
+async def test_requests_that_come_during_a_write_share_the_next_one() -> None:
+    """One group is written at a time: requests arriving over many loop iterations while
+    a write is under way wait for it and then share one write (one hand-off to the
+    store's thread, not one per iteration); a waiting leader cancelled leaves its group
+    answered and the writes going."""
+    inbox = Inbox()
+    inbox.gate = asyncio.Event()
+    commit = GroupCommit(inbox.accept)
+    first = asyncio.create_task(commit.accept(["a"]))
+    await asyncio.sleep(0.01)  # "a" is being written
+    later = []
+    for n in range(5):  # one request an iteration, five iterations
+        later.append(asyncio.create_task(commit.accept([f"b{n}"])))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+    assert inbox.writes == []
+    inbox.gate.set()
+    assert await first == [True]
+    assert await asyncio.gather(*later) == [[True]] * 5
+    assert inbox.writes == [["a"], [f"b{n}" for n in range(5)]]
+    # A leader cancelled while it waits for the write before: its members are told.
+    inbox.gate.clear()
+    busy = asyncio.create_task(commit.accept(["c"]))
+    await asyncio.sleep(0.01)
+    waiting = asyncio.create_task(commit.accept(["d"]))
+    member = asyncio.create_task(commit.accept(["e"]))
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    with pytest.raises(RuntimeError, match="cancelled"):
+        await member
+    inbox.gate.set()
+    assert await busy == [True]
+    assert await commit.accept(["d"]) == [True]
+    assert inbox.writes[2:] == [["c"], ["d"]]
