@@ -131,6 +131,7 @@ class InboxSource:
         self._rewind: int | None = None
         self._in_flight: set[int] = set()
         self._done_group: list[tuple[int, asyncio.Future[None]]] | None = None
+        self._marking = asyncio.Lock()  # one group of done marks written at a time
         self._stopped = asyncio.Event()
         self._connected = True
         self.lease = lease
@@ -219,9 +220,10 @@ class InboxSource:
         self._read_again(seq)
 
     async def _done(self, seq: int) -> None:
-        """Mark ``seq`` done together with the entries settled in the same loop iteration:
-        one store call for the group, and each caller returns once its own mark is stored
-        (a failure fails every member of the group)."""
+        """Mark ``seq`` done together with the entries settled in the same loop iteration,
+        or while the previous group's marks were written (one group at a time): one store
+        call for the group, and each caller returns once its own mark is stored (a failure
+        fails every member of the group)."""
         group = self._done_group
         if group is not None:
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -232,9 +234,13 @@ class InboxSource:
         try:
             try:
                 await asyncio.sleep(0)  # one loop iteration: settlements under way join
+                await self._marking.acquire()  # meanwhile the group stays open and grows
             finally:
                 self._done_group = None
-            await self.inbox.store.inbox_done([seq, *(s for s, _ in group)])
+            try:
+                await self.inbox.store.inbox_done([seq, *(s for s, _ in group)])
+            finally:
+                self._marking.release()
         except BaseException as exc:
             error = exc if isinstance(exc, Exception) else RuntimeError("inbox_done cancelled")
             for _, member in group:

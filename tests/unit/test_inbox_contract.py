@@ -144,3 +144,37 @@ async def test_deliveries_settled_together_are_marked_done_in_one_store_call() -
         back = await take(source, 5)
         assert sorted(d.meta["seq"] for d in back) == sorted(d.meta["seq"] for d in again)
     await store.close()
+
+
+async def test_settlements_during_a_done_write_share_the_next_one() -> None:
+    """One group of done marks is written at a time: settlements over many loop
+    iterations while a write is under way share the next write."""
+    store = _CountingStore()
+    gate = asyncio.Event()
+    plain = store.inbox_done
+
+    async def slow(seqs: Any) -> None:
+        await gate.wait()
+        await plain(seqs)
+
+    store.inbox_done = slow  # type: ignore[method-assign]
+    await store.open()
+    inbox = Inbox(store)
+    await inbox.put([InboxEntry(id=f"e{n}", body=b"{}", source="s") for n in range(6)])
+    async with running(InboxSource(inbox, name="marks", poll_interval=0.05)) as source:
+        got = await take(source, 6)
+        first = asyncio.ensure_future(got[0].settle(Settlement.ACK))
+        await asyncio.sleep(0.01)  # its mark is being written
+        later = []
+        for d in got[1:]:  # one settlement an iteration
+            later.append(asyncio.ensure_future(d.settle(Settlement.ACK)))
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        gate.set()
+        await asyncio.gather(first, *later)
+        assert [sorted(c) for c in store.done_calls] == [
+            [got[0].meta["seq"]],
+            sorted(d.meta["seq"] for d in got[1:]),
+        ]
+        assert await store.inbox_pending(0, 100) == []
+    await store.close()
