@@ -26,6 +26,7 @@ from typing import Any
 from bridge.events import Event
 from bridge.leases import LeasedClaims
 from bridge.metrics import Metrics
+from bridge.store.batching import Turns
 from bridge.store.contracts import InboxEntry, InboxStore
 from bridge.transport import ConnectorStatus, Delivery, Settlement
 
@@ -131,7 +132,7 @@ class InboxSource:
         self._rewind: int | None = None
         self._in_flight: set[int] = set()
         self._done_group: list[tuple[int, asyncio.Future[None]]] | None = None
-        self._marking = asyncio.Lock()  # one group of done marks written at a time
+        self._marking = Turns()  # one group of done marks written at a time
         self._stopped = asyncio.Event()
         self._connected = True
         self.lease = lease
@@ -221,9 +222,9 @@ class InboxSource:
 
     async def _done(self, seq: int) -> None:
         """Mark ``seq`` done together with the entries settled in the same loop iteration,
-        or while the previous group's marks were written (one group at a time): one store
-        call for the group, and each caller returns once its own mark is stored (a failure
-        fails every member of the group)."""
+        or while the previous group's marks were written (one group at a time, unless that
+        write is slow: ``Turns``): one store call for the group, and each caller
+        returns once its own mark is stored (a failure fails every member of the group)."""
         group = self._done_group
         if group is not None:
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -234,13 +235,15 @@ class InboxSource:
         try:
             try:
                 await asyncio.sleep(0)  # one loop iteration: settlements under way join
-                await self._marking.acquire()  # meanwhile the group stays open and grows
+                if self._marking.busy:  # meanwhile the group stays open and grows
+                    await self._marking.wait()
             finally:
                 self._done_group = None
+            written = self._marking.begin()
             try:
                 await self.inbox.store.inbox_done([seq, *(s for s, _ in group)])
             finally:
-                self._marking.release()
+                self._marking.end(written)
         except BaseException as exc:
             error = exc if isinstance(exc, Exception) else RuntimeError("inbox_done cancelled")
             for _, member in group:

@@ -20,6 +20,60 @@ from typing import Any
 from bridge.errors import StoreError
 
 _LIMIT = 1000
+PATIENCE = 0.05
+"""Seconds a group waits for the write before it (``Turns``): longer than a write under
+load takes, far shorter than a store's call deadline."""
+
+
+class Turns:
+    """One group write at a time, with patience: a group waits for the write under way
+    to end, at most ``patience`` seconds. Behind a write that takes longer (the store is
+    slow or hung) it goes beside it, as if there were no turns, so a hung write holds
+    the next group for ``patience``, not for its own deadline. No task and no lock: a
+    future per write, and a timer only for a group that waits."""
+
+    __slots__ = ("_busy", "_patience")
+
+    def __init__(self, patience: float = PATIENCE) -> None:
+        self._patience = patience
+        self._busy: asyncio.Future[None] | None = None
+
+    @property
+    def busy(self) -> bool:
+        """Whether a write is under way (``wait`` would wait)."""
+        return self._busy is not None
+
+    async def wait(self) -> None:
+        """Until no write is under way, or ``patience`` seconds passed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._patience
+        busy = self._busy
+        while busy is not None and (left := deadline - loop.time()) > 0:
+            waiter: asyncio.Future[None] = loop.create_future()
+
+            def wake(_: object = None, waiter: asyncio.Future[None] = waiter) -> None:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+            busy.add_done_callback(wake)
+            timer = loop.call_later(left, wake)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                busy.remove_done_callback(wake)
+            busy = self._busy  # another group's write may have begun meanwhile
+
+    def begin(self) -> asyncio.Future[None]:
+        """Mark a write under way; give the returned future to ``end`` once it ended."""
+        self._busy = written = asyncio.get_running_loop().create_future()
+        return written
+
+    def end(self, written: asyncio.Future[None]) -> None:
+        """The write ``begin`` marked has ended (written or failed)."""
+        written.set_result(None)
+        if self._busy is written:
+            self._busy = None
 
 
 def count_round_trip(store: Any, operation: str) -> None:

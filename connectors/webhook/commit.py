@@ -17,7 +17,9 @@ arrive join the next group, which is written as soon as that write ends. Under l
 group then holds what arrived during a whole write, not during one loop iteration:
 fewer hand-offs to the store's thread, each of which costs the loop's thread about a
 quarter of a millisecond (``bridge.threads.nudge``). Alone, a request waits for no
-other write.
+other write; behind a write that takes longer than ``bridge.store.batching.PATIENCE``
+(a slow or hung store), a group goes beside it, so each request still gets its answer
+(503) within the store's deadline.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+
+from bridge.store.batching import PATIENCE, Turns
 
 Accept = Callable[[Sequence[Any]], Awaitable[list[bool]]]
 
@@ -45,11 +49,11 @@ class GroupCommit:
         max_events: a group holds at most this many events; more start a new group.
     """
 
-    def __init__(self, accept: Accept, max_events: int = 512) -> None:
+    def __init__(self, accept: Accept, max_events: int = 512, patience: float = PATIENCE) -> None:
         self._accept = accept
         self._max = max_events
         self._open: _Group | None = None
-        self._writing = asyncio.Lock()  # one group's write at a time (fair: in order)
+        self._turns = Turns(patience)  # one group's write at a time
 
     async def accept(self, events: Sequence[Any]) -> list[bool]:
         """Store ``events`` with those of the concurrent requests; their "new" flags.
@@ -69,15 +73,16 @@ class GroupCommit:
         try:
             try:
                 await asyncio.sleep(0)  # one loop iteration: requests already under way join
-                # While another group is written, this one stays open and grows.
-                await self._writing.acquire()
+                if self._turns.busy:  # another group is written: this one stays open, grows
+                    await self._turns.wait()
             finally:
                 if self._open is group:
                     self._open = None
+            written = self._turns.begin()
             try:
                 fresh = await self._accept(group.events)
             finally:
-                self._writing.release()
+                self._turns.end(written)
         except BaseException as exc:
             for _, _, member in group.members:
                 if not member.done():

@@ -178,3 +178,35 @@ async def test_settlements_during_a_done_write_share_the_next_one() -> None:
         ]
         assert await store.inbox_pending(0, 100) == []
     await store.close()
+
+
+async def test_a_hung_done_write_holds_the_next_marks_only_briefly() -> None:
+    """Behind a done-mark write that does not end, the next group's marks go beside it
+    after a short wait (``bridge.store.batching.PATIENCE``)."""
+    store = _CountingStore()
+    hung = asyncio.Event()
+    plain = store.inbox_done
+    calls = 0
+
+    async def first_hangs(seqs: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await hung.wait()
+        await plain(seqs)
+
+    store.inbox_done = first_hangs  # type: ignore[method-assign]
+    await store.open()
+    inbox = Inbox(store)
+    await inbox.put([InboxEntry(id=f"e{n}", body=b"{}", source="s") for n in range(2)])
+    async with running(InboxSource(inbox, name="hung", poll_interval=0.05)) as source:
+        got = await take(source, 2)
+        first = asyncio.ensure_future(got[0].settle(Settlement.ACK))
+        await asyncio.sleep(0.01)
+        await asyncio.wait_for(got[1].settle(Settlement.ACK), 2)  # not held by the first
+        assert not first.done()
+        hung.set()
+        await first
+        marked = sorted(sorted(c) for c in store.done_calls)  # the second was stored first
+        assert marked == sorted([[got[0].meta["seq"]], [got[1].meta["seq"]]])
+    await store.close()

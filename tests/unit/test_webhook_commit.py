@@ -119,3 +119,33 @@ async def test_requests_that_come_during_a_write_share_the_next_one() -> None:
     assert await busy == [True]
     assert await commit.accept(["d"]) == [True]
     assert inbox.writes[2:] == [["c"], ["d"]]
+
+
+async def test_a_hung_write_holds_the_next_group_only_for_the_patience() -> None:
+    """Behind a write that does not end (a hung store), the next group waits
+    ``patience`` and then goes beside it, so its requests get their own answer (from
+    the store's deadline) instead of queueing behind every write before them."""
+    inbox = Inbox()
+    hung = asyncio.Event()
+    started: list[list[str]] = []
+    plain = inbox.accept
+
+    async def accept(events: Sequence[Any]) -> list[bool]:
+        started.append(list(events))
+        if events[0] == "stuck":
+            await hung.wait()
+        return await plain(events)
+
+    commit = GroupCommit(accept, patience=0.05)
+    stuck = asyncio.create_task(commit.accept(["stuck"]))
+    await asyncio.sleep(0.01)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    assert await asyncio.wait_for(commit.accept(["next"]), 2) == [True]
+    waited = loop.time() - began
+    assert started == [["stuck"], ["next"]]
+    assert not stuck.done()
+    assert waited >= 0.05  # it did wait for the write before it, that long
+    hung.set()
+    assert await stuck == [True]
+    assert await commit.accept(["after"]) == [True]  # the lock was not left held
