@@ -19,6 +19,7 @@ import pytest
 
 from bridge.inbox import Inbox, InboxSource
 from bridge.store import MemoryStore, SqliteStore, Store
+from bridge.store.batching import Turns
 from bridge.store.contracts import InboxEntry
 from bridge.transport import Settlement
 from tests.contract import SourceContract, running, take
@@ -105,15 +106,21 @@ class TestInboxSourceLeased(InboxSourceContract):
 
 
 class _CountingStore(MemoryStore):
-    """Counts ``inbox_done`` calls; fails them while ``failing``."""
+    """Counts ``inbox_done`` calls; fails them while ``failing``; the first ``gated``
+    calls wait for ``gate`` (a write under way)."""
 
-    def __init__(self) -> None:
+    def __init__(self, gated: int = 0) -> None:
         super().__init__()
         self.done_calls: list[list[int]] = []
         self.failing = False
+        self.gate = asyncio.Event()
+        self.gated = gated
 
     async def inbox_done(self, seqs: Any) -> None:
         wanted = list(seqs)
+        if self.gated > 0:
+            self.gated -= 1
+            await self.gate.wait()
         self.done_calls.append(wanted)
         if self.failing:
             raise RuntimeError("store down")
@@ -146,22 +153,21 @@ async def test_deliveries_settled_together_are_marked_done_in_one_store_call() -
     await store.close()
 
 
+async def _filled(store: _CountingStore, count: int) -> Inbox:
+    """``store`` opened, with ``count`` entries in its inbox."""
+    await store.open()
+    inbox = Inbox(store)
+    await inbox.put([InboxEntry(id=f"e{n}", body=b"{}", source="s") for n in range(count)])
+    return inbox
+
+
 async def test_settlements_during_a_done_write_share_the_next_one() -> None:
     """One group of done marks is written at a time: settlements over many loop
     iterations while a write is under way share the next write."""
-    store = _CountingStore()
-    gate = asyncio.Event()
-    plain = store.inbox_done
-
-    async def slow(seqs: Any) -> None:
-        await gate.wait()
-        await plain(seqs)
-
-    store.inbox_done = slow  # type: ignore[method-assign]
-    await store.open()
-    inbox = Inbox(store)
-    await inbox.put([InboxEntry(id=f"e{n}", body=b"{}", source="s") for n in range(6)])
-    async with running(InboxSource(inbox, name="marks", poll_interval=0.05)) as source:
+    store = _CountingStore(gated=2)
+    source = InboxSource(await _filled(store, 6), name="marks", poll_interval=0.05)
+    source._marking = Turns(patience=5.0)  # no stall of this machine lets a group go beside
+    async with running(source):
         got = await take(source, 6)
         first = asyncio.ensure_future(got[0].settle(Settlement.ACK))
         await asyncio.sleep(0.01)  # its mark is being written
@@ -170,7 +176,7 @@ async def test_settlements_during_a_done_write_share_the_next_one() -> None:
             later.append(asyncio.ensure_future(d.settle(Settlement.ACK)))
             await asyncio.sleep(0)
             await asyncio.sleep(0)
-        gate.set()
+        store.gate.set()
         await asyncio.gather(first, *later)
         assert [sorted(c) for c in store.done_calls] == [
             [got[0].meta["seq"]],
@@ -183,29 +189,15 @@ async def test_settlements_during_a_done_write_share_the_next_one() -> None:
 async def test_a_hung_done_write_holds_the_next_marks_only_briefly() -> None:
     """Behind a done-mark write that does not end, the next group's marks go beside it
     after a short wait (``bridge.store.batching.PATIENCE``)."""
-    store = _CountingStore()
-    hung = asyncio.Event()
-    plain = store.inbox_done
-    calls = 0
-
-    async def first_hangs(seqs: Any) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            await hung.wait()
-        await plain(seqs)
-
-    store.inbox_done = first_hangs  # type: ignore[method-assign]
-    await store.open()
-    inbox = Inbox(store)
-    await inbox.put([InboxEntry(id=f"e{n}", body=b"{}", source="s") for n in range(2)])
+    store = _CountingStore(gated=1)  # the first write hangs until the gate opens
+    inbox = await _filled(store, 2)
     async with running(InboxSource(inbox, name="hung", poll_interval=0.05)) as source:
         got = await take(source, 2)
         first = asyncio.ensure_future(got[0].settle(Settlement.ACK))
         await asyncio.sleep(0.01)
         await asyncio.wait_for(got[1].settle(Settlement.ACK), 2)  # not held by the first
         assert not first.done()
-        hung.set()
+        store.gate.set()
         await first
         marked = sorted(sorted(c) for c in store.done_calls)  # the second was stored first
         assert marked == sorted([[got[0].meta["seq"]], [got[1].meta["seq"]]])

@@ -90,7 +90,7 @@ async def test_requests_that_come_during_a_write_share_the_next_one() -> None:
     answered and the writes going."""
     inbox = Inbox()
     inbox.gate = asyncio.Event()
-    commit = GroupCommit(inbox.accept)
+    commit = GroupCommit(inbox.accept, patience=5.0)  # no stall lets a group go beside
     first = asyncio.create_task(commit.accept(["a"]))
     await asyncio.sleep(0.01)  # "a" is being written
     later = []
