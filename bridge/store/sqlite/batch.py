@@ -24,13 +24,11 @@ from typing import Any
 from bridge.errors import StoreError
 from bridge.store.batching import Call, Lane, count_round_trip
 from bridge.store.contracts import DeadLetter, LedgerEntry
-from bridge.store.sqlite.connection import SqliteConnection
+from bridge.store.sqlite.connection import SqliteConnection, in_lists
 from bridge.store.sqlite.dead_letters import letter_insert
 from bridge.store.sqlite.ledger import ledger_insert, one_statement
 
-_FINAL = "SELECT key, handler, status FROM ledger WHERE key IN ("
-_CHUNK = 512  # keys per statement: well under SQLite's limit of bound variables
-_LOOKUPS: dict[int, str] = {}
+_FINAL = "SELECT key, handler, status FROM ledger WHERE key IN ({marks})"
 
 Pair = tuple[str, str]
 
@@ -183,33 +181,20 @@ def _open_reader(path: str) -> sqlite3.Connection:
 
 
 def _final(conn: sqlite3.Connection, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    """The statuses of ``pairs`` found in the ledger: one statement per ``_CHUNK`` distinct
-    keys, ``key IN (...)``, planned as one descent of the primary key (key, handler) per
-    key, which finds the rows of every handler of that key side by side (an event's
-    handlers share its key unless a handler has a key template of its own); rows of
-    handlers not asked for are passed over. The list is padded to a power of two (its
-    last key again), so a few prepared statements serve every size."""
-    keys = list({key for _, key in pairs})
+    """The statuses of ``pairs`` found in the ledger: ``key IN (...)`` (``in_lists``),
+    planned as one descent of the primary key (key, handler) per key, which finds the
+    rows of every handler of that key side by side (an event's handlers share its key
+    unless a handler has a key template of its own); rows of handlers not asked for are
+    passed over."""
     status: dict[tuple[str, str], str] = {}
-    for start in range(0, len(keys), _CHUNK):
-        part = keys[start : start + _CHUNK]
-        size = 1 << (len(part) - 1).bit_length()
-        part.extend([part[-1]] * (size - len(part)))
-        cursor = conn.execute(_lookup(size), part)
+    for sql, keys in in_lists(_FINAL, list({key for _, key in pairs})):
+        cursor = conn.execute(sql, keys)
         for key, handler, found in cursor.fetchall():
             pair = (handler, key)
             if pair in pairs:
                 status[pair] = found
         cursor.close()
     return status
-
-
-def _lookup(size: int) -> str:
-    """The lookup of ``size`` keys (a power of two) in one statement."""
-    sql = _LOOKUPS.get(size)
-    if sql is None:
-        sql = _LOOKUPS[size] = f"{_FINAL}{','.join('?' * size)})"
-    return sql
 
 
 def _dead(conn: sqlite3.Connection, letter: DeadLetter, entry: LedgerEntry | None) -> None:

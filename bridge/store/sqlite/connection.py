@@ -28,7 +28,7 @@ import sqlite3
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
@@ -41,6 +41,23 @@ from bridge.threads import nudge
 
 R = TypeVar("R")
 _BATCH = 512
+IN_LIST = 512
+"""Values per ``in_lists`` statement: well under SQLite's limit of bound variables."""
+_IN_LISTS: dict[tuple[str, int], str] = {}
+
+
+def in_lists(sql: str, values: Sequence[Any]) -> Iterator[tuple[str, list[Any]]]:
+    """``sql``, whose ``{marks}`` is an ``IN`` list, for every ``IN_LIST`` of ``values``:
+    (the statement, its values). Each list is padded to a power of two (its last value
+    again, which ``IN`` ignores), so a few prepared statements serve every size."""
+    for start in range(0, len(values), IN_LIST):
+        part = list(values[start : start + IN_LIST])
+        size = 1 << (len(part) - 1).bit_length()
+        part.extend([part[-1]] * (size - len(part)))
+        text = _IN_LISTS.get((sql, size))
+        if text is None:
+            text = _IN_LISTS[(sql, size)] = sql.format(marks=",".join("?" * size))
+        yield text, part
 
 
 def sqlite_path(url: str) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 
 from bridge.store import rows
 from bridge.store.contracts import InboxEntry
-from bridge.store.sqlite.connection import SqliteConnection
+from bridge.store.sqlite.connection import IN_LIST, SqliteConnection, in_lists
 
 
 class SqliteInbox(SqliteConnection):
@@ -33,7 +33,7 @@ class SqliteInbox(SqliteConnection):
         now = time.time()
         marked = list(seqs)
         if marked:
-            single = len(marked) <= _DONE_ROWS
+            single = len(marked) <= IN_LIST
             await self._call(lambda c: inbox_mark_done(c, marked, now), single=single)
 
     async def inbox_claim(
@@ -105,23 +105,14 @@ class SqliteInbox(SqliteConnection):
 
 _ROWS = 500
 """Rows per ``INSERT`` of ``inbox_insert``: 6 variables each, under SQLite's 32,766."""
-_DONE: dict[int, str] = {}
-_DONE_ROWS = 512
+_DONE = "UPDATE inbox SET done_at = ?, body = NULL WHERE seq IN ({marks})"
 
 
 def inbox_mark_done(conn: sqlite3.Connection, seqs: list[int], now: float) -> None:
-    """Mark entries done (their bodies dropped) in one ``UPDATE`` per 512, not one step
-    per entry as ``executemany`` takes: each gives up and takes back the GIL, which the
-    event loop's thread may hold. The list is padded to a power of two (its last entry
-    again), so a few prepared statements serve every size."""
-    for start in range(0, len(seqs), _DONE_ROWS):
-        part = seqs[start : start + _DONE_ROWS]
-        size = 1 << (len(part) - 1).bit_length()
-        part.extend([part[-1]] * (size - len(part)))
-        sql = _DONE.get(size)
-        if sql is None:
-            marks = ",".join("?" * size)
-            sql = _DONE[size] = f"UPDATE inbox SET done_at = ?, body = NULL WHERE seq IN ({marks})"
+    """Mark entries done (their bodies dropped) in one ``UPDATE`` per ``IN_LIST``, not one
+    step per entry as ``executemany`` takes: each gives up and takes back the GIL, which
+    the event loop's thread may hold."""
+    for sql, part in in_lists(_DONE, seqs):
         conn.execute(sql, [now, *part]).close()
 
 
