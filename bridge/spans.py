@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Mapping
 from time import time_ns
 from typing import TYPE_CHECKING, Any
 
@@ -92,7 +91,10 @@ class BridgeSpan(SdkSpan):
         super()._add_link(link)
 
     def end(self, end_time: int | None = None) -> None:
-        with self._lock:
+        # acquire / release, not ``with``: a lock's context manager costs twice as much.
+        lock = self._lock
+        lock.acquire()
+        try:
             if self._end_time is not None:
                 ended = True
             else:
@@ -100,6 +102,8 @@ class BridgeSpan(SdkSpan):
                 self._end_time = end_time if end_time is not None else time_ns()
                 attributes: Any = self._attributes
                 attributes._immutable = True
+        finally:
+            lock.release()
         if ended:
             SdkSpan.end(self, end_time)  # the SDK's warning
             return
@@ -128,26 +132,41 @@ class SpanStarter:
         # is alone among them (a processor added later changes the tuple: see the doc).
         alone = self.processor._span_processors
         self.direct = _Direct(alone) if len(alone) == 1 and hasattr(alone[0], "enqueue") else None
-        # The fields every span of this provider starts with, put in with one update.
-        self.fixed: dict[str, Any] = {
-            "_resource": self.resource,
-            "_instrumentation_info": self.scope,
-            "_instrumentation_scope": self.instrumentation_scope,
-            "_status": _UNSET,
-            "_sampler": None,
-            "_trace_config": None,
-            "_record_exception": True,
-            "_set_status_on_exception": True,
-            "_span_processor": self.processor,
-            "_limits": self.limits,
-            "_events": _EMPTY,
-            "_links": _EMPTY,
-            "_record_end_metrics": None,
-            "_end_time": None,
-            "_direct": self.direct,
-        }
-        self.max_attributes = self.limits.max_span_attributes
-        self.max_value_len = self.limits.max_span_attribute_length
+        # The fields every span of this provider starts with, as class attributes of a
+        # subclass of its own: a span's dict holds only what differs (a write, such as
+        # set_status or end, puts the span's own value in front of the class's).
+        self.span_type: type[BridgeSpan] = type(
+            "BridgeSpan",
+            (BridgeSpan,),
+            {
+                "_resource": self.resource,
+                "_instrumentation_info": self.scope,
+                "_instrumentation_scope": self.instrumentation_scope,
+                "_status": _UNSET,
+                "_sampler": None,
+                "_trace_config": None,
+                "_record_exception": True,
+                "_set_status_on_exception": True,
+                "_span_processor": self.processor,
+                "_limits": self.limits,
+                "_events": _EMPTY,
+                "_links": _EMPTY,
+                "_record_end_metrics": None,
+                "_end_time": None,
+                "_direct": self.direct,
+            },
+        )
+        # BoundedAttributes' fields the same way: its limits, nothing dropped, not frozen.
+        self.attributes_type: type[BoundedAttributes] = type(
+            "BridgeAttributes",
+            (BoundedAttributes,),
+            {
+                "maxlen": self.limits.max_span_attributes,
+                "max_value_len": self.limits.max_span_attribute_length,
+                "dropped": 0,
+                "_immutable": False,
+            },
+        )
         self.span_id = (
             self._random_span_id
             if type(self.ids) is RandomIdGenerator
@@ -166,12 +185,13 @@ class SpanStarter:
         self,
         name: str,
         parent: SpanContext | None,
-        attributes: Mapping[str, Any],
+        attributes: dict[str, Any],
         kind: SpanKind = SpanKind.INTERNAL,
         context: Any = None,
     ) -> BridgeSpan:
         """A started, sampled span; ``parent`` is the parent's span context (None or
-        invalid: a new trace), ``context`` the OTel context it was started in."""
+        invalid: a new trace), ``context`` the OTel context it was started in.
+        ``attributes`` becomes the span's own (it is not copied; None values are left out)."""
         if parent is None or not parent.is_valid:
             parent = None
             trace_id = self.ids.generate_trace_id()
@@ -179,7 +199,7 @@ class SpanStarter:
         else:
             trace_id = parent.trace_id
             flags = _SAMPLED_RANDOM if parent.trace_flags & TraceFlags.RANDOM_TRACE_ID else _SAMPLED
-        span: Any = object.__new__(BridgeSpan)
+        span: Any = object.__new__(self.span_type)
         span._name = name
         span_id = self.span_id()
         # SpanContext.__new__'s own steps (defaults, validity: both ids are valid here).
@@ -196,17 +216,14 @@ class SpanStarter:
         )
         span._kind = kind
         span._parent = parent
-        span.__dict__.update(self.fixed)
         span._lock = threading.Lock()
         # BoundedAttributes.__init__'s fields, with the bridge's own str / int values put in
         # as they are: nothing to clean (None means "not known": left out).
-        bounded = object.__new__(BoundedAttributes)
-        bounded._dict = {k: v for k, v in attributes.items() if v is not None}
-        bounded.maxlen = self.max_attributes
-        bounded.dropped = 0
-        bounded.max_value_len = self.max_value_len
+        bounded = object.__new__(self.attributes_type)
+        if None in attributes.values():
+            attributes = {k: v for k, v in attributes.items() if v is not None}
+        bounded._dict = attributes
         bounded._lock = threading.Lock()
-        bounded._immutable = False
         span._attributes = bounded
         span._start_time = time_ns()
         processor = self.processor

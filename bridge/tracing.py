@@ -371,6 +371,11 @@ def _env_ratio() -> float:
     return 1.0
 
 
+# Where ``os.register_at_fork`` exists, the SDK's batch processor renews its queue and
+# thread in a forked child from that hook; its own per-span process id check (a system
+# call a span) is then only needed where the hook does not exist.
+_FORK_HOOKED = hasattr(os, "register_at_fork")
+
 NUDGE_EVERY = 128
 """Ended spans between two nudges of the span processor's export thread."""
 
@@ -391,10 +396,15 @@ class _Nudging(BatchSpanProcessor):
 
     def enqueue(self, span: ReadableSpan) -> None:
         """``on_end`` of a sampled span (``bridge.spans``): ``BatchProcessor.emit``'s
-        steps inline while the queue has room; else (full, shut down, forked) its own."""
+        steps inline while the queue has room; else (full, shut down, forked without the
+        fork hook) its own."""
         batch: Any = self._batch_processor
         queue = batch._queue
-        if len(queue) >= batch._max_queue_size or batch._shutdown or batch._pid != os.getpid():
+        if (
+            len(queue) >= batch._max_queue_size
+            or batch._shutdown
+            or (not _FORK_HOOKED and batch._pid != os.getpid())
+        ):
             batch.emit(span)  # drops it, and counts and logs why (or reinitialises)
         else:
             queue.appendleft(span)

@@ -3,8 +3,12 @@ exporter can do with them: attributes, events, links, exceptions, status, one ex
 
 from __future__ import annotations
 
+import os
+import threading
+
+import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -76,5 +80,83 @@ def test_spans_reach_the_bridge_batch_processor_and_any_added_later() -> None:
             "before 2",
         ]
         assert sorted(s.name for s in later.get_finished_spans()) == ["after", "before 2"]
+    finally:
+        tracing.shutdown()
+
+
+def test_limits_and_writes_are_each_spans_own() -> None:
+    """The fields spans start with are shared defaults (class attributes): a write to one
+    span, a dropped attribute past the limit, or its end, touches no other span."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=2))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    starter = SpanStarter(provider, "test")
+
+    full = starter.start("full", None, {"a": 1, "b": 2})
+    other = starter.start("other", None, {"a": 1})
+    full.set_attribute("c", 3)  # past the limit of 2: the oldest goes, one counted dropped
+    full.set_status(StatusCode.ERROR, "failed")
+    full.add_event("note")
+    full.end()
+    assert other.is_recording()
+    other.set_attribute("b", 2)
+    other.end()
+
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert dict(spans["full"].attributes or {}) == {"b": 2, "c": 3}
+    assert spans["full"].dropped_attributes == 1
+    assert spans["full"].status.status_code is StatusCode.ERROR
+    assert [e.name for e in spans["full"].events] == ["note"]
+    assert dict(spans["other"].attributes or {}) == {"a": 1, "b": 2}
+    assert spans["other"].dropped_attributes == 0
+    assert spans["other"].status.status_code is StatusCode.UNSET
+    assert spans["other"].events == ()
+
+
+def test_a_span_ended_by_two_threads_at_once_is_exported_once() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    starter = SpanStarter(provider, "test")
+    spans = [starter.start(f"s{n}", None, {}) for n in range(2000)]
+    gate = threading.Barrier(2)
+
+    def end_all() -> None:
+        gate.wait()
+        for span in spans:
+            span.end()
+
+    threads = [threading.Thread(target=end_all) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(s.name for s in exporter.get_finished_spans()) == sorted(
+        f"s{n}" for n in range(2000)
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_has_its_own_span_queue_without_a_process_check_per_span() -> None:
+    """``_Nudging.enqueue`` skips the SDK's per-span process id check where the SDK's
+    fork hook renews the batch processor in the child: the child's spans are exported
+    by the child's own worker thread."""
+    exported = InMemorySpanExporter()
+    tracing = Tracing(None, exporter=exported)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: spans it ends must reach its own export
+            code = 1
+            try:
+                span = tracing.spans.start("in the child", None, {})
+                span.end()
+                tracing.flush()
+                names = [s.name for s in exported.get_finished_spans()]
+                code = 0 if names == ["in the child"] else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert exported.get_finished_spans() == ()
     finally:
         tracing.shutdown()
