@@ -8,6 +8,7 @@ carries the API's usual ``error`` key.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import logging
@@ -23,7 +24,12 @@ TOKEN_COOKIE = "bridge_admin_token"
 
 def under(path: str, prefixes: tuple[str, ...]) -> bool:
     """``path`` is one of ``prefixes`` or below one."""
-    return any(path == p or path.startswith(p + "/") for p in prefixes)
+    return path in prefixes or path.startswith(_below(prefixes))
+
+
+@functools.lru_cache(maxsize=64)  # a few tuples, written in the code
+def _below(prefixes: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(p + "/" for p in prefixes)
 
 
 def denied(status: int, message: str) -> web.Response:
@@ -100,9 +106,11 @@ def host_name(host: str) -> str:
     return name if sep and port.isdigit() and ":" not in name else host
 
 
+@functools.lru_cache(maxsize=1024)  # a few hosts in use; any a client makes up, bounded
 def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
     """``host`` (a ``Host`` header) is a loopback name, an IP literal, or matches
-    ``allowed``: a name, ``.example.com`` (that domain and its subdomains) or ``*``."""
+    ``allowed``: a name, ``.example.com`` (that domain and its subdomains) or ``*``.
+    Remembered per (host, allowed): every request asks it."""
     name = host_name(host)
     if name in LOOPBACK_NAMES:
         return True

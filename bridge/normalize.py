@@ -256,7 +256,7 @@ class Normalizer:
             # Built from this very body, its data validated by this catalog, in this process
             # (the inbox's hand-over): what decoding it again would give, with this
             # delivery's transport metadata.
-            return dataclasses.replace(built, transport=self._transport(meta))
+            return with_transport(built, self._transport(meta))
         headers = text_headers(delivery.headers) if delivery.headers else delivery.headers
         if headers is not delivery.headers:  # rare: a header that is not UTF-8
             delivery = dataclasses.replace(delivery, headers=headers)
@@ -408,3 +408,12 @@ def _ref(ref: str) -> str:
     """``header:x-id`` -> ``header.x-id``; ``data.a.b`` and ``meta.k`` unchanged."""
     root, sep, rest = ref.partition(":")
     return f"{root}.{rest}" if sep and root in ("header", "meta", "data") else ref
+
+
+def with_transport(event: Event[Any], transport: Mapping[str, Any]) -> Event[Any]:
+    """``dataclasses.replace(event, transport=transport)`` at half the cost (every delivery
+    of the inbox's hand-over makes one): the fields in their order, transport last."""
+    e = event
+    return Event(e.id, e.source, e.type, e.data, e.specversion, e.time, e.subject,
+                 e.datacontenttype, e.dataschema, e.correlationid, e.traceparent,
+                 e.tracestate, e.parentid, e.extensions, transport)  # fmt: skip

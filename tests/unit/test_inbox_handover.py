@@ -8,13 +8,14 @@ one decoding the stored body gives.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from bridge.events import Event, EventCatalog, EventSchema
 from bridge.inbox import HANDOVER, Inbox, InboxSource
-from bridge.normalize import Normalizer
+from bridge.normalize import Normalizer, with_transport
 from bridge.store import SqliteStore
 from bridge.store.contracts import InboxEntry
 from bridge.transport import Delivery, EventMapping, Settlement
@@ -104,3 +105,13 @@ async def test_what_waits_in_memory_is_bounded_and_the_oldest_is_decoded_instead
         assert [normalize(d).data for d in deliveries] == [event(n).data for n in range(total)]
     finally:
         await store.close()
+
+
+def test_a_handed_over_event_keeps_every_attribute_but_its_transport() -> None:
+    """``with_transport`` (the hand-over's copy) is ``replace(transport=...)``: every other
+    field carried, each one set to a value of its own so a field left out shows."""
+    values = {f.name: f"value of {f.name}" for f in dataclasses.fields(Event)}
+    full = Event(**{**values, "extensions": {"ext": "x"}, "transport": {"old": 1}})
+    copied = with_transport(full, {"inbox.seq": 7})
+    assert copied == dataclasses.replace(full, transport={"inbox.seq": 7})
+    assert copied.transport == {"inbox.seq": 7} and full.transport == {"old": 1}
