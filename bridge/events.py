@@ -187,11 +187,12 @@ def event_from_dict(
     correlationid: str | None = None,
     traceparent: str | None = None,
     tracestate: str | None = None,
+    time: str | None = None,
 ) -> Event[Any]:
     """Build an ``Event`` from a structured CloudEvent mapping.
 
-    ``data`` (already validated) replaces ``raw["data"]`` (or ``data_base64``); the
-    keyword attributes replace the mapping's when given.
+    ``data`` (already validated) replaces ``raw["data"]`` (or ``data_base64``); the keyword
+    attributes replace the mapping's when given; ``time`` (ours, unchecked) is for one without.
 
     Raises:
         InvalidEvent: a required attribute is missing or not a string
@@ -217,6 +218,7 @@ def event_from_dict(
                 type=event_type,
                 data=data,
                 specversion=SPECVERSION,
+                time=time,
                 subject=subject,
                 datacontenttype=_OCTETS if isinstance(data, bytes) else "application/json",
                 correlationid=correlationid or "",
@@ -246,7 +248,7 @@ def event_from_dict(
         type=event_type,
         data=data,
         specversion=str(get("specversion") or SPECVERSION),
-        time=_opt_str(get("time")),
+        time=_opt_str(get("time")) if "time" in raw else time,
         subject=_opt_str(get("subject")),
         datacontenttype=_opt_str(get("datacontenttype")) or default_type,
         dataschema=_opt_str(get("dataschema")),

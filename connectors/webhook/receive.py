@@ -225,7 +225,12 @@ class WebhookIngress:
                     valid = data
                 else:
                     raise InvalidEvent("unknown_type", "the event type is not in the catalog")
-                raw.setdefault("time", candidate.time or now_iso())
+                made = None  # a time of our own making needs no check: passed beside raw
+                if "time" not in raw:
+                    if candidate.time:
+                        raw["time"] = candidate.time
+                    else:
+                        made = now_iso()
                 if baggage and not raw.get("traceparent"):
                     raw.setdefault("baggage", baggage)
                 events.append(
@@ -238,6 +243,7 @@ class WebhookIngress:
                         ),
                         traceparent=raw.get("traceparent") or traceparent,
                         tracestate=raw.get("tracestate") or tracestate,
+                        time=made,
                     )
                 )
             except InvalidEvent as exc:
@@ -293,7 +299,6 @@ class WebhookIngress:
             else:
                 event_id = candidate.native_id or webhook_id or candidate.content_id or new_id()
             raw: dict[str, Any] = {
-                "specversion": "1.0",
                 "id": event_id,
                 "type": event_type,
                 "source": self._source.render_str(scope) if self._source else self._default_source,

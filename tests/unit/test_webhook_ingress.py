@@ -214,6 +214,10 @@ async def test_supabase_changes_are_stored_then_delivered(bridge: Bridge) -> Non
     assert update.data["old_record"]["email"] == "ada@example.com"
     assert update.source == "bridge://supa"
     assert update.correlationid == update.id
+    # Supabase sends no time: each event is stamped when received (RFC 3339, UTC).
+    for event in SEEN:
+        assert event.time is not None and event.time.endswith("Z") and event.specversion == "1.0"
+        assert abs(datetime.fromisoformat(event.time) - datetime.now(UTC)) < timedelta(minutes=5)
 
 
 async def test_debezium_changes_with_standard_webhooks(bridge: Bridge) -> None:
