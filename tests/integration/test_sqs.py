@@ -358,10 +358,14 @@ async def test_status_reports_queue_depth(sqs: SqsKit) -> None:
         got = await take(source, 2)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 20
+        name = url.rsplit("/", 1)[1]
         while loop.time() < deadline:
             status = source.status()
-            name = url.rsplit("/", 1)[1]
-            if status.lag.get(f"{name}:not_visible", 0) >= 2:
+            hidden = status.lag.get(f"{name}:not_visible", 0)
+            # Approximate counts (AWS's word): moto counts the visible and the hidden
+            # messages in two passes, so one answer during a receive can count a message
+            # in both (5 + 2 seen once). The next poll's answer is whole again.
+            if hidden >= 2 and status.lag.get(name, 0) + hidden == 5:
                 break
             await asyncio.sleep(0.1)
         assert status.connected
