@@ -20,6 +20,7 @@ from bridge.store.contracts import DeadLetter, LedgerEntry
 from bridge.store.postgres.connection import PostgresConnection
 from bridge.store.postgres.dead_letters import ADD, add_args
 from bridge.store.postgres.ledger import RECORD, RECORD_ALL, record_args
+from bridge.store.postgres.packed import Packed
 
 Pair = tuple[str, str]
 
@@ -64,6 +65,11 @@ _CLAIM = (
     "  JOIN unnest($7::text[], $8::text[]) AS r(handler, key)"
     "  ON l.handler = r.handler AND l.key = r.key WHERE l.status <> 'running'"
 )
+
+
+# The statements of the hot path with their arrays read from one text each (``packed``).
+_CLAIM_PACKED = Packed(_CLAIM)
+_RECORD_ALL = Packed(RECORD_ALL)
 
 
 class PostgresBatches(PostgresConnection):
@@ -193,8 +199,9 @@ async def _reads(conn: Any, calls: list[Call], rounds: list[list[int]]) -> list[
             keys, _, event_id, owner, _, until = calls[i].args
             rows.extend((h, k, event_id, owner, until) for h, k in keys)
         rows.sort()  # rows locked in one order by every replica: no deadlock
-        found = await conn.fetch(
-            _CLAIM,
+        found = await _fetch_packed(
+            conn,
+            _CLAIM_PACKED,
             [r[0] for r in rows],
             [r[1] for r in rows],
             [r[2] for r in rows],
@@ -259,7 +266,21 @@ async def _record_all(conn: Any, entries: list[tuple[Any, ...]]) -> None:
     if len({(a[0], a[1]) for a in entries}) < len(entries):
         await conn.executemany(RECORD, entries)
     else:
-        await conn.execute(RECORD_ALL, *(list(column) for column in zip(*entries, strict=True)))
+        columns = [list(column) for column in zip(*entries, strict=True)]
+        args = _RECORD_ALL.args(columns)
+        if args is None:
+            await conn.execute(RECORD_ALL, *columns)
+        else:
+            await conn.execute(_RECORD_ALL.packed, *args)
+
+
+async def _fetch_packed(conn: Any, statement: Packed, *args: Any) -> list[Any]:
+    """``conn.fetch`` of ``statement`` with its arrays packed (``packed``) when they all
+    can be; else as arrays."""
+    packed = statement.args(args)
+    if packed is None:
+        return list(await conn.fetch(statement.sql, *args))
+    return list(await conn.fetch(statement.packed, *packed))
 
 
 async def _record(conn: Any, entries: Sequence[LedgerEntry]) -> None:

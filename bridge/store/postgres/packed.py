@@ -1,0 +1,85 @@
+"""Array parameters sent as one text each, split again by the server.
+
+asyncpg encodes a ``text[]`` or ``float8[]`` parameter element by element, and asks
+of each element whether it is a sub-array (two ``collections.abc`` checks, each a
+call into ``ABCMeta.__instancecheck__``): about 0.6 µs of the client's CPU an
+element, where a text parameter costs it almost nothing. The ledger's claims and
+successes send five or six arrays of one element a run, so that was a tenth of the
+PostgreSQL path's CPU per event.
+
+``pack`` joins the elements with the ASCII record separator (``SEP``, ``chr(30)``),
+``None`` written as the unit separator (``NULL``, ``chr(31)``), and ``Packed`` turns
+a statement's ``$n::text[]`` into ``string_to_array($n, chr(30), chr(31))``
+(``float8[]`` the same, cast). The elements come back as they were: a value that
+could not (one holding ``SEP``, one equal to ``NULL``, or a lone empty string, which
+splits to no element at all) makes ``pack`` answer None, and the caller sends the
+arrays as arrays, with the statement as written.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+SEP = "\x1e"
+NULL = "\x1f"
+
+_ARRAY = re.compile(r"\$(\d+)::(text|float8)\[\]")
+
+
+class Packed:
+    """A statement with array parameters, and the same reading each from one text."""
+
+    def __init__(self, sql: str) -> None:
+        self.sql = sql
+        # parameter index (from 0) -> True for float8[], False for text[]
+        self.arrays = {int(n) - 1: kind == "float8" for n, kind in _ARRAY.findall(sql)}
+
+        def split(match: re.Match[str]) -> str:
+            number, kind = match.groups()
+            array = f"string_to_array(${number}, chr(30), chr(31))"
+            return array if kind == "text" else f"{array}::float8[]"
+
+        self.packed = _ARRAY.sub(split, sql)
+
+    def args(self, args: Sequence[Any]) -> list[Any] | None:
+        """``args`` with each array argument packed; None if one cannot be (send ``sql``
+        with ``args`` as they are)."""
+        out = list(args)
+        for index, floats in self.arrays.items():
+            text = pack_floats(out[index]) if floats else pack(out[index])
+            if text is None:
+                return None
+            out[index] = text
+        return out
+
+
+def pack(values: Sequence[str | None]) -> str | None:
+    """``values`` as one text for ``string_to_array(..., chr(30), chr(31))``; None when
+    they would not split back as they are."""
+    if not values:
+        return ""
+    if None in values:
+        if NULL in values:
+            return None
+        values = [NULL if v is None else v for v in values]
+    elif NULL in values:
+        return None
+    try:
+        text = SEP.join(values)  # type: ignore[arg-type]  # no None left
+    except TypeError:  # not text: sent as an array, asyncpg says what is wrong with it
+        return None
+    if text.count(SEP) != len(values) - 1 or not text:  # a SEP inside; a lone ""
+        return None
+    return text
+
+
+def pack_floats(values: Sequence[float]) -> str | None:
+    """``values`` (finite numbers) as one text for ``string_to_array(...)::float8[]``:
+    ``repr`` is the shortest text that reads back as the same double. None for an
+    infinity, a NaN or anything else."""
+    if not all(type(v) is float or type(v) is int for v in values):
+        return None
+    text = SEP.join(map(repr, values))
+    return None if "n" in text else text  # inf, nan

@@ -1,0 +1,122 @@
+"""Array parameters sent to PostgreSQL as one text each (``bridge.store.postgres.packed``):
+the server splits them back element for element; what could not come back as it was
+is sent as arrays, and the ledger reads every entry back the same either way."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge.store.contracts import LedgerEntry
+from bridge.store.postgres import PostgresStore
+from bridge.store.postgres.packed import NULL, SEP, Packed, pack, pack_floats
+from tests.fixtures.postgres import POSTGRES_URL, drop_schema
+
+pytestmark = pytest.mark.integration
+
+# Texts as producers make them (any Unicode but NUL, which PostgreSQL's text refuses),
+# the separators themselves included, and None (SQL NULL).
+TEXTS = st.lists(
+    st.one_of(
+        st.none(),
+        st.text(st.characters(blacklist_characters="\x00")),
+        st.sampled_from(["", SEP, NULL, f"a{SEP}b", f"source{NULL}id", "ü€𝄞"]),
+    ),
+    max_size=12,
+)
+FLOATS = st.lists(
+    st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**53), 2**53)),
+    max_size=12,
+)
+
+
+def _split(sql: str, *args: object) -> list[object]:
+    async def run() -> list[object]:
+        import asyncpg
+
+        conn = await asyncpg.connect(POSTGRES_URL)
+        try:
+            return list(await conn.fetchval(sql, *args))
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+@settings(max_examples=60, deadline=None)
+@given(TEXTS)
+def test_texts_packed_come_back_from_the_server_as_they_were(
+    postgres: str, values: list[str | None]
+) -> None:
+    text = pack(values)
+    statement = Packed("SELECT $1::text[]")
+    if text is None:  # cannot: a separator inside, a NULL marker, a lone empty string
+        assert statement.args([values]) is None
+        assert any(v is not None and (SEP in v or v == NULL) for v in values) or values == [""]
+        return
+    assert statement.args([values]) == [text]
+    assert _split(statement.packed, text) == values
+
+
+@settings(max_examples=40, deadline=None)
+@given(FLOATS)
+def test_numbers_packed_come_back_as_the_same_doubles(postgres: str, values: list[float]) -> None:
+    text = pack_floats(values)
+    assert text is not None
+    assert _split(Packed("SELECT $1::float8[]").packed, text) == [float(v) for v in values]
+
+
+def test_what_cannot_be_packed_is_said_so() -> None:
+    assert pack([]) == "" and pack_floats([]) == ""
+    assert pack([""]) is None and pack(["", ""]) == SEP
+    assert pack([f"a{SEP}"]) is None and pack([NULL]) is None and pack([None, NULL]) is None
+    assert pack([None, "x"]) == f"{NULL}{SEP}x"
+    assert pack(["x", 3]) is None  # type: ignore[list-item]  # sent as an array: asyncpg refuses it
+    assert pack_floats([1.5, float("inf")]) is None and pack_floats([float("nan")]) is None
+    assert pack_floats([True]) is None  # type: ignore[list-item]
+    claim = Packed("SELECT $1::text[], $2, $3::float8[]")
+    assert claim.arrays == {0: False, 2: True}
+    assert claim.args([["a", "b"], 7, [1.0]]) == [f"a{SEP}b", 7, "1.0"]
+    assert claim.packed == (
+        "SELECT string_to_array($1, chr(30), chr(31)), $2,"
+        " string_to_array($3, chr(30), chr(31))::float8[]"
+    )
+
+
+@pytest.fixture
+async def store(postgres: str) -> AsyncIterator[PostgresStore]:
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    store = PostgresStore(f"{POSTGRES_URL}?schema={schema}")
+    await store.open()
+    yield store
+    await store.close()
+    await drop_schema(schema)
+
+
+async def test_the_ledger_keeps_keys_that_cannot_be_packed(store: PostgresStore) -> None:
+    """Claims and successes of keys holding a separator (sent as arrays) and of plain keys
+    (packed), in one batch each: every key claimed, recorded and found as it was."""
+    keys = [("h", "plain\x1fkey"), ("h", f"with{SEP}sep"), ("h", NULL), ("h", "ü€𝄞")]
+    claims = await asyncio.gather(
+        *(store.ledger_claim([k], [], f"e{n}", "me", 100.0, 200.0) for n, k in enumerate(keys)),
+        store.ledger_claim([("g", "only plain")], [], "e9", "me", 100.0, 200.0),
+    )
+    assert claims == [{k: "claimed"} for k in keys] + [{("g", "only plain"): "claimed"}]
+    entries = [LedgerEntry(h, k, f"e{n}", "succeeded", {"n": n}) for n, (h, k) in enumerate(keys)]
+    await asyncio.gather(*(store.ledger_record([e]) for e in entries))
+    await store.ledger_record([LedgerEntry("g", "only plain", "e9", "succeeded", None)])
+    found = await store.ledger_get([*keys, ("g", "only plain")])
+    assert {k: (found[k].status, found[k].result) for k in keys} == {
+        k: ("succeeded", {"n": n}) for n, k in enumerate(keys)
+    }
+    assert (found[("g", "only plain")].status, found[("g", "only plain")].result) == (
+        "succeeded",
+        None,
+    )
+    again = await store.ledger_claim([*keys, ("g", "only plain")], [], "e0", "other", 300.0, 400.0)
+    assert again == dict.fromkeys([*keys, ("g", "only plain")], "succeeded")
