@@ -1,21 +1,18 @@
 """Array parameters sent to PostgreSQL as one text each (``bridge.store.postgres.packed``):
 the server splits them back element for element; what could not come back as it was
-is sent as arrays, and the ledger reads every entry back the same either way."""
+is sent as arrays (``test_postgres_store``: the ledger reads every entry back the same
+either way)."""
 
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.store.contracts import LedgerEntry
-from bridge.store.postgres import PostgresStore
 from bridge.store.postgres.packed import NULL, SEP, Packed, pack, pack_floats
-from tests.fixtures.postgres import POSTGRES_URL, drop_schema
+from tests.fixtures.postgres import POSTGRES_URL
 
 pytestmark = pytest.mark.integration
 
@@ -86,37 +83,3 @@ def test_what_cannot_be_packed_is_said_so() -> None:
         "SELECT string_to_array($1, chr(30), chr(31)), $2,"
         " string_to_array($3, chr(30), chr(31))::float8[]"
     )
-
-
-@pytest.fixture
-async def store(postgres: str) -> AsyncIterator[PostgresStore]:
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    store = PostgresStore(f"{POSTGRES_URL}?schema={schema}")
-    await store.open()
-    yield store
-    await store.close()
-    await drop_schema(schema)
-
-
-async def test_the_ledger_keeps_keys_that_cannot_be_packed(store: PostgresStore) -> None:
-    """Claims and successes of keys holding a separator (sent as arrays) and of plain keys
-    (packed), in one batch each: every key claimed, recorded and found as it was."""
-    keys = [("h", "plain\x1fkey"), ("h", f"with{SEP}sep"), ("h", NULL), ("h", "ü€𝄞")]
-    claims = await asyncio.gather(
-        *(store.ledger_claim([k], [], f"e{n}", "me", 100.0, 200.0) for n, k in enumerate(keys)),
-        store.ledger_claim([("g", "only plain")], [], "e9", "me", 100.0, 200.0),
-    )
-    assert claims == [{k: "claimed"} for k in keys] + [{("g", "only plain"): "claimed"}]
-    entries = [LedgerEntry(h, k, f"e{n}", "succeeded", {"n": n}) for n, (h, k) in enumerate(keys)]
-    await asyncio.gather(*(store.ledger_record([e]) for e in entries))
-    await store.ledger_record([LedgerEntry("g", "only plain", "e9", "succeeded", None)])
-    found = await store.ledger_get([*keys, ("g", "only plain")])
-    assert {k: (found[k].status, found[k].result) for k in keys} == {
-        k: ("succeeded", {"n": n}) for n, k in enumerate(keys)
-    }
-    assert (found[("g", "only plain")].status, found[("g", "only plain")].result) == (
-        "succeeded",
-        None,
-    )
-    again = await store.ledger_claim([*keys, ("g", "only plain")], [], "e0", "other", 300.0, 400.0)
-    assert again == dict.fromkeys([*keys, ("g", "only plain")], "succeeded")

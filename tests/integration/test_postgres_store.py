@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -9,6 +10,7 @@ import pytest
 
 from bridge.store.contracts import InboxEntry, LedgerEntry
 from bridge.store.postgres import MIGRATIONS, PostgresStore
+from bridge.store.postgres.packed import NULL, SEP
 from tests.fixtures.postgres import POSTGRES_URL, drop_schema
 from tests.flow_contract import FlowStateContract
 from tests.store_contract import StoreContract
@@ -310,3 +312,27 @@ async def test_a_batch_of_records_is_one_statement_and_keeps_each_value(
     assert [found[("h", f"k{n}")].result for n in range(50)] == results
     assert twice[:2] == [None, None] and isinstance(twice[2], StoreError)
     assert (found[("h", "dup")].status, found[("h", "dup")].result) == ("succeeded", 1)
+
+
+async def test_the_ledger_keeps_keys_that_cannot_be_packed(store: PostgresStore) -> None:
+    """Claims and successes of keys holding a separator (sent as arrays, ``bridge.store.postgres.packed``) and of plain keys
+    (packed), in one batch each: every key claimed, recorded and found as it was."""
+    keys = [("h", "plain\x1fkey"), ("h", f"with{SEP}sep"), ("h", NULL), ("h", "ü€𝄞")]
+    claims = await asyncio.gather(
+        *(store.ledger_claim([k], [], f"e{n}", "me", 100.0, 200.0) for n, k in enumerate(keys)),
+        store.ledger_claim([("g", "only plain")], [], "e9", "me", 100.0, 200.0),
+    )
+    assert claims == [{k: "claimed"} for k in keys] + [{("g", "only plain"): "claimed"}]
+    entries = [LedgerEntry(h, k, f"e{n}", "succeeded", {"n": n}) for n, (h, k) in enumerate(keys)]
+    await asyncio.gather(*(store.ledger_record([e]) for e in entries))
+    await store.ledger_record([LedgerEntry("g", "only plain", "e9", "succeeded", None)])
+    found = await store.ledger_get([*keys, ("g", "only plain")])
+    assert {k: (found[k].status, found[k].result) for k in keys} == {
+        k: ("succeeded", {"n": n}) for n, k in enumerate(keys)
+    }
+    assert (found[("g", "only plain")].status, found[("g", "only plain")].result) == (
+        "succeeded",
+        None,
+    )
+    again = await store.ledger_claim([*keys, ("g", "only plain")], [], "e0", "other", 300.0, 400.0)
+    assert again == dict.fromkeys([*keys, ("g", "only plain")], "succeeded")
