@@ -68,8 +68,8 @@ _CLAIM = (
 
 
 # The statements of the hot path with their arrays read from one text each (``packed``).
-_CLAIM_PACKED = Packed(_CLAIM)
-_RECORD_ALL = Packed(RECORD_ALL)
+_CLAIMS = Packed(_CLAIM)
+_RECORDS = Packed(RECORD_ALL)
 
 
 class PostgresBatches(PostgresConnection):
@@ -199,17 +199,17 @@ async def _reads(conn: Any, calls: list[Call], rounds: list[list[int]]) -> list[
             keys, _, event_id, owner, _, until = calls[i].args
             rows.extend((h, k, event_id, owner, until) for h, k in keys)
         rows.sort()  # rows locked in one order by every replica: no deadlock
-        found = await _fetch_packed(
-            conn,
-            _CLAIM_PACKED,
-            [r[0] for r in rows],
-            [r[1] for r in rows],
-            [r[2] for r in rows],
-            [r[3] for r in rows],
-            min(calls[i].args[4] for i in group),
-            [r[4] for r in rows],
-            [p[0] for p in reads],
-            [p[1] for p in reads],
+        found = await conn.fetch(
+            *_CLAIMS.call(
+                [r[0] for r in rows],
+                [r[1] for r in rows],
+                [r[2] for r in rows],
+                [r[3] for r in rows],
+                min(calls[i].args[4] for i in group),
+                [r[4] for r in rows],
+                [p[0] for p in reads],
+                [p[1] for p in reads],
+            )
         )
         reads = []  # read once, with the first round
         status = {}
@@ -266,21 +266,7 @@ async def _record_all(conn: Any, entries: list[tuple[Any, ...]]) -> None:
     if len({(a[0], a[1]) for a in entries}) < len(entries):
         await conn.executemany(RECORD, entries)
     else:
-        columns = [list(column) for column in zip(*entries, strict=True)]
-        args = _RECORD_ALL.args(columns)
-        if args is None:
-            await conn.execute(RECORD_ALL, *columns)
-        else:
-            await conn.execute(_RECORD_ALL.packed, *args)
-
-
-async def _fetch_packed(conn: Any, statement: Packed, *args: Any) -> list[Any]:
-    """``conn.fetch`` of ``statement`` with its arrays packed (``packed``) when they all
-    can be; else as arrays."""
-    packed = statement.args(args)
-    if packed is None:
-        return list(await conn.fetch(statement.sql, *args))
-    return list(await conn.fetch(statement.packed, *packed))
+        await conn.execute(*_RECORDS.call(*(list(c) for c in zip(*entries, strict=True))))
 
 
 async def _record(conn: Any, entries: Sequence[LedgerEntry]) -> None:

@@ -43,6 +43,12 @@ class Packed:
 
         self.packed = _ARRAY.sub(split, sql)
 
+    def call(self, *args: Any) -> tuple[Any, ...]:
+        """The arguments of ``conn.fetch`` / ``conn.execute``: the packed statement and
+        ``args`` packed, or, if one cannot be, the statement as written and ``args``."""
+        packed = self.args(args)
+        return (self.sql, *args) if packed is None else (self.packed, *packed)
+
     def args(self, args: Sequence[Any]) -> list[Any] | None:
         """``args`` with each array argument packed; None if one cannot be (send ``sql``
         with ``args`` as they are)."""
