@@ -83,9 +83,17 @@ def pack(values: Sequence[str | None]) -> str | None:
 
 def pack_floats(values: Sequence[float]) -> str | None:
     """``values`` (finite numbers) as one text for ``string_to_array(...)::float8[]``:
-    ``repr`` is the shortest text that reads back as the same double. None for an
-    infinity, a NaN or anything else."""
-    if not all(type(v) is float or type(v) is int for v in values):
+    17 significant digits read back as the same double (``repr``'s shortest text does
+    too, at half the speed again). None for an infinity, a NaN or anything else."""
+    if not values:
+        return ""
+    if not _NUMBERS.issuperset(map(type, values)):
         return None
-    text = SEP.join(map(repr, values))
+    try:
+        text = SEP.join(["%.17g"] * len(values)) % tuple(values)
+    except OverflowError:  # an integer beyond any double
+        return None
     return None if "n" in text else text  # inf, nan
+
+
+_NUMBERS = frozenset((float, int))
