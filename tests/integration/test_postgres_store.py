@@ -336,3 +336,38 @@ async def test_the_ledger_keeps_keys_that_cannot_be_packed(store: PostgresStore)
     )
     again = await store.ledger_claim([*keys, ("g", "only plain")], [], "e0", "other", 300.0, 400.0)
     assert again == dict.fromkeys([*keys, ("g", "only plain")], "succeeded")
+
+
+@pytest.mark.parametrize("suffix", ["", SEP], ids=["packed", "arrays"])
+async def test_each_claim_of_a_batch_gets_its_own_keys_status(
+    store: PostgresStore, suffix: str
+) -> None:
+    """The claims of a batch come back as one text, in the order the keys were sent: in a
+    batch mixing every status, keys out of order and a key sent twice, each call gets the
+    status of its own keys (sent packed, and as arrays when a key holds a separator)."""
+    k = {name: ("h", f"{name}{suffix}") for name in ("done", "dead", "held", "new", "gone")}
+    await store.ledger_record(
+        [
+            LedgerEntry("h", k["done"][1], "e", "succeeded"),
+            LedgerEntry("h", k["dead"][1], "e", "dead_lettered"),
+            LedgerEntry("h", k["gone"][1], "e", "cancelled"),
+        ]
+    )
+    assert await store.ledger_claim([k["held"]], [], "e", "other", 100.0, 900.0) == {
+        k["held"]: "claimed"
+    }
+    mixed = [k["new"], k["held"], k["done"], k["new"], k["dead"], k["gone"]]
+    first, second = await asyncio.gather(
+        store.ledger_claim(mixed, [], "e", "me", 200.0, 300.0),
+        store.ledger_claim(
+            [("g", f"z{suffix}"), ("a", f"z{suffix}")], [], "e2", "me", 200.0, 300.0
+        ),
+    )
+    assert first == {
+        k["new"]: "claimed",
+        k["held"]: "running",
+        k["done"]: "succeeded",
+        k["dead"]: "dead_lettered",
+        k["gone"]: "cancelled",
+    }
+    assert second == {("g", f"z{suffix}"): "claimed", ("a", f"z{suffix}"): "claimed"}

@@ -33,6 +33,8 @@ _READ = (
 # The claims of a batch in one statement: each key with its own event, owner and
 # deadline; a claim counts as expired if it ended before the earliest ``now`` of the
 # batch (a claim expiring a moment later is reported ``running``, and polled again).
+# The statuses of the claims come back as one text, in the order the keys were sent
+# (the first of a key sent twice): one row to decode, not one a key.
 # The owner is kept in ``result`` and the deadline in ``finished_at``, so a claim needs
 # no column of its own. A row another transaction inserts meanwhile makes the INSERT
 # wait for it, then skip it: that key is reported ``running``.
@@ -43,7 +45,8 @@ _READ = (
 _CLAIM = (
     "WITH cfg AS (SELECT set_config('synchronous_commit', 'off', true)),"
     " k AS (SELECT DISTINCT ON (handler, key) * FROM unnest($1::text[], $2::text[],"
-    "  $3::text[], $4::text[], $6::float8[]) AS k(handler, key, event_id, owner, until)),"
+    "  $3::text[], $4::text[], $6::float8[]) WITH ORDINALITY"
+    "  AS k(handler, key, event_id, owner, until, ord) ORDER BY handler, key, ord),"
     " prior AS (SELECT l.handler, l.key, l.status, l.finished_at, l.result FROM ledger l"
     "  JOIN k ON l.handler = k.handler AND l.key = k.key),"
     " claimed AS (INSERT INTO ledger (handler, key, event_id, status, result, finished_at)"
@@ -57,8 +60,8 @@ _CLAIM = (
     "  WHERE ledger.status = 'running'"
     "   AND (ledger.finished_at < $5 OR ledger.result = excluded.result)"
     "  RETURNING handler, key)"
-    " SELECT k.handler, k.key, CASE WHEN c.handler IS NOT NULL THEN 'claimed'"
-    "  ELSE coalesce(p.status, 'running') END AS status, false AS is_read FROM k CROSS JOIN cfg"
+    " SELECT NULL, NULL, string_agg(CASE WHEN c.handler IS NOT NULL THEN 'claimed'"
+    "  ELSE coalesce(p.status, 'running') END, ',' ORDER BY k.ord), false FROM k CROSS JOIN cfg"
     "  LEFT JOIN claimed c ON c.handler = k.handler AND c.key = k.key"
     "  LEFT JOIN prior p ON p.handler = k.handler AND p.key = k.key"
     " UNION ALL SELECT l.handler, l.key, l.status, true FROM ledger l"
@@ -212,12 +215,13 @@ async def _reads(conn: Any, calls: list[Call], rounds: list[list[int]]) -> list[
             )
         )
         reads = []  # read once, with the first round
-        status = {}
-        for r in found:
-            if r["is_read"]:
-                final[(r["handler"], r["key"])] = r["status"]
-            else:
-                status[(r["handler"], r["key"])] = r["status"]
+        status: dict[Pair, str] = {}
+        for handler, key, text, is_read in found:
+            if is_read:
+                final[(handler, key)] = text
+            elif text is not None:  # each key's status, in the order sent
+                sent = dict.fromkeys([(r[0], r[1]) for r in rows])
+                status = dict(zip(sent, text.split(","), strict=True))
         for i in group:
             answers[i] = {k: status[k] for k in calls[i].args[0] if k in status}
     if reads:
