@@ -12,6 +12,7 @@ its write committed, durably.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 from bridge.errors import StoreError
@@ -73,6 +74,7 @@ _CLAIM = (
 # The statements of the hot path with their arrays read from one text each (``packed``).
 _CLAIMS = Packed(_CLAIM)
 _RECORDS = Packed(RECORD_ALL)
+_KEY = itemgetter(0, 1)  # (handler, key) of a row of record arguments
 
 
 class PostgresBatches(PostgresConnection):
@@ -237,9 +239,7 @@ async def _reads(conn: Any, calls: list[Call], rounds: list[list[int]]) -> list[
 def _sorted_entries(calls: list[Call], indexes: Sequence[int]) -> list[tuple[Any, ...]]:
     """The record arguments of ``calls[i]`` for ``i`` in ``indexes``, in key order, as the
     claims lock them: no deadlock between replicas."""
-    return sorted(
-        (record_args(e) for i in indexes for e in calls[i].args[0]), key=lambda a: (a[0], a[1])
-    )
+    return sorted((record_args(e) for i in indexes for e in calls[i].args[0]), key=_KEY)
 
 
 async def _writes(conn: Any, calls: list[Call]) -> list[BaseException | None]:
@@ -267,10 +267,11 @@ async def _record_all(conn: Any, entries: list[tuple[Any, ...]]) -> None:
     ``unnest`` arrays, one execution on the server where ``executemany`` runs one per
     entry (a quarter less of the server's CPU per event). An atomic ``executemany`` when a
     key comes twice (one statement cannot update a row twice)."""
-    if len({(a[0], a[1]) for a in entries}) < len(entries):
+    columns = [list(c) for c in zip(*entries, strict=True)]
+    if len(set(zip(columns[0], columns[1], strict=True))) < len(entries):
         await conn.executemany(RECORD, entries)
     else:
-        await conn.execute(*_RECORDS.call(*(list(c) for c in zip(*entries, strict=True))))
+        await conn.execute(*_RECORDS.call(*columns))
 
 
 async def _record(conn: Any, entries: Sequence[LedgerEntry]) -> None:
