@@ -56,7 +56,7 @@ class Endings:
         self.env = env
         self._puts: Coalescer[ParkedRun, None] = Coalescer(self._put)
         self._dones: Coalescer[str, None] = Coalescer(self._done)
-        self.recorder = Recorder(self._record, self.ended_well)
+        self.recorder = Recorder(self._record, self.counted)
 
     async def _put(self, _: Hashable, runs: Sequence[ParkedRun]) -> list[None]:
         await self.env.store.parked_put(runs)
@@ -140,7 +140,13 @@ class Endings:
 
     def ended_well(self, run: RunState, result: Any, emitted: Sequence[Event[Any]]) -> Run:
         """Count a success whose emitted events are sent and whose ledger entry is written
-        (or that has neither), and record it in the history."""
+        (or that has neither), and record it in the history; its ``Run``."""
+        self.counted(run, result, emitted)
+        return Run(run.bh.id, "succeeded", result, None, run.attempts)
+
+    def counted(self, run: RunState, result: Any, emitted: Sequence[Event[Any]]) -> None:
+        """``ended_well`` without the ``Run``: for a success written behind, whose ``Run``
+        its delivery already holds."""
         env = self.env
         event, bh = run.event, run.bh
         self._finished(bh, bh.succeeded_labels, run.started)
@@ -160,7 +166,6 @@ class Endings:
                     [e.id for e in emitted],
                 )
             )
-        return Run(bh.id, "succeeded", result, None, run.attempts)
 
     async def dead_lettered(self, run: RunState, text: str, error: BaseException) -> Run:
         """Store the run's dead letter (and its ledger entry); publish a copy if asked.

@@ -81,7 +81,7 @@ class Recorder:
 
     Args:
         record: writes a batch of entries in one store call (``Ledger.ledger_record``).
-        ended: counts and records a run whose entry is written (``Endings.ended_well``,
+        ended: counts and records a run whose entry is written (``Endings.counted``,
             called with no emitted events).
         limit: most entries in one write.
     """
