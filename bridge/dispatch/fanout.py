@@ -115,9 +115,20 @@ class FanOut:
                 leaders[pair] = other.follow(pair)
         try:
             final = await self._final(event, bound, keys)
-            runs = await self._dispatch(
-                event, bound, keys, final, leaders, lead, connector, replay, resume
-            )
+            if final or leaders or resume is not None:
+                runs = await self._dispatch(
+                    event, bound, keys, final, leaders, lead, connector, replay, resume
+                )
+            else:
+                # The common case: no branch is in the ledger or in flight, none resumed.
+                # Every branch runs, and this fan-out leads each (as ``_dispatch`` does).
+                run, led = self.runner.run, self._led
+                runs = await self._gather(
+                    [
+                        led(lead, pair, run(event, b, pair[1], connector, None))
+                        for b, pair in zip(bound, keys, strict=True)
+                    ]
+                )
             # Settled only once the successes written behind the runs are written.
             while (written := unwritten(runs)) is not None:
                 await written
