@@ -39,7 +39,7 @@ from typing import Any, cast
 from bridge.dispatch.attempts import Runner
 from bridge.dispatch.claims import ClaimKeeper
 from bridge.dispatch.env import DispatchConfig, DispatchEnv
-from bridge.dispatch.recorder import unwritten, write_error, written_error
+from bridge.dispatch.recorder import unwritten, writes_of, written_error
 from bridge.dispatch.runs import BoundHandler, Resume, Run
 from bridge.events import Event
 from bridge.routing import Subscription
@@ -130,9 +130,7 @@ class FanOut:
                     ]
                 )
             # Settled only once the successes written behind the runs are written.
-            while (written := unwritten(runs)) is not None:
-                await written
-            error = write_error(runs)
+            error = await writes_of(runs)
             if error is not None:
                 raise error
         finally:

@@ -45,6 +45,24 @@ def unwritten(runs: Sequence[Run]) -> Written | None:
     return None
 
 
+async def writes_of(runs: Sequence[Run]) -> BaseException | None:
+    """Wait for every write of ``runs`` written behind; why one of them was not written
+    (None: each was, or none was written behind). The runs of a delivery mostly share
+    one write: it is awaited and read once."""
+    failed = False
+    last = None
+    for run in runs:
+        written = run.written
+        if written is None or written is last:
+            continue
+        last = written
+        if not written.done():
+            await written
+        if written.exception() is not None or written.result():
+            failed = True
+    return write_error(runs) if failed else None
+
+
 def write_error(runs: Sequence[Run]) -> BaseException | None:
     """Why one of ``runs``, written behind, was not written (their writes are done)."""
     for run in runs:
