@@ -162,3 +162,36 @@ async def test_the_bridge_closing_writes_what_its_runs_noted() -> None:
     await closing
     assert await task is Settlement.ACK
     assert len(await store.ledger_final([("h0", "t\x1fe1"), ("h1", "t\x1fe1")])) == 2
+
+
+async def test_an_entry_the_store_refuses_fails_only_its_own_run_and_delivery() -> None:
+    """Two deliveries share a write; the store refuses one entry of one of them. That
+    delivery is left for redelivery and its refused run is not counted; its sibling run
+    and the other delivery are recorded and counted."""
+    from bridge.errors import StoreError
+
+    store = GatedStore()
+    runtime = bridge(store)
+
+    async def record(entries: Sequence[LedgerEntry]) -> None:
+        await store.gate.wait()
+        if any(e.handler == "h1" and e.key == "t\x1fbad" for e in entries):
+            raise StoreError("value refused")
+        await MemoryStore.ledger_record(store, entries)
+
+    store.ledger_record = record  # type: ignore[method-assign]
+    bad = asyncio.create_task(process(runtime, delivery("bad")[0]))
+    good = asyncio.create_task(process(runtime, delivery("good")[0]))
+    await until(lambda: sum(CALLS.values()) == 4, 5, "both deliveries ran")
+    store.gate.set()
+    assert await bad is Settlement.RETRY_LATER
+    assert await good is Settlement.ACK
+    assert succeeded(runtime) == 3  # h1 on "bad" is not counted
+    final = await store.ledger_final(
+        [(h, f"t\x1f{e}") for h in ("h0", "h1") for e in ("bad", "good")]
+    )
+    assert final == {
+        ("h0", "t\x1fbad"): "succeeded",
+        ("h0", "t\x1fgood"): "succeeded",
+        ("h1", "t\x1fgood"): "succeeded",
+    }
