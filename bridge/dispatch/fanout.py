@@ -108,10 +108,8 @@ class FanOut:
         lead = _Lead()
         leaders: dict[Pair, asyncio.Future[Run | None]] = {}
         for pair in keys:
-            other = flight.get(pair)
-            if other is None:
-                flight[pair] = lead
-            elif other is not lead:
+            other = flight.setdefault(pair, lead)
+            if other is not lead:
                 leaders[pair] = other.follow(pair)
         try:
             final = await self._final(event, bound, keys)
