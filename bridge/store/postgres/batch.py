@@ -4,10 +4,10 @@ common case, one statement (one round trip), whatever the number of deliveries i
 Two lanes, so a lookup never waits behind a write. The lookups and run claims of a
 batch are one statement (``unnest`` arrays); its claims commit without waiting for
 the WAL flush (a claim is a lease between live replicas, not a record). Up to two
-such batches are in flight, the second only once a claim waited 5 ms for the first. The successes
-of a batch are one atomic statement (``unnest`` arrays); with dead letters, all go in
-one transaction; up to two write batches are in flight. Each caller is answered once
-its write committed, durably.
+such batches are in flight, the second only once a claim waited 5 ms for the first.
+The successes of a batch are one atomic statement (``unnest`` arrays); with dead
+letters, all go in one transaction; up to two write batches are in flight. Each
+caller is answered once its write committed, durably.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ _CLAIM = (
 # The statements of the hot path with their arrays read from one text each (``packed``).
 _CLAIMS = Packed(_CLAIM)
 _RECORDS = Packed(RECORD_ALL)
-_KEY = itemgetter(0, 1)  # (handler, key) of a row of record arguments
+_KEY = itemgetter(0, 1)  # (handler, key) of a row of claim or record arguments
 
 
 class PostgresBatches(PostgresConnection):
@@ -229,7 +229,7 @@ async def _reads(conn: Any, calls: list[Call], rounds: list[list[int]]) -> list[
             if is_read:
                 final[(handler, key)] = text
             elif text is not None:  # each key's status, in the order sent
-                sent = dict.fromkeys([(r[0], r[1]) for r in rows])
+                sent = dict.fromkeys(map(_KEY, rows))
                 status = dict(zip(sent, text.split(","), strict=True))
         for i in group:
             answers[i] = {k: status[k] for k in calls[i].args[0] if k in status}

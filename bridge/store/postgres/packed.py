@@ -24,6 +24,7 @@ from typing import Any
 
 SEP = "\x1e"
 NULL = "\x1f"
+_NUMBERS = frozenset((float, int))  # what ``pack_floats`` packs (not bool, not Decimal)
 
 _ARRAY = re.compile(r"\$(\d+)::(text|float8)\[\]")
 
@@ -94,6 +95,3 @@ def pack_floats(values: Sequence[float]) -> str | None:
     except OverflowError:  # an integer beyond any double
         return None
     return None if "n" in text else text  # inf, nan
-
-
-_NUMBERS = frozenset((float, int))
