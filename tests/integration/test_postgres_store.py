@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -177,6 +178,56 @@ async def test_two_replicas_given_the_same_event_at_once_run_it_once(postgres: s
     finally:
         for _, store in replicas:
             await store.close()
+        await drop_schema(schema)
+
+
+async def test_a_fan_out_on_postgres_releases_the_claim_of_a_branch_that_did_not_end(
+    postgres: str,
+) -> None:
+    """Every branch claimed by this replica: the one that succeeds is recorded, the one
+    whose retry is parked gives its claim back as it ends (another replica may take it
+    now, not when its lease lapses over a minute later), and its retry is parked."""
+    from bridge.app import load_config_text
+    from bridge.app.runtime import Runtime
+    from bridge.transport import Settlement
+    from tests.unit import test_identity
+    from tests.unit.test_dispatch import HEAD, FakeClock, process
+    from tests.unit.test_identity import HERE, delivery
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    url = f"{POSTGRES_URL}?schema={schema}"
+    store = PostgresStore(url)
+    await store.open()
+    handlers = (
+        f"  - {{id: a, on: test/event, type: python, function: '{HERE}:counted'}}\n"
+        f"  - {{id: b, on: test/event, type: python, function: '{HERE}:broken',"
+        " retry: {attempts: 3, min_delay: 10m, max_delay: 10m}}\n"
+    )
+    runtime = Runtime(
+        load_config_text(HEAD.replace("memory://", f"'{url}'") + handlers, {}),
+        store=store,
+        clock=FakeClock(),
+    )
+    runtime.build()
+    test_identity.RUNS.clear()
+    try:
+        n = 5
+        outcomes = [await process(runtime, delivery(f"e{i}", "src")[0]) for i in range(n)]
+        assert outcomes == [Settlement.ACK] * n
+        assert sum(test_identity.RUNS.values()) == 2 * n
+        ran = [(h, f"src\x1fe{i}") for h in "ab" for i in range(n)]
+        now = time.time()  # the fan-out's claims last until now + lease (over a minute)
+        found = await store.ledger_claim(ran, [], "x", "another replica", now, now + 60.0)
+        assert {p: s for p, s in found.items() if p[0] == "a"} == {
+            ("a", f"src\x1fe{i}"): "succeeded" for i in range(n)
+        }
+        assert {p: s for p, s in found.items() if p[0] == "b"} == {
+            ("b", f"src\x1fe{i}"): "claimed" for i in range(n)
+        }
+        parked = await store.parked_list()
+        assert sorted(p.handler for p in parked) == ["b"] * n
+    finally:
+        await store.close()
         await drop_schema(schema)
 
 
