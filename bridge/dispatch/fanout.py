@@ -37,6 +37,7 @@ from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, cast
 
 from bridge.dispatch.attempts import Runner
+from bridge.dispatch.branches import gather
 from bridge.dispatch.claims import ClaimKeeper
 from bridge.dispatch.env import DispatchConfig, DispatchEnv
 from bridge.dispatch.recorder import unwritten, writes_of, written_error
@@ -89,7 +90,7 @@ class FanOut:
         if not self.config.ledger:
             # Nothing to read first and no branch to skip: every branch runs.
             run = self.runner.run
-            return self._gather(
+            return gather(
                 [run(event, b, b.key(event), connector, resume) for b in (s.target for s in subs)]
             )
         return self._ledgered(event, subs, connector, replay, resume)
@@ -121,7 +122,7 @@ class FanOut:
                 # The common case: no branch is in the ledger or in flight, none resumed.
                 # Every branch runs, and this fan-out leads each (as ``_dispatch`` does).
                 run, led = self.runner.run, self._led
-                runs = await self._gather(
+                runs = await gather(
                     [
                         led(lead, pair, run(event, b, pair[1], connector, None))
                         for b, pair in zip(bound, keys, strict=True)
@@ -324,42 +325,7 @@ class FanOut:
             coros.append(self._led(lead, pair, coro) if held else coro)
         if not coros:
             return runs
-        runs.extend(await self._gather(coros))
-        return runs
-
-    async def _gather(self, coros: list[Coroutine[Any, Any, Run]]) -> list[Run]:
-        """Await every run concurrently, each to its end; a failure is raised once all ended
-        (the first one raised), a cancellation of this task cancels them all."""
-        # The first run goes inline in this task; only its siblings need tasks of their own.
-        if len(coros) == 1:
-            return [await coros[0]]
-        if not coros:
-            return []
-        runs: list[Run] = []
-        loop = asyncio.get_running_loop()
-        others = [loop.create_task(c) for c in coros[1:]]
-        failure: BaseException | None = None
-        try:
-            runs.append(await coros[0])
-        except asyncio.CancelledError:
-            await _cancel_all(others)
-            raise
-        except BaseException as exc:  # the siblings still finish; then it is raised
-            failure = exc
-        # Awaiting each sibling in turn is cheaper than gather(): no aggregate future.
-        for index, task in enumerate(others):
-            try:
-                runs.append(await task)
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    await _cancel_all(others[index + 1 :])
-                    raise
-                failure = failure or asyncio.CancelledError(f"run of {task.get_name()} cancelled")
-            except BaseException as exc:
-                failure = failure or exc
-        if failure is not None:
-            raise failure
+        runs.extend(await gather(coros))
         return runs
 
     async def _ended(self, pair: tuple[str, str], legacy: str | None, resume: Resume) -> bool:
@@ -395,11 +361,3 @@ class _Lead:
         if future is None:
             future = waiting[pair] = asyncio.get_running_loop().create_future()
         return future
-
-
-async def _cancel_all(tasks: Sequence[asyncio.Task[Any]]) -> None:
-    """Cancel sibling runs (the delivery itself was cancelled) and wait for them to end."""
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        await asyncio.wait(tasks)
