@@ -41,14 +41,16 @@ async def run_bridge(
     sample_ratio: float | None = None,
     span_exporter: Any = None,
     until: Callable[[], Awaitable[None]] | None = None,
+    after: Callable[[], Awaitable[None]] | None = None,
     ready: asyncio.Event | None = None,
     timeout: float = 600,
 ) -> Tally:
     """Run the bridge until its handlers ran ``target_runs`` times; its ``Tally``.
 
     ``until``, if given, is awaited next (e.g. until the queue reads empty), and the
-    tally's ``last`` moves to when it returned. ``ready`` is set once the sources
-    started (a Kafka source: joined and assigned).
+    tally's ``last`` moves to when it returned. ``after``, if given, is awaited once the
+    measurement ended, before the bridge stops (readings that must not be timed).
+    ``ready`` is set once the sources started (a Kafka source: joined and assigned).
     """
     tally = reset(target_runs, latency)
     cfg = load_config_text(config, {})
@@ -81,6 +83,8 @@ async def run_bridge(
             await until()
             tally.last = time.perf_counter()
             tally.cpu_last = time.process_time()
+        if after is not None:
+            await after()
     finally:
         runtime.request_stop()
         await task
