@@ -24,15 +24,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import types
-from collections.abc import Coroutine, Generator
+from collections.abc import Coroutine
 from types import CoroutineType
-from typing import Any, cast
+from typing import Any
 
 from bridge.cancellation import RunCancelled
 from bridge.context import Context
 from bridge.deadlines import Deadline, Watchdog
 from bridge.dispatch.batches import Batches
+from bridge.dispatch.branches import resumed
 from bridge.dispatch.endings import Endings
 from bridge.dispatch.env import DispatchConfig, DispatchEnv
 from bridge.dispatch.runs import BoundHandler, Resume, Run, RunState, parked_run_id
@@ -287,7 +287,7 @@ class Runner:
             except StopIteration as ended:
                 return ended.value
             deadline = watchdog.arm(bh.timeout, since)
-            return await _resumed(call, waiting)
+            return await resumed(call, waiting)
         except asyncio.CancelledError as exc:
             task = deadline.task if deadline is not None else None
             if (
@@ -319,22 +319,6 @@ class Runner:
             CURRENT_RUN.reset(run_token)
             if span is not None:
                 Tracing.end(span, token)
-
-
-@types.coroutine
-def _resumed(call: Coroutine[Any, Any, Any], waiting: Any) -> Generator[Any, Any, Any]:
-    """The rest of ``call``, a coroutine stepped once that yielded ``waiting`` (what it
-    waits for): hands that to the task, then delegates to ``call`` as ``await`` does."""
-    while True:
-        try:
-            yield waiting
-        except BaseException as exc:  # cancelled (or closed) while it waited: its business
-            try:
-                waiting = call.throw(exc)
-            except StopIteration as ended:
-                return ended.value
-            continue
-        return (yield from cast(Generator[Any, Any, Any], call))
 
 
 class HandlerCancelled(Exception):

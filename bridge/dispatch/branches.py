@@ -18,7 +18,7 @@ import asyncio
 import contextvars
 import types
 from collections.abc import Coroutine, Generator, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -54,12 +54,14 @@ async def gather(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
         waiting = (index, coro, step, context)
         start = index + 1
         break
-    loop = asyncio.get_running_loop()
-    others = [loop.create_task(c) for c in coros[start:]]
+    others = []
+    if start < count:
+        loop = asyncio.get_running_loop()
+        others = [loop.create_task(c) for c in coros[start:]]
     if waiting is not None:
         index, coro, step, context = waiting
         try:
-            results[index] = await _continued(coro, step, context)
+            results[index] = await resumed(coro, step, context)
         except asyncio.CancelledError:
             await _cancel_all(others)
             raise
@@ -88,22 +90,25 @@ def _cancelling() -> bool:
 
 
 @types.coroutine
-def _continued(
-    coro: Coroutine[Any, Any, T], step: Any, context: contextvars.Context
+def resumed(
+    call: Coroutine[Any, Any, T], waiting: Any, context: contextvars.Context | None = None
 ) -> Generator[Any, Any, T]:
-    """The rest of ``coro``, stepped once (it yielded ``step``), each further step in
-    ``context``: what ``await`` does, in the branch's own context."""
+    """The rest of ``call``, a coroutine stepped once that yielded ``waiting`` (what it
+    waits for): hands that to the task, then delegates to ``call`` as ``await`` does;
+    with ``context``, each further step runs in it (a branch's own context)."""
     while True:
         try:
-            sent = yield step
-        except BaseException as exc:  # cancelled while it waited: its business
+            sent = yield waiting
+        except BaseException as exc:  # cancelled (or closed) while it waited: its business
             try:
-                step = context.run(coro.throw, exc)
+                waiting = call.throw(exc) if context is None else context.run(call.throw, exc)
             except StopIteration as ended:
                 return ended.value  # type: ignore[no-any-return]
             continue
+        if context is None:
+            return (yield from cast(Generator[Any, Any, T], call))
         try:
-            step = context.run(coro.send, sent)
+            waiting = context.run(call.send, sent)
         except StopIteration as ended:
             return ended.value  # type: ignore[no-any-return]
 
