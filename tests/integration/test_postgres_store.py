@@ -251,6 +251,39 @@ async def test_run_claims_hold_lapse_release_and_give_way_to_the_end(
     assert found == {k: "succeeded", old: "succeeded"}
 
 
+async def test_a_runs_end_updates_its_claimed_row_in_place(store: PostgresStore) -> None:
+    """A run's row is written twice, claimed then ended: the end is a heap-only update on
+    the claim's page (no new index entry), for rows of the engine's shape filling pages."""
+    import asyncpg
+
+    source = "kafka://orders-cluster/orders"
+    keys = [("notify-customer", f"{source}\x1forders-3-{i:06}") for i in range(600)]
+    owner = uuid.uuid4().hex  # a process, as the fan-out names itself
+    claimed = await store.ledger_claim(keys, [], "orders-3-0", owner, 100.0, 200.0)
+    assert set(claimed.values()) == {"claimed"}
+    conn = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": f'"{store.schema}"'})
+    try:
+
+        async def pages() -> dict[str, int]:
+            rows = await conn.fetch("SELECT key, ctid::text AS at FROM ledger")
+            return {r["key"]: int(r["at"].strip("()").split(",")[0]) for r in rows}
+
+        before = await pages()
+        ended = [LedgerEntry(h, k, k.rpartition("\x1f")[2], "succeeded") for h, k in keys]
+        await store.ledger_record(ended)
+        after = await pages()
+        options = await conn.fetchval(
+            "SELECT reloptions FROM pg_class WHERE oid = 'ledger'::regclass"
+        )
+    finally:
+        await conn.close()
+    assert len(set(before.values())) >= 10
+    stayed = sum(after[k] == page for k, page in before.items())
+    assert stayed >= 0.9 * len(keys), f"{stayed} of {len(keys)} ended rows stayed on their page"
+    assert options == ["fillfactor=60"]
+    assert await store.ledger_final(keys) == dict.fromkeys(keys, "succeeded")
+
+
 async def _schema_of_before(schema: str) -> None:
     """A schema as the version before event identities left it (schema 5), with a run
     recorded under the key of then: the event id alone."""

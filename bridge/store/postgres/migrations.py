@@ -183,6 +183,17 @@ MIGRATIONS: list[str] = [
     INSERT INTO bridge_meta (name, value) SELECT 'legacy_keys', '1'
         WHERE EXISTS (SELECT 1 FROM ledger WHERE strpos(key, chr(31)) = 0);
     """,
+    # 11: room in the ledger's pages for the update of each row. A run's row is written
+    # twice: its claim inserts it, its end updates it. On a full page the update goes to
+    # another page and adds an entry to the primary key's index; with room left on the
+    # page it is a heap-only (HOT) update, which writes no index entry and is pruned in
+    # place. An ended row is smaller than its claim (no owner), so 40 % of a page holds
+    # the updates of nearly all its rows. Measured on the ledger benchmark: the server's
+    # CPU per event 50.0 -> 42.5 µs, events/s +5 % (docs/performance.md); the heap takes
+    # more pages for the same rows. New pages get the room; existing ones keep theirs.
+    """
+    ALTER TABLE ledger SET (fillfactor = 60);
+    """,
 ]
 
 LEGACY_KEYS = "SELECT 1 FROM bridge_meta WHERE name = 'legacy_keys'"
