@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Mapping, Sequence
-from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote
 
@@ -41,7 +40,7 @@ from bridge.events import EMPTY, Event, EventCatalog, event_from_dict
 from bridge.formats import Tombstones, format_for
 from bridge.formats.reading import FormatReader, tombstone_record
 from bridge.templates import DELIVERY_ROOTS, Template, TemplateError, lookup
-from bridge.transport import Delivery, EventMapping
+from bridge.transport import Delivery, EventMapping, TransportMeta
 
 _CE_PREFIXES = ("ce-", "ce_", "cloudevents:", "cloudevents_")
 _CASELESS = (CIMultiDict, CIMultiDictProxy)
@@ -300,8 +299,7 @@ class Normalizer:
     def _transport(self, meta: Mapping[str, Any]) -> Mapping[str, Any]:
         if not meta:
             return EMPTY
-        prefix = self._prefix
-        return MappingProxyType({prefix + k: v for k, v in meta.items()})
+        return TransportMeta(meta, self._prefix)
 
     def _binary_data(self, attrs: dict[str, str], body: bytes, headers: Mapping[str, str]) -> Any:
         content_type = attrs.get("datacontenttype") or header(headers, "content-type") or ""

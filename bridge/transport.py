@@ -27,12 +27,16 @@ when the transport has one that survives redelivery (SQS MessageId, AMQP
 message_id, Kafka ``topic-partition-offset``). Normalization uses it as the
 event id when the message is not a CloudEvent, so the ledger recognizes a
 redelivered message.
+
+An event shows its delivery's ``meta`` as ``Event.transport``: a ``TransportMeta``, a
+read-only view with each name behind the transport's prefix (``kafka.partition``). A
+source fills ``meta`` before it hands the delivery over and leaves it alone after.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -304,3 +308,39 @@ class ConnectorKind:
     queues the connector consumes. A connector whose broker answers is left alone.
     It raises ``BridgeError`` when the broker cannot be started. The hook imports
     its broker SDK or tool lazily; the engine imports none."""
+
+
+class TransportMeta(Mapping[str, Any]):
+    """A delivery's transport metadata as an event shows it: read-only, each key behind
+    the transport's prefix (``partition`` is ``kafka.partition``).
+
+    A view of the delivery's own ``meta`` (complete once the delivery is handed over),
+    not a copy: an event is made for every delivery and its ``transport`` is seldom
+    read, so nothing is copied until it is.
+    """
+
+    __slots__ = ("_meta", "_prefix")
+
+    def __init__(self, meta: Mapping[str, Any], prefix: str) -> None:
+        self._meta = meta
+        self._prefix = prefix
+
+    def __getitem__(self, key: str) -> Any:
+        prefix = self._prefix
+        if type(key) is str and key.startswith(prefix):
+            return self._meta[key[len(prefix) :]]
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        prefix = self._prefix
+        return type(key) is str and key.startswith(prefix) and key[len(prefix) :] in self._meta
+
+    def __iter__(self) -> Iterator[str]:
+        prefix = self._prefix
+        return (prefix + key for key in self._meta)
+
+    def __len__(self) -> int:
+        return len(self._meta)
+
+    def __repr__(self) -> str:
+        return f"TransportMeta({dict(self)!r})"

@@ -64,6 +64,36 @@ def test_structured_cloudevent_is_recognized_and_data_validated() -> None:
     assert event.transport["kafka.partition"] == 3
 
 
+def test_transport_metadata_reads_behind_the_prefix_and_cannot_be_changed() -> None:
+    event = normalizer()(
+        delivery({"specversion": "1.0", "id": "1", "source": "s", "type": "db/x"},
+                 topic="orders", partition=3, offset=17, key="user-1")
+    )  # fmt: skip
+    transport = event.transport
+    assert dict(transport) == {
+        "kafka.topic": "orders",
+        "kafka.partition": 3,
+        "kafka.offset": 17,
+        "kafka.key": "user-1",
+    }
+    assert transport == {"kafka.topic": "orders", "kafka.partition": 3,
+                         "kafka.offset": 17, "kafka.key": "user-1"}  # fmt: skip
+    assert list(transport) == ["kafka.topic", "kafka.partition", "kafka.offset", "kafka.key"]
+    assert len(transport) == 4 and "kafka.offset" in transport
+    # Only the prefixed names: the delivery's own names are not the event's.
+    assert "offset" not in transport and transport.get("offset") is None
+    assert "kafka." not in transport and transport.get("amqp.offset", "none") == "none"
+    with pytest.raises(KeyError):
+        transport["partition"]
+    with pytest.raises(TypeError):
+        transport["kafka.partition"] = 4  # type: ignore[index]
+    assert "kafka.partition" in repr(transport)
+    assert event.as_filter_input()["transport"] == dict(transport)
+    # An event of a delivery without metadata has none.
+    bare = normalizer()(delivery({"specversion": "1.0", "id": "2", "source": "s", "type": "db/x"}))
+    assert dict(bare.transport) == {} and len(bare.transport) == 0
+
+
 def test_binary_cloudevent_headers_with_any_binding_prefix() -> None:
     for prefix in ("ce-", "ce_", "cloudEvents:", "cloudEvents_"):
         headers = {
