@@ -67,19 +67,20 @@ class Runner:
         self,
         event: Event[Any],
         bh: BoundHandler,
-        key: str,
+        key: str | None,
         connector: str,
         resume: Resume | None = None,
     ) -> Coroutine[Any, Any, Run]:
         """Attempt ``bh`` on ``event`` until it succeeds, is dead-lettered or parked (a
-        coroutine to await; without flow control, no wrapper coroutine per run).
+        coroutine to await; without flow control, no wrapper coroutine per run). ``key``:
+        the run's ledger key, None to render it only if it is needed.
 
         Raises:
             StoreError: the run's end could not be recorded.
             asyncio.CancelledError: the run was cancelled; nothing of it is recorded.
         """
         if bh.batch is not None and resume is None:
-            return self.batches.run(event, bh, key, connector)
+            return self.batches.run(event, bh, bh.key(event) if key is None else key, connector)
         flow = bh.flow
         created = resume.created if resume and resume.created else self.env.wall()
         if flow is None:
@@ -91,7 +92,7 @@ class Runner:
         flow: HandlerFlow,
         event: Event[Any],
         bh: BoundHandler,
-        key: str,
+        key: str | None,
         connector: str,
         resume: Resume | None,
         created: float,
@@ -123,7 +124,7 @@ class Runner:
         flow: HandlerFlow,
         event: Event[Any],
         bh: BoundHandler,
-        key: str,
+        key: str | None,
         connector: str,
         resume: Resume | None,
         created: float,
@@ -142,7 +143,7 @@ class Runner:
         self,
         event: Event[Any],
         bh: BoundHandler,
-        key: str,
+        key: str | None,
         connector: str,
         resume: Resume | None,
         created: float,

@@ -88,11 +88,10 @@ class FanOut:
             StoreError: a result could not be recorded (the message must not be acked).
         """
         if not self.config.ledger:
-            # Nothing to read first and no branch to skip: every branch runs.
+            # Nothing to read first and no branch to skip: every branch runs (its key is
+            # rendered only if the run needs it: a dead letter, a parked retry).
             run = self.runner.run
-            return gather(
-                [run(event, b, b.key(event), connector, resume) for b in (s.target for s in subs)]
-            )
+            return gather([run(event, s.target, None, connector, resume) for s in subs])
         return self._ledgered(event, subs, connector, replay, resume)
 
     async def _ledgered(

@@ -139,11 +139,13 @@ class RunState:
     ``started`` is when the run started and ``began`` when its current attempt
     ``number`` started, both on the engine's clock; ``created`` is when the run was
     created, on the wall clock (kept across parking: ``cancel_on`` compares it).
+    The key may be given as None: it is then rendered when first read (a run that
+    ends well without the ledger never reads it).
     """
 
     event: Event[Any]
     bh: BoundHandler
-    key: str
+    given_key: str | None
     connector: str
     resume: Resume | None
     started: float
@@ -151,6 +153,14 @@ class RunState:
     number: int = 0
     began: float = 0.0
     created: float = 0.0
+
+    @property
+    def key(self) -> str:
+        """The run's ledger key (``BoundHandler.key``)."""
+        key = self.given_key
+        if key is None:
+            key = self.given_key = self.bh.key(self.event)
+        return key
 
 
 def trace_id(traceparent: str | None) -> str | None:

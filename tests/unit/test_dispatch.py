@@ -296,6 +296,25 @@ async def test_ledger_off_runs_every_delivery() -> None:
     assert CALLS["h:e1"] == 3 and store.ledger == {}
 
 
+async def test_ledger_off_dead_letters_still_name_each_runs_key() -> None:
+    """Without the ledger a run's key is rendered only when it is needed: a dead letter
+    still carries it, the default (source and id) or the handler's own template."""
+    runtime, store, _ = make(
+        """
+        - {id: plain, on: test/event, type: python, function: 'tests.unit.test_dispatch:fatal'}
+        - {id: keyed, on: test/event, type: python, function: 'tests.unit.test_dispatch:fatal',
+           idempotency_key: '{data.email}'}
+        - {id: fine, on: test/event, type: python, function: 'tests.unit.test_dispatch:ok'}
+        """,
+        ledger="false",
+    )
+    d, _ = delivery("e7", {"email": "a@x.io"})
+    assert await process(runtime, d) is Settlement.ACK
+    keys = {letter.handler: letter.key for letter in store.letters.values()}
+    assert keys == {"plain": "t\x1fe7", "keyed": "a@x.io"}
+    assert CALLS["fine:e7"] == 1 and store.ledger == {}
+
+
 async def test_concurrency_limit_per_handler() -> None:
     running = 0
     peak = 0
