@@ -30,12 +30,8 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 import bridge.jsonio as jsonio
-from bridge.attributes import (  # SPECVERSION, CONTEXT_ATTRIBUTES: re-exported, as before
-    CONTEXT_ATTRIBUTES as CONTEXT_ATTRIBUTES,
-)
-from bridge.attributes import (
-    SPECVERSION as SPECVERSION,
-)
+from bridge.attributes import CONTEXT_ATTRIBUTES as CONTEXT_ATTRIBUTES  # re-exported
+from bridge.attributes import SPECVERSION as SPECVERSION  # re-exported
 from bridge.attributes import (
     attribute_text,
     check_attributes,
@@ -44,6 +40,7 @@ from bridge.attributes import (
     structured_data,
 )
 from bridge.errors import InvalidEvent
+from bridge.frozen import fast_init
 
 T = TypeVar("T")
 
@@ -60,6 +57,7 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Event(Generic[T]):
     """A CloudEvents 1.0 event with typed ``data``.

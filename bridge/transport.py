@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.duration import Duration
 from bridge.embedded import Brokers
+from bridge.frozen import fast_init
 
 
 class Settlement(enum.Enum):
@@ -64,6 +65,7 @@ def _refuse_nothing(_: str) -> None:
     return None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """One message from a transport, with the means to settle it.
