@@ -331,11 +331,14 @@ async def test_a_lone_call_of_one_statement_runs_without_a_transaction_around_it
     """The inbox's puts, reads and done marks and one caller's ledger successes are one
     statement each: alone on the store's thread they run as that statement only (SQLite
     commits it as it ends), without BEGIN and COMMIT. Each is committed once answered;
-    a lone statement that fails is answered ``StoreError`` and leaves no transaction."""
+    a lone statement that fails is answered ``StoreError`` and leaves no transaction.
+    (Ledger successes go to the store's thread when the database is busy; here, without
+    the loop's write connection, always.)"""
     from bridge.store.contracts import InboxEntry
 
     store = SqliteStore(f"sqlite:///{tmp_path}/l.db")
     await store.open()
+    _without_loop_writes(store)
     statements: list[str] = []
     await store._call(lambda conn: conn.set_trace_callback(statements.append))
     try:
@@ -364,3 +367,92 @@ async def test_a_lone_call_of_one_statement_runs_without_a_transaction_around_it
     assert isinstance(failed[0], StoreError)
     assert open_after is False
     assert after == {("h0", "k"): "succeeded"}
+
+
+def _without_loop_writes(store: SqliteStore) -> None:
+    """Send the store's ledger writes to its thread, as a busy database does."""
+    writer, store._writer = store._writer, None
+    if writer is not None:
+        writer.close()
+
+
+async def test_ledger_writes_are_made_on_the_loops_thread_and_committed_when_answered(
+    tmp_path: Path,
+) -> None:
+    """A batch of successes is written on the loop's own write connection: the store's
+    thread runs no statement for it, and another connection sees it once answered."""
+    store = SqliteStore(f"sqlite:///{tmp_path}/l.db")
+    await store.open()
+    on_thread: list[str] = []
+    await store._call(lambda conn: conn.set_trace_callback(on_thread.append))
+    try:
+        on_thread.clear()
+        before = dict(store.round_trips)
+        await asyncio.gather(
+            *(store.ledger_record([LedgerEntry(f"h{n}", "k", "e")]) for n in range(4))
+        )
+        with sqlite3.connect(tmp_path / "l.db") as other:
+            seen = other.execute("SELECT count(*) FROM ledger").fetchone()[0]
+        added = {op: n - before.get(op, 0) for op, n in store.round_trips.items()}
+    finally:
+        await store.close()
+    assert seen == 4
+    assert on_thread == []
+    assert added == {**dict.fromkeys(before, 0), "ledger_batch": 1}  # 4 callers, 1 write
+
+
+async def test_a_busy_database_sends_ledger_writes_to_the_thread(tmp_path: Path) -> None:
+    """While another connection holds the write lock, a batch is not written on the
+    loop's thread (which never waits for a lock): the store's thread waits for the lock
+    and writes it, and its callers are answered then, not before."""
+    store = SqliteStore(f"sqlite:///{tmp_path}/l.db")
+    await store.open()
+    holder = sqlite3.connect(tmp_path / "l.db", isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        writes = asyncio.ensure_future(store.ledger_record([LedgerEntry("h", "k", "e")]))
+        await asyncio.sleep(0.2)
+        waited = not writes.done()
+        holder.execute("COMMIT")
+        await asyncio.wait_for(writes, 5)
+        found = await store.ledger_final([("h", "k")])
+    finally:
+        if holder.in_transaction:
+            holder.execute("ROLLBACK")
+        holder.close()
+        await store.close()
+    assert waited
+    assert found == {("h", "k"): "succeeded"}
+
+
+async def test_the_stores_thread_checkpoints_what_the_loops_thread_wrote(
+    tmp_path: Path,
+) -> None:
+    """The loop's write connection never checkpoints (it would sync the files to disk on
+    the loop's thread); the store's thread does, every few thousand rows, and restarts
+    the WAL: after 40,000 rows (over 1,100 pages written) the WAL holds only what came
+    since the last checkpoint."""
+    store = SqliteStore(f"sqlite:///{tmp_path}/l.db")
+    await store.open()
+    try:
+        assert store._writer is not None
+        assert store._writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        for batch in range(100):
+            entries = [
+                LedgerEntry(f"h{n % 4}", f"source\x1fevent-{batch}-{n // 4}", "e")
+                for n in range(400)
+            ]
+            await store.ledger_record(entries)
+            await asyncio.sleep(0)  # a checkpoint runs meanwhile, as under load
+        if store._checkpoint is not None:
+            await store._checkpoint
+        checkpoints = store.round_trips["checkpoint"]
+        found = await store.ledger_final([("h3", "source\x1fevent-99-99")])
+        with sqlite3.connect(tmp_path / "l.db") as other:
+            _, frames, _ = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            rows = other.execute("SELECT count(*) FROM ledger").fetchone()[0]
+    finally:
+        await store.close()
+    assert checkpoints >= 4  # one every 4,096 rows written since the last one ended
+    assert found == {("h3", "source\x1fevent-99-99"): "succeeded"} and rows == 40_000
+    assert frames < 500, f"{frames} pages in the WAL"  # without checkpoints: over 1,100
