@@ -261,33 +261,29 @@ def _open_writer(path: str) -> sqlite3.Connection:
     """A connection to ``path`` for ledger writes on the loop's thread: it never waits for
     a lock (``busy_timeout`` 0: a busy database sends the batch to the store's thread)
     and never checkpoints (``_checkpoint`` runs on the store's thread)."""
-    writer = sqlite3.connect(path, isolation_level=None)
-    try:
-        writer.execute("PRAGMA busy_timeout=0")
-        writer.execute("PRAGMA wal_autocheckpoint=0")
-        writer.execute("PRAGMA synchronous=NORMAL")
-        if writer.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            raise sqlite3.OperationalError("not in WAL mode: a writer would block readers")
-    except BaseException:
-        writer.close()
-        raise
-    return writer
+    return _open_for_loop(path, "busy_timeout=0", "wal_autocheckpoint=0", "synchronous=NORMAL")
 
 
 def _open_reader(path: str) -> sqlite3.Connection:
     """A read-only connection to ``path`` for lookups on the loop's thread: it never waits
     for a lock (``busy_timeout`` 0: a busy database sends the lookup to the store's thread,
     which waits its deadline), so it cannot hold up the loop."""
-    reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    return _open_for_loop(path, "query_only=1", "busy_timeout=0")
+
+
+def _open_for_loop(path: str, *pragmas: str) -> sqlite3.Connection:
+    """A connection to ``path`` with ``pragmas`` set, for the loop's thread; the database
+    must be in WAL mode, where readers and the writer do not wait for each other."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
-        reader.execute("PRAGMA query_only=1")
-        reader.execute("PRAGMA busy_timeout=0")
-        if reader.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            raise sqlite3.OperationalError("not in WAL mode: a reader would wait for the writer")
+        for pragma in pragmas:
+            conn.execute(f"PRAGMA {pragma}")
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            raise sqlite3.OperationalError("not in WAL mode: the loop's thread would wait")
     except BaseException:
-        reader.close()
+        conn.close()
         raise
-    return reader
+    return conn
 
 
 def _final(conn: sqlite3.Connection, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
