@@ -135,6 +135,7 @@ class SqliteBatches(SqliteConnection):
         await super().close()
 
     async def _flush(self, calls: list[Call]) -> None:
+        answers = None
         writer = self._writer
         if writer is not None and calls[0].kind != "final":  # the lane of writes
             try:
@@ -143,23 +144,19 @@ class SqliteBatches(SqliteConnection):
                 raise StoreError(f"sqlite: {exc}") from exc
             if answers is not None:
                 count_round_trip(self, "ledger_batch")
-                for call, (value, error) in zip(calls, answers, strict=True):
-                    if error is None:
-                        call.answer(value)
-                    else:
-                        call.fail(error)
                 self._wrote(calls)
-                return
-            # The database is busy: the store's thread writes the batch, as below.
-        # One caller's successes that fit one statement: no transaction around it. Its
-        # failure fails that caller only, as in a transaction (``_run``'s retry of each
-        # call alone would fail it again).
-        single = (
-            len(calls) == 1 and calls[0].kind == "record" and one_statement(len(calls[0].args[0]))
-        )
-        answers = await self._call(
-            lambda conn: _run(conn, calls), operation="ledger_batch", single=single
-        )
+        if answers is None:  # a lookup, no write connection, or the database was busy
+            # One caller's successes that fit one statement: no transaction around it. Its
+            # failure fails that caller only, as in a transaction (``_run``'s retry of each
+            # call alone would fail it again).
+            single = (
+                len(calls) == 1
+                and calls[0].kind == "record"
+                and one_statement(len(calls[0].args[0]))
+            )
+            answers = await self._call(
+                lambda conn: _run(conn, calls), operation="ledger_batch", single=single
+            )
         for call, (value, error) in zip(calls, answers, strict=True):
             if error is None:
                 call.answer(value)
@@ -220,8 +217,9 @@ def _checkpoint(conn: sqlite3.Connection) -> bool:
 
 
 def _run(conn: sqlite3.Connection, calls: list[Call]) -> list[tuple[Any, BaseException | None]]:
-    """Run a batch inside the thread's transaction: writes first, so a lookup in the same
-    batch sees them; each call's answer or error."""
+    """Run a batch inside the caller's transaction (the store's thread's, or the loop's
+    write connection's): writes first, so a lookup in the same batch sees them; each
+    call's answer or error."""
     answers: list[tuple[Any, BaseException | None]] = [(None, None)] * len(calls)
     writes = [i for i, c in enumerate(calls) if c.kind == "record"]
     if writes:
