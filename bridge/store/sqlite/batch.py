@@ -19,7 +19,9 @@ thread writing, in waits for the GIL and their system calls, than writing itself
 write connection never checkpoints (a checkpoint syncs the files to disk, which must
 not hold the loop); every ``_CHECKPOINT_ROWS`` rows it wrote, the store's thread runs a
 checkpoint that restarts the WAL, as SQLite's automatic checkpoint would have (a
-passive one, racing the loop's next writes, would never let the WAL start afresh).
+passive one, racing the loop's next writes, would never let the WAL start afresh), and
+until it is done the batches go to the store's thread (a loop writing without pause
+would otherwise keep taking the write lock before it).
 
 A delivery's lookup after another's record of the same key sees it: the fan-out holds a
 key in its single-flight map until the record's commit is answered.
@@ -137,7 +139,9 @@ class SqliteBatches(SqliteConnection):
     async def _flush(self, calls: list[Call]) -> None:
         answers = None
         writer = self._writer
-        if writer is not None and calls[0].kind != "final":  # the lane of writes
+        # Not while the store's thread checkpoints: it needs the write lock, which a loop
+        # that writes without pause would keep taking first; meanwhile the thread writes.
+        if writer is not None and self._checkpoint is None and calls[0].kind != "final":
             try:
                 answers = _write_here(writer, calls)
             except sqlite3.Error as exc:  # the batch as a whole: each caller is told
@@ -145,7 +149,7 @@ class SqliteBatches(SqliteConnection):
             if answers is not None:
                 count_round_trip(self, "ledger_batch")
                 self._wrote(calls)
-        if answers is None:  # a lookup, no write connection, or the database was busy
+        if answers is None:  # a lookup, no write connection, a checkpoint, or busy
             # One caller's successes that fit one statement: no transaction around it. Its
             # failure fails that caller only, as in a transaction (``_run``'s retry of each
             # call alone would fail it again).
@@ -208,8 +212,8 @@ def _write_here(
 def _checkpoint(conn: sqlite3.Connection) -> bool:
     """Copy the WAL into the database and have the next writer start the WAL afresh
     (``RESTART``: it waits, up to the thread's busy timeout, for the loop's writer to end
-    its transaction, and meanwhile the loop's writes come to this thread); False if it
-    could not run now (in a batch's transaction) or not to the end."""
+    its transaction; the loop's writes come to this thread until it is done); False if
+    it could not run now (in a batch's transaction) or not to the end."""
     if conn.in_transaction:
         return False
     busy, _, _ = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
