@@ -12,6 +12,7 @@ from typing import Any
 from bridge.errors import StoreError
 from bridge.store.contracts import LedgerEntry
 from bridge.store.sqlite import SqliteStore
+from bridge.store.sqlite.batch import SqliteBatches
 
 
 async def test_concurrent_lookups_and_records_share_round_trips(tmp_path: Path) -> None:
@@ -370,10 +371,12 @@ async def test_a_lone_call_of_one_statement_runs_without_a_transaction_around_it
 
 
 def _without_loop_writes(store: SqliteStore) -> None:
-    """Send the store's ledger writes to its thread, as a busy database does."""
+    """Send the store's ledger and inbox writes and its inbox reads to its thread, as a
+    busy database does (the ledger's lookups stay on the loop's read connection)."""
     writer, store._writer = store._writer, None
     if writer is not None:
         writer.close()
+    store._read = super(SqliteBatches, store)._read  # type: ignore[method-assign]
 
 
 async def test_ledger_writes_are_made_on_the_loops_thread_and_committed_when_answered(

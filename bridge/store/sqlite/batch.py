@@ -33,8 +33,8 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
 
 from bridge.errors import StoreError
 from bridge.store.batching import Call, Lane, count_round_trip
@@ -47,6 +47,7 @@ _FINAL = "SELECT key, handler, status FROM ledger WHERE key IN ({marks})"
 _CHECKPOINT_ROWS = 4096  # rows written on the loop's thread between two checkpoints
 
 Pair = tuple[str, str]
+R = TypeVar("R")
 log = logging.getLogger("bridge.store")
 
 
@@ -143,12 +144,13 @@ class SqliteBatches(SqliteConnection):
         # that writes without pause would keep taking first; meanwhile the thread writes.
         if writer is not None and self._checkpoint is None and calls[0].kind != "final":
             try:
-                answers = _write_here(writer, calls)
+                written = _in_transaction(writer, lambda conn: _run(conn, calls))
             except sqlite3.Error as exc:  # the batch as a whole: each caller is told
                 raise StoreError(f"sqlite: {exc}") from exc
-            if answers is not None:
+            if written is not _BUSY:
+                answers = written
                 count_round_trip(self, "ledger_batch")
-                self._wrote(calls)
+                self._wrote(sum(len(c.args[0]) if c.kind == "record" else 1 for c in calls))
         if answers is None:  # a lookup, no write connection, a checkpoint, or busy
             # One caller's successes that fit one statement: no transaction around it. Its
             # failure fails that caller only, as in a transaction (``_run``'s retry of each
@@ -167,10 +169,44 @@ class SqliteBatches(SqliteConnection):
             else:
                 call.fail(error)
 
-    def _wrote(self, calls: list[Call]) -> None:
+    async def _write(
+        self, fn: Callable[[sqlite3.Connection], R], rows: int, operation: str, single: bool = False
+    ) -> R:
+        """The inbox's writes, as the ledger's: on the loop's write connection, in a
+        transaction of its own, unless the database is busy or the store's thread
+        checkpoints (then on that thread, as ``SqliteConnection._write``)."""
+        writer = self._writer
+        if writer is not None and self._checkpoint is None:
+            try:
+                value = _in_transaction(writer, fn)
+            except Exception as exc:  # nothing of it was written: as the thread answers
+                raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+            if value is not _BUSY:
+                count_round_trip(self, operation)
+                self._wrote(rows)
+                return value
+        return await super()._write(fn, rows, operation, single)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], R], operation: str) -> R:
+        """The inbox's reads, as the ledger's lookups: on the loop's read connection (it
+        never waits for the writer), unless it cannot read now."""
+        reader = self._reader
+        if reader is not None:
+            try:
+                value = fn(reader)
+            except sqlite3.OperationalError:  # busy: the store's thread waits its deadline
+                pass
+            except Exception as exc:
+                raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+            else:
+                count_round_trip(self, operation)
+                return value
+        return await super()._read(fn, operation)
+
+    def _wrote(self, rows: int) -> None:
         """Count the rows written on the loop's thread; past ``_CHECKPOINT_ROWS``, the
         store's thread checkpoints (one checkpoint at a time)."""
-        self._unchecked += sum(len(c.args[0]) if c.kind == "record" else 1 for c in calls)
+        self._unchecked += rows
         if self._unchecked >= _CHECKPOINT_ROWS and self._checkpoint is None:
             self._unchecked = 0
             self._checkpoint = asyncio.get_running_loop().create_task(
@@ -189,24 +225,27 @@ class SqliteBatches(SqliteConnection):
                 self._unchecked = max(self._unchecked, _CHECKPOINT_ROWS)
 
 
-def _write_here(
-    conn: sqlite3.Connection, calls: list[Call]
-) -> list[tuple[Any, BaseException | None]] | None:
-    """Run a batch of writes on the loop's write connection, in a transaction of its own;
-    each call's answer or error, or None if the database was busy (nothing written)."""
+_BUSY: Any = object()
+"""``_in_transaction``'s answer when the database was busy: nothing was run."""
+
+
+def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], R]) -> R:
+    """Run ``fn`` on the loop's write connection, in a transaction of its own; its value,
+    or ``_BUSY`` if the database was busy (nothing run). What ``fn`` raises is rolled
+    back and raised."""
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.Error:  # busy (or worse): the store's thread waits, and tells
-        return None
+        return cast(R, _BUSY)
     try:
-        answers = _run(conn, calls)
+        value = fn(conn)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
         raise
-    return answers
+    return value
 
 
 def _checkpoint(conn: sqlite3.Connection) -> bool:

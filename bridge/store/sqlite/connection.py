@@ -244,6 +244,23 @@ class SqliteConnection:
             timer.cancel()
         return result
 
+    async def _write(
+        self, fn: Callable[[sqlite3.Connection], R], rows: int, operation: str, single: bool = False
+    ) -> R:
+        """Run the write ``fn`` (of about ``rows`` rows) in a transaction of its own: on the
+        store's thread here; ``SqliteBatches`` runs it on the event loop's own write
+        connection when it can. ``operation`` labels its round trip; ``single`` as ``_call``.
+
+        Raises:
+            StoreError: it failed (nothing of it was written), or no answer in time.
+        """
+        return await self._call(fn, operation=operation, single=single)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], R], operation: str) -> R:
+        """Run the read ``fn``: on the store's thread here; ``SqliteBatches`` runs it on the
+        event loop's own read connection when it can."""
+        return await self._call(fn, operation=operation, single=True)
+
     def _serve(self, ready: queue.SimpleQueue[BaseException | None]) -> None:
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

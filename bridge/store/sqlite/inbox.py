@@ -16,16 +16,18 @@ class SqliteInbox(SqliteConnection):
 
     async def inbox_put(self, entries: Sequence[InboxEntry]) -> list[bool]:
         single = len(entries) <= _ROWS
-        return await self._call(lambda c: inbox_insert(c, entries), single=single)
+        return await self._write(
+            lambda c: inbox_insert(c, entries), len(entries), "inbox_put", single=single
+        )
 
     async def inbox_pending(self, after_seq: int, limit: int) -> list[InboxEntry]:
-        found = await self._call(
+        found = await self._read(
             lambda c: c.execute(
                 f"SELECT {rows.INBOX_COLUMNS} FROM inbox"
                 " WHERE done_at IS NULL AND seq > ? ORDER BY seq LIMIT ?",
                 (after_seq, limit),
             ).fetchall(),
-            single=True,
+            "inbox_pending",
         )
         return [rows.inbox_entry(r) for r in found]
 
@@ -34,7 +36,9 @@ class SqliteInbox(SqliteConnection):
         marked = list(seqs)
         if marked:
             single = len(marked) <= IN_LIST
-            await self._call(lambda c: inbox_mark_done(c, marked, now), single=single)
+            await self._write(
+                lambda c: inbox_mark_done(c, marked, now), len(marked), "inbox_done", single=single
+            )
 
     async def inbox_claim(
         self, now: float, limit: int, lease: float, owner: str = ""
