@@ -1,12 +1,12 @@
 """Group commit for webhook requests: the events of requests that arrive together are
 handed to the inbox in one ``accept`` call.
 
-The store already commits concurrent operations in one transaction, but each
-operation still costs a round trip to the store's thread and a wake-up of the
-event loop. Requests whose handlers run in the same loop iteration (a burst from
-a provider, many connections at once) share one operation instead. The answer of
-each request still waits for the commit of its own events; a failure fails every
-request of the group (each is answered 503 and retried by its sender).
+Each ``accept`` is a transaction of the store (on SQLite, one on the event loop's own
+write connection while the database is free). Requests whose handlers run in the same
+loop iteration (a burst from a provider, many connections at once) share one
+transaction instead of one each. The answer of each request still waits for the commit
+of its own events; a failure fails every request of the group (each is answered 503
+and retried by its sender).
 
 No task is spawned: the first request of a group (the leader) yields once so the
 others can join, writes the group, and hands each member its part of the result.
@@ -15,8 +15,7 @@ If the leader is cancelled, the members get the cancellation as an error.
 One group is written at a time: while one write is under way, the requests that
 arrive join the next group, which is written as soon as that write ends. Under load a
 group then holds what arrived during a whole write, not during one loop iteration:
-fewer hand-offs to the store's thread, each of which costs the loop's thread about a
-quarter of a millisecond (``bridge.threads.nudge``). Alone, a request waits for no
+fewer transactions, each with its commit's fixed cost. Alone, a request waits for no
 other write; behind a write that takes longer than ``bridge.store.batching.PATIENCE``
 (a slow or hung store), a group goes beside it, so each request still gets its answer
 (503) within the store's deadline.

@@ -23,6 +23,10 @@ passive one, racing the loop's next writes, would never let the WAL start afresh
 until it is done the batches go to the store's thread (a loop writing without pause
 would otherwise keep taking the write lock before it).
 
+The inbox's puts and done marks take the same write connection, and its reads of
+pending entries the same read connection (``_write``, ``_read``; the store's thread when
+busy): a webhook's request and its delivery then make no hand-off to the thread at all.
+
 A delivery's lookup after another's record of the same key sees it: the fan-out holds a
 key in its single-flight map until the record's commit is answered.
 """
