@@ -258,6 +258,19 @@ class BridgeProcess:
             return "<no log>"
 
 
+async def thread_traced_sqlite(path: Path) -> tuple[Any, list[str]]:
+    """An open ``SqliteStore`` at ``path`` and the statements its store's thread runs from
+    now on (the event loop's own connections are not traced)."""
+    from bridge.store.sqlite import SqliteStore
+
+    store = SqliteStore(f"sqlite:///{path}")
+    await store.open()
+    on_thread: list[str] = []
+    await store._call(lambda conn: conn.set_trace_callback(on_thread.append))
+    on_thread.clear()
+    return store, on_thread
+
+
 def died(*procs: BridgeProcess) -> str | None:
     """The first of ``procs`` that has exited, as ``BridgeProcess.exit_reason`` says; else None."""
     for proc in procs:

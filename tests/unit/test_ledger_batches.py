@@ -12,7 +12,7 @@ from typing import Any
 from bridge.errors import StoreError
 from bridge.store.contracts import LedgerEntry
 from bridge.store.sqlite import SqliteStore
-from bridge.store.sqlite.batch import SqliteBatches
+from tests.support import thread_traced_sqlite
 
 
 async def test_concurrent_lookups_and_records_share_round_trips(tmp_path: Path) -> None:
@@ -337,11 +337,8 @@ async def test_a_lone_call_of_one_statement_runs_without_a_transaction_around_it
     the loop's write connection, always.)"""
     from bridge.store.contracts import InboxEntry
 
-    store = SqliteStore(f"sqlite:///{tmp_path}/l.db")
-    await store.open()
+    store, statements = await thread_traced_sqlite(tmp_path / "l.db")
     _without_loop_writes(store)
-    statements: list[str] = []
-    await store._call(lambda conn: conn.set_trace_callback(statements.append))
     try:
         statements.clear()
         fresh = await store.inbox_put([InboxEntry(f"e{n}", b"{}") for n in range(3)])
@@ -371,12 +368,11 @@ async def test_a_lone_call_of_one_statement_runs_without_a_transaction_around_it
 
 
 def _without_loop_writes(store: SqliteStore) -> None:
-    """Send the store's ledger and inbox writes and its inbox reads to its thread, as a
-    busy database does (the ledger's lookups stay on the loop's read connection)."""
-    writer, store._writer = store._writer, None
-    if writer is not None:
-        writer.close()
-    store._read = super(SqliteBatches, store)._read  # type: ignore[method-assign]
+    """Send the store's writes and reads to its thread, as a busy database does."""
+    for conn in (store._writer, store._reader):
+        if conn is not None:
+            conn.close()
+    store._writer = store._reader = None
 
 
 async def test_ledger_writes_are_made_on_the_loops_thread_and_committed_when_answered(
@@ -384,12 +380,8 @@ async def test_ledger_writes_are_made_on_the_loops_thread_and_committed_when_ans
 ) -> None:
     """A batch of successes is written on the loop's own write connection: the store's
     thread runs no statement for it, and another connection sees it once answered."""
-    store = SqliteStore(f"sqlite:///{tmp_path}/l.db")
-    await store.open()
-    on_thread: list[str] = []
-    await store._call(lambda conn: conn.set_trace_callback(on_thread.append))
+    store, on_thread = await thread_traced_sqlite(tmp_path / "l.db")
     try:
-        on_thread.clear()
         before = dict(store.round_trips)
         await asyncio.gather(
             *(store.ledger_record([LedgerEntry(f"h{n}", "k", "e")]) for n in range(4))

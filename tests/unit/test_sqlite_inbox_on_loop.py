@@ -14,6 +14,7 @@ import pytest
 from bridge.errors import StoreError
 from bridge.store.contracts import InboxEntry
 from bridge.store.sqlite import SqliteStore
+from tests.support import thread_traced_sqlite
 
 
 def _entries(count: int, prefix: str = "e") -> list[InboxEntry]:
@@ -23,12 +24,8 @@ def _entries(count: int, prefix: str = "e") -> list[InboxEntry]:
 async def test_puts_reads_and_done_marks_run_on_the_loops_connections(tmp_path: Path) -> None:
     """None of them runs a statement on the store's thread; each write is seen by
     another connection once answered; each counts one round trip of its operation."""
-    store = SqliteStore(f"sqlite:///{tmp_path}/i.db")
-    await store.open()
-    on_thread: list[str] = []
-    await store._call(lambda conn: conn.set_trace_callback(on_thread.append))
+    store, on_thread = await thread_traced_sqlite(tmp_path / "i.db")
     try:
-        on_thread.clear()
         before = dict(store.round_trips)
         fresh = await store.inbox_put(_entries(3))
         with sqlite3.connect(tmp_path / "i.db") as other:

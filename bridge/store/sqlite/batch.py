@@ -143,18 +143,14 @@ class SqliteBatches(SqliteConnection):
 
     async def _flush(self, calls: list[Call]) -> None:
         answers = None
-        writer = self._writer
-        # Not while the store's thread checkpoints: it needs the write lock, which a loop
-        # that writes without pause would keep taking first; meanwhile the thread writes.
-        if writer is not None and self._checkpoint is None and calls[0].kind != "final":
+        if calls[0].kind != "final":  # writes: on the loop's write connection if it can
+            rows = sum(len(c.args[0]) if c.kind == "record" else 1 for c in calls)
             try:
-                written = _in_transaction(writer, lambda conn: _run(conn, calls))
+                written = self._here(lambda conn: _run(conn, calls), rows, "ledger_batch")
             except sqlite3.Error as exc:  # the batch as a whole: each caller is told
                 raise StoreError(f"sqlite: {exc}") from exc
             if written is not _BUSY:
                 answers = written
-                count_round_trip(self, "ledger_batch")
-                self._wrote(sum(len(c.args[0]) if c.kind == "record" else 1 for c in calls))
         if answers is None:  # a lookup, no write connection, a checkpoint, or busy
             # One caller's successes that fit one statement: no transaction around it. Its
             # failure fails that caller only, as in a transaction (``_run``'s retry of each
@@ -179,17 +175,28 @@ class SqliteBatches(SqliteConnection):
         """The inbox's writes, as the ledger's: on the loop's write connection, in a
         transaction of its own, unless the database is busy or the store's thread
         checkpoints (then on that thread, as ``SqliteConnection._write``)."""
-        writer = self._writer
-        if writer is not None and self._checkpoint is None:
-            try:
-                value = _in_transaction(writer, fn)
-            except Exception as exc:  # nothing of it was written: as the thread answers
-                raise StoreError(f"{type(exc).__name__}: {exc}") from exc
-            if value is not _BUSY:
-                count_round_trip(self, operation)
-                self._wrote(rows)
-                return value
+        try:
+            value = self._here(fn, rows, operation)
+        except Exception as exc:  # nothing of it was written: as the thread answers
+            raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+        if value is not _BUSY:
+            return value
         return await super()._write(fn, rows, operation, single)
+
+    def _here(self, fn: Callable[[sqlite3.Connection], R], rows: int, operation: str) -> R:
+        """Run the write ``fn`` (of ``rows`` rows) on the loop's write connection, in a
+        transaction of its own, counted as a round trip of ``operation``; ``_BUSY`` if it
+        cannot now: no write connection, a checkpoint under way (it needs the write lock,
+        which a loop that writes without pause would keep taking first), or a busy
+        database. What ``fn`` raises is rolled back and raised."""
+        writer = self._writer
+        if writer is None or self._checkpoint is not None:
+            return cast(R, _BUSY)
+        value = _in_transaction(writer, fn)
+        if value is not _BUSY:
+            count_round_trip(self, operation)
+            self._wrote(rows)
+        return value
 
     async def _read(self, fn: Callable[[sqlite3.Connection], R], operation: str) -> R:
         """The inbox's reads, as the ledger's lookups: on the loop's read connection (it
