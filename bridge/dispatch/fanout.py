@@ -41,7 +41,7 @@ from bridge.dispatch.branches import gather
 from bridge.dispatch.claims import ClaimKeeper
 from bridge.dispatch.env import DispatchConfig, DispatchEnv
 from bridge.dispatch.recorder import unwritten, writes_of, written_error
-from bridge.dispatch.runs import BoundHandler, Resume, Run
+from bridge.dispatch.runs import BoundHandler, Resume, Run, ledger_keys
 from bridge.events import Event
 from bridge.routing import Subscription
 from bridge.store.contracts import LedgerClaims, parked_run_id
@@ -103,7 +103,7 @@ class FanOut:
         resume: Resume | None,
     ) -> list[Run]:
         bound = [s.target for s in subs]
-        keys = [(b.id, b.key(event)) for b in bound]
+        keys = ledger_keys(event, bound)
         flight = self._flight
         lead = _Lead()
         leaders: dict[Pair, asyncio.Future[Run | None]] = {}
@@ -133,10 +133,14 @@ class FanOut:
                 raise error
         finally:
             # Those whose branch never started (a store fault), and those whose success
-            # was written behind the run: their duplicates read the ledger, now written.
+            # was written behind the run: their duplicates read the ledger, now written
+            # (``_resolve``'s steps, inline: this is every branch of most deliveries).
+            waiting = lead.waiting
             for pair in keys:
                 if flight.get(pair) is lead:
-                    self._resolve(lead, pair, None)
+                    del flight[pair]
+                    if waiting is not None and (future := waiting.pop(pair, None)) is not None:
+                        future.set_result(None)
         return runs
 
     def _resolve(self, lead: _Lead, pair: Pair, run: Run | None) -> None:

@@ -62,6 +62,8 @@ class BoundHandler:
     # Whether the handler reads its attempt's deadline before its first await (see
     # ``Handler``): its timeout is then armed before the call, not at its first suspension.
     reads_deadline: bool = False
+    # Whether the handler keeps the default idempotency key (the event's source and id).
+    default_key: bool = False
 
     def __post_init__(self) -> None:
         # Metric label tuples, built once rather than per run.
@@ -69,6 +71,7 @@ class BoundHandler:
         self.succeeded_labels = (*self.labels, ("outcome", "succeeded"))
         self.dead_lettered_labels = (*self.labels, ("outcome", "dead_lettered"))
         self.reads_deadline = bool(getattr(self.handler, "reads_deadline", False))
+        self.default_key = self.idempotency_key.source == DEFAULT_IDEMPOTENCY_KEY
 
     @property
     def longest_run(self) -> float:
@@ -81,9 +84,9 @@ class BoundHandler:
 
     def key(self, event: Event[Any]) -> str:
         """The ledger key of this handler's run for ``event``."""
-        source = self.idempotency_key.source
-        if source == DEFAULT_IDEMPOTENCY_KEY:
+        if self.default_key:
             return f"{event.source}\x1f{event.id}"
+        source = self.idempotency_key.source
         if source == "{id}":
             return event.id
         try:
@@ -95,9 +98,24 @@ class BoundHandler:
         """The key the default template gave before events were identified by source and
         id (the id alone), so that runs recorded before an upgrade still count; None for
         a handler with a template of its own."""
-        if self.idempotency_key.source == DEFAULT_IDEMPOTENCY_KEY:
+        if self.default_key:
             return event.id
         return None
+
+
+def ledger_keys(event: Event[Any], bound: Sequence[BoundHandler]) -> list[tuple[str, str]]:
+    """The ledger key of each handler's run for ``event`` (``BoundHandler.key``), the
+    default one rendered once for all the handlers that keep it."""
+    default = None
+    keys = []
+    for b in bound:
+        if b.default_key:
+            if default is None:
+                default = f"{event.source}\x1f{event.id}"
+            keys.append((b.id, default))
+        else:
+            keys.append((b.id, b.key(event)))
+    return keys
 
 
 Failures = dict[int, BaseException]

@@ -218,6 +218,36 @@ async def test_a_template_of_the_users_own_is_kept_as_is() -> None:
     assert RUNS == {"a:producer-a:1": 1} and set(store.ledger) == {("a", "1")}
 
 
+async def test_handlers_keeping_the_default_key_and_one_with_its_own_are_each_keyed_right() -> None:
+    """The default key is rendered once for all the handlers of a fan-out that keep it;
+    a handler with a template of its own, between them, keeps its own."""
+    runtime, store, _ = make(
+        f"""
+        - {{id: a, on: test/event, type: python, function: '{HERE}:counted'}}
+        - {{id: b, on: test/event, type: python, function: '{HERE}:counted', idempotency_key: 'k-{{id}}'}}
+        - {{id: c, on: test/event, type: python, function: '{HERE}:counted'}}
+        """
+    )
+    assert await process(runtime, delivery("1", "producer-a")[0]) is Settlement.ACK
+    assert await process(runtime, delivery("1", "producer-a")[0]) is Settlement.ACK
+    assert await process(runtime, delivery("1", "producer-b")[0]) is Settlement.ACK
+    assert set(store.ledger) == {
+        ("a", "producer-a\x1f1"),
+        ("c", "producer-a\x1f1"),
+        ("b", "k-1"),
+        ("a", "producer-b\x1f1"),
+        ("c", "producer-b\x1f1"),
+    }
+    # The copy from producer-a ran nothing; producer-b's ran a and c, and b's key was done.
+    assert RUNS == {
+        "a:producer-a:1": 1,
+        "b:producer-a:1": 1,
+        "c:producer-a:1": 1,
+        "a:producer-b:1": 1,
+        "c:producer-b:1": 1,
+    }
+
+
 async def test_the_event_api_takes_the_same_id_from_two_sources_and_dedupes_a_true_copy(
     tmp_path: Path,
 ) -> None:
