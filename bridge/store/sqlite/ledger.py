@@ -42,11 +42,14 @@ def ledger_insert(conn: sqlite3.Connection, entries: Sequence[LedgerEntry]) -> N
     key that comes twice is upserted twice): one step per statement where ``executemany``
     takes one per entry, each of which gives up and takes back the GIL, so a batch's rows
     do not each wait for the event loop's thread to let go of it."""
-    values = [
-        v
-        for e in entries
-        for v in (e.handler, e.key, e.event_id, e.status, rows.encode(e.result), e.finished_at)
-    ]
+    values: list[object] = []
+    add = values.extend  # one tuple a row: half the time of a nested comprehension
+    encode = rows.encode
+    for e in entries:
+        result = e.result
+        if result is not None:  # most runs return nothing
+            result = encode(result)
+        add((e.handler, e.key, e.event_id, e.status, result, e.finished_at))
     start, left = 0, len(entries)
     while left:
         size = min(_ROWS, 1 << (left.bit_length() - 1))
