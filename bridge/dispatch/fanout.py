@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 from typing import Any, cast
 
 from bridge.dispatch.attempts import Runner
@@ -167,12 +167,22 @@ class FanOut:
             if ended is None or ended.written is None or ended.written.done():
                 self._resolve(lead, pair, ended)
 
-    async def _final(
+    def _final(
         self, event: Event[Any], bound: Sequence[BoundHandler], keys: Sequence[tuple[str, str]]
-    ) -> dict[tuple[str, str], str]:
+    ) -> Awaitable[dict[tuple[str, str], str]]:
         """The ledger's final statuses of ``keys``, in one store call; a run recorded under
         the default key of before (the event id alone, see ``BoundHandler.legacy_key``)
-        counts for its handler, so an upgrade runs nothing twice."""
+        counts for its handler, so an upgrade runs nothing twice (an awaitable: the
+        store's own call, without a coroutine around it, on a store that neither holds
+        keys of before nor is shared)."""
+        store = self.env.store
+        if self._claims is None and not getattr(store, "legacy_keys", True):
+            return store.ledger_final(keys)
+        return self._final_of(event, bound, keys)
+
+    async def _final_of(
+        self, event: Event[Any], bound: Sequence[BoundHandler], keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], str]:
         legacy = {}
         if getattr(self.env.store, "legacy_keys", True):  # else: a store with none
             for b, pair in zip(bound, keys, strict=True):
