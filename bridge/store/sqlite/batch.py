@@ -120,6 +120,8 @@ class SqliteBatches(SqliteConnection):
                 continue  # its caller was cancelled
             if status is None:
                 future.set_exception(error)
+            elif not status:  # none of the turn's keys is final: most lookups
+                future.set_result({})
             else:
                 future.set_result({k: status[k] for k in keys if k in status})
 
