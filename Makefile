@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= examples/newsletter/bridge.yaml
 
-.PHONY: install install-run run dev browser prometheus test test-unit test-integration lint format typecheck bench chaos clean schema
+.PHONY: install install-run run dev browser prometheus valgrind bench-count test test-unit test-integration lint format typecheck bench chaos clean schema
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -65,6 +65,14 @@ prometheus:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; }
 
+# `make bench-count` counts instructions per event under valgrind's callgrind
+# (bench/instructions.py); install it when it is missing.
+valgrind:
+	@command -v valgrind >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends valgrind; }
+
 # In parallel (pytest-xdist): TEST_WORKERS processes, tests spread as each worker frees up.
 # How it stays correct, and how to mark a test that must run alone: docs/dev.md.
 TEST_WORKERS ?= 3
@@ -94,6 +102,11 @@ typecheck: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# Instructions per event on the durable path, against BASE if given (a git revision):
+# a figure the machine's load does not move (bench/instructions.py; 10-20 minutes).
+bench-count: install valgrind
+	$(BIN)/python -m bench.instructions $(if $(BASE),--base $(BASE))
 
 # The end-to-end crash tests that `make test` runs at a smaller size (BRIDGE_CHAOS_FULL).
 CHAOS_E2E := tests/e2e/test_sqs_e2e.py::test_sigkill_mid_stream_loses_nothing \
