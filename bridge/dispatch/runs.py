@@ -111,7 +111,7 @@ def ledger_keys(event: Event[Any], bound: Sequence[BoundHandler]) -> list[tuple[
     for b in bound:
         if b.default_key:
             if default is None:
-                default = f"{event.source}\x1f{event.id}"
+                default = b.key(event)
             keys.append((b.id, default))
         else:
             keys.append((b.id, b.key(event)))
