@@ -133,26 +133,19 @@ class FanOut:
                 raise error
         finally:
             # Those whose branch never started (a store fault), and those whose success
-            # was written behind the run: their duplicates read the ledger, now written
-            # (``_resolve``'s steps, inline: this is every branch of most deliveries).
-            waiting = lead.waiting
-            for pair in keys:
-                if flight.get(pair) is lead:
-                    del flight[pair]
-                    if waiting is not None and (future := waiting.pop(pair, None)) is not None:
-                        future.set_result(None)
+            # was written behind the run: their duplicates read the ledger, now written.
+            self._resolve(lead, keys, None)
         return runs
 
-    def _resolve(self, lead: _Lead, pair: Pair, run: Run | None) -> None:
-        """End ``lead``'s hold of ``pair`` (if it still holds it): its duplicates waiting get
-        its ``run``."""
+    def _resolve(self, lead: _Lead, pairs: Sequence[Pair], run: Run | None) -> None:
+        """End ``lead``'s hold of each of ``pairs`` it still holds: its duplicates waiting
+        get its ``run`` (one call for every branch of a fan-out at its end)."""
         flight = self._flight
-        if flight.get(pair) is lead:
-            del flight[pair]
-            waiting = lead.waiting
-            if waiting is not None:
-                future = waiting.pop(pair, None)
-                if future is not None:
+        waiting = lead.waiting
+        for pair in pairs:
+            if flight.get(pair) is lead:
+                del flight[pair]
+                if waiting is not None and (future := waiting.pop(pair, None)) is not None:
                     future.set_result(run)
 
     async def _led(self, lead: _Lead, pair: Pair, coro: Coroutine[Any, Any, Run]) -> Run:
@@ -165,7 +158,7 @@ class FanOut:
             return ended
         finally:
             if ended is None or ended.written is None or ended.written.done():
-                self._resolve(lead, pair, ended)
+                self._resolve(lead, (pair,), ended)
 
     def _final(
         self, event: Event[Any], bound: Sequence[BoundHandler], keys: Sequence[tuple[str, str]]
@@ -241,7 +234,7 @@ class FanOut:
                 await written
             return ended
         finally:
-            self._resolve(mine, pair, ended)
+            self._resolve(mine, (pair,), ended)
 
     async def _one(
         self,
@@ -324,12 +317,12 @@ class FanOut:
                 await store.parked_done([parked_run_id(event.id, b.id)])
                 skipped = Run(b.id, "skipped")
                 runs.append(skipped)
-                self._resolve(lead, pair, skipped)
+                self._resolve(lead, (pair,), skipped)
                 continue
             if status in _DONE or (status == "dead_lettered" and not replay):
                 skipped = Run(b.id, "skipped")
                 runs.append(skipped)
-                self._resolve(lead, pair, skipped)
+                self._resolve(lead, (pair,), skipped)
                 continue
             coro = run(event, b, pair[1], connector, resume)
             # A branch this fan-out leads lets its duplicates go when it ends; a duplicate
