@@ -120,6 +120,9 @@ async def test_tree_joins_timeline_live_updates_and_a_narrow_screen(
         )
         await page.goto(f"{bridge.url}/ui#/events")
         await expect(page.locator("#conn")).to_have_attribute("data-live", "on")
+        # The page's first load has answered (the stream can be live before it is sent,
+        # on a loaded machine: it was then counted as a poll).
+        await expect(page.locator('#events tr[data-event-id="waiting-1"]')).to_have_count(1)
 
         # Idle: the list is not polled (the old UI asked every 2 s).
         listed = [r for r in requests if "/ui/api/events" in r.url]
