@@ -59,6 +59,11 @@ class Tally:
 
     def hit(self) -> None:
         self.runs += 1
+        if not self.target:
+            # Nothing to time: a bridge in a process of its own (the webhook, the soak),
+            # measured from outside. Its handlers do no work of their own, as the
+            # baselines' (timing every run read the process's CPU time, a system call).
+            return
         if self.runs == 1:
             self.first = time.perf_counter()
             self.cpu_first = time.process_time()
