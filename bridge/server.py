@@ -10,7 +10,7 @@ committed to the inbox (bytes as ``data_base64``) and the answer is 202 with the
 ids. A repeated event id is accepted again as a no-op. ``traceparent``,
 ``tracestate`` and ``baggage`` headers go with the events that carry none.
 
-A browser next to a local bridge is kept out (``_browser``): a ``Host`` that is not
+A browser next to a local bridge is kept out (``browser_refusal``): a ``Host`` that is not
 loopback, an IP literal, the listen host or in ``server.allowed_hosts`` is refused 403
 (DNS rebinding); a request that may change state (not GET/HEAD/OPTIONS) from another
 site (``Sec-Fetch-Site``, or an ``Origin`` that is not the bridge's) is refused 403; the
@@ -29,7 +29,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from bridge import jsonio, ui
@@ -114,7 +114,7 @@ class Server:
         self.csrf_token = secrets.token_urlsafe(32)
         self.app = web.Application(
             client_max_size=cfg.limits.max_body_bytes,
-            middlewares=[self._errors, self._browser, self._guard, self._body_deadline],
+            middlewares=[self._front],
         )
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/readyz", self.readyz)
@@ -153,9 +153,21 @@ class Server:
             self._runner = None
 
     @web.middleware
-    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def _front(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every request's checks, in the order they apply, in one middleware (one frame a
+        request, not one a check): what a browser could send (``browser_refusal``), the tokens
+        (``_guard``), then the handler within the body's deadline (``_within_deadline``);
+        an HTTP error or a store fault raised by any of them is answered as JSON."""
         try:
-            return await handler(request)
+            refusal = browser_refusal(request, self.allowed_hosts, self.csrf_token)
+            if refusal is None:
+                refusal = self._guard(request)
+            if refusal is not None:
+                return refusal
+            content = request.content
+            if content.is_eof():  # the whole body is in (or there is none): no deadline
+                return await handler(request)
+            return await self._within_deadline(request, handler, content)
         except web.HTTPException as exc:
             if exc.status >= 400 and exc.content_type != "application/json":
                 return problem(exc.status, exc.reason)
@@ -164,20 +176,14 @@ class Server:
             log.error("store unavailable", extra={"path": request.path, "error": str(exc)})
             return problem(503, "the store is unavailable; nothing was accepted, try again")
 
-    @web.middleware
-    async def _browser(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """What a web page in the user's browser could send is refused before anything
-        is read or done (``bridge.admission.browser_refusal``)."""
-        refusal = browser_refusal(request, self.allowed_hosts, self.csrf_token)
-        return refusal if refusal is not None else await handler(request)
+    def _guard(self, request: web.Request) -> web.Response | None:
+        """The event API's token; the admin endpoints' loopback rule and token: a refusal,
+        or None. Checked before any handler reads the body.
 
-    @web.middleware
-    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """The event API's token; the admin endpoints' loopback rule and token.
-
-        Runs before any handler reads the body. 403 for a client that is not on
-        loopback when ``server.admin.local_only`` is set, 401 for a missing or wrong
-        token (``Authorization: Bearer``, or the UI's cookie for admin paths).
+        403 for a client that is not on loopback when ``server.admin.local_only`` is
+        set, 401 for a missing or wrong token (``Authorization: Bearer``, or the UI's
+        cookie for admin paths). (What a web page in the user's browser could send is
+        refused before: ``bridge.admission.browser_refusal``.)
         """
         path = request.path
         if under(path, ("/v1/events",)):
@@ -190,7 +196,7 @@ class Server:
                 return token_login(request, self.admin_token)
             if not (bearer_ok(request, self.admin_token) or cookie_ok(request, self.admin_token)):
                 return denied(401, "missing or wrong bearer token")
-        return await handler(request)
+        return None
 
     def _is_admin(self, request: web.Request) -> bool:
         prefixes = (*ADMIN_PREFIXES, "/metrics") if self.admin.metrics else ADMIN_PREFIXES
@@ -201,13 +207,11 @@ class Server:
         canonical = resource.canonical if resource is not None else ""
         return bool(canonical) and under(canonical, prefixes)
 
-    @web.middleware
-    async def _body_deadline(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def _within_deadline(
+        self, request: web.Request, handler: Handler, content: StreamReader
+    ) -> web.StreamResponse:
         """A body that has not arrived in full within ``server.body_timeout`` fails its
         reader with ``BodyTimeout``: answered 408, and the connection is closed."""
-        content = request.content
-        if content.is_eof():
-            return await handler(request)
         timeout = self.runtime.cfg.server.body_timeout
         expired = False
 
