@@ -13,6 +13,14 @@ SQLite store's thread too); PostgreSQL's own processes are not.
     python -m bench.instructions --base HEAD~3          # this tree against a revision
     python -m bench.instructions --variants sqlite --runs 5 --events 3000
 
+The webhook (``bench.webhook``) counts the same way, per request: ``webhook_bare`` (bare
+aiohttp), ``webhook_inbox`` (the bridge taking requests into its SQLite inbox, delivery
+held back) and ``webhook`` (the bridge, each event delivered to one no-op handler, the
+ledger on). Each is a server process under callgrind with counting off until it serves;
+counting is on only while this process sends ``--events`` requests (64 at a time) and,
+for ``webhook``, until the inbox is drained: start-up is not counted, and one run is
+enough (the load generator, in this process, is not counted either).
+
 With ``--base``, the revision and this tree (uncommitted changes included) are each
 checked out in a temporary worktree, and the two run in turns (two processes at a
 time, one per core). Each run takes a minute or two (Python under callgrind is about
@@ -22,10 +30,14 @@ time, one per core). Each run takes a minute or two (Python under callgrind is a
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import os
 import re
 import shutil
+import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -38,12 +50,15 @@ from typing import Any
 from bench.common import RESULTS
 
 VARIANTS = ("bare", "ledger_off", "memory", "sqlite", "postgres")
+WEBHOOK = ("webhook_bare", "webhook_inbox", "webhook")
 # The issue's ratios, of rates: numerator / denominator.
 _RATIOS = (
     ("ledger_off", "bare"),
     ("memory", "ledger_off"),
     ("sqlite", "ledger_off"),
     ("postgres", "ledger_off"),
+    ("webhook", "webhook_bare"),
+    ("webhook_inbox", "webhook_bare"),
 )
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
@@ -95,10 +110,115 @@ def count(tree: Path, variant: str, events: int) -> int:
 
 
 def per_event(tree: Path, variant: str, events: int, pool: ThreadPoolExecutor) -> float:
-    """Instructions per event: two sizes, start-up cancelled out."""
+    """Instructions per event: two sizes, start-up cancelled out (a webhook variant: per
+    request, counted only while the requests are served)."""
+    if variant in WEBHOOK:
+        return webhook_count(tree, variant, events) / events
     small = events // 3
     big, little = pool.map(lambda n: count(tree, variant, n), (events, small))
     return (big - little) / (events - small)
+
+
+def webhook_count(tree: Path, variant: str, requests: int) -> int:
+    """Instructions callgrind counted in a webhook server of ``tree`` (``bench.webhook``'s
+    bare server, or ``bridge run`` on its config) while it answered ``requests`` requests
+    (and, for ``webhook``, delivered their events)."""
+    from bench import webhook  # aiohttp and the bridge: only for these variants
+    from bridge.server import wait_until_serving
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench-webhook-"))
+    port = _free_port()
+    out = scratch / "callgrind.out"
+    db = scratch / "inbox.db"
+    if variant == "webhook_bare":
+        argv = ["-m", "bench.webhook", "--bare-server", str(port)]
+    else:
+        kind = "bridge" if variant == "webhook" else "bridge_inbox_only"
+        config = scratch / "bridge.yaml"
+        fill = webhook.VARIANTS[kind]
+        config.write_text(webhook.CONFIG.format(db=db, secret=webhook.SECRET, **fill))
+        argv = ["-m", "bridge", "run", "-c", str(config), "--listen", f"127.0.0.1:{port}"]
+    server = subprocess.Popen(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={out}",
+            sys.executable,
+            *argv,
+        ],
+        cwd=scratch,
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    control = ["callgrind_control"]
+    try:
+        url = f"http://127.0.0.1:{port}"
+        asyncio.run(wait_until_serving(f"{url}/healthz", timeout=600))
+        asyncio.run(_post(f"{url}/hooks/supabase", 200, 10**9))  # warm up, not counted
+        subprocess.run([*control, "-i", "on", str(server.pid)], check=True, capture_output=True)
+        accepted = asyncio.run(_post(f"{url}/hooks/supabase", requests, 0))
+        if accepted != requests:
+            raise RuntimeError(f"{variant}: {accepted} of {requests} requests accepted")
+        if variant == "webhook":
+            _drained(db)
+        subprocess.run([*control, "-d", str(server.pid)], check=True, capture_output=True)
+        subprocess.run([*control, "-i", "off", str(server.pid)], check=True, capture_output=True)
+        dumps = [f for f in scratch.glob("callgrind.out*") if f.stat().st_size]
+        return sum(_totals(f.read_text(errors="replace")) for f in dumps)
+    finally:
+        server.kill()
+        server.wait(60)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+_TOTALS = re.compile(r"^totals:\s*(\d+)", re.MULTILINE)
+
+
+def _totals(dump: str) -> int:
+    """The instructions of a callgrind dump (its ``totals:`` line; 0 if it has none)."""
+    found = _TOTALS.search(dump)
+    return int(found.group(1)) if found else 0
+
+
+async def _post(url: str, requests: int, offset: int) -> int:
+    """Send ``requests`` webhook requests, 64 at a time; how many were answered 202."""
+    import aiohttp
+
+    from bench.webhook import HEADERS, payload
+
+    numbers = iter(range(offset, offset + requests))
+    accepted = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def sender() -> None:
+            nonlocal accepted
+            for n in numbers:
+                async with session.post(url, data=payload(n), headers=HEADERS) as answer:
+                    await answer.read()
+                    accepted += answer.status == 202
+
+        await asyncio.gather(*(sender() for _ in range(64)))
+    return accepted
+
+
+def _drained(db: Path) -> None:
+    """Wait until every inbox entry of ``db`` is done (its event delivered), then a
+    second more for the writes behind the last settlements."""
+    while True:
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            (pending,) = conn.execute("SELECT COUNT(*) FROM inbox WHERE done_at IS NULL").fetchone()
+        if not pending:
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)
+
+
+def _free_port() -> int:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def compile_tree(tree: Path) -> None:
@@ -113,7 +233,7 @@ def compile_tree(tree: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join((*VARIANTS, *WEBHOOK)))
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--base", help="a git revision to compare this tree with")
@@ -182,7 +302,8 @@ def report(
         ratios[tree] = {f"{a}/{b}": m[b] / m[a] for a, b in _RATIOS if a in m and b in m}
     out: dict[str, Any] = {
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "unit": "instructions per event (callgrind, every thread of the bridge's process)",
+        "unit": "instructions per event (callgrind, every thread of the bridge's process);"
+        " webhook variants: per request",
         "events": args.events,
         "runs": args.runs,
         "seconds": round(seconds, 1),

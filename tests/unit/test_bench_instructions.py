@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.instructions import _COLLECTED, report
+from bench.instructions import _COLLECTED, _totals, report
 
 
 def test_ratios_are_of_rates_so_the_inverse_of_instructions_and_the_change_is_per_event() -> None:
@@ -27,3 +27,11 @@ def test_the_count_is_read_from_callgrinds_summary() -> None:
     stderr = "==1== Events    : Ir\n==1== Collected : 8844967764\n==1==\n==1== I   refs: 8,844\n"
     found = _COLLECTED.search(stderr)
     assert found is not None and int(found.group(1)) == 8844967764
+
+
+def test_a_webhook_count_is_read_from_the_totals_of_a_dump_taken_while_counting() -> None:
+    # A dump taken with ``callgrind_control -d`` after ``--instr-atstart=no``: its summary
+    # line holds what was counted before counting was on (nothing), its totals the rest.
+    dump = "events: Ir\nsummary: 0\nfn=(1) main\n0 12\ntotals: 868139598\n"
+    assert _totals(dump) == 868139598
+    assert _totals("events: Ir\nsummary: 0\n") == 0
