@@ -1,10 +1,11 @@
 """The inbox: events accepted over HTTP, emitted by handlers, or replayed, kept in the store.
 
 ``Inbox.put`` returns once the events are committed; the ``InboxSource`` then
-yields them as deliveries like any broker would, and marks each done when it is
-settled. Entries still pending after a crash are delivered again on start. The
-source is woken at once by puts in this process and polls for entries written by
-other processes (``bridge dlq replay``, other replicas).
+yields them as deliveries like any broker would, and marks each done once it is
+settled (behind the settlement, in groups, as Kafka commits its finished prefix).
+Entries still pending after a crash are delivered again on start. The source is
+woken at once by puts in this process and polls for entries written by other
+processes (``bridge dlq replay``, other replicas).
 
 On a store that several replicas share (PostgreSQL), each replica claims the
 entries it processes, no more than its free in-flight slots, with a lease that it
@@ -26,7 +27,6 @@ from typing import Any
 from bridge.events import Event
 from bridge.leases import LeasedClaims
 from bridge.metrics import Metrics
-from bridge.store.batching import Turns
 from bridge.store.contracts import InboxEntry, InboxStore
 from bridge.transport import ConnectorStatus, Delivery, Settlement
 
@@ -131,8 +131,8 @@ class InboxSource:
         self._cursor = 0
         self._rewind: int | None = None
         self._in_flight: set[int] = set()
-        self._done_group: list[tuple[int, asyncio.Future[None]]] | None = None
-        self._marking = Turns()  # one group of done marks written at a time
+        self._marks: list[int] = []  # acked entries whose done marks are still to write
+        self._marker: asyncio.Task[None] | None = None  # writes them, one group at a time
         self._stopped = asyncio.Event()
         self._connected = True
         self.lease = lease
@@ -209,50 +209,41 @@ class InboxSource:
             await self._claims.settle(entry, ticket, outcome)
             return
         seq = entry.seq
-        try:
-            if outcome is Settlement.ACK:
-                await self._done(seq)
-                return
-        except BaseException:
-            self._read_again(seq)
-            raise
-        finally:
-            self._in_flight.discard(seq)
+        if outcome is Settlement.ACK:
+            # Marked done behind the settlement (``_mark_done``), as Kafka commits its
+            # finished prefix: the delivery is over once its runs are recorded, and a mark
+            # lost in a crash only redelivers an entry whose runs the ledger skips.
+            self._marks.append(seq)
+            if self._marker is None:
+                self._marker = asyncio.get_running_loop().create_task(
+                    self._mark_done(), name=f"inbox done marks {self.name}"
+                )
+            return
+        self._in_flight.discard(seq)
         self._read_again(seq)
 
-    async def _done(self, seq: int) -> None:
-        """Mark ``seq`` done together with the entries settled in the same loop iteration,
-        or while the previous group's marks were written (one group at a time, unless that
-        write is slow: ``Turns``): one store call for the group, and each caller
-        returns once its own mark is stored (a failure fails every member of the group)."""
-        group = self._done_group
-        if group is not None:
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            group.append((seq, future))
-            await future
-            return
-        group = self._done_group = []
+    async def _mark_done(self) -> None:
+        """Mark the acked entries done, in groups: those settled in one loop iteration, or
+        while the group before was written, in one store call. Until its mark is stored an
+        entry stays in flight (not read again); if the mark fails, it is read again (and
+        its delivery's runs, recorded, are skipped)."""
         try:
-            try:
+            while self._marks:
                 await asyncio.sleep(0)  # one loop iteration: settlements under way join
-                if self._marking.busy:  # meanwhile the group stays open and grows
-                    await self._marking.wait()
-            finally:
-                self._done_group = None
-            written = self._marking.begin()
-            try:
-                await self.inbox.store.inbox_done([seq, *(s for s, _ in group)])
-            finally:
-                self._marking.end(written)
-        except BaseException as exc:
-            error = exc if isinstance(exc, Exception) else RuntimeError("inbox_done cancelled")
-            for _, member in group:
-                if not member.done():
-                    member.set_exception(error)
-            raise
-        for _, member in group:
-            if not member.done():
-                member.set_result(None)
+                seqs, self._marks = self._marks, []
+                try:
+                    await self.inbox.store.inbox_done(seqs)
+                except Exception as exc:
+                    log.warning(
+                        "inbox entries not marked done: they are delivered again",
+                        extra={"connector": self.name, "count": len(seqs), "error": str(exc)},
+                    )
+                    for seq in seqs:
+                        self._read_again(seq)
+                finally:
+                    self._in_flight.difference_update(seqs)
+        finally:
+            self._marker = None
 
     def _read_again(self, seq: int) -> None:
         """Make the generator read from ``seq`` again (the entry is still pending)."""
@@ -260,8 +251,15 @@ class InboxSource:
         self.inbox.wakeup.set()
 
     async def stop(self, deadline: float) -> None:
+        """Stop reading; write the done marks still owed, until ``deadline`` (the loop's
+        clock): one not written by then leaves its entry to be delivered again."""
         self._stopped.set()
         self._claims.stop()
+        marker = self._marker
+        if marker is not None:
+            await asyncio.wait(
+                {marker}, timeout=max(deadline - asyncio.get_running_loop().time(), 0.1)
+            )
 
     def status(self) -> ConnectorStatus:
         if self.shared:

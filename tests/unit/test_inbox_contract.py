@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -19,10 +20,9 @@ import pytest
 
 from bridge.inbox import Inbox, InboxSource
 from bridge.store import MemoryStore, SqliteStore, Store
-from bridge.store.batching import Turns
 from bridge.store.contracts import InboxEntry
 from bridge.transport import Settlement
-from tests.contract import SourceContract, running, take
+from tests.contract import SourceContract, nothing_within, running, take
 
 _names = itertools.count()
 
@@ -127,7 +127,16 @@ class _CountingStore(MemoryStore):
         await super().inbox_done(wanted)
 
 
-async def test_deliveries_settled_together_are_marked_done_in_one_store_call() -> None:
+async def _marked(source: InboxSource) -> None:
+    """Wait until ``source`` has written (or failed to write) every done mark it owes."""
+    while source._marker is not None:
+        await asyncio.wait({source._marker})
+
+
+async def test_deliveries_settled_together_are_marked_done_in_one_store_call(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="bridge.inbox")  # whatever ran before set
     store = _CountingStore()
     await store.open()
     inbox = Inbox(store)
@@ -135,21 +144,24 @@ async def test_deliveries_settled_together_are_marked_done_in_one_store_call() -
     async with running(InboxSource(inbox, name="together", poll_interval=0.05)) as source:
         got = await take(source, 30)
         await asyncio.gather(*(d.settle(Settlement.ACK) for d in got))
+        await _marked(source)  # marked behind the settlements
         assert len(store.done_calls) == 1
         assert sorted(store.done_calls[0]) == sorted(d.meta["seq"] for d in got)
         assert await store.inbox_pending(0, 100) == []
 
-        # A failed mark fails every settlement of its group, and the entries come back.
+        # A failed mark: the settlements are over (their runs are recorded), the failure
+        # is logged, and the entries come back, every one of the group.
         await inbox.put([InboxEntry(id=f"f{n}", body=b"{}", source="s") for n in range(5)])
         again = await take(source, 5)
         store.failing = True
-        outcomes = await asyncio.gather(
-            *(d.settle(Settlement.ACK) for d in again), return_exceptions=True
-        )
-        assert all(isinstance(o, RuntimeError) for o in outcomes)
+        await asyncio.gather(*(d.settle(Settlement.ACK) for d in again))
+        await _marked(source)
+        assert "inbox entries not marked done" in caplog.text
         store.failing = False
         back = await take(source, 5)
         assert sorted(d.meta["seq"] for d in back) == sorted(d.meta["seq"] for d in again)
+        assert len(store.done_calls) == 2  # the failed one; nothing marked the entries since
+        assert len(await store.inbox_pending(0, 100)) == 5
     await store.close()
 
 
@@ -163,21 +175,21 @@ async def _filled(store: _CountingStore, count: int) -> Inbox:
 
 async def test_settlements_during_a_done_write_share_the_next_one() -> None:
     """One group of done marks is written at a time: settlements over many loop
-    iterations while a write is under way share the next write."""
-    store = _CountingStore(gated=2)
+    iterations while a write is under way share the next write; until its mark is
+    stored, an entry is not read again."""
+    store = _CountingStore(gated=1)
     source = InboxSource(await _filled(store, 6), name="marks", poll_interval=0.05)
-    source._marking = Turns(patience=5.0)  # no stall of this machine lets a group go beside
     async with running(source):
         got = await take(source, 6)
-        first = asyncio.ensure_future(got[0].settle(Settlement.ACK))
-        await asyncio.sleep(0.01)  # its mark is being written
-        later = []
+        await got[0].settle(Settlement.ACK)  # returns at once: its mark is written behind
+        await asyncio.sleep(0.01)  # its mark is being written (the gate holds it)
         for d in got[1:]:  # one settlement an iteration
-            later.append(asyncio.ensure_future(d.settle(Settlement.ACK)))
+            await d.settle(Settlement.ACK)
             await asyncio.sleep(0)
             await asyncio.sleep(0)
+        assert await nothing_within(source, 0.2)  # in flight until marked: none read again
         store.gate.set()
-        await asyncio.gather(first, *later)
+        await _marked(source)
         assert [sorted(c) for c in store.done_calls] == [
             [got[0].meta["seq"]],
             sorted(d.meta["seq"] for d in got[1:]),
@@ -186,19 +198,46 @@ async def test_settlements_during_a_done_write_share_the_next_one() -> None:
     await store.close()
 
 
-async def test_a_hung_done_write_holds_the_next_marks_only_briefly() -> None:
-    """Behind a done-mark write that does not end, the next group's marks go beside it
-    after a short wait (``bridge.store.batching.PATIENCE``)."""
+async def test_a_hung_done_write_holds_no_settlement() -> None:
+    """A done-mark write that does not end holds no delivery's settlement (the marks are
+    written behind them), and its entries are not delivered again meanwhile."""
     store = _CountingStore(gated=1)  # the first write hangs until the gate opens
     inbox = await _filled(store, 2)
     async with running(InboxSource(inbox, name="hung", poll_interval=0.05)) as source:
         got = await take(source, 2)
-        first = asyncio.ensure_future(got[0].settle(Settlement.ACK))
-        await asyncio.sleep(0.01)
-        await asyncio.wait_for(got[1].settle(Settlement.ACK), 2)  # not held by the first
-        assert not first.done()
+        await asyncio.wait_for(got[0].settle(Settlement.ACK), 2)
+        await asyncio.sleep(0.01)  # its mark's write hangs
+        await asyncio.wait_for(got[1].settle(Settlement.ACK), 2)  # not held by it
+        assert await nothing_within(source, 0.2)
+        assert store.done_calls == []
         store.gate.set()
-        await first
-        marked = sorted(sorted(c) for c in store.done_calls)  # the second was stored first
-        assert marked == sorted([[got[0].meta["seq"]], [got[1].meta["seq"]]])
+        await _marked(source)
+        assert [sorted(c) for c in store.done_calls] == [
+            [got[0].meta["seq"]],
+            [got[1].meta["seq"]],
+        ]
+        assert await store.inbox_pending(0, 100) == []
+    await store.close()
+
+
+async def test_stopping_writes_the_done_marks_still_owed() -> None:
+    """A bridge that stops (SIGTERM: the drain, then each source's ``stop``) writes the
+    marks of the deliveries it settled, so they are not delivered again on restart."""
+    store = _CountingStore(gated=1)
+    inbox = await _filled(store, 3)
+    source = InboxSource(inbox, name="stopping", poll_interval=0.05)
+    await source.start()
+    got = await take(source, 3)
+    for d in got:
+        await d.settle(Settlement.ACK)
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.ensure_future(source.stop(loop.time() + 10))
+    await asyncio.sleep(0.05)
+    assert not stopping.done()  # waits for the marks owed
+    store.gate.set()
+    await asyncio.wait_for(stopping, 5)
+    assert await store.inbox_pending(0, 100) == []
+    fresh = InboxSource(inbox, name="restarted", poll_interval=0.05)
+    async with running(fresh):
+        assert await nothing_within(fresh, 0.2)
     await store.close()
