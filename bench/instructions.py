@@ -36,7 +36,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -125,9 +124,10 @@ def webhook_count(tree: Path, variant: str, requests: int) -> int:
     (and, for ``webhook``, delivered their events)."""
     from bench import webhook  # aiohttp and the bridge: only for these variants
     from bridge.server import wait_until_serving
+    from tests.support import free_port
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-webhook-"))
-    port = _free_port()
+    port = free_port()
     out = scratch / "callgrind.out"
     db = scratch / "inbox.db"
     if variant == "webhook_bare":
@@ -213,12 +213,6 @@ def _drained(db: Path) -> None:
             break
         time.sleep(0.2)
     time.sleep(1.0)
-
-
-def _free_port() -> int:
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def compile_tree(tree: Path) -> None:
