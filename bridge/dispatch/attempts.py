@@ -214,6 +214,10 @@ class Runner:
             attempts.append(
                 Attempt(number, time.time() - (now - t0), now - t0, text, format_traceback(error))
             )
+            # The traceback is text now. Kept, it would hold this frame, whose ``error``
+            # holds it: a cycle per failed attempt (the event, its run, the handler's
+            # frames) that only the collector frees.
+            error.__traceback__ = None
             if isinstance(error, Fatal) or number >= policy.attempts:
                 return await endings.dead_lettered(run, text, error)
             delay = policy.delay(number, env.rng)
