@@ -14,7 +14,7 @@ settled (acked), p50 / p99 per variant; "added" is the bridge's p99 minus the ba
 loop's (for the bare loop, settled is the end of its work).
 
 Both run with the garbage collector tuned as ``bridge run`` tunes its own
-process (``tune_gc``: start-up objects frozen, thresholds 10,000/50/100), for the
+process (``tune_gc``: start-up objects frozen, thresholds 100,000/50/100), for the
 bare loop and the bridge alike; the settings are restored afterwards.
 """
 
@@ -42,7 +42,7 @@ POSTGRES_URL = os.environ.get(
 )
 RATE = 1000
 VARIANTS = ("bare", "ledger_off", "sqlite", "postgres")
-GC = "tuned as `bridge run` does (gc.freeze() after start-up, thresholds 10,000/50/100)"
+GC = "tuned as `bridge run` does (gc.freeze() after start-up, thresholds 100,000/50/100)"
 
 
 def tuned_gc(

@@ -23,7 +23,7 @@ run; the rate runs from the first handler run to the last (the group join is not
 counted on either side).
 
 Both scenarios run with the collector tuned as ``bridge run`` tunes its process
-(``bench.durable.tuned_gc``: start-up objects frozen, thresholds 10,000/50/100), for
+(``bench.durable.tuned_gc``: start-up objects frozen, thresholds 100,000/50/100), for
 every variant alike, as the ``ledger`` scenario does. Untuned, the in-process bridge
 pays for generation-2 passes over the whole benchmark's heap (FastStream, the other
 clients), which ``bridge run`` does not: 138 vs 69 µs of CPU per message, ledger off.

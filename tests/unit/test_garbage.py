@@ -1,7 +1,8 @@
 """What a delivery leaves for the garbage collector: nothing, failed or not.
 
-A cycle made per delivery holds its event, run and frames until the collector's
-next pass, and makes that pass come sooner. These tests run with the collector off: whatever a delivery leaves behind is
+``bridge run`` collects its young objects only every 100,000 net allocations
+(``tune_gc``), so a cycle made per delivery would hold its event, run and frames that
+long. These tests run with the collector off: whatever a delivery leaves behind is
 freed by reference counting alone, or the test sees it still alive.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from bridge import Context, Event
+from bridge.app.runtime import tune_gc
 from bridge.transport import Settlement
 from tests.unit.test_dispatch import FakeClock, delivery, make, process
 
@@ -60,3 +62,13 @@ async def test_a_failed_run_leaves_no_cycle_for_the_collector() -> None:
     assert len(RAISED) == 9
     # Each failure, its traceback and the frames it held went with the run.
     assert [ref() for ref in RAISED] == [None] * 9
+
+
+def test_the_young_generation_outgrows_what_deliveries_in_flight_hold() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == (100_000, 50, 100)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
