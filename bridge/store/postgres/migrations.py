@@ -194,6 +194,18 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE ledger SET (fillfactor = 60);
     """,
+    # 12: the ledger's keys compared byte for byte. Its lookups, claims and records find
+    # their rows through the primary key's index, comparing (handler, key) at each level;
+    # under the database's collation each comparison went through the locale (strcoll,
+    # or ICU), about a seventh of the server's CPU on a claim or a record with C.UTF-8.
+    # A key only ever needs equality, for which "C" is exact. Measured on the ledger
+    # benchmark, alternated: the server's CPU per event 51.6 -> 45.7 µs in a C.UTF-8
+    # database, 55.8 -> 45.0 µs in an ICU en-US one; events/s +5 %. The index is rebuilt,
+    # the rows are not rewritten.
+    """
+    ALTER TABLE ledger ALTER COLUMN handler TYPE TEXT COLLATE "C",
+        ALTER COLUMN key TYPE TEXT COLLATE "C";
+    """,
 ]
 
 LEGACY_KEYS = "SELECT 1 FROM bridge_meta WHERE name = 'legacy_keys'"

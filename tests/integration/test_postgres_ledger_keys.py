@@ -1,0 +1,82 @@
+"""The ledger's keys on PostgreSQL compare byte for byte (migration 12), and a ledger of
+before keeps its runs through the migration."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from bridge.store.contracts import LedgerEntry
+from bridge.store.postgres import MIGRATIONS, PostgresStore
+from tests.fixtures.postgres import POSTGRES_URL, drop_schema
+
+pytestmark = pytest.mark.integration
+
+SOURCE = "kafka://orders-cluster/orders"
+# Keys that a locale orders otherwise than their bytes do (case, accents, symbols), and
+# keys equal under some collations' rules but not byte for byte.
+KEYS = [
+    ("notify", f"{SOURCE}\x1fzebra"),
+    ("notify", f"{SOURCE}\x1fZebra"),
+    ("notify", f"{SOURCE}\x1fécole"),
+    ("notify", f"{SOURCE}\x1fecole"),
+    ("Notify", f"{SOURCE}\x1f-1"),
+    ("notify", f"{SOURCE}\x1f\u00e9"),  # é, one code point
+    ("notify", f"{SOURCE}\x1fe\u0301"),  # é, e and a combining accent
+]
+
+
+async def test_a_ledger_of_before_keeps_its_runs_and_compares_keys_byte_for_byte(
+    postgres: str,
+) -> None:
+    import asyncpg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": f'"{schema}"'})
+    try:
+        # The schema as the version before left it (schema 11), with runs recorded.
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+        await conn.execute("CREATE TABLE bridge_schema (version INTEGER NOT NULL)")
+        for number, script in enumerate(MIGRATIONS[:11], start=1):
+            await conn.execute(script)
+            await conn.execute("INSERT INTO bridge_schema (version) VALUES ($1)", number)
+        await conn.executemany(
+            "INSERT INTO ledger (handler, key, event_id, status, result, finished_at)"
+            " VALUES ($1, $2, 'e', $3, '1', 1)",
+            [
+                (h, k, "succeeded" if i % 2 == 0 else "dead_lettered")
+                for i, (h, k) in enumerate(KEYS)
+            ],
+        )
+    finally:
+        await conn.close()
+    store = PostgresStore(f"{POSTGRES_URL}?schema={schema}")
+    await store.open()
+    try:
+        kept = {k: "succeeded" if i % 2 == 0 else "dead_lettered" for i, k in enumerate(KEYS)}
+        assert await store.ledger_final(KEYS) == kept
+        # The same keys in another case or form are other runs: claimable, one each.
+        upper = ((h.upper(), k.upper()) for h, k in KEYS)
+        others = [k for k in dict.fromkeys(upper) if k not in kept]
+        claimed = await store.ledger_claim(others + KEYS, [], "e2", "A", 100.0, 200.0)
+        assert claimed == {**dict.fromkeys(others, "claimed"), **kept}
+        await store.ledger_record([LedgerEntry(h, k, "e2", "succeeded") for h, k in others])
+        assert await store.ledger_final(others) == dict.fromkeys(others, "succeeded")
+        conn = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": f'"{schema}"'})
+        try:
+            collations = await conn.fetch(
+                "SELECT column_name, collation_name FROM information_schema.columns"
+                " WHERE table_schema = $1 AND table_name = 'ledger'"
+                " AND column_name IN ('handler', 'key') ORDER BY column_name",
+                schema,
+            )
+            version = await conn.fetchval("SELECT max(version) FROM bridge_schema")
+            rows = await conn.fetchval("SELECT count(*) FROM ledger")
+        finally:
+            await conn.close()
+        assert [tuple(r) for r in collations] == [("handler", "C"), ("key", "C")]
+        assert version == len(MIGRATIONS) and rows == len(KEYS) + len(others)
+    finally:
+        await store.close()
+        await drop_schema(schema)
