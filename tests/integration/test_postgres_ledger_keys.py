@@ -9,7 +9,7 @@ import pytest
 
 from bridge.store.contracts import LedgerEntry
 from bridge.store.postgres import MIGRATIONS, PostgresStore
-from tests.fixtures.postgres import POSTGRES_URL, drop_schema
+from tests.fixtures.postgres import POSTGRES_URL, drop_schema, schema_at
 
 pytestmark = pytest.mark.integration
 
@@ -33,14 +33,8 @@ async def test_a_ledger_of_before_keeps_its_runs_and_compares_keys_byte_for_byte
     import asyncpg
 
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": f'"{schema}"'})
+    conn = await schema_at(schema, 11)  # as the version before left it, with runs recorded
     try:
-        # The schema as the version before left it (schema 11), with runs recorded.
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-        await conn.execute("CREATE TABLE bridge_schema (version INTEGER NOT NULL)")
-        for number, script in enumerate(MIGRATIONS[:11], start=1):
-            await conn.execute(script)
-            await conn.execute("INSERT INTO bridge_schema (version) VALUES ($1)", number)
         await conn.executemany(
             "INSERT INTO ledger (handler, key, event_id, status, result, finished_at)"
             " VALUES ($1, $2, 'e', $3, '1', 1)",

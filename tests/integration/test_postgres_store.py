@@ -12,7 +12,7 @@ import pytest
 from bridge.store.contracts import InboxEntry, LedgerEntry
 from bridge.store.postgres import MIGRATIONS, PostgresStore
 from bridge.store.postgres.packed import NULL, SEP
-from tests.fixtures.postgres import POSTGRES_URL, drop_schema
+from tests.fixtures.postgres import POSTGRES_URL, drop_schema, schema_at
 from tests.flow_contract import FlowStateContract
 from tests.store_contract import StoreContract
 
@@ -103,19 +103,11 @@ async def test_a_bridge_runs_on_the_postgres_store(postgres: str) -> None:
 
 
 async def test_a_schema_of_before_event_identity_keeps_its_data(postgres: str) -> None:
-    import asyncpg
-
     schema = f"t_{uuid.uuid4().hex[:12]}"
     before = next(i for i, m in enumerate(MIGRATIONS) if "inbox_identity" in m)
-    dsn = POSTGRES_URL.split("?")[0]
-    conn = await asyncpg.connect(dsn)
+    # The schema as the version before created it: every migration up to this one.
+    conn = await schema_at(schema, before)
     try:
-        # The schema as the version before created it: every migration up to this one.
-        await conn.execute(f'CREATE SCHEMA "{schema}"; SET search_path TO "{schema}"')
-        await conn.execute("CREATE TABLE bridge_schema (version INTEGER NOT NULL)")
-        for number, script in enumerate(MIGRATIONS[:before], start=1):
-            await conn.execute(script)
-            await conn.execute("INSERT INTO bridge_schema (version) VALUES ($1)", number)
         await conn.execute(
             "INSERT INTO inbox (id, source, body, created_at) VALUES ('1', 'api', '{}', 1)"
         )
@@ -287,15 +279,8 @@ async def test_a_runs_end_updates_its_claimed_row_in_place(store: PostgresStore)
 async def _schema_of_before(schema: str) -> None:
     """A schema as the version before event identities left it (schema 5), with a run
     recorded under the key of then: the event id alone."""
-    import asyncpg
-
-    conn = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": f'"{schema}"'})
+    conn = await schema_at(schema, 5)
     try:
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-        await conn.execute("CREATE TABLE bridge_schema (version INTEGER NOT NULL)")
-        for number, script in enumerate(MIGRATIONS[:5], start=1):
-            await conn.execute(script)
-            await conn.execute("INSERT INTO bridge_schema (version) VALUES ($1)", number)
         await conn.execute(
             "INSERT INTO ledger (handler, key, event_id, status, finished_at)"
             " VALUES ('a', '1', '1', 'succeeded', 0)"
