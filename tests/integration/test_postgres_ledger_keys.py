@@ -33,22 +33,19 @@ async def test_a_ledger_of_before_keeps_its_runs_and_compares_keys_byte_for_byte
     import asyncpg
 
     schema = f"t_{uuid.uuid4().hex[:12]}"
+    kept = {k: "succeeded" if i % 2 == 0 else "dead_lettered" for i, k in enumerate(KEYS)}
     conn = await schema_at(schema, 11)  # as the version before left it, with runs recorded
     try:
         await conn.executemany(
             "INSERT INTO ledger (handler, key, event_id, status, result, finished_at)"
             " VALUES ($1, $2, 'e', $3, '1', 1)",
-            [
-                (h, k, "succeeded" if i % 2 == 0 else "dead_lettered")
-                for i, (h, k) in enumerate(KEYS)
-            ],
+            [(h, k, status) for (h, k), status in kept.items()],
         )
     finally:
         await conn.close()
     store = PostgresStore(f"{POSTGRES_URL}?schema={schema}")
     await store.open()
     try:
-        kept = {k: "succeeded" if i % 2 == 0 else "dead_lettered" for i, k in enumerate(KEYS)}
         assert await store.ledger_final(KEYS) == kept
         # The same keys in another case or form are other runs: claimable, one each.
         upper = ((h.upper(), k.upper()) for h, k in KEYS)
