@@ -147,6 +147,36 @@ def test_a_batch_of_entries_is_written_in_order_in_few_statements() -> None:
     assert len(statements) <= 8  # 1,004 rows: 3 x 256, 128, 64, 32, 8, 4
 
 
+def test_entries_with_and_without_results_are_written_in_order() -> None:
+    """Runs that returned nothing have NULL written in the statement, the others their
+    result: a batch that mixes them is written in order (the same key dead-lettered
+    without a result, then succeeded with one, then dead-lettered with one, keeps the
+    success), every result comes back as the JSON it was, and the runs without results
+    store SQL NULL, not JSON null."""
+    from bridge.store.sqlite.ledger import ledger_insert, one_statement
+    from bridge.store.sqlite.migrations import migrate
+
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(conn)
+    entries = [
+        LedgerEntry("h", "k", "e1", "dead_lettered", None),
+        LedgerEntry("h", "k", "e2", "succeeded", {"n": 2}),
+        LedgerEntry("h", "k", "e3", "dead_lettered", "late"),
+        *(LedgerEntry("h", f"x{n}", "e", "succeeded", n if n % 3 else None) for n in range(300)),
+    ]
+    ledger_insert(conn, entries)
+    kept = conn.execute("SELECT event_id, status, result FROM ledger WHERE key = 'k'").fetchone()
+    nulls = conn.execute("SELECT count(*) FROM ledger WHERE result IS NULL").fetchone()[0]
+    results = dict(conn.execute("SELECT key, result FROM ledger WHERE key LIKE 'x%'").fetchall())
+    conn.close()
+    assert kept == ("e2", "succeeded", b'{"n":2}')
+    assert nulls == 100  # x0, x3, ..., x297
+    assert results == {f"x{n}": str(n).encode() if n % 3 else None for n in range(300)}
+    assert one_statement([LedgerEntry("h", "a", "e"), LedgerEntry("h", "b", "e")])
+    assert not one_statement([LedgerEntry("h", "a", "e"), LedgerEntry("h", "b", "e", result=1)])
+    assert not one_statement([LedgerEntry("h", f"{n}", "e") for n in range(3)])
+
+
 async def test_a_bad_entry_among_several_statements_fails_only_its_own_call(
     tmp_path: Path,
 ) -> None:

@@ -158,9 +158,7 @@ class SqliteBatches(SqliteConnection):
             # failure fails that caller only, as in a transaction (``_run``'s retry of each
             # call alone would fail it again).
             single = (
-                len(calls) == 1
-                and calls[0].kind == "record"
-                and one_statement(len(calls[0].args[0]))
+                len(calls) == 1 and calls[0].kind == "record" and one_statement(calls[0].args[0])
             )
             answers = await self._call(
                 lambda conn: _run(conn, calls), operation="ledger_batch", single=single
@@ -282,7 +280,7 @@ def _run(conn: sqlite3.Connection, calls: list[Call]) -> list[tuple[Any, BaseExc
         entries = [e for i in writes for e in calls[i].args[0]]
         # One statement fails as a whole (its values are encoded before it runs): no
         # savepoint, two statements fewer, each of which gives up and retakes the GIL.
-        alone = one_statement(len(entries))
+        alone = one_statement(entries)
         if not alone:
             conn.execute("SAVEPOINT batch")
         try:
