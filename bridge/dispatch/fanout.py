@@ -119,13 +119,21 @@ class FanOut:
                 )
             else:
                 # The common case: no branch is in the ledger or in flight, none resumed.
-                # Every branch runs, and this fan-out leads each (as ``_dispatch`` does).
-                run, led = self.runner.run, self._led
+                # Every branch runs, and this fan-out leads each (as ``_dispatch`` does):
+                # a branch's duplicates are let go as it ends (``_led``, without a
+                # coroutine around each run).
+                run = self.runner.run
+
+                def ended(index: int, result: Run | None) -> None:
+                    if result is None or result.written is None or result.written.done():
+                        self._resolve(lead, (keys[index],), result)
+
                 runs = await gather(
                     [
-                        led(lead, pair, run(event, b, pair[1], connector, None))
+                        run(event, b, pair[1], connector, None)
                         for b, pair in zip(bound, keys, strict=True)
-                    ]
+                    ],
+                    ended,
                 )
             # Settled only once the successes written behind the runs are written.
             error = await writes_of(runs)

@@ -136,3 +136,58 @@ async def test_a_branch_that_times_out_after_one_ran_inline_fails_alone() -> Non
     assert [a.error for a in letter.attempts] == ["TimeoutError: attempt timed out after 0.01s"]
     final = await store.ledger_final([("quick", "t\x1fe1"), ("after", "t\x1fe1")])
     assert set(final.values()) == {"succeeded"} and len(final) == 2
+
+
+async def test_each_branch_is_reported_as_it_ends_not_when_the_slowest_does() -> None:
+    """``ended`` hears of every branch as it ends: the first one inline at once, those
+    run as tasks (after the first that waits) before the caller's own waiting branch
+    ends, a failure with None; the failure is still raised."""
+    heard: list[tuple[int, Any]] = []
+    slow = asyncio.Event()
+
+    async def inline(n: int) -> int:
+        return n
+
+    async def waits() -> str:
+        await slow.wait()
+        return "slow"
+
+    async def quick() -> str:
+        await asyncio.sleep(0)
+        return "quick"
+
+    async def fails() -> str:
+        await asyncio.sleep(0)
+        raise ValueError("boom")
+
+    async def opens() -> None:
+        # The slow branch goes on only once every other branch was heard of.
+        while {i for i, _ in heard} != {0, 2, 3, 4}:
+            await asyncio.sleep(0)
+        slow.set()
+
+    async def run() -> list[Any]:
+        return await gather(
+            [inline(0), waits(), quick(), fails(), inline(4)], lambda i, r: heard.append((i, r))
+        )
+
+    async with asyncio.timeout(5):
+        opener = asyncio.create_task(opens())
+        with pytest.raises(ValueError, match="boom"):
+            await run()
+        await opener
+    assert heard[0] == (0, 0)
+    assert sorted(heard[1:4], key=str) == [(2, "quick"), (3, None), (4, 4)]
+    assert heard[4:] == [(1, "slow")]
+
+
+async def test_a_lone_branch_is_reported_too() -> None:
+    heard: list[tuple[int, Any]] = []
+
+    async def fails() -> None:
+        raise RuntimeError("x")
+
+    with pytest.raises(RuntimeError):
+        await gather([fails()], lambda i, r: heard.append((i, r)))
+    assert await gather([asyncio.sleep(0, "v")], lambda i, r: heard.append((i, r))) == ["v"]
+    assert heard == [(0, None), (0, "v")]
