@@ -132,10 +132,8 @@ class Endings:
         write (the ledger is kept, the run is not a resumed parked one): the ``Run``
         returned carries that write, which its delivery awaits before it settles; the
         run is counted once it is written."""
-        bh = run.bh
-        ended = Run(bh.id, "succeeded", result, None, run.attempts)
-        entry = LedgerEntry(bh.id, run.key, run.event.id, "succeeded", result)
-        ended.written = self.recorder.note(entry, run, result, ended)
+        ended = Run(run.bh.id, "succeeded", result, None, run.attempts)
+        ended.written = self.recorder.note(run, result, ended)
         return ended
 
     def ended_well(self, run: RunState, result: Any, emitted: Sequence[Event[Any]]) -> Run:

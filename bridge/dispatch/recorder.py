@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -86,12 +87,20 @@ def written_error(run: Run) -> BaseException | None:
 
 
 class _Batch:
-    __slots__ = ("ended", "entries", "written")
+    __slots__ = ("ended", "written")
 
     def __init__(self, written: Written) -> None:
         self.written = written
-        self.entries: list[LedgerEntry] = []
         self.ended: list[tuple[RunState, Any, Run]] = []
+
+    def entries(self) -> list[LedgerEntry]:
+        """The batch's ledger entries, finished now (when they are written: after every
+        attempt of their runs)."""
+        now = time.time()
+        return [
+            LedgerEntry(state.bh.id, state.key, state.event.id, "succeeded", result, now)
+            for state, result, _ in self.ended
+        ]
 
 
 class Recorder:
@@ -116,19 +125,18 @@ class Recorder:
         self._queued: list[_Batch] = []
         self._task: asyncio.Task[None] | None = None
 
-    def note(self, entry: LedgerEntry, state: RunState, result: Any, run: Run) -> Written:
-        """Queue ``entry`` (the success of ``run``, whose attempt returned ``result``) for
-        the next write; the write, to await before the run's message is settled."""
+    def note(self, state: RunState, result: Any, run: Run) -> Written:
+        """Queue the ledger entry of ``run``, a success whose attempt returned ``result``,
+        for the next write; the write, to await before the run's message is settled."""
         queued = self._queued
-        if queued and len(queued[-1].entries) < self._limit:
-            batch = queued[-1]
-        else:
-            loop = asyncio.get_running_loop()
-            batch = _Batch(Written(loop=loop))
-            queued.append(batch)
-            if self._task is None:
-                self._task = loop.create_task(self._drain(), name="ledger writes")
-        batch.entries.append(entry)
+        if queued and len(ended := queued[-1].ended) < self._limit:
+            ended.append((state, result, run))
+            return queued[-1].written
+        loop = asyncio.get_running_loop()
+        batch = _Batch(Written(loop=loop))
+        queued.append(batch)
+        if self._task is None:
+            self._task = loop.create_task(self._drain(), name="ledger writes")
         batch.ended.append((state, result, run))
         return batch.written
 
@@ -147,7 +155,7 @@ class Recorder:
             await asyncio.sleep(0)
             while queued:
                 batch = queued.pop(0)
-                failures = await self._write(batch.entries)
+                failures = await self._write(batch.entries())
                 ended = self._ended
                 failed: Failures = {}
                 for (state, result, run), error in zip(batch.ended, failures, strict=True):
