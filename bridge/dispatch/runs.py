@@ -64,6 +64,7 @@ class BoundHandler:
     reads_deadline: bool = False
     # Whether the handler keeps the default idempotency key (the event's source and id).
     default_key: bool = False
+    _longest: float | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         # Metric label tuples, built once rather than per run.
@@ -77,10 +78,19 @@ class BoundHandler:
     def longest_run(self) -> float:
         """How long a ledger claim on a run of this handler lasts: its attempts, their
         timeouts and the backoffs between them, plus a minute (and a batch's wait for
-        its timeout)."""
-        retry = self.retry
-        waits = self.batch.timeout if self.batch is not None else 0.0
-        return retry.attempts * self.timeout + (retry.attempts - 1) * retry.max_delay + 60.0 + waits
+        its timeout). Computed when first read (the fan-out reads it for each claimed
+        run), once the handler is set up."""
+        longest = self._longest
+        if longest is None:
+            retry = self.retry
+            waits = self.batch.timeout if self.batch is not None else 0.0
+            longest = self._longest = (
+                retry.attempts * self.timeout
+                + (retry.attempts - 1) * retry.max_delay
+                + 60.0
+                + waits
+            )
+        return longest
 
     def key(self, event: Event[Any]) -> str:
         """The ledger key of this handler's run for ``event``."""
