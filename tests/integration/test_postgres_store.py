@@ -223,6 +223,73 @@ async def test_a_fan_out_on_postgres_releases_the_claim_of_a_branch_that_did_not
         await drop_schema(schema)
 
 
+HANGING = asyncio.Event()
+
+
+async def hangs(event: object, ctx: object) -> None:
+    """A handler that waits until its run is cancelled."""
+    HANGING.set()
+    await asyncio.sleep(3600)
+
+
+async def instant(event: object, ctx: object) -> str:
+    """A handler that ends without waiting."""
+    return "ok"
+
+
+async def test_a_fan_out_on_postgres_cancelled_mid_run_gives_back_every_claim(
+    postgres: str,
+) -> None:
+    """Three branches claimed here: one ends at once, two hang (one in the delivery's
+    task, one in a task of its own), and the delivery is cancelled (the bridge stops).
+    The claims of the hanging runs are given back (another replica claims them at
+    once, not a minute later), the succeeded one is recorded, and this process renews
+    no claim any more."""
+    from bridge.app import load_config_text
+    from bridge.app.runtime import Runtime
+    from tests.unit.test_dispatch import HEAD, FakeClock, process
+    from tests.unit.test_identity import delivery
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    url = f"{POSTGRES_URL}?schema={schema}"
+    store = PostgresStore(url)
+    await store.open()
+    handlers = (
+        f"  - {{id: a, on: test/event, type: python, function: '{__name__}:instant'}}\n"
+        f"  - {{id: b, on: test/event, type: python, function: '{__name__}:hangs'}}\n"
+        f"  - {{id: c, on: test/event, type: python, function: '{__name__}:hangs'}}\n"
+    )
+    runtime = Runtime(
+        load_config_text(HEAD.replace("memory://", f"'{url}'") + handlers, {}),
+        store=store,
+        clock=FakeClock(),
+    )
+    runtime.build()
+    HANGING.clear()
+    try:
+        task = asyncio.ensure_future(process(runtime, delivery("e1", "src")[0]))
+        async with asyncio.timeout(10):
+            await HANGING.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert runtime.dispatcher is not None
+        fanout = runtime.dispatcher.fanout
+        await fanout.runner.endings.recorder.idle()  # a's success, written behind it
+        keys = [(h, "src\x1fe1") for h in "abc"]
+        now = time.time()
+        found = await store.ledger_claim(keys, [], "e1", "another replica", now, now + 60.0)
+        assert found == {
+            ("a", "src\x1fe1"): "succeeded",
+            ("b", "src\x1fe1"): "claimed",
+            ("c", "src\x1fe1"): "claimed",
+        }
+        assert fanout.keeper._held == {}
+    finally:
+        await store.close()
+        await drop_schema(schema)
+
+
 async def test_run_claims_hold_lapse_release_and_give_way_to_the_end(
     store: PostgresStore,
 ) -> None:
