@@ -113,13 +113,10 @@ class FanOut:
                 leaders[pair] = other.follow(pair)
         try:
             final = await self._final(event, bound, keys)
-            if leaders or resume is not None or (final and not self._all_claimed(keys, final)):
+            if final or leaders or resume is not None:
                 runs = await self._dispatch(
                     event, bound, keys, final, leaders, lead, connector, replay, resume
                 )
-            elif final:
-                # The common case on a shared store: this fan-out claimed every branch.
-                runs = await self._claimed(event, bound, keys, lead, connector)
             else:
                 # The common case: no branch is in the ledger or in flight, none resumed.
                 # Every branch runs, and this fan-out leads each (as ``_dispatch`` does).
@@ -140,73 +137,6 @@ class FanOut:
             # was written behind the run: their duplicates read the ledger, now written.
             self._resolve(lead, keys, None)
         return runs
-
-    def _all_claimed(self, keys: Sequence[Pair], final: Mapping[Pair, str]) -> bool:
-        """Whether the ledger answered ``claimed`` for each of ``keys`` (claimed here)."""
-        if self._claims is None:
-            return False
-        return all(final.get(pair) == "claimed" for pair in keys)
-
-    async def _claimed(
-        self,
-        event: Event[Any],
-        bound: Sequence[BoundHandler],
-        keys: Sequence[Pair],
-        lead: _Lead,
-        connector: str,
-    ) -> list[Run]:
-        """Run every branch of a fan-out that claimed them all, as ``_one`` runs a claimed
-        branch, without a coroutine around each run: each claim is renewed until its run
-        ends, and given back (``_release``) at once if the run did not end final (parked,
-        queued; a claim of a run never started, the fan-out cancelled first, too). The
-        fan-out returns once its claims are given back."""
-        keeper = self.keeper
-        leases = [b.longest_run for b in bound]
-        for pair, lease in zip(keys, leases, strict=True):
-            keeper.hold(pair, lease)
-        held = [True] * len(keys)
-        releases: list[asyncio.Task[None]] = []
-        lets_go = self._lets_go(lead, keys)
-        loop = asyncio.get_running_loop()
-
-        def ended(index: int, run: Run | None) -> None:
-            held[index] = False
-            keeper.drop(keys[index], leases[index])
-            if run is None or run.status not in _FINAL:
-                releases.append(loop.create_task(self._release(event, bound[index], keys[index])))
-            lets_go(index, run)
-
-        run = self.runner.run
-        try:
-            return await gather(
-                [
-                    run(event, b, pair[1], connector, None)
-                    for b, pair in zip(bound, keys, strict=True)
-                ],
-                ended,
-            )
-        finally:
-            for index, still in enumerate(held):
-                if still:  # never started: the fan-out was cancelled before it
-                    keeper.drop(keys[index], leases[index])
-                    releases.append(
-                        loop.create_task(self._release(event, bound[index], keys[index]))
-                    )
-            if releases:
-                await asyncio.gather(*releases)
-
-    async def _release(self, event: Event[Any], b: BoundHandler, pair: Pair) -> None:
-        """Give back this process's claim on ``pair``, whose run did not end final; if the
-        store fails, the claim lapses at its deadline instead."""
-        claims = self._claims
-        assert claims is not None  # only a shared store answers "claimed"
-        try:
-            await claims.ledger_release([pair], self._owner)
-        except Exception as exc:
-            log.warning(
-                "could not release a run claim",
-                extra={"handler": b.id, "event_id": event.id, "error": str(exc)},
-            )
 
     def _resolve(self, lead: _Lead, pairs: Sequence[Pair], run: Run | None) -> None:
         """End ``lead``'s hold of each of ``pairs`` it still holds: its duplicates waiting
@@ -333,6 +263,8 @@ class FanOut:
             return Run(b.id, "skipped")
         if status != "claimed":
             return await self.runner.run(event, b, pair[1], connector, resume)
+        claims = self._claims
+        assert claims is not None  # only a shared store answers "claimed"
         run: Run | None = None
         keeper = self.keeper
         lease = b.longest_run
@@ -346,7 +278,13 @@ class FanOut:
             return run
         finally:
             if run is None or run.status not in _FINAL:
-                await self._release(event, b, pair)
+                try:
+                    await claims.ledger_release([pair], self._owner)
+                except Exception as exc:  # it lapses at its deadline instead
+                    log.warning(
+                        "could not release a run claim",
+                        extra={"handler": b.id, "event_id": event.id, "error": str(exc)},
+                    )
 
     async def _dispatch(
         self,
