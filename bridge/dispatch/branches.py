@@ -16,34 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import types
-from collections.abc import Callable, Coroutine, Generator, Sequence
+from collections.abc import Coroutine, Generator, Sequence
 from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
 
-async def gather(
-    coros: list[Coroutine[Any, Any, T]], ended: Callable[[int, T | None], object] | None = None
-) -> list[T]:
+async def gather(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
     """Await every branch concurrently, each to its end, results in order; a failure is
     raised once all ended (the first one, in order), a cancellation of this task cancels
-    them all.
-
-    ``ended(index, result)`` is called as each branch ends, with its result (None if it
-    raised or was cancelled), as soon as it ends, not when its slowest sibling does; not
-    for a branch closed before it started (this task was cancelled first)."""
+    them all."""
     count = len(coros)
     if count == 1:
-        if ended is None:
-            return [await coros[0]]
-        value = None
-        try:
-            value = await coros[0]
-        finally:
-            ended(0, value)
-        return [value]
+        return [await coros[0]]
     results: list[Any] = [None] * count
     failure: BaseException | None = None
     waiting: tuple[int, Coroutine[Any, Any, T], Any, contextvars.Context] | None = None
@@ -52,14 +38,10 @@ async def gather(
         context = contextvars.copy_context()
         try:
             step = context.run(coro.send, None)
-        except StopIteration as stop:
-            results[index] = stop.value
-            if ended is not None:
-                ended(index, stop.value)
+        except StopIteration as ended:
+            results[index] = ended.value
             continue
         except asyncio.CancelledError as exc:
-            if ended is not None:
-                ended(index, None)
             if _cancelling():
                 for rest in coros[index + 1 :]:
                     rest.close()
@@ -67,8 +49,6 @@ async def gather(
             failure = failure or exc
             continue
         except BaseException as exc:  # the siblings still run; then it is raised
-            if ended is not None:
-                ended(index, None)
             failure = failure or exc
             continue
         waiting = (index, coro, step, context)
@@ -78,25 +58,15 @@ async def gather(
     if start < count:
         loop = asyncio.get_running_loop()
         others = [loop.create_task(c) for c in coros[start:]]
-        if ended is not None:
-            for offset, task in enumerate(others):
-                task.add_done_callback(functools.partial(_task_ended, ended, start + offset))
     if waiting is not None:
         index, coro, step, context = waiting
         try:
             results[index] = await resumed(coro, step, context)
         except asyncio.CancelledError:
-            if ended is not None:
-                ended(index, None)
             await _cancel_all(others)
             raise
         except BaseException as exc:
-            if ended is not None:
-                ended(index, None)
             failure = failure or exc
-        else:
-            if ended is not None:
-                ended(index, results[index])
     # Awaiting each sibling in turn is cheaper than gather(): no aggregate future.
     for offset, task in enumerate(others):
         try:
@@ -111,14 +81,6 @@ async def gather(
     if failure is not None:
         raise failure
     return results
-
-
-def _task_ended(ended: Callable[[int, Any], object], index: int, task: asyncio.Task[Any]) -> None:
-    """``gather``'s ``ended`` for a branch run as a task of its own."""
-    value = None
-    if not task.cancelled() and task.exception() is None:
-        value = task.result()
-    ended(index, value)
 
 
 def _cancelling() -> bool:

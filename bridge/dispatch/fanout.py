@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 from typing import Any, cast
 
 from bridge.dispatch.attempts import Runner
@@ -120,13 +120,12 @@ class FanOut:
             else:
                 # The common case: no branch is in the ledger or in flight, none resumed.
                 # Every branch runs, and this fan-out leads each (as ``_dispatch`` does).
-                run = self.runner.run
+                run, led = self.runner.run, self._led
                 runs = await gather(
                     [
-                        run(event, b, pair[1], connector, None)
+                        led(lead, pair, run(event, b, pair[1], connector, None))
                         for b, pair in zip(bound, keys, strict=True)
-                    ],
-                    self._lets_go(lead, keys),
+                    ]
                 )
             # Settled only once the successes written behind the runs are written.
             error = await writes_of(runs)
@@ -149,21 +148,17 @@ class FanOut:
                 if waiting is not None and (future := waiting.pop(pair, None)) is not None:
                     future.set_result(run)
 
-    def _lets_go(
-        self, lead: _Lead, led: Sequence[Pair | None]
-    ) -> Callable[[int, Run | None], None]:
-        """``gather``'s ``ended`` for a fan-out's branches: the duplicates of a branch this
-        fan-out leads (its pair in ``led``; None for a branch it does not lead) are let go
-        as soon as it ends, not when its slowest sibling does (a parked retry of it may be
-        due before then); a success written behind the run holds them until the
-        fan-out's writes are done."""
-
-        def ended(index: int, run: Run | None) -> None:
-            pair = led[index]
-            if pair is not None and (run is None or run.written is None or run.written.done()):
-                self._resolve(lead, (pair,), run)
-
-        return ended
+    async def _led(self, lead: _Lead, pair: Pair, coro: Coroutine[Any, Any, Run]) -> Run:
+        """Run a branch this fan-out leads; its duplicates are let go as soon as it ends,
+        not when its slowest sibling does (a parked retry of it may be due before then);
+        a success written behind the run holds them until the fan-out's writes are done."""
+        ended = None
+        try:
+            ended = await coro
+            return ended
+        finally:
+            if ended is None or ended.written is None or ended.written.done():
+                self._resolve(lead, (pair,), ended)
 
     def _final(
         self, event: Event[Any], bound: Sequence[BoundHandler], keys: Sequence[tuple[str, str]]
@@ -301,19 +296,17 @@ class FanOut:
         store = self.env.store
         flight = self._flight
         coros = []
-        led: list[Pair | None] = []  # by coroutine: the pair it leads, if it leads one
         runs: list[Run] = []
         run = self.runner.run
         for b, pair in zip(bound, keys, strict=True):
             leader = leaders.get(pair)
             if leader is not None:
                 coros.append(self._follow(event, b, pair, leader, connector, replay, resume))
-                led.append(None)
                 continue
             status = final.get(pair)
             if status in ("claimed", "running"):
-                coros.append(self._one(event, b, pair, status, connector, replay, resume))
-                led.append(pair)
+                one = self._one(event, b, pair, status, connector, replay, resume)
+                coros.append(self._led(lead, pair, one))
                 continue
             if (
                 resume is not None
@@ -331,13 +324,14 @@ class FanOut:
                 runs.append(skipped)
                 self._resolve(lead, (pair,), skipped)
                 continue
-            coros.append(run(event, b, pair[1], connector, resume))
+            coro = run(event, b, pair[1], connector, resume)
             # A branch this fan-out leads lets its duplicates go when it ends; a duplicate
-            # of a branch of this same event leads none.
-            led.append(pair if flight.get(pair) is lead else None)
+            # of a branch of this same event leads none, and needs no wrapper coroutine.
+            held = flight.get(pair) is lead
+            coros.append(self._led(lead, pair, coro) if held else coro)
         if not coros:
             return runs
-        runs.extend(await gather(coros, self._lets_go(lead, led)))
+        runs.extend(await gather(coros))
         return runs
 
     async def _ended(self, pair: tuple[str, str], legacy: str | None, resume: Resume) -> bool:
