@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
+from bridge.app.runtime import Runtime
 from bridge.store.contracts import InboxEntry, LedgerEntry
 from bridge.store.postgres import MIGRATIONS, PostgresStore
 from bridge.store.postgres.packed import NULL, SEP
@@ -173,36 +175,48 @@ async def test_two_replicas_given_the_same_event_at_once_run_it_once(postgres: s
         await drop_schema(schema)
 
 
+@contextlib.asynccontextmanager
+async def fan_out_runtime(handlers: str) -> AsyncIterator[tuple[Runtime, PostgresStore]]:
+    """A runtime of ``handlers`` (YAML list items) on a PostgreSQL schema of its own, as
+    one replica; the schema is dropped after."""
+    from bridge.app import load_config_text
+    from tests.unit.test_dispatch import HEAD, FakeClock
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    url = f"{POSTGRES_URL}?schema={schema}"
+    store = PostgresStore(url)
+    await store.open()
+    try:
+        runtime = Runtime(
+            load_config_text(HEAD.replace("memory://", f"'{url}'") + handlers, {}),
+            store=store,
+            clock=FakeClock(),
+        )
+        runtime.build()
+        yield runtime, store
+    finally:
+        await store.close()
+        await drop_schema(schema)
+
+
 async def test_a_fan_out_on_postgres_releases_the_claim_of_a_branch_that_did_not_end(
     postgres: str,
 ) -> None:
     """Every branch claimed by this replica: the one that succeeds is recorded, the one
     whose retry is parked gives its claim back as it ends (another replica may take it
     now, not when its lease lapses over a minute later), and its retry is parked."""
-    from bridge.app import load_config_text
-    from bridge.app.runtime import Runtime
     from bridge.transport import Settlement
     from tests.unit import test_identity
-    from tests.unit.test_dispatch import HEAD, FakeClock, process
+    from tests.unit.test_dispatch import process
     from tests.unit.test_identity import HERE, delivery
 
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    url = f"{POSTGRES_URL}?schema={schema}"
-    store = PostgresStore(url)
-    await store.open()
     handlers = (
         f"  - {{id: a, on: test/event, type: python, function: '{HERE}:counted'}}\n"
         f"  - {{id: b, on: test/event, type: python, function: '{HERE}:broken',"
         " retry: {attempts: 3, min_delay: 10m, max_delay: 10m}}\n"
     )
-    runtime = Runtime(
-        load_config_text(HEAD.replace("memory://", f"'{url}'") + handlers, {}),
-        store=store,
-        clock=FakeClock(),
-    )
-    runtime.build()
     test_identity.RUNS.clear()
-    try:
+    async with fan_out_runtime(handlers) as (runtime, store):
         n = 5
         outcomes = [await process(runtime, delivery(f"e{i}", "src")[0]) for i in range(n)]
         assert outcomes == [Settlement.ACK] * n
@@ -218,9 +232,6 @@ async def test_a_fan_out_on_postgres_releases_the_claim_of_a_branch_that_did_not
         }
         parked = await store.parked_list()
         assert sorted(p.handler for p in parked) == ["b"] * n
-    finally:
-        await store.close()
-        await drop_schema(schema)
 
 
 HANGING = asyncio.Event()
@@ -245,28 +256,16 @@ async def test_a_fan_out_on_postgres_cancelled_mid_run_gives_back_every_claim(
     The claims of the hanging runs are given back (another replica claims them at
     once, not a minute later), the succeeded one is recorded, and this process renews
     no claim any more."""
-    from bridge.app import load_config_text
-    from bridge.app.runtime import Runtime
-    from tests.unit.test_dispatch import HEAD, FakeClock, process
+    from tests.unit.test_dispatch import process
     from tests.unit.test_identity import delivery
 
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    url = f"{POSTGRES_URL}?schema={schema}"
-    store = PostgresStore(url)
-    await store.open()
     handlers = (
         f"  - {{id: a, on: test/event, type: python, function: '{__name__}:instant'}}\n"
         f"  - {{id: b, on: test/event, type: python, function: '{__name__}:hangs'}}\n"
         f"  - {{id: c, on: test/event, type: python, function: '{__name__}:hangs'}}\n"
     )
-    runtime = Runtime(
-        load_config_text(HEAD.replace("memory://", f"'{url}'") + handlers, {}),
-        store=store,
-        clock=FakeClock(),
-    )
-    runtime.build()
     HANGING.clear()
-    try:
+    async with fan_out_runtime(handlers) as (runtime, store):
         task = asyncio.ensure_future(process(runtime, delivery("e1", "src")[0]))
         async with asyncio.timeout(10):
             await HANGING.wait()
@@ -285,9 +284,6 @@ async def test_a_fan_out_on_postgres_cancelled_mid_run_gives_back_every_claim(
             ("c", "src\x1fe1"): "claimed",
         }
         assert fanout.keeper._held == {}
-    finally:
-        await store.close()
-        await drop_schema(schema)
 
 
 async def test_run_claims_hold_lapse_release_and_give_way_to_the_end(
