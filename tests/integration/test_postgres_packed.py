@@ -68,6 +68,19 @@ def test_numbers_packed_come_back_as_the_same_doubles(postgres: str, values: lis
     assert _split(Packed("SELECT $1::float8[]").packed, text) == [float(v) for v in values]
 
 
+@settings(max_examples=40, deadline=None)
+@given(FLOATS, st.integers(min_value=2, max_value=5))
+def test_repeated_numbers_packed_come_back_as_the_same_doubles(
+    postgres: str, values: list[float], times: int
+) -> None:
+    """Values repeated (one event's claims share a deadline, a batch its finish time),
+    which are formatted once each, come back in their order as the same doubles."""
+    repeated = [v for v in values for _ in range(times)] + values
+    text = pack_floats(repeated)
+    assert text is not None
+    assert _split(Packed("SELECT $1::float8[]").packed, text) == [float(v) for v in repeated]
+
+
 def test_what_cannot_be_packed_is_said_so() -> None:
     assert pack([]) == "" and pack_floats([]) == ""
     assert pack([""]) is None and pack(["", ""]) == SEP
