@@ -243,11 +243,11 @@ def test_lookups_of_many_handlers_are_few_statements() -> None:
     )
     statements: list[str] = []
     conn.set_trace_callback(lambda sql: statements.append(sql) if "SELECT" in sql else None)
-    few = _final(conn, [({(f"h{h}", "k1") for h in range(4)} | {("h0", "missing")}, None)])
+    few = _final(conn, [{(f"h{h}", "k1") for h in range(4)} | {("h0", "missing")}])
     counted = len(statements)
-    many = _final(conn, [({(f"h{h}", f"k{k}") for h in range(150) for k in range(5)}, None)])
+    many = _final(conn, [{(f"h{h}", f"k{k}") for h in range(150) for k in range(5)}])
     counted_many = len(statements) - counted
-    wide = _final(conn, [({(f"h{h}", f"k{k}") for h in range(2) for k in range(600)}, None)])
+    wide = _final(conn, [{(f"h{h}", f"k{k}") for h in range(2) for k in range(600)}])
     conn.close()
     assert few == {(f"h{h}", "k1"): "succeeded" for h in range(4)}
     assert counted == 1

@@ -112,7 +112,7 @@ class SqliteBatches(SqliteConnection):
         if reader is not None:
             count_round_trip(self, "ledger_read")
             try:
-                status = _final(reader, asked)
+                status = _final(reader, [keys for keys, _ in asked])
             except sqlite3.Error:
                 error = _Busy()
         for keys, future in asked:
@@ -303,7 +303,7 @@ def _run(conn: sqlite3.Connection, calls: list[Call]) -> list[tuple[Any, BaseExc
             answers[i] = _alone(conn, lambda letter=letter, entry=entry: _dead(conn, letter, entry))
     reads = [i for i, c in enumerate(calls) if c.kind == "final"]
     if reads:
-        status = _final(conn, [(calls[i].args[0], None) for i in reads])
+        status = _final(conn, [calls[i].args[0] for i in reads])
         for i in reads:
             answers[i] = ({k: status[k] for k in calls[i].args[0] if k in status}, None)
     return answers
@@ -338,23 +338,20 @@ def _open_for_loop(path: str, *pragmas: str) -> sqlite3.Connection:
     return conn
 
 
-def _final(
-    conn: sqlite3.Connection, asked: Sequence[tuple[Sequence[Pair], object]]
-) -> dict[Pair, str]:
-    """The statuses found in the ledger of the (handler, key) pairs ``asked`` (each
-    lookup's pairs, with its future): ``key IN (...)`` (``in_lists``), planned as one
-    descent of the primary key (key, handler) per key, which finds the rows of every
-    handler of that key side by side (an event's handlers share its key unless a
-    handler has a key template of its own); rows of handlers not asked for are passed
-    over."""
+def _final(conn: sqlite3.Connection, lookups: Sequence[Sequence[Pair]]) -> dict[Pair, str]:
+    """The statuses found in the ledger of the (handler, key) pairs of ``lookups`` (each
+    lookup's pairs): ``key IN (...)`` (``in_lists``), planned as one descent of the
+    primary key (key, handler) per key, which finds the rows of every handler of that
+    key side by side (an event's handlers share its key unless a handler has a key
+    template of its own); rows of handlers not asked for are passed over."""
     status: dict[Pair, str] = {}
     rows = []
-    for sql, keys in in_lists(_FINAL, list({key for pairs, _ in asked for _, key in pairs})):
+    for sql, keys in in_lists(_FINAL, list({key for pairs in lookups for _, key in pairs})):
         cursor = conn.execute(sql, keys)
         rows.extend(cursor.fetchall())
         cursor.close()
     if rows:  # most lookups find nothing: the pairs asked are gathered only for a find
-        wanted = {pair for pairs, _ in asked for pair in pairs}
+        wanted = {pair for pairs in lookups for pair in pairs}
         for key, handler, found in rows:
             if (handler, key) in wanted:
                 status[(handler, key)] = found
