@@ -138,7 +138,7 @@ def test_a_span_ended_by_two_threads_at_once_is_exported_once() -> None:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_has_its_own_span_queue_without_a_process_check_per_span() -> None:
-    """``_Nudging.enqueue`` skips the SDK's per-span process id check where the SDK's
+    """``NudgingProcessor.enqueue`` skips the SDK's per-span process id check where the SDK's
     fork hook renews the batch processor in the child: the child's spans are exported
     by the child's own worker thread."""
     exported = InMemorySpanExporter()
