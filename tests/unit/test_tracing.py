@@ -19,6 +19,7 @@ from bridge.app import load_config_text
 from bridge.app.runtime import Runtime
 from bridge.telemetry import ContextFilter
 from connectors.memory import BROKER
+from tests.fixtures.spans import count_drops
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
@@ -204,6 +205,7 @@ async def test_at_full_sampling_under_load_every_span_is_exported() -> None:
     )
     exporter = DropExporter()  # counts the spans, keeps none
     runtime = Runtime(cfg, span_exporter=exporter)
+    _, drops = count_drops(runtime.tracing)  # the spans the SDK's processor dropped, by reason
     events = 6000
     for n in range(events):
         BROKER.put(topic, orjson.dumps({"n": n}))
@@ -215,4 +217,5 @@ async def test_at_full_sampling_under_load_every_span_is_exported() -> None:
     runtime.request_stop()
     await task  # the processor's shutdown exports what is still queued
     assert BROKER.topic(topic).acked == events
+    assert drops.dropped == {}
     assert exporter.spans == events * 5  # a delivery span and 4 attempt spans per event
