@@ -4,8 +4,7 @@ keys up in the primary key instead of reading the whole table (``bridge.store.po
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg
@@ -15,19 +14,28 @@ import bridge.store.postgres.growth as growth
 from bridge.store.contracts import LedgerEntry
 from bridge.store.postgres import PostgresStore
 from bridge.store.postgres.batch import _CLAIMS
-from tests.fixtures.postgres import POSTGRES_URL, drop_schema
+from tests.fixtures.pg_instance import PgInstance
+from tests.fixtures.postgres import fresh_store
 
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PgInstance]:
+    """A server of this module's own: the shared one's other tests create and drop schemas,
+    and enough of that makes every backend drop its cached plans (a shared cache reset)."""
+    instance = PgInstance()
+    try:
+        instance.start()
+        yield instance
+    finally:
+        instance.remove()
+
+
 @pytest.fixture
-async def fresh(postgres: str) -> AsyncIterator[PostgresStore]:
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    store = PostgresStore(f"{POSTGRES_URL}?schema={schema}")
-    await store.open()
-    yield store
-    await store.close()
-    await drop_schema(schema)
+async def fresh(pg: PgInstance) -> AsyncIterator[PostgresStore]:
+    async with fresh_store(pg.url) as store:
+        yield store
 
 
 async def grow(store: PostgresStore, events: int, first: int = 0) -> None:
@@ -55,7 +63,7 @@ class Claims:
     @classmethod
     async def prepare(cls, store: PostgresStore) -> Claims:
         conn = await asyncpg.connect(
-            POSTGRES_URL, server_settings={"search_path": f'"{store.schema}"'}
+            store.dsn, server_settings={"search_path": f'"{store.schema}"'}
         )
         await conn.execute("SET plan_cache_mode = force_generic_plan")
         await conn.execute(f"PREPARE claims AS {_CLAIMS.packed}")
@@ -84,7 +92,7 @@ class Claims:
 
 
 async def reltuples(store: PostgresStore) -> float:
-    conn = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": f'"{store.schema}"'})
+    conn = await asyncpg.connect(store.dsn, server_settings={"search_path": f'"{store.schema}"'})
     try:
         rows: float = await conn.fetchval(
             "SELECT reltuples FROM pg_class WHERE oid = 'ledger'::regclass"

@@ -14,7 +14,7 @@ from bridge.app.runtime import Runtime
 from bridge.store.contracts import InboxEntry, LedgerEntry
 from bridge.store.postgres import MIGRATIONS, PostgresStore
 from bridge.store.postgres.packed import NULL, SEP
-from tests.fixtures.postgres import POSTGRES_URL, drop_schema, schema_at
+from tests.fixtures.postgres import POSTGRES_URL, drop_schema, fresh_store, schema_at
 from tests.flow_contract import FlowStateContract
 from tests.store_contract import StoreContract
 
@@ -23,12 +23,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def store(postgres: str) -> AsyncIterator[PostgresStore]:
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    store = PostgresStore(f"{POSTGRES_URL}?schema={schema}")
-    await store.open()
-    yield store
-    await store.close()
-    await drop_schema(schema)
+    async with fresh_store() as store:
+        yield store
 
 
 class TestPostgresStore(StoreContract, FlowStateContract):
