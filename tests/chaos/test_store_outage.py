@@ -31,7 +31,7 @@ import pytest
 
 from tests.chaos.report import ChaosReport
 from tests.conftest import CHAOS_FULL
-from tests.fixtures.pg_instance import PgInstance
+from tests.fixtures.pg_instance import PgInstance, private_postgres
 from tests.fixtures.rabbitmq import RabbitAdmin, rabbitmqctl
 from tests.support import (
     cloudevent,
@@ -57,12 +57,8 @@ SCHEMA = "chaos_store_outage"
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[PgInstance]:
-    instance = PgInstance()
-    try:
-        instance.start()
+    with private_postgres() as instance:
         yield instance
-    finally:
-        instance.remove()
 
 
 def config(

@@ -14,7 +14,7 @@ import bridge.store.postgres.growth as growth
 from bridge.store.contracts import LedgerEntry
 from bridge.store.postgres import PostgresStore
 from bridge.store.postgres.batch import _CLAIMS
-from tests.fixtures.pg_instance import PgInstance
+from tests.fixtures.pg_instance import PgInstance, private_postgres
 from tests.fixtures.postgres import fresh_store
 
 pytestmark = pytest.mark.integration
@@ -24,12 +24,8 @@ pytestmark = pytest.mark.integration
 def pg() -> Iterator[PgInstance]:
     """A server of this module's own: the shared one's other tests create and drop schemas,
     and enough of that makes every backend drop its cached plans (a shared cache reset)."""
-    instance = PgInstance()
-    try:
-        instance.start()
+    with private_postgres() as instance:
         yield instance
-    finally:
-        instance.remove()
 
 
 @pytest.fixture
