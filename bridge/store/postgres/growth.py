@@ -10,11 +10,12 @@ rows, and at 1,000 events/s the claims' round trip grew from 1.6 to 7 ms within 
 seconds of a new schema's life.
 
 While the ledger is young (fewer than ``UNTIL`` rows), ``Growth`` counts the rows the
-claims of this process add and runs ``ANALYZE`` on the ledger's key columns each time they have made the
-table ``FACTOR`` times larger than at its last analysis (the first at ``FIRST`` rows).
-New statistics make every connection plan the claims again, and from a few thousand
-rows the plan looks each key up in the primary key. Past ``UNTIL`` rows autovacuum's
-own analyses (after every tenth of growth) keep the plans right.
+claims of this process add and runs ``ANALYZE`` on the ledger's key columns each time
+they have made the table ``FACTOR`` times larger than at its last analysis (the first at
+``FIRST`` rows). New statistics make every connection plan the claims again, and from a
+few thousand rows the plan looks each key up in the primary key. Past ``UNTIL`` rows
+autovacuum's own analyses (after every tenth of growth) keep the plans right. Each
+replica counts its own claims, so each analyzes on its own schedule.
 """
 
 from __future__ import annotations
