@@ -161,8 +161,9 @@ class PostgresBatches(PostgresConnection):
         answers = await self._bounded(run, None)
         for call, answer in zip(calls, answers, strict=True):
             call.answer(answer)
-        if self.growth is not None and rounds:  # the rows the claims may have added
-            self.growth.added(sum(len(calls[i].args[0]) for group in rounds for i in group))
+        growth = self.growth
+        if growth is not None and growth.young and rounds:  # rows the claims may have added
+            growth.added(sum(len(calls[i].args[0]) for group in rounds for i in group))
 
     async def _flush_writes(self, calls: list[Call]) -> None:
         count_round_trip(self, "ledger_write_batch")

@@ -51,6 +51,11 @@ class Growth:
         self._task: asyncio.Task[None] | None = None
         self.analyses = 0
 
+    @property
+    def young(self) -> bool:
+        """Whether the table is still analyzed here (else ``added`` need not be called)."""
+        return self._rows < UNTIL
+
     def added(self, rows: int) -> None:
         """``rows`` were added to the table: analyze it if it outgrew its statistics."""
         if self._rows >= UNTIL:
