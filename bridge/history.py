@@ -99,6 +99,7 @@ class HistoryRecorder:
         self.dropped = 0
         self._pending: dict[str, _Pending] = {}  # insertion order: oldest first
         self._task: asyncio.Task[None] | None = None
+        self._flushing = asyncio.Lock()  # one flush writes at a time; a second waits for it
         self._last_purge = 0.0
         self.feed = HistoryFeed()
 
@@ -163,7 +164,8 @@ class HistoryRecorder:
             self._task = asyncio.create_task(self._loop(), name="history")
 
     async def close(self) -> None:
-        """Write what is pending and stop."""
+        """Write what is pending and stop (after a write of the recorder's own pass that
+        is under way: cancelling it would lose the records it had taken)."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -175,7 +177,9 @@ class HistoryRecorder:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            await self.flush()
+            # Shielded: ``close`` cancels this loop, never a write under way; its own
+            # flush waits for that write, then writes the rest.
+            await asyncio.shield(self.flush())
 
     def _take(self, everything: bool) -> list[_Pending]:
         """Remove and return at most ``batch`` entries due now, oldest first: final, runs
@@ -194,7 +198,15 @@ class HistoryRecorder:
 
     async def flush(self, everything: bool = False) -> None:
         """Write the pending records that are due (``everything``: all of them) now, in
-        batches of at most ``batch`` events, one store transaction each."""
+        batches of at most ``batch`` events, one store transaction each.
+
+        A flush made while another writes (the recorder's own pass) waits for it: once it
+        returns, every record reported before the call is in the store (or its write
+        failed), not only those this call took."""
+        async with self._flushing:
+            await self._flush(everything)
+
+    async def _flush(self, everything: bool) -> None:
         while taken := self._take(everything):
             full = len(taken) >= self.batch
             await self._write(taken)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from bridge import Event
 from bridge.history import DROPPED, HistoryRecorder
 from bridge.metrics import Metrics
@@ -106,3 +108,57 @@ async def test_a_batch_skips_events_still_running_and_leaves_them_pending() -> N
     assert recorder.pending == 1  # the running event waits, held, to be written once final
     await recorder.close()
     assert store.writes[-1] == (1, 0) and recorder.pending == 0
+
+
+class GatedStore(MemoryStore):
+    """A memory store whose history writes wait for ``gate`` (a slow store)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.writing = asyncio.Event()
+
+    async def history_put(self, events, runs):  # type: ignore[no-untyped-def]
+        self.writing.set()
+        await self.gate.wait()
+        await super().history_put(events, runs)
+
+
+async def test_a_flush_waits_for_the_write_another_flush_has_under_way() -> None:
+    # The recorder's own pass has taken the records and is writing them when a caller
+    # flushes: the caller's flush returns only once those records are in the store (it
+    # found nothing left to take, and returned at once before: the store read after it
+    # did not have them yet).
+    store = GatedStore()
+    recorder = HistoryRecorder(store, max_age=3600, max_events=100, interval=0.01)
+    report(recorder, 1)
+    await recorder.start()
+    await asyncio.wait_for(store.writing.wait(), 5)
+    flushed = asyncio.create_task(recorder.flush())
+    await asyncio.sleep(0.05)
+    assert not flushed.done()  # the pass's write is still under way
+    store.gate.set()
+    await asyncio.wait_for(flushed, 5)
+    stored = await store.history_event("e1")
+    assert stored is not None and stored.status == "succeeded"
+    assert len(await store.history_runs("e1")) == len(HANDLERS)
+    await recorder.close()
+
+
+async def test_closing_during_a_write_of_the_recorders_own_pass_loses_none_of_it() -> None:
+    store = GatedStore()
+    recorder = HistoryRecorder(store, max_age=3600, max_events=100, interval=0.01)
+    report(recorder, 1)
+    await recorder.start()
+    await asyncio.wait_for(store.writing.wait(), 5)
+    report(recorder, 2)  # reported while the pass writes e1: left for the next write
+    closing = asyncio.create_task(recorder.close())
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # close waits for the write under way, does not cancel it
+    store.gate.set()
+    await asyncio.wait_for(closing, 5)
+    for event_id in ("e1", "e2"):
+        stored = await store.history_event(event_id)
+        assert stored is not None and stored.status == "succeeded", event_id
+        assert len(await store.history_runs(event_id)) == len(HANDLERS)
+    assert recorder.pending == 0
