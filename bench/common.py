@@ -102,14 +102,23 @@ def spread_ms(samples_ns: list[int]) -> dict[str, float]:
 
 
 def goal(
-    name: str, value: float, op: str, target: float, ratio: str | None = None
+    name: str,
+    value: float,
+    op: str,
+    target: float,
+    ratio: str | None = None,
+    rounds: list[float] | None = None,
 ) -> dict[str, Any]:
     """One goal line: ``value op target`` (op is ``>=`` or ``<=``) and whether it holds;
-    ``ratio`` names the scenario's ratio it reads, so the report can show its CPU twin."""
+    ``ratio`` names the scenario's ratio it reads, so the report can show its CPU twin and
+    its value in each round (``ratio_rounds``); ``rounds``: those values for a goal that is
+    not such a ratio."""
     met = value >= target if op == ">=" else value <= target
-    line = {"goal": name, "value": value, "target": f"{op} {target:g}", "met": met}
+    line: dict[str, Any] = {"goal": name, "value": value, "target": f"{op} {target:g}", "met": met}
     if ratio is not None:
         line["ratio"] = ratio
+    if rounds is not None:
+        line["rounds"] = rounds
     return line
 
 
@@ -123,6 +132,10 @@ def throughput_result(
     """The common shape of a throughput scenario: every variant's summary, and for each
     ``(variant, baseline)`` pair the ratio of their medians, named ``variant/baseline``.
 
+    ``ratio_rounds`` gives each ratio within each round (the n-th run of the variant
+    over the n-th of its baseline, run beside it: the scenarios interleave their
+    variants), so a reader sees how far the same code moved between rounds.
+
     ``cpu`` (CPU microseconds of this process per message, per variant) adds
     ``cpu_us_per_msg`` and ``cpu_ratios`` (baseline CPU / variant CPU: the throughput
     ratio the two would have on an idle core, far less noisy than wall-clock rates
@@ -133,7 +146,12 @@ def throughput_result(
         for name, base in pairs
         if name in variants and base in variants
     }
-    out = {"unit": unit, "variants": variants, "ratios": ratios}
+    rounds = {
+        f"{name}/{base}": [a / b for a, b in zip(samples[name], samples[base], strict=False)]
+        for name, base in pairs
+        if name in variants and base in variants
+    }
+    out = {"unit": unit, "variants": variants, "ratios": ratios, "ratio_rounds": rounds}
     if cpu:
         per = {name: summary(values) for name, values in cpu.items() if values}
         out["cpu_us_per_msg"] = per

@@ -73,14 +73,17 @@ def markdown(doc: dict[str, Any]) -> str:
         " whatever else runs, so each ratio is also given from CPU time per message"
         " (this process's CPU: the bridge or the baseline, not the brokers).",
         "",
-        "| scenario | goal | measured | target | verdict | same ratio from CPU per message |",
-        "|---|---|---|---|---|---|",
+        *ROUNDS_NOTE,
+        "",
+        "| scenario | goal | measured | target | verdict | each round | same ratio from CPU"
+        " per message |",
+        "|---|---|---|---|---|---|---|",
     ]
     for g in doc["goals"]:
         cpu = doc["scenarios"][g["scenario"]].get("cpu_ratios", {}).get(g.get("ratio", ""))
         lines.append(
             f"| {g['scenario']} | {g['goal']} | {_n(g['value'])} | {g['target']} | {verdict(g)}"
-            f" | {_n(cpu)} |"
+            f" | {each_round(doc, g)} | {_n(cpu)} |"
         )
     for name, result in doc["scenarios"].items():
         lines += ["", f"## {name}: {result.get('title', '')}", ""]
@@ -101,9 +104,16 @@ def markdown(doc: dict[str, Any]) -> str:
                 lines.append(f"| {variant} | " + " | ".join(_n(s.get(k)) for k in keys) + " |")
         if result.get("ratios"):
             cpu_ratios = result.get("cpu_ratios", {})
-            lines += ["", "| ratio | wall-clock rates | CPU per message |", "|---|---|---|"]
+            rounds = result.get("ratio_rounds", {})
             lines += [
-                f"| {k} | {_n(v)} | {_n(cpu_ratios.get(k))} |" for k, v in result["ratios"].items()
+                "",
+                "| ratio | wall-clock rates | each round | CPU per message |",
+                "|---|---|---|---|",
+            ]
+            lines += [
+                f"| {k} | {_n(v)} | {' / '.join(_n(r) for r in rounds.get(k, ())) or '-'}"
+                f" | {_n(cpu_ratios.get(k))} |"
+                for k, v in result["ratios"].items()
             ]
         for key in ("added_ms", "rates", "rss_mb", "slope_mb_per_s", "overload", "load",
                     "round_trips_per_event", "lost", "duplicated", "slopes_mb_per_s_last_half",
@@ -152,6 +162,31 @@ def verdict(g: dict[str, Any]) -> str:
     return f"**not met** (over by {_n(value - target)})"
 
 
+ROUNDS_NOTE = (
+    "*Each round*: the same figure within each round of the interleaved runs (a variant"
+    " over the baseline run beside it), lowest to highest; **±** marks a goal whose"
+    " rounds fall on both sides of its target: its verdict is within this machine's"
+    " noise, and another run may read the other way.",
+)
+
+
+def each_round(doc: dict[str, Any], g: dict[str, Any]) -> str:
+    """The goal's figure in each round, lowest to highest (``-``: fewer than two rounds);
+    ``±`` when the rounds fall on both sides of the target."""
+    rounds = g.get("rounds")
+    if rounds is None:
+        scenario = doc["scenarios"].get(g["scenario"], {})
+        rounds = scenario.get("ratio_rounds", {}).get(g.get("ratio", ""))
+    rounds = [r for r in rounds or () if isinstance(r, int | float) and not math.isnan(r)]
+    if len(rounds) < 2:
+        return "-"
+    low, high = min(rounds), max(rounds)
+    op, _, number = g["target"].partition(" ")
+    target = float(number)
+    both = low < target <= high if op == ">=" else low <= target < high
+    return f"{'± ' if both else ''}{_n(low)} to {_n(high)}"
+
+
 def find_goal(doc: dict[str, Any], scenario: str, words: tuple[str, ...]) -> dict[str, Any] | None:
     for g in doc["goals"]:
         if scenario and g["scenario"] != scenario:
@@ -163,16 +198,21 @@ def find_goal(doc: dict[str, Any], scenario: str, words: tuple[str, ...]) -> dic
 
 def issue_goals(doc: dict[str, Any]) -> list[str]:
     lines = [
-        "| goal | measured | target | verdict | same ratio from CPU |",
-        "|---|---|---|---|---|",
+        *ROUNDS_NOTE,
+        "",
+        "| goal | measured | target | verdict | each round | same ratio from CPU |",
+        "|---|---|---|---|---|---|",
     ]
     for what, scenario, words in ISSUE_18:
         g = find_goal(doc, scenario, words)
         if g is None:
-            lines.append(f"| {what} | - | - | not measured in this run | - |")
+            lines.append(f"| {what} | - | - | not measured in this run | - | - |")
             continue
         cpu = doc["scenarios"][g["scenario"]].get("cpu_ratios", {}).get(g.get("ratio", ""))
-        lines.append(f"| {what} | {_n(g['value'])} | {g['target']} | {verdict(g)} | {_n(cpu)} |")
+        lines.append(
+            f"| {what} | {_n(g['value'])} | {g['target']} | {verdict(g)}"
+            f" | {each_round(doc, g)} | {_n(cpu)} |"
+        )
     return lines
 
 

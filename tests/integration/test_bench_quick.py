@@ -72,6 +72,10 @@ def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
         assert all(v["runs"] == 1 and v["median"] > 0 for v in got.values()), name
         assert set(scenarios[name]["cpu_us_per_msg"]) == variants, name
         assert scenarios[name]["ratios"], name
+        # One round: each ratio within it, the report's "each round" column.
+        rounds = scenarios[name]["ratio_rounds"]
+        assert set(rounds) == set(scenarios[name]["ratios"]), name
+        assert all(len(r) == 1 and r[0] > 0 for r in rounds.values()), name
 
     tracing = scenarios["tracing"]
     assert tracing["spans_exported"]["sampled_100pct"] == tracing["spans_expected_100pct"] > 0
@@ -88,6 +92,7 @@ def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
     assert replicas["lost"] == replicas["duplicated"] == 0
     assert all(min(r["runs_per_replica"]) > 0 for r in replicas["runs"])
     assert "## Issue 18: every goal and its figure" in table
+    assert "| goal | measured | target | verdict | each round | same ratio from CPU |" in table
     durable = scenarios["durable_latency"]["variants"]
     assert set(durable) == {"bare", "ledger_off", "sqlite", "postgres"}
     assert all(r["handler"]["samples"] > 0 for v in durable.values() for r in v["runs"])

@@ -1,0 +1,61 @@
+"""``bench.report``: each goal's figure in every round of its run, beside its verdict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.common import goal, throughput_result
+from bench.durable import added_each_run
+from bench.report import each_round, issue_goals
+
+
+def _doc(result: dict[str, Any], scenario: str = "ledger") -> dict[str, Any]:
+    goals = [{**g, "scenario": scenario} for g in result["goals"]]
+    return {"scenarios": {scenario: result}, "goals": goals}
+
+
+def _ledger(sqlite: list[float], off: list[float]) -> dict[str, Any]:
+    result = throughput_result(
+        "events/s", {"sqlite": sqlite, "ledger_off": off}, [("sqlite", "ledger_off")]
+    )
+    ratio = result["ratios"]["sqlite/ledger_off"]
+    result["goals"] = [goal("SQLite ledger / ledger off", ratio, ">=", 0.6, "sqlite/ledger_off")]
+    return result
+
+
+def test_each_round_pairs_the_nth_run_of_a_variant_with_the_nth_of_its_baseline() -> None:
+    result = _ledger([550.0, 700.0, 600.0], [1000.0, 1000.0, 1200.0])
+    assert result["ratio_rounds"]["sqlite/ledger_off"] == [0.55, 0.7, 0.5]
+    # The goal reads the ratio of the medians, 600 / 1000: not a round's own ratio.
+    assert result["ratios"]["sqlite/ledger_off"] == 0.6
+
+
+def test_rounds_on_both_sides_of_the_target_are_marked_as_within_the_noise() -> None:
+    doc = _doc(_ledger([550.0, 700.0, 600.0], [1000.0, 1000.0, 1200.0]))
+    assert each_round(doc, doc["goals"][0]) == "± 0.5 to 0.7"
+    table = issue_goals(doc)
+    row = next(line for line in table if line.startswith("| SQLite ledger >= 0.6"))
+    assert "| met | ± 0.5 to 0.7 |" in row
+
+
+def test_rounds_all_on_one_side_are_not_marked_and_one_round_shows_none() -> None:
+    doc = _doc(_ledger([500.0, 520.0, 510.0], [1000.0, 1000.0, 1000.0]))
+    assert each_round(doc, doc["goals"][0]) == "0.5 to 0.52"
+    row = next(line for line in issue_goals(doc) if line.startswith("| SQLite ledger >= 0.6"))
+    assert "**not met** (short by 0.09" in row and "| 0.5 to 0.52 |" in row
+    single = _doc(_ledger([500.0], [1000.0]))
+    assert each_round(single, single["goals"][0]) == "-"
+
+
+def test_a_latency_goal_carries_its_own_rounds_and_an_upper_target_is_read_the_other_way() -> None:
+    def run(p99: float) -> dict[str, Any]:
+        return {"handler": {"p99_ms": p99}}
+
+    runs = {"bare": [run(0.5), run(0.4), run(0.6)], "postgres": [run(9.5), run(12.4), run(8.6)]}
+    rounds = added_each_run(runs, "postgres")
+    assert [round(r, 6) for r in rounds] == [9.0, 12.0, 8.0]
+    line = goal("durable latency: added p99, PostgreSQL (ms)", 9.0, "<=", 10.0, rounds=rounds)
+    doc = {"scenarios": {"durable_latency": {}}, "goals": [{**line, "scenario": "durable_latency"}]}
+    assert each_round(doc, doc["goals"][0]) == "± 8 to 12"
+    below = goal("durable latency: added p99, SQLite (ms)", 1.0, "<=", 5.0, rounds=[0.7, 1.2])
+    assert each_round(doc, {**below, "scenario": "durable_latency"}) == "0.7 to 1.2"
