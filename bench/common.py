@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SHORT_ROUNDS = 9
+"""Rounds a short scenario runs at least in a full run (``Env.rounds``)."""
 
 
 @dataclass
@@ -36,6 +38,13 @@ class Env:
 
     def seconds(self, full: float, quick: float) -> float:
         return quick if self.quick else full
+
+    def rounds(self, least: int = SHORT_ROUNDS) -> int:
+        """Rounds of a short scenario: ``runs``, but at least ``least`` in a full run. A
+        round of the ``ledger`` or ``tracing`` scenario takes 2-3 seconds, and the host's
+        speed moved by half between such rounds (``ledger off`` 9,017, 13,541 and 14,625
+        events/s in three of them); more rounds cost seconds and steady the medians."""
+        return self.runs if self.quick else max(self.runs, least)
 
 
 def machine() -> dict[str, Any]:

@@ -144,7 +144,7 @@ async def durable(env: Env) -> dict[str, Any]:
     samples = Samples(list(VARIANTS))
     trips: dict[str, list[float]] = {"sqlite": [], "postgres": []}
     server_cpu: list[float] = []
-    for run in range(env.runs):  # interleaved, so drift in machine load hits all alike
+    for run in range(env.rounds()):  # interleaved, so drift in machine load hits all alike
         for name in VARIANTS:
             tally, per_event, pg_us = await one(name, env, bodies)
             samples.add(name, tally)

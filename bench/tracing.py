@@ -45,7 +45,8 @@ async def sampling(env: Env) -> dict[str, Any]:
     await memory_bridge(bodies[: min(1000, events)])  # warm up
     samples = Samples()
     exported = {"sampled_10pct": 0, "sampled_100pct": 0}
-    for _ in range(env.runs):  # interleaved so load drift hits every variant alike
+    rounds = env.rounds()
+    for _ in range(rounds):  # interleaved so load drift hits every variant alike
         for label, ratio in (("off", None), ("sampled_10pct", 0.1), ("sampled_100pct", 1.0)):
             exporter = DropExporter()
             tally = await memory_bridge(
@@ -62,7 +63,7 @@ async def sampling(env: Env) -> dict[str, Any]:
         events_per_run=events,
         spans_exported=exported,
         # At 100 %: a delivery span and one attempt span per handler (4), every event.
-        spans_expected_100pct=events * 5 * env.runs,
+        spans_expected_100pct=events * 5 * rounds,
     )
     r = result["ratios"]
     result["goals"] = [

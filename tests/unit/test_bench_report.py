@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.common import goal, throughput_result
+from bench.common import SHORT_ROUNDS, Env, goal, throughput_result
 from bench.durable import added_each_run
 from bench.report import each_round, issue_goals
 
@@ -59,3 +59,9 @@ def test_a_latency_goal_carries_its_own_rounds_and_an_upper_target_is_read_the_o
     assert each_round(doc, doc["goals"][0]) == "± 8 to 12"
     below = goal("durable latency: added p99, SQLite (ms)", 1.0, "<=", 5.0, rounds=[0.7, 1.2])
     assert each_round(doc, {**below, "scenario": "durable_latency"}) == "0.7 to 1.2"
+
+
+def test_short_scenarios_run_at_least_nine_rounds_in_a_full_run_and_one_in_a_quick_one() -> None:
+    assert Env(runs=3).rounds() == SHORT_ROUNDS == 9
+    assert Env(runs=12).rounds() == 12  # more asked for: more
+    assert Env(quick=True, runs=1).rounds() == 1
