@@ -231,19 +231,16 @@ async def latency(env: Env) -> dict[str, Any]:
         "ratios": {},
         "goals": [
             goal(
-                "durable latency: added p99, SQLite (ms)",
-                added["sqlite"]["handler"],
+                f"durable latency: added p99, {label} (ms)",
+                added[variant]["handler"],
                 "<=",
-                5.0,
-                rounds=added_each_run(runs, "sqlite"),
-            ),
-            goal(
-                "durable latency: added p99, PostgreSQL (ms)",
-                added["postgres"]["handler"],
-                "<=",
-                10.0,
-                rounds=added_each_run(runs, "postgres"),
-            ),
+                most,
+                rounds=added_each_run(runs, variant),
+            )
+            for variant, label, most in (
+                ("sqlite", "SQLite", 5.0),
+                ("postgres", "PostgreSQL", 10.0),
+            )
         ],
     }
 

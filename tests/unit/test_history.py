@@ -124,16 +124,22 @@ class GatedStore(MemoryStore):
         await super().history_put(events, runs)
 
 
-async def test_a_flush_waits_for_the_write_another_flush_has_under_way() -> None:
-    # The recorder's own pass has taken the records and is writing them when a caller
-    # flushes: the caller's flush returns only once those records are in the store (it
-    # found nothing left to take, and returned at once before: the store read after it
-    # did not have them yet).
+async def writing_e1() -> tuple[GatedStore, HistoryRecorder]:
+    """A recorder whose own pass is writing event e1 to a store that holds the write."""
     store = GatedStore()
     recorder = HistoryRecorder(store, max_age=3600, max_events=100, interval=0.01)
     report(recorder, 1)
     await recorder.start()
     await asyncio.wait_for(store.writing.wait(), 5)
+    return store, recorder
+
+
+async def test_a_flush_waits_for_the_write_another_flush_has_under_way() -> None:
+    # The recorder's own pass has taken the records and is writing them when a caller
+    # flushes: the caller's flush returns only once those records are in the store (it
+    # found nothing left to take, and returned at once before: the store read after it
+    # did not have them yet).
+    store, recorder = await writing_e1()
     flushed = asyncio.create_task(recorder.flush())
     await asyncio.sleep(0.05)
     assert not flushed.done()  # the pass's write is still under way
@@ -146,11 +152,7 @@ async def test_a_flush_waits_for_the_write_another_flush_has_under_way() -> None
 
 
 async def test_closing_during_a_write_of_the_recorders_own_pass_loses_none_of_it() -> None:
-    store = GatedStore()
-    recorder = HistoryRecorder(store, max_age=3600, max_events=100, interval=0.01)
-    report(recorder, 1)
-    await recorder.start()
-    await asyncio.wait_for(store.writing.wait(), 5)
+    store, recorder = await writing_e1()
     report(recorder, 2)  # reported while the pass writes e1: left for the next write
     closing = asyncio.create_task(recorder.close())
     await asyncio.sleep(0.05)
