@@ -202,12 +202,17 @@ async def test_bound_consumer_must_exist(jetstream: JetStreamAdmin) -> None:
 
 
 async def test_reconnects_and_acks_what_it_held_across_a_dropped_connection(
-    jetstream: JetStreamAdmin,
+    jetstream: JetStreamAdmin, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The connection drops (every socket closed): the source reconnects by itself,
     messages taken before the drop are still acked (acks belong to the consumer, not
     the connection), and new messages flow; nothing is left pending."""
     from tests.fixtures.tcp_proxy import TcpProxy
+
+    caplog.set_level("INFO", logger="bridge.connectors.nats")
+
+    def logged(message: str) -> bool:
+        return any(r.getMessage() == message for r in caplog.records)
 
     stream, subject = await jetstream.stream()
     proxy = TcpProxy("127.0.0.1", 4222)
@@ -221,8 +226,11 @@ async def test_reconnects_and_acks_what_it_held_across_a_dropped_connection(
             held = await take(source, 3)
             for writer in list(proxy._writers):
                 writer.close()  # the network drops the connection
-            await until(lambda: not source.status().connected, 10, "the drop noticed")
-            await until(lambda: source.status().connected, 10, "reconnected")
+            # Noticed and made again: read from the source's own log, not by catching
+            # status() disconnected, which nats-py's reconnect can end between two polls.
+            await until(lambda: logged("nats reconnected"), 10, "the drop noticed, reconnected")
+            assert logged("nats disconnected")
+            await until(lambda: source.status().connected, 10, "connected in status()")
             for d in held:
                 await d.settle(Settlement.ACK)
             for i in range(3):
