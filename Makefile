@@ -78,8 +78,8 @@ valgrind:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends valgrind; }
 
 # In parallel (pytest-xdist): TEST_WORKERS processes, tests spread as each worker frees up.
-# How it stays correct, and how to mark a test that must run alone: docs/dev.md.
-TEST_WORKERS ?= 3
+# How it stays correct, how to mark a test that must run alone, and why four: docs/dev.md.
+TEST_WORKERS ?= 4
 
 test: install browser prometheus
 	$(BIN)/python -m compileall -q bridge connectors bench tests

@@ -1,4 +1,4 @@
-"""The suite in parallel: ``make test`` runs it with pytest-xdist (``-n 3``).
+"""The suite in parallel: ``make test`` runs it with pytest-xdist (``-n 4``).
 
 Each worker is a pytest process of its own: session fixtures (Tansu, moto) start once
 per worker on free ports, ``tmp_path`` is per worker, and ``tests.support.free_port``
