@@ -28,6 +28,7 @@ import asyncio
 import json
 import sqlite3
 import statistics
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from bridge.store.sqlite.batch import (
     _open_reader,
     _open_writer,
 )
+from bridge.store.sqlite.connection import in_lists
 from bridge.store.sqlite.ledger import ledger_insert
 
 HANDLERS = ("send-welcome-email", "create-profile", "track-analytics", "setup-preferences")
@@ -58,6 +60,7 @@ _PACKED_UPSERT = (
     " ON CONFLICT (key) DO UPDATE SET statuses = json_patch(ledger.statuses, excluded.statuses),"
     " finished_at = excluded.finished_at"
 )
+_LOOK = "SELECT key, statuses FROM ledger WHERE key IN ({marks})"
 _STATUSES = json.dumps(dict.fromkeys(HANDLERS, "succeeded"), separators=(",", ":"))
 
 
@@ -73,7 +76,7 @@ def today(path: Path, keys: list[str]) -> tuple[float, int]:
     now = time.time()
     made = {k: [LedgerEntry(h, k, k, "succeeded", None, now) for h in HANDLERS] for k in keys}
 
-    def write(writer: sqlite3.Connection, run: list[str], now: float) -> None:
+    def write(writer: sqlite3.Connection, run: list[str]) -> None:
         ledger_insert(writer, [entry for k in run for entry in made[k]])
 
     spent, writer = _timed(path, keys, look, write, len(HANDLERS))
@@ -90,11 +93,11 @@ def packed(path: Path, keys: list[str]) -> tuple[float, int]:
     setup.close()
 
     def look(reader: sqlite3.Connection, part: list[str]) -> bool:
-        marks = ",".join("?" * len(part))
-        sql = f"SELECT key, statuses FROM ledger WHERE key IN ({marks})"
-        return bool(reader.execute(sql, part).fetchall())
+        # As today's ``_final``: ``in_lists``' padded, prepared IN lists.
+        return any(reader.execute(sql, keys).fetchall() for sql, keys in in_lists(_LOOK, part))
 
-    def write(writer: sqlite3.Connection, run: list[str], now: float) -> None:
+    def write(writer: sqlite3.Connection, run: list[str]) -> None:
+        now = time.time()
         values: list[object] = []
         for k in run:
             values.extend((k, k, _STATUSES, now))
@@ -114,7 +117,7 @@ def _timed(
     path: Path,
     keys: list[str],
     look: Callable[[sqlite3.Connection, list[str]], bool],
-    write: Callable[[sqlite3.Connection, list[str], float], None],
+    write: Callable[[sqlite3.Connection, list[str]], None],
     rows_per_event: int,
 ) -> tuple[float, sqlite3.Connection]:
     """CPU seconds of looking ``keys`` up and writing them as the bridge does (a transaction
@@ -127,8 +130,7 @@ def _timed(
         for r in range(0, len(run), READ_RUN):
             if look(reader, run[r : r + READ_RUN]):
                 raise AssertionError("a new key was found in the ledger")
-        now = time.time()
-        _in_transaction(writer, lambda conn: write(conn, run, now))  # noqa: B023
+        _in_transaction(writer, lambda conn: write(conn, run))  # noqa: B023
         unchecked += len(run) * rows_per_event
         if unchecked >= _CHECKPOINT_ROWS:
             unchecked = 0
@@ -180,8 +182,6 @@ def measure(events: int, keys: str, rounds: int, workdir: Path) -> dict[str, Any
 
 
 def main() -> None:
-    import tempfile
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny counts, 1 round")
     parser.add_argument("--out", type=Path, default=RESULTS / "ledger-shape.json")
