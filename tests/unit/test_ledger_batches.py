@@ -450,6 +450,64 @@ async def test_a_busy_database_sends_ledger_writes_to_the_thread(tmp_path: Path)
     assert found == {("h", "k"): "succeeded"}
 
 
+async def test_the_loop_writes_on_while_a_checkpoint_copies_and_waits_while_it_restarts(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A checkpoint's copy and sync (its long part) runs on the store's thread while the
+    loop goes on writing on its own connection: a record made meanwhile is committed
+    while the thread is still held in the copy. Only its restart of the WAL sends the
+    loop's writes to the thread: a record made then is answered once it is done."""
+    import bridge.store.sqlite.batch as batch
+
+    copying, restarting = threading.Event(), threading.Event()
+    let_copy, let_restart = threading.Event(), threading.Event()
+    copy, checkpoint = batch._copy, batch._checkpoint
+
+    def held_copy(conn: sqlite3.Connection) -> None:
+        copying.set()
+        let_copy.wait(10)
+        copy(conn)
+
+    def held_checkpoint(conn: sqlite3.Connection) -> bool:
+        restarting.set()
+        let_restart.wait(10)
+        return checkpoint(conn)
+
+    monkeypatch.setattr(batch, "_copy", held_copy)
+    monkeypatch.setattr(batch, "_checkpoint", held_checkpoint)
+    store = SqliteStore(f"sqlite:///{tmp_path}/l.db")
+    await store.open()
+    try:
+        rows = [LedgerEntry("h", f"k{n}", f"e{n}") for n in range(batch._CHECKPOINT_ROWS)]
+        await store.ledger_record(rows)  # enough rows for a checkpoint
+        assert await asyncio.to_thread(copying.wait, 5)
+        during_copy = [LedgerEntry("h", "copy", "e-copy")]
+        await asyncio.wait_for(store.ledger_record(during_copy), 5)  # the thread is held
+        let_copy.set()
+        assert await asyncio.to_thread(restarting.wait, 5)
+        during_restart = asyncio.ensure_future(
+            store.ledger_record([LedgerEntry("h", "restart", "e-restart")])
+        )
+        await asyncio.sleep(0.05)
+        waited = not during_restart.done()
+        let_restart.set()
+        await asyncio.wait_for(during_restart, 5)
+        if store._checkpoint is not None:
+            await store._checkpoint
+        found = await store.ledger_final([("h", "copy"), ("h", "restart")])
+        trips = dict(store.round_trips)
+        with sqlite3.connect(tmp_path / "l.db") as other:
+            _, frames, _ = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    finally:
+        let_copy.set()
+        let_restart.set()
+        await store.close()
+    assert waited
+    assert found == {("h", "copy"): "succeeded", ("h", "restart"): "succeeded"}
+    assert trips["checkpoint_copy"] == 1 and trips["checkpoint"] == 1
+    assert frames < 10, f"{frames} pages in the WAL"  # restarted: only the last record
+
+
 async def test_the_stores_thread_checkpoints_what_the_loops_thread_wrote(
     tmp_path: Path,
 ) -> None:
