@@ -24,15 +24,30 @@ class TemplateError(ValueError):
 
 def lookup(scope: Mapping[str, Any], path: str) -> Any:
     """Resolve a dotted path in ``scope``; raises ``KeyError`` when a part is missing."""
+    return _resolve(scope, _compile(path))
+
+
+_Path = tuple[str, str, tuple[str, ...]]
+"""A path split once: its root, the rest whole (a header's name) and the rest's steps."""
+
+
+def _compile(path: str) -> _Path:
     root, _, rest = path.partition(".")
+    return root, rest, tuple(rest.split(".")) if rest else ()
+
+
+def _resolve(scope: Mapping[str, Any], path: _Path) -> Any:
+    root, rest, steps = path
     value = scope[root]
     if not rest:
         return value
     if root in ("header", "headers"):
         # Header names contain dots rarely and dashes often; take the rest whole.
         return _header(value, rest)
-    for part in rest.split("."):
-        value = _step(value, part)
+    for part in steps:
+        # A dict (what JSON decodes to) is stepped into at once; anything else as a
+        # Mapping, a sequence or an object.
+        value = value[part] if type(value) is dict else _step(value, part)
     return value
 
 
@@ -79,7 +94,7 @@ class Template:
 
     def __init__(self, source: str, roots: frozenset[str] | None = None) -> None:
         self.source = source
-        self._parts: list[str | tuple[str, list[Callable[[Any], Any]], bool]] = []
+        self._parts: list[str | tuple[_Path, list[Callable[[Any], Any]], bool]] = []
         self.fields: list[str] = []
         pos = 0
         for match in _FIELD.finditer(source):
@@ -97,7 +112,7 @@ class Template:
                 )
             funcs = [_filter(f) for f in filters]
             has_default = any(f.strip().startswith("default") for f in filters)
-            self._parts.append((path, funcs, has_default))
+            self._parts.append((_compile(path), funcs, has_default))
             self.fields.append(path)
             pos = match.end()
         if pos < len(source):
@@ -139,14 +154,15 @@ class Template:
         return value if isinstance(value, str) else str(value)
 
     def _value(
-        self, part: tuple[str, list[Callable[[Any], Any]], bool], scope: Mapping[str, Any]
+        self, part: tuple[_Path, list[Callable[[Any], Any]], bool], scope: Mapping[str, Any]
     ) -> Any:
         path, funcs, has_default = part
         try:
-            value = lookup(scope, path)
+            value = _resolve(scope, path)
         except (KeyError, TypeError):
             if not has_default:
-                raise TemplateError(f"field {path!r} is missing") from None
+                name = f"{path[0]}.{path[1]}" if path[1] else path[0]
+                raise TemplateError(f"field {name!r} is missing") from None
             value = _MISSING
         for func in funcs:
             value = func(value)
