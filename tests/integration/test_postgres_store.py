@@ -470,9 +470,10 @@ async def test_the_ledger_keeps_keys_that_cannot_be_packed(store: PostgresStore)
 async def test_each_claim_of_a_batch_gets_its_own_keys_status(
     store: PostgresStore, suffix: str
 ) -> None:
-    """The claims of a batch come back as one text, in the order the keys were sent: in a
-    batch mixing every status, keys out of order and a key sent twice, each call gets the
-    status of its own keys (sent packed, and as arrays when a key holds a separator)."""
+    """A batch of claims answers how many keys it claimed, and what the others hold is
+    read after it: in a batch mixing every status, keys out of order and a key sent
+    twice, each call gets the status of its own keys (sent packed, and as arrays when a
+    key holds a separator)."""
     k = {name: ("h", f"{name}{suffix}") for name in ("done", "dead", "held", "new", "gone")}
     await store.ledger_record(
         [
