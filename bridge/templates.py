@@ -27,13 +27,13 @@ def lookup(scope: Mapping[str, Any], path: str) -> Any:
     return _resolve(scope, _compile(path))
 
 
-_Path = tuple[str, str, tuple[str, ...]]
+_Path = tuple[str, str, list[str]]
 """A path split once: its root, the rest whole (a header's name) and the rest's steps."""
 
 
 def _compile(path: str) -> _Path:
     root, _, rest = path.partition(".")
-    return root, rest, tuple(rest.split(".")) if rest else ()
+    return root, rest, rest.split(".") if rest else []
 
 
 def _resolve(scope: Mapping[str, Any], path: _Path) -> Any:

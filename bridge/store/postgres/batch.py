@@ -236,7 +236,7 @@ async def _reads(
     reads = list(wanted)
     final: dict[Pair, str] = {}
     for group in rounds:
-        rows = _claim_rows(calls, group)
+        rows, sent = _claim_rows(calls, group)
         found = await conn.fetch(
             *_CLAIMS.call(
                 [r[0] for r in rows],
@@ -256,7 +256,7 @@ async def _reads(
                 final[(handler, key)] = text
             elif text is not None:
                 claimed = int(text)
-        status = dict.fromkeys(map(_KEY, rows), "claimed")
+        status = dict.fromkeys(sent, "claimed")
         if claimed < len(rows):  # some were not claimed: what they hold
             status = dict.fromkeys(status, "running")  # none (released meanwhile): polled
             count_round_trip(store, "ledger_status")
@@ -276,20 +276,24 @@ async def _reads(
     return answers
 
 
-def _claim_rows(calls: list[Call], group: list[int]) -> list[tuple[str, str, str, str, float]]:
+def _claim_rows(
+    calls: list[Call], group: list[int]
+) -> tuple[list[tuple[str, str, str, str, float]], dict[Pair, None]]:
     """The rows of a round of claims, in key order (locked in one order by every replica:
-    no deadlock), each key once (its first row): one statement cannot claim a key twice."""
+    no deadlock), each key once (its first row): one statement cannot claim a key twice;
+    and their keys, in that order."""
     rows: list[tuple[str, str, str, str, float]] = []
     for i in group:
         keys, _, event_id, owner, _, until = calls[i].args
         rows.extend((h, k, event_id, owner, until) for h, k in keys)
     rows.sort()
-    if len(rows) > 1 and len(set(map(_KEY, rows))) < len(rows):
+    sent = dict.fromkeys(map(_KEY, rows))
+    if len(sent) < len(rows):  # a key twice: its first row (the sort keeps it first)
         first: dict[Pair, tuple[str, str, str, str, float]] = {}
         for row in rows:
             first.setdefault((row[0], row[1]), row)
         rows = list(first.values())
-    return rows
+    return rows, sent
 
 
 def _sorted_entries(calls: list[Call], indexes: Sequence[int]) -> list[tuple[Any, ...]]:
