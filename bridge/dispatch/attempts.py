@@ -114,10 +114,15 @@ class Runner:
         if isinstance(outcome, Refusal):
             if resume is not None:
                 await self.endings.forget(parked_run_id(event.id, bh.id))
-            return Run(bh.id, outcome.status, error=outcome.reason)
-        if isinstance(outcome, Queued):
-            return await self.endings.queued(event, bh, connector, resume, created, outcome)
-        return outcome
+            ended = Run(bh.id, outcome.status, error=outcome.reason)
+        elif isinstance(outcome, Queued):
+            ended = await self.endings.queued(event, bh, connector, resume, created, outcome)
+        else:
+            return outcome  # its ending told the fan-out already
+        let_go = self.endings.let_go
+        if let_go is not None and key is not None:
+            let_go((bh.id, key), ended)
+        return ended
 
     async def _held(
         self,

@@ -6,13 +6,17 @@ before it is counted in ``bridge_runs_total`` and recorded in the history; a
 resumed parked run forgets its parked entry only once its end is stored. A plain
 success (nothing emitted, not a resumed parked run) is written behind its run, in a
 batch with others (``bridge.dispatch.recorder``): counted once that batch is written.
+
+Every other ending tells ``Endings.let_go`` (when set: the fan-out's, with the ledger on
+a store of one process) that its run is final, so that the run's duplicates in flight
+are let go as it ends, not when its slowest sibling does.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any
 
 import bridge.jsonio as jsonio
@@ -57,6 +61,8 @@ class Endings:
         self._puts: Coalescer[ParkedRun, None] = Coalescer(self._put)
         self._dones: Coalescer[str, None] = Coalescer(self._done)
         self.recorder = Recorder(self._record, self.counted)
+        # Told of each run that ended without being written behind: (handler, key), run.
+        self.let_go: Callable[[tuple[str, str], Run], None] | None = None
 
     async def _put(self, _: Hashable, runs: Sequence[ParkedRun]) -> list[None]:
         await self.env.store.parked_put(runs)
@@ -125,7 +131,7 @@ class Endings:
             )
         if run.resume is not None:
             await self.forget(parked_run_id(event.id, bh.id))
-        return self.ended_well(run, result, emitted)
+        return self._ends(run, self.ended_well(run, result, emitted))
 
     def noted(self, run: RunState, result: Any) -> Run:
         """A success with nothing emitted, its ledger entry noted for the next batched
@@ -178,7 +184,7 @@ class Endings:
         history = self.env.history
         if history is not None:
             history.run(RunRecord(event.id, bh.id, "dead_lettered", attempts, None, text))
-        return Run(bh.id, "dead_lettered", error=text, attempts=attempts)
+        return self._ends(run, Run(bh.id, "dead_lettered", error=text, attempts=attempts))
 
     async def parked(self, run: RunState, text: str, delay: float) -> Run:
         """Park the run's next attempt in the store, due in ``delay`` seconds.
@@ -205,7 +211,7 @@ class Endings:
         )
         if env.history is not None:
             env.history.run(RunRecord(event.id, bh.id, "parked", attempts, None, text, due_at=due))
-        return Run(bh.id, "parked", error=text, attempts=attempts)
+        return self._ends(run, Run(bh.id, "parked", error=text, attempts=attempts))
 
     async def suspended(self, run: RunState, suspended: Suspended) -> Run:
         """Park a run that sleeps or waits (``bridge.waits``) until ``suspended.until``.
@@ -235,7 +241,7 @@ class Endings:
                 due_at=suspended.until,
             )  # fmt: skip
             env.history.run(record)
-        return Run(bh.id, "parked", error=suspended.reason, attempts=attempts)
+        return self._ends(run, Run(bh.id, "parked", error=suspended.reason, attempts=attempts))
 
     async def cancelled(self, run: RunState, reason: str) -> Run:
         """Record a run that ``cancel_on`` cancelled before it started: final, in the
@@ -260,7 +266,14 @@ class Endings:
         )
         if env.history is not None:
             env.history.run(RunRecord(event.id, bh.id, "cancelled", attempts, None, reason))
-        return Run(bh.id, "cancelled", error=reason, attempts=attempts)
+        return self._ends(run, Run(bh.id, "cancelled", error=reason, attempts=attempts))
+
+    def _ends(self, run: RunState, ended: Run) -> Run:
+        """``ended``, how ``run`` ended (not written behind), once ``let_go`` is told."""
+        let_go = self.let_go
+        if let_go is not None:
+            let_go((run.bh.id, run.key), ended)
+        return ended
 
     async def _park(self, run: RunState, attempt: int, due: float) -> None:
         """Put the run in the store, to run attempt number ``attempt`` at ``due``; due now if

@@ -71,6 +71,11 @@ class FanOut:
         self._claims = cast(LedgerClaims, store) if getattr(store, "shared", False) else None
         self._owner = uuid.uuid4().hex  # this process, as the owner of its claims
         self.keeper = ClaimKeeper(store, self._owner, lambda: env.wall())
+        if config.ledger and self._claims is None:
+            # A run that ends without being written behind lets its duplicates go as it
+            # ends (the branches of the common case need no wrapper coroutine for it). Not
+            # on a shared store: there a claimed run's duplicates wait for its release.
+            runner.endings.let_go = self._let_go
 
     def dispatch(
         self,
@@ -119,11 +124,13 @@ class FanOut:
                 )
             else:
                 # The common case: no branch is in the ledger or in flight, none resumed.
-                # Every branch runs, and this fan-out leads each (as ``_dispatch`` does).
-                run, led = self.runner.run, self._led
+                # Every branch runs, and this fan-out leads each: a run written behind
+                # lets its duplicates go below, once written; any other, as it ends
+                # (``_let_go``), and one that raised, when the fan-out ends.
+                run = self.runner.run
                 runs = await gather(
                     [
-                        led(lead, pair, run(event, b, pair[1], connector, None))
+                        run(event, b, pair[1], connector, None)
                         for b, pair in zip(bound, keys, strict=True)
                     ]
                 )
@@ -147,6 +154,13 @@ class FanOut:
                 del flight[pair]
                 if waiting is not None and (future := waiting.pop(pair, None)) is not None:
                     future.set_result(run)
+
+    def _let_go(self, pair: Pair, run: Run) -> None:
+        """A run of ``pair`` ended without being written behind: the fan-out that leads
+        ``pair`` lets its duplicates go (they get ``run``)."""
+        lead = self._flight.get(pair)
+        if lead is not None:
+            self._resolve(lead, (pair,), run)
 
     async def _led(self, lead: _Lead, pair: Pair, coro: Coroutine[Any, Any, Run]) -> Run:
         """Run a branch this fan-out leads; its duplicates are let go as soon as it ends,

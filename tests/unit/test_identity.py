@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from bridge import Context, Event
+from bridge import Context, Event, Fatal
 from bridge.app import load_config_text
 from bridge.app.runtime import Runtime
 from bridge.errors import StoreError
@@ -91,6 +91,52 @@ async def test_a_duplicate_in_flight_of_a_dead_lettered_run_files_no_second_lett
     outcomes = await asyncio.gather(*(process(runtime, delivery("x", "s")[0]) for _ in range(3)))
     assert outcomes == [Settlement.ACK] * 3
     assert RUNS == {"a:s:x": 2} and len(store.letters) == 1
+
+
+GATE: dict[str, asyncio.Event] = {}
+
+
+async def gated(event: Event[Any], ctx: Context) -> str:
+    RUNS[f"{ctx.handler_id}:{event.source}:{event.id}"] += 1
+    await GATE["slow"].wait()
+    return "ok"
+
+
+async def fatal(event: Event[Any], ctx: Context) -> None:
+    RUNS[f"{ctx.handler_id}:{event.source}:{event.id}"] += 1
+    raise Fatal("bad data")
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+async def test_a_branch_lets_its_duplicate_go_as_it_ends_not_when_its_slowest_sibling_does(
+    store: str, tmp_path: Path
+) -> None:
+    """A replay of a dead-lettered branch that comes while its sibling still runs is let
+    go when that branch ended, and runs at once: it does not wait for the sibling."""
+    GATE["slow"] = asyncio.Event()
+    url = "memory://" if store == "memory" else f"sqlite:///{tmp_path / 's.db'}"
+    text = HEAD.replace("store: memory://", f"store: '{url}'") + (
+        f"  - {{id: a, on: test/event, type: python, function: '{HERE}:fatal'}}\n"
+        f"  - {{id: b, on: test/event, type: python, function: '{HERE}:gated'}}\n"
+    )
+    runtime = Runtime(load_config_text(text, {}), clock=FakeClock())
+    runtime.build()
+    await runtime.store.open()
+    first = asyncio.create_task(process(runtime, delivery("x", "s")[0]))
+    try:
+        while RUNS["b:s:x"] == 0:  # a dead-lettered, b waits at its gate
+            await asyncio.sleep(0.01)
+        original, _ = delivery("x", "s")
+        replay = Delivery(original.body, {}, {"replay_handler": "a"}, original.settle, "api")
+        assert await asyncio.wait_for(process(runtime, replay), 5) is Settlement.ACK
+        assert RUNS == {"a:s:x": 2, "b:s:x": 1} and not first.done()
+        GATE["slow"].set()
+        assert await first is Settlement.ACK
+        assert RUNS == {"a:s:x": 2, "b:s:x": 1}
+    finally:
+        GATE["slow"].set()
+        await asyncio.wait([first], timeout=5)
+        await runtime.store.close()
 
 
 class LedgerFailsAfterLetter(MemoryStore):
