@@ -259,41 +259,50 @@ class FanOut:
         connector: str,
         replay: bool,
         resume: Resume | None,
+        lead: _Lead | None = None,
     ) -> Run:
         """Run one branch given its ledger status: skip it if final; run it if unclaimed
         or claimed here (releasing a claim its run did not end); if another replica
-        holds it, poll until it is final or the claim can be taken."""
-        delay = 0.05
-        while status == "running":
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
-            status = (await self._final(event, [b], [pair])).get(pair)
-        if status in _DONE or (status == "dead_lettered" and not replay):
-            return Run(b.id, "skipped")
-        if status != "claimed":
-            return await self.runner.run(event, b, pair[1], connector, resume)
-        claims = self._claims
-        assert claims is not None  # only a shared store answers "claimed"
+        holds it, poll until it is final or the claim can be taken. With ``lead``, the
+        fan-out's hold of the branch, it lets the branch's duplicates go as ``_led``
+        does, once a claim its run did not end is released (no wrapper coroutine)."""
         run: Run | None = None
-        keeper = self.keeper
-        lease = b.longest_run
         try:
-            # The claim is renewed while the run waits at admission and runs.
-            keeper.hold(pair, lease)
-            try:
+            delay = 0.05
+            while status == "running":
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                status = (await self._final(event, [b], [pair])).get(pair)
+            if status in _DONE or (status == "dead_lettered" and not replay):
+                run = Run(b.id, "skipped")
+                return run
+            if status != "claimed":
                 run = await self.runner.run(event, b, pair[1], connector, resume)
-            finally:
-                keeper.drop(pair, lease)
-            return run
-        finally:
-            if run is None or run.status not in _FINAL:
+                return run
+            claims = self._claims
+            assert claims is not None  # only a shared store answers "claimed"
+            keeper = self.keeper
+            lease = b.longest_run
+            try:
+                # The claim is renewed while the run waits at admission and runs.
+                keeper.hold(pair, lease)
                 try:
-                    await claims.ledger_release([pair], self._owner)
-                except Exception as exc:  # it lapses at its deadline instead
-                    log.warning(
-                        "could not release a run claim",
-                        extra={"handler": b.id, "event_id": event.id, "error": str(exc)},
-                    )
+                    run = await self.runner.run(event, b, pair[1], connector, resume)
+                finally:
+                    keeper.drop(pair, lease)
+                return run
+            finally:
+                if run is None or run.status not in _FINAL:
+                    try:
+                        await claims.ledger_release([pair], self._owner)
+                    except Exception as exc:  # it lapses at its deadline instead
+                        log.warning(
+                            "could not release a run claim",
+                            extra={"handler": b.id, "event_id": event.id, "error": str(exc)},
+                        )
+        finally:
+            if lead is not None and (run is None or run.written is None or run.written.done()):
+                self._resolve(lead, (pair,), run)
 
     async def _dispatch(
         self,
@@ -319,8 +328,7 @@ class FanOut:
                 continue
             status = final.get(pair)
             if status in ("claimed", "running"):
-                one = self._one(event, b, pair, status, connector, replay, resume)
-                coros.append(self._led(lead, pair, one))
+                coros.append(self._one(event, b, pair, status, connector, replay, resume, lead))
                 continue
             if (
                 resume is not None
