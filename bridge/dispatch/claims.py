@@ -6,10 +6,13 @@ run. A run may wait longer than that before its first attempt: for a singleton o
 concurrency key another replica holds, a throttle's start time, a retry budget or a
 ``concurrency`` slot. Once its claim lapsed, a redelivered copy of its message in
 another replica could claim and run it too. ``ClaimKeeper`` renews the claims of
-the runs in flight in this process: every ``every`` seconds (a third of the
-shortest lease held), one statement extends all of them
+the runs in flight in this process that may wait so: every ``every`` seconds (a third
+of the shortest lease held), one statement extends all of them
 (``FlowState.flow_claims_extend``), so a claim lapses only when its process is gone
-(or cannot reach the store) for a whole lease.
+(or cannot reach the store) for a whole lease. A run that cannot wait past its lease
+(no admission step, no concurrency limit, no inline retry longer than its policy's
+longest delay: ``FanOut._waits``) is not held: its lease is its attempts, timeouts and
+backoffs, plus a minute.
 """
 
 from __future__ import annotations

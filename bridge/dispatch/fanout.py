@@ -24,8 +24,9 @@ another replica holds is not run here; this fan-out polls the ledger until that
 run is final (then skips it) or its claim lapses or is released (then claims and
 runs it), so the duplicate's delivery settles once the run is final. A claim
 lasts the handler's longest run in process (attempts x timeout + backoffs, plus
-a minute), renewed while the run waits at admission or runs (``ClaimKeeper``); a run
-that is parked for a later retry (or queued) releases its claim.
+a minute), renewed while the run waits at admission or runs if it may outlast that
+(``ClaimKeeper``, ``_waits``); a run that is parked for a later retry (or queued)
+releases its claim.
 """
 
 from __future__ import annotations
@@ -281,10 +282,13 @@ class FanOut:
                 return run
             claims = self._claims
             assert claims is not None  # only a shared store answers "claimed"
-            keeper = self.keeper
-            lease = b.longest_run
             try:
+                if not self._waits(b, connector):
+                    run = await self.runner.run(event, b, pair[1], connector, resume)
+                    return run
                 # The claim is renewed while the run waits at admission and runs.
+                keeper = self.keeper
+                lease = b.longest_run
                 keeper.hold(pair, lease)
                 try:
                     run = await self.runner.run(event, b, pair[1], connector, resume)
@@ -303,6 +307,18 @@ class FanOut:
         finally:
             if lead is not None and (run is None or run.written is None or run.written.done()):
                 self._resolve(lead, (pair,), run)
+
+    def _waits(self, b: BoundHandler, connector: str) -> bool:
+        """Whether a run of ``b`` may outlast its claim (``longest_run``), which the claim
+        keeper must then renew: it may wait at admission (flow control) or for a
+        concurrency slot, or retry inline after a ``RetryAfter`` longer than its policy's
+        longest delay. Otherwise its attempts, timeouts and backoffs are what the claim's
+        lease is made of, plus a minute."""
+        return (
+            b.flow is not None
+            or b.limiter is not None
+            or self.runner.config.inline_limit(connector) > b.retry.max_delay
+        )
 
     async def _dispatch(
         self,

@@ -7,6 +7,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -280,6 +281,51 @@ async def test_a_fan_out_on_postgres_cancelled_mid_run_gives_back_every_claim(
             ("c", "src\x1fe1"): "claimed",
         }
         assert fanout.keeper._held == {}
+
+
+HUNG: dict[str, asyncio.Event] = {}
+
+
+async def hangs_each(event: object, ctx: Any) -> None:
+    """A handler that notes its run started, then waits until it is cancelled."""
+    HUNG.setdefault(ctx.handler_id, asyncio.Event()).set()
+    await asyncio.sleep(3600)
+
+
+async def test_only_a_run_that_may_outlast_its_claim_has_it_renewed(postgres: str) -> None:
+    """A run's claim lasts its attempts, timeouts and backoffs plus a minute. The claim
+    keeper renews it only for a run that may wait longer: one that waits for a
+    concurrency slot (b), or that may retry inline after a ``RetryAfter`` longer than its
+    policy's longest delay (c: its max_delay of 3 s is below the 30 s waited inline). A
+    run that cannot (a) is not held, and its claim is given back all the same."""
+    from tests.unit.test_dispatch import process
+    from tests.unit.test_identity import delivery
+
+    minute = "retry: {attempts: 3, max_delay: 1m}"
+    handlers = (
+        f"  - {{id: a, on: test/event, type: python, function: '{__name__}:hangs_each',"
+        f" {minute}}}\n"
+        f"  - {{id: b, on: test/event, type: python, function: '{__name__}:hangs_each',"
+        f" concurrency: 2, {minute}}}\n"
+        f"  - {{id: c, on: test/event, type: python, function: '{__name__}:hangs_each'}}\n"
+    )
+    HUNG.clear()
+    async with fan_out_runtime(handlers) as (runtime, store):
+        task = asyncio.ensure_future(process(runtime, delivery("e1", "src")[0]))
+        async with asyncio.timeout(10):
+            while len(HUNG) < 3:
+                await asyncio.sleep(0.01)
+        assert runtime.dispatcher is not None
+        fanout = runtime.dispatcher.fanout
+        assert sorted(fanout.keeper._held) == [("b", "src\x1fe1"), ("c", "src\x1fe1")]
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert fanout.keeper._held == {}
+        keys = [(h, "src\x1fe1") for h in "abc"]
+        now = time.time()
+        found = await store.ledger_claim(keys, [], "e1", "another replica", now, now + 60.0)
+        assert found == dict.fromkeys(keys, "claimed")  # every claim was given back
 
 
 async def test_run_claims_hold_lapse_release_and_give_way_to_the_end(
