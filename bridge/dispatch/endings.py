@@ -7,9 +7,10 @@ resumed parked run forgets its parked entry only once its end is stored. A plain
 success (nothing emitted, not a resumed parked run) is written behind its run, in a
 batch with others (``bridge.dispatch.recorder``): counted once that batch is written.
 
-Every other ending tells ``Endings.let_go`` (when set: the fan-out's, with the ledger on
-a store of one process) that its run is final, so that the run's duplicates in flight
-are let go as it ends, not when its slowest sibling does.
+Every other ending here tells ``Endings.let_go`` (when set: the fan-out's, with the
+ledger on a store of one process) that its run ended, so that the run's duplicates in
+flight are let go as it ends, not when its slowest sibling does; the runner tells it of
+a run that flow control refused or queued (``Endings.queued`` does not know its key).
 """
 
 from __future__ import annotations
