@@ -139,6 +139,38 @@ async def test_a_branch_lets_its_duplicate_go_as_it_ends_not_when_its_slowest_si
         await runtime.store.close()
 
 
+async def test_a_branch_refused_by_flow_control_lets_its_duplicate_go_as_it_ends() -> None:
+    """The same for a run that flow control refuses: its idempotency key ran for another
+    event, so the replay of it is refused too, at once, while its sibling still runs."""
+    text = HEAD + (
+        f"  - {{id: a, on: test/event, type: python, function: '{HERE}:counted',"
+        " idempotency: {key: \"'one'\", ttl: 1h}}\n"
+        f"  - {{id: b, on: test/event, type: python, function: '{HERE}:gated'}}\n"
+    )
+    runtime = Runtime(load_config_text(text, {}), clock=FakeClock())
+    runtime.build()
+    await runtime.store.open()
+    GATE["slow"] = asyncio.Event()
+    GATE["slow"].set()
+    assert await process(runtime, delivery("y", "s")[0]) is Settlement.ACK  # a takes 'one'
+    GATE["slow"] = asyncio.Event()
+    first = asyncio.create_task(process(runtime, delivery("x", "s")[0]))
+    try:
+        while RUNS["b:s:x"] == 0:  # a refused (skipped), b waits at its gate
+            await asyncio.sleep(0.01)
+        original, _ = delivery("x", "s")
+        replay = Delivery(original.body, {}, {"replay_handler": "a"}, original.settle, "api")
+        assert await asyncio.wait_for(process(runtime, replay), 5) is Settlement.ACK
+        assert not first.done()
+        GATE["slow"].set()
+        assert await first is Settlement.ACK
+        assert RUNS == {"a:s:y": 1, "b:s:y": 1, "b:s:x": 1}  # a never ran for x
+    finally:
+        GATE["slow"].set()
+        await asyncio.wait([first], timeout=5)
+        await runtime.store.close()
+
+
 class LedgerFailsAfterLetter(MemoryStore):
     """A store whose ledger write of a dead-lettered run fails once: the fault between
     the letter and its ledger entry, when they were two writes."""
