@@ -11,8 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.store.postgres.packed import NULL, SEP, Packed, pack, pack_floats
-from tests.fixtures.postgres import POSTGRES_URL
+from bridge.store.contracts import LedgerEntry
+from bridge.store.postgres import batch
+from bridge.store.postgres.packed import HEXADECIMAL_PROBE, NULL, SEP, Packed, pack, pack_floats
+from tests.fixtures.postgres import POSTGRES_URL, fresh_store
 
 pytestmark = pytest.mark.integration
 
@@ -79,6 +81,63 @@ def test_repeated_numbers_packed_come_back_as_the_same_doubles(
     text = pack_floats(repeated)
     assert text is not None
     assert _split(Packed("SELECT $1::float8[]").packed, text) == [float(v) for v in repeated]
+
+
+DOUBLES = st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(DOUBLES, st.integers(min_value=1, max_value=3))
+def test_floats_packed_in_hexadecimal_come_back_as_the_same_doubles(
+    postgres: str, values: list[float], times: int
+) -> None:
+    """Written as ``float.hex`` writes them (subnormals, -0.0 and the largest double
+    included), repeated or not, they come back in their order bit for bit."""
+    repeated = [v for v in values for _ in range(times)]
+    text = pack_floats(repeated, hexadecimal=True)
+    assert text is not None
+    assert all(part.lstrip("-").startswith("0x") for part in text.split(SEP) if part)
+    back = _split(Packed("SELECT $1::float8[]").packed, text)
+    assert [v.hex() for v in back] == [v.hex() for v in repeated]  # type: ignore[attr-defined]
+
+
+def test_a_list_with_an_integer_is_packed_in_decimal_even_when_hexadecimal_may_be() -> None:
+    assert pack_floats([1.5, 2], hexadecimal=True) == f"1.5{SEP}2"
+    assert pack_floats([1.5, float("inf")], hexadecimal=True) is None
+    assert pack_floats([float("nan")], hexadecimal=True) is None
+    assert (
+        pack_floats([0.5, 0.5], hexadecimal=True)
+        == f"0x1.0000000000000p-1{SEP}0x1.0000000000000p-1"
+    )
+
+
+async def test_the_store_sends_floats_in_hexadecimal_only_to_a_server_that_reads_them(
+    postgres: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This server reads them (the probe says so); a store whose probe the server refuses
+    sends decimals. Either way a claim's deadline and a success's finish time are stored
+    as the very doubles sent."""
+    finished = [1733580000.1234567, 1.0e-310, 2.0**-1074 * 3, 1733580000.0]
+    for refused in (False, True):
+        if refused:  # a server whose C library reads no hexadecimal
+            monkeypatch.setattr(batch, "HEXADECIMAL_PROBE", "SELECT 'no hexadecimal'::float8")
+        async with fresh_store() as store:
+            assert store.hexadecimal is not refused
+            entries = [
+                LedgerEntry("h", f"k{i}", "e", finished_at=f) for i, f in enumerate(finished)
+            ]
+            await store.ledger_record(entries)
+            now = 1733580000.5
+            claims = [("g", f"k{i}") for i in range(3)]
+            assert await store.ledger_claim(
+                claims, [], "e", "me", now, now + 61.25
+            ) == dict.fromkeys(claims, "claimed")
+            got = await store.ledger_get([(e.handler, e.key) for e in entries])
+            assert [got[(e.handler, e.key)].finished_at for e in entries] == finished
+            async with store._pool.acquire() as conn:
+                assert await conn.fetchval(HEXADECIMAL_PROBE) is True  # this server reads them
+                until = await conn.fetch("SELECT finished_at FROM ledger WHERE handler = 'g'")
+            assert [r["finished_at"] for r in until] == [now + 61.25] * 3
 
 
 def test_what_cannot_be_packed_is_said_so() -> None:

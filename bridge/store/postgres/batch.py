@@ -23,7 +23,7 @@ from bridge.store.postgres.connection import PostgresConnection
 from bridge.store.postgres.dead_letters import ADD, add_args
 from bridge.store.postgres.growth import Growth
 from bridge.store.postgres.ledger import RECORD, RECORD_ALL, record_args
-from bridge.store.postgres.packed import Packed
+from bridge.store.postgres.packed import HEXADECIMAL_PROBE, Packed
 
 Pair = tuple[str, str]
 
@@ -106,14 +106,28 @@ class PostgresBatches(PostgresConnection):
         # keys in key order, as the claims do, so two cannot deadlock.
         self._writes = Lane(self._flush_writes, self.deadlines.call, flights=2)
         self.growth: Growth | None = None  # analyzes the ledger while it is young, once open
+        # Whether the server reads floats written in hexadecimal (read once open): the
+        # claims' deadlines and the successes' finish times are sent so.
+        self.hexadecimal = False
 
     async def open(self) -> None:
         await super().open()
         if self.growth is None:
+            self.hexadecimal = await self._reads_hexadecimal()
             rows = await self._run(
                 "fetchval", "SELECT reltuples FROM pg_class WHERE oid = 'ledger'::regclass"
             )
             self.growth = Growth(self._analyze_ledger, rows)
+
+    async def _reads_hexadecimal(self) -> bool:
+        import asyncpg
+
+        try:
+            return bool(await self._run("fetchval", HEXADECIMAL_PROBE))
+        except StoreError as exc:
+            if isinstance(exc.__cause__, asyncpg.DataError):  # it refuses the text
+                return False
+            raise
 
     async def _analyze_ledger(self) -> None:
         # The columns its plans join on: the row count comes with any.
@@ -181,7 +195,8 @@ class PostgresBatches(PostgresConnection):
             # refuses it), each call on its own, below.
             try:
                 entries = _sorted_entries(calls, range(len(calls)))
-                await self._bounded(lambda conn: _record_all(conn, entries), None)
+                hexadecimal = self.hexadecimal
+                await self._bounded(lambda conn: _record_all(conn, entries, hexadecimal), None)
             except (StoreError, ValueError, TypeError) as exc:
                 if isinstance(exc, StoreError) and not isinstance(exc.__cause__, _data_errors()):
                     raise
@@ -193,7 +208,7 @@ class PostgresBatches(PostgresConnection):
 
         async def run(conn: Any) -> list[BaseException | None]:
             async with conn.transaction():
-                return await _writes(conn, calls)
+                return await _writes(conn, calls, self.hexadecimal)
 
         errors = await self._bounded(run, None)
         for call, error in zip(calls, errors, strict=True):
@@ -247,6 +262,7 @@ async def _reads(
                 [r[4] for r in rows],
                 [p[0] for p in reads],
                 [p[1] for p in reads],
+                hexadecimal=store.hexadecimal,
             )
         )
         reads = []  # read once, with the first round
@@ -302,7 +318,9 @@ def _sorted_entries(calls: list[Call], indexes: Sequence[int]) -> list[tuple[Any
     return sorted((record_args(e) for i in indexes for e in calls[i].args[0]), key=_KEY)
 
 
-async def _writes(conn: Any, calls: list[Call]) -> list[BaseException | None]:
+async def _writes(
+    conn: Any, calls: list[Call], hexadecimal: bool = False
+) -> list[BaseException | None]:
     """A batch of successes and dead letters in the connection's transaction; each call's
     error (a bad value fails only its own call)."""
     errors: list[BaseException | None] = [None] * len(calls)
@@ -311,7 +329,7 @@ async def _writes(conn: Any, calls: list[Call]) -> list[BaseException | None]:
         try:
             entries = _sorted_entries(calls, records)
             async with conn.transaction():  # a savepoint
-                await _record_all(conn, entries)
+                await _record_all(conn, entries, hexadecimal)
         except _data_errors():
             # One bad entry must not fail the others: each on its own.
             for i in records:
@@ -322,7 +340,7 @@ async def _writes(conn: Any, calls: list[Call]) -> list[BaseException | None]:
     return errors
 
 
-async def _record_all(conn: Any, entries: list[tuple[Any, ...]]) -> None:
+async def _record_all(conn: Any, entries: list[tuple[Any, ...]], hexadecimal: bool = False) -> None:
     """``RECORD`` each of ``entries`` (``record_args``, in key order) in one statement:
     ``unnest`` arrays, one execution on the server where ``executemany`` runs one per
     entry (a quarter less of the server's CPU per event). An atomic ``executemany`` when a
@@ -331,7 +349,7 @@ async def _record_all(conn: Any, entries: list[tuple[Any, ...]]) -> None:
     if len(set(zip(columns[0], columns[1], strict=True))) < len(entries):
         await conn.executemany(RECORD, entries)
     else:
-        await conn.execute(*_RECORDS.call(*columns))
+        await conn.execute(*_RECORDS.call(*columns, hexadecimal=hexadecimal))
 
 
 async def _record(conn: Any, entries: Sequence[LedgerEntry]) -> None:

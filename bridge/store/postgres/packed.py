@@ -25,6 +25,11 @@ from typing import Any
 SEP = "\x1e"
 NULL = "\x1f"
 _NUMBERS = frozenset((float, int))  # what ``pack_floats`` packs (not bool, not Decimal)
+_FLOAT = {float}
+HEXADECIMAL_PROBE = "SELECT '0x1.999999999999ap-4'::float8 = 0.1::float8"
+"""True on a server that reads a float written in hexadecimal (``float.hex``) as the same
+double: PostgreSQL reads floats with C's ``strtod``, which does so on glibc and most
+other C libraries, but its manual does not promise it."""
 
 _ARRAY = re.compile(r"\$(\d+)::(text|float8)\[\]")
 
@@ -44,18 +49,19 @@ class Packed:
 
         self.packed = _ARRAY.sub(split, sql)
 
-    def call(self, *args: Any) -> tuple[Any, ...]:
+    def call(self, *args: Any, hexadecimal: bool = False) -> tuple[Any, ...]:
         """The arguments of ``conn.fetch`` / ``conn.execute``: the packed statement and
-        ``args`` packed, or, if one cannot be, the statement as written and ``args``."""
-        packed = self.args(args)
+        ``args`` packed, or, if one cannot be, the statement as written and ``args``.
+        ``hexadecimal``: floats may be written in hexadecimal (``pack_floats``)."""
+        packed = self.args(args, hexadecimal)
         return (self.sql, *args) if packed is None else (self.packed, *packed)
 
-    def args(self, args: Sequence[Any]) -> list[Any] | None:
+    def args(self, args: Sequence[Any], hexadecimal: bool = False) -> list[Any] | None:
         """``args`` with each array argument packed; None if one cannot be (send ``sql``
         with ``args`` as they are)."""
         out = list(args)
         for index, floats in self.arrays.items():
-            text = pack_floats(out[index]) if floats else pack(out[index])
+            text = pack_floats(out[index], hexadecimal) if floats else pack(out[index])
             if text is None:
                 return None
             out[index] = text
@@ -82,22 +88,33 @@ def pack(values: Sequence[str | None]) -> str | None:
     return text
 
 
-def pack_floats(values: Sequence[float]) -> str | None:
+def pack_floats(values: Sequence[float], hexadecimal: bool = False) -> str | None:
     """``values`` (finite numbers) as one text for ``string_to_array(...)::float8[]``:
     17 significant digits read back as the same double (``repr``'s shortest text does
-    too, at half the speed again). None for an infinity, a NaN or anything else."""
+    too, at half the speed again). None for an infinity, a NaN or anything else.
+
+    ``hexadecimal`` (for a server that reads it, ``hexadecimal_floats``): floats are
+    written as ``float.hex`` writes them, exact and in half the time (about 190 ns a
+    value against 360 here); a list holding an integer is written in decimal."""
     if not values:
         return ""
-    if not _NUMBERS.issuperset(map(type, values)):
+    types = set(map(type, values))
+    if not _NUMBERS.issuperset(types):
         return None
     distinct = set(values)
+    hexadecimal = hexadecimal and types == _FLOAT
     try:
         if len(distinct) < len(values):
             # Repeated values (the deadline of one event's claims, a batch's finish
             # time), each formatted once: 17 digits take the slow path of Python's
             # float-to-text, about 3,000 instructions a value.
-            text_of = {v: format(v, ".17g") for v in distinct}
+            if hexadecimal:
+                text_of = {v: v.hex() for v in distinct}
+            else:
+                text_of = {v: format(v, ".17g") for v in distinct}
             text = SEP.join([text_of[v] for v in values])
+        elif hexadecimal:
+            text = SEP.join(map(float.hex, values))
         else:
             text = SEP.join(["%.17g"] * len(values)) % tuple(values)
     except OverflowError:  # an integer beyond any double
