@@ -24,6 +24,7 @@ from bridge.store.postgres.dead_letters import ADD, add_args
 from bridge.store.postgres.growth import Growth
 from bridge.store.postgres.ledger import RECORD, RECORD_ALL, record_args
 from bridge.store.postgres.packed import HEXADECIMAL_PROBE, Packed
+from bridge.store.rows import encode_text
 
 Pair = tuple[str, str]
 
@@ -221,12 +222,16 @@ class PostgresBatches(PostgresConnection):
 def _rounds(calls: list[Call]) -> list[list[int]]:
     """The claims of a batch in rounds with distinct keys: a key two deliveries claim in
     one batch goes to the first; the second, in the next statement, sees it ``running``."""
+    claims = [i for i, call in enumerate(calls) if call.kind == "claim"]
+    every: set[Pair] = set()
+    for i in claims:
+        every.update(calls[i].args[0])
+    if len(every) == sum(len(calls[i].args[0]) for i in claims):
+        return [claims] if claims else []  # the common case: no key twice, one round
     rounds: list[list[int]] = []
     taken: list[set[Pair]] = []  # the keys of each round (one set each, not one per call)
-    for i, call in enumerate(calls):
-        if call.kind != "claim":
-            continue
-        mine = call.args[0]
+    for i in claims:
+        mine = calls[i].args[0]
         for group, keys in zip(rounds, taken, strict=True):
             if keys.isdisjoint(mine):
                 group.append(i)
@@ -272,14 +277,17 @@ async def _reads(
                 final[(handler, key)] = text
             elif text is not None:
                 claimed = int(text)
-        status = dict.fromkeys(sent, "claimed")
-        if claimed < len(rows):  # some were not claimed: what they hold
-            status = dict.fromkeys(status, "running")  # none (released meanwhile): polled
-            count_round_trip(store, "ledger_status")
-            held = await conn.fetch(
-                *_HELD.call([r[0] for r in rows], [r[1] for r in rows], [r[3] for r in rows])
-            )
-            status.update(((handler, key), text) for handler, key, text in held)
+        if claimed == len(rows):  # the common case: each key of each call claimed
+            for i in group:
+                answers[i] = dict.fromkeys(calls[i].args[0], "claimed")
+            continue
+        # Some were not claimed: what they hold (none, released meanwhile: polled).
+        status = dict.fromkeys(sent, "running")
+        count_round_trip(store, "ledger_status")
+        held = await conn.fetch(
+            *_HELD.call([r[0] for r in rows], [r[1] for r in rows], [r[3] for r in rows])
+        )
+        status.update(((handler, key), text) for handler, key, text in held)
         for i in group:
             answers[i] = {k: status[k] for k in calls[i].args[0] if k in status}
     if reads:
@@ -301,7 +309,7 @@ def _claim_rows(
     rows: list[tuple[str, str, str, str, float]] = []
     for i in group:
         keys, _, event_id, owner, _, until = calls[i].args
-        rows.extend((h, k, event_id, owner, until) for h, k in keys)
+        rows += [(h, k, event_id, owner, until) for h, k in keys]
     rows.sort()
     sent = dict.fromkeys(map(_KEY, rows))
     if len(sent) < len(rows):  # a key twice: its first row (the sort keeps it first)
@@ -315,7 +323,15 @@ def _claim_rows(
 def _sorted_entries(calls: list[Call], indexes: Sequence[int]) -> list[tuple[Any, ...]]:
     """The record arguments of ``calls[i]`` for ``i`` in ``indexes``, in key order, as the
     claims lock them: no deadlock between replicas."""
-    return sorted((record_args(e) for i in indexes for e in calls[i].args[0]), key=_KEY)
+    encode = encode_text
+    return sorted(
+        [
+            (e.handler, e.key, e.event_id, e.status, encode(e.result), e.finished_at)
+            for i in indexes
+            for e in calls[i].args[0]
+        ],
+        key=_KEY,
+    )
 
 
 async def _writes(
