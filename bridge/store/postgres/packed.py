@@ -73,16 +73,19 @@ def pack(values: Sequence[str | None]) -> str | None:
     they would not split back as they are."""
     if not values:
         return ""
-    if None in values:
+    try:
+        # All text, the common case: the joined text is searched for NULL (``memchr``),
+        # and the list (a comparison a value, 20 times slower) only if it holds one.
+        text = SEP.join(values)  # type: ignore[arg-type]
+        if NULL in text and NULL in values:
+            return None
+    except TypeError:  # None among them (or not text)
+        try:
+            text = SEP.join([NULL if v is None else v for v in values])
+        except TypeError:  # not text: sent as an array, asyncpg says what is wrong with it
+            return None
         if NULL in values:
             return None
-        values = [NULL if v is None else v for v in values]
-    elif NULL in values:
-        return None
-    try:
-        text = SEP.join(values)  # type: ignore[arg-type]  # no None left
-    except TypeError:  # not text: sent as an array, asyncpg says what is wrong with it
-        return None
     if text.count(SEP) != len(values) - 1 or not text:  # a SEP inside; a lone ""
         return None
     return text
