@@ -22,12 +22,14 @@ RECORD_ALL = (
     "INSERT INTO ledger (handler, key, event_id, status, result, finished_at)"
     " SELECT h, k, e, s, r::jsonb, f FROM unnest($1::text[], $2::text[], $3::text[],"
     " $4::text[], $5::text[], $6::float8[]) AS t(h, k, e, s, r, f)"
+    ' ORDER BY h COLLATE "C", k COLLATE "C"'
     " ON CONFLICT (handler, key) DO UPDATE SET status = excluded.status,"
     " result = excluded.result, finished_at = excluded.finished_at, event_id = excluded.event_id"
     " WHERE ledger.status <> 'succeeded'"
 )
 """``RECORD`` for many runs of distinct keys at once: each argument an array, a column of
-``record_args``."""
+``record_args``. The server takes the rows in key order (code point order, as Python
+sorts text), as the claims do: batches locking the same keys cannot deadlock."""
 
 
 def record_args(e: LedgerEntry) -> tuple[Any, ...]:
