@@ -25,7 +25,7 @@ from typing import Any
 SEP = "\x1e"
 NULL = "\x1f"
 _NUMBERS = frozenset((float, int))  # what ``pack_floats`` packs (not bool, not Decimal)
-_FLOAT = {float}
+_FLOAT = frozenset((float,))  # what ``pack_floats`` may write in hexadecimal
 HEXADECIMAL_PROBE = "SELECT '0x1.999999999999ap-4'::float8 = 0.1::float8"
 """True on a server that reads a float written in hexadecimal (``float.hex``) as the same
 double: PostgreSQL reads floats with C's ``strtod``, which does so on glibc and most
@@ -96,7 +96,7 @@ def pack_floats(values: Sequence[float], hexadecimal: bool = False) -> str | Non
     17 significant digits read back as the same double (``repr``'s shortest text does
     too, at half the speed again). None for an infinity, a NaN or anything else.
 
-    ``hexadecimal`` (for a server that reads it, ``hexadecimal_floats``): floats are
+    ``hexadecimal`` (for a server that reads it, ``HEXADECIMAL_PROBE``): floats are
     written as ``float.hex`` writes them, exact and in half the time (about 190 ns a
     value against 360 here); a list holding an integer is written in decimal."""
     if not values:
