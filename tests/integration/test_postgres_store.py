@@ -231,6 +231,16 @@ async def test_a_fan_out_on_postgres_releases_the_claim_of_a_branch_that_did_not
         assert sorted(p.handler for p in parked) == ["b"] * n
 
 
+async def claimed_by_another(
+    store: PostgresStore, handlers: str, event_id: str
+) -> dict[tuple[str, str], str]:
+    """What another replica's claim of ``event_id``'s runs (one a handler of
+    ``handlers``, source ``src``) finds now: ``claimed`` where this process holds none."""
+    keys = [(h, f"src\x1f{event_id}") for h in handlers]
+    now = time.time()
+    return await store.ledger_claim(keys, [], event_id, "another replica", now, now + 60.0)
+
+
 HANGING = asyncio.Event()
 
 
@@ -272,10 +282,7 @@ async def test_a_fan_out_on_postgres_cancelled_mid_run_gives_back_every_claim(
         assert runtime.dispatcher is not None
         fanout = runtime.dispatcher.fanout
         await fanout.runner.endings.recorder.idle()  # a's success, written behind it
-        keys = [(h, "src\x1fe1") for h in "abc"]
-        now = time.time()
-        found = await store.ledger_claim(keys, [], "e1", "another replica", now, now + 60.0)
-        assert found == {
+        assert await claimed_by_another(store, "abc", "e1") == {
             ("a", "src\x1fe1"): "succeeded",
             ("b", "src\x1fe1"): "claimed",
             ("c", "src\x1fe1"): "claimed",
@@ -323,9 +330,8 @@ async def test_only_a_run_that_may_outlast_its_claim_has_it_renewed(postgres: st
             await task
         assert fanout.keeper._held == {}
         keys = [(h, "src\x1fe1") for h in "abc"]
-        now = time.time()
-        found = await store.ledger_claim(keys, [], "e1", "another replica", now, now + 60.0)
-        assert found == dict.fromkeys(keys, "claimed")  # every claim was given back
+        # Every claim was given back.
+        assert await claimed_by_another(store, "abc", "e1") == dict.fromkeys(keys, "claimed")
 
 
 async def test_run_claims_hold_lapse_release_and_give_way_to_the_end(

@@ -24,7 +24,6 @@ from bridge.store.postgres.dead_letters import ADD, add_args
 from bridge.store.postgres.growth import Growth
 from bridge.store.postgres.ledger import RECORD, RECORD_ALL, record_args
 from bridge.store.postgres.packed import HEXADECIMAL_PROBE, Packed
-from bridge.store.rows import encode_text
 
 Pair = tuple[str, str]
 
@@ -229,9 +228,12 @@ def _rounds(calls: list[Call]) -> tuple[list[list[int]], bool]:
     And whether no key comes twice in the batch (then it is one round)."""
     claims = [i for i, call in enumerate(calls) if call.kind == "claim"]
     every: set[Pair] = set()
+    count = 0
     for i in claims:
-        every.update(calls[i].args[0])
-    if len(every) == sum(len(calls[i].args[0]) for i in claims):
+        keys = calls[i].args[0]
+        every.update(keys)
+        count += len(keys)
+    if len(every) == count:
         return ([claims] if claims else []), True  # the common case
     rounds: list[list[int]] = []
     taken: list[set[Pair]] = []  # the keys of each round (one set each, not one per call)
@@ -325,12 +327,7 @@ def _claim_rows(
 
 def _entries(calls: list[Call], indexes: Sequence[int]) -> list[tuple[Any, ...]]:
     """The record arguments (``record_args``) of ``calls[i]`` for ``i`` in ``indexes``."""
-    encode = encode_text
-    return [
-        (e.handler, e.key, e.event_id, e.status, encode(e.result), e.finished_at)
-        for i in indexes
-        for e in calls[i].args[0]
-    ]
+    return [record_args(e) for i in indexes for e in calls[i].args[0]]
 
 
 async def _writes(
