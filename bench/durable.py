@@ -15,7 +15,9 @@ loop's (for the bare loop, settled is the end of its work).
 
 Both run with the garbage collector tuned as ``bridge run`` tunes its own
 process (``tune_gc``: start-up objects frozen, thresholds 100,000/50/100), for the
-bare loop and the bridge alike; the settings are restored afterwards.
+bare loop and the bridge alike; the settings are restored afterwards. Each run starts
+on a collected heap, as a fresh ``bridge run`` does (``bench.payload.reset``): the
+garbage an earlier run's teardown left is not collected inside a later one's timing.
 """
 
 from __future__ import annotations
@@ -42,7 +44,10 @@ POSTGRES_URL = os.environ.get(
 )
 RATE = 1000
 VARIANTS = ("bare", "ledger_off", "sqlite", "postgres")
-GC = "tuned as `bridge run` does (gc.freeze() after start-up, thresholds 100,000/50/100)"
+GC = (
+    "tuned as `bridge run` does (gc.freeze() after start-up, thresholds 100,000/50/100);"
+    " each run starts on a collected heap (bench.payload.reset)"
+)
 
 
 def tuned_gc(
