@@ -46,6 +46,19 @@ def _n(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
+def wakeup_lines(w: dict[str, dict[str, float]] | None) -> list[str]:
+    """The host's wake-up round trip between two threads (``bench.common.wakeups``)."""
+    if not w:
+        return []
+    across, one = w["across_cores"], w["one_core"]
+    return [
+        f"Wake-up round trip between two threads: {across['wall']:g} µs across cores"
+        f" ({across['cpu']:g} µs of CPU), {one['wall']:g} µs on one core. Every store"
+        " round trip and hand-off to the SQLite thread pays such wake-ups; where they are"
+        " dear, the durable variants read lower beside the ledger off (docs/performance.md)."
+    ]
+
+
 def markdown(doc: dict[str, Any]) -> str:
     m = doc["machine"]
     lines = [
@@ -59,6 +72,7 @@ def markdown(doc: dict[str, Any]) -> str:
         f" {m['implementation']} {m['python']}; load average (1/5/15 min) before"
         f" {', '.join(f'{x:.2f}' for x in m['load_average_1_5_15'])},"
         f" after {m['load_average_after'][0]:.2f}.",
+        *wakeup_lines(m.get("wakeup_us")),
         "Versions: " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()) + ".",
         "",
         "![benchmark plot](latest.png)",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from bench.common import SHORT_ROUNDS, Env, goal, throughput_result
+from bench.common import SHORT_ROUNDS, Env, goal, throughput_result, wakeups
 from bench.durable import added_each_run
-from bench.report import each_round, issue_goals
+from bench.report import each_round, issue_goals, wakeup_lines
 
 
 def _doc(result: dict[str, Any], scenario: str = "ledger") -> dict[str, Any]:
@@ -65,3 +66,23 @@ def test_short_scenarios_run_at_least_nine_rounds_in_a_full_run_and_one_in_a_qui
     assert Env(runs=3).rounds() == SHORT_ROUNDS == 9
     assert Env(runs=12).rounds() == 12  # more asked for: more
     assert Env(quick=True, runs=1).rounds() == 1
+
+
+def test_the_host_wakeup_round_trip_is_measured_on_each_placement_and_leaves_affinity_as_it_was() -> (
+    None
+):
+    before = os.sched_getaffinity(0)
+    found = wakeups(trips=200, repeats=1)
+    assert os.sched_getaffinity(0) == before
+    if len(before) < 2:
+        assert found == {}  # one core: nothing to compare
+        return
+    assert set(found) == {"across_cores", "one_core"}
+    assert all(v["wall"] > 0 and v["cpu"] >= 0 for v in found.values())
+
+
+def test_the_report_names_the_wakeup_round_trip_when_measured() -> None:
+    measured = {"across_cores": {"wall": 65.0, "cpu": 44.5}, "one_core": {"wall": 6.8, "cpu": 6.6}}
+    (line,) = wakeup_lines(measured)
+    assert "65 µs across cores (44.5 µs of CPU), 6.8 µs on one core" in line
+    assert wakeup_lines(None) == []  # results written before it was measured
