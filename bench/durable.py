@@ -16,8 +16,9 @@ loop's (for the bare loop, settled is the end of its work).
 Both run with the garbage collector tuned as ``bridge run`` tunes its own
 process (``tune_gc``: start-up objects frozen, thresholds 100,000/50/100), for the
 bare loop and the bridge alike; the settings are restored afterwards. Each run starts
-on a collected heap, as a fresh ``bridge run`` does (``bench.payload.reset``): the
-garbage an earlier run's teardown left is not collected inside a later one's timing.
+with what earlier runs left frozen, as a fresh ``bridge run`` has none of it
+(``bench.payload.reset``): an earlier run's garbage is not walked inside a later one's
+timing.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ RATE = 1000
 VARIANTS = ("bare", "ledger_off", "sqlite", "postgres")
 GC = (
     "tuned as `bridge run` does (gc.freeze() after start-up, thresholds 100,000/50/100);"
-    " each run starts on a collected heap (bench.payload.reset)"
+    " each run starts with what earlier runs left frozen (bench.payload.reset)"
 )
 
 

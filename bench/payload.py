@@ -87,19 +87,22 @@ TALLY = Tally()
 
 
 def reset(target: int, latency: bool = False) -> Tally:
-    """A fresh ``TALLY`` expecting ``target`` handler runs, on a collected heap.
+    """A fresh ``TALLY`` expecting ``target`` handler runs, the young generation empty.
 
-    Every run of every variant starts here, before anything it times, and first
-    collects the garbage the runs before it left: each bridge's teardown leaves its
-    tasks, connections and store in cycles, which a process running one bridge
-    (``bridge run``: ``tune_gc`` collects as it starts) never has. Left in place, it
-    filled the young generation run after run, and the variant whose deliveries in
-    flight crossed the threshold paid for the benchmark's leftovers: on the ``ledger``
-    scenario, 4 of 7 PostgreSQL runs paused 36-105 ms (8-19 % of the run) to collect
-    37,000-73,000 objects the other variants had left; no other variant paid once.
+    Every run of every variant starts here, before anything it times, and first moves
+    what the runs before it left out of the collector's way (``gc.freeze``, as ``bridge
+    run`` does as it starts: ``tune_gc``). Each bridge's teardown leaves its tasks,
+    connections and store in cycles, which a process running one bridge never has. Left
+    in the young generation, they filled it run after run, and the variant whose
+    deliveries in flight crossed its threshold paid for the benchmark's leftovers: on the
+    ``ledger`` scenario, 4 of 7 PostgreSQL runs paused 36-105 ms (8-19 % of the run) to
+    walk 92,000-100,000 objects, 37,000-73,000 of them the other variants' garbage; no
+    other variant paid once. Frozen, not collected: freeing them would hand their
+    scattered blocks to the next run's allocations, which a fresh process does not have
+    either. ``tuned_gc`` unfreezes them when its scenario ends.
     """
     global TALLY
-    gc.collect()
+    gc.freeze()
     TALLY = Tally(target, latency)
     return TALLY
 

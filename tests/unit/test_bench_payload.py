@@ -1,4 +1,4 @@
-"""``bench.payload.reset``: each benchmark run starts on a collected heap."""
+"""``bench.payload.reset``: each benchmark run starts with the young generation empty."""
 
 from __future__ import annotations
 
@@ -13,25 +13,29 @@ class _Node:
         self.other: _Node | None = None
 
 
-def test_a_run_starts_with_the_garbage_of_the_runs_before_it_collected() -> None:
-    # What a bridge's teardown leaves is in cycles: only the collector frees it. Without
-    # the collection at the start of each run, the variant whose deliveries in flight
-    # crossed the young generation's threshold paid for the other variants' leftovers.
+def test_a_run_starts_with_what_the_runs_before_it_left_out_of_the_collectors_way() -> None:
+    # What a bridge's teardown leaves is in cycles. Left in the young generation, the
+    # variant whose deliveries in flight crossed its threshold walked the other
+    # variants' leftovers inside its own timing.
     enabled = gc.isenabled()
-    gc.disable()  # no collection but the one under test
+    gc.disable()  # no collection but what the test asks for
     try:
         left = [_Node() for _ in range(100)]
         for a, b in zip(left, left[1:] + left[:1], strict=True):
             a.other = b
         refs = [weakref.ref(n) for n in left]
         del left, a, b
-        assert all(r() is not None for r in refs)  # a cycle outlives its last name
+        frozen = gc.get_freeze_count()
+        assert gc.get_count()[0] >= 100
 
         tally = reset(8)
 
-        assert [r for r in refs if r() is not None] == []
-        assert gc.get_count()[0] < 100  # the young generation starts empty
+        assert gc.get_count()[0] == 0  # the young generation starts empty
+        assert gc.get_freeze_count() >= frozen + 100  # the leftovers are out of its way
+        gc.collect()
+        assert all(r() is not None for r in refs)  # not walked, nor freed, by a collection
         assert (tally.target, tally.runs) == (8, 0)
     finally:
+        gc.unfreeze()
         if enabled:
             gc.enable()
