@@ -86,7 +86,7 @@ def wakeups(trips: int = 5000, repeats: int = 3) -> dict[str, dict[str, float]]:
     thread or process (the SQLite store's thread, a PostgreSQL backend) pays such wake-ups;
     on a host where waking another core is dear, the durable variants read lower beside
     the bridge with the ledger off, which pays none. Measured: 6-8 µs on one core of a
-    virtual machine whose wake-ups across its two cores took 60-70 µs (41-47 of CPU)."""
+    virtual machine whose wake-ups across its two cores took 52-100 µs (35-56 of CPU)."""
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if len(cpus) < 2:
         return {}

@@ -95,7 +95,7 @@ def reset(target: int, latency: bool = False) -> Tally:
     connections and store in cycles, which a process running one bridge never has. Left
     in the young generation, they filled it run after run, and the variant whose
     deliveries in flight crossed its threshold paid for the benchmark's leftovers: on the
-    ``ledger`` scenario, 4 of 7 PostgreSQL runs paused 36-105 ms (8-19 % of the run) to
+    ``ledger`` scenario, 4 of 7 PostgreSQL runs paused 36-105 ms (9-19 % of the run) to
     walk 92,000-100,000 objects, 37,000-73,000 of them the other variants' garbage; no
     other variant paid once. Frozen, not collected: freeing them would hand their
     scattered blocks to the next run's allocations, which a fresh process does not have
