@@ -99,7 +99,8 @@ def reset(target: int, latency: bool = False) -> Tally:
     walk 92,000-100,000 objects, 37,000-73,000 of them the other variants' garbage; no
     other variant paid once. Frozen, not collected: freeing them would hand their
     scattered blocks to the next run's allocations, which a fresh process does not have
-    either. ``tuned_gc`` unfreezes them when its scenario ends.
+    either. ``tuned_gc`` unfreezes them when its scenario ends; in the scenarios it does
+    not tune they stay frozen, held until the suite's process ends.
     """
     global TALLY
     gc.freeze()
