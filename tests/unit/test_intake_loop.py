@@ -41,6 +41,6 @@ async def test_the_intake_asks_for_the_running_loop_once_not_per_delivery(
         tally = await run_bridge(config, EVENTS * 4, feed=feed, timeout=60)
     finally:
         monkeypatch.undo()
-        gc.unfreeze()  # run_bridge's reset froze this process's objects: the runner's own
+        gc.unfreeze()  # run_bridge's reset froze the test process's objects: give them back
     assert tally.runs == EVENTS * 4  # every delivery ran its 4 handlers
     assert asked < EVENTS // 10, f"{asked} asks for the running loop for {EVENTS} deliveries"

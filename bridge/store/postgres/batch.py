@@ -330,9 +330,7 @@ def _entries(calls: list[Call], indexes: Sequence[int]) -> list[tuple[Any, ...]]
     return [record_args(e) for i in indexes for e in calls[i].args[0]]
 
 
-async def _writes(
-    conn: Any, calls: list[Call], hexadecimal: bool = False
-) -> list[BaseException | None]:
+async def _writes(conn: Any, calls: list[Call], hexadecimal: bool) -> list[BaseException | None]:
     """A batch of successes and dead letters in the connection's transaction; each call's
     error (a bad value fails only its own call)."""
     errors: list[BaseException | None] = [None] * len(calls)
@@ -352,7 +350,7 @@ async def _writes(
     return errors
 
 
-async def _record_all(conn: Any, entries: list[tuple[Any, ...]], hexadecimal: bool = False) -> None:
+async def _record_all(conn: Any, entries: list[tuple[Any, ...]], hexadecimal: bool) -> None:
     """``RECORD`` each of ``entries`` (``record_args``) in one statement: ``unnest``
     arrays, one execution on the server where ``executemany`` runs one per entry (a
     quarter less of the server's CPU per event), which takes them in key order. An
