@@ -91,3 +91,31 @@ def test_a_stuck_exporter_is_not_waited_for_spans_are_dropped_and_counted(
     # Its first batch (512) and a full queue (2,048) are exported; the rest is dropped.
     assert drops.dropped == {"queue_full": ended - 512 - 2048}
     assert exporter.spans == 512 + 2048
+
+
+@pytest.mark.parametrize("tracing", [Counted(hold=True)], indirect=True)
+def test_the_export_thread_is_nudged_only_when_it_can_take_the_gil(
+    tracing: tuple[Tracing, Any, Drops], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A nudge (sleep(0)) costs the loop 75 µs here: it is spent only on a thread that is
+    # woken for a batch or is exporting, never on one asleep until its next batch.
+    spans, processor, drops = tracing
+    nudges: list[int] = []
+    monkeypatch.setattr(bridge.span_export, "nudge", lambda: nudges.append(1))
+    batch = processor._batch_processor
+    for n in range(511):  # a batch is 512: the thread sleeps on
+        spans.spans.start(f"s{n}", None, {}).end()
+    assert nudges == []
+    spans.spans.start("s511", None, {}).end()  # the batch is full: woken, and nudged
+    assert nudges == [1]
+    deadline = time.monotonic() + 30
+    while not batch._export_lock.locked():  # exporting (held by the exporter)
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    for n in range(2 * bridge.span_export.NUDGE_EVERY):
+        spans.spans.start(f"t{n}", None, {}).end()
+    assert len(nudges) == 3  # one each NUDGE_EVERY spans while it exports
+    processor.span_exporter.release.set()
+    spans.shutdown()
+    assert drops.dropped == {}
+    assert processor.span_exporter.spans == 512 + 2 * bridge.span_export.NUDGE_EVERY
