@@ -64,15 +64,12 @@ class NudgingProcessor(BatchSpanProcessor):
         batch: Any = self._batch_processor
         asleep = not batch._worker_awaken.is_set()
         super().on_end(span)
-        if asleep and batch._worker_awaken.is_set():  # woken for a full batch: now
-            self._ended = 0
-            nudge()
+        if asleep and batch._worker_awaken.is_set():
+            self._woken()
             return
         self._ended += 1  # spans ended in other threads may race: a nudge early or late
         if self._ended >= NUDGE_EVERY:
-            self._ended = 0
-            if batch._export_lock.locked():
-                nudge()
+            self._counted(batch)
 
     def enqueue(self, span: ReadableSpan) -> None:
         """``on_end`` of a sampled span (``bridge.spans``): ``BatchProcessor.emit``'s
@@ -89,16 +86,26 @@ class NudgingProcessor(BatchSpanProcessor):
             queue.appendleft(span)
             if len(queue) >= batch._max_export_batch_size and not batch._worker_awaken.is_set():
                 batch._worker_awaken.set()
-                self._ended = 0
-                nudge()  # woken for a full batch: it takes the GIL now
+                self._woken()
                 return
         self._ended += 1
         if self._ended >= NUDGE_EVERY:
-            self._ended = 0
-            if self._gave_up and len(queue) < self._crowded:
-                self._gave_up = False
-            if batch._export_lock.locked():  # exporting: it may be waiting for the GIL
-                nudge()
+            self._counted(batch)
+
+    def _woken(self) -> None:
+        """The export thread was just woken for a full batch: it takes the GIL now."""
+        self._ended = 0
+        nudge()
+
+    def _counted(self, batch: Any) -> None:
+        """``NUDGE_EVERY`` spans ended: a wait given up is allowed again once the queue has
+        drained, and the export thread is nudged if it exports (it may be waiting for the
+        GIL; asleep until its next batch, it cannot take it)."""
+        self._ended = 0
+        if self._gave_up and len(batch._queue) < self._crowded:
+            self._gave_up = False
+        if batch._export_lock.locked():
+            nudge()
 
     def _wait_for_export(self, batch: Any) -> bool:
         """Sleep until the export thread has started on a crowded queue, or ``LATE_WAIT``."""
