@@ -4,13 +4,16 @@ is answered only once its own entries are committed; a bad entry fails only its 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
 from bridge.errors import StoreError
-from bridge.store.contracts import LedgerEntry
+from bridge.store.contracts import InboxEntry, LedgerEntry
 from bridge.store.sqlite import SqliteStore
 from tests.support import thread_traced_sqlite
 
@@ -539,3 +542,62 @@ async def test_the_stores_thread_checkpoints_what_the_loops_thread_wrote(
     assert checkpoints >= 4  # one every 4,096 rows written since the last one ended
     assert found == {("h3", "source\x1fevent-99-99"): "succeeded"} and rows == 40_000
     assert frames < 500, f"{frames} pages in the WAL"  # without checkpoints: over 1,100
+
+
+def _temp_files() -> list[str]:
+    """The temporary files SQLite has open in this process (it unlinks each as it makes
+    it, so only an open descriptor shows one)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if "etilqs_" in target:  # SQLite's prefix for its temporary files
+                found.append(target)
+    return found
+
+
+async def test_writes_of_random_keys_keep_their_statement_journals_in_memory(
+    tmp_path: Path,
+) -> None:
+    """Successes and inbox entries with random keys change a page each; written many to a
+    statement inside a transaction, their statement journal outgrew SQLite's 64 KiB and
+    went to a temporary file, made for each statement. Now no temporary file is open at
+    any step of such statements, on the loop's write connection or on the store's thread
+    (a busy database's path), and every row is written."""
+    store = SqliteStore(f"sqlite:///{tmp_path}/l.db")
+    await store.open()
+    seen: list[str] = []
+
+    def watch() -> int:
+        seen.extend(_temp_files())
+        return 0  # go on
+
+    assert store._writer is not None
+    store._writer.set_progress_handler(watch, 500)
+    await store._call(lambda conn: conn.set_progress_handler(watch, 500))
+
+    def entries(count: int) -> list[LedgerEntry]:
+        return [LedgerEntry("h", uuid.uuid4().hex, "e") for _ in range(count)]
+
+    def inbox(count: int) -> list[InboxEntry]:
+        return [InboxEntry(uuid.uuid4().hex, b"{}", event_source="s") for _ in range(count)]
+
+    try:
+        for _ in range(8):  # on the loop's connection: 8 batches of 4 callers, 64 rows each
+            await asyncio.gather(*(store.ledger_record(entries(64)) for _ in range(4)))
+            await store.inbox_put(inbox(256))
+        on_loop = list(seen)
+        _without_loop_writes(store)
+        for _ in range(4):  # on the store's thread, each batch in a transaction
+            await asyncio.gather(*(store.ledger_record(entries(64)) for _ in range(4)))
+            await store.inbox_put(inbox(600))
+        written = await store._call(
+            lambda c: (
+                c.execute("SELECT count(*) FROM ledger").fetchone()[0],
+                c.execute("SELECT count(*) FROM inbox").fetchone()[0],
+            )
+        )
+    finally:
+        await store.close()
+    assert written == (12 * 4 * 64, 8 * 256 + 4 * 600)
+    assert on_loop == [] and seen == []

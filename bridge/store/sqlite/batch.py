@@ -49,7 +49,7 @@ from typing import Any, TypeVar, cast
 from bridge.errors import StoreError
 from bridge.store.batching import Call, Lane, count_round_trip
 from bridge.store.contracts import DeadLetter, LedgerEntry
-from bridge.store.sqlite.connection import SqliteConnection, in_lists
+from bridge.store.sqlite.connection import STATEMENT_JOURNAL, SqliteConnection, in_lists
 from bridge.store.sqlite.dead_letters import letter_insert
 from bridge.store.sqlite.ledger import ledger_insert, one_statement
 
@@ -330,9 +330,12 @@ def _run(conn: sqlite3.Connection, calls: list[Call]) -> list[tuple[Any, BaseExc
 
 def _open_writer(path: str) -> sqlite3.Connection:
     """A connection to ``path`` for ledger writes on the loop's thread: it never waits for
-    a lock (``busy_timeout`` 0: a busy database sends the batch to the store's thread)
-    and never checkpoints (``_checkpoint`` runs on the store's thread)."""
-    return _open_for_loop(path, "busy_timeout=0", "wal_autocheckpoint=0", "synchronous=NORMAL")
+    a lock (``busy_timeout`` 0: a busy database sends the batch to the store's thread),
+    never checkpoints (``_checkpoint`` runs on the store's thread) and keeps its
+    statement journals in memory (``STATEMENT_JOURNAL``)."""
+    return _open_for_loop(
+        path, "busy_timeout=0", "wal_autocheckpoint=0", "synchronous=NORMAL", STATEMENT_JOURNAL
+    )
 
 
 def _open_reader(path: str) -> sqlite3.Connection:
