@@ -26,7 +26,7 @@ from connectors.memory import BROKER
 MEMORY_CONNECTOR = """\
     type: memory
     topic: {topic}
-    consume: {{event: {{type: subscriber/created}}, max_in_flight: {max_in_flight}}}"""
+    consume: {{event: {{type: subscriber/created{event_id}}}, max_in_flight: {max_in_flight}}}"""
 
 _topics = itertools.count()
 
@@ -91,10 +91,18 @@ async def run_bridge(
     return tally
 
 
-def memory_config(width: int = 4, max_in_flight: int = 1000, **more: Any) -> tuple[str, str]:
-    """(topic, config) of a bridge on a fresh memory topic."""
+def memory_config(
+    width: int = 4, max_in_flight: int = 1000, event_id: str = "", **more: Any
+) -> tuple[str, str]:
+    """(topic, config) of a bridge on a fresh memory topic; its events' ids from the
+    template ``event_id`` if given (else the topic and offset, as the connector names
+    them)."""
     topic = f"bench-{next(_topics)}-{time.time_ns()}"
-    connector = MEMORY_CONNECTOR.format(topic=topic, max_in_flight=max_in_flight)
+    connector = MEMORY_CONNECTOR.format(
+        topic=topic,
+        max_in_flight=max_in_flight,
+        event_id=f', id: "{event_id}"' if event_id else "",
+    )
     return topic, bridge_config(connector, width=width, **more)
 
 

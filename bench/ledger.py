@@ -10,6 +10,11 @@ pydantic validation, 4 no-op handlers):
 * ``memory``: the ledger on the memory store (the ledger's own CPU, no I/O).
 * ``sqlite``: the default store, a fresh file per run.
 * ``postgres``: PostgreSQL on 127.0.0.1:5432, a fresh schema per run (dropped after).
+* ``sqlite_random``: as ``sqlite``, but each event's id is a UUID of its producer's (a
+  field of its data, mapped by ``consume.event.id``), as CloudEvents producers and
+  webhook providers name events, where the others are named by offset, in order. A
+  random key changes a page of the ledger's index an event; keys in order fill one page
+  after another. No goal: it shows what the ``sqlite`` variant's sequential keys flatter.
 
 A run ends when every handler ran and every delivery is settled (``bridge_in_flight``
 reads 0: settled means its ledger entries are committed), so the rate counts the
@@ -36,7 +41,7 @@ from bridge.app.runtime import Runtime
 from connectors.memory import BROKER
 from tests.fixtures.postgres import POSTGRES_URL, drop_schema
 
-VARIANTS = ("bare", "ledger_off", "memory", "sqlite", "postgres")
+VARIANTS = ("bare", "ledger_off", "memory", "sqlite", "postgres", "sqlite_random")
 
 
 def round_trips(runtime: Runtime) -> int:
@@ -82,12 +87,13 @@ async def backends_cpu() -> dict[int, float]:
 
 
 async def durable_bridge(
-    bodies: list[bytes], store: str, ledger: bool, width: int = 4
+    bodies: list[bytes], store: str, ledger: bool, width: int = 4, event_id: str = ""
 ) -> tuple[Any, float, float]:
-    """One run of the bridge on ``store``: its tally, store round trips per event and
-    the PostgreSQL server's CPU µs per event meanwhile (0 unless on PostgreSQL)."""
+    """One run of the bridge on ``store`` (its events' ids from the template ``event_id``
+    if given): its tally, store round trips per event and the PostgreSQL server's CPU µs
+    per event meanwhile (0 unless on PostgreSQL)."""
     on_postgres = store.startswith("postgres")
-    topic, config = memory_config(width, store=store, ledger=ledger)
+    topic, config = memory_config(width, store=store, ledger=ledger, event_id=event_id)
     box: dict[str, Any] = {}
 
     def setup(runtime: Runtime) -> None:
@@ -124,9 +130,12 @@ async def one(name: str, env: Env, bodies: list[bytes]) -> tuple[Any, float, flo
         return await durable_bridge(bodies, "memory://", ledger=False)
     if name == "memory":
         return await durable_bridge(bodies, "memory://", ledger=True)
-    if name == "sqlite":
+    if name in ("sqlite", "sqlite_random"):
         return await durable_bridge(
-            bodies, f"sqlite:///{env.workdir}/ledger-{time.time_ns()}.db", ledger=True
+            bodies,
+            f"sqlite:///{env.workdir}/ledger-{time.time_ns()}.db",
+            ledger=True,
+            event_id="{data.uid}" if name == "sqlite_random" else "",
         )
     schema = f"bench_{uuid.uuid4().hex[:12]}"
     try:
@@ -140,13 +149,15 @@ async def durable(env: Env) -> dict[str, Any]:
     """Events/s, CPU per event and store round trips per event, each variant interleaved."""
     events = env.size(4000, 300)
     bodies = [body(n) for n in range(events)]
+    random_ids = [body(n, uid=uuid.uuid4().hex) for n in range(events)]
     await durable_bridge(bodies[:200], "memory://", ledger=False)  # warm up imports
     samples = Samples(list(VARIANTS))
-    trips: dict[str, list[float]] = {"sqlite": [], "postgres": []}
+    trips: dict[str, list[float]] = {"sqlite": [], "postgres": [], "sqlite_random": []}
     server_cpu: list[float] = []
     for run in range(env.rounds()):  # interleaved, so drift in machine load hits all alike
         for name in VARIANTS:
-            tally, per_event, pg_us = await one(name, env, bodies)
+            sent = random_ids if name == "sqlite_random" else bodies
+            tally, per_event, pg_us = await one(name, env, sent)
             samples.add(name, tally)
             if name in trips:
                 trips[name].append(per_event)
@@ -160,6 +171,7 @@ async def durable(env: Env) -> dict[str, Any]:
             ("memory", "ledger_off"),
             ("sqlite", "ledger_off"),
             ("postgres", "ledger_off"),
+            ("sqlite_random", "ledger_off"),
         ],
         events_per_run=events,
         handlers=4,

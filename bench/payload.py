@@ -28,16 +28,19 @@ class SubscriberCreated(BaseModel):
     sent_ns: int = 0
 
 
-def body(n: int, sent_ns: int = 0) -> bytes:
-    return orjson.dumps(
-        {
-            "email": f"user{n}@example.com",
-            "name": f"User {n}",
-            "preferences": ["python", "rust"],
-            "source": "web",
-            "sent_ns": sent_ns,
-        }
-    )
+def body(n: int, sent_ns: int = 0, uid: str = "") -> bytes:
+    """Subscriber ``n``'s event; with ``uid``, which the model ignores, as a producer's own
+    id for the event (``bench.ledger``'s random ids)."""
+    data: dict[str, object] = {
+        "email": f"user{n}@example.com",
+        "name": f"User {n}",
+        "preferences": ["python", "rust"],
+        "source": "web",
+        "sent_ns": sent_ns,
+    }
+    if uid:
+        data["uid"] = uid
+    return orjson.dumps(data)
 
 
 class Tally:

@@ -247,6 +247,7 @@ def durable_table(doc: dict[str, Any]) -> list[str]:
         "memory": "bridge, ledger on, memory store",
         "sqlite": "bridge, SQLite (the default)",
         "postgres": "bridge, PostgreSQL (replicas)",
+        "sqlite_random": "bridge, SQLite, events named by random ids (UUIDs)",
     }
     v, cpu = result["variants"], result.get("cpu_us_per_msg", {})
     trips = result.get("round_trips_per_event", {})

@@ -59,7 +59,7 @@ def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
     # Every throughput variant ran once and moved messages (reference variants such as
     # the SQLite ledger run in full runs only).
     for name, variants in (
-        ("ledger", {"bare", "ledger_off", "memory", "sqlite", "postgres"}),
+        ("ledger", {"bare", "ledger_off", "memory", "sqlite", "postgres", "sqlite_random"}),
         ("kafka", {"raw", "bridge", "faststream", "faststream_autocommit", "bridge_sqlite"}),
         ("rabbitmq", {"raw", "bridge", "faststream"}),
         ("sqs", {"raw", "bridge"}),
@@ -87,7 +87,11 @@ def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
     assert all(v["not_202"] == 0 for v in webhook["variants"].values())
     assert set(webhook["max_rps"]) == {"bare_max_rps", "bridge_max_rps"}
     assert all(r["inbox_rows"] > 0 for r in webhook["runs"]["bridge"])
-    assert set(scenarios["ledger"]["round_trips_per_event"]) == {"sqlite", "postgres"}
+    assert set(scenarios["ledger"]["round_trips_per_event"]) == {
+        "sqlite",
+        "postgres",
+        "sqlite_random",
+    }
     replicas = scenarios["replicas"]
     assert replicas["lost"] == replicas["duplicated"] == 0
     assert all(min(r["runs_per_replica"]) > 0 for r in replicas["runs"])
