@@ -48,9 +48,10 @@ writes and closes for that one statement. Rows with random keys (the ids of webh
 providers and CloudEvents producers) change a page each, so a batch of 16 or more of them
 spilled: with the journal in memory, SQLite's work for a ledger of 4 handlers an event
 with random keys took 27-31 % less CPU, and the webhook benchmark's server (where one
-request in 30 had spilled) 7-29 µs less a request. A journal holds the pages of one of
-the bridge's statements (500 rows at most). Set on the connections that write, after the
-migrations, whose statements copy whole tables."""
+request in 30 had spilled) 7-29 µs less a request. What it keeps in memory is bounded: a
+journal holds the pages of one of the bridge's statements (500 rows at most), and its
+one temporary table, the history purge's ids, a second's worth of events. Set on the
+connections that write, after the migrations, whose statements copy whole tables."""
 
 R = TypeVar("R")
 _BATCH = 512
